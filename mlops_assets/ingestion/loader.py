@@ -1,0 +1,398 @@
+"""Landing files -> raw tables, exactly once per file content, with a ledger and a quarantine.
+
+Every file is loaded in one DuckDB transaction with DuckDB's native CSV reader:
+
+* the ledger ``audit.ingested_files`` decides what is new: a file whose sha256 is already recorded is
+  skipped, a file whose content changed replaces its earlier rows;
+* every non-blank data line of a file ends up either in ``raw.<source>`` or in
+  ``quarantine.<source>`` (one row per physical line, with the reason), so
+  ``rows_loaded + rows_quarantined = data_lines`` holds for every file and is recorded;
+* a file that cannot be read at all raises :class:`IngestionError` naming the file and the problem,
+  and the transaction is rolled back, leaving the warehouse as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+
+from mlops_assets.ingestion.sources import LINEAGE_COLUMNS, SOURCE_SPECS, SourceSpec
+
+FILE_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.csv$")
+SNIFF_BYTES = 64 * 1024
+
+Status = Literal["loaded", "replaced", "unchanged", "failed"]
+
+
+class IngestionError(Exception):
+    """A whole file could not be ingested; the message starts with the file's landing path."""
+
+
+@dataclass(frozen=True)
+class FileResult:
+    path: str  # relative to the landing directory, e.g. applications/2025-03-02.csv
+    source: str
+    status: Status
+    partition_key: str | None = None
+    data_lines: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    extra_columns: tuple[str, ...] = ()
+    error: str | None = None
+
+
+@dataclass
+class SourceResult:
+    source: str
+    files: list[FileResult] = field(default_factory=list)
+
+    def count(self, status: Status) -> int:
+        return sum(f.status == status for f in self.files)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+    def total(self, attribute: str) -> int:
+        return sum(getattr(f, attribute) for f in self.files if f.status != "unchanged")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the raw, quarantine and audit tables if they do not exist (idempotent)."""
+    for schema in ("raw", "quarantine", "audit"):
+        con.execute(f"create schema if not exists {schema}")
+    for spec in SOURCE_SPECS.values():
+        columns = {**spec.columns, **LINEAGE_COLUMNS}
+        ddl = ", ".join(f"{_ident(c)} {t}" for c, t in columns.items())
+        con.execute(f"create table if not exists raw.{spec.name} ({ddl})")
+        con.execute(
+            f"create table if not exists quarantine.{spec.name} ("
+            "source_file varchar not null, line_number bigint, reason varchar not null, "
+            "raw_line varchar, quarantined_at timestamp not null)"
+        )
+    con.execute(
+        "create table if not exists audit.ingested_files ("
+        "path varchar primary key, source varchar not null, sha256 varchar not null, "
+        "data_lines bigint not null, rows_loaded bigint not null, rows_quarantined bigint not null, "
+        "extra_columns varchar[], partition_key varchar, loaded_at timestamp not null)"
+    )
+
+
+def partition_key_of(path: Path) -> str | None:
+    """The landing date a file belongs to, from its name ``YYYY-MM-DD.csv``."""
+    match = FILE_NAME.match(path.name)
+    return match.group(1) if match else None
+
+
+def landing_files(
+    landing_dir: Path, source: str, partition_keys: Iterable[str] | None = None
+) -> list[Path]:
+    """The files of ``source`` in the landing directory, oldest first; hidden files are ignored."""
+    folder = Path(landing_dir) / source
+    if not folder.is_dir():
+        return []
+    wanted = set(partition_keys) if partition_keys is not None else None
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if wanted is None:
+        return files
+    return [p for p in files if partition_key_of(p) in wanted or partition_key_of(p) is None]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_header(path: Path, rel: str, spec: SourceSpec) -> list[str]:
+    """Validate the header line; return the column names (stripped, lower-case) in file order."""
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if not head.strip():
+        raise IngestionError(f"{rel}: file is empty — expected a CSV header and data lines")
+    if b"\x00" in head:
+        raise IngestionError(f"{rel}: binary content (NUL bytes) — not a CSV text file")
+    first_line = head.split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        text = first_line.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise IngestionError(f"{rel}: header is not UTF-8 text ({error.reason})") from None
+    columns = [c.strip().lower() for c in next(csv.reader([text]))]
+    if len(columns) < 2:
+        raise IngestionError(
+            f"{rel}: header {text[:80]!r} has fewer than two comma-separated columns — not CSV"
+        )
+    if "" in columns:
+        raise IngestionError(f"{rel}: header has an empty column name at position {columns.index('') + 1}")
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicated:
+        raise IngestionError(f"{rel}: header repeats column(s) {', '.join(duplicated)}")
+    missing = [c for c in spec.columns if c not in columns]
+    if missing:
+        raise IngestionError(
+            f"{rel}: missing required column(s) {', '.join(missing)} — "
+            f"{spec.name} files need {', '.join(spec.columns)}"
+        )
+    return columns
+
+
+def ingest_file(
+    con: duckdb.DuckDBPyConnection, landing_dir: Path, path: Path, spec: SourceSpec,
+    *, force: bool = False,
+) -> FileResult:
+    """Load one landing file into ``raw.<source>`` exactly once; see the module docstring."""
+    rel = path.relative_to(landing_dir).as_posix()
+    partition_key = partition_key_of(path)
+    sha = sha256_of(path)
+    known = con.execute("select sha256 from audit.ingested_files where path = ?", [rel]).fetchone()
+    if known and known[0] == sha and not force:
+        return FileResult(rel, spec.name, "unchanged", partition_key)
+    if partition_key is None:
+        raise IngestionError(f"{rel}: file name must be YYYY-MM-DD.csv (the landing date)")
+    columns = read_header(path, rel, spec)
+    extra = tuple(c for c in columns if c not in spec.columns)
+
+    con.execute("begin transaction")
+    try:
+        counts = _load(con, path, rel, spec, columns, extra)
+        con.execute(
+            "insert or replace into audit.ingested_files values (?, ?, ?, ?, ?, ?, ?, ?, now())",
+            [rel, spec.name, sha, counts[0], counts[1], counts[2], list(extra), partition_key],
+        )
+        con.execute("commit")
+    except IngestionError:
+        con.execute("rollback")
+        raise
+    except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException) as error:
+        # What the CSV reader says about the file's content: that file fails, nothing else.
+        con.execute("rollback")
+        message = str(error).split("\n", 1)[0]
+        raise IngestionError(f"{rel}: could not be read as CSV — {message}") from error
+    except BaseException:
+        con.execute("rollback")
+        raise
+    finally:
+        for table in ("_lines", "_records", "_rejects", "_reject_scans", "_free", "_placed"):
+            con.execute(f"drop table if exists temp.{table}")
+    return FileResult(
+        rel,
+        spec.name,
+        "replaced" if known else "loaded",
+        partition_key,
+        data_lines=counts[0],
+        rows_loaded=counts[1],
+        rows_quarantined=counts[2],
+        extra_columns=extra,
+    )
+
+
+def _load(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    rel: str,
+    spec: SourceSpec,
+    columns: list[str],
+    extra: tuple[str, ...],
+) -> tuple[int, int, int]:
+    """Inside the caller's transaction: replace the file's rows; return (lines, loaded, quarantined)."""
+    file = _literal(str(path))
+    source = _literal(rel)
+    types = ", ".join(f"{_literal(c)}: {_literal(spec.columns.get(c, 'VARCHAR'))}" for c in columns)
+    con.execute(f"delete from raw.{spec.name} where _source_file = {source}")
+    con.execute(f"delete from quarantine.{spec.name} where source_file = {source}")
+
+    # Physical lines with their numbers: the unit of accounting (blank lines do not count).
+    con.execute(
+        f"""
+        create temp table _lines as
+        with parts as (select string_split(content, chr(10)) as l from read_text({file}))
+        select line_number, raw_line from (
+            select unnest(l) as raw_line, generate_subscripts(l, 1) as line_number from parts
+        )
+        where line_number > 1 and trim(raw_line, chr(13) || ' ') <> ''
+        """
+    )
+    _read_records(con, path, types)
+    # Each rejected record covers one or more physical lines (an unterminated quote swallows
+    # several); every covered line is quarantined with the record's reasons.
+    con.execute(
+        f"""
+        insert into quarantine.{spec.name}
+        with rejected as (
+            select line, string_agg(distinct
+                case when error_type = 'CAST' then column_name || ': ' || coalesce(
+                        '"' || regexp_extract(error_message, 'string "(.*)" to', 1)
+                        || '" is not a valid ' || lower(regexp_extract(error_message, 'to ''(\w+)''', 1)),
+                        error_message)
+                     else lower(error_type) || ': ' || error_message end, '; ') as reason,
+                max(len(list_filter(string_split(csv_line, chr(10)),
+                    lambda x: trim(x, chr(13) || ' ') <> ''))) as span
+            from _rejects group by line
+        )
+        select {source}, l.line_number, r.reason, l.raw_line, now()
+        from rejected r join _lines l
+          on l.line_number between r.line and r.line + greatest(r.span, 1) - 1
+        """
+    )
+    con.execute(
+        f"""
+        create temp table _free as
+        select line_number, raw_line, row_number() over (order by line_number) as slot
+        from _lines where line_number not in (
+            select line_number from quarantine.{spec.name} where source_file = {source})
+        """
+    )
+    # Place readable records on the lines nobody else claimed: record k starts on the next free
+    # line after the lines records 1..k-1 spanned (a quoted value may contain a line break).
+    varchar = [c for c in columns if spec.columns.get(c, "VARCHAR") == "VARCHAR"]
+    breaks = " + ".join(
+        f"coalesce(len({_ident(c)}) - len(replace({_ident(c)}, chr(10), '')), 0)" for c in varchar
+    )
+    problems = [
+        f"case when {_ident(c)} is null then '{c} is empty' end" for c in spec.required_values
+    ] + [
+        f"case when contains({_ident(c)}, chr(10)) then 'line break inside the value of {c}' end"
+        for c in varchar
+    ]
+    con.execute(
+        f"""
+        create temp table _placed as
+        with records as (
+            select *, rowid as _record, 1 + {breaks} as _span,
+                   nullif(concat_ws('; ', {", ".join(problems)}), '') as _problem
+            from _records
+        ),
+        positioned as (
+            select *, sum(_span) over (order by _record) - _span + 1 as _slot from records
+        )
+        select p.*, f.line_number as _line_number, f.raw_line as _raw_line
+        from positioned p left join _free f on f.slot = p._slot
+        """
+    )
+    con.execute(
+        f"""
+        insert into quarantine.{spec.name}
+        select {source}, f.line_number, p._problem, f.raw_line, now()
+        from _placed p join _free f on f.slot between p._slot and p._slot + p._span - 1
+        where p._problem is not null
+        """
+    )
+    extra_json = (
+        "to_json(struct_pack(" + ", ".join(f"{_ident(c)} := {_ident(c)}" for c in extra) + "))"
+        if extra
+        else "null"
+    )
+    target = ", ".join(_ident(c) for c in [*spec.columns, *LINEAGE_COLUMNS])
+    values = ", ".join(_ident(c) for c in spec.columns)
+    con.execute(
+        f"""
+        insert into raw.{spec.name} ({target})
+        select {values}, {extra_json}, {source}, _line_number, now()
+        from _placed where _problem is null order by _record
+        """
+    )
+    data_lines = con.execute("select count(*) from _lines").fetchone()[0]
+    loaded = con.execute("select count(*) from _placed where _problem is null").fetchone()[0]
+    quarantined = con.execute(
+        f"select count(*) from quarantine.{spec.name} where source_file = {source}"
+    ).fetchone()[0]
+    if loaded + quarantined != data_lines:
+        raise IngestionError(
+            f"{rel}: {data_lines} data lines but {loaded} loaded + {quarantined} quarantined — "
+            "the file's line structure could not be reconciled, nothing was loaded"
+        )
+    return data_lines, loaded, quarantined
+
+
+def _read_records(con: duckdb.DuckDBPyConnection, path: Path, types: str) -> None:
+    """Records as DuckDB's CSV reader sees them into ``_records``; unreadable ones into ``_rejects``.
+
+    The reader runs in strict mode, so a line with too many fields is rejected rather than cut.
+    Strict mode refuses files that mix CRLF and LF line endings; those are read from a copy with
+    the endings normalised (the line count, and so every line number, stays the same).
+    """
+
+    def read(file: Path) -> None:
+        con.execute("drop table if exists temp._rejects")
+        con.execute("drop table if exists temp._reject_scans")
+        # A table keeps the reader's order, so rowid is the record's position in the file.
+        con.execute(
+            f"""
+            create or replace temp table _records as select * from read_csv({_literal(str(file))},
+                header = true, auto_detect = false, delim = ',', quote = '"', escape = '"',
+                strict_mode = true, columns = {{{types}}},
+                store_rejects = true, rejects_table = '_rejects', rejects_scan = '_reject_scans')
+            """
+        )
+
+    try:
+        read(path)
+    except duckdb.InvalidInputException as error:
+        if "state machine" not in str(error):
+            raise
+        with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as tmp:
+            normalised = Path(tmp) / path.name
+            normalised.write_bytes(path.read_bytes().replace(b"\r\n", b"\n"))
+            read(normalised)
+
+
+def ingest_source(
+    con: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    source: str,
+    partition_keys: Iterable[str] | None = None,
+    *,
+    force: bool = False,
+) -> SourceResult:
+    """Ingest every new or changed file of ``source``; a bad file fails alone, the rest go on."""
+    spec = SOURCE_SPECS[source]
+    ensure_schema(con)
+    result = SourceResult(source)
+    for path in landing_files(landing_dir, source, partition_keys):
+        try:
+            result.files.append(ingest_file(con, landing_dir, path, spec, force=force))
+        except IngestionError as error:
+            rel = path.relative_to(landing_dir).as_posix()
+            result.files.append(
+                FileResult(rel, source, "failed", partition_key_of(path), error=str(error))
+            )
+    return result
+
+
+def unbalanced_ledger_rows(con: duckdb.DuckDBPyConnection, source: str) -> list[tuple]:
+    """Ledger rows where loaded + quarantined differs from the file's data lines, or from the
+    rows actually present in raw/quarantine for that file. Empty when the books balance."""
+    return con.execute(
+        f"""
+        with raw_rows as (select _source_file as path, count(*) as n from raw.{source} group by 1),
+        quarantined as (
+            select source_file as path, count(*) as n from quarantine.{source} group by 1
+        )
+        select l.path, l.data_lines, l.rows_loaded, l.rows_quarantined,
+               coalesce(r.n, 0) as in_raw, coalesce(q.n, 0) as in_quarantine
+        from audit.ingested_files l
+        left join raw_rows r using (path) left join quarantined q using (path)
+        where l.source = ? and (l.rows_loaded + l.rows_quarantined <> l.data_lines
+               or coalesce(r.n, 0) <> l.rows_loaded or coalesce(q.n, 0) <> l.rows_quarantined)
+        order by l.path
+        """,
+        [source],
+    ).fetchall()

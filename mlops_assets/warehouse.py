@@ -1,0 +1,76 @@
+"""The DuckDB warehouse file: connections that wait politely for the single-writer lock.
+
+DuckDB lets one process write a database file at a time. A second writer (a `dbt build` from the
+CLI racing a Dagster run, say) gets an IO error at connect time; we retry for a while and then fail
+with a message that says what holds the lock and what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+LOCK_WAIT_SECONDS = 60.0
+
+
+class WarehouseLockedError(RuntimeError):
+    """Another process holds the DuckDB write lock for longer than we were willing to wait."""
+
+
+def _is_lock_error(error: duckdb.Error) -> bool:
+    return "lock" in str(error).lower()
+
+
+def connect(
+    path: Path, *, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, retrying while another process holds the lock."""
+    path = Path(path)
+    if read_only and not path.exists():
+        raise FileNotFoundError(f"warehouse {path} does not exist yet: run `mlops run` first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.1
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as error:
+            if not _is_lock_error(error) or time.monotonic() >= deadline:
+                if _is_lock_error(error):
+                    holder = re.search(r"PID (\d+)", str(error))
+                    who = f"process {holder.group(1)}" if holder else "another process"
+                    raise WarehouseLockedError(
+                        f"warehouse {path} is locked by {who} (DuckDB allows one writer at a "
+                        f"time); waited {wait_seconds:.0f}s — retry when it has finished"
+                    ) from error
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+@contextlib.contextmanager
+def connection(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection that is always closed, so the file lock is released deterministically."""
+    con = connect(path, read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def table_row_counts(con: duckdb.DuckDBPyConnection, schemas: tuple[str, ...]) -> dict[str, int]:
+    """Exact row counts of every table and view in ``schemas``, keyed ``schema.table``."""
+    names = con.execute(
+        "select table_schema, table_name from information_schema.tables "
+        "where table_schema in (select unnest(?)) order by 1, 2",
+        [list(schemas)],
+    ).fetchall()
+    return {
+        f"{schema}.{table}": con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
+        for schema, table in names
+    }
