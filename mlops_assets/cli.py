@@ -1,0 +1,163 @@
+"""The `mlops` command: thin wrappers that parse arguments and call the stage functions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mlops_assets.settings import PROJECT_ROOT, get_settings
+
+app = typer.Typer(
+    help="Operate the MLOps data platform: generate sample data, run the pipeline, open the UI.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+@app.command()
+def generate(
+    days: Annotated[int, typer.Option(min=1, help="Number of landing days.")] = 90,
+    rows_per_day: Annotated[
+        int, typer.Option(min=1, help="Average applications per day (weekends are quieter).")
+    ] = 1100,
+    seed: Annotated[int, typer.Option(help="Random seed; same arguments give identical files.")] = 42,
+    drift_from_day: Annotated[
+        int | None,
+        typer.Option(help="From this day on (0-based): lower incomes, a new purpose, and "
+                     "debt-to-income matters more for default."),
+    ] = None,
+    start_date: Annotated[
+        str, typer.Option(help="Date of the first landing day (YYYY-MM-DD).")
+    ] = "2025-01-01",
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory [default: $MLOPS_HOME/landing].")
+    ] = None,
+) -> None:
+    """Write realistic landing files: <out>/<source>/<YYYY-MM-DD>.csv for customers,
+    applications and outcomes (delayed labels), with the dirt real feeds have."""
+    from mlops_assets.sample_data.generator import SOURCES, GeneratorConfig, generate as write
+
+    try:
+        config = GeneratorConfig(
+            days=days,
+            rows_per_day=rows_per_day,
+            seed=seed,
+            drift_from_day=drift_from_day,
+            start_date=date.fromisoformat(start_date),
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    target = out or get_settings().landing_dir
+    with console.status(f"generating {days} days into {target}"):
+        report = write(config, target)
+    table = Table("source", "files", "data lines", "dirty records", title=f"Landing files in {target}")
+    for source in SOURCES:
+        files = sum(1 for f in report.files if f.parent.name == source)
+        dirty = sum(n for (src, _), n in report.dirty.items() if src == source)
+        table.add_row(source, str(files), f"{report.rows[source]:,}",
+                      f"{dirty:,} ({report.dirty_rate(source):.1%})")
+    console.print(table)
+
+
+@app.command()
+def run(
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the run summary as JSON on stdout.")
+    ] = False,
+    table_metadata: Annotated[
+        bool, typer.Option(help="Attach dbt row counts and column lineage to the assets.")
+    ] = True,
+) -> None:
+    """Materialize every asset (ingestion -> dbt) in-process and print a summary.
+
+    Exit code 0 when every step and every blocking check passed, 1 otherwise, 2 when the run
+    could not start."""
+    from mlops_assets.runner import RunSetupError, run_pipeline
+
+    settings = get_settings()
+    with console.status("starting…") as status:
+
+        def on_event(kind: str, step: str) -> None:
+            if kind == "start":
+                status.update(f"running {step}")
+            else:
+                style = {"success": "green", "failure": "red", "skipped": "yellow"}[kind]
+                console.print(f"[{style}]{kind:>8}[/] {step}")
+
+        try:
+            report = run_pipeline(settings, fetch_table_metadata=table_metadata, on_event=on_event)
+        except RunSetupError as error:
+            console.print(f"[red]cannot run:[/] {error}")
+            raise typer.Exit(2) from None
+    if json_output:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_report(report, settings)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _print_report(report, settings) -> None:
+    tables = Table("table", "rows", title=f"Warehouse {settings.warehouse_path}")
+    for name, rows in report.tables.items():
+        tables.add_row(name, f"{rows:,}")
+    console.print(tables)
+    stages = Table("stage", "seconds", title="Time per stage")
+    for stage, seconds in report.stage_seconds.items():
+        stages.add_row(stage, f"{seconds:.1f}")
+    stages.add_row("[bold]total run[/]", f"{report.seconds:.1f}")
+    console.print(stages)
+    passed = sum(c.passed for c in report.checks)
+    console.print(f"checks: [green]{passed} passed[/], "
+                  f"[red]{len(report.checks) - passed} failed[/] "
+                  f"({len(report.failed_blocking_checks)} blocking)")
+    for check in report.checks:
+        if not check.passed:
+            kind = "[red]blocking[/]" if check.blocking else "[yellow]warning[/]"
+            console.print(f"  {kind} {check.asset} {check.name}")
+    quarantined = sum(report.quarantined.values())
+    console.print(f"quarantined rows: {quarantined:,} "
+                  + ", ".join(f"{k.split('.')[1]}={v:,}" for k, v in report.quarantined.items()))
+    for step in report.failed_steps:
+        console.print(f"[red]failed step:[/] {step}")
+    console.print(f"dbt and Dagster log of this run: {report.log_path}")
+    verdict = "[green]run succeeded[/]" if report.ok else "[red]run failed[/]"
+    console.print(f"{verdict} in {report.seconds:.1f}s — run {report.run_id} "
+                  "(open `make ui` to see it in Dagster)")
+
+
+@app.command("dbt-parse")
+def dbt_parse() -> None:
+    """Write dbt_project/target/manifest.json (what Dagster loads the dbt assets from)."""
+    from mlops_assets.transform.assets import prepare_dbt_manifest
+
+    console.print(f"manifest: {prepare_dbt_manifest()}")
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port of the Dagster webserver.")] = 3000,
+) -> None:
+    """Serve the Dagster UI (dagster dev) on 127.0.0.1 against $MLOPS_HOME."""
+    from mlops_assets.transform.assets import prepare_dbt_manifest
+
+    settings = get_settings()
+    settings.ensure_dagster_home()
+    os.environ["MLOPS_HOME"] = str(settings.home)
+    prepare_dbt_manifest()
+    dagster = Path(sys.executable).parent / "dagster"
+    args = [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port),
+            "-w", str(PROJECT_ROOT / "workspace.yaml")]
+    os.execv(args[0], args)
+
+
+if __name__ == "__main__":
+    app()

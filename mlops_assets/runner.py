@@ -1,0 +1,246 @@
+"""`mlops run`: materialize the whole asset graph in this process and summarise what happened.
+
+In-process execution avoids paying Dagster's per-step subprocess start-up; the run still goes
+through the Dagster instance under $MLOPS_HOME/dagster, so it shows in the UI with its events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlops_assets.ingestion.loader import landing_files, partition_key_of
+from mlops_assets.ingestion.sources import SOURCE_SPECS
+from mlops_assets.settings import Settings
+from mlops_assets.warehouse import connection, table_row_counts
+
+REPORTED_SCHEMAS = ("raw", "staging", "intermediate", "marts", "quarantine")
+
+
+class RunSetupError(RuntimeError):
+    """The run cannot start: nothing to ingest, or landing files outside the partitions."""
+
+
+@dataclass
+class CheckOutcome:
+    asset: str
+    name: str
+    passed: bool
+    blocking: bool
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    success: bool
+    seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    failed_steps: list[str] = field(default_factory=list)
+    checks: list[CheckOutcome] = field(default_factory=list)
+    tables: dict[str, int] = field(default_factory=dict)
+    log_path: Path | None = None
+
+    @property
+    def failed_blocking_checks(self) -> list[CheckOutcome]:
+        return [c for c in self.checks if c.blocking and not c.passed]
+
+    @property
+    def ok(self) -> bool:
+        return self.success and not self.failed_steps and not self.failed_blocking_checks
+
+    @property
+    def quarantined(self) -> dict[str, int]:
+        return {k: v for k, v in self.tables.items() if k.startswith("quarantine.")}
+
+    def as_dict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 2),
+            "stage_seconds": {k: round(v, 2) for k, v in self.stage_seconds.items()},
+            "failed_steps": self.failed_steps,
+            "checks": {
+                "passed": sum(c.passed for c in self.checks),
+                "failed": [f"{c.asset}:{c.name}" for c in self.checks if not c.passed],
+                "failed_blocking": [f"{c.asset}:{c.name}" for c in self.failed_blocking_checks],
+            },
+            "tables": self.tables,
+            "log": str(self.log_path) if self.log_path else None,
+        }
+
+
+def landing_dates(settings: Settings) -> list[str]:
+    """Every landing day that has at least one file, sorted."""
+    dates = {
+        partition_key_of(path)
+        for source in SOURCE_SPECS
+        for path in landing_files(settings.landing_dir, source)
+    }
+    return sorted(d for d in dates if d)
+
+
+def run_pipeline(
+    settings: Settings,
+    *,
+    fetch_table_metadata: bool = True,
+    on_event: Callable[[str, str], None] | None = None,
+) -> RunReport:
+    """Materialize every asset over every landing day, in one in-process run.
+
+    ``on_event(kind, step)`` is called from a watcher thread as steps start and finish.
+    """
+    settings.ensure_dagster_home()
+    os.environ["MLOPS_HOME"] = str(settings.home)  # for dbt, which reads it from the environment
+
+    # Heavy imports happen here, not when the CLI starts.
+    import dagster as dg
+    from dagster._core.utils import make_new_run_id
+
+    from mlops_assets.ingestion.assets import landing_days
+    from mlops_assets.transform.assets import prepare_dbt_manifest
+
+    dates = landing_dates(settings)
+    if not dates:
+        raise RunSetupError(
+            f"no landing files under {settings.landing_dir}: run `mlops generate` first "
+            "or drop <source>/<YYYY-MM-DD>.csv files there"
+        )
+    first = landing_days.start.strftime("%Y-%m-%d")
+    if dates[0] < first:
+        raise RunSetupError(
+            f"landing files start on {dates[0]}, before the first partition {first}: "
+            f"set MLOPS_FIRST_LANDING_DATE={dates[0]}"
+        )
+    prepare_dbt_manifest()
+    from mlops_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    job = defs.resolve_implicit_global_asset_job_def()
+    group_of_op = {
+        node.assets_def.node_def.name: node.group_name
+        for node in graph.asset_nodes
+        if node.is_materializable
+    }
+    blocking = {key: graph.get_check_spec(key).blocking for key in graph.asset_check_keys}
+    instance = dg.DagsterInstance.get()
+    run_id = make_new_run_id()
+    watcher = _StepWatcher(instance, run_id, on_event) if on_event else None
+    log_path = settings.home / "logs" / f"run-{run_id}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    if watcher:
+        watcher.start()
+    # dbt's own log lines go to a file, not the terminal (the summary says where).
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log):
+        try:
+            result = job.execute_in_process(
+                instance=instance,
+                run_id=run_id,
+                raise_on_error=False,
+                tags={
+                    "dagster/asset_partition_range_start": dates[0],
+                    "dagster/asset_partition_range_end": dates[-1],
+                    "mlops/trigger": "mlops run",
+                },
+                run_config={
+                    "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+                    "ops": {
+                        "dbt_models": {"config": {"fetch_table_metadata": fetch_table_metadata}},
+                    },
+                },
+            )
+        finally:
+            if watcher:
+                watcher.stop()
+    report = RunReport(
+        run_id=run_id,
+        success=result.success,
+        seconds=time.monotonic() - started,
+        log_path=log_path,
+    )
+
+    for step, seconds in _step_durations(instance, run_id).items():
+        group = group_of_op.get(step, step)
+        report.stage_seconds[group] = report.stage_seconds.get(group, 0.0) + seconds
+    report.failed_steps = [
+        event.step_key for event in result.all_events if event.is_step_failure and event.step_key
+    ]
+    for evaluation in result.get_asset_check_evaluations():
+        key = evaluation.asset_check_key
+        report.checks.append(
+            CheckOutcome(
+                asset=key.asset_key.to_user_string(),
+                name=key.name,
+                passed=evaluation.passed,
+                blocking=blocking.get(key, False),
+            )
+        )
+    if settings.warehouse_path.exists():
+        with connection(settings.warehouse_path, read_only=True) as con:
+            report.tables = table_row_counts(con, REPORTED_SCHEMAS)
+    return report
+
+
+def _step_durations(instance, run_id: str) -> dict[str, float]:
+    from dagster import DagsterEventType
+
+    starts: dict[str, float] = {}
+    durations: dict[str, float] = {}
+    for entry in instance.all_logs(
+        run_id,
+        of_type={
+            DagsterEventType.STEP_START,
+            DagsterEventType.STEP_SUCCESS,
+            DagsterEventType.STEP_FAILURE,
+        },
+    ):
+        step = entry.step_key
+        if entry.dagster_event.event_type == DagsterEventType.STEP_START:
+            starts[step] = entry.timestamp
+        elif step in starts:
+            durations[step] = entry.timestamp - starts[step]
+    return durations
+
+
+class _StepWatcher:
+    """Polls the run's event log and reports step starts and ends (for progress display)."""
+
+    def __init__(self, instance, run_id: str, on_event: Callable[[str, str], None]) -> None:
+        self._instance, self._run_id, self._on_event = instance, run_id, on_event
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="mlops-run-watcher", daemon=True)
+        self._seen = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._poll()  # whatever arrived after the last tick
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self._poll()
+
+    def _poll(self) -> None:
+        from dagster import DagsterEventType
+
+        kinds = {
+            DagsterEventType.STEP_START: "start",
+            DagsterEventType.STEP_SUCCESS: "success",
+            DagsterEventType.STEP_FAILURE: "failure",
+            DagsterEventType.STEP_SKIPPED: "skipped",
+        }
+        try:
+            entries = self._instance.all_logs(self._run_id, of_type=set(kinds))
+        except Exception:  # the run may not be registered yet
+            return
+        for entry in entries[self._seen :]:
+            self._on_event(kinds[entry.dagster_event.event_type], entry.step_key or "")
+        self._seen = len(entries)

@@ -1,0 +1,105 @@
+"""dbt models as Dagster assets: one lineage graph from landing files to marts.
+
+The SQL lives in ``dbt_project/``. dbt sources map onto the Python raw assets (source ``raw``,
+table ``applications`` -> ``raw/applications``), models get keys that mirror their schema and table
+(``marts/loan_applications``), and dbt tests become asset checks, blocking for error severity.
+"""
+
+
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from mlops_assets.ingestion.assets import WRITER_POOL
+from mlops_assets.settings import DBT_PROJECT_DIR, get_settings
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+def dbt_executable() -> str:
+    """The dbt installed next to this Python (the project's venv), else whatever is on PATH."""
+    candidate = Path(sys.executable).parent / "dbt"
+    return str(candidate) if candidate.exists() else "dbt"
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())
+
+
+def prepare_dbt_manifest() -> Path:
+    """Run `dbt parse` so the manifest matches the SQL on disk (`dagster dev` does this itself)."""
+    dbt_resource().cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
+    return dbt_project.manifest_path
+
+
+class LoanPlatformTranslator(DagsterDbtTranslator):
+    """Asset keys mirror warehouse tables; all dbt models form the `transform` group."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
+        return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return "transform"
+
+
+class DbtBuildConfig(dg.Config):
+    fetch_table_metadata: bool = True
+    """Attach row counts and column schemas/lineage of the built tables (one extra query each)."""
+
+
+def _manifest_path() -> Path:
+    if not dbt_project.manifest_path.exists():
+        # Composition must not run dbt on import; say how to produce the manifest instead.
+        raise FileNotFoundError(
+            f"{dbt_project.manifest_path} is missing: run `mlops dbt-parse` (or `make ui`, "
+            "`make demo`), which runs `dbt parse` to produce it"
+        )
+    return dbt_project.manifest_path
+
+
+def _close_dbt_adapter_connections() -> None:
+    """Close the DuckDB connection the metadata queries opened in this process.
+
+    dagster-dbt fetches row counts and column schemas through a dbt adapter living in this
+    process; dbt-duckdb keeps that connection open in a class-level environment. DuckDB refuses a
+    second connection to the same file with another configuration (e.g. read-only) while it is
+    open, and it holds the write lock, so close it as soon as the metadata is fetched.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    environment = DuckDBConnectionManager._ENV
+    if environment is not None:
+        environment.close()
+    DuckDBConnectionManager.close_all_connections()
+
+
+def build_dbt_assets() -> dg.AssetsDefinition:
+    @dbt_assets(
+        manifest=_manifest_path(),
+        project=dbt_project,
+        dagster_dbt_translator=LoanPlatformTranslator(),
+        pool=WRITER_POOL,
+        name="dbt_models",
+    )
+    def dbt_models(
+        context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig
+    ) -> Iterator[Any]:
+        # dbt resolves the warehouse from MLOPS_HOME; pass the absolute path of this process's.
+        os.environ["MLOPS_HOME"] = str(get_settings().home)
+        stream = dbt.cli(["build"], context=context).stream()
+        if not config.fetch_table_metadata:
+            yield from stream
+            return
+        try:
+            yield from stream.fetch_row_counts().fetch_column_metadata()
+        finally:
+            _close_dbt_adapter_connections()
+
+    return dbt_models
