@@ -29,11 +29,15 @@ def generate(
     rows_per_day: Annotated[
         int, typer.Option(min=1, help="Average applications per day (weekends are quieter).")
     ] = 1100,
-    seed: Annotated[int, typer.Option(help="Random seed; same arguments give identical files.")] = 42,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; same arguments give identical files.")
+    ] = 42,
     drift_from_day: Annotated[
         int | None,
-        typer.Option(help="From this day on (0-based): lower incomes, a new purpose, and "
-                     "debt-to-income matters more for default."),
+        typer.Option(
+            help="From this day on (0-based): lower incomes, a new purpose, and "
+            "debt-to-income matters more for default."
+        ),
     ] = None,
     start_date: Annotated[
         str, typer.Option(help="Date of the first landing day (YYYY-MM-DD).")
@@ -44,7 +48,8 @@ def generate(
 ) -> None:
     """Write realistic landing files: <out>/<source>/<YYYY-MM-DD>.csv for customers,
     applications and outcomes (delayed labels), with the dirt real feeds have."""
-    from mlops_assets.sample_data.generator import SOURCES, GeneratorConfig, generate as write
+    from mlops_assets.sample_data.generator import SOURCES, GeneratorConfig
+    from mlops_assets.sample_data.generator import generate as write
 
     try:
         config = GeneratorConfig(
@@ -59,12 +64,18 @@ def generate(
     target = out or get_settings().landing_dir
     with console.status(f"generating {days} days into {target}"):
         report = write(config, target)
-    table = Table("source", "files", "data lines", "dirty records", title=f"Landing files in {target}")
+    table = Table(
+        "source", "files", "data lines", "dirty records", title=f"Landing files in {target}"
+    )
     for source in SOURCES:
         files = sum(1 for f in report.files if f.parent.name == source)
         dirty = sum(n for (src, _), n in report.dirty.items() if src == source)
-        table.add_row(source, str(files), f"{report.rows[source]:,}",
-                      f"{dirty:,} ({report.dirty_rate(source):.1%})")
+        table.add_row(
+            source,
+            str(files),
+            f"{report.rows[source]:,}",
+            f"{dirty:,} ({report.dirty_rate(source):.1%})",
+        )
     console.print(table)
 
 
@@ -116,22 +127,28 @@ def _print_report(report, settings) -> None:
     stages.add_row("[bold]total run[/]", f"{report.seconds:.1f}")
     console.print(stages)
     passed = sum(c.passed for c in report.checks)
-    console.print(f"checks: [green]{passed} passed[/], "
-                  f"[red]{len(report.checks) - passed} failed[/] "
-                  f"({len(report.failed_blocking_checks)} blocking)")
+    console.print(
+        f"checks: [green]{passed} passed[/], "
+        f"[red]{len(report.checks) - passed} failed[/] "
+        f"({len(report.failed_blocking_checks)} blocking)"
+    )
     for check in report.checks:
         if not check.passed:
             kind = "[red]blocking[/]" if check.blocking else "[yellow]warning[/]"
             console.print(f"  {kind} {check.asset} {check.name}")
     quarantined = sum(report.quarantined.values())
-    console.print(f"quarantined rows: {quarantined:,} "
-                  + ", ".join(f"{k.split('.')[1]}={v:,}" for k, v in report.quarantined.items()))
+    console.print(
+        f"quarantined rows: {quarantined:,} "
+        + ", ".join(f"{k.split('.')[1]}={v:,}" for k, v in report.quarantined.items())
+    )
     for step in report.failed_steps:
         console.print(f"[red]failed step:[/] {step}")
     console.print(f"dbt and Dagster log of this run: {report.log_path}")
     verdict = "[green]run succeeded[/]" if report.ok else "[red]run failed[/]"
-    console.print(f"{verdict} in {report.seconds:.1f}s — run {report.run_id} "
-                  "(open `make ui` to see it in Dagster)")
+    console.print(
+        f"{verdict} in {report.seconds:.1f}s — run {report.run_id} "
+        "(open `make ui` to see it in Dagster)"
+    )
 
 
 @app.command("dbt-parse")
@@ -154,8 +171,16 @@ def ui(
     os.environ["MLOPS_HOME"] = str(settings.home)
     prepare_dbt_manifest()
     dagster = Path(sys.executable).parent / "dagster"
-    args = [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port),
-            "-w", str(PROJECT_ROOT / "workspace.yaml")]
+    args = [
+        str(dagster),
+        "dev",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-w",
+        str(PROJECT_ROOT / "workspace.yaml"),
+    ]
     os.execv(args[0], args)
 
 

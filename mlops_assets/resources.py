@@ -1,6 +1,5 @@
 """Dagster resources shared by every stage: the warehouse file and the landing zone."""
 
-
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path

@@ -18,7 +18,7 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 DEFAULT_HOME = ".mlops"
 WAREHOUSE_FILE = "warehouse.duckdb"
 
-# The embedded Dagster instance: SQLite storage under $MLOPS_HOME/dagster, runs in this process tree.
+# The embedded Dagster instance: SQLite storage under $MLOPS_HOME/dagster.
 DAGSTER_YAML = """\
 # Written by mlops on first use; edit freely. Storage defaults to SQLite under this directory.
 telemetry:

@@ -1,6 +1,5 @@
 """Dagster wiring for ingestion: one raw asset per landing source, partitioned by landing day."""
 
-
 import os
 import warnings
 

@@ -2,8 +2,8 @@
 
 Every file is loaded in one DuckDB transaction with DuckDB's native CSV reader:
 
-* the ledger ``audit.ingested_files`` decides what is new: a file whose sha256 is already recorded is
-  skipped, a file whose content changed replaces its earlier rows;
+* the ledger ``audit.ingested_files`` decides what is new: a file whose sha256 is already
+  recorded is skipped, a file whose content changed replaces its earlier rows;
 * every non-blank data line of a file ends up either in ``raw.<source>`` or in
   ``quarantine.<source>`` (one row per physical line, with the reason), so
   ``rows_loaded + rows_quarantined = data_lines`` holds for every file and is recorded;
@@ -13,6 +13,7 @@ Every file is loaded in one DuckDB transaction with DuckDB's native CSV reader:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import re
@@ -89,7 +90,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         "create table if not exists audit.ingested_files ("
         "path varchar primary key, source varchar not null, sha256 varchar not null, "
-        "data_lines bigint not null, rows_loaded bigint not null, rows_quarantined bigint not null, "
+        "data_lines bigint not null, rows_loaded bigint not null, "
+        "rows_quarantined bigint not null, "
         "extra_columns varchar[], partition_key varchar, loaded_at timestamp not null)"
     )
 
@@ -122,12 +124,38 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_utf8(path: Path, rel: str) -> None:
+    """Fail the file, naming the line, at the first byte that is not UTF-8 (streamed, 1 MiB at
+    a time, so a large file is never held in memory)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines_before = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as error:
+                line = lines_before + block.count(b"\n", 0, max(error.start, 0)) + 1
+                raise IngestionError(
+                    f"{rel}: line {line} is not UTF-8 text (byte 0x{block[error.start]:02x}) — "
+                    "re-export the file as UTF-8"
+                ) from None
+            lines_before += block.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise IngestionError(
+                f"{rel}: ends inside a UTF-8 character — truncated file?"
+            ) from None
+
+
 def read_header(path: Path, rel: str, spec: SourceSpec) -> list[str]:
     """Validate the header line; return the column names (stripped, lower-case) in file order."""
     with open(path, "rb") as handle:
         head = handle.read(SNIFF_BYTES)
     if not head.strip():
         raise IngestionError(f"{rel}: file is empty — expected a CSV header and data lines")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise IngestionError(f"{rel}: UTF-16 encoded — save the file as UTF-8")
     if b"\x00" in head:
         raise IngestionError(f"{rel}: binary content (NUL bytes) — not a CSV text file")
     first_line = head.split(b"\n", 1)[0].rstrip(b"\r")
@@ -141,7 +169,9 @@ def read_header(path: Path, rel: str, spec: SourceSpec) -> list[str]:
             f"{rel}: header {text[:80]!r} has fewer than two comma-separated columns — not CSV"
         )
     if "" in columns:
-        raise IngestionError(f"{rel}: header has an empty column name at position {columns.index('') + 1}")
+        raise IngestionError(
+            f"{rel}: header has an empty column name at position {columns.index('') + 1}"
+        )
     duplicated = sorted({c for c in columns if columns.count(c) > 1})
     if duplicated:
         raise IngestionError(f"{rel}: header repeats column(s) {', '.join(duplicated)}")
@@ -155,8 +185,12 @@ def read_header(path: Path, rel: str, spec: SourceSpec) -> list[str]:
 
 
 def ingest_file(
-    con: duckdb.DuckDBPyConnection, landing_dir: Path, path: Path, spec: SourceSpec,
-    *, force: bool = False,
+    con: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    path: Path,
+    spec: SourceSpec,
+    *,
+    force: bool = False,
 ) -> FileResult:
     """Load one landing file into ``raw.<source>`` exactly once; see the module docstring."""
     rel = path.relative_to(landing_dir).as_posix()
@@ -168,29 +202,34 @@ def ingest_file(
     if partition_key is None:
         raise IngestionError(f"{rel}: file name must be YYYY-MM-DD.csv (the landing date)")
     columns = read_header(path, rel, spec)
+    check_utf8(path, rel)
     extra = tuple(c for c in columns if c not in spec.columns)
-
-    con.execute("begin transaction")
     try:
-        counts = _load(con, path, rel, spec, columns, extra)
-        con.execute(
-            "insert or replace into audit.ingested_files values (?, ?, ?, ?, ?, ?, ?, ?, now())",
-            [rel, spec.name, sha, counts[0], counts[1], counts[2], list(extra), partition_key],
-        )
-        con.execute("commit")
-    except IngestionError:
-        con.execute("rollback")
-        raise
+        # Parse into temporary tables first; the warehouse is touched only in the transaction.
+        counts = _stage(con, path, spec, columns)
+        if counts[1] + counts[2] != counts[0]:
+            raise IngestionError(
+                f"{rel}: {counts[0]} data lines but {counts[1]} readable + {counts[2]} "
+                "quarantined — the file's line structure could not be reconciled, nothing loaded"
+            )
+        con.execute("begin transaction")
+        try:
+            _replace_rows(con, rel, spec, extra)
+            con.execute(
+                "insert or replace into audit.ingested_files "
+                "values (?, ?, ?, ?, ?, ?, ?, ?, now())",
+                [rel, spec.name, sha, *counts, list(extra), partition_key],
+            )
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
     except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException) as error:
-        # What the CSV reader says about the file's content: that file fails, nothing else.
-        con.execute("rollback")
+        # What DuckDB says about the file's content: that file fails, nothing else.
         message = str(error).split("\n", 1)[0]
         raise IngestionError(f"{rel}: could not be read as CSV — {message}") from error
-    except BaseException:
-        con.execute("rollback")
-        raise
     finally:
-        for table in ("_lines", "_records", "_rejects", "_reject_scans", "_free", "_placed"):
+        for table in STAGING_TABLES:
             con.execute(f"drop table if exists temp.{table}")
     return FileResult(
         rel,
@@ -204,25 +243,37 @@ def ingest_file(
     )
 
 
-def _load(
-    con: duckdb.DuckDBPyConnection,
-    path: Path,
-    rel: str,
-    spec: SourceSpec,
-    columns: list[str],
-    extra: tuple[str, ...],
+STAGING_TABLES = (
+    "_lines",
+    "_records",
+    "_rejects",
+    "_reject_scans",
+    "_quarantine",
+    "_free",
+    "_placed",
+)
+
+# Why a record was rejected by the CSV reader, readable: 'amount: "abc" is not a valid double'.
+REJECT_REASON = """
+    case when error_type = 'CAST' then column_name || ': ' || coalesce(
+            '"' || regexp_extract(error_message, 'string "(.*)" to', 1) || '" is not a valid '
+            || lower(regexp_extract(error_message, 'to ''(\\w+)''', 1)), error_message)
+         else lower(error_type) || ': ' || error_message end
+"""
+
+
+def _stage(
+    con: duckdb.DuckDBPyConnection, path: Path, spec: SourceSpec, columns: list[str]
 ) -> tuple[int, int, int]:
-    """Inside the caller's transaction: replace the file's rows; return (lines, loaded, quarantined)."""
+    """Parse the file into temporary tables: ``_placed`` (readable records with their line) and
+    ``_quarantine`` (one row per rejected physical line). Return (lines, loaded, quarantined)."""
     file = _literal(str(path))
-    source = _literal(rel)
     types = ", ".join(f"{_literal(c)}: {_literal(spec.columns.get(c, 'VARCHAR'))}" for c in columns)
-    con.execute(f"delete from raw.{spec.name} where _source_file = {source}")
-    con.execute(f"delete from quarantine.{spec.name} where source_file = {source}")
 
     # Physical lines with their numbers: the unit of accounting (blank lines do not count).
     con.execute(
         f"""
-        create temp table _lines as
+        create or replace temp table _lines as
         with parts as (select string_split(content, chr(10)) as l from read_text({file}))
         select line_number, raw_line from (
             select unnest(l) as raw_line, generate_subscripts(l, 1) as line_number from parts
@@ -235,29 +286,23 @@ def _load(
     # several); every covered line is quarantined with the record's reasons.
     con.execute(
         f"""
-        insert into quarantine.{spec.name}
+        create or replace temp table _quarantine as
         with rejected as (
-            select line, string_agg(distinct
-                case when error_type = 'CAST' then column_name || ': ' || coalesce(
-                        '"' || regexp_extract(error_message, 'string "(.*)" to', 1)
-                        || '" is not a valid ' || lower(regexp_extract(error_message, 'to ''(\w+)''', 1)),
-                        error_message)
-                     else lower(error_type) || ': ' || error_message end, '; ') as reason,
+            select line, string_agg(distinct {REJECT_REASON}, '; ') as reason,
                 max(len(list_filter(string_split(csv_line, chr(10)),
                     lambda x: trim(x, chr(13) || ' ') <> ''))) as span
             from _rejects group by line
         )
-        select {source}, l.line_number, r.reason, l.raw_line, now()
+        select l.line_number, r.reason, l.raw_line
         from rejected r join _lines l
           on l.line_number between r.line and r.line + greatest(r.span, 1) - 1
         """
     )
     con.execute(
-        f"""
-        create temp table _free as
+        """
+        create or replace temp table _free as
         select line_number, raw_line, row_number() over (order by line_number) as slot
-        from _lines where line_number not in (
-            select line_number from quarantine.{spec.name} where source_file = {source})
+        from _lines where line_number not in (select line_number from _quarantine)
         """
     )
     # Place readable records on the lines nobody else claimed: record k starts on the next free
@@ -274,7 +319,7 @@ def _load(
     ]
     con.execute(
         f"""
-        create temp table _placed as
+        create or replace temp table _placed as
         with records as (
             select *, rowid as _record, 1 + {breaks} as _span,
                    nullif(concat_ws('; ', {", ".join(problems)}), '') as _problem
@@ -283,16 +328,36 @@ def _load(
         positioned as (
             select *, sum(_span) over (order by _record) - _span + 1 as _slot from records
         )
-        select p.*, f.line_number as _line_number, f.raw_line as _raw_line
+        select p.*, f.line_number as _line_number
         from positioned p left join _free f on f.slot = p._slot
         """
     )
     con.execute(
-        f"""
-        insert into quarantine.{spec.name}
-        select {source}, f.line_number, p._problem, f.raw_line, now()
+        """
+        insert into _quarantine
+        select f.line_number, p._problem, f.raw_line
         from _placed p join _free f on f.slot between p._slot and p._slot + p._span - 1
         where p._problem is not null
+        """
+    )
+    return (
+        con.execute("select count(*) from _lines").fetchone()[0],
+        con.execute("select count(*) from _placed where _problem is null").fetchone()[0],
+        con.execute("select count(*) from _quarantine").fetchone()[0],
+    )
+
+
+def _replace_rows(
+    con: duckdb.DuckDBPyConnection, rel: str, spec: SourceSpec, extra: tuple[str, ...]
+) -> None:
+    """Inside the caller's transaction: swap the file's earlier rows for the staged ones."""
+    source = _literal(rel)
+    con.execute(f"delete from raw.{spec.name} where _source_file = {source}")
+    con.execute(f"delete from quarantine.{spec.name} where source_file = {source}")
+    con.execute(
+        f"""
+        insert into quarantine.{spec.name}
+        select {source}, line_number, reason, raw_line, now() from _quarantine order by line_number
         """
     )
     extra_json = (
@@ -309,21 +374,10 @@ def _load(
         from _placed where _problem is null order by _record
         """
     )
-    data_lines = con.execute("select count(*) from _lines").fetchone()[0]
-    loaded = con.execute("select count(*) from _placed where _problem is null").fetchone()[0]
-    quarantined = con.execute(
-        f"select count(*) from quarantine.{spec.name} where source_file = {source}"
-    ).fetchone()[0]
-    if loaded + quarantined != data_lines:
-        raise IngestionError(
-            f"{rel}: {data_lines} data lines but {loaded} loaded + {quarantined} quarantined — "
-            "the file's line structure could not be reconciled, nothing was loaded"
-        )
-    return data_lines, loaded, quarantined
 
 
 def _read_records(con: duckdb.DuckDBPyConnection, path: Path, types: str) -> None:
-    """Records as DuckDB's CSV reader sees them into ``_records``; unreadable ones into ``_rejects``.
+    """Read the file's records into ``_records``; unreadable ones land in ``_rejects``.
 
     The reader runs in strict mode, so a line with too many fields is rejected rather than cut.
     Strict mode refuses files that mix CRLF and LF line endings; those are read from a copy with

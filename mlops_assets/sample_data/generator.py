@@ -7,8 +7,8 @@ What makes it realistic enough for every later stage:
 
 * a learnable but noisy default signal (bureau score, debt-to-income, loan-to-income, term, purpose,
   a hidden per-customer risk that also shows in the customer's later applications);
-* delayed labels: an application's outcome arrives 4-12 weeks later, in that later day's file, so the
-  most recent applications have none yet;
+* delayed labels: an application's outcome arrives 4-12 weeks later, in that later day's file,
+  so the most recent applications have none yet;
 * about 2 % dirty records of the kinds real feeds have (see ``*_DIRT``);
 * from ``drift_from_day``, a population shift (lower incomes, a new purpose) and a concept shift
   (debt-to-income matters more for default).
@@ -18,6 +18,7 @@ Same arguments give byte-identical files: every day draws from its own seeded ge
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -357,8 +358,10 @@ def _alternative_date_format(values: pd.Series, rng: np.random.Generator) -> pd.
 
 def _messy_case(values: pd.Series, rng: np.random.Generator) -> pd.Series:
     pick = rng.integers(0, 3, len(values))
-    return values.str.upper().where(pick == 0, values.str.title()).where(
-        pick != 2, "  " + values + " "
+    return (
+        values.str.upper()
+        .where(pick == 0, values.str.title())
+        .where(pick != 2, "  " + values + " ")
     )
 
 
@@ -369,7 +372,12 @@ def _apply_dirt(
     sub = frame.loc[rows]
     if kind == "missing_value":
         nullable = {
-            "applications": ["employment_length", "annual_income", "bureau_score", "home_ownership"],
+            "applications": [
+                "employment_length",
+                "annual_income",
+                "bureau_score",
+                "home_ownership",
+            ],
             "customers": ["city", "education", "marital_status"],
         }[source]
         column = np.asarray(nullable)[rng.integers(0, len(nullable), len(rows))]
@@ -381,7 +389,11 @@ def _apply_dirt(
         other = {"applications": "channel", "customers": "email"}[source]
         frame.loc[rows, other] = sub[other].str.upper().to_numpy()
     elif kind == "date_format":
-        col = {"applications": "applied_at", "customers": "date_of_birth", "outcomes": "observed_at"}
+        col = {
+            "applications": "applied_at",
+            "customers": "date_of_birth",
+            "outcomes": "observed_at",
+        }
         col = col[source]
         frame.loc[rows, col] = _alternative_date_format(sub[col], rng).to_numpy()
     elif kind == "impossible_value":
@@ -393,7 +405,9 @@ def _apply_dirt(
     elif kind == "not_a_number":
         income = sub["annual_income"]
         frame.loc[rows, "annual_income"] = np.where(
-            rng.random(len(rows)) < 0.5, "n/a", '"' + income.str[:-6] + "," + income.str[-6:-3] + '"'
+            rng.random(len(rows)) < 0.5,
+            "n/a",
+            '"' + income.str[:-6] + "," + income.str[-6:-3] + '"',
         )
     else:  # pragma: no cover - guarded by the dirt tables above
         raise ValueError(f"unknown dirt kind {kind!r}")
@@ -412,7 +426,7 @@ def _csv_lines(
     # One uniform draw per record; disjoint intervals of it select the kind of dirt.
     draw = rng.random(n)
     edges = np.cumsum([0.0, *dirt.values()])
-    kinds = dict(zip(dirt, zip(edges[:-1], edges[1:], strict=True), strict=True))
+    kinds = dict(zip(dirt, itertools.pairwise(edges), strict=True))
     rows_of = {kind: np.flatnonzero((draw >= lo) & (draw < hi)) for kind, (lo, hi) in kinds.items()}
     for kind, rows in rows_of.items():
         report.dirty[(source, kind)] += len(rows)

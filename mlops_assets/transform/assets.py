@@ -5,7 +5,6 @@ table ``applications`` -> ``raw/applications``), models get keys that mirror the
 (``marts/loan_applications``), and dbt tests become asset checks, blocking for error severity.
 """
 
-
 import os
 import sys
 from collections.abc import Iterator, Mapping

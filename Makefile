@@ -1,0 +1,59 @@
+# Everything runs from the project's own virtualenv, created on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export MLOPS_HOME ?= $(CURDIR)/.mlops
+
+.PHONY: help install demo run test lint format ui dbt-build validate clean
+
+help:
+	@echo "make demo       generate ~100k sample applications (unless present) and run every asset"
+	@echo "make test       lint and run the whole test suite"
+	@echo "make ui         serve the Dagster UI on http://127.0.0.1:3000"
+	@echo "make dbt-build  run the dbt project with the dbt CLI against \$$MLOPS_HOME"
+	@echo "make validate   dagster definitions validate -w workspace.yaml"
+	@echo "make clean      remove \$$MLOPS_HOME ($(MLOPS_HOME)) and build output"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@if [ -d "$(MLOPS_HOME)/landing/applications" ]; then \
+		echo "landing files present in $(MLOPS_HOME)/landing: not regenerating"; \
+	else \
+		$(BIN)/mlops generate --days 90 --rows-per-day 1100 --drift-from-day 75; \
+	fi
+	$(BIN)/mlops run
+
+run: $(STAMP)
+	$(BIN)/mlops run
+
+test: $(STAMP) lint
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+ui: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlops ui
+
+dbt-build: $(STAMP)
+	cd dbt_project && ../$(BIN)/dbt build --profiles-dir .
+
+validate: $(STAMP)
+	$(BIN)/mlops dbt-parse
+	DAGSTER_HOME="$(MLOPS_HOME)/dagster" $(BIN)/dagster definitions validate -w workspace.yaml
+
+clean:
+	rm -rf "$(MLOPS_HOME)" dbt_project/target dbt_project/logs build *.egg-info

@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from mlops_assets.ingestion.loader import (
+    IngestionError,
+    ensure_schema,
+    ingest_file,
+    ingest_source,
+    unbalanced_ledger_rows,
+)
+from mlops_assets.ingestion.sources import SOURCE_SPECS
+from mlops_assets.sample_data.generator import OUTCOME_COLUMNS, GeneratorConfig, generate
+
+HEADER = ",".join(OUTCOME_COLUMNS)
+SPEC = SOURCE_SPECS["outcomes"]
+
+
+@pytest.fixture
+def con():
+    connection = duckdb.connect()
+    ensure_schema(connection)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def landing(tmp_path) -> Path:
+    (tmp_path / "outcomes").mkdir()
+    return tmp_path
+
+
+def write(landing: Path, name: str, text: str | bytes, source: str = "outcomes") -> Path:
+    path = landing / source / name
+    path.parent.mkdir(exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def snapshot(con) -> dict[str, list]:
+    """Everything the loader may write, to prove a failed file changed nothing."""
+    tables = ["raw.outcomes", "quarantine.outcomes", "audit.ingested_files"]
+    return {t: sorted(map(str, con.execute(f"select * from {t}").fetchall())) for t in tables}
+
+
+def quarantine(con) -> list[tuple]:
+    return con.execute(
+        "select line_number, reason, raw_line from quarantine.outcomes order by line_number"
+    ).fetchall()
+
+
+def test_generated_landing_is_loaded_exactly_once(con, tmp_path):
+    report = generate(GeneratorConfig(days=33, rows_per_day=120, seed=5), tmp_path)
+    first = {s: ingest_source(con, tmp_path, s) for s in SOURCE_SPECS}
+    counts = {s: con.execute(f"select count(*) from raw.{s}").fetchone()[0] for s in SOURCE_SPECS}
+    assert all(r.count("failed") == 0 for r in first.values())
+    assert counts["applications"] > 1000
+
+    again = {s: ingest_source(con, tmp_path, s) for s in SOURCE_SPECS}
+    assert all(r.count("unchanged") == len(r.files) for r in again.values())
+    assert counts == {
+        s: con.execute(f"select count(*) from raw.{s}").fetchone()[0] for s in SOURCE_SPECS
+    }
+    for source, result in first.items():
+        assert result.total("rows_loaded") + result.total("rows_quarantined") == result.total(
+            "data_lines"
+        )
+        assert unbalanced_ledger_rows(con, source) == []
+    # Exactly the generator's malformed and non-numeric lines are in quarantine.
+    reasons = [r[0] for r in con.execute("select reason from quarantine.applications").fetchall()]
+    unreadable = (
+        report.dirty[("applications", "malformed_line")]
+        + report.dirty[("applications", "not_a_number")]
+    )
+    assert len(reasons) == unreadable > 0
+    assert all("annual_income" in r or "columns" in r for r in reasons)
+
+
+def test_changed_file_replaces_its_rows_in_one_go(con, landing):
+    path = write(landing, "2025-02-01.csv", f"{HEADER}\nA1,2025-02-01,0,0\nA2,2025-02-01,1,50\n")
+    assert ingest_file(con, landing, path, SPEC).status == "loaded"
+    write(landing, "2025-02-01.csv", f"{HEADER}\nA1,2025-02-01,1,10\n")
+    result = ingest_file(con, landing, path, SPEC)
+    assert result.status == "replaced"
+    assert con.execute("select application_id, defaulted from raw.outcomes").fetchall() == [
+        ("A1", 1)
+    ]
+    ledger = con.execute("select rows_loaded, data_lines from audit.ingested_files").fetchall()
+    assert ledger == [(1, 1)]
+
+
+def test_unchanged_file_is_skipped_and_force_reload_replaces_not_duplicates(con, landing):
+    path = write(landing, "2025-02-01.csv", f"{HEADER}\nA1,2025-02-01,0,0\n")
+    ingest_file(con, landing, path, SPEC)
+    assert ingest_file(con, landing, path, SPEC).status == "unchanged"
+    assert ingest_file(con, landing, path, SPEC, force=True).status == "replaced"
+    assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("A2,2025-02-01,yes,0", 'defaulted: "yes" is not a valid integer'),
+        ("A2,2025-02-01,0", "missing columns"),
+        ("A2,2025-02-01,0,0,surplus", "too many columns"),
+        (",2025-02-01,0,0", "application_id is empty"),
+        ('A2,2025-02-01,0,"unterminated', "unquoted value"),
+    ],
+)
+def test_bad_lines_are_quarantined_with_reason_and_line(con, landing, line, reason):
+    text = f"{HEADER}\nA1,2025-02-01,0,0\n{line}\nA3,2025-02-01,1,5\n"
+    if "unterminated" in line:
+        text = f"{HEADER}\nA1,2025-02-01,0,0\n{line}\n"  # it swallows the rest of the file
+    path = write(landing, "2025-02-01.csv", text)
+    result = ingest_file(con, landing, path, SPEC)
+    rows = quarantine(con)
+    assert rows[0][0] == 3
+    assert reason in rows[0][1]
+    assert rows[0][2] == line
+    assert result.rows_loaded + result.rows_quarantined == result.data_lines
+    loaded = [r[0] for r in con.execute("select application_id from raw.outcomes").fetchall()]
+    assert "A1" in loaded and "A2" not in loaded
+
+
+def test_a_line_break_inside_a_value_quarantines_every_line_it_spans(con, landing):
+    text = f'{HEADER}\nA1,2025-02-01,0,0\n"A2\nsecond half",2025-02-01,0,0\nA3,2025-02-01,1,5\n'
+    path = write(landing, "2025-02-01.csv", text)
+    result = ingest_file(con, landing, path, SPEC)
+    assert [(n, r) for n, r, _ in quarantine(con)] == [
+        (3, "line break inside the value of application_id"),
+        (4, "line break inside the value of application_id"),
+    ]
+    assert con.execute("select application_id, _line_number from raw.outcomes").fetchall() == [
+        ("A1", 2),
+        ("A3", 5),
+    ]
+    assert (result.data_lines, result.rows_loaded, result.rows_quarantined) == (4, 2, 2)
+
+
+def test_mixed_line_endings_and_blank_lines_are_read(con, landing):
+    text = f"{HEADER}\r\nA1,2025-02-01,0,0\n\nA2,2025-02-01,1,5\r\nA3,2025-02-01,0,0,x\n"
+    path = write(landing, "2025-02-01.csv", text)
+    result = ingest_file(con, landing, path, SPEC)
+    assert (result.data_lines, result.rows_loaded, result.rows_quarantined) == (3, 2, 1)
+    assert con.execute("select _line_number from raw.outcomes order by 1").fetchall() == [
+        (2,),
+        (4,),
+    ]
+
+
+def test_columns_in_another_order_and_extra_columns_are_kept(con, landing):
+    text = "loss_amount,Defaulted ,application_id,observed_at,branch\n12.5,1,A1,2025-02-01,north\n"
+    path = write(landing, "2025-02-01.csv", text)
+    result = ingest_file(con, landing, path, SPEC)
+    assert result.extra_columns == ("branch",)
+    row = con.execute(
+        "select application_id, defaulted, loss_amount, _extra_columns from raw.outcomes"
+    ).fetchone()
+    assert row[:3] == ("A1", 1, 12.5)
+    assert json.loads(row[3]) == {"branch": "north"}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("2025-02-01.csv", "", "file is empty"),
+        ("2025-02-01.csv", b"\x00\x01\x02binary\x00", "binary content"),
+        (
+            "2025-02-01.csv",
+            "application_id,observed_at\nA1,2025-02-01\n",
+            "missing required column",
+        ),
+        ("2025-02-01.csv", f"{HEADER},defaulted\nA1,2025-02-01,0,0,1\n", "repeats column"),
+        ("2025-02-01.csv", "just some text\nmore text\n", "not CSV"),
+        ("2025-02-01.csv", b"\xff\xfeh\x00e\x00", "UTF-16 encoded"),
+        ("2025-02-01.csv", HEADER.encode() + b",r\xe9gion\nA1,2025-02-01,0,0,x\n", "not UTF-8"),
+        (
+            "2025-02-01.csv",
+            f"{HEADER}\nA1,2025-02-01,0,0\n".encode() + b"A\xe92,x,0,0\n",
+            "line 3 is not UTF-8",
+        ),
+        ("outcomes-feb.csv", f"{HEADER}\nA1,2025-02-01,0,0\n", "YYYY-MM-DD.csv"),
+    ],
+)
+def test_unreadable_file_fails_alone_naming_file_and_problem(con, landing, name, content, problem):
+    good = write(landing, "2025-01-31.csv", f"{HEADER}\nA0,2025-01-31,0,0\n")
+    ingest_file(con, landing, good, SPEC)
+    before = snapshot(con)
+    bad = write(landing, name, content)
+    with pytest.raises(IngestionError) as failure:
+        ingest_file(con, landing, bad, SPEC)
+    assert str(failure.value).startswith(f"outcomes/{name}: ")
+    assert problem in str(failure.value)
+    assert snapshot(con) == before
+
+    # Through ingest_source the bad file is reported and the others still load.
+    write(landing, "2025-02-02.csv", f"{HEADER}\nA9,2025-02-02,1,3\n")
+    result = ingest_source(con, landing, "outcomes")
+    assert [f.path for f in result.failed] == [f"outcomes/{name}"]
+    assert result.count("loaded") == 1
+
+
+def test_partition_keys_select_the_days_to_load(con, landing):
+    for day in ("2025-02-01", "2025-02-02", "2025-02-03"):
+        write(landing, f"{day}.csv", f"{HEADER}\nA{day},{day},0,0\n")
+    result = ingest_source(con, landing, "outcomes", ["2025-02-02"])
+    assert [f.path for f in result.files] == ["outcomes/2025-02-02.csv"]
+    assert result.files[0].partition_key == "2025-02-02"
+
+
+def test_ledger_check_detects_rows_that_disappeared(con, landing):
+    path = write(landing, "2025-02-01.csv", f"{HEADER}\nA1,2025-02-01,0,0\nA2,2025-02-01,0,0\n")
+    ingest_file(con, landing, path, SPEC)
+    assert unbalanced_ledger_rows(con, "outcomes") == []
+    con.execute("delete from raw.outcomes where application_id = 'A2'")
+    assert unbalanced_ledger_rows(con, "outcomes") == [("outcomes/2025-02-01.csv", 2, 2, 0, 1, 0)]
