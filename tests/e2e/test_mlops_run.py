@@ -1,0 +1,85 @@
+"""`mlops run` end to end, as a user runs it: exit codes, summary, Dagster history, idempotence."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import duckdb
+
+from mlops_assets.sample_data.generator import GeneratorConfig, generate
+from tests.conftest import SMALL, mlops
+
+SCHEMAS = ("raw", "staging", "intermediate", "marts", "quarantine", "audit")
+
+
+def fingerprint(warehouse) -> dict[str, tuple]:
+    """Row count and an order-independent content hash of every table."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        tables = con.execute(
+            "select table_schema || '.' || table_name from information_schema.tables "
+            "where table_schema in (select unnest(?))",
+            [list(SCHEMAS)],
+        ).fetchall()
+        return {
+            t: con.execute(f"select count(*), sum(hash(x)::hugeint) from {t} as x").fetchone()
+            for (t,) in tables
+        }
+
+
+def test_run_materializes_everything_and_reports_it(pipeline_run):
+    summary = pipeline_run.summary
+    assert summary["ok"] is True
+    assert summary["failed_steps"] == []
+    assert summary["checks"]["failed_blocking"] == []
+    assert summary["checks"]["passed"] >= 40
+    assert set(summary["stage_seconds"]) == {"ingestion", "transform"}
+    tables = summary["tables"]
+    assert tables["raw.applications"] > SMALL.days * SMALL.rows_per_day * 0.8
+    assert tables["marts.loan_applications"] > 0
+    assert tables["quarantine.applications"] >= 0
+
+
+def test_run_is_recorded_in_the_dagster_instance_under_mlops_home(pipeline_run):
+    instance = dg.DagsterInstance.from_config(str(pipeline_run.home / "dagster"))
+    run = instance.get_run_by_id(pipeline_run.summary["run_id"])
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    marts = instance.get_latest_materialization_event(dg.AssetKey(["marts", "loan_applications"]))
+    assert (
+        marts.asset_materialization.metadata["dagster/row_count"].value
+        == (pipeline_run.summary["tables"]["marts.loan_applications"])
+    )
+    raw_days = instance.get_materialized_partitions(dg.AssetKey(["raw", "applications"]))
+    assert len(raw_days) == SMALL.days
+
+
+def test_second_run_on_unchanged_files_changes_no_table(pipeline_run):
+    before = fingerprint(pipeline_run.warehouse)
+    result = mlops("run", "--json", "--no-table-metadata", home=pipeline_run.home)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert fingerprint(pipeline_run.warehouse) == before
+
+
+def test_a_bad_file_fails_the_run_alone_and_loses_no_good_row(tmp_path):
+    generate(GeneratorConfig(days=3, rows_per_day=40, seed=2), tmp_path / "landing")
+    (tmp_path / "landing" / "applications" / "2025-01-04.csv").write_bytes(b"\x00\x01garbage")
+    result = mlops("run", "--json", home=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert "raw/applications:files_ingested" in summary["checks"]["failed_blocking"]
+    good_lines = sum(
+        len(p.read_text().splitlines()) - 1
+        for p in (tmp_path / "landing" / "applications").glob("2025-01-0[1-3].csv")
+    )
+    tables = summary["tables"]
+    assert tables["raw.applications"] + tables["quarantine.applications"] == good_lines
+    # The run log names the file and the problem.
+    log = (tmp_path / "logs" / f"run-{summary['run_id']}.log").read_text()
+    assert result.returncode == 1 and "marts.loan_applications" not in tables
+    assert "applications/2025-01-04.csv" in result.stderr + log
+
+
+def test_run_without_landing_files_says_what_to_do(tmp_path):
+    result = mlops("run", home=tmp_path)
+    assert result.returncode == 2
+    assert "mlops generate" in result.stderr

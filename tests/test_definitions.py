@@ -1,0 +1,86 @@
+"""The code location loads, and its graph is what we meant it to be (a snapshot to review)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mlops_assets.settings import PROJECT_ROOT
+from mlops_assets.transform.assets import LoanPlatformTranslator, prepare_dbt_manifest
+from tests.conftest import BIN
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.txt"
+
+
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    prepare_dbt_manifest()
+    from mlops_assets.definitions import defs
+
+    return defs
+
+
+def describe_graph(defs: dg.Definitions) -> str:
+    graph = defs.resolve_asset_graph()
+    lines = []
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        parents = ", ".join(sorted(p.to_user_string() for p in node.parent_keys)) or "-"
+        partitioned = " [daily partitions]" if node.partitions_def else ""
+        lines.append(f"{key.to_user_string()} ({node.group_name}){partitioned} <- {parents}")
+    for check in sorted(graph.asset_check_keys, key=lambda k: k.to_user_string()):
+        blocking = " [blocking]" if graph.get_check_spec(check).blocking else ""
+        lines.append(f"check {check.to_user_string()}{blocking}")
+    return "\n".join(lines) + "\n"
+
+
+def test_asset_graph_matches_snapshot(defs):
+    """Review changes to this snapshot like code: regenerate with UPDATE_SNAPSHOTS=1."""
+    described = describe_graph(defs)
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        SNAPSHOT.write_text(described)
+    assert described == SNAPSHOT.read_text()
+
+
+def test_lineage_runs_from_landing_to_marts(defs):
+    graph = defs.resolve_asset_graph()
+    upstream = graph.get_ancestor_asset_keys(dg.AssetKey(["marts", "loan_applications"]))
+    for source in ("customers", "applications", "outcomes"):
+        assert dg.AssetKey(["landing", source]) in upstream
+        assert dg.AssetKey(["raw", source]) in upstream
+        assert dg.AssetKey(["staging", f"stg_{source}"]) in upstream
+
+
+def test_error_severity_dbt_tests_block_and_warnings_do_not(defs):
+    graph = defs.resolve_asset_graph()
+    checks = {k.name: graph.get_check_spec(k) for k in graph.asset_check_keys}
+    assert checks["unique_stg_applications_application_id"].blocking
+    purpose = next(name for name in checks if name.startswith("accepted_values_stg_applications_p"))
+    assert not checks[purpose].blocking
+
+
+def test_translator_keys_mirror_schema_and_table():
+    translator = LoanPlatformTranslator()
+    model = {"resource_type": "model", "schema": "marts", "name": "loan_applications"}
+    source = {"resource_type": "source", "source_name": "raw", "name": "applications"}
+    assert translator.get_asset_key(model) == dg.AssetKey(["marts", "loan_applications"])
+    assert translator.get_asset_key(source) == dg.AssetKey(["raw", "applications"])
+    assert translator.get_group_name(model) == "transform"
+
+
+def test_dagster_definitions_validate_passes(tmp_path, defs):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "MLOPS_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation successful" in result.stdout + result.stderr
