@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export MLOPS_HOME ?= $(CURDIR)/.mlops
 
-.PHONY: help install demo run test lint format ui dbt-build validate clean
+.PHONY: help install demo run test lint format ui dbt-build validate bench clean
 
 help:
 	@echo "make demo       generate ~100k sample applications (unless present) and run every asset"
@@ -13,6 +13,7 @@ help:
 	@echo "make ui         serve the Dagster UI on http://127.0.0.1:3000"
 	@echo "make dbt-build  run the dbt project with the dbt CLI against \$$MLOPS_HOME"
 	@echo "make validate   dagster definitions validate -w workspace.yaml"
+	@echo "make bench      benchmarks (1M applications)"
 	@echo "make clean      remove \$$MLOPS_HOME ($(MLOPS_HOME)) and build output"
 
 $(STAMP): pyproject.toml
@@ -54,6 +55,9 @@ dbt-build: $(STAMP)
 validate: $(STAMP)
 	$(BIN)/mlops dbt-parse
 	DAGSTER_HOME="$(MLOPS_HOME)/dagster" $(BIN)/dagster definitions validate -w workspace.yaml
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_landing.py --days 90 --rows-per-day 11000
 
 clean:
 	rm -rf "$(MLOPS_HOME)" dbt_project/target dbt_project/logs build *.egg-info
