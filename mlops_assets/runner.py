@@ -101,7 +101,6 @@ def run_pipeline(
     import dagster as dg
     from dagster._core.utils import make_new_run_id
 
-    from mlops_assets.ingestion.assets import landing_days
     from mlops_assets.transform.assets import prepare_dbt_manifest
 
     dates = landing_dates(settings)
@@ -110,7 +109,7 @@ def run_pipeline(
             f"no landing files under {settings.landing_dir}: run `mlops generate` first "
             "or drop <source>/<YYYY-MM-DD>.csv files there"
         )
-    first = landing_days.start.strftime("%Y-%m-%d")
+    first = settings.first_landing_date
     if dates[0] < first:
         raise RunSetupError(
             f"landing files start on {dates[0]}, before the first partition {first}: "

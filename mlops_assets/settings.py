@@ -16,6 +16,7 @@ PROJECT_ROOT = PACKAGE_DIR.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
 DEFAULT_HOME = ".mlops"
+DEFAULT_FIRST_LANDING_DATE = "2025-01-01"
 WAREHOUSE_FILE = "warehouse.duckdb"
 
 # The embedded Dagster instance: SQLite storage under $MLOPS_HOME/dagster.
@@ -33,6 +34,7 @@ concurrency:
 @dataclass(frozen=True)
 class Settings:
     home: Path
+    first_landing_date: str = DEFAULT_FIRST_LANDING_DATE  # first daily partition of raw assets
 
     @property
     def warehouse_path(self) -> Path:
@@ -71,4 +73,7 @@ class Settings:
 def get_settings() -> Settings:
     """Resolve MLOPS_HOME now (not at import), so tests and CLIs can point it elsewhere."""
     home = Path(os.environ.get("MLOPS_HOME", DEFAULT_HOME)).expanduser()
-    return Settings(home=home.resolve())
+    return Settings(
+        home=home.resolve(),
+        first_landing_date=os.environ.get("MLOPS_FIRST_LANDING_DATE", DEFAULT_FIRST_LANDING_DATE),
+    )

@@ -1,6 +1,5 @@
 """Dagster wiring for ingestion: one raw asset per landing source, partitioned by landing day."""
 
-import os
 import warnings
 
 import dagster as dg
@@ -8,12 +7,14 @@ import dagster as dg
 from mlops_assets.ingestion.loader import ingest_source, unbalanced_ledger_rows
 from mlops_assets.ingestion.sources import LINEAGE_COLUMNS, SOURCE_SPECS, SourceSpec
 from mlops_assets.resources import LandingZone, WarehouseResource
+from mlops_assets.settings import get_settings
 
 WRITER_POOL = "duckdb_writer"
 
 # Landing days are the partitions; the first day is configurable for feeds that start earlier.
-FIRST_LANDING_DATE = os.environ.get("MLOPS_FIRST_LANDING_DATE", "2025-01-01")
-landing_days = dg.DailyPartitionsDefinition(start_date=FIRST_LANDING_DATE, end_offset=1)
+landing_days = dg.DailyPartitionsDefinition(
+    start_date=get_settings().first_landing_date, end_offset=1
+)
 
 
 class IngestionConfig(dg.Config):

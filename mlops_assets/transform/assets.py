@@ -80,6 +80,9 @@ def _close_dbt_adapter_connections() -> None:
 
 
 def build_dbt_assets() -> dg.AssetsDefinition:
+    # Under `dagster dev` only: re-parse so edits to the SQL show up on reload.
+    dbt_project.prepare_if_dev()
+
     @dbt_assets(
         manifest=_manifest_path(),
         project=dbt_project,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import dagster as dg
 import duckdb
@@ -83,3 +84,12 @@ def test_run_without_landing_files_says_what_to_do(tmp_path):
     result = mlops("run", home=tmp_path)
     assert result.returncode == 2
     assert "mlops generate" in result.stderr
+
+
+def test_files_before_the_first_partition_are_refused_with_the_fix(tmp_path):
+    generate(GeneratorConfig(days=1, rows_per_day=5, start_date=date(2024, 12, 30)), tmp_path / "l")
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "l" / "applications").rename(tmp_path / "landing" / "applications")
+    result = mlops("run", home=tmp_path)
+    assert result.returncode == 2
+    assert "MLOPS_FIRST_LANDING_DATE=2024-12-30" in result.stderr.replace("\n", "")
