@@ -46,10 +46,15 @@ def test_run_is_recorded_in_the_dagster_instance_under_mlops_home(pipeline_run):
     run = instance.get_run_by_id(pipeline_run.summary["run_id"])
     assert run.status == dg.DagsterRunStatus.SUCCESS
     marts = instance.get_latest_materialization_event(dg.AssetKey(["marts", "loan_applications"]))
-    assert (
-        marts.asset_materialization.metadata["dagster/row_count"].value
-        == (pipeline_run.summary["tables"]["marts.loan_applications"])
-    )
+    metadata = marts.asset_materialization.metadata
+    rows = pipeline_run.summary["tables"]["marts.loan_applications"]
+    assert metadata["dagster/row_count"].value == rows
+    # Column-level lineage from dbt: the applicant's age comes from both intermediate models.
+    deps = metadata["dagster/column_lineage"].value.deps_by_column["applicant_age"]
+    assert {d.asset_key.to_user_string() for d in deps} == {
+        "intermediate/int_applications_labelled",
+        "intermediate/int_customer_profiles",
+    }
     raw_days = instance.get_materialized_partitions(dg.AssetKey(["raw", "applications"]))
     assert len(raw_days) == SMALL.days
 
