@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -117,6 +118,12 @@ def run(
 
 
 def _print_report(report, settings) -> None:
+    days = report.ingested_days
+    console.print(
+        f"ingested landing days {days[0]} … {days[-1]} ({len(days)} with new or changed files)"
+        if days
+        else "no new or changed landing files: ingestion skipped, dbt models rebuilt"
+    )
     tables = Table("table", "rows", title=f"Warehouse {settings.warehouse_path}")
     for name, rows in report.tables.items():
         tables.add_row(name, f"{rows:,}")
@@ -136,6 +143,8 @@ def _print_report(report, settings) -> None:
         if not check.passed:
             kind = "[red]blocking[/]" if check.blocking else "[yellow]warning[/]"
             console.print(f"  {kind} {check.asset} {check.name}")
+            if check.detail:
+                console.print(textwrap.indent(check.detail, "      "), markup=False)
     quarantined = sum(report.quarantined.values())
     console.print(
         f"quarantined rows: {quarantined:,} "

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops_assets.ingestion.loader import landing_files, partition_key_of
+from mlops_assets.ingestion.loader import landing_files, partition_key_of, pending_files
 from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.settings import Settings
 from mlops_assets.warehouse import connection, table_row_counts
@@ -32,6 +32,7 @@ class CheckOutcome:
     name: str
     passed: bool
     blocking: bool
+    detail: str = ""  # what the check's metadata says went wrong
 
 
 @dataclass
@@ -44,6 +45,7 @@ class RunReport:
     checks: list[CheckOutcome] = field(default_factory=list)
     tables: dict[str, int] = field(default_factory=dict)
     log_path: Path | None = None
+    ingested_days: list[str] = field(default_factory=list)
 
     @property
     def failed_blocking_checks(self) -> list[CheckOutcome]:
@@ -68,20 +70,25 @@ class RunReport:
                 "passed": sum(c.passed for c in self.checks),
                 "failed": [f"{c.asset}:{c.name}" for c in self.checks if not c.passed],
                 "failed_blocking": [f"{c.asset}:{c.name}" for c in self.failed_blocking_checks],
+                "details": {f"{c.asset}:{c.name}": c.detail for c in self.checks if not c.passed},
             },
+            "ingested_days": self.ingested_days,
             "tables": self.tables,
             "log": str(self.log_path) if self.log_path else None,
         }
 
 
-def landing_dates(settings: Settings) -> list[str]:
-    """Every landing day that has at least one file, sorted."""
-    dates = {
-        partition_key_of(path)
-        for source in SOURCE_SPECS
-        for path in landing_files(settings.landing_dir, source)
-    }
-    return sorted(d for d in dates if d)
+def landing_dates(settings: Settings, *, pending_only: bool = False) -> list[str]:
+    """Landing days with at least one file (only new or changed files with ``pending_only``).
+
+    A file with a name that is not a date counts as pending on no day: ingestion reports it.
+    """
+    if pending_only and settings.warehouse_path.exists():
+        with connection(settings.warehouse_path, read_only=True) as con:
+            paths = [p for s in SOURCE_SPECS for p in pending_files(con, settings.landing_dir, s)]
+    else:
+        paths = [p for s in SOURCE_SPECS for p in landing_files(settings.landing_dir, s)]
+    return sorted({d for d in map(partition_key_of, paths) if d})
 
 
 def run_pipeline(
@@ -90,7 +97,8 @@ def run_pipeline(
     fetch_table_metadata: bool = True,
     on_event: Callable[[str, str], None] | None = None,
 ) -> RunReport:
-    """Materialize every asset over every landing day, in one in-process run.
+    """Ingest every landing day with new or changed files and build everything downstream,
+    in one in-process run. With nothing new to ingest, only the dbt models are rebuilt.
 
     ``on_event(kind, step)`` is called from a watcher thread as steps start and finish.
     """
@@ -115,6 +123,7 @@ def run_pipeline(
             f"landing files start on {dates[0]}, before the first partition {first}: "
             f"set MLOPS_FIRST_LANDING_DATE={dates[0]}"
         )
+    pending = landing_dates(settings, pending_only=True)
     prepare_dbt_manifest()
     from mlops_assets.definitions import defs
 
@@ -126,6 +135,18 @@ def run_pipeline(
         if node.is_materializable
     }
     blocking = {key: graph.get_check_spec(key).blocking for key in graph.asset_check_keys}
+    if pending:
+        # One run over the range of pending days (single-run backfill of the raw assets).
+        selection = None
+        tags = {
+            "dagster/asset_partition_range_start": pending[0],
+            "dagster/asset_partition_range_end": pending[-1],
+        }
+    else:
+        selection = [
+            n.key for n in graph.asset_nodes if n.is_materializable and not n.is_partitioned
+        ]
+        tags = {}
     instance = dg.DagsterInstance.get()
     run_id = make_new_run_id()
     watcher = _StepWatcher(instance, run_id, on_event) if on_event else None
@@ -141,11 +162,8 @@ def run_pipeline(
                 instance=instance,
                 run_id=run_id,
                 raise_on_error=False,
-                tags={
-                    "dagster/asset_partition_range_start": dates[0],
-                    "dagster/asset_partition_range_end": dates[-1],
-                    "mlops/trigger": "mlops run",
-                },
+                asset_selection=selection,
+                tags={**tags, "mlops/trigger": "mlops run"},
                 run_config={
                     "loggers": {"console": {"config": {"log_level": "WARNING"}}},
                     "ops": {
@@ -161,6 +179,7 @@ def run_pipeline(
         success=result.success,
         seconds=time.monotonic() - started,
         log_path=log_path,
+        ingested_days=pending,
     )
 
     for step, seconds in _step_durations(instance, run_id).items():
@@ -177,12 +196,23 @@ def run_pipeline(
                 name=key.name,
                 passed=evaluation.passed,
                 blocking=blocking.get(key, False),
+                detail=_describe(evaluation.metadata) if not evaluation.passed else "",
             )
         )
     if settings.warehouse_path.exists():
         with connection(settings.warehouse_path, read_only=True) as con:
             report.tables = table_row_counts(con, REPORTED_SCHEMAS)
     return report
+
+
+def _describe(metadata: dict) -> str:
+    """The text/markdown entries of a check's metadata (our checks put the failures there)."""
+    texts = [
+        str(value.value)
+        for value in metadata.values()
+        if isinstance(value.value, str) and value.value not in ("", "none")
+    ]
+    return "\n".join(texts)
 
 
 def _step_durations(instance, run_id: str) -> dict[str, float]:

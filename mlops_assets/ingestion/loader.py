@@ -116,6 +116,34 @@ def landing_files(
     return [p for p in files if partition_key_of(p) in wanted or partition_key_of(p) is None]
 
 
+def ledger_hashes(con: duckdb.DuckDBPyConnection | None, source: str) -> dict[str, str]:
+    """Landing path -> sha256 of the content the ledger says is loaded ({} before any load)."""
+    if con is None:
+        return {}
+    exists = con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema = 'audit' and table_name = 'ingested_files'"
+    ).fetchone()[0]
+    if not exists:
+        return {}
+    rows = con.execute(
+        "select path, sha256 from audit.ingested_files where source = ?", [source]
+    ).fetchall()
+    return dict(rows)
+
+
+def pending_files(
+    con: duckdb.DuckDBPyConnection | None, landing_dir: Path, source: str
+) -> list[Path]:
+    """Files of ``source`` whose current content is not loaded: new, changed, or failed before."""
+    loaded = ledger_hashes(con, source)
+    return [
+        path
+        for path in landing_files(landing_dir, source)
+        if loaded.get(path.relative_to(landing_dir).as_posix()) != sha256_of(path)
+    ]
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -196,8 +224,8 @@ def ingest_file(
     rel = path.relative_to(landing_dir).as_posix()
     partition_key = partition_key_of(path)
     sha = sha256_of(path)
-    known = con.execute("select sha256 from audit.ingested_files where path = ?", [rel]).fetchone()
-    if known and known[0] == sha and not force:
+    known = ledger_hashes(con, spec.name).get(rel)
+    if known == sha and not force:
         return FileResult(rel, spec.name, "unchanged", partition_key)
     if partition_key is None:
         raise IngestionError(f"{rel}: file name must be YYYY-MM-DD.csv (the landing date)")

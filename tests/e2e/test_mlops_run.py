@@ -31,6 +31,7 @@ def fingerprint(warehouse) -> dict[str, tuple]:
 def test_run_materializes_everything_and_reports_it(pipeline_run):
     summary = pipeline_run.summary
     assert summary["ok"] is True
+    assert len(summary["ingested_days"]) == SMALL.days
     assert summary["failed_steps"] == []
     assert summary["checks"]["failed_blocking"] == []
     assert summary["checks"]["passed"] >= 40
@@ -63,6 +64,7 @@ def test_second_run_on_unchanged_files_changes_no_table(pipeline_run):
     before = fingerprint(pipeline_run.warehouse)
     result = mlops("run", "--json", "--no-table-metadata", home=pipeline_run.home)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["ingested_days"] == []
     assert fingerprint(pipeline_run.warehouse) == before
 
 
@@ -79,10 +81,23 @@ def test_a_bad_file_fails_the_run_alone_and_loses_no_good_row(tmp_path):
     )
     tables = summary["tables"]
     assert tables["raw.applications"] + tables["quarantine.applications"] == good_lines
-    # The run log names the file and the problem.
-    log = (tmp_path / "logs" / f"run-{summary['run_id']}.log").read_text()
-    assert result.returncode == 1 and "marts.loan_applications" not in tables
-    assert "applications/2025-01-04.csv" in result.stderr + log
+    assert "marts.loan_applications" not in tables  # blocked downstream of the failed check
+    assert summary["checks"]["details"]["raw/applications:files_ingested"].startswith(
+        "- applications/2025-01-04.csv: binary content"
+    )
+
+    # Once the file is fixed, the next run ingests that day only and succeeds.
+    header = (tmp_path / "landing" / "applications" / "2025-01-03.csv").read_text().split("\n")[0]
+    row = (
+        "APP-90000000,CUS-0000001,2025-01-04 09:00:00,5000,36,car,50000,2 years,RENT,10,700,3,0,web"
+    )
+    (tmp_path / "landing" / "applications" / "2025-01-04.csv").write_text(f"{header}\n{row}\n")
+    result = mlops("run", "--json", home=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["ingested_days"] == ["2025-01-04"]
+    assert summary["tables"]["raw.applications"] == tables["raw.applications"] + 1
+    assert summary["tables"]["marts.loan_applications"] > 0
 
 
 def test_run_without_landing_files_says_what_to_do(tmp_path):
