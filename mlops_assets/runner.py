@@ -206,11 +206,18 @@ def run_pipeline(
 
 
 def _describe(metadata: dict) -> str:
-    """The text/markdown entries of a check's metadata (our checks put the failures there)."""
+    """What a failed check's metadata says: failing rows of a dbt test, or the markdown our own
+    checks write (the failed files, the unbalanced ledger rows)."""
+    import dagster as dg
+
+    if "dagster_dbt/failed_row_count" in metadata:
+        rows = metadata["dagster_dbt/failed_row_count"].value
+        return f"{rows} failing row(s); the test's SQL is under dbt_project/target/compiled/"
     texts = [
-        str(value.value)
+        value.value
         for value in metadata.values()
-        if isinstance(value.value, str) and value.value not in ("", "none")
+        if isinstance(value, dg.MarkdownMetadataValue | dg.TextMetadataValue)
+        and value.value not in ("", "none")
     ]
     return "\n".join(texts)
 
