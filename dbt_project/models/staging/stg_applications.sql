@@ -19,17 +19,13 @@ cleaned as (
         open_accounts,
         delinq_2yrs,
         {{ clean_text('channel') }} as channel,
-        _source_file as source_file,
-        _line_number as source_line,
-        _loaded_at as loaded_at
+        {{ lineage_columns() }}
     from source
 ),
 
 deduplicated as (
     select * from cleaned
-    qualify row_number() over (
-        partition by application_id order by loaded_at desc, source_file desc, source_line desc
-    ) = 1
+    {{ keep_latest_record('application_id') }}
 )
 
 select

@@ -18,13 +18,9 @@ cleaned as (
         {{ clean_text('marital_status') }} as marital_status,
         case when dependents between 0 and 20 then dependents end as dependents,
         {{ parse_timestamp('registered_at') }} as registered_at,
-        _source_file as source_file,
-        _line_number as source_line,
-        _loaded_at as loaded_at
+        {{ lineage_columns() }}
     from source
 )
 
 select * from cleaned
-qualify row_number() over (
-    partition by customer_id order by loaded_at desc, source_file desc, source_line desc
-) = 1
+{{ keep_latest_record('customer_id') }}

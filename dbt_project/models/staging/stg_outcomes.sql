@@ -9,13 +9,9 @@ cleaned as (
         {{ parse_date('observed_at') }} as observed_at,
         case when defaulted in (0, 1) then defaulted = 1 end as defaulted,
         case when loss_amount >= 0 then loss_amount end as loss_amount,
-        _source_file as source_file,
-        _line_number as source_line,
-        _loaded_at as loaded_at
+        {{ lineage_columns() }}
     from source
 )
 
 select * from cleaned
-qualify row_number() over (
-    partition by application_id order by loaded_at desc, source_file desc, source_line desc
-) = 1
+{{ keep_latest_record('application_id') }}
