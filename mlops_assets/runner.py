@@ -212,7 +212,7 @@ def _describe(metadata: dict) -> str:
 
     if "dagster_dbt/failed_row_count" in metadata:
         rows = metadata["dagster_dbt/failed_row_count"].value
-        return f"{rows} failing row(s); the test's SQL is under dbt_project/target/compiled/"
+        return f"{rows} failing row(s); the test's SQL is under $MLOPS_HOME/dbt/target/compiled/"
     texts = [
         value.value
         for value in metadata.values()

@@ -45,6 +45,11 @@ class Settings:
         return self.home / "landing"
 
     @property
+    def dbt_target_dir(self) -> Path:
+        """Where dbt builds started by the platform write compiled SQL and run results."""
+        return self.home / "dbt" / "target"
+
+    @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"
 

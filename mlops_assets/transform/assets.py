@@ -94,8 +94,10 @@ def build_dbt_assets() -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig
     ) -> Iterator[Any]:
         # dbt resolves the warehouse from MLOPS_HOME; pass the absolute path of this process's.
-        os.environ["MLOPS_HOME"] = str(get_settings().home)
-        stream = dbt.cli(["build"], context=context).stream()
+        settings = get_settings()
+        os.environ["MLOPS_HOME"] = str(settings.home)
+        # One target directory under MLOPS_HOME (writers run one at a time), not one per run.
+        stream = dbt.cli(["build"], context=context, target_path=settings.dbt_target_dir).stream()
         if not config.fetch_table_metadata:
             yield from stream
             return
