@@ -5,7 +5,12 @@ import warnings
 import dagster as dg
 
 from mlops_assets.ingestion.loader import ingest_source, unbalanced_ledger_rows
-from mlops_assets.ingestion.sources import LINEAGE_COLUMNS, SOURCE_SPECS, SourceSpec
+from mlops_assets.ingestion.sources import (
+    LINEAGE_COLUMNS,
+    LINEAGE_DESCRIPTIONS,
+    SOURCE_SPECS,
+    SourceSpec,
+)
 from mlops_assets.resources import LandingZone, WarehouseResource
 from mlops_assets.settings import get_settings
 
@@ -24,14 +29,8 @@ class IngestionConfig(dg.Config):
 
 def _column_schema(spec: SourceSpec) -> dg.TableSchema:
     columns = [dg.TableColumn(name, dtype.lower()) for name, dtype in spec.columns.items()]
-    descriptions = {
-        "_extra_columns": "Columns the file had beyond the expected ones, as JSON.",
-        "_source_file": "Landing file the row came from.",
-        "_line_number": "Line of that file.",
-        "_loaded_at": "When the file was loaded.",
-    }
     columns += [
-        dg.TableColumn(name, dtype.lower(), description=descriptions[name])
+        dg.TableColumn(name, dtype.lower(), description=LINEAGE_DESCRIPTIONS[name])
         for name, dtype in LINEAGE_COLUMNS.items()
     ]
     return dg.TableSchema(columns=columns)

@@ -86,3 +86,9 @@ LINEAGE_COLUMNS = {
     "_line_number": "BIGINT",
     "_loaded_at": "TIMESTAMP",
 }
+LINEAGE_DESCRIPTIONS = {
+    "_extra_columns": "Columns the file had beyond the expected ones, as JSON.",
+    "_source_file": "Landing file the row came from, relative to the landing directory.",
+    "_line_number": "Line of that file.",
+    "_loaded_at": "When the file was loaded.",
+}
