@@ -35,6 +35,7 @@ concurrency:
 class Settings:
     home: Path
     first_landing_date: str = DEFAULT_FIRST_LANDING_DATE  # first daily partition of raw assets
+    keyring_override: Path | None = None  # MLOPS_KEYRING: keep the keys away from the data
 
     @property
     def warehouse_path(self) -> Path:
@@ -65,6 +66,10 @@ class Settings:
     def keys_dir(self) -> Path:
         return self.home / "keys"
 
+    @property
+    def keyring_path(self) -> Path:
+        return self.keyring_override or self.keys_dir / "keyring.json"
+
     def ensure_dagster_home(self) -> Path:
         """Create DAGSTER_HOME with its dagster.yaml (kept if the user edited it) and export it."""
         self.dagster_home.mkdir(parents=True, exist_ok=True)
@@ -81,4 +86,9 @@ def get_settings() -> Settings:
     return Settings(
         home=home.resolve(),
         first_landing_date=os.environ.get("MLOPS_FIRST_LANDING_DATE", DEFAULT_FIRST_LANDING_DATE),
+        keyring_override=(
+            Path(os.environ["MLOPS_KEYRING"]).expanduser().resolve()
+            if os.environ.get("MLOPS_KEYRING")
+            else None
+        ),
     )

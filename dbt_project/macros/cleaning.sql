@@ -1,8 +1,8 @@
-{#- Feeds mix date formats; these are the ones accepted, day-first for slashed dates. -#}
+{#- Feeds mix date formats; the accepted ones are the var timestamp_formats (dbt_project.yml),
+    which the Python ingestion reads too. -#}
 {% macro parse_timestamp(column) -%}
     try_strptime(trim({{ column }}), [
-        '%Y-%m-%d %H:%M:%S', '%Y-%m-%dT%H:%M:%SZ', '%Y-%m-%dT%H:%M:%S',
-        '%d/%m/%Y %H:%M:%S', '%d/%m/%Y %H:%M', '%Y-%m-%d', '%d/%m/%Y'
+        {%- for fmt in var('timestamp_formats') %}'{{ fmt }}'{{ ", " if not loop.last }}{% endfor -%}
     ])
 {%- endmacro %}
 

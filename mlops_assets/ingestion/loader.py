@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import Literal
 
 import duckdb
+import pandas as pd
 
 from mlops_assets.ingestion.sources import LINEAGE_COLUMNS, SOURCE_SPECS, SourceSpec
+from mlops_assets.security.keyring import Keyring, KeyringError
+from mlops_assets.security.vault import bind_keyring, encrypt_cells, store_customer_pii
 
 FILE_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.csv$")
 SNIFF_BYTES = 64 * 1024
@@ -79,13 +82,15 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     for schema in ("raw", "quarantine", "audit"):
         con.execute(f"create schema if not exists {schema}")
     for spec in SOURCE_SPECS.values():
-        columns = {**spec.columns, **LINEAGE_COLUMNS}
+        columns = {**spec.raw_columns, **LINEAGE_COLUMNS}
         ddl = ", ".join(f"{_ident(c)} {t}" for c, t in columns.items())
         con.execute(f"create table if not exists raw.{spec.name} ({ddl})")
+        # raw_line is null and raw_line_encrypted set for feeds that carry personal data.
         con.execute(
             f"create table if not exists quarantine.{spec.name} ("
             "source_file varchar not null, line_number bigint, reason varchar not null, "
-            "raw_line varchar, quarantined_at timestamp not null)"
+            "raw_line varchar, raw_line_encrypted blob, key_version integer, "
+            "quarantined_at timestamp not null)"
         )
     con.execute(
         "create table if not exists audit.ingested_files ("
@@ -219,8 +224,13 @@ def ingest_file(
     spec: SourceSpec,
     *,
     force: bool = False,
+    keyring: Keyring | None = None,
 ) -> FileResult:
-    """Load one landing file into ``raw.<source>`` exactly once; see the module docstring."""
+    """Load one landing file into ``raw.<source>`` exactly once; see the module docstring.
+
+    ``keyring`` is required for sources with personal data (pseudonyms, vault)."""
+    if spec.has_personal_data and keyring is None:
+        raise KeyringError(f"{spec.name} carries personal data: a keyring is required")
     rel = path.relative_to(landing_dir).as_posix()
     partition_key = partition_key_of(path)
     sha = sha256_of(path)
@@ -242,7 +252,7 @@ def ingest_file(
             )
         con.execute("begin transaction")
         try:
-            _replace_rows(con, rel, spec, extra)
+            _replace_rows(con, rel, spec, extra, keyring)
             con.execute(
                 "insert or replace into audit.ingested_files "
                 "values (?, ?, ?, ?, ?, ?, ?, ?, now())",
@@ -275,6 +285,7 @@ STAGING_TABLES = (
     "_lines",
     "_records",
     "_rejects",
+    "_keys",
     "_reject_scans",
     "_quarantine",
     "_free",
@@ -376,32 +387,95 @@ def _stage(
 
 
 def _replace_rows(
-    con: duckdb.DuckDBPyConnection, rel: str, spec: SourceSpec, extra: tuple[str, ...]
+    con: duckdb.DuckDBPyConnection,
+    rel: str,
+    spec: SourceSpec,
+    extra: tuple[str, ...],
+    keyring: Keyring | None,
 ) -> None:
-    """Inside the caller's transaction: swap the file's earlier rows for the staged ones."""
+    """Inside the caller's transaction: swap the file's earlier rows for the staged ones.
+
+    For a source with personal data, identifiers are split off here, from the in-memory staging
+    tables, so that only pseudonyms and generalised values are ever written to raw and
+    quarantine, and the identifiers only as ciphertext to the vault.
+    """
     source = _literal(rel)
     con.execute(f"delete from raw.{spec.name} where _source_file = {source}")
     con.execute(f"delete from quarantine.{spec.name} where source_file = {source}")
-    con.execute(
-        f"""
-        insert into quarantine.{spec.name}
-        select {source}, line_number, reason, raw_line, now() from _quarantine order by line_number
-        """
-    )
+    if spec.has_personal_data:
+        _store_quarantine_encrypted(con, rel, spec, keyring)
+    else:
+        con.execute(
+            f"""
+            insert into quarantine.{spec.name}
+            select {source}, line_number, reason, raw_line, null, null, now()
+            from _quarantine order by line_number
+            """
+        )
     extra_json = (
         "to_json(struct_pack(" + ", ".join(f"{_ident(c)} := {_ident(c)}" for c in extra) + "))"
         if extra
         else "null"
     )
-    target = ", ".join(_ident(c) for c in [*spec.columns, *LINEAGE_COLUMNS])
-    values = ", ".join(_ident(c) for c in spec.columns)
+    if spec.has_personal_data:
+        _split_identifiers(con, spec, keyring, extra_json)
+        extra_json = "null"  # unknown columns of a personal-data feed may identify: vaulted
+    key_join = "join _keys using (_record)" if spec.pseudonymise else ""
+    values = [
+        spec.generalised[c][1] if c in spec.generalised else _ident(c) for c in spec.raw_columns
+    ]
+    target = ", ".join(_ident(c) for c in [*spec.raw_columns, *LINEAGE_COLUMNS])
     con.execute(
         f"""
         insert into raw.{spec.name} ({target})
-        select {values}, {extra_json}, {source}, _line_number, now()
-        from _placed where _problem is null order by _record
+        select {", ".join(values)}, {extra_json}, {source}, _line_number, now()
+        from _placed {key_join} where _problem is null order by _record
         """
     )
+
+
+def _split_identifiers(
+    con: duckdb.DuckDBPyConnection, spec: SourceSpec, keyring: Keyring, extra_json: str
+) -> None:
+    """Pseudonyms into ``_keys`` (temp); identifiers and unknown columns encrypted to the vault."""
+    selected = [_ident(spec.pseudonymise), *map(_ident, spec.identifiers)]
+    frame = con.execute(
+        f"select _record, {', '.join(selected)}, {extra_json} as _extra_columns "
+        "from _placed where _problem is null order by _record"
+    ).df()
+    # One HMAC per id: pseudonyms are per value by nature (hashlib does the work in C).
+    frame["customer_key"] = [keyring.pseudonym(v) for v in frame[spec.pseudonymise]]
+    con.register("_keys_frame", frame[["_record", "customer_key"]])
+    con.execute("create or replace temp table _keys as select * from _keys_frame")
+    con.unregister("_keys_frame")
+    if spec.identifiers:
+        store_customer_pii(con, keyring, frame, [*spec.identifiers, "_extra_columns"])
+
+
+def _store_quarantine_encrypted(
+    con: duckdb.DuckDBPyConnection, rel: str, spec: SourceSpec, keyring: Keyring
+) -> None:
+    """Quarantined lines of a personal-data feed hold identifiers: store them encrypted."""
+    table = f"quarantine.{spec.name}"
+    lines = con.execute("select line_number, reason, raw_line from _quarantine").fetchall()
+    sealed = encrypt_cells(keyring, table, ((f"{rel}:{n}", "raw_line", raw) for n, _, raw in lines))
+    frame = pd.DataFrame(
+        {
+            "line_number": [n for n, _, _ in lines],
+            "reason": [reason for _, reason, _ in lines],
+            "ciphertext": sealed["ciphertext"] if lines else [],
+            "key_version": sealed["key_version"] if lines else [],
+        }
+    )
+    con.register("_sealed_lines", frame)
+    con.execute(
+        f"""
+        insert into {table}
+        select {_literal(rel)}, line_number, reason, null, ciphertext, key_version, now()
+        from _sealed_lines order by line_number
+        """
+    )
+    con.unregister("_sealed_lines")
 
 
 def _read_records(con: duckdb.DuckDBPyConnection, path: Path, types: str) -> None:
@@ -443,14 +517,23 @@ def ingest_source(
     partition_keys: Iterable[str] | None = None,
     *,
     force: bool = False,
+    keyring: Keyring | None = None,
 ) -> SourceResult:
-    """Ingest every new or changed file of ``source``; a bad file fails alone, the rest go on."""
+    """Ingest every new or changed file of ``source``; a bad file fails alone, the rest go on.
+
+    A missing or wrong keyring fails the whole source before anything is written."""
     spec = SOURCE_SPECS[source]
     ensure_schema(con)
+    if spec.has_personal_data:
+        if keyring is None:
+            raise KeyringError(f"{source} carries personal data: a keyring is required")
+        bind_keyring(con, keyring)
     result = SourceResult(source)
     for path in landing_files(landing_dir, source, partition_keys):
         try:
-            result.files.append(ingest_file(con, landing_dir, path, spec, force=force))
+            result.files.append(
+                ingest_file(con, landing_dir, path, spec, force=force, keyring=keyring)
+            )
         except IngestionError as error:
             rel = path.relative_to(landing_dir).as_posix()
             result.files.append(

@@ -1,8 +1,55 @@
-"""The landing sources: which columns each file must have and how raw values are typed."""
+"""The landing sources: which columns each file must have, how raw values are typed, and what
+happens to personal data before anything is written.
+
+Personal data never reaches a raw table:
+
+* ``pseudonymise``: the customer id is replaced by ``customer_key`` = HMAC-SHA256 of the
+  normalised id under the keyring's secret (deterministic, so joins work; not reversible);
+* ``identifiers``: direct identifiers — and the quasi-identifiers that the models get only in
+  generalised form — go encrypted to ``vault.customer_pii``;
+* ``generalised``: what may leave the vault boundary instead (age band for date of birth; the
+  region, already in the feed, stands for the address and city).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
+
+import yaml
+
+from mlops_assets.settings import DBT_PROJECT_DIR
+
+DIRECT_IDENTIFIER = "direct_identifier"
+QUASI_IDENTIFIER = "quasi_identifier"
+SENSITIVE = "sensitive"
+NOT_PERSONAL = "none"
+CLASSIFICATIONS = (DIRECT_IDENTIFIER, QUASI_IDENTIFIER, SENSITIVE, NOT_PERSONAL)
+
+
+@cache
+def timestamp_formats() -> tuple[str, ...]:
+    """The date formats the feeds use: one list, kept in dbt_project.yml for dbt and Python."""
+    project = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())
+    return tuple(project["vars"]["timestamp_formats"])
+
+
+def parse_timestamp_sql(column: str) -> str:
+    formats = ", ".join("'" + f.replace("'", "''") + "'" for f in timestamp_formats())
+    return f"try_strptime(trim({column}), [{formats}])"
+
+
+def age_band_sql(birth: str, at: str) -> str:
+    """Ten-year age band at ``at`` (e.g. registration) from a birth date, both feed text."""
+    age = (
+        f"floor(date_diff('day', {parse_timestamp_sql(birth)}, {parse_timestamp_sql(at)}) / 365.25)"
+    )
+    return (
+        f"case when {age} is null then null when {age} < 18 then 'under 18' "
+        f"when {age} < 25 then '18-24' when {age} < 35 then '25-34' "
+        f"when {age} < 45 then '35-44' when {age} < 55 then '45-54' "
+        f"when {age} < 65 then '55-64' else '65+' end"
+    )
 
 
 @dataclass(frozen=True)
@@ -10,13 +57,35 @@ class SourceSpec:
     """A landing source: ``<landing>/<name>/<YYYY-MM-DD>.csv`` files loaded into ``raw.<name>``."""
 
     name: str
-    columns: dict[str, str]  # required column -> DuckDB type it is cast to on load
+    columns: dict[str, str]  # required column in the file -> DuckDB type it is cast to on load
     required_values: tuple[str, ...]  # columns that must not be empty in any row
     description: str
+    pseudonymise: str | None = None  # id column replaced by customer_key
+    identifiers: tuple[str, ...] = ()  # columns that go to the vault, never to raw
+    generalised: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (type, SQL)
+    classification: dict[str, str] = field(default_factory=dict)  # raw column -> class
 
     @property
     def table(self) -> str:
         return f"raw.{self.name}"
+
+    @property
+    def has_personal_data(self) -> bool:
+        return bool(self.pseudonymise or self.identifiers)
+
+    @property
+    def raw_columns(self) -> dict[str, str]:
+        """The columns of ``raw.<name>`` (before the lineage columns): no identifiers."""
+        kept = {
+            c: t
+            for c, t in self.columns.items()
+            if c not in self.identifiers and c != self.pseudonymise
+        }
+        key = {"customer_key": "VARCHAR"} if self.pseudonymise else {}
+        return {**key, **kept, **{c: t for c, (t, _) in self.generalised.items()}}
+
+    def classify(self, column: str) -> str:
+        return self.classification.get(column, NOT_PERSONAL)
 
 
 # Dates stay text in raw: feeds mix formats, and parsing them is staging's job (dbt), so raw keeps
@@ -42,7 +111,25 @@ SOURCE_SPECS: dict[str, SourceSpec] = {
                 "registered_at": "VARCHAR",
             },
             required_values=("customer_id",),
-            description="Customer master data as registered, including personal data.",
+            description="Customer master data as registered; identifiers are in the vault.",
+            pseudonymise="customer_id",
+            identifiers=(
+                "full_name",
+                "email",
+                "phone",
+                "national_id",
+                "street_address",
+                "date_of_birth",
+                "city",
+            ),
+            generalised={"age_band": ("VARCHAR", age_band_sql("date_of_birth", "registered_at"))},
+            classification={
+                "customer_key": QUASI_IDENTIFIER,
+                "age_band": QUASI_IDENTIFIER,
+                "region": QUASI_IDENTIFIER,
+                "dependents": SENSITIVE,
+                "marital_status": SENSITIVE,
+            },
         ),
         SourceSpec(
             name="applications",
@@ -64,6 +151,14 @@ SOURCE_SPECS: dict[str, SourceSpec] = {
             },
             required_values=("application_id", "customer_id", "applied_at"),
             description="Loan applications as submitted, one file per day.",
+            pseudonymise="customer_id",
+            classification={
+                "customer_key": QUASI_IDENTIFIER,
+                "annual_income": SENSITIVE,
+                "debt_to_income": SENSITIVE,
+                "bureau_score": SENSITIVE,
+                "delinq_2yrs": SENSITIVE,
+            },
         ),
         SourceSpec(
             name="outcomes",
@@ -75,6 +170,7 @@ SOURCE_SPECS: dict[str, SourceSpec] = {
             },
             required_values=("application_id", "observed_at", "defaulted"),
             description="Default labels and loss amounts, arriving weeks after the application.",
+            classification={"defaulted": SENSITIVE, "loss_amount": SENSITIVE},
         ),
     )
 }

@@ -15,6 +15,7 @@ from mlops_assets.ingestion.loader import (
 )
 from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.sample_data.generator import OUTCOME_COLUMNS, GeneratorConfig, generate
+from mlops_assets.security.keyring import Keyring
 
 HEADER = ",".join(OUTCOME_COLUMNS)
 SPEC = SOURCE_SPECS["outcomes"]
@@ -26,6 +27,11 @@ def con():
     ensure_schema(connection)
     yield connection
     connection.close()
+
+
+@pytest.fixture
+def keyring(tmp_path) -> Keyring:
+    return Keyring.create(tmp_path / "keys" / "keyring.json")
 
 
 @pytest.fixture
@@ -56,14 +62,15 @@ def quarantine(con) -> list[tuple]:
     ).fetchall()
 
 
-def test_generated_landing_is_loaded_exactly_once(con, tmp_path):
-    report = generate(GeneratorConfig(days=33, rows_per_day=120, seed=5), tmp_path)
-    first = {s: ingest_source(con, tmp_path, s) for s in SOURCE_SPECS}
+def test_generated_landing_is_loaded_exactly_once(con, tmp_path, keyring):
+    landing = tmp_path / "landing"
+    report = generate(GeneratorConfig(days=33, rows_per_day=120, seed=5), landing)
+    first = {s: ingest_source(con, landing, s, keyring=keyring) for s in SOURCE_SPECS}
     counts = {s: con.execute(f"select count(*) from raw.{s}").fetchone()[0] for s in SOURCE_SPECS}
     assert all(r.count("failed") == 0 for r in first.values())
     assert counts["applications"] > 1000
 
-    again = {s: ingest_source(con, tmp_path, s) for s in SOURCE_SPECS}
+    again = {s: ingest_source(con, landing, s, keyring=keyring) for s in SOURCE_SPECS}
     assert all(r.count("unchanged") == len(r.files) for r in again.values())
     assert counts == {
         s: con.execute(f"select count(*) from raw.{s}").fetchone()[0] for s in SOURCE_SPECS

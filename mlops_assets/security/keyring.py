@@ -1,0 +1,171 @@
+"""The keyring: the secrets behind pseudonyms and the vault, in one 0600 file outside the data.
+
+* ``pseudonym_key`` — HMAC-SHA256 key that turns a customer id into its ``customer_key``.
+  Deterministic (joins keep working) and never rotated: a new key would be a new set of people.
+* ``encryption keys`` — AES-256-GCM keys, versioned. New values are encrypted with the newest;
+  ``rotate`` adds a version, ``retire`` removes one no value uses any more.
+
+The file is JSON with base64 keys, written atomically (temp file + rename) with mode 0600.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+KEY_BYTES = 32  # AES-256, HMAC-SHA256
+NONCE_BYTES = 12  # 96-bit GCM nonce, fresh for every value
+
+
+class KeyringError(RuntimeError):
+    """The keyring is missing, unreadable, too widely readable, or does not fit the data."""
+
+
+class DecryptionError(KeyringError):
+    """A ciphertext failed authentication: wrong key, tampered bytes, or moved to another cell."""
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+@dataclass
+class Keyring:
+    path: Path
+    pseudonym_key: bytes
+    encryption_keys: dict[int, bytes]
+    created_at: str
+    history: list[dict] = field(default_factory=list)
+
+    # --- pseudonyms ----------------------------------------------------------------------
+    @staticmethod
+    def normalise_customer_id(customer_id: str) -> str:
+        return customer_id.strip().upper()
+
+    def pseudonym(self, customer_id: str) -> str:
+        """``customer_key``: HMAC-SHA256 of the normalised id, hex (64 chars); not reversible."""
+        message = self.normalise_customer_id(customer_id).encode()
+        return hmac.new(self.pseudonym_key, message, hashlib.sha256).hexdigest()
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the pseudonym key without revealing it (stored beside the vault)."""
+        return hmac.new(self.pseudonym_key, b"mlops keyring fingerprint", "sha256").hexdigest()[:16]
+
+    # --- encryption ----------------------------------------------------------------------
+    @property
+    def active_version(self) -> int:
+        return max(self.encryption_keys)
+
+    def encrypt(self, plaintext: str, associated_data: bytes) -> tuple[bytes, int]:
+        """AES-256-GCM under the active key; returns (nonce || ciphertext+tag, key version)."""
+        version = self.active_version
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = AESGCM(self.encryption_keys[version]).encrypt(
+            nonce, plaintext.encode(), associated_data
+        )
+        return nonce + sealed, version
+
+    def decrypt(self, blob: bytes, key_version: int, associated_data: bytes) -> str:
+        key = self.encryption_keys.get(key_version)
+        if key is None:
+            raise KeyringError(
+                f"key version {key_version} is not in the keyring {self.path} "
+                f"(it has {sorted(self.encryption_keys)}): wrong or outdated keyring"
+            )
+        try:
+            plain = AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], associated_data)
+        except InvalidTag:
+            raise DecryptionError(
+                "ciphertext failed authentication (wrong key, tampered value, or a value moved "
+                "to another cell)"
+            ) from None
+        return plain.decode()
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def add_version(self) -> int:
+        version = self.active_version + 1
+        self.encryption_keys[version] = secrets.token_bytes(KEY_BYTES)
+        self.history.append({"event": "added", "version": version, "at": _now()})
+        return version
+
+    def remove_version(self, version: int) -> None:
+        if version == self.active_version:
+            raise KeyringError(f"key version {version} is the active one: rotate first")
+        if version not in self.encryption_keys:
+            raise KeyringError(f"key version {version} is not in the keyring")
+        del self.encryption_keys[version]
+        self.history.append({"event": "retired", "version": version, "at": _now()})
+
+    def save(self) -> None:
+        """Write atomically with mode 0600 (never readable by group or others, even briefly)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        document = {
+            "format": 1,
+            "created_at": self.created_at,
+            "pseudonym_key": _b64(self.pseudonym_key),
+            "encryption_keys": {str(v): _b64(k) for v, k in sorted(self.encryption_keys.items())},
+            "history": self.history,
+        }
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(document, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.path)
+
+    @classmethod
+    def create(cls, path: Path) -> Keyring:
+        if path.exists():
+            raise KeyringError(f"a keyring already exists at {path}: refusing to overwrite it")
+        keyring = cls(
+            path=path,
+            pseudonym_key=secrets.token_bytes(KEY_BYTES),
+            encryption_keys={1: secrets.token_bytes(KEY_BYTES)},
+            created_at=_now(),
+            history=[{"event": "added", "version": 1, "at": _now()}],
+        )
+        keyring.save()
+        return keyring
+
+    @classmethod
+    def load(cls, path: Path) -> Keyring:
+        if not path.exists():
+            raise KeyringError(
+                f"no keyring at {path}: run `mlops keys init` (or set MLOPS_KEYRING to the "
+                "keyring's path)"
+            )
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise KeyringError(
+                f"keyring {path} is readable by others (mode {mode:o}): run `chmod 600 {path}`"
+            )
+        try:
+            document = json.loads(path.read_text())
+            return cls(
+                path=path,
+                pseudonym_key=base64.b64decode(document["pseudonym_key"]),
+                encryption_keys={
+                    int(v): base64.b64decode(k) for v, k in document["encryption_keys"].items()
+                },
+                created_at=document["created_at"],
+                history=document.get("history", []),
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise KeyringError(f"keyring {path} is not a valid keyring file: {error}") from None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

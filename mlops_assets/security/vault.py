@@ -1,0 +1,250 @@
+"""The vault: direct identifiers encrypted cell by cell, revealed one customer at a time, audited.
+
+``vault.customer_pii`` holds one row per (customer_key, column): AES-256-GCM ciphertext (nonce
+prefixed) and the key version. The associated data binds each ciphertext to its table, column
+and row key, so a value copied to another cell fails authentication. Quarantined lines of
+sources that carry identifiers are encrypted the same way (``raw_line_encrypted``).
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterable, Sequence
+
+import duckdb
+import pandas as pd
+
+from mlops_assets.security.keyring import Keyring, KeyringError
+
+PII_TABLE = "vault.customer_pii"
+
+
+class VaultError(RuntimeError):
+    """A vault operation was refused (unknown customer, key still in use, keyring mismatch)."""
+
+
+def associated_data(table: str, column: str, row_key: str) -> bytes:
+    return f"{table}|{column}|{row_key}".encode()
+
+
+def ensure_vault(con: duckdb.DuckDBPyConnection) -> None:
+    for schema in ("vault", "audit"):
+        con.execute(f"create schema if not exists {schema}")
+    con.execute(
+        f"create table if not exists {PII_TABLE} ("
+        "customer_key varchar not null, column_name varchar not null, ciphertext blob not null, "
+        "key_version integer not null, updated_at timestamp not null, "
+        "primary key (customer_key, column_name))"
+    )
+    con.execute(
+        "create table if not exists vault.erased_customers ("
+        "customer_key varchar primary key, erased_at timestamp not null)"
+    )
+    con.execute(
+        "create table if not exists vault.keyring_binding ("
+        "fingerprint varchar not null, bound_at timestamp not null)"
+    )
+    con.execute(
+        "create table if not exists audit.pii_access ("
+        "accessed_at timestamp not null, os_user varchar not null, action varchar not null, "
+        "customer_key varchar not null, columns varchar[], reason varchar not null)"
+    )
+
+
+def bind_keyring(con: duckdb.DuckDBPyConnection, keyring: Keyring) -> None:
+    """Refuse a keyring other than the one this warehouse's pseudonyms were made with."""
+    ensure_vault(con)
+    bound = con.execute("select fingerprint from vault.keyring_binding").fetchone()
+    if bound is None:
+        con.execute("insert into vault.keyring_binding values (?, now())", [keyring.fingerprint])
+    elif bound[0] != keyring.fingerprint:
+        raise KeyringError(
+            f"keyring {keyring.path} (fingerprint {keyring.fingerprint}) is not the one this "
+            f"warehouse was built with (fingerprint {bound[0]}): restore that keyring or set "
+            "MLOPS_KEYRING to its path — nothing was written"
+        )
+
+
+def encrypt_cells(
+    keyring: Keyring, table: str, cells: Iterable[tuple[str, str, str]]
+) -> pd.DataFrame:
+    """(row_key, column, plaintext) -> frame of row_key, column_name, ciphertext, key_version.
+
+    One AES-GCM call per value is inherent to per-cell encryption (fresh nonce, own AAD).
+    """
+    rows = []
+    for row_key, column, plaintext in cells:
+        blob, version = keyring.encrypt(plaintext, associated_data(table, column, row_key))
+        rows.append((row_key, column, blob, version))
+    return pd.DataFrame(rows, columns=["row_key", "column_name", "ciphertext", "key_version"])
+
+
+def store_customer_pii(
+    con: duckdb.DuckDBPyConnection, keyring: Keyring, frame: pd.DataFrame, columns: Sequence[str]
+) -> int:
+    """Upsert the identifiers in ``frame`` (one row per customer_key, later rows win) into the
+    vault, except for customers who were erased. Call inside the caller's transaction."""
+    erased = {
+        k for (k,) in con.execute("select customer_key from vault.erased_customers").fetchall()
+    }
+    latest = frame.drop_duplicates("customer_key", keep="last")
+    latest = latest[~latest["customer_key"].isin(erased)]
+    cells = (
+        (key, column, value)
+        for column in columns
+        for key, value in zip(latest["customer_key"], latest[column], strict=True)
+        if value is not None and not (isinstance(value, float) and pd.isna(value))
+    )
+    sealed = encrypt_cells(keyring, PII_TABLE, cells)
+    if sealed.empty:
+        return 0
+    con.register("_sealed_pii", sealed)
+    try:
+        con.execute(
+            f"insert or replace into {PII_TABLE} "
+            "select row_key, column_name, ciphertext, key_version, now() from _sealed_pii"
+        )
+    finally:
+        con.unregister("_sealed_pii")
+    return len(sealed)
+
+
+def _audit(
+    con: duckdb.DuckDBPyConnection, action: str, customer_key: str, columns: list[str], reason: str
+) -> None:
+    con.execute(
+        "insert into audit.pii_access values (now(), ?, ?, ?, ?, ?)",
+        [getpass.getuser(), action, customer_key, columns, reason],
+    )
+
+
+def reveal(
+    con: duckdb.DuckDBPyConnection, keyring: Keyring, customer_key: str, reason: str
+) -> dict[str, str]:
+    """Decrypt one customer's identifiers and record who asked and why. No bulk path exists."""
+    if not reason.strip():
+        raise VaultError("a reason is required to reveal personal data")
+    ensure_vault(con)
+    rows = con.execute(
+        f"select column_name, ciphertext, key_version from {PII_TABLE} "
+        "where customer_key = ? order by column_name",
+        [customer_key],
+    ).fetchall()
+    if not rows:
+        raise VaultError(f"no personal data in the vault for customer_key {customer_key}")
+    values = {
+        column: keyring.decrypt(blob, version, associated_data(PII_TABLE, column, customer_key))
+        for column, blob, version in rows
+    }
+    _audit(con, "reveal", customer_key, sorted(values), reason)
+    return values
+
+
+def forget(con: duckdb.DuckDBPyConnection, customer_key: str, reason: str) -> int:
+    """Right to erasure: delete the customer's vault entry and keep them out of it for good."""
+    ensure_vault(con)
+    con.execute("begin transaction")
+    try:
+        columns = [
+            c
+            for (c,) in con.execute(
+                f"select column_name from {PII_TABLE} where customer_key = ? order by 1",
+                [customer_key],
+            ).fetchall()
+        ]
+        if not columns:
+            raise VaultError(f"no personal data in the vault for customer_key {customer_key}")
+        con.execute(f"delete from {PII_TABLE} where customer_key = ?", [customer_key])
+        con.execute(
+            "insert or replace into vault.erased_customers values (?, now())", [customer_key]
+        )
+        _audit(con, "forget", customer_key, columns, reason)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return len(columns)
+
+
+# Every encrypted column in the warehouse: (table, key expression, ciphertext col, version col,
+# AAD column name). Rotation re-encrypts all of them.
+def encrypted_locations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str, str, str]]:
+    locations = [(PII_TABLE, "customer_key", "column_name", "ciphertext", "key_version")]
+    quarantined = con.execute(
+        "select table_schema || '.' || table_name from information_schema.columns "
+        "where table_schema = 'quarantine' and column_name = 'raw_line_encrypted'"
+    ).fetchall()
+    locations += [
+        (
+            table,
+            "source_file || ':' || line_number",
+            "'raw_line'",
+            "raw_line_encrypted",
+            "key_version",
+        )
+        for (table,) in quarantined
+    ]
+    return locations
+
+
+def key_usage(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
+    """How many encrypted values use each key version."""
+    ensure_vault(con)
+    usage: dict[int, int] = {}
+    for table, _, _, blob, version in encrypted_locations(con):
+        for v, n in con.execute(
+            f"select {version}, count(*) from {table} where {blob} is not null group by 1"
+        ).fetchall():
+            usage[v] = usage.get(v, 0) + n
+    return usage
+
+
+def rotate(con: duckdb.DuckDBPyConnection, keyring: Keyring) -> tuple[int, int]:
+    """Add a key version and re-encrypt every value under it, in one transaction.
+
+    The keyring is saved (old versions kept) before the warehouse changes, so a crash at any
+    point leaves every value decryptable. Returns (new version, values re-encrypted).
+    """
+    bind_keyring(con, keyring)
+    version = keyring.add_version()
+    keyring.save()
+    total = 0
+    con.execute("begin transaction")
+    try:
+        for table, key, column, blob, version_col in encrypted_locations(con):
+            rows = con.execute(
+                f"select rowid, {key}, {column}, {blob}, {version_col} from {table} "
+                f"where {blob} is not null"
+            ).fetchall()
+            resealed = []
+            for rowid, row_key, column_name, ciphertext, old_version in rows:
+                aad = associated_data(table, column_name, row_key)
+                plain = keyring.decrypt(ciphertext, old_version, aad)
+                new_blob, new_version = keyring.encrypt(plain, aad)
+                resealed.append((rowid, new_blob, new_version))
+            if not resealed:
+                continue
+            frame = pd.DataFrame(resealed, columns=["row_id", "blob", "version"])
+            con.register("_resealed", frame)
+            con.execute(
+                f"update {table} set {blob} = r.blob, {version_col} = r.version "
+                f"from _resealed r where {table}.rowid = r.row_id"
+            )
+            con.unregister("_resealed")
+            total += len(resealed)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return version, total
+
+
+def retire(con: duckdb.DuckDBPyConnection, keyring: Keyring, version: int) -> None:
+    """Remove a key version from the keyring — only when no value is encrypted with it."""
+    in_use = key_usage(con).get(version, 0)
+    if in_use:
+        raise VaultError(
+            f"key version {version} still encrypts {in_use} value(s): run `mlops keys rotate` first"
+        )
+    keyring.remove_version(version)
+    keyring.save()
