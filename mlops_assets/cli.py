@@ -118,6 +118,8 @@ def run(
 
 
 def _print_report(report, settings) -> None:
+    for notice in report.notices:
+        console.print(f"[yellow]{notice}[/]")
     days = report.ingested_days
     console.print(
         f"ingested landing days {days[0]} … {days[-1]} ({len(days)} with new or changed files)"

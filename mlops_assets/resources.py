@@ -8,6 +8,7 @@ import dagster as dg
 import duckdb
 
 from mlops_assets import warehouse
+from mlops_assets.security.keyring import Keyring
 from mlops_assets.settings import get_settings
 
 
@@ -32,6 +33,15 @@ class LandingZone(dg.ConfigurableResource):
         return Path(self.path)
 
 
+class KeyringResource(dg.ConfigurableResource):
+    """The keyring file (pseudonym key and vault keys); see mlops_assets.security.keyring."""
+
+    path: str
+
+    def load(self) -> Keyring:
+        return Keyring.load(Path(self.path))
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources bound to $MLOPS_HOME, resolved when the code location loads."""
     from mlops_assets.transform.assets import dbt_resource
@@ -40,5 +50,6 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
         "landing": LandingZone(path=str(settings.landing_dir)),
+        "keyring": KeyringResource(path=str(settings.keyring_path)),
         "dbt": dbt_resource(),
     }

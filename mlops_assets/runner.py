@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mlops_assets.ingestion.loader import landing_files, partition_key_of, pending_files
 from mlops_assets.ingestion.sources import SOURCE_SPECS
+from mlops_assets.security.keyring import Keyring
 from mlops_assets.settings import Settings
 from mlops_assets.warehouse import connection, table_row_counts
 
@@ -46,6 +47,7 @@ class RunReport:
     tables: dict[str, int] = field(default_factory=dict)
     log_path: Path | None = None
     ingested_days: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
 
     @property
     def failed_blocking_checks(self) -> list[CheckOutcome]:
@@ -73,6 +75,7 @@ class RunReport:
                 "details": {f"{c.asset}:{c.name}": c.detail for c in self.checks if not c.passed},
             },
             "ingested_days": self.ingested_days,
+            "notices": self.notices,
             "tables": self.tables,
             "log": str(self.log_path) if self.log_path else None,
         }
@@ -122,6 +125,13 @@ def run_pipeline(
         raise RunSetupError(
             f"landing files start on {dates[0]}, before the first partition {first}: "
             f"set MLOPS_FIRST_LANDING_DATE={dates[0]}"
+        )
+    notices = []
+    if not settings.keyring_path.exists():
+        Keyring.create(settings.keyring_path)
+        notices.append(
+            f"created a new keyring at {settings.keyring_path} — back it up, apart from the "
+            "warehouse: without it the vault cannot be read and new pseudonyms will not match"
         )
     pending = landing_dates(settings, pending_only=True)
     prepare_dbt_manifest()
@@ -180,13 +190,16 @@ def run_pipeline(
         seconds=time.monotonic() - started,
         log_path=log_path,
         ingested_days=pending,
+        notices=notices,
     )
 
     for step, seconds in _step_durations(instance, run_id).items():
         group = group_of_op.get(step, step)
         report.stage_seconds[group] = report.stage_seconds.get(group, 0.0) + seconds
     report.failed_steps = [
-        event.step_key for event in result.all_events if event.is_step_failure and event.step_key
+        f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
+        for event in result.all_events
+        if event.is_step_failure and event.step_key and event.step_failure_data.error
     ]
     for evaluation in result.get_asset_check_evaluations():
         key = evaluation.asset_check_key

@@ -11,7 +11,7 @@ from mlops_assets.ingestion.sources import (
     SOURCE_SPECS,
     SourceSpec,
 )
-from mlops_assets.resources import LandingZone, WarehouseResource
+from mlops_assets.resources import KeyringResource, LandingZone, WarehouseResource
 from mlops_assets.settings import get_settings
 
 WRITER_POOL = "duckdb_writer"
@@ -82,11 +82,13 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         config: IngestionConfig,
         warehouse: WarehouseResource,
         landing: LandingZone,
+        keyring: KeyringResource,
     ) -> dg.MaterializeResult:
         keys = context.partition_keys if context.has_partition_key_range else None
+        secrets = keyring.load() if spec.has_personal_data else None
         with warehouse.connect() as con:
             result = ingest_source(
-                con, landing.directory, spec.name, keys, force=config.force_reload
+                con, landing.directory, spec.name, keys, force=config.force_reload, keyring=secrets
             )
             unbalanced = unbalanced_ledger_rows(con, spec.name)
             table_rows = con.execute(f"select count(*) from {spec.table}").fetchone()[0]

@@ -50,8 +50,8 @@ def test_run_is_recorded_in_the_dagster_instance_under_mlops_home(pipeline_run):
     metadata = marts.asset_materialization.metadata
     rows = pipeline_run.summary["tables"]["marts.loan_applications"]
     assert metadata["dagster/row_count"].value == rows
-    # Column-level lineage from dbt: the applicant's age comes from both intermediate models.
-    deps = metadata["dagster/column_lineage"].value.deps_by_column["applicant_age"]
+    # Column-level lineage from dbt: the tenure comes from both intermediate models.
+    deps = metadata["dagster/column_lineage"].value.deps_by_column["customer_tenure_days"]
     assert {d.asset_key.to_user_string() for d in deps} == {
         "intermediate/int_applications_labelled",
         "intermediate/int_customer_profiles",

@@ -1,8 +1,7 @@
--- Customer attributes that may leave staging: no direct identifiers (name, email, phone,
--- national id, street address); the birth date is reduced to the year.
+-- Customer attributes that may be used downstream: all generalised or non-identifying.
 select
-    customer_id,
-    year(date_of_birth) as birth_year,
+    customer_key,
+    age_band,
     region,
     education,
     marital_status,

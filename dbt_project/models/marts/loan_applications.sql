@@ -2,7 +2,7 @@
 -- when known. The business entity the feature layer and the models start from.
 select
     a.application_id,
-    a.customer_id,
+    a.customer_key,
     a.applied_at,
     cast(a.applied_at as date) as application_date,
     a.amount,
@@ -18,7 +18,7 @@ select
     a.delinq_2yrs,
     a.channel,
     a.quality_flags,
-    year(a.applied_at) - c.birth_year as applicant_age,
+    c.age_band,
     c.region,
     c.education,
     c.marital_status,
@@ -32,4 +32,4 @@ select
     a.source_file,
     a.source_line
 from {{ ref('int_applications_labelled') }} as a
-left join {{ ref('int_customer_profiles') }} as c using (customer_id)
+left join {{ ref('int_customer_profiles') }} as c using (customer_key)

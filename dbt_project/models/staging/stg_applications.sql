@@ -6,7 +6,7 @@ with source as (
 cleaned as (
     select
         trim(application_id) as application_id,
-        trim(customer_id) as customer_id,
+        customer_key,
         {{ parse_timestamp('applied_at') }} as applied_at,
         amount as amount_submitted,
         annual_income as annual_income_submitted,
@@ -30,7 +30,7 @@ deduplicated as (
 
 select
     application_id,
-    customer_id,
+    customer_key,
     applied_at,
     -- Impossible values become null (to be imputed downstream) and are named in quality_flags.
     case when amount_submitted > 0 then amount_submitted end as amount,

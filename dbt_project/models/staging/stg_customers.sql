@@ -1,18 +1,13 @@
--- One row per customer: trimmed, casing normalised, dates parsed; the latest record wins.
+-- One row per customer: casing normalised, the latest record wins. Identifiers never got here:
+-- ingestion put them in the vault and left the pseudonymous customer_key and an age band.
 with source as (
     select * from {{ source('raw', 'customers') }}
 ),
 
 cleaned as (
     select
-        trim(customer_id) as customer_id,
-        regexp_replace(trim(full_name), '\s+', ' ', 'g') as full_name,
-        {{ clean_text('email') }} as email,
-        nullif(trim(phone), '') as phone,
-        nullif(trim(national_id), '') as national_id,
-        {{ parse_date('date_of_birth') }} as date_of_birth,
-        nullif(regexp_replace(trim(street_address), '\s+', ' ', 'g'), '') as street_address,
-        {{ title_case(clean_text("city")) }} as city,
+        customer_key,
+        age_band,
         {{ clean_text('region') }} as region,
         {{ clean_text('education') }} as education,
         {{ clean_text('marital_status') }} as marital_status,
@@ -23,4 +18,4 @@ cleaned as (
 )
 
 select * from cleaned
-{{ keep_latest_record('customer_id') }}
+{{ keep_latest_record('customer_key') }}
