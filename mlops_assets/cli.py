@@ -162,6 +162,152 @@ def _print_report(report, settings) -> None:
     )
 
 
+keys_app = typer.Typer(help="The keyring behind pseudonyms and the vault.", no_args_is_help=True)
+pii_app = typer.Typer(
+    help="Personal data in the vault: one customer at a time, audited.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+app.add_typer(pii_app, name="pii")
+
+
+def _fail(error: Exception, code: int = 1) -> None:
+    console.print(f"[red]error:[/] {error}")
+    raise typer.Exit(code)
+
+
+@keys_app.command("init")
+def keys_init() -> None:
+    """Create the keyring ($MLOPS_KEYRING or $MLOPS_HOME/keys/keyring.json, mode 0600)."""
+    from mlops_assets.security.keyring import Keyring, KeyringError
+
+    path = get_settings().keyring_path
+    try:
+        Keyring.create(path)
+    except KeyringError as error:
+        _fail(error)
+    console.print(f"created keyring {path} (mode 600) — back it up apart from the warehouse")
+
+
+@keys_app.command("status")
+def keys_status(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Key versions in the keyring and how many encrypted values use each."""
+    from mlops_assets.security.keyring import Keyring, KeyringError
+    from mlops_assets.security.vault import key_usage
+    from mlops_assets.warehouse import connection
+
+    settings = get_settings()
+    try:
+        keyring = Keyring.load(settings.keyring_path)
+    except KeyringError as error:
+        _fail(error)
+    usage = {}
+    if settings.warehouse_path.exists():
+        with connection(settings.warehouse_path) as con:
+            usage = key_usage(con)
+    status = {
+        "keyring": str(keyring.path),
+        "fingerprint": keyring.fingerprint,
+        "active_version": keyring.active_version,
+        "versions": {str(v): usage.get(v, 0) for v in sorted(keyring.encryption_keys)},
+    }
+    if json_output:
+        print(json.dumps(status, indent=2))
+        return
+    console.print(f"keyring {status['keyring']} (fingerprint {status['fingerprint']})")
+    for version, used in status["versions"].items():
+        active = " (active)" if int(version) == keyring.active_version else ""
+        console.print(f"  version {version}{active}: {used:,} encrypted values")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Add a key version and re-encrypt every vault value with it, in one transaction."""
+    from mlops_assets.security.keyring import Keyring, KeyringError
+    from mlops_assets.security.vault import rotate
+    from mlops_assets.warehouse import connection
+
+    settings = get_settings()
+    try:
+        keyring = Keyring.load(settings.keyring_path)
+        with connection(settings.warehouse_path) as con:
+            version, count = rotate(con, keyring)
+    except KeyringError as error:
+        _fail(error)
+    console.print(
+        f"key version {version} is active; {count:,} values re-encrypted. Older "
+        "versions can be retired with `mlops keys retire VERSION`."
+    )
+
+
+@keys_app.command("retire")
+def keys_retire(version: Annotated[int, typer.Argument(help="Key version to remove.")]) -> None:
+    """Remove a key version from the keyring; refused while any value still uses it."""
+    from mlops_assets.security.keyring import Keyring, KeyringError
+    from mlops_assets.security.vault import VaultError, retire
+    from mlops_assets.warehouse import connection
+
+    settings = get_settings()
+    try:
+        keyring = Keyring.load(settings.keyring_path)
+        with connection(settings.warehouse_path) as con:
+            retire(con, keyring, version)
+    except (KeyringError, VaultError) as error:
+        _fail(error)
+    console.print(f"key version {version} retired")
+
+
+@pii_app.command("reveal")
+def pii_reveal(
+    customer: Annotated[str, typer.Option(help="The customer_key (pseudonym) to reveal.")],
+    reason: Annotated[str, typer.Option(help="Why: recorded in audit.pii_access.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Decrypt one customer's identifiers; the access is appended to audit.pii_access."""
+    from mlops_assets.security.keyring import Keyring, KeyringError
+    from mlops_assets.security.vault import VaultError, reveal
+    from mlops_assets.warehouse import connection
+
+    settings = get_settings()
+    try:
+        keyring = Keyring.load(settings.keyring_path)
+        with connection(settings.warehouse_path) as con:
+            values = reveal(con, keyring, customer, reason)
+    except (KeyringError, VaultError) as error:
+        _fail(error)
+    if json_output:
+        print(json.dumps({"customer_key": customer, **values}, indent=2))
+        return
+    table = Table("column", "value", title=f"customer {customer} (access audited)")
+    for column, value in values.items():
+        table.add_row(column, value)
+    Console().print(table)
+
+
+@pii_app.command("forget")
+def pii_forget(
+    customer: Annotated[str, typer.Option(help="The customer_key (pseudonym) to erase.")],
+    reason: Annotated[
+        str, typer.Option(help="Why: recorded in audit.pii_access.")
+    ] = "right to erasure request",
+) -> None:
+    """Right to erasure: delete the customer's vault entry for good (audited)."""
+    from mlops_assets.security.vault import VaultError, forget
+    from mlops_assets.warehouse import connection
+
+    settings = get_settings()
+    try:
+        with connection(settings.warehouse_path) as con:
+            count = forget(con, customer, reason)
+    except VaultError as error:
+        _fail(error)
+    console.print(
+        f"erased {count} values of customer {customer}; the pseudonym can no longer "
+        "be linked to a person, and later loads of their records keep it that way"
+    )
+
+
 @app.command("dbt-parse")
 def dbt_parse() -> None:
     """Write dbt_project/target/manifest.json (what Dagster loads the dbt assets from)."""

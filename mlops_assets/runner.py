@@ -194,7 +194,7 @@ def run_pipeline(
     )
 
     for step, seconds in _step_durations(instance, run_id).items():
-        group = group_of_op.get(step, step)
+        group = group_of_op.get(step, "checks")  # ops that are not assets: asset checks
         report.stage_seconds[group] = report.stage_seconds.get(group, 0.0) + seconds
     report.failed_steps = [
         f"{event.step_key}: {event.step_failure_data.error.message.strip()}"

@@ -28,9 +28,17 @@ class IngestionConfig(dg.Config):
 
 
 def _column_schema(spec: SourceSpec) -> dg.TableSchema:
-    columns = [dg.TableColumn(name, dtype.lower()) for name, dtype in spec.columns.items()]
+    columns = [
+        dg.TableColumn(name, dtype.lower(), tags={"classification": spec.classify(name)})
+        for name, dtype in spec.raw_columns.items()
+    ]
     columns += [
-        dg.TableColumn(name, dtype.lower(), description=LINEAGE_DESCRIPTIONS[name])
+        dg.TableColumn(
+            name,
+            dtype.lower(),
+            description=LINEAGE_DESCRIPTIONS[name],
+            tags={"classification": "none"},
+        )
         for name, dtype in LINEAGE_COLUMNS.items()
     ]
     return dg.TableSchema(columns=columns)

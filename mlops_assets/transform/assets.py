@@ -47,6 +47,36 @@ class LoanPlatformTranslator(DagsterDbtTranslator):
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return "transform"
 
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
+        """Tag every column of the UI's column schema with its privacy classification, taken
+        from the column's `meta.classification` in the model's yml."""
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        schema = spec.metadata.get("dagster/column_schema")
+        if schema is None:
+            return spec
+        schema = getattr(schema, "schema", schema)  # a TableSchemaMetadataValue or a TableSchema
+        meta = {
+            name: (column.get("meta") or {}).get("classification", "unclassified")
+            for name, column in self.get_resource_props(manifest, unique_id)
+            .get("columns", {})
+            .items()
+        }
+        columns = [
+            dg.TableColumn(
+                name=c.name,
+                type=c.type,
+                description=c.description,
+                constraints=c.constraints,
+                tags={**c.tags, "classification": meta.get(c.name, "unclassified")},
+            )
+            for c in schema.columns
+        ]
+        return spec.replace_attributes(
+            metadata={**spec.metadata, "dagster/column_schema": dg.TableSchema(columns=columns)}
+        )
+
 
 class DbtBuildConfig(dg.Config):
     fetch_table_metadata: bool = True

@@ -1,0 +1,62 @@
+"""Find personal data where it must not be: identifier columns or identifier-shaped values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from mlops_assets.ingestion.sources import SOURCE_SPECS
+
+# Columns that hold direct identifiers in the feeds; none may exist outside the vault.
+IDENTIFIER_COLUMNS = frozenset(
+    column
+    for spec in SOURCE_SPECS.values()
+    for column in (*spec.identifiers, *([spec.pseudonymise] if spec.pseudonymise else []))
+)
+
+# Shapes of direct identifiers, matched against every text value.
+IDENTIFIER_PATTERNS = {
+    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+",
+    "phone": r"\+\d{1,3}[- ]\d{3}[- ]\d{3}[- ]\d{4}",
+    "national_id": r"(^|[^0-9])\d{3}-\d{2}-\d{4}([^0-9]|$)",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    table: str
+    column: str
+    kind: str  # "identifier column" or a pattern name
+    rows: int
+
+    def __str__(self) -> str:  # never the values themselves
+        return f"{self.table}.{self.column}: {self.kind} ({self.rows} rows)"
+
+
+def find_identifiers(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[Finding]:
+    columns = con.execute(
+        "select column_name, data_type from information_schema.columns "
+        "where table_schema = ? and table_name = ? order by ordinal_position",
+        [schema, table],
+    ).fetchall()
+    name = f"{schema}.{table}"
+    findings = [
+        Finding(name, column, "identifier column", 0)
+        for column, _ in columns
+        if column in IDENTIFIER_COLUMNS
+    ]
+    text = [c for c, dtype in columns if dtype in ("VARCHAR", "JSON")]
+    if not text:
+        return findings
+    counts = ", ".join(
+        f"count(*) filter (where regexp_matches(\"{c}\"::varchar, '{pattern}'))"
+        for c in text
+        for pattern in IDENTIFIER_PATTERNS.values()
+    )
+    row = con.execute(f'select {counts} from "{schema}"."{table}"').fetchone()
+    cells = [(c, kind) for c in text for kind in IDENTIFIER_PATTERNS]
+    findings += [
+        Finding(name, column, kind, n) for (column, kind), n in zip(cells, row, strict=True) if n
+    ]
+    return findings
