@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import os
+import stat
+
+import duckdb
+import pandas as pd
+import pytest
+
+from mlops_assets.security.keyring import DecryptionError, Keyring, KeyringError
+from mlops_assets.security.vault import (
+    PII_TABLE,
+    VaultError,
+    associated_data,
+    bind_keyring,
+    ensure_vault,
+    forget,
+    key_usage,
+    retire,
+    reveal,
+    rotate,
+    store_customer_pii,
+)
+
+COLUMNS = ["full_name", "email"]
+
+
+@pytest.fixture
+def keyring(tmp_path) -> Keyring:
+    return Keyring.create(tmp_path / "keys" / "keyring.json")
+
+
+@pytest.fixture
+def con():
+    connection = duckdb.connect()
+    ensure_vault(connection)
+    yield connection
+    connection.close()
+
+
+def customers(keyring: Keyring, n: int) -> pd.DataFrame:
+    ids = [f"CUS-{i:07d}" for i in range(n)]
+    return pd.DataFrame(
+        {
+            "customer_key": [keyring.pseudonym(i) for i in ids],
+            "full_name": [f"Person {i}" for i in range(n)],
+            "email": [f"person{i}@example.com" for i in range(n)],
+        }
+    )
+
+
+def test_keyring_file_is_private_and_never_overwritten(keyring):
+    assert stat.S_IMODE(keyring.path.stat().st_mode) == 0o600
+    with pytest.raises(KeyringError, match="refusing to overwrite"):
+        Keyring.create(keyring.path)
+    os.chmod(keyring.path, 0o644)
+    with pytest.raises(KeyringError, match="chmod 600"):
+        Keyring.load(keyring.path)
+
+
+def test_missing_keyring_says_how_to_create_one(tmp_path):
+    with pytest.raises(KeyringError, match="mlops keys init"):
+        Keyring.load(tmp_path / "nowhere.json")
+
+
+def test_pseudonyms_are_deterministic_normalised_and_keyed(keyring, tmp_path):
+    assert keyring.pseudonym("CUS-0000001") == keyring.pseudonym("  cus-0000001 ")
+    assert keyring.pseudonym("CUS-0000001") != keyring.pseudonym("CUS-0000002")
+    assert len(keyring.pseudonym("CUS-0000001")) == 64
+    other = Keyring.create(tmp_path / "other.json")
+    assert other.pseudonym("CUS-0000001") != keyring.pseudonym("CUS-0000001")
+    reloaded = Keyring.load(keyring.path)
+    assert reloaded.pseudonym("CUS-0000001") == keyring.pseudonym("CUS-0000001")
+
+
+def test_round_trip_uses_a_fresh_nonce_per_value(keyring):
+    aad = associated_data(PII_TABLE, "email", "k1")
+    first, version = keyring.encrypt("a@example.com", aad)
+    second, _ = keyring.encrypt("a@example.com", aad)
+    assert first != second and first[:12] != second[:12]
+    assert keyring.decrypt(first, version, aad) == "a@example.com"
+    assert b"a@example.com" not in first
+
+
+def test_tampered_ciphertext_is_rejected(keyring):
+    aad = associated_data(PII_TABLE, "email", "k1")
+    blob, version = keyring.encrypt("a@example.com", aad)
+    tampered = blob[:-1] + bytes([blob[-1] ^ 1])
+    with pytest.raises(DecryptionError, match="failed authentication"):
+        keyring.decrypt(tampered, version, aad)
+
+
+def test_a_ciphertext_moved_to_another_cell_is_rejected(keyring):
+    blob, version = keyring.encrypt("a@example.com", associated_data(PII_TABLE, "email", "k1"))
+    for moved in (
+        associated_data(PII_TABLE, "email", "k2"),  # another customer
+        associated_data(PII_TABLE, "phone", "k1"),  # another column
+        associated_data("quarantine.customers", "email", "k1"),  # another table
+    ):
+        with pytest.raises(DecryptionError):
+            keyring.decrypt(blob, version, moved)
+
+
+def test_reveal_decrypts_one_customer_and_audits_it(con, keyring):
+    frame = customers(keyring, 3)
+    store_customer_pii(con, keyring, frame, COLUMNS)
+    key = frame["customer_key"][1]
+    assert reveal(con, keyring, key, "complaint 7") == {
+        "email": "person1@example.com",
+        "full_name": "Person 1",
+    }
+    audit = con.execute(
+        "select action, customer_key, columns, reason, os_user from audit.pii_access"
+    )
+    action, audited_key, columns, reason, user = audit.fetchone()
+    assert (action, audited_key, sorted(columns), reason) == (
+        "reveal",
+        key,
+        COLUMNS[::-1],
+        "complaint 7",
+    )
+    assert user
+    with pytest.raises(VaultError, match="reason is required"):
+        reveal(con, keyring, key, "  ")
+
+
+def test_wrong_key_gives_a_clear_error_and_writes_nothing(con, keyring, tmp_path):
+    frame = customers(keyring, 2)
+    store_customer_pii(con, keyring, frame, COLUMNS)
+    bind_keyring(con, keyring)
+    impostor = Keyring.create(tmp_path / "impostor.json")
+    with pytest.raises(KeyringError):
+        reveal(con, impostor, frame["customer_key"][0], "test")
+    with pytest.raises(KeyringError, match="not the one this warehouse was built with"):
+        bind_keyring(con, impostor)
+    assert con.execute("select count(*) from audit.pii_access").fetchone()[0] == 0
+
+
+def test_rotation_of_10k_values_loses_nothing_and_retires_the_old_key(con, keyring):
+    frame = customers(keyring, 5_000)  # two columns each: 10,000 values
+    assert store_customer_pii(con, keyring, frame, COLUMNS) == 10_000
+    with pytest.raises(VaultError, match="still encrypts 10000"):
+        retire(con, keyring, 1)
+    version, count = rotate(con, keyring)
+    assert (version, count) == (2, 10_000)
+    assert key_usage(con) == {2: 10_000}
+    retire(con, keyring, 1)
+    reloaded = Keyring.load(keyring.path)
+    assert sorted(reloaded.encryption_keys) == [2]
+    for i in (0, 2_500, 4_999):
+        values = reveal(con, reloaded, frame["customer_key"][i], "rotation check")
+        assert values == {"email": f"person{i}@example.com", "full_name": f"Person {i}"}
+    with pytest.raises(KeyringError, match="active one"):
+        reloaded.remove_version(2)
+
+
+def test_a_failed_rotation_leaves_every_value_readable(con, keyring):
+    frame = customers(keyring, 10)
+    store_customer_pii(con, keyring, frame, COLUMNS)
+    con.execute(f"update {PII_TABLE} set ciphertext = ciphertext || 'x'::blob where rowid = 3")
+    with pytest.raises(DecryptionError):
+        rotate(con, keyring)
+    assert key_usage(con) == {1: 20}  # nothing half-rotated
+    reloaded = Keyring.load(keyring.path)  # the old version was kept
+    assert reveal(con, reloaded, frame["customer_key"][9], "check")["full_name"] == "Person 9"
+
+
+def test_forget_erases_the_customer_for_good_and_audits_it(con, keyring):
+    frame = customers(keyring, 2)
+    store_customer_pii(con, keyring, frame, COLUMNS)
+    key = frame["customer_key"][0]
+    assert forget(con, key, "erasure request 9") == 2
+    with pytest.raises(VaultError, match="no personal data"):
+        reveal(con, keyring, key, "after erasure")
+    # A later load of the same customer's record does not bring the identifiers back.
+    store_customer_pii(con, keyring, frame, COLUMNS)
+    assert (
+        con.execute(f"select count(*) from {PII_TABLE} where customer_key = ?", [key]).fetchone()[0]
+        == 0
+    )
+    rows = con.execute("select action, reason from audit.pii_access").fetchall()
+    assert rows == [("forget", "erasure request 9")]
