@@ -1,0 +1,124 @@
+"""Identifiers are split off at ingestion: raw and quarantine never hold them in plaintext."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pytest
+
+from mlops_assets.ingestion.loader import ensure_schema, ingest_file, ingest_source
+from mlops_assets.ingestion.sources import SOURCE_SPECS
+from mlops_assets.sample_data.generator import CUSTOMER_COLUMNS
+from mlops_assets.security.keyring import Keyring, KeyringError
+from mlops_assets.security.scan import find_identifiers
+from mlops_assets.security.vault import PII_TABLE, associated_data, reveal
+
+HEADER = ",".join(CUSTOMER_COLUMNS)
+GOOD = (
+    "CUS-0000001,Ada Lovelace,ada@example.com,+1-555-123-4567,123-45-6789,1985-12-10,"
+    "12 Oak Street,Salem,north,master,single,0,2025-02-01 08:00:00"
+)
+BAD = (
+    "CUS-0000002,Alan Turing,alan@example.com,+1-555-765-4321,987-65-4321,1990-06-23,"
+    "7 Elm Road,Dover,east,master,single,lots,2025-02-01 09:00:00"
+)
+SPEC = SOURCE_SPECS["customers"]
+
+
+@pytest.fixture
+def keyring(tmp_path) -> Keyring:
+    return Keyring.create(tmp_path / "keys" / "keyring.json")
+
+
+@pytest.fixture
+def con():
+    connection = duckdb.connect()
+    ensure_schema(connection)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def landing(tmp_path):
+    folder = tmp_path / "landing" / "customers"
+    folder.mkdir(parents=True)
+    (folder / "2025-02-01.csv").write_text(f"{HEADER},loyalty_card\n{GOOD},LC-1\n{BAD},LC-2\n")
+    return tmp_path / "landing"
+
+
+def test_raw_keeps_the_pseudonym_and_generalised_values_only(con, keyring, landing):
+    ingest_source(con, landing, "customers", keyring=keyring)
+    row = con.execute("select * from raw.customers").df().iloc[0].to_dict()
+    assert row["customer_key"] == keyring.pseudonym("CUS-0000001")
+    assert row["age_band"] == "35-44"  # born 1985-12-10, registered 2025-02-01
+    assert row["region"] == "north"
+    assert row["_extra_columns"] is None  # unknown columns of this feed may identify: vaulted
+    assert not {"customer_id", "full_name", "email", "city", "date_of_birth"} & set(row)
+    assert find_identifiers(con, "raw", "customers") == []
+
+
+def test_identifiers_and_unknown_columns_are_in_the_vault_encrypted(con, keyring, landing):
+    ingest_source(con, landing, "customers", keyring=keyring)
+    key = keyring.pseudonym("CUS-0000001")
+    values = reveal(con, keyring, key, "test")
+    assert values["email"] == "ada@example.com"
+    assert values["date_of_birth"] == "1985-12-10"
+    assert json.loads(values["_extra_columns"]) == {"loyalty_card": "LC-1"}
+    blobs = con.execute(f"select ciphertext from {PII_TABLE}").fetchall()
+    assert all(b"ada@example.com" not in bytes(b) for (b,) in blobs)
+
+
+def test_a_quarantined_line_with_identifiers_is_stored_encrypted(con, keyring, landing):
+    ingest_source(con, landing, "customers", keyring=keyring)
+    source_file, line, reason, raw_line, blob, version = con.execute(
+        "select source_file, line_number, reason, raw_line, raw_line_encrypted, key_version "
+        "from quarantine.customers"
+    ).fetchone()
+    assert (line, raw_line) == (3, None)
+    assert reason == 'dependents: "lots" is not a valid integer'
+    aad = associated_data("quarantine.customers", "raw_line", f"{source_file}:{line}")
+    assert keyring.decrypt(bytes(blob), version, aad) == f"{BAD},LC-2"
+
+
+def test_applications_carry_the_same_pseudonym_as_customers(con, keyring, tmp_path):
+    folder = tmp_path / "applications"
+    folder.mkdir()
+    header = (
+        "application_id,customer_id,applied_at,amount,term_months,purpose,annual_income,"
+        "employment_length,home_ownership,debt_to_income,bureau_score,open_accounts,"
+        "delinq_2yrs,channel"
+    )
+    line = "APP-1, cus-0000001 ,2025-02-01 10:00:00,5000,36,car,50000,2 years,RENT,10,700,3,0,web"
+    (folder / "2025-02-01.csv").write_text(f"{header}\n{line}\n")
+    ingest_source(con, tmp_path, "applications", keyring=keyring)
+    key = con.execute("select customer_key from raw.applications").fetchone()[0]
+    assert key == keyring.pseudonym("CUS-0000001")
+
+
+def test_no_keyring_or_another_keyring_writes_nothing(con, keyring, landing, tmp_path):
+    path = landing / "customers" / "2025-02-01.csv"
+    with pytest.raises(KeyringError, match="keyring is required"):
+        ingest_file(con, landing, path, SPEC)
+    ingest_source(con, landing, "customers", keyring=keyring)
+    before = con.execute("select count(*) from raw.customers").fetchone()[0]
+    path.write_text(f"{HEADER}\n{GOOD.replace('CUS-0000001', 'CUS-0000009')}\n")
+    impostor = Keyring.create(tmp_path / "impostor.json")
+    with pytest.raises(KeyringError, match="not the one this warehouse was built with"):
+        ingest_source(con, landing, "customers", keyring=impostor)
+    assert con.execute("select count(*) from raw.customers").fetchone()[0] == before
+
+
+def test_the_identifier_check_finds_columns_and_values_without_printing_them(con):
+    con.execute("create schema marts")
+    con.execute(
+        "create table marts.leaky as select 'x' as email, 'call +1-555-123-4567' as note, "
+        "'id 123-45-6789' as comment, 'fine' as other"
+    )
+    findings = [str(f) for f in find_identifiers(con, "marts", "leaky")]
+    assert findings == [
+        "marts.leaky.email: identifier column (0 rows)",
+        "marts.leaky.note: phone (1 rows)",
+        "marts.leaky.comment: national_id (1 rows)",
+    ]
+    assert not any("555-123" in f for f in findings)

@@ -1,0 +1,66 @@
+"""`mlops keys` and `mlops pii` as a data-protection officer would use them."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import duckdb
+
+from tests.conftest import mlops
+
+
+def test_keys_init_creates_a_private_keyring_once(tmp_path):
+    first = mlops("keys", "init", home=tmp_path)
+    assert first.returncode == 0, first.stderr
+    keyring = tmp_path / "keys" / "keyring.json"
+    assert stat.S_IMODE(keyring.stat().st_mode) == 0o600
+    again = mlops("keys", "init", home=tmp_path)
+    assert again.returncode == 1
+    assert "refusing to overwrite" in again.stderr
+
+
+def test_first_run_created_the_keyring_and_said_so(pipeline_run):
+    assert any("created a new keyring" in notice for notice in pipeline_run.summary["notices"])
+    status = mlops("keys", "status", "--json", home=pipeline_run.home)
+    versions = json.loads(status.stdout)["versions"]
+    assert list(versions) == ["1"] and versions["1"] > 1000
+
+
+def test_reveal_and_forget_one_customer_with_an_audit_trail(pipeline_run):
+    with duckdb.connect(str(pipeline_run.warehouse), read_only=True) as con:
+        key = con.execute("select customer_key from raw.customers order by 1 limit 1").fetchone()[0]
+
+    revealed = mlops(
+        "pii",
+        "reveal",
+        "--customer",
+        key,
+        "--reason",
+        "ticket 4711",
+        "--json",
+        home=pipeline_run.home,
+    )
+    assert revealed.returncode == 0, revealed.stderr
+    values = json.loads(revealed.stdout)
+    assert values["customer_key"] == key
+    assert "@" in values["email"] and values["full_name"]
+
+    forgotten = mlops("pii", "forget", "--customer", key, home=pipeline_run.home)
+    assert forgotten.returncode == 0, forgotten.stderr
+    again = mlops("pii", "reveal", "--customer", key, "--reason", "x", home=pipeline_run.home)
+    assert again.returncode == 1
+    assert "no personal data in the vault" in again.stderr
+
+    with duckdb.connect(str(pipeline_run.warehouse), read_only=True) as con:
+        audit = con.execute(
+            "select action, reason from audit.pii_access where customer_key = ? order by 1",
+            [key],
+        ).fetchall()
+    assert audit == [("forget", "right to erasure request"), ("reveal", "ticket 4711")]
+
+
+def test_reveal_requires_a_reason(pipeline_run):
+    result = mlops("pii", "reveal", "--customer", "abc", home=pipeline_run.home)
+    assert result.returncode != 0
+    assert "--reason" in result.stderr
