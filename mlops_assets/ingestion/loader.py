@@ -199,7 +199,8 @@ def read_header(path: Path, rel: str, spec: SourceSpec) -> list[str]:
     columns = [c.strip().lower() for c in next(csv.reader([text]))]
     if len(columns) < 2:
         raise IngestionError(
-            f"{rel}: header {text[:80]!r} has fewer than two comma-separated columns — not CSV"
+            # The content is not quoted: in a personal-data feed it could be personal data.
+            f"{rel}: the first line has fewer than two comma-separated columns — not CSV"
         )
     if "" in columns:
         raise IngestionError(
@@ -264,7 +265,8 @@ def ingest_file(
             raise
     except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException) as error:
         # What DuckDB says about the file's content: that file fails, nothing else.
-        message = str(error).split("\n", 1)[0]
+        # First line only, never an "Original Line" quote: it could hold personal data.
+        message = str(error).split("\n", 1)[0].split("Original Line", 1)[0].rstrip(" :")
         raise IngestionError(f"{rel}: could not be read as CSV — {message}") from error
     finally:
         for table in STAGING_TABLES:

@@ -35,7 +35,7 @@ def test_run_materializes_everything_and_reports_it(pipeline_run):
     assert summary["failed_steps"] == []
     assert summary["checks"]["failed_blocking"] == []
     assert summary["checks"]["passed"] >= 40
-    assert set(summary["stage_seconds"]) == {"ingestion", "transform"}
+    assert set(summary["stage_seconds"]) == {"ingestion", "transform", "checks"}
     tables = summary["tables"]
     assert tables["raw.applications"] > SMALL.days * SMALL.rows_per_day * 0.8
     assert tables["marts.loan_applications"] > 0
