@@ -94,6 +94,23 @@ def landing_dates(settings: Settings, *, pending_only: bool = False) -> list[str
     return sorted({d for d in map(partition_key_of, paths) if d})
 
 
+def _bound_fingerprint(settings: Settings) -> str | None:
+    """Fingerprint of the keyring the warehouse was built with, if it was built at all."""
+    if not settings.warehouse_path.exists():
+        return None
+    with connection(settings.warehouse_path, read_only=True) as con:
+        exists = con.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = 'vault' and table_name = 'keyring_binding'"
+        ).fetchone()[0]
+        row = (
+            con.execute("select fingerprint from vault.keyring_binding").fetchone()
+            if exists
+            else None
+        )
+    return row[0] if row else None
+
+
 def run_pipeline(
     settings: Settings,
     *,
@@ -128,6 +145,13 @@ def run_pipeline(
         )
     notices = []
     if not settings.keyring_path.exists():
+        bound = _bound_fingerprint(settings)
+        if bound:
+            raise RunSetupError(
+                f"no keyring at {settings.keyring_path}, but this warehouse's pseudonyms and "
+                f"vault were made with keyring {bound}: restore that keyring file or set "
+                "MLOPS_KEYRING to its path (a new keyring would not match)"
+            )
         Keyring.create(settings.keyring_path)
         notices.append(
             f"created a new keyring at {settings.keyring_path} — back it up, apart from the "

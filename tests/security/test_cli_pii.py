@@ -7,6 +7,7 @@ import stat
 
 import duckdb
 
+from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from tests.conftest import mlops
 
 
@@ -64,3 +65,14 @@ def test_reveal_requires_a_reason(pipeline_run):
     result = mlops("pii", "reveal", "--customer", "abc", home=pipeline_run.home)
     assert result.returncode != 0
     assert "--reason" in result.stderr
+
+
+def test_a_lost_keyring_is_not_silently_replaced(tmp_path):
+    generate(GeneratorConfig(days=2, rows_per_day=10, seed=4), tmp_path / "landing")
+    assert mlops("run", "--no-table-metadata", home=tmp_path).returncode == 0
+    keyring = tmp_path / "keys" / "keyring.json"
+    keyring.rename(tmp_path / "elsewhere.json")
+    result = mlops("run", home=tmp_path)
+    assert result.returncode == 2
+    assert "restore that keyring" in result.stderr.replace("\n", " ")
+    assert not keyring.exists()
