@@ -47,6 +47,7 @@ class Keyring:
     encryption_keys: dict[int, bytes]
     created_at: str
     history: list[dict] = field(default_factory=list)
+    _ciphers: dict[int, AESGCM] = field(default_factory=dict, repr=False, compare=False)
 
     # --- pseudonyms ----------------------------------------------------------------------
     @staticmethod
@@ -68,24 +69,29 @@ class Keyring:
     def active_version(self) -> int:
         return max(self.encryption_keys)
 
+    def _cipher(self, version: int) -> AESGCM:
+        cipher = self._ciphers.get(version)
+        if cipher is None:
+            cipher = self._ciphers[version] = AESGCM(self.encryption_keys[version])
+        return cipher
+
     def encrypt(self, plaintext: str, associated_data: bytes) -> tuple[bytes, int]:
         """AES-256-GCM under the active key; returns (nonce || ciphertext+tag, key version)."""
         version = self.active_version
         nonce = secrets.token_bytes(NONCE_BYTES)
-        sealed = AESGCM(self.encryption_keys[version]).encrypt(
-            nonce, plaintext.encode(), associated_data
-        )
+        sealed = self._cipher(version).encrypt(nonce, plaintext.encode(), associated_data)
         return nonce + sealed, version
 
     def decrypt(self, blob: bytes, key_version: int, associated_data: bytes) -> str:
-        key = self.encryption_keys.get(key_version)
-        if key is None:
+        if key_version not in self.encryption_keys:
             raise KeyringError(
                 f"key version {key_version} is not in the keyring {self.path} "
                 f"(it has {sorted(self.encryption_keys)}): wrong or outdated keyring"
             )
         try:
-            plain = AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], associated_data)
+            plain = self._cipher(key_version).decrypt(
+                blob[:NONCE_BYTES], blob[NONCE_BYTES:], associated_data
+            )
         except InvalidTag:
             raise DecryptionError(
                 "ciphertext failed authentication (wrong key, tampered value, or a value moved "
@@ -106,6 +112,7 @@ class Keyring:
         if version not in self.encryption_keys:
             raise KeyringError(f"key version {version} is not in the keyring")
         del self.encryption_keys[version]
+        self._ciphers.pop(version, None)
         self.history.append({"event": "retired", "version": version, "at": _now()})
 
     def save(self) -> None:

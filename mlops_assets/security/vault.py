@@ -92,7 +92,7 @@ def store_customer_pii(
     cells = (
         (key, column, value)
         for column in columns
-        for key, value in zip(latest["customer_key"], latest[column], strict=True)
+        for key, value in zip(latest["customer_key"].tolist(), latest[column].tolist(), strict=True)
         if value is not None and not (isinstance(value, float) and pd.isna(value))
     )
     sealed = encrypt_cells(keyring, PII_TABLE, cells)
