@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
+from mlops_assets.security.keyring import Keyring
 
 BIN = Path(sys.executable).parent
 
@@ -27,6 +28,12 @@ def mlops(*args: str, home: Path, timeout: float = 600) -> subprocess.CompletedP
     return subprocess.run(
         [str(BIN / "mlops"), *args], env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@pytest.fixture
+def keyring(tmp_path) -> Keyring:
+    """A fresh keyring (0600 file) for tests that pseudonymise or encrypt."""
+    return Keyring.create(tmp_path / "keys" / "keyring.json")
 
 
 @dataclass(frozen=True)

@@ -3,35 +3,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from mlops_assets.ingestion.loader import (
     IngestionError,
-    ensure_schema,
     ingest_file,
     ingest_source,
     unbalanced_ledger_rows,
 )
 from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.sample_data.generator import OUTCOME_COLUMNS, GeneratorConfig, generate
-from mlops_assets.security.keyring import Keyring
 
 HEADER = ",".join(OUTCOME_COLUMNS)
 SPEC = SOURCE_SPECS["outcomes"]
-
-
-@pytest.fixture
-def con():
-    connection = duckdb.connect()
-    ensure_schema(connection)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
-def keyring(tmp_path) -> Keyring:
-    return Keyring.create(tmp_path / "keys" / "keyring.json")
 
 
 @pytest.fixture

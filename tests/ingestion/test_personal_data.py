@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-import duckdb
 import pytest
 
-from mlops_assets.ingestion.loader import ensure_schema, ingest_file, ingest_source
+from mlops_assets.ingestion.loader import ingest_file, ingest_source
 from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.sample_data.generator import CUSTOMER_COLUMNS
 from mlops_assets.security.keyring import Keyring, KeyringError
@@ -24,19 +23,6 @@ BAD = (
     "7 Elm Road,Dover,east,master,single,lots,2025-02-01 09:00:00"
 )
 SPEC = SOURCE_SPECS["customers"]
-
-
-@pytest.fixture
-def keyring(tmp_path) -> Keyring:
-    return Keyring.create(tmp_path / "keys" / "keyring.json")
-
-
-@pytest.fixture
-def con():
-    connection = duckdb.connect()
-    ensure_schema(connection)
-    yield connection
-    connection.close()
 
 
 @pytest.fixture

@@ -26,11 +26,6 @@ COLUMNS = ["full_name", "email"]
 
 
 @pytest.fixture
-def keyring(tmp_path) -> Keyring:
-    return Keyring.create(tmp_path / "keys" / "keyring.json")
-
-
-@pytest.fixture
 def con():
     connection = duckdb.connect()
     ensure_vault(connection)
