@@ -321,9 +321,16 @@ def ui(
     port: Annotated[int, typer.Option(help="Port of the Dagster webserver.")] = 3000,
 ) -> None:
     """Serve the Dagster UI (dagster dev) on 127.0.0.1 against $MLOPS_HOME."""
+    from mlops_assets.runner import RunSetupError, ensure_keyring
     from mlops_assets.transform.assets import prepare_dbt_manifest
 
     settings = get_settings()
+    try:
+        notice = ensure_keyring(settings)
+    except RunSetupError as error:
+        _fail(error, 2)
+    if notice:
+        console.print(f"[yellow]{notice}[/]")
     settings.ensure_dagster_home()
     os.environ["MLOPS_HOME"] = str(settings.home)
     prepare_dbt_manifest()

@@ -111,6 +111,25 @@ def _bound_fingerprint(settings: Settings) -> str | None:
     return row[0] if row else None
 
 
+def ensure_keyring(settings: Settings) -> str | None:
+    """Create the keyring on a fresh home (returns what to tell the user); refuse to replace
+    a lost one for a warehouse that was built with it."""
+    if settings.keyring_path.exists():
+        return None
+    bound = _bound_fingerprint(settings)
+    if bound:
+        raise RunSetupError(
+            f"no keyring at {settings.keyring_path}, but this warehouse's pseudonyms and "
+            f"vault were made with keyring {bound}: restore that keyring file or set "
+            "MLOPS_KEYRING to its path (a new keyring would not match)"
+        )
+    Keyring.create(settings.keyring_path)
+    return (
+        f"created a new keyring at {settings.keyring_path} — back it up, apart from the "
+        "warehouse: without it the vault cannot be read and new pseudonyms will not match"
+    )
+
+
 def run_pipeline(
     settings: Settings,
     *,
@@ -143,20 +162,8 @@ def run_pipeline(
             f"landing files start on {dates[0]}, before the first partition {first}: "
             f"set MLOPS_FIRST_LANDING_DATE={dates[0]}"
         )
-    notices = []
-    if not settings.keyring_path.exists():
-        bound = _bound_fingerprint(settings)
-        if bound:
-            raise RunSetupError(
-                f"no keyring at {settings.keyring_path}, but this warehouse's pseudonyms and "
-                f"vault were made with keyring {bound}: restore that keyring file or set "
-                "MLOPS_KEYRING to its path (a new keyring would not match)"
-            )
-        Keyring.create(settings.keyring_path)
-        notices.append(
-            f"created a new keyring at {settings.keyring_path} — back it up, apart from the "
-            "warehouse: without it the vault cannot be read and new pseudonyms will not match"
-        )
+    notice = ensure_keyring(settings)
+    notices = [notice] if notice else []
     pending = landing_dates(settings, pending_only=True)
     prepare_dbt_manifest()
     from mlops_assets.definitions import defs
