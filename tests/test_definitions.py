@@ -84,3 +84,31 @@ def test_dagster_definitions_validate_passes(tmp_path, defs):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_every_column_in_the_ui_schema_is_classified(defs):
+    graph = defs.resolve_asset_graph()
+    allowed = {"direct_identifier", "quasi_identifier", "sensitive", "none"}
+    for key in graph.get_all_asset_keys():
+        schema = graph.get(key).metadata.get("dagster/column_schema")
+        if schema is None:
+            continue  # landing folders have no columns
+        tags = {c.name: c.tags.get("classification") for c in schema.columns}
+        unclassified = {name for name, tag in tags.items() if tag not in allowed}
+        assert not unclassified, f"{key.to_user_string()}: {sorted(unclassified)}"
+    marts = graph.get(dg.AssetKey(["marts", "loan_applications"])).metadata
+    tags = {c.name: c.tags["classification"] for c in marts["dagster/column_schema"].columns}
+    assert tags["customer_key"] == "quasi_identifier"
+    assert tags["annual_income"] == "sensitive"
+    assert "direct_identifier" not in tags.values()
+
+
+def test_every_table_downstream_of_the_vault_has_the_identifier_check(defs):
+    graph = defs.resolve_asset_graph()
+    checked = {k.asset_key for k in graph.asset_check_keys if k.name == "no_direct_identifiers"}
+    tables = {
+        key
+        for key in graph.get_all_asset_keys()
+        if key.path[0] in ("raw", "staging", "intermediate", "marts")
+    }
+    assert checked == tables
