@@ -285,6 +285,28 @@ def pii_reveal(
     Console().print(table)
 
 
+@pii_app.command("quarantined-line")
+def pii_quarantined_line(
+    source: Annotated[str, typer.Option(help="customers or applications.")],
+    file: Annotated[str, typer.Option(help="Landing path, e.g. customers/2025-01-03.csv.")],
+    line: Annotated[int, typer.Option(help="Line number in that file.")],
+    reason: Annotated[str, typer.Option(help="Why: recorded in audit.pii_access.")],
+) -> None:
+    """Decrypt one quarantined line of a personal-data feed, to fix it at the source (audited)."""
+    from mlops_assets.security.keyring import Keyring, KeyringError
+    from mlops_assets.security.vault import VaultError, reveal_quarantined_line
+    from mlops_assets.warehouse import connection
+
+    settings = get_settings()
+    try:
+        keyring = Keyring.load(settings.keyring_path)
+        with connection(settings.warehouse_path) as con:
+            text = reveal_quarantined_line(con, keyring, source, file, line, reason)
+    except (KeyringError, VaultError) as error:
+        _fail(error)
+    print(text)
+
+
 @pii_app.command("forget")
 def pii_forget(
     customer: Annotated[str, typer.Option(help="The customer_key (pseudonym) to erase.")],

@@ -140,6 +140,27 @@ def reveal(
     return values
 
 
+def reveal_quarantined_line(
+    con: duckdb.DuckDBPyConnection, keyring: Keyring, source: str, path: str, line: int, reason: str
+) -> str:
+    """Decrypt one quarantined line of a personal-data feed (to fix the feed), audited."""
+    if not reason.strip():
+        raise VaultError("a reason is required to reveal personal data")
+    ensure_vault(con)
+    table = f"quarantine.{source}"
+    row = con.execute(
+        f"select raw_line_encrypted, key_version from {table} "
+        "where source_file = ? and line_number = ? and raw_line_encrypted is not null",
+        [path, line],
+    ).fetchone()
+    if row is None:
+        raise VaultError(f"no encrypted quarantined line {path}:{line} in {table}")
+    text = keyring.decrypt(row[0], row[1], associated_data(table, "raw_line", f"{path}:{line}"))
+    # The audit row names the line in place of a customer: the line's customer is unknown.
+    _audit(con, "reveal_quarantined_line", f"{path}:{line}", [f"{table}.raw_line"], reason)
+    return text
+
+
 def forget(con: duckdb.DuckDBPyConnection, customer_key: str, reason: str) -> int:
     """Right to erasure: delete the customer's vault entry and keep them out of it for good."""
     ensure_vault(con)

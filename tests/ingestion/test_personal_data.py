@@ -11,7 +11,12 @@ from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.sample_data.generator import CUSTOMER_COLUMNS
 from mlops_assets.security.keyring import Keyring, KeyringError
 from mlops_assets.security.scan import find_identifiers
-from mlops_assets.security.vault import PII_TABLE, associated_data, reveal
+from mlops_assets.security.vault import (
+    PII_TABLE,
+    associated_data,
+    reveal,
+    reveal_quarantined_line,
+)
 
 HEADER = ",".join(CUSTOMER_COLUMNS)
 GOOD = (
@@ -65,6 +70,12 @@ def test_a_quarantined_line_with_identifiers_is_stored_encrypted(con, keyring, l
     assert reason == 'dependents: "lots" is not a valid integer'
     aad = associated_data("quarantine.customers", "raw_line", f"{source_file}:{line}")
     assert keyring.decrypt(bytes(blob), version, aad) == f"{BAD},LC-2"
+    # A data steward sees it through the audited path, to fix the feed.
+    text = reveal_quarantined_line(con, keyring, "customers", source_file, 3, "fix feed")
+    assert text == f"{BAD},LC-2"
+    assert con.execute("select action, customer_key, reason from audit.pii_access").fetchall() == [
+        ("reveal_quarantined_line", "customers/2025-02-01.csv:3", "fix feed")
+    ]
 
 
 def test_applications_carry_the_same_pseudonym_as_customers(con, keyring, tmp_path):

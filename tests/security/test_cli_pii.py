@@ -76,3 +76,28 @@ def test_a_lost_keyring_is_not_silently_replaced(tmp_path):
     assert result.returncode == 2
     assert "restore that keyring" in result.stderr.replace("\n", " ")
     assert not keyring.exists()
+
+
+def test_a_quarantined_customer_line_is_readable_only_through_the_audited_command(tmp_path):
+    generate(GeneratorConfig(days=1, rows_per_day=10, seed=6), tmp_path / "landing")
+    landing_file = tmp_path / "landing" / "customers" / "2025-01-01.csv"
+    bad = "CUS-0999999,Grace Hopper,grace@example.com,+1-555-000-1111,111-22-3333,1906-12-09,"
+    bad += "1 Navy Way,Arlington,east,doctorate,single,many,2025-01-01 07:00:00"
+    lines = landing_file.read_text().splitlines()
+    landing_file.write_text("\n".join([*lines, bad]) + "\n")
+    assert mlops("run", "--no-table-metadata", home=tmp_path).returncode == 0
+    shown = mlops(
+        "pii",
+        "quarantined-line",
+        "--source",
+        "customers",
+        "--file",
+        "customers/2025-01-01.csv",
+        "--line",
+        str(len(lines) + 1),
+        "--reason",
+        "fix the feed",
+        home=tmp_path,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == bad
