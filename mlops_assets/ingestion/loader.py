@@ -229,13 +229,15 @@ def ingest_file(
 ) -> FileResult:
     """Load one landing file into ``raw.<source>`` exactly once; see the module docstring.
 
-    ``keyring`` is required for sources with personal data (pseudonyms, vault)."""
+    The tables must exist (:func:`ensure_schema`). ``keyring`` is required for sources with
+    personal data (pseudonyms, vault)."""
     if spec.has_personal_data and keyring is None:
         raise KeyringError(f"{spec.name} carries personal data: a keyring is required")
     rel = path.relative_to(landing_dir).as_posix()
     partition_key = partition_key_of(path)
     sha = sha256_of(path)
-    known = ledger_hashes(con, spec.name).get(rel)
+    row = con.execute("select sha256 from audit.ingested_files where path = ?", [rel]).fetchone()
+    known = row[0] if row else None
     if known == sha and not force:
         return FileResult(rel, spec.name, "unchanged", partition_key)
     if partition_key is None:
