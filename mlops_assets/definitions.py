@@ -2,17 +2,20 @@
 
 import dagster as dg
 
+from mlops_assets.features.assets import feature_assets
 from mlops_assets.ingestion.assets import landing_assets, raw_assets
 from mlops_assets.resources import default_resources
 from mlops_assets.security.checks import build_identifier_checks
 from mlops_assets.transform.assets import build_dbt_assets
 
 dbt_models = build_dbt_assets()
-# Every table downstream of the vault: raw tables and dbt models.
-warehouse_tables = [key for asset in [*raw_assets, dbt_models] for key in asset.keys]
+# Every table downstream of the vault: raw tables, dbt models and features.
+warehouse_tables = [
+    key for asset in [*raw_assets, dbt_models, *feature_assets] for key in asset.keys
+]
 
 defs = dg.Definitions(
-    assets=[*landing_assets, *raw_assets, dbt_models],
+    assets=[*landing_assets, *raw_assets, dbt_models, *feature_assets],
     asset_checks=[build_identifier_checks(warehouse_tables)],
     resources=default_resources(),
 )

@@ -11,6 +11,10 @@ from mlops_assets import warehouse
 from mlops_assets.security.keyring import Keyring
 from mlops_assets.settings import get_settings
 
+# DuckDB allows one writing process per file: every asset that writes runs in this pool, whose
+# limit is 1 (set in the instance's dagster.yaml).
+WRITER_POOL = "duckdb_writer"
+
 
 class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse file. Writers run in the `duckdb_writer` pool (one at a time)."""

@@ -20,7 +20,7 @@ from mlops_assets.security.keyring import Keyring
 from mlops_assets.settings import Settings
 from mlops_assets.warehouse import connection, table_row_counts
 
-REPORTED_SCHEMAS = ("raw", "staging", "intermediate", "marts", "quarantine")
+REPORTED_SCHEMAS = ("raw", "staging", "intermediate", "marts", "features", "quarantine")
 
 
 class RunSetupError(RuntimeError):
@@ -228,7 +228,7 @@ def run_pipeline(
         group = group_of_op.get(step, "checks")  # ops that are not assets: asset checks
         report.stage_seconds[group] = report.stage_seconds.get(group, 0.0) + seconds
     report.failed_steps = [
-        f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
+        f"{event.step_key}: {_root_cause(event.step_failure_data.error)}"
         for event in result.all_events
         if event.is_step_failure and event.step_key and event.step_failure_data.error
     ]
@@ -247,6 +247,13 @@ def run_pipeline(
         with connection(settings.warehouse_path, read_only=True) as con:
             report.tables = table_row_counts(con, REPORTED_SCHEMAS)
     return report
+
+
+def _root_cause(error) -> str:
+    """The innermost error's message: Dagster wraps what the asset raised in its own error."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
 
 
 def _describe(metadata: dict) -> str:

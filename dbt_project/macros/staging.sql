@@ -12,3 +12,9 @@ qualify row_number() over (
     partition by {{ key }} order by loaded_at desc, source_file desc, source_line desc
 ) = 1
 {%- endmacro %}
+
+{#- The day a record arrived: the date in its landing file's name (ingestion only accepts files
+    named <source>/<YYYY-MM-DD>.csv). -#}
+{% macro landing_date(source_file) -%}
+cast(regexp_extract({{ source_file }}, '(\d{4}-\d{2}-\d{2})\.csv$', 1) as date)
+{%- endmacro %}

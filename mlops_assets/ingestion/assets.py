@@ -11,10 +11,13 @@ from mlops_assets.ingestion.sources import (
     SOURCE_SPECS,
     SourceSpec,
 )
-from mlops_assets.resources import KeyringResource, LandingZone, WarehouseResource
+from mlops_assets.resources import (
+    WRITER_POOL,
+    KeyringResource,
+    LandingZone,
+    WarehouseResource,
+)
 from mlops_assets.settings import get_settings
-
-WRITER_POOL = "duckdb_writer"
 
 # Landing days are the partitions; the first day is configurable for feeds that start earlier.
 landing_days = dg.DailyPartitionsDefinition(

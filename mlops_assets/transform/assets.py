@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from mlops_assets.ingestion.assets import WRITER_POOL
+from mlops_assets.resources import WRITER_POOL
 from mlops_assets.settings import DBT_PROJECT_DIR, get_settings
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)

@@ -1,4 +1,8 @@
--- Customer attributes that may be used downstream: all generalised or non-identifying.
+-- Customer attribute versions (slowly changing, type 2): each version is valid from the day its
+-- record landed until the next one did, so an application is joined to the attributes known
+-- when it was made, never to a later update. The first version is valid from the beginning:
+-- registration attributes hold even when the customer's record lands after their application.
+-- Only generalised or non-identifying attributes are here.
 select
     customer_key,
     age_band,
@@ -6,5 +10,12 @@ select
     education,
     marital_status,
     dependents,
-    registered_at
+    registered_at,
+    landed_on,
+    case
+        when row_number() over versions = 1 then '-infinity'::timestamp
+        else cast(landed_on as timestamp)
+    end as valid_from,
+    coalesce(lead(cast(landed_on as timestamp)) over versions, 'infinity'::timestamp) as valid_to
 from {{ ref('stg_customers') }}
+window versions as (partition by customer_key order by landed_on)

@@ -1,5 +1,6 @@
--- One row per application, with the applicant's attributes at application time and the label
--- when known. The business entity the feature layer and the models start from.
+-- One row per application, with the applicant's attributes as they were at application time
+-- (point in time) and the label when known. The business entity the feature layer and the
+-- models start from.
 select
     a.application_id,
     a.customer_key,
@@ -32,4 +33,6 @@ select
     a.source_file,
     a.source_line
 from {{ ref('int_applications_labelled') }} as a
-left join {{ ref('int_customer_profiles') }} as c using (customer_key)
+-- The customer as known when the application was made: a later update never reaches back.
+asof left join {{ ref('int_customer_profiles') }} as c
+    on a.customer_key = c.customer_key and a.applied_at >= c.valid_from

@@ -1,0 +1,1 @@
+"""Feature layer: model-ready features from the marts, checked against a Pandera contract."""

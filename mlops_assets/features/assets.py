@@ -1,0 +1,165 @@
+"""Dagster wiring of the feature layer: `features/loan_features` and its blocking contract check."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+from pydantic import Field
+
+from mlops_assets.features.engineering import SOURCE_TABLE, stage_features
+from mlops_assets.features.quality import QualityMetrics, measure_quality
+from mlops_assets.features.validation import (
+    DEFAULT_CHUNK_ROWS,
+    FEATURE_TABLE,
+    QUARANTINE_TABLE,
+    ContractReport,
+    apply_contract,
+    contract_columns,
+    publish,
+    table_checks,
+)
+from mlops_assets.resources import WRITER_POOL, WarehouseResource
+
+FEATURES_KEY = dg.AssetKey(["features", "loan_features"])
+MART_KEY = dg.AssetKey(SOURCE_TABLE.split("."))
+CONTRACT_CHECK = "contract"
+
+
+class FeatureConfig(dg.Config):
+    max_failure_rate: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="The contract check fails when more than this share of rows is quarantined.",
+    )
+    chunk_rows: int = Field(
+        default=DEFAULT_CHUNK_ROWS,
+        gt=0,
+        description="Rows per validation chunk: bounds memory, whatever the table size.",
+    )
+
+
+def contract_table_schema() -> dg.TableSchema:
+    """The UI's column schema, generated from the Pandera contract (never written twice)."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=column.name,
+                type=column.duckdb_type.lower(),
+                description=column.description,
+                constraints=dg.TableColumnConstraints(
+                    nullable=column.nullable, unique=column.unique, other=list(column.checks)
+                ),
+                tags={"classification": column.classification, "role": column.role},
+            )
+            for column in contract_columns()
+        ],
+        constraints=dg.TableConstraints(
+            other=[f"{name}: {description}" for name, description in table_checks()]
+        ),
+    )
+
+
+def _md_table(header: tuple[str, ...], rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def contract_check_result(report: ContractReport, max_failure_rate: float) -> dg.AssetCheckResult:
+    failing = sorted(report.failures_by_check.items(), key=lambda kv: (-kv[1], kv[0]))
+    return dg.AssetCheckResult(
+        check_name=CONTRACT_CHECK,
+        passed=report.passed(max_failure_rate),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "failure_rate": dg.MetadataValue.float(report.failure_rate),
+            "max_failure_rate": dg.MetadataValue.float(max_failure_rate),
+            "rows_in": report.rows_in,
+            "rows_quarantined": report.rows_quarantined,
+            "failed_table_checks": dg.MetadataValue.md(
+                "\n".join(f"- {name}" for name in report.dataset_failures) or "none"
+            ),
+            "failures_by_check": dg.MetadataValue.md(
+                _md_table(("check", "rows"), failing) if failing else "none"
+            ),
+            "failure_sample": dg.MetadataValue.md(
+                _md_table(
+                    ("application_id", "failure", "value"),
+                    [(s["application_id"], s["failure"], s["value"]) for s in report.sample],
+                )
+                if report.sample
+                else "none"
+            ),
+        },
+    )
+
+
+def quality_metadata(quality: QualityMetrics, report: ContractReport, now: datetime) -> dict:
+    """Per-run data-quality numbers: each is a time series in the asset's plots."""
+    metadata: dict = {
+        "dagster/row_count": report.rows_clean,
+        "rows_in": report.rows_in,
+        "rows_quarantined": report.rows_quarantined,
+        "validity": dg.MetadataValue.float(
+            report.rows_clean / report.rows_in if report.rows_in else 1.0
+        ),
+        "duplicate_rows": quality.duplicate_rows,
+        "chunks": report.chunks,
+    }
+    freshness = quality.freshness_hours(now.replace(tzinfo=None))
+    if quality.newest_applied_at is not None:
+        metadata["newest_applied_at"] = dg.MetadataValue.timestamp(
+            quality.newest_applied_at.replace(tzinfo=UTC)
+        )
+        metadata["freshness_hours"] = dg.MetadataValue.float(round(freshness, 2))
+    for column, share in quality.completeness.items():
+        metadata[f"completeness/{column}"] = dg.MetadataValue.float(round(share, 6))
+    return metadata
+
+
+@dg.asset(
+    key=FEATURES_KEY,
+    deps=[MART_KEY],
+    group_name="features",
+    pool=WRITER_POOL,
+    kinds={"duckdb", "pandera"},
+    description="Model-ready features, one row per application, point in time: nothing after "
+    "`applied_at` is used. Every row passed the Pandera contract (mlops_assets/features/"
+    f"contract.py); rows that failed are in `{QUARANTINE_TABLE}` with the failed checks.",
+    metadata={
+        "dagster/column_schema": contract_table_schema(),
+        "dagster/table_name": FEATURE_TABLE,
+    },
+    check_specs=[
+        dg.AssetCheckSpec(
+            CONTRACT_CHECK,
+            asset=FEATURES_KEY,
+            blocking=True,
+            description="The Pandera contract: fails when the share of quarantined rows exceeds "
+            "max_failure_rate (default 1%) or a statistical check of the table fails.",
+        )
+    ],
+)
+def loan_features(
+    context: dg.AssetExecutionContext, config: FeatureConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    with warehouse.connect() as con:
+        stage_features(con)
+        quality = measure_quality(con)
+        report = apply_contract(con, chunk_rows=config.chunk_rows)
+        publish(con)
+    if report.rows_quarantined:
+        context.log.warning(
+            f"{report.rows_quarantined} of {report.rows_in} feature rows quarantined in "
+            f"{QUARANTINE_TABLE}: "
+            + ", ".join(f"{check} ({n})" for check, n in report.failures_by_check.most_common(5))
+        )
+    for failure in report.dataset_failures:
+        context.log.error(f"{FEATURE_TABLE}: table check {failure} failed")
+    return dg.MaterializeResult(
+        metadata=quality_metadata(quality, report, datetime.now(UTC)),
+        check_results=[contract_check_result(report, config.max_failure_rate)],
+    )
+
+
+feature_assets = [loan_features]

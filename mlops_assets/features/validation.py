@@ -1,0 +1,333 @@
+"""Apply the feature contract chunk by chunk and publish clean and quarantined rows.
+
+The staged features (a DuckDB table with a ``_row`` id) are validated in hash chunks of bounded
+size, so memory follows the chunk, not the table. Each failure becomes a verdict on rows:
+
+- a failure with a row index (a range, a category, a null, a cross-column rule, a duplicate)
+  quarantines that row;
+- a failure of a whole column (missing, unexpected, wrong dtype, mostly empty) quarantines
+  every row of the chunk: none of them can be trusted;
+- a statistical check (:data:`STATISTICAL_CHECKS`) judges the table, not a row: it is
+  reported and fails the contract check, and quarantines nothing.
+
+Publishing replaces ``features.loan_features`` and ``quarantine.loan_features`` in one
+transaction, so clean + quarantined = rows in, always, and a failed run leaves the previous
+tables as they were.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import duckdb
+import pandas as pd
+import pandera.pandas as pa
+
+from mlops_assets.features.contract import LoanFeatures
+
+STAGED = "_features"
+FAILURES = "_contract_failures"
+FEATURE_TABLE = "features.loan_features"
+QUARANTINE_TABLE = "quarantine.loan_features"
+STATISTICAL_CHECKS = frozenset({"default_rate_plausible"})
+DEFAULT_CHUNK_ROWS = 250_000
+SAMPLE_SIZE = 20
+# Failure values of these columns are not shown in check metadata: a key that fails its pattern
+# could be an identifier that escaped pseudonymisation.
+_REDACTED_CLASSES = frozenset({"quasi_identifier", "personal"})
+
+# Contract dtype -> DuckDB column type of the published table.
+_DUCKDB_TYPES = {
+    "str": "VARCHAR",
+    "string[pyarrow]": "VARCHAR",
+    "float64": "DOUBLE",
+    "Int64": "BIGINT",
+    "boolean": "BOOLEAN",
+    "bool": "BOOLEAN",
+    "datetime64[ns]": "TIMESTAMP",
+}
+# DuckDB type -> pandas dtype of a chunk: fixed by the declared type, never by the values
+# (an all-null VARCHAR would otherwise arrive as object, an int without nulls as int64).
+_PANDAS_DTYPES = {
+    "VARCHAR": "str",
+    "BIGINT": "Int64",
+    "INTEGER": "Int64",
+    "SMALLINT": "Int64",
+    "TINYINT": "Int64",
+    "HUGEINT": "Int64",
+    "UBIGINT": "Int64",
+    "BOOLEAN": "boolean",
+}
+
+
+@dataclass(frozen=True)
+class ContractColumn:
+    """A column as the contract declares it (what the UI's column schema shows)."""
+
+    name: str
+    dtype: str
+    duckdb_type: str
+    description: str
+    nullable: bool
+    unique: bool
+    checks: tuple[str, ...]
+    role: str
+    classification: str
+
+
+def contract_columns() -> list[ContractColumn]:
+    """The contract's columns, read from the Pandera model (the single source of truth)."""
+    schema = LoanFeatures.to_schema()
+    columns = []
+    for name, column in schema.columns.items():
+        dtype = str(column.dtype)
+        metadata = column.metadata or {}
+        columns.append(
+            ContractColumn(
+                name=name,
+                dtype=dtype,
+                duckdb_type=_DUCKDB_TYPES[dtype],
+                description=column.description or "",
+                nullable=column.nullable,
+                unique=column.unique,
+                checks=tuple(str(check) for check in column.checks),
+                role=metadata.get("role", "feature"),
+                classification=metadata.get("classification", "none"),
+            )
+        )
+    return columns
+
+
+def table_checks() -> list[tuple[str, str]]:
+    """The contract's cross-column and statistical rules: (name, description)."""
+    return [(check.name, check.description or "") for check in LoanFeatures.to_schema().checks]
+
+
+def feature_columns(role: str = "feature") -> list[str]:
+    """Names of the contract's columns with ``role`` (``feature``: the model inputs)."""
+    return [c.name for c in contract_columns() if c.role == role]
+
+
+@dataclass(frozen=True)
+class ChunkVerdict:
+    """What the contract said about one chunk."""
+
+    rows: int
+    row_failures: pd.DataFrame  # columns _row, check: one line per failed check of a row
+    failure_cases: pd.DataFrame  # Pandera's failure cases with a ``failure`` label
+    dataset_failures: tuple[str, ...]
+
+
+_SCHEMA_CHECKS = ("column_in_dataframe", "column_in_schema")
+
+
+def failure_label(context: str, column: object, check: str, failure_case: object) -> str:
+    """``column:check`` for a column's failure, the rule's name for a table rule."""
+    if check in _SCHEMA_CHECKS:
+        return f"{failure_case}:{check}"  # the case is the missing or unexpected column
+    if context == "DataFrameSchema":
+        return check  # a cross-column or statistical rule: its name says it all
+    if len(check) > 40:  # a long list of allowed values: the contract shows it
+        check = check.split("(", 1)[0]
+    return f"{column}:{check}"
+
+
+def validate_chunk(frame: pd.DataFrame) -> ChunkVerdict:
+    """Validate one chunk lazily (every failure at once); ``frame`` is indexed by ``_row``."""
+    try:
+        LoanFeatures.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+    else:
+        return ChunkVerdict(len(frame), _no_failures(), _no_cases(), ())
+    cases = cases.assign(
+        failure=[
+            failure_label(context, column, check, case)
+            for context, column, check, case in zip(
+                cases["schema_context"],
+                cases["column"],
+                cases["check"],
+                cases["failure_case"],
+                strict=True,
+            )
+        ]
+    )
+    has_row = cases["index"].notna()
+    statistical = ~has_row & cases["check"].isin(STATISTICAL_CHECKS)
+    whole_column = ~has_row & ~statistical
+    per_row = pd.DataFrame(
+        {
+            "_row": cases.loc[has_row, "index"].astype("int64"),
+            "check": cases.loc[has_row, "failure"],
+        }
+    )
+    every_row = [
+        pd.DataFrame({"_row": frame.index.to_numpy(dtype="int64"), "check": label})
+        for label in cases.loc[whole_column, "failure"].unique()
+    ]
+    row_failures = pd.concat([per_row, *every_row], ignore_index=True).drop_duplicates()
+    return ChunkVerdict(
+        rows=len(frame),
+        row_failures=row_failures,
+        failure_cases=cases,
+        dataset_failures=tuple(cases.loc[statistical, "failure"].unique()),
+    )
+
+
+def _no_failures() -> pd.DataFrame:
+    return pd.DataFrame({"_row": pd.Series(dtype="int64"), "check": pd.Series(dtype="str")})
+
+
+def _no_cases() -> pd.DataFrame:
+    return pd.DataFrame(columns=["column", "check", "failure_case", "index", "failure"])
+
+
+@dataclass
+class ContractReport:
+    """The contract's verdict on the whole table."""
+
+    rows_in: int = 0
+    rows_clean: int = 0
+    rows_quarantined: int = 0
+    chunks: int = 0
+    failures_by_check: Counter = field(default_factory=Counter)  # rows failing each check
+    dataset_failures: list[str] = field(default_factory=list)
+    sample: list[dict] = field(default_factory=list)  # failure cases, values redacted
+
+    @property
+    def failure_rate(self) -> float:
+        return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
+
+    def passed(self, max_failure_rate: float) -> bool:
+        return self.failure_rate <= max_failure_rate and not self.dataset_failures
+
+
+def staged_columns(con: duckdb.DuckDBPyConnection, table: str = STAGED) -> dict[str, str]:
+    return dict(con.execute(f"select column_name, column_type from (describe {table})").fetchall())
+
+
+def read_chunk(
+    con: duckdb.DuckDBPyConnection, table: str, chunk_of_row: str, chunks: int, chunk: int
+) -> pd.DataFrame:
+    """One chunk as a DataFrame indexed by ``_row``, with dtypes fixed by the DuckDB types."""
+    types = staged_columns(con, table)
+    frame = con.execute(
+        f"select * exclude (_row), _row from {table} where {chunk_of_row} % {chunks} = {chunk}"
+    ).df()
+    for name, duck_type in types.items():
+        if name != "_row" and duck_type in _PANDAS_DTYPES:
+            frame[name] = frame[name].astype(_PANDAS_DTYPES[duck_type])
+    return frame.set_index("_row")
+
+
+def apply_contract(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    table: str = STAGED,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> ContractReport:
+    """Validate ``table`` chunk by chunk; failing rows are recorded in ``_contract_failures``.
+
+    Chunks are hash samples of the application id, so every copy of an id meets its duplicates
+    in the same chunk and a statistical check sees a uniform sample of the table.
+    """
+    rows = con.execute(f"select count(*) from {table}").fetchone()[0]
+    chunks = max(1, math.ceil(rows / chunk_rows))
+    columns = staged_columns(con, table)
+    chunk_of_row = "hash(application_id)" if "application_id" in columns else "_row"
+    con.execute(f'create or replace temporary table {FAILURES} (_row bigint, "check" varchar)')
+    report = ContractReport(rows_in=rows, chunks=chunks)
+    samples: list[pd.DataFrame] = []
+    for chunk in range(chunks):
+        frame = read_chunk(con, table, chunk_of_row, chunks, chunk)
+        if frame.empty:
+            continue
+        verdict = validate_chunk(frame)
+        if not verdict.row_failures.empty:
+            con.register("_chunk_failures", verdict.row_failures)
+            con.execute(f'insert into {FAILURES} select _row, "check" from _chunk_failures')
+            con.unregister("_chunk_failures")
+        report.dataset_failures += [
+            f for f in verdict.dataset_failures if f not in report.dataset_failures
+        ]
+        if len(verdict.failure_cases):
+            samples.append(_sample(verdict.failure_cases, frame))
+    counts = con.execute(
+        f'select "check", count(distinct _row) from {FAILURES} group by 1 order by 2 desc, 1'
+    ).fetchall()
+    report.failures_by_check = Counter(dict(counts))
+    report.rows_quarantined = con.execute(
+        f"select count(distinct _row) from {FAILURES}"
+    ).fetchone()[0]
+    report.rows_clean = rows - report.rows_quarantined
+    if samples:
+        report.sample = pd.concat(samples).head(SAMPLE_SIZE).to_dict("records")
+    return report
+
+
+def _sample(cases: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """A few failure cases per check: the application id, the failure and the value (redacted
+    for key-like columns; a table rule has no single value)."""
+    redacted = {c.name for c in contract_columns() if c.classification in _REDACTED_CLASSES}
+    table_rule = cases["schema_context"].eq("DataFrameSchema") & ~cases["check"].isin(
+        _SCHEMA_CHECKS
+    )
+    cases = cases.assign(value=cases["failure_case"].astype(str))
+    cases.loc[table_rule, "value"] = ""
+    cases.loc[cases["column"].isin(redacted) & ~table_rule, "value"] = "<redacted>"
+    picked = cases.drop_duplicates(["failure", "index"]).groupby("failure", sort=False).head(3)
+    ids = frame["application_id"] if "application_id" in frame.columns else None
+    application_ids = [
+        str(ids.get(index)) if ids is not None and pd.notna(index) else None
+        for index in picked["index"]
+    ]
+    return pd.DataFrame(
+        {"application_id": application_ids, "failure": picked["failure"], "value": picked["value"]}
+    )
+
+
+def publish(con: duckdb.DuckDBPyConnection, *, table: str = STAGED) -> None:
+    """Replace the feature and quarantine tables from the staged rows and their verdicts,
+    in one transaction."""
+    present = staged_columns(con, table)
+    contract = contract_columns()
+    ddl = ", ".join(f'"{c.name}" {c.duckdb_type}' for c in contract)
+    # A column the contract lacks or the stage lacks quarantined every row; the clean insert
+    # then selects what both have and moves no row.
+    shared = ", ".join(f'"{c.name}"' for c in contract if c.name in present)
+    key = "application_id" if "application_id" in present else "null"
+    con.execute("begin transaction")
+    try:
+        con.execute("create schema if not exists features")
+        con.execute("create schema if not exists quarantine")
+        con.execute(f"create or replace table {FEATURE_TABLE} ({ddl})")
+        con.execute(
+            f"""
+            insert into {FEATURE_TABLE} by name
+            select {shared} from {table} as s
+            where not exists (select 1 from {FAILURES} as f where f._row = s._row)
+            order by _row
+            """
+        )
+        con.execute(
+            f"""
+            create or replace table {QUARANTINE_TABLE} as
+            with verdicts as (
+                select _row, list(distinct "check" order by "check") as failed_checks
+                from {FAILURES} group by _row
+            )
+            select
+                cast({key} as varchar) as application_id,
+                v.failed_checks,
+                to_json(s) as record,  -- the whole row, whatever its columns
+                current_timestamp as quarantined_at
+            from {table} as s join verdicts as v using (_row)
+            order by v._row
+            """
+        )
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
