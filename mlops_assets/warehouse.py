@@ -63,6 +63,13 @@ def connection(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDB
         con.close()
 
 
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
+    """The single value of a one-row, one-column query. The result is read to the end, so the
+    connection is free for the next statement (DuckDB refuses new work on a connection whose
+    result was left half-read)."""
+    return con.execute(sql, params or []).fetchall()[0][0]
+
+
 def table_row_counts(con: duckdb.DuckDBPyConnection, schemas: tuple[str, ...]) -> dict[str, int]:
     """Exact row counts of every table and view in ``schemas``, keyed ``schema.table``."""
     names = con.execute(

@@ -13,6 +13,7 @@ until the outcome arrives.
 
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
 from pandera import extensions
 from pandera.typing import Series
 
@@ -35,6 +36,10 @@ AGE_BANDS = ("under 18", "18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 REGIONS = ("central", "east", "north", "south", "west")
 EDUCATION = ("high_school", "bachelor", "master", "doctorate")
 MARITAL_STATUS = ("single", "married", "divorced", "widowed")
+
+# Floats are Arrow-backed: NULL is a missing value (allowed where a column is nullable) and NaN
+# is a value that fails the column's range, as does an infinity. Every float has a range.
+Float = pd.ArrowDtype(pyarrow.float64())
 
 # A declared attribute that is mostly missing means a feed broke, not that applicants stopped
 # answering: below this share of values the whole column fails.
@@ -81,21 +86,21 @@ class LoanFeatures(pa.DataFrameModel):
         "When the application was submitted: every feature is as of this moment.", role="time"
     )
 
-    amount: Series[float] = _field(
+    amount: Series[Float] = _field(
         "Requested amount; null when the feed sent an impossible one.",
         nullable=True,
         gt=0,
         le=1_000_000,
         min_completeness=MIN_COMPLETENESS,
     )
-    log_amount: Series[float] = _field(
+    log_amount: Series[Float] = _field(
         "ln(1 + amount): tames the right skew.", nullable=True, ge=0, le=14
     )
     term_months: Series[pd.Int64Dtype] = _field("Loan term in months.", isin=list(TERMS))
-    instalment: Series[float] = _field(
+    instalment: Series[Float] = _field(
         "Monthly principal instalment: amount / term_months.", nullable=True, gt=0, le=1_000_000
     )
-    annual_income: Series[float] = _field(
+    annual_income: Series[Float] = _field(
         "Declared annual income; null when missing or impossible.",
         classification="sensitive",
         nullable=True,
@@ -103,20 +108,20 @@ class LoanFeatures(pa.DataFrameModel):
         le=100_000_000,
         min_completeness=MIN_COMPLETENESS,
     )
-    log_annual_income: Series[float] = _field(
+    log_annual_income: Series[Float] = _field(
         "ln(1 + annual_income).", classification="sensitive", nullable=True, ge=0, le=19
     )
-    loan_to_income: Series[float] = _field(
+    loan_to_income: Series[Float] = _field(
         "amount / annual_income.", classification="sensitive", nullable=True, ge=0, le=100
     )
-    payment_to_income: Series[float] = _field(
+    payment_to_income: Series[Float] = _field(
         "Monthly instalment / monthly income.",
         classification="sensitive",
         nullable=True,
         ge=0,
         le=100,
     )
-    debt_to_income: Series[float] = _field(
+    debt_to_income: Series[Float] = _field(
         "Debt-to-income ratio in percent.",
         classification="sensitive",
         nullable=True,
@@ -189,7 +194,7 @@ class LoanFeatures(pa.DataFrameModel):
         classification="sensitive",
         ge=0,
     )
-    days_since_prior_application: Series[float] = _field(
+    days_since_prior_application: Series[Float] = _field(
         "Days since the customer's previous application; null for a first application.",
         nullable=True,
         gt=0,
@@ -204,7 +209,7 @@ class LoanFeatures(pa.DataFrameModel):
         classification="sensitive",
         nullable=True,
     )
-    loss_amount: Series[float] = _field(
+    loss_amount: Series[Float] = _field(
         "Loss on default (0 when repaid); null while unlabelled.",
         role="label",
         classification="sensitive",

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import duckdb
 
+from mlops_assets.warehouse import scalar
+
 SOURCE_TABLE = "marts.loan_applications"
+STAGED = "_features"  # the temporary table the contract validates
 
 # Employment length bands as underwriters read them; 'unknown' keeps missing values visible.
 EMPLOYMENT_BANDS = ("<1", "1-2", "3-5", "6-9", "10+", "unknown")
@@ -105,15 +108,12 @@ def feature_query(source: str = SOURCE_TABLE) -> str:
 def stage_features(con: duckdb.DuckDBPyConnection, *, source: str = SOURCE_TABLE) -> int:
     """Compute the features into the temporary table ``_features``; returns its row count.
 
-    ``_row`` numbers the rows in time order, so a verdict on a row can be applied in SQL and
-    the published table keeps that order. DuckDB spills the temporary table to disk when it
-    does not fit in memory.
+    Rows are stored in time order, so ``rowid`` is a stable row id in that order: a verdict
+    on a row is applied in SQL by it, and the published table keeps the order. DuckDB spills
+    the temporary table to disk when it does not fit in memory.
     """
     con.execute(
-        f"""
-        create or replace temporary table _features as
-        select row_number() over (order by applied_at, application_id) as _row, f.*
-        from ({feature_query(source)}) as f
-        """
+        f"create or replace temporary table {STAGED} as "
+        f"select * from ({feature_query(source)}) order by applied_at, application_id"
     )
-    return con.execute("select count(*) from _features").fetchone()[0]
+    return scalar(con, f"select count(*) from {STAGED}")

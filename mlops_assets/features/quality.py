@@ -12,7 +12,8 @@ from datetime import datetime
 
 import duckdb
 
-from mlops_assets.features.validation import STAGED, staged_columns
+from mlops_assets.features.engineering import STAGED
+from mlops_assets.features.validation import staged_columns
 
 
 @dataclass
@@ -42,7 +43,7 @@ def measure_quality(con: duckdb.DuckDBPyConnection, table: str = STAGED) -> Qual
     has_id = "application_id" in types
     selects.append("count(*) - count(distinct application_id)" if has_id else "0")
     selects.append("max(applied_at)" if "applied_at" in types else "null")
-    row = con.execute(f"select {', '.join(selects)} from {table}").fetchone()
+    row = con.execute(f"select {', '.join(selects)} from {table}").fetchall()[0]
     rows, counts, duplicates, newest = row[0], row[1:-2], row[-2], row[-1]
     return QualityMetrics(
         rows=rows,

@@ -1,7 +1,7 @@
 """Apply the feature contract chunk by chunk and publish clean and quarantined rows.
 
-The staged features (a DuckDB table with a ``_row`` id) are validated in hash chunks of bounded
-size, so memory follows the chunk, not the table. Each failure becomes a verdict on rows:
+The staged features (a DuckDB table whose rowid identifies a row) are validated in hash chunks
+of bounded size, so memory follows the chunk, not the table. Each failure becomes a verdict on rows:
 
 - a failure with a row index (a range, a category, a null, a cross-column rule, a duplicate)
   quarantines that row;
@@ -18,21 +18,26 @@ tables as they were.
 from __future__ import annotations
 
 import math
-from collections import Counter
+import os
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import duckdb
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow as pa_types
 
 from mlops_assets.features.contract import LoanFeatures
+from mlops_assets.features.engineering import STAGED
+from mlops_assets.warehouse import scalar
 
-STAGED = "_features"
 FAILURES = "_contract_failures"
 FEATURE_TABLE = "features.loan_features"
 QUARANTINE_TABLE = "quarantine.loan_features"
 STATISTICAL_CHECKS = frozenset({"default_rate_plausible"})
 DEFAULT_CHUNK_ROWS = 250_000
+DEFAULT_THREADS = min(4, os.cpu_count() or 1)
 SAMPLE_SIZE = 20
 # Failure values of these columns are not shown in check metadata: a key that fails its pattern
 # could be an identifier that escaped pseudonymisation.
@@ -43,22 +48,28 @@ _DUCKDB_TYPES = {
     "str": "VARCHAR",
     "string[pyarrow]": "VARCHAR",
     "float64": "DOUBLE",
+    "double[pyarrow]": "DOUBLE",
     "Int64": "BIGINT",
     "boolean": "BOOLEAN",
     "bool": "BOOLEAN",
     "datetime64[ns]": "TIMESTAMP",
 }
-# DuckDB type -> pandas dtype of a chunk: fixed by the declared type, never by the values
-# (an all-null VARCHAR would otherwise arrive as object, an int without nulls as int64).
+# Arrow type -> pandas dtype of a chunk: fixed by the column's type, never by its values (an
+# all-null VARCHAR would otherwise arrive as object, an int column without nulls as int64).
+# Floats stay Arrow-backed so that NULL (missing, allowed where nullable) and NaN (a broken
+# computation or feed: it fails the column's range) remain different things.
 _PANDAS_DTYPES = {
-    "VARCHAR": "str",
-    "BIGINT": "Int64",
-    "INTEGER": "Int64",
-    "SMALLINT": "Int64",
-    "TINYINT": "Int64",
-    "HUGEINT": "Int64",
-    "UBIGINT": "Int64",
-    "BOOLEAN": "boolean",
+    **dict.fromkeys(
+        [pa_types.int8(), pa_types.int16(), pa_types.int32(), pa_types.int64()], pd.Int64Dtype()
+    ),
+    **dict.fromkeys([pa_types.uint8(), pa_types.uint16(), pa_types.uint32()], pd.Int64Dtype()),
+    pa_types.float64(): pd.ArrowDtype(pa_types.float64()),
+    pa_types.float32(): pd.ArrowDtype(pa_types.float64()),
+    pa_types.bool_(): pd.BooleanDtype(),
+    **dict.fromkeys(
+        [pa_types.string(), pa_types.large_string(), pa_types.string_view()],
+        pd.StringDtype(na_value=float("nan")),
+    ),
 }
 
 
@@ -118,6 +129,7 @@ class ChunkVerdict:
     row_failures: pd.DataFrame  # columns _row, check: one line per failed check of a row
     failure_cases: pd.DataFrame  # Pandera's failure cases with a ``failure`` label
     dataset_failures: tuple[str, ...]
+    sample: pd.DataFrame  # a few cases per failure: application_id, failure, value
 
 
 _SCHEMA_CHECKS = ("column_in_dataframe", "column_in_schema")
@@ -141,7 +153,9 @@ def validate_chunk(frame: pd.DataFrame) -> ChunkVerdict:
     except pa.errors.SchemaErrors as errors:
         cases = errors.failure_cases
     else:
-        return ChunkVerdict(len(frame), _no_failures(), _no_cases(), ())
+        return ChunkVerdict(
+            len(frame), _no_failures(), _no_cases(), (), _sample(_no_cases(), frame)
+        )
     cases = cases.assign(
         failure=[
             failure_label(context, column, check, case)
@@ -173,6 +187,7 @@ def validate_chunk(frame: pd.DataFrame) -> ChunkVerdict:
         row_failures=row_failures,
         failure_cases=cases,
         dataset_failures=tuple(cases.loc[statistical, "failure"].unique()),
+        sample=_sample(cases, frame),
     )
 
 
@@ -181,7 +196,9 @@ def _no_failures() -> pd.DataFrame:
 
 
 def _no_cases() -> pd.DataFrame:
-    return pd.DataFrame(columns=["column", "check", "failure_case", "index", "failure"])
+    return pd.DataFrame(
+        columns=["schema_context", "column", "check", "failure_case", "index", "failure"]
+    )
 
 
 @dataclass
@@ -211,15 +228,12 @@ def staged_columns(con: duckdb.DuckDBPyConnection, table: str = STAGED) -> dict[
 def read_chunk(
     con: duckdb.DuckDBPyConnection, table: str, chunk_of_row: str, chunks: int, chunk: int
 ) -> pd.DataFrame:
-    """One chunk as a DataFrame indexed by ``_row``, with dtypes fixed by the DuckDB types."""
-    types = staged_columns(con, table)
-    frame = con.execute(
-        f"select * exclude (_row), _row from {table} where {chunk_of_row} % {chunks} = {chunk}"
-    ).df()
-    for name, duck_type in types.items():
-        if name != "_row" and duck_type in _PANDAS_DTYPES:
-            frame[name] = frame[name].astype(_PANDAS_DTYPES[duck_type])
-    return frame.set_index("_row")
+    """One chunk as a DataFrame indexed by ``_row`` (the table's rowid), with dtypes fixed by
+    the column types."""
+    arrow = con.sql(
+        f"select rowid as _row, * from {table} where {chunk_of_row} % {chunks} = {chunk}"
+    ).to_arrow_table()
+    return arrow.to_pandas(types_mapper=_PANDAS_DTYPES.get).set_index("_row")
 
 
 def apply_contract(
@@ -227,24 +241,24 @@ def apply_contract(
     *,
     table: str = STAGED,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    threads: int = DEFAULT_THREADS,
 ) -> ContractReport:
     """Validate ``table`` chunk by chunk; failing rows are recorded in ``_contract_failures``.
 
     Chunks are hash samples of the application id, so every copy of an id meets its duplicates
-    in the same chunk and a statistical check sees a uniform sample of the table.
+    in the same chunk and a statistical check sees a uniform sample of the table. This thread
+    reads the next chunk while ``threads`` others validate (pandas and Arrow release the GIL
+    in their kernels); at most ``threads + 1`` chunks are in memory at once.
     """
-    rows = con.execute(f"select count(*) from {table}").fetchone()[0]
+    rows = scalar(con, f"select count(*) from {table}")
     chunks = max(1, math.ceil(rows / chunk_rows))
     columns = staged_columns(con, table)
-    chunk_of_row = "hash(application_id)" if "application_id" in columns else "_row"
+    chunk_of_row = "hash(application_id)" if "application_id" in columns else "rowid"
     con.execute(f'create or replace temporary table {FAILURES} (_row bigint, "check" varchar)')
     report = ContractReport(rows_in=rows, chunks=chunks)
     samples: list[pd.DataFrame] = []
-    for chunk in range(chunks):
-        frame = read_chunk(con, table, chunk_of_row, chunks, chunk)
-        if frame.empty:
-            continue
-        verdict = validate_chunk(frame)
+
+    def record(verdict: ChunkVerdict) -> None:
         if not verdict.row_failures.empty:
             con.register("_chunk_failures", verdict.row_failures)
             con.execute(f'insert into {FAILURES} select _row, "check" from _chunk_failures')
@@ -252,18 +266,25 @@ def apply_contract(
         report.dataset_failures += [
             f for f in verdict.dataset_failures if f not in report.dataset_failures
         ]
-        if len(verdict.failure_cases):
-            samples.append(_sample(verdict.failure_cases, frame))
+        samples.append(verdict.sample)
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="contract") as pool:
+        pending: deque[Future[ChunkVerdict]] = deque()
+        for chunk in range(chunks):
+            pending.append(
+                pool.submit(validate_chunk, read_chunk(con, table, chunk_of_row, chunks, chunk))
+            )
+            while len(pending) > threads:
+                record(pending.popleft().result())
+        while pending:
+            record(pending.popleft().result())
     counts = con.execute(
         f'select "check", count(distinct _row) from {FAILURES} group by 1 order by 2 desc, 1'
     ).fetchall()
     report.failures_by_check = Counter(dict(counts))
-    report.rows_quarantined = con.execute(
-        f"select count(distinct _row) from {FAILURES}"
-    ).fetchone()[0]
+    report.rows_quarantined = scalar(con, f"select count(distinct _row) from {FAILURES}")
     report.rows_clean = rows - report.rows_quarantined
-    if samples:
-        report.sample = pd.concat(samples).head(SAMPLE_SIZE).to_dict("records")
+    report.sample = pd.concat(samples).head(SAMPLE_SIZE).to_dict("records")
     return report
 
 
@@ -271,20 +292,32 @@ def _sample(cases: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     """A few failure cases per check: the application id, the failure and the value (redacted
     for key-like columns; a table rule has no single value)."""
     redacted = {c.name for c in contract_columns() if c.classification in _REDACTED_CLASSES}
-    table_rule = cases["schema_context"].eq("DataFrameSchema") & ~cases["check"].isin(
-        _SCHEMA_CHECKS
-    )
-    cases = cases.assign(value=cases["failure_case"].astype(str))
-    cases.loc[table_rule, "value"] = ""
-    cases.loc[cases["column"].isin(redacted) & ~table_rule, "value"] = "<redacted>"
     picked = cases.drop_duplicates(["failure", "index"]).groupby("failure", sort=False).head(3)
     ids = frame["application_id"] if "application_id" in frame.columns else None
-    application_ids = [
-        str(ids.get(index)) if ids is not None and pd.notna(index) else None
-        for index in picked["index"]
-    ]
+
+    def value(context: str, column: object, check: str, case: object) -> str:
+        if context == "DataFrameSchema" and check not in _SCHEMA_CHECKS:
+            return ""
+        return "<redacted>" if column in redacted else str(case)
+
     return pd.DataFrame(
-        {"application_id": application_ids, "failure": picked["failure"], "value": picked["value"]}
+        {
+            "application_id": [
+                str(ids.get(index)) if ids is not None and pd.notna(index) else None
+                for index in picked["index"]
+            ],
+            "failure": picked["failure"].to_numpy(),
+            "value": [
+                value(*row)
+                for row in zip(
+                    picked["schema_context"],
+                    picked["column"],
+                    picked["check"],
+                    picked["failure_case"],
+                    strict=True,
+                )
+            ],
+        }
     )
 
 
@@ -307,8 +340,8 @@ def publish(con: duckdb.DuckDBPyConnection, *, table: str = STAGED) -> None:
             f"""
             insert into {FEATURE_TABLE} by name
             select {shared} from {table} as s
-            where not exists (select 1 from {FAILURES} as f where f._row = s._row)
-            order by _row
+            where not exists (select 1 from {FAILURES} as f where f._row = s.rowid)
+            order by s.rowid
             """
         )
         con.execute(
@@ -323,7 +356,7 @@ def publish(con: duckdb.DuckDBPyConnection, *, table: str = STAGED) -> None:
                 v.failed_checks,
                 to_json(s) as record,  -- the whole row, whatever its columns
                 current_timestamp as quarantined_at
-            from {table} as s join verdicts as v using (_row)
+            from {table} as s join verdicts as v on v._row = s.rowid
             order by v._row
             """
         )
