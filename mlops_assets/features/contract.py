@@ -232,7 +232,7 @@ class LoanFeatures(pa.DataFrameModel):
     @pa.dataframe_check(name="label_consistent")
     def label_consistent(cls, df: pd.DataFrame) -> Series[bool]:
         """A label is present exactly when the outcome is known, and so is its date."""
-        known = df["is_labelled"].astype(bool)
+        known = df["is_labelled"].fillna(False).astype(bool)  # a null flag fails not_nullable
         return (
             (df["defaulted"].notna() == known)
             & (df["loss_amount"].notna() == known)

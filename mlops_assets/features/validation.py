@@ -103,7 +103,7 @@ def contract_columns() -> list[ContractColumn]:
                 description=column.description or "",
                 nullable=column.nullable,
                 unique=column.unique,
-                checks=tuple(str(check) for check in column.checks),
+                checks=tuple(check.error or check.name for check in column.checks),
                 role=metadata.get("role", "feature"),
                 classification=metadata.get("classification", "none"),
             )
@@ -321,6 +321,18 @@ def _sample(cases: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    schema, table = name.split(".")
+    return bool(
+        scalar(
+            con,
+            "select count(*) from information_schema.tables "
+            "where table_schema = ? and table_name = ?",
+            [schema, table],
+        )
+    )
+
+
 def publish(con: duckdb.DuckDBPyConnection, *, table: str = STAGED) -> None:
     """Replace the feature and quarantine tables from the staged rows and their verdicts,
     in one transaction."""
@@ -346,7 +358,7 @@ def publish(con: duckdb.DuckDBPyConnection, *, table: str = STAGED) -> None:
         )
         con.execute(
             f"""
-            create or replace table {QUARANTINE_TABLE} as
+            create or replace temporary table _quarantine as
             with verdicts as (
                 select _row, list(distinct "check" order by "check") as failed_checks
                 from {FAILURES} group by _row
@@ -360,6 +372,17 @@ def publish(con: duckdb.DuckDBPyConnection, *, table: str = STAGED) -> None:
             order by v._row
             """
         )
+        if _table_exists(con, QUARANTINE_TABLE):
+            # A row quarantined again, unchanged, keeps the time it was first quarantined:
+            # a re-run on the same data changes no table.
+            con.execute(
+                f"""
+                update _quarantine as q set quarantined_at = old.quarantined_at
+                from {QUARANTINE_TABLE} as old
+                where old.record = q.record and old.failed_checks = q.failed_checks
+                """
+            )
+        con.execute(f"create or replace table {QUARANTINE_TABLE} as from _quarantine")
         con.execute("commit")
     except BaseException:
         con.execute("rollback")

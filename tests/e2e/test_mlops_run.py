@@ -35,11 +35,17 @@ def test_run_materializes_everything_and_reports_it(pipeline_run):
     assert summary["failed_steps"] == []
     assert summary["checks"]["failed_blocking"] == []
     assert summary["checks"]["passed"] >= 40
-    assert set(summary["stage_seconds"]) == {"ingestion", "transform", "checks"}
+    assert set(summary["stage_seconds"]) == {"ingestion", "transform", "features", "checks"}
     tables = summary["tables"]
     assert tables["raw.applications"] > SMALL.days * SMALL.rows_per_day * 0.8
     assert tables["marts.loan_applications"] > 0
     assert tables["quarantine.applications"] >= 0
+    # Every application of the mart is either a clean feature row or a quarantined one.
+    assert (
+        tables["features.loan_features"] + tables["quarantine.loan_features"]
+        == tables["marts.loan_applications"]
+    )
+    assert tables["features.loan_features"] > 0
 
 
 def test_run_is_recorded_in_the_dagster_instance_under_mlops_home(pipeline_run):
