@@ -38,7 +38,9 @@ def connect(
     delay = 0.1
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only)
+            con.execute("set enable_progress_bar = false")  # no bars in run logs
+            return con
         except duckdb.IOException as error:
             if not _is_lock_error(error) or time.monotonic() >= deadline:
                 if _is_lock_error(error):
