@@ -116,11 +116,6 @@ def table_checks() -> list[tuple[str, str]]:
     return [(check.name, check.description or "") for check in LoanFeatures.to_schema().checks]
 
 
-def feature_columns(role: str = "feature") -> list[str]:
-    """Names of the contract's columns with ``role`` (``feature``: the model inputs)."""
-    return [c.name for c in contract_columns() if c.role == role]
-
-
 @dataclass(frozen=True)
 class ChunkVerdict:
     """What the contract said about one chunk."""
@@ -136,14 +131,28 @@ _SCHEMA_CHECKS = ("column_in_dataframe", "column_in_schema")
 
 
 def failure_label(context: str, column: object, check: str, failure_case: object) -> str:
-    """``column:check`` for a column's failure, the rule's name for a table rule."""
+    """``column:check`` for a column's check (a long list of allowed values is shortened to the
+    check's name: the contract shows it), ``column:check`` for a missing or unexpected column
+    (the case is the column), the rule's name for a table rule."""
     if check in _SCHEMA_CHECKS:
-        return f"{failure_case}:{check}"  # the case is the missing or unexpected column
+        return f"{failure_case}:{check}"
     if context == "DataFrameSchema":
-        return check  # a cross-column or statistical rule: its name says it all
-    if len(check) > 40:  # a long list of allowed values: the contract shows it
-        check = check.split("(", 1)[0]
-    return f"{column}:{check}"
+        return check
+    return f"{column}:{check if len(check) <= 40 else check.split('(', 1)[0]}"
+
+
+def failure_labels(cases: pd.DataFrame) -> pd.Series:
+    """:func:`failure_label` of every failure case, computed once per distinct check (a chunk
+    where every row fails has as many cases as rows)."""
+    keys = cases[["schema_context", "column", "check"]].astype(str)
+    schema_check = cases["check"].isin(_SCHEMA_CHECKS)
+    keys["case"] = cases["failure_case"].astype(object).where(schema_check, "").astype(str)
+    distinct = keys.drop_duplicates(ignore_index=True)
+    distinct["failure"] = [
+        failure_label(*row) for row in distinct.itertuples(index=False, name=None)
+    ]
+    labels = keys.merge(distinct, how="left", on=list(keys.columns))["failure"]
+    return labels.set_axis(cases.index)
 
 
 def validate_chunk(frame: pd.DataFrame) -> ChunkVerdict:
@@ -156,18 +165,7 @@ def validate_chunk(frame: pd.DataFrame) -> ChunkVerdict:
         return ChunkVerdict(
             len(frame), _no_failures(), _no_cases(), (), _sample(_no_cases(), frame)
         )
-    cases = cases.assign(
-        failure=[
-            failure_label(context, column, check, case)
-            for context, column, check, case in zip(
-                cases["schema_context"],
-                cases["column"],
-                cases["check"],
-                cases["failure_case"],
-                strict=True,
-            )
-        ]
-    )
+    cases = cases.assign(failure=failure_labels(cases))
     has_row = cases["index"].notna()
     statistical = ~has_row & cases["check"].isin(STATISTICAL_CHECKS)
     whole_column = ~has_row & ~statistical
