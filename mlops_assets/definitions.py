@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from mlops_assets.features.assets import feature_assets
+from mlops_assets.features.assets import FEATURES_KEY, feature_assets
+from mlops_assets.features.validation import QUARANTINE_TABLE
 from mlops_assets.ingestion.assets import landing_assets, raw_assets
 from mlops_assets.resources import default_resources
 from mlops_assets.security.checks import build_identifier_checks
@@ -16,6 +17,8 @@ warehouse_tables = [
 
 defs = dg.Definitions(
     assets=[*landing_assets, *raw_assets, dbt_models, *feature_assets],
-    asset_checks=[build_identifier_checks(warehouse_tables)],
+    asset_checks=[
+        build_identifier_checks(warehouse_tables, also_scan={FEATURES_KEY: [QUARANTINE_TABLE]})
+    ],
     resources=default_resources(),
 )

@@ -18,6 +18,7 @@ from mlops_assets.features.validation import (
     table_checks,
 )
 from mlops_assets.resources import WRITER_POOL, WarehouseResource
+from mlops_assets.warehouse import scalar
 
 FEATURES_KEY = dg.AssetKey(["features", "loan_features"])
 MART_KEY = dg.AssetKey(SOURCE_TABLE.split("."))
@@ -97,8 +98,8 @@ def contract_check_result(report: ContractReport, max_failure_rate: float) -> dg
 def quality_metadata(quality: QualityMetrics, report: ContractReport, now: datetime) -> dict:
     """Per-run data-quality numbers: each is a time series in the asset's plots."""
     metadata: dict = {
-        "dagster/row_count": report.rows_clean,
         "rows_in": report.rows_in,
+        "rows_clean": report.rows_clean,
         "rows_quarantined": report.rows_quarantined,
         "validity": dg.MetadataValue.float(
             report.rows_clean / report.rows_in if report.rows_in else 1.0
@@ -136,7 +137,8 @@ def quality_metadata(quality: QualityMetrics, report: ContractReport, now: datet
             asset=FEATURES_KEY,
             blocking=True,
             description="The Pandera contract: fails when the share of quarantined rows exceeds "
-            "max_failure_rate (default 1%) or a statistical check of the table fails.",
+            "max_failure_rate (default 1%) or a statistical check of the table fails. On "
+            "failure the feature table keeps its previous rows; the quarantine is replaced.",
         )
     ],
 )
@@ -147,7 +149,14 @@ def loan_features(
         stage_features(con)
         quality = measure_quality(con)
         report = apply_contract(con, chunk_rows=config.chunk_rows)
-        publish(con)
+        passed = report.passed(config.max_failure_rate)
+        publish(con, replace_features=passed)
+        table_rows = scalar(con, f"select count(*) from {FEATURE_TABLE}")
+    if not passed:
+        context.log.error(
+            f"contract failed: {FEATURE_TABLE} keeps its previous {table_rows} rows; the new "
+            f"verdicts are in {QUARANTINE_TABLE}"
+        )
     if report.rows_quarantined:
         context.log.warning(
             f"{report.rows_quarantined} of {report.rows_in} feature rows quarantined in "
@@ -157,7 +166,11 @@ def loan_features(
     for failure in report.dataset_failures:
         context.log.error(f"{FEATURE_TABLE}: table check {failure} failed")
     return dg.MaterializeResult(
-        metadata=quality_metadata(quality, report, datetime.now(UTC)),
+        metadata={
+            **quality_metadata(quality, report, datetime.now(UTC)),
+            "dagster/row_count": table_rows,
+            "published": passed,
+        },
         check_results=[contract_check_result(report, config.max_failure_rate)],
     )
 

@@ -41,8 +41,8 @@ MARITAL_STATUS = ("single", "married", "divorced", "widowed")
 # is a value that fails the column's range, as does an infinity. Every float has a range.
 Float = pd.ArrowDtype(pyarrow.float64())
 
-# A declared attribute that is mostly missing means a feed broke, not that applicants stopped
-# answering: below this share of values the whole column fails.
+# A feature that is mostly missing means a feed broke, not that applicants stopped answering:
+# below this share of values the whole column fails (every nullable feature, unless exempt).
 MIN_COMPLETENESS = 0.5
 # Plausible share of defaults among labelled loans of a consumer book, checked once at least
 # this many labels are known (fewer would make the rate too noisy to judge).
@@ -61,8 +61,14 @@ def _field(
     *,
     role: str = "feature",
     classification: str = "none",
+    may_be_empty: bool = False,
     **checks,
 ):
+    """A contract column. A nullable feature must be mostly present (``min_completeness``)
+    unless ``may_be_empty``: a column that is legitimately empty in some data (no returning
+    customer yet, no label yet) is exempt."""
+    if checks.get("nullable") and role == "feature" and not may_be_empty:
+        checks["min_completeness"] = MIN_COMPLETENESS
     return pa.Field(
         description=description,
         metadata={"role": role, "classification": classification},
@@ -91,7 +97,6 @@ class LoanFeatures(pa.DataFrameModel):
         nullable=True,
         gt=0,
         le=1_000_000,
-        min_completeness=MIN_COMPLETENESS,
     )
     log_amount: Series[Float] = _field(
         "ln(1 + amount): tames the right skew.", nullable=True, ge=0, le=14
@@ -106,7 +111,6 @@ class LoanFeatures(pa.DataFrameModel):
         nullable=True,
         gt=0,
         le=100_000_000,
-        min_completeness=MIN_COMPLETENESS,
     )
     log_annual_income: Series[Float] = _field(
         "ln(1 + annual_income).", classification="sensitive", nullable=True, ge=0, le=19
@@ -127,7 +131,6 @@ class LoanFeatures(pa.DataFrameModel):
         nullable=True,
         ge=0,
         le=100,
-        min_completeness=MIN_COMPLETENESS,
     )
     bureau_score: Series[pd.Int64Dtype] = _field(
         "Credit bureau score.",
@@ -135,7 +138,6 @@ class LoanFeatures(pa.DataFrameModel):
         nullable=True,
         ge=300,
         le=850,
-        min_completeness=MIN_COMPLETENESS,
     )
     open_accounts: Series[pd.Int64Dtype] = _field(
         "Open credit accounts.", nullable=True, ge=0, le=200
@@ -169,7 +171,6 @@ class LoanFeatures(pa.DataFrameModel):
         classification="quasi_identifier",
         nullable=True,
         isin=list(REGIONS),
-        min_completeness=MIN_COMPLETENESS,
     )
     education: Series[str] = _field("Highest education level.", nullable=True, isin=list(EDUCATION))
     marital_status: Series[str] = _field(
@@ -197,6 +198,7 @@ class LoanFeatures(pa.DataFrameModel):
     days_since_prior_application: Series[Float] = _field(
         "Days since the customer's previous application; null for a first application.",
         nullable=True,
+        may_be_empty=True,
         gt=0,
         le=36_500,
     )

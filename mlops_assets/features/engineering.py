@@ -20,12 +20,43 @@ STAGED = "_features"  # the temporary table the contract validates
 # Employment length bands as underwriters read them; 'unknown' keeps missing values visible.
 EMPLOYMENT_BANDS = ("<1", "1-2", "3-5", "6-9", "10+", "unknown")
 
+# The mart columns the feature SQL reads, with the DuckDB types it accepts for each. Checked
+# before the SQL runs, so a changed mart fails naming the column instead of casting silently
+# (a DOUBLE bureau score would otherwise be rounded to an integer).
+SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "application_id": ("VARCHAR",),
+    "customer_key": ("VARCHAR",),
+    "applied_at": ("TIMESTAMP",),
+    "amount": ("DOUBLE", "FLOAT"),
+    "term_months": ("INTEGER", "BIGINT", "SMALLINT"),
+    "purpose": ("VARCHAR",),
+    "annual_income": ("DOUBLE", "FLOAT"),
+    "employment_years": ("INTEGER", "BIGINT", "SMALLINT", "TINYINT"),
+    "home_ownership": ("VARCHAR",),
+    "debt_to_income": ("DOUBLE", "FLOAT"),
+    "bureau_score": ("INTEGER", "BIGINT", "SMALLINT"),
+    "open_accounts": ("INTEGER", "BIGINT", "SMALLINT", "TINYINT"),
+    "delinq_2yrs": ("INTEGER", "BIGINT", "SMALLINT", "TINYINT"),
+    "channel": ("VARCHAR",),
+    "age_band": ("VARCHAR",),
+    "region": ("VARCHAR",),
+    "education": ("VARCHAR",),
+    "marital_status": ("VARCHAR",),
+    "dependents": ("INTEGER", "BIGINT", "SMALLINT", "TINYINT"),
+    "customer_tenure_days": ("INTEGER", "BIGINT"),
+    "is_labelled": ("BOOLEAN",),
+    "defaulted": ("BOOLEAN",),
+    "loss_amount": ("DOUBLE", "FLOAT"),
+    "outcome_observed_at": ("DATE",),
+}
+
 FEATURE_SQL = """
 with applications as (
     select * from {source}
 ),
 
 -- Outcomes as events in the customer's history: cumulative counts by the day they became known.
+-- An application without a time cannot be placed in the history (it fails the contract).
 outcome_events as (
     select
         customer_key,
@@ -33,22 +64,9 @@ outcome_events as (
         sum(count_if(defaulted)) over history as defaults_known,
         sum(count_if(not defaulted)) over history as repaid_known
     from applications
-    where is_labelled
+    where is_labelled and applied_at is not null
     group by customer_key, outcome_observed_at
     window history as (partition by customer_key order by outcome_observed_at)
-),
-
-history as (
-    select
-        application_id,
-        -- rank - 1 = applications submitted strictly earlier (ties are not "before").
-        rank() over by_time - 1 as prior_applications,
-        max(applied_at) over (
-            partition by customer_key order by applied_at
-            range between unbounded preceding and interval 1 microsecond preceding
-        ) as prior_applied_at
-    from applications
-    window by_time as (partition by customer_key order by applied_at)
 )
 
 select
@@ -85,19 +103,51 @@ select
     a.marital_status,
     cast(a.dependents as bigint) as dependents,
     cast(a.customer_tenure_days as bigint) as customer_tenure_days,
-    cast(h.prior_applications as bigint) as prior_applications,
+    -- rank - 1 = the customer's applications submitted strictly earlier (ties are not before).
+    cast(rank() over by_time - 1 as bigint) as prior_applications,
     cast(coalesce(o.defaults_known, 0) as bigint) as prior_defaults,
     cast(coalesce(o.repaid_known, 0) as bigint) as prior_repaid,
-    date_diff('second', h.prior_applied_at, a.applied_at) / 86400.0 as days_since_prior_application,
+    date_diff(
+        'second',
+        max(a.applied_at) over (
+            partition by a.customer_key order by a.applied_at
+            range between unbounded preceding and interval 1 microsecond preceding
+        ),
+        a.applied_at
+    ) / 86400.0 as days_since_prior_application,
     a.is_labelled,
     a.defaulted,
     cast(a.loss_amount as double) as loss_amount,
     cast(a.outcome_observed_at as timestamp) as outcome_observed_at
 from applications as a
-join history as h using (application_id)
 asof left join outcome_events as o
     on a.customer_key = o.customer_key and cast(a.applied_at as date) > o.known_on
+window by_time as (partition by a.customer_key order by a.applied_at)
 """
+
+
+class FeatureInputError(ValueError):
+    """The mart does not have the columns and types the feature SQL reads."""
+
+
+def check_source(con: duckdb.DuckDBPyConnection, source: str = SOURCE_TABLE) -> None:
+    """Fail, naming every missing column and wrong type, before any feature is computed."""
+    types = dict(
+        con.execute(f"select column_name, column_type from (describe {source})").fetchall()
+    )
+    problems = [
+        f"{name}: missing"
+        if name not in types
+        else f"{name}: {types[name]}, expected {' or '.join(allowed)}"
+        for name, allowed in SOURCE_COLUMNS.items()
+        if types.get(name) not in allowed
+    ]
+    if problems:
+        raise FeatureInputError(
+            f"{source} does not match what the feature SQL reads (input check source_schema): "
+            + "; ".join(problems)
+            + ". Nothing was written; the previous features are unchanged."
+        )
 
 
 def feature_query(source: str = SOURCE_TABLE) -> str:
@@ -112,6 +162,7 @@ def stage_features(con: duckdb.DuckDBPyConnection, *, source: str = SOURCE_TABLE
     on a row is applied in SQL by it, and the published table keeps the order. DuckDB spills
     the temporary table to disk when it does not fit in memory.
     """
+    check_source(con, source)
     con.execute(
         f"create or replace temporary table {STAGED} as "
         f"select * from ({feature_query(source)}) order by applied_at, application_id"

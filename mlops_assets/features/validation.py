@@ -11,8 +11,11 @@ of bounded size, so memory follows the chunk, not the table. Each failure become
   reported and fails the contract check, and quarantines nothing.
 
 Publishing replaces ``features.loan_features`` and ``quarantine.loan_features`` in one
-transaction, so clean + quarantined = rows in, always, and a failed run leaves the previous
-tables as they were.
+transaction, so clean + quarantined = rows in, and a failed write leaves the previous tables as
+they were. When the contract check fails, only the quarantine is replaced (see :func:`publish`).
+
+Column checks of a whole column (``min_completeness``) and the statistical check are judged per
+chunk; chunks are uniform hash samples of the table, so a chunk stands for the whole.
 """
 
 from __future__ import annotations
@@ -331,9 +334,13 @@ def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     )
 
 
-def publish(con: duckdb.DuckDBPyConnection, *, table: str = STAGED) -> None:
-    """Replace the feature and quarantine tables from the staged rows and their verdicts,
-    in one transaction."""
+def publish(
+    con: duckdb.DuckDBPyConnection, *, table: str = STAGED, replace_features: bool = True
+) -> None:
+    """Write the verdicts in one transaction: the quarantine table always (it is what a person
+    needs to see), the feature table only with ``replace_features`` — write, audit, publish:
+    when the contract check fails, readers keep the previous features rather than a table
+    emptied by a broken feed."""
     present = staged_columns(con, table)
     contract = contract_columns()
     ddl = ", ".join(f'"{c.name}" {c.duckdb_type}' for c in contract)
@@ -345,15 +352,17 @@ def publish(con: duckdb.DuckDBPyConnection, *, table: str = STAGED) -> None:
     try:
         con.execute("create schema if not exists features")
         con.execute("create schema if not exists quarantine")
-        con.execute(f"create or replace table {FEATURE_TABLE} ({ddl})")
-        con.execute(
-            f"""
-            insert into {FEATURE_TABLE} by name
-            select {shared} from {table} as s
-            where not exists (select 1 from {FAILURES} as f where f._row = s.rowid)
-            order by s.rowid
-            """
-        )
+        if replace_features or not _table_exists(con, FEATURE_TABLE):
+            con.execute(f"create or replace table {FEATURE_TABLE} ({ddl})")
+        if replace_features:
+            con.execute(
+                f"""
+                insert into {FEATURE_TABLE} by name
+                select {shared} from {table} as s
+                where not exists (select 1 from {FAILURES} as f where f._row = s.rowid)
+                order by s.rowid
+                """
+            )
         con.execute(
             f"""
             create or replace temporary table _quarantine as

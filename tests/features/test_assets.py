@@ -6,8 +6,10 @@ import pytest
 
 from mlops_assets.features.assets import FEATURES_KEY, loan_features
 from mlops_assets.features.contract import LoanFeatures
+from mlops_assets.features.validation import QUARANTINE_TABLE
 from mlops_assets.resources import WarehouseResource
 from mlops_assets.sample_data.marts import load_synthetic_mart
+from mlops_assets.security.checks import build_identifier_checks
 
 OP = "features__loan_features"
 
@@ -35,18 +37,30 @@ def warehouse(tmp_path) -> WarehouseResource:
     path = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(path)) as con:
         load_synthetic_mart(con, 2_000, seed=11)
-        # 2% of applications come with a purpose outside the catalogue.
-        con.execute(
-            "update marts.loan_applications set purpose = 'crypto' "
-            "where application_id in (select application_id from marts.loan_applications "
-            "order by application_id limit 40)"
-        )
     return WarehouseResource(path=str(path))
 
 
-def materialize(warehouse: WarehouseResource, **config) -> dg.ExecuteInProcessResult:
+def corrupt_purposes(warehouse: WarehouseResource, rows: int, value: str = "crypto") -> None:
+    """``rows`` applications arrive with a purpose outside the catalogue."""
+    with duckdb.connect(warehouse.path) as con:
+        con.execute(
+            "update marts.loan_applications set purpose = ? where application_id in "
+            "(select application_id from marts.loan_applications order by application_id limit ?)",
+            [value, rows],
+        )
+
+
+def table_rows(warehouse: WarehouseResource) -> tuple[int, int]:
+    with duckdb.connect(warehouse.path, read_only=True) as con:
+        return con.execute(
+            "select (select count(*) from features.loan_features), "
+            "(select count(*) from quarantine.loan_features)"
+        ).fetchall()[0]
+
+
+def materialize(warehouse: WarehouseResource, *checks, **config) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [loan_features],
+        [loan_features, *checks],
         resources={"warehouse": warehouse},
         run_config={"ops": {OP: {"config": config}}},
         raise_on_error=False,
@@ -54,6 +68,7 @@ def materialize(warehouse: WarehouseResource, **config) -> dg.ExecuteInProcessRe
 
 
 def test_contract_check_blocks_above_the_threshold_and_reports_why(warehouse):
+    corrupt_purposes(warehouse, 40)  # 2%
     result = materialize(warehouse)
     [evaluation] = result.get_asset_check_evaluations()
     assert not evaluation.passed
@@ -63,8 +78,8 @@ def test_contract_check_blocks_above_the_threshold_and_reports_why(warehouse):
 
     [materialization] = result.asset_materializations_for_node(OP)
     metadata = materialization.metadata
-    assert metadata["dagster/row_count"].value == 1_960
     assert metadata["rows_in"].value == 2_000
+    assert metadata["rows_clean"].value == 1_960
     assert metadata["rows_quarantined"].value == 40
     assert metadata["validity"].value == pytest.approx(0.98)
     assert metadata["duplicate_rows"].value == 0
@@ -72,16 +87,62 @@ def test_contract_check_blocks_above_the_threshold_and_reports_why(warehouse):
     assert 0 < metadata["completeness/defaulted"].value < 1  # recent loans have no label yet
     assert metadata["freshness_hours"].value > 0
     assert "newest_applied_at" in metadata
-    with duckdb.connect(warehouse.path, read_only=True) as con:
-        counts = con.execute(
-            "select (select count(*) from features.loan_features), "
-            "(select count(*) from quarantine.loan_features)"
-        ).fetchall()[0]
-    assert counts == (1_960, 40)
+    assert metadata["published"].value is False
+
+
+def test_a_failed_contract_keeps_the_previous_features_and_shows_the_new_quarantine(warehouse):
+    assert materialize(warehouse).success
+    assert table_rows(warehouse) == (2_000, 0)
+    corrupt_purposes(warehouse, 600)  # a broken feed: 30% of rows
+    result = materialize(warehouse)
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert table_rows(warehouse) == (2_000, 600)  # readers keep yesterday's features
+    [materialization] = result.asset_materializations_for_node(OP)
+    assert materialization.metadata["dagster/row_count"].value == 2_000
 
 
 def test_threshold_is_configurable(warehouse):
+    corrupt_purposes(warehouse, 40)
     result = materialize(warehouse, max_failure_rate=0.05)
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.passed
     assert evaluation.metadata["max_failure_rate"].value == 0.05
+    assert table_rows(warehouse) == (1_960, 40)  # the clean rows go on
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("alter table marts.loan_applications drop column region", "region: missing"),
+        (
+            "alter table marts.loan_applications alter amount type varchar",
+            "amount: VARCHAR, expected DOUBLE or FLOAT",
+        ),
+        (
+            "alter table marts.loan_applications alter bureau_score type double",
+            "bureau_score: DOUBLE, expected INTEGER",
+        ),
+    ],
+)
+def test_a_changed_mart_fails_naming_the_column_and_writes_nothing(warehouse, change, named):
+    assert materialize(warehouse).success
+    with duckdb.connect(warehouse.path) as con:
+        con.execute(change)
+    result = materialize(warehouse)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    error = failure.step_failure_data.error
+    while error.cause is not None:
+        error = error.cause
+    assert named in error.message and "source_schema" in error.message
+    assert table_rows(warehouse) == (2_000, 0)
+
+
+def test_identifier_check_also_scans_the_feature_quarantine(warehouse):
+    corrupt_purposes(warehouse, 1, value="jane.doe@example.com")  # a feed bug: an email
+    checks = build_identifier_checks([FEATURES_KEY], also_scan={FEATURES_KEY: [QUARANTINE_TABLE]})
+    result = materialize(warehouse, checks)
+    by_name = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not by_name["no_direct_identifiers"].passed
+    assert QUARANTINE_TABLE in by_name["no_direct_identifiers"].metadata["findings"].value

@@ -66,7 +66,7 @@ def _column_check_cases():
     for name, column in LoanFeatures.to_schema().columns.items():
         for check in column.checks:
             if check.name == "min_completeness":
-                continue  # a whole-column check: test_mostly_empty_column_fails_every_row
+                continue  # a whole-column check: test_each_empty_feature_column_fails_every_row
             error = check.error
             label = f"{name}:{error if len(error) <= 40 else check.name}"
             yield pytest.param(name, _violation(check), label, id=label)
@@ -161,11 +161,32 @@ def test_wrong_dtype_quarantines_every_row_naming_the_column(staged):
     assert_nothing_lost(staged, clean, quarantined)
 
 
-def test_mostly_empty_column_fails_every_row(staged):
-    staged.execute("update _features set region = null")
+def _completeness_cases():
+    for name, column in LoanFeatures.to_schema().columns.items():
+        for check in column.checks:
+            if check.name == "min_completeness":
+                yield pytest.param(name, f"{name}:{check.error}", id=f"{name}:{check.error}")
+
+
+@pytest.mark.parametrize(("column", "label"), list(_completeness_cases()))
+def test_each_empty_feature_column_fails_every_row(staged, column, label):
+    staged.execute(f'update _features set "{column}" = null')
     report, clean, quarantined = verdict(staged)
-    assert report.failures_by_check["region:min_completeness(min_share=0.5)"] == ROWS
+    assert report.failures_by_check[label] == ROWS
+    assert clean.empty
     assert_nothing_lost(staged, clean, quarantined)
+
+
+def test_columns_that_may_be_empty_are_exempt_from_completeness(staged):
+    """No returning customer yet, no label yet: legitimately empty, not a broken feed."""
+    staged.execute(
+        "update _features set days_since_prior_application = null, prior_applications = 0, "
+        "prior_defaults = 0, prior_repaid = 0, is_labelled = false, defaulted = null, "
+        "loss_amount = null, outcome_observed_at = null"
+    )
+    report, clean, _ = verdict(staged)
+    assert report.rows_quarantined == 0, report.failures_by_check
+    assert len(clean) == ROWS
 
 
 def test_unseen_category_quarantines_only_its_row(staged):

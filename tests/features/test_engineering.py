@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from mlops_assets.features.engineering import feature_query, stage_features
+from mlops_assets.features.validation import apply_contract, publish
 from mlops_assets.sample_data.marts import load_synthetic_mart, synthetic_mart
 
 
@@ -83,7 +84,9 @@ def test_future_rows_do_not_move_past_features():
     load_synthetic_mart(con, 3_000, seed=5, days=120)
     cutoff = "timestamp '2025-03-01'"
     stage_features(con)
-    before = con.execute(f"select * from _features where applied_at < {cutoff}").df()
+    before = con.execute(
+        f"select * from _features where applied_at < {cutoff} order by applied_at, application_id"
+    ).df()
 
     # Later applications of the same customers, with other values; later outcomes flipped.
     con.execute(
@@ -122,3 +125,26 @@ def test_future_rows_do_not_move_past_features():
         f"select count(*) from _features where applied_at >= {cutoff} and prior_applications > 0"
     ).fetchall()[0][0]
     assert changed > 0
+
+
+def test_duplicate_and_missing_ids_in_the_mart_are_neither_multiplied_nor_lost():
+    con = duckdb.connect()
+    load_synthetic_mart(con, 600, seed=3)
+    con.execute(
+        "insert into marts.loan_applications select * from marts.loan_applications "
+        "where application_id = 'APP-000000010'"
+    )
+    con.execute(
+        "insert into marts.loan_applications select * replace (null as application_id) "
+        "from marts.loan_applications where application_id = 'APP-000000011'"
+    )
+    assert stage_features(con) == 602  # one feature row per mart row
+    report = apply_contract(con)
+    publish(con)
+    assert report.failures_by_check["application_id:field_uniqueness"] == 2
+    assert report.failures_by_check["application_id:not_nullable"] == 1
+    counts = con.execute(
+        "select (select count(*) from features.loan_features), "
+        "(select count(*) from quarantine.loan_features)"
+    ).fetchall()[0]
+    assert counts == (599, 3)

@@ -13,13 +13,16 @@ from mlops_assets.settings import DBT_PROJECT_DIR
 from tests.conftest import BIN
 
 CUTOFF = "2025-01-21"  # day 20 of the 40 generated days
+# Records are dated by landing day, not hour: an update landing on the cut-off day may have
+# arrived after that day's applications, so those must not see it either.
+SEEN_FROM = "2025-01-22"
 
 
 def staged_before_cutoff(warehouse) -> pd.DataFrame:
     with duckdb.connect(str(warehouse)) as con:
         stage_features(con)
         return con.execute(
-            f"select * from _features where applied_at < timestamp '{CUTOFF}' order by rowid"
+            f"select * from _features where applied_at < timestamp '{SEEN_FROM}' order by rowid"
         ).df()
 
 
@@ -64,7 +67,7 @@ def test_later_customer_update_does_not_reach_back_into_earlier_features(pipelin
         ).fetchall()[0][0]
         updated_later = con.execute(
             "select count(*) from marts.loan_applications "
-            f"where applied_at >= timestamp '{CUTOFF}' and marital_status = 'widowed' "
+            f"where applied_at >= timestamp '{SEEN_FROM}' and marital_status = 'widowed' "
             "and education = 'doctorate' and customer_tenure_days > 0"
         ).fetchall()[0][0]
     assert versions == resent > 0  # the re-sent customers got a new version...

@@ -1,8 +1,9 @@
--- Customer attribute versions (slowly changing, type 2): each version is valid from the day its
--- record landed until the next one did, so an application is joined to the attributes known
--- when it was made, never to a later update. The first version is valid from the beginning:
--- registration attributes hold even when the customer's record lands after their application.
--- Only generalised or non-identifying attributes are here.
+-- Customer attribute versions (slowly changing, type 2), so an application is joined to the
+-- attributes known when it was made, never to a later update. Records are dated by the day
+-- their file landed, not the hour, so a later version counts from the next day: an update
+-- landing on day D may have arrived after an application made that morning. The first version
+-- is valid from the beginning: registration attributes hold even when the customer's record
+-- lands after their application. Only generalised or non-identifying attributes are here.
 select
     customer_key,
     age_band,
@@ -14,8 +15,9 @@ select
     landed_on,
     case
         when row_number() over versions = 1 then '-infinity'::timestamp
-        else cast(landed_on as timestamp)
+        else cast(landed_on + 1 as timestamp)
     end as valid_from,
-    coalesce(lead(cast(landed_on as timestamp)) over versions, 'infinity'::timestamp) as valid_to
+    coalesce(lead(cast(landed_on + 1 as timestamp)) over versions, 'infinity'::timestamp)
+        as valid_to
 from {{ ref('stg_customers') }}
 window versions as (partition by customer_key order by landed_on)
