@@ -7,16 +7,26 @@ from mlops_assets.features.validation import QUARANTINE_TABLE
 from mlops_assets.ingestion.assets import landing_assets, raw_assets
 from mlops_assets.resources import default_resources
 from mlops_assets.security.checks import build_identifier_checks
+from mlops_assets.training.assets import model_assets, scoring_assets
 from mlops_assets.transform.assets import build_dbt_assets
 
 dbt_models = build_dbt_assets()
-# Every table downstream of the vault: raw tables, dbt models and features.
+# Every table downstream of the vault: raw tables, dbt models, features and scores.
 warehouse_tables = [
-    key for asset in [*raw_assets, dbt_models, *feature_assets] for key in asset.keys
+    key
+    for asset in [*raw_assets, dbt_models, *feature_assets, *scoring_assets]
+    for key in asset.keys
 ]
 
 defs = dg.Definitions(
-    assets=[*landing_assets, *raw_assets, dbt_models, *feature_assets],
+    assets=[
+        *landing_assets,
+        *raw_assets,
+        dbt_models,
+        *feature_assets,
+        *model_assets,
+        *scoring_assets,
+    ],
     asset_checks=[
         build_identifier_checks(warehouse_tables, also_scan={FEATURES_KEY: [QUARANTINE_TABLE]})
     ],

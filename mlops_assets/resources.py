@@ -1,6 +1,7 @@
 """Dagster resources shared by every stage: the warehouse file and the landing zone."""
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +47,46 @@ class KeyringResource(dg.ConfigurableResource):
         return Keyring.load(Path(self.path))
 
 
+class DaskResource(dg.ConfigurableResource):
+    """Where parallel work runs: the scheduler at ``scheduler_address`` (default: the
+    DASK_SCHEDULER_ADDRESS variable), or a LocalCluster of ``n_workers`` single-threaded worker
+    processes started for the step and closed after it."""
+
+    scheduler_address: str | None = None
+    n_workers: int = 2
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator:
+        from distributed import Client, LocalCluster  # heavy: only when a step needs it
+
+        address = self.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS")
+        if address:
+            with Client(address) as client:
+                yield client
+            return
+        with (
+            LocalCluster(
+                n_workers=self.n_workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+
+
+class RegistryResource(dg.ConfigurableResource):
+    """The model registry directory (``$MLOPS_HOME/models``)."""
+
+    path: str
+
+    def open(self):
+        from mlops_assets.training.registry import Registry
+
+        return Registry(Path(self.path))
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources bound to $MLOPS_HOME, resolved when the code location loads."""
     from mlops_assets.transform.assets import dbt_resource
@@ -56,4 +97,6 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "landing": LandingZone(path=str(settings.landing_dir)),
         "keyring": KeyringResource(path=str(settings.keyring_path)),
         "dbt": dbt_resource(),
+        "dask": DaskResource(),
+        "registry": RegistryResource(path=str(settings.models_dir)),
     }

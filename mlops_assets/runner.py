@@ -20,7 +20,15 @@ from mlops_assets.security.keyring import Keyring
 from mlops_assets.settings import Settings
 from mlops_assets.warehouse import connection, table_row_counts
 
-REPORTED_SCHEMAS = ("raw", "staging", "intermediate", "marts", "features", "quarantine")
+REPORTED_SCHEMAS = (
+    "raw",
+    "staging",
+    "intermediate",
+    "marts",
+    "features",
+    "predictions",
+    "quarantine",
+)
 
 
 class RunSetupError(RuntimeError):

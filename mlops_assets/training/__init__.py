@@ -1,0 +1,1 @@
+"""Training: candidates, time-ordered validation, a search on Dask, the registry and the gate."""

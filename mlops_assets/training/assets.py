@@ -1,0 +1,159 @@
+"""Dagster wiring of training and scoring: `models/default_classifier`, `models/loss_regressor`,
+`predictions/loan_default_scores`."""
+
+import dagster as dg
+from pydantic import Field
+
+from mlops_assets.features.assets import FEATURES_KEY
+from mlops_assets.resources import WRITER_POOL, DaskResource, RegistryResource, WarehouseResource
+from mlops_assets.settings import get_settings
+from mlops_assets.training.dataset import load_training_data
+from mlops_assets.training.scoring import SCORES_TABLE, score_applications
+from mlops_assets.training.search import CV_STRATEGIES
+from mlops_assets.training.trainer import PRIMARY, TrainingConfig, TrainingOutcome, train_model
+
+MODELS = ("default_classifier", "loss_regressor")
+SCORES_KEY = dg.AssetKey(["predictions", "loan_default_scores"])
+
+
+class TrainConfig(dg.Config):
+    cv: str = Field(default="stratified_kfold", description=f"One of {', '.join(CV_STRATEGIES)}.")
+    folds: int = Field(default=3, ge=2, description="Folds of k-fold or time-series CV.")
+    holdout_share: float = Field(default=0.2, gt=0, lt=1, description="Latest share held out.")
+    seed: int = 42
+    bootstrap_rounds: int = Field(default=200, ge=10)
+    margin: float = Field(default=0.005, description="Gain the challenger needs to win.")
+    guard_tolerance: float = Field(default=0.01, description="Loss allowed on a guard metric.")
+
+
+def _md_table(header: tuple[str, ...], rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(str(v) for v in row) + " |" for row in rows)])
+
+
+def _metadata(outcome: TrainingOutcome, model: str) -> dict:
+    card = outcome.card.data
+    trials = sorted(outcome.search.trials, key=lambda t: (t.candidate, str(t.params)))
+    metadata = {
+        "version": card["version"],
+        "candidate": card["candidate"],
+        "params": dg.MetadataValue.json(card["params"]),
+        "new_version": outcome.new,
+        "promoted": outcome.decision.promoted,
+        "decision": outcome.decision.reason,
+        "champion_before": outcome.decision.champion_version or "none",
+        "training_data_version": card["training_data_version"],
+        "train_rows": card["rows"]["train"],
+        "holdout_rows": card["rows"]["holdout"],
+        "search_seconds": round(outcome.seconds["search"], 2),
+        "candidates": dg.MetadataValue.md(
+            _md_table(
+                ("candidate", "params", "train score", "cv score", "gap"),
+                [
+                    (
+                        t.candidate,
+                        t.params,
+                        f"{t.train_score:.4f}",
+                        f"{t.cv_score:.4f}",
+                        f"{t.train_score - t.cv_score:+.4f}",
+                    )
+                    for t in trials
+                ],
+            )
+        ),
+        "holdout_metrics": dg.MetadataValue.md(
+            _md_table(
+                ("metric", "value", "95% CI", "champion before"),
+                [
+                    (
+                        name,
+                        f"{value:.4f}",
+                        "[{:.4f}, {:.4f}]".format(
+                            *outcome.intervals.get(name, (float("nan"),) * 2)
+                        ),
+                        f"{outcome.decision.champion_metrics[name]:.4f}"
+                        if outcome.decision.champion_metrics
+                        else "-",
+                    )
+                    for name, value in outcome.holdout_metrics.items()
+                ],
+            )
+        ),
+    }
+    for name, value in outcome.holdout_metrics.items():
+        metadata[f"holdout/{name}"] = dg.MetadataValue.float(float(value))
+    metadata["primary_metric"] = PRIMARY[model]
+    return metadata
+
+
+def build_model_asset(model: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=["models", model],
+        deps=[FEATURES_KEY],
+        group_name="training",
+        kinds={"scikit-learn", "dask"},
+        description=f"Trains `{model}`: candidates cross-validated on Dask, the winner refit "
+        "and judged on a time-ordered holdout, registered under $MLOPS_HOME/models, and "
+        "promoted only if it beats the champion (champion/challenger gate).",
+    )
+    def train(
+        context: dg.AssetExecutionContext,
+        config: TrainConfig,
+        warehouse: WarehouseResource,
+        dask: DaskResource,
+        registry: RegistryResource,
+    ) -> dg.MaterializeResult:
+        with warehouse.connect(read_only=True) as con:
+            data = load_training_data(con, model, holdout_share=config.holdout_share)
+        settings = get_settings()
+        with dask.client() as client:
+            outcome = train_model(
+                data,
+                registry.open(),
+                TrainingConfig(**config.model_dump()),
+                client=client,
+                manifest=settings.dbt_target_dir / "manifest.json",
+            )
+        context.log.info(f"{model} {outcome.card.version}: {outcome.decision.reason}")
+        return dg.MaterializeResult(
+            metadata=_metadata(outcome, model), data_version=dg.DataVersion(outcome.card.version)
+        )
+
+    return train
+
+
+model_assets = [build_model_asset(model) for model in MODELS]
+
+
+@dg.asset(
+    key=SCORES_KEY,
+    deps=[FEATURES_KEY, dg.AssetKey(["models", "default_classifier"])],
+    group_name="scoring",
+    pool=WRITER_POOL,
+    kinds={"duckdb", "scikit-learn"},
+    description="Default scores of every application by the champion, and by the challenger in "
+    "shadow mode (`mode = 'shadow'`): application_id, score, model_version, mode, scored_at.",
+)
+def loan_default_scores(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, registry: RegistryResource
+) -> dg.MaterializeResult:
+    with warehouse.connect() as con:
+        report = score_applications(con, registry.open())
+    metadata = {
+        "dagster/row_count": report.rows,
+        "champion": report.champion,
+        "shadow": report.challenger or "none",
+        "dagster/table_name": SCORES_TABLE,
+        "ab_comparison": dg.MetadataValue.md(
+            _md_table(
+                ("mode", "labelled applications", "roc_auc"),
+                [(mode, v["labelled"], f"{v['roc_auc']:.4f}") for mode, v in report.ab.items()],
+            )
+        ),
+    }
+    for mode, values in report.ab.items():
+        metadata[f"live_roc_auc/{mode}"] = dg.MetadataValue.float(values["roc_auc"])
+    return dg.MaterializeResult(metadata=metadata)
+
+
+scoring_assets = [loan_default_scores]

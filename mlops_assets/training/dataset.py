@@ -1,0 +1,108 @@
+"""Training data from the feature table: labelled rows, a time-ordered holdout, a data version.
+
+The holdout is the latest ``holdout_share`` of labelled applications by ``applied_at``: models
+are trained on the past and judged on the future, never on a random split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from mlops_assets.features.validation import FEATURE_TABLE, contract_columns
+
+TARGETS = {"default_classifier": "defaulted", "loss_regressor": "loss_amount"}
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The model's input signature, read from the feature contract's roles and dtypes."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    @classmethod
+    def from_contract(cls) -> FeatureSpec:
+        features = [c for c in contract_columns() if c.role == "feature"]
+        return cls(
+            numeric=tuple(c.name for c in features if c.duckdb_type != "VARCHAR"),
+            categorical=tuple(c.name for c in features if c.duckdb_type == "VARCHAR"),
+        )
+
+    def dtypes(self) -> dict[str, str]:
+        return {**dict.fromkeys(self.numeric, "float64"), **dict.fromkeys(self.categorical, "str")}
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    model: str
+    spec: FeatureSpec
+    x_train: pd.DataFrame
+    y_train: np.ndarray
+    x_holdout: pd.DataFrame
+    y_holdout: np.ndarray
+    ids_holdout: np.ndarray
+    split_at: pd.Timestamp  # first applied_at of the holdout
+    version: str  # content hash of the labelled rows used (train + holdout)
+
+    @property
+    def rows(self) -> int:
+        return len(self.y_train) + len(self.y_holdout)
+
+
+def as_model_input(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """The columns in signature order with plain dtypes: floats (NaN = missing) and objects
+    (None = missing), which every scikit-learn estimator accepts."""
+    out = pd.DataFrame(index=frame.index)
+    for name in spec.numeric:
+        out[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
+    for name in spec.categorical:
+        out[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    return out
+
+
+def data_version(frame: pd.DataFrame) -> str:
+    """A content hash of the rows (order-independent): same rows, same version."""
+    row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return hashlib.sha256(np.sort(row_hashes).tobytes()).hexdigest()[:16]
+
+
+def load_training_data(
+    con: duckdb.DuckDBPyConnection, model: str, *, holdout_share: float = 0.2
+) -> TrainingData:
+    """Labelled rows for ``model`` (defaults for the classifier, defaulted loans for the loss
+    regressor), split by time."""
+    spec = FeatureSpec.from_contract()
+    target = TARGETS[model]
+    only_defaults = " and defaulted" if model == "loss_regressor" else ""
+    columns = ", ".join(f'"{c}"' for c in ["application_id", "applied_at", *spec.columns, target])
+    frame = con.execute(
+        f"select {columns} from {FEATURE_TABLE} where is_labelled{only_defaults} "
+        "order by applied_at, application_id"
+    ).df()
+    if len(frame) < 20:
+        raise ValueError(
+            f"{model}: only {len(frame)} labelled rows in {FEATURE_TABLE}; need at least 20"
+        )
+    cut = round(len(frame) * (1 - holdout_share))
+    x = as_model_input(frame, spec)
+    y = frame[target].astype("float64" if model == "loss_regressor" else "int64").to_numpy()
+    return TrainingData(
+        model=model,
+        spec=spec,
+        x_train=x.iloc[:cut].reset_index(drop=True),
+        y_train=y[:cut],
+        x_holdout=x.iloc[cut:].reset_index(drop=True),
+        y_holdout=y[cut:],
+        ids_holdout=frame["application_id"].iloc[cut:].to_numpy(),
+        split_at=frame["applied_at"].iloc[cut],
+        version=data_version(frame),
+    )

@@ -1,0 +1,174 @@
+"""Hyperparameter search by cross-validation, on Dask.
+
+Every (candidate, parameters, fold) fit is one task: whole fits are sent to the workers and the
+training data is scattered to them once, so the only traffic per task is its parameters and its
+out-of-fold predictions. Fits are deterministic (fixed seeds, single-threaded estimators), so a
+search on any number of workers gives exactly what a sequential one gives.
+
+Scores are computed on the pooled out-of-fold predictions, which makes leave-one-out (one row
+per fold) well defined; train scores are averaged over folds, so over- and under-fitting show as
+the gap between the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+from sklearn.model_selection import KFold, LeaveOneOut, StratifiedKFold, TimeSeriesSplit
+from threadpoolctl import threadpool_limits
+
+from mlops_assets.training.candidates import (
+    CLASSIFIER_CANDIDATES,
+    REGRESSOR_CANDIDATES,
+    STACKING,
+    build_pipeline,
+    build_stacking,
+)
+from mlops_assets.training.dataset import FeatureSpec, TrainingData
+
+CV_STRATEGIES = ("stratified_kfold", "time_series", "leave_one_out")
+LEAVE_ONE_OUT_MAX_ROWS = 300  # one fit per row: only for tiny datasets
+STACKED = 3  # the best candidates that enter the stacking ensemble
+
+
+def is_classifier(model: str) -> bool:
+    return model == "default_classifier"
+
+
+def cv_splits(
+    strategy: str, y: np.ndarray, *, folds: int, seed: int, classifier: bool
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Train/validation indices. Rows are in time order, so ``time_series`` validates on later
+    rows than it trains on."""
+    if strategy == "stratified_kfold":
+        splitter = (
+            StratifiedKFold(folds, shuffle=True, random_state=seed)
+            if classifier
+            else KFold(folds, shuffle=True, random_state=seed)
+        )
+    elif strategy == "time_series":
+        splitter = TimeSeriesSplit(folds)
+    elif strategy == "leave_one_out":
+        if len(y) > LEAVE_ONE_OUT_MAX_ROWS:
+            raise ValueError(
+                f"leave_one_out needs one fit per row: {len(y)} rows is more than "
+                f"{LEAVE_ONE_OUT_MAX_ROWS}; use stratified_kfold or time_series"
+            )
+        splitter = LeaveOneOut()
+    else:
+        raise ValueError(f"unknown cv strategy {strategy!r}: choose one of {CV_STRATEGIES}")
+    return [(train, val) for train, val in splitter.split(np.zeros(len(y)), y)]
+
+
+def score(y: np.ndarray, prediction: np.ndarray, classifier: bool) -> float:
+    """The selection score, higher is better: ROC-AUC, or minus the RMSE."""
+    if classifier:
+        return float(skm.roc_auc_score(y, prediction)) if len(np.unique(y)) == 2 else float("nan")
+    return -float(np.sqrt(skm.mean_squared_error(y, prediction)))
+
+
+def predict(model, x: pd.DataFrame, classifier: bool) -> np.ndarray:
+    return model.predict_proba(x)[:, 1] if classifier else model.predict(x)
+
+
+def make_model(name: str, params: dict, spec: FeatureSpec, seed: int):
+    if name == STACKING:
+        return build_stacking(params, spec, seed=seed)
+    return build_pipeline(name, params, spec, seed=seed)
+
+
+def fit_fold(
+    x: pd.DataFrame,
+    y: np.ndarray,
+    name: str,
+    params: dict,
+    spec: FeatureSpec,
+    seed: int,
+    classifier: bool,
+    train: np.ndarray,
+    val: np.ndarray,
+) -> tuple[np.ndarray, float]:
+    """One fit on ``train``: out-of-fold predictions for ``val`` and the train score. Native
+    thread pools are limited to one thread: parallelism is the workers', not OpenMP's."""
+    with threadpool_limits(1):
+        model = make_model(name, params, spec, seed).fit(x.iloc[train], y[train])
+    train_score = score(y[train], predict(model, x.iloc[train], classifier), classifier)
+    return predict(model, x.iloc[val], classifier), train_score
+
+
+@dataclass
+class Trial:
+    candidate: str
+    params: dict
+    cv_score: float
+    train_score: float
+
+
+@dataclass
+class SearchResult:
+    trials: list[Trial] = field(default_factory=list)
+
+    def best(self) -> dict[str, Trial]:
+        """The best trial of each candidate."""
+        best: dict[str, Trial] = {}
+        for trial in self.trials:
+            current = best.get(trial.candidate)
+            if current is None or _better(trial.cv_score, current.cv_score):
+                best[trial.candidate] = trial
+        return best
+
+
+def _better(a: float, b: float) -> bool:
+    return not np.isnan(a) and (np.isnan(b) or a > b)
+
+
+def run_fits(client, x: pd.DataFrame, y: np.ndarray, calls: list[tuple]) -> list:
+    """``fit_fold(x, y, *call)`` for every call: on the Dask ``client`` when there is one
+    (data scattered once, one task per fit), else here, in order."""
+    if client is None:
+        return [fit_fold(x, y, *call) for call in calls]
+    x_remote, y_remote = client.scatter([x, y], broadcast=True)
+    futures = [client.submit(fit_fold, x_remote, y_remote, *call, pure=False) for call in calls]
+    return client.gather(futures)
+
+
+def search(data: TrainingData, *, cv: str, folds: int, seed: int, client=None) -> SearchResult:
+    """Cross-validate every candidate's grid, then (classifier) a stacking ensemble of the best
+    ``STACKED`` candidates."""
+    classifier = is_classifier(data.model)
+    splits = cv_splits(cv, data.y_train, folds=folds, seed=seed, classifier=classifier)
+    candidates = CLASSIFIER_CANDIDATES if classifier else REGRESSOR_CANDIDATES
+    configs = [(c.name, params) for c in candidates for params in c.param_sets()]
+    result = SearchResult()
+    result.trials += _cross_validate(data, configs, splits, seed, classifier, client)
+    if classifier:
+        ranked = sorted(result.best().values(), key=lambda t: -np.nan_to_num(t.cv_score, nan=-1))
+        stacked = {t.candidate: t.params for t in ranked[:STACKED]}
+        result.trials += _cross_validate(
+            data, [(STACKING, stacked)], splits, seed, classifier, client
+        )
+    return result
+
+
+def _cross_validate(data, configs, splits, seed, classifier, client) -> list[Trial]:
+    calls = [
+        (name, params, data.spec, seed, classifier, train, val)
+        for name, params in configs
+        for train, val in splits
+    ]
+    outputs = iter(run_fits(client, data.x_train, data.y_train, calls))
+    trials = []
+    for name, params in configs:
+        pooled_index, pooled_prediction, train_scores = [], [], []
+        for _, val in splits:
+            prediction, train_score = next(outputs)
+            pooled_index.append(val)
+            pooled_prediction.append(prediction)
+            train_scores.append(train_score)
+        index = np.concatenate(pooled_index)
+        cv_score = score(data.y_train[index], np.concatenate(pooled_prediction), classifier)
+        trials.append(Trial(name, params, cv_score, float(np.nanmean(train_scores))))
+    return trials

@@ -1,0 +1,221 @@
+"""Train one model end to end: search, refit the winner, evaluate on the holdout, register,
+and decide champion or challenger."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from mlops_assets.training import metrics as m
+from mlops_assets.training.dataset import TrainingData
+from mlops_assets.training.registry import ModelCard, Registry
+from mlops_assets.training.search import SearchResult, is_classifier, make_model, predict, search
+
+PACKAGE = Path(__file__).resolve().parents[1]
+LIBRARIES = ("scikit-learn", "skops", "numpy", "pandas", "duckdb", "pandera", "dask")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    cv: str = "stratified_kfold"
+    folds: int = 3
+    holdout_share: float = 0.2
+    seed: int = 42
+    bootstrap_rounds: int = 200
+    margin: float = 0.005  # the challenger must beat the champion's primary metric by this
+    guard_tolerance: float = 0.01  # and lose at most this on any guard metric
+
+
+PRIMARY = {"default_classifier": "roc_auc", "loss_regressor": "rmse"}
+GUARDS = {"default_classifier": ("pr_auc", "brier", "log_loss"), "loss_regressor": ("mae", "r2")}
+
+
+def code_version() -> str:
+    """Hash of the code that defines features and models."""
+    digest = hashlib.sha256()
+    for path in sorted([*PACKAGE.glob("training/*.py"), *PACKAGE.glob("features/*.py")]):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def manifest_version(manifest: Path) -> str | None:
+    """Hash of the dbt models' checksums in the manifest (not its timestamps)."""
+    if not manifest.exists():
+        return None
+    nodes = json.loads(manifest.read_text())["nodes"]
+    sums = sorted((key, node["checksum"]["checksum"]) for key, node in nodes.items())
+    return hashlib.sha256(json.dumps(sums).encode()).hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        **{name: metadata.version(name) for name in LIBRARIES},
+    }
+
+
+@dataclass
+class Decision:
+    promoted: bool
+    reason: str
+    champion_version: str | None
+    champion_metrics: dict | None = None
+
+
+@dataclass
+class TrainingOutcome:
+    card: ModelCard
+    new: bool
+    search: SearchResult
+    holdout_metrics: dict
+    intervals: dict
+    decision: Decision
+    seconds: dict[str, float] = field(default_factory=dict)
+    model: object = None
+    threshold: float | None = None
+
+
+def evaluate(model_name: str, model, data: TrainingData, threshold: float | None) -> dict:
+    prediction = predict(model, data.x_holdout, is_classifier(model_name))
+    if is_classifier(model_name):
+        return m.classification_metrics(data.y_holdout, prediction, threshold)
+    return m.regression_metrics(data.y_holdout, prediction)
+
+
+def gate(
+    model_name: str, challenger: dict, champion: dict | None, config: TrainingConfig
+) -> tuple[bool, str]:
+    """Promote only when the challenger beats the champion on the primary metric by the margin
+    and loses no more than the tolerance on any guard metric."""
+    if champion is None:
+        return True, "first model: no champion yet"
+    primary = PRIMARY[model_name]
+    sign = -1 if primary in m.LOWER_IS_BETTER else 1
+    gain = sign * (challenger[primary] - champion[primary])
+    if gain < config.margin:
+        return (
+            False,
+            f"{primary} {challenger[primary]:.4f} vs champion {champion[primary]:.4f}: "
+            f"gain {gain:+.4f} < margin {config.margin}",
+        )
+    for guard in GUARDS[model_name]:
+        guard_sign = -1 if guard in m.LOWER_IS_BETTER else 1
+        loss = guard_sign * (champion[guard] - challenger[guard])
+        if loss > config.guard_tolerance:
+            return False, f"guard {guard} worse by {loss:.4f} > tolerance {config.guard_tolerance}"
+    return (
+        True,
+        f"{primary} {challenger[primary]:.4f} beats champion {champion[primary]:.4f} by "
+        f"{gain:+.4f}; guards within {config.guard_tolerance}",
+    )
+
+
+def train_model(
+    data: TrainingData,
+    registry: Registry,
+    config: TrainingConfig,
+    *,
+    client=None,
+    manifest: Path | None = None,
+) -> TrainingOutcome:
+    seconds: dict[str, float] = {}
+    classifier = is_classifier(data.model)
+    started = time.perf_counter()
+    result = search(data, cv=config.cv, folds=config.folds, seed=config.seed, client=client)
+    seconds["search"] = time.perf_counter() - started
+    winner = max(result.best().values(), key=lambda t: np.nan_to_num(t.cv_score, nan=-np.inf))
+
+    started = time.perf_counter()
+    model = make_model(winner.candidate, winner.params, data.spec, config.seed).fit(
+        data.x_train, data.y_train
+    )
+    seconds["refit"] = time.perf_counter() - started
+    threshold = (
+        m.best_threshold(data.y_train, predict(model, data.x_train, True)) if classifier else None
+    )
+    holdout = evaluate(data.model, model, data, threshold)
+    metric_fn = (
+        (lambda y, p: m.classification_metrics(y, p, threshold))
+        if classifier
+        else m.regression_metrics
+    )
+    intervals = m.bootstrap_intervals(
+        metric_fn,
+        data.y_holdout,
+        predict(model, data.x_holdout, classifier),
+        rounds=config.bootstrap_rounds,
+        seed=config.seed,
+    )
+
+    definition = {
+        "candidate": winner.candidate,
+        "params": winner.params,
+        "seed": config.seed,
+        "validation": {
+            "cv": config.cv,
+            "folds": config.folds,
+            "holdout_share": config.holdout_share,
+        },
+        "training_data_version": data.version,
+        "signature": {"features": data.spec.columns, "dtypes": data.spec.dtypes()},
+        "dbt_manifest_version": manifest_version(manifest) if manifest else None,
+        "code_version": code_version(),
+        "libraries": library_versions(),
+    }
+    champion_version = registry.champion(data.model)
+    champion_metrics = None
+    if champion_version:
+        champion = registry.load(data.model, champion_version)
+        champion_threshold = registry.card(data.model, champion_version).data.get("threshold")
+        champion_metrics = evaluate(data.model, champion, data, champion_threshold)
+    details = {
+        "metrics": holdout,
+        "metric_intervals": intervals,
+        "threshold": threshold,
+        "cv_score": winner.cv_score,
+        "train_score": winner.train_score,
+        "split_at": str(data.split_at),
+        "rows": {"train": len(data.y_train), "holdout": len(data.y_holdout)},
+        "reference": reference_values(data),
+    }
+    card, new = registry.register(data.model, model, definition, details)
+    if not new:
+        decision = Decision(
+            False,
+            "unchanged: this version is already registered",
+            champion_version,
+            champion_metrics,
+        )
+    elif card.version == champion_version:
+        decision = Decision(False, "already champion", champion_version, champion_metrics)
+    else:
+        promote, reason = gate(data.model, holdout, champion_metrics, config)
+        if promote:
+            registry.promote(
+                data.model,
+                card.version,
+                reason=reason,
+                by="champion/challenger gate",
+                metrics_before=champion_metrics,
+                metrics_after=holdout,
+            )
+        decision = Decision(promote, reason, champion_version, champion_metrics)
+    return TrainingOutcome(
+        card, new, result, holdout, intervals, decision, seconds, model, threshold
+    )
+
+
+def reference_values(data: TrainingData) -> dict:
+    """Typical training values (median, most frequent), the baseline of explanations."""
+    x = data.x_train
+    return {
+        **{c: float(x[c].median()) if x[c].notna().any() else None for c in data.spec.numeric},
+        **{c: (x[c].mode().iloc[0] if x[c].notna().any() else None) for c in data.spec.categorical},
+    }
