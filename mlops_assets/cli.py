@@ -166,8 +166,12 @@ keys_app = typer.Typer(help="The keyring behind pseudonyms and the vault.", no_a
 pii_app = typer.Typer(
     help="Personal data in the vault: one customer at a time, audited.", no_args_is_help=True
 )
+models_app = typer.Typer(
+    help="The model registry: versions, champions, promotions.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(pii_app, name="pii")
+app.add_typer(models_app, name="models")
 
 
 def _fail(error: Exception, code: int = 1) -> None:
@@ -327,6 +331,75 @@ def pii_forget(
     console.print(
         f"erased {count} values of customer {customer}; the pseudonym can no longer "
         "be linked to a person, and later loads of their records keep it that way"
+    )
+
+
+@models_app.command("list")
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """Every registered model version, the champion marked."""
+    from mlops_assets.training.registry import Registry
+
+    registry = Registry(get_settings().models_dir)
+    rows = []
+    for model in registry.models():
+        champion = registry.champion(model)
+        for card in registry.versions(model):
+            data = card.data
+            rows.append(
+                {
+                    "model": model,
+                    "version": card.version,
+                    "is_champion": card.version == champion,
+                    "candidate": data["candidate"],
+                    "metrics": data["metrics"],
+                    "training_data_version": data["training_data_version"],
+                    "created_at": data["created_at"],
+                }
+            )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        console.print("no models registered yet: run `mlops run`")
+        return
+    table = Table(title="Registered models")
+    for column in ("model", "version", "champion", "candidate", "key metric", "data", "created"):
+        table.add_column(column)
+    for row in rows:
+        key = "roc_auc" if row["model"] == "default_classifier" else "rmse"
+        table.add_row(
+            row["model"],
+            row["version"],
+            "★" if row["is_champion"] else "",
+            row["candidate"],
+            f"{key} {row['metrics'][key]:.4f}",
+            row["training_data_version"],
+            row["created_at"][:19],
+        )
+    Console().print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    model: Annotated[str, typer.Argument(help="default_classifier or loss_regressor.")],
+    version: Annotated[str, typer.Argument(help="A registered version (`mlops models list`).")],
+    reason: Annotated[str, typer.Option(help="Why: recorded in the promotion history.")],
+) -> None:
+    """Make VERSION the champion of MODEL by hand (recorded with who, when and why)."""
+    from mlops_assets.training.registry import Registry, RegistryError
+
+    registry = Registry(get_settings().models_dir)
+    before = registry.champion(model)
+    try:
+        metrics_before = registry.card(model, before).metrics if before else None
+        event = registry.promote(model, version, reason=reason, metrics_before=metrics_before)
+    except RegistryError as error:
+        _fail(error)
+    console.print(
+        f"{model}: champion {event['from_version'] or 'none'} -> {event['to_version']} "
+        f"by {event['by']}: {reason}"
     )
 
 

@@ -22,8 +22,12 @@ class TrainConfig(dg.Config):
     holdout_share: float = Field(default=0.2, gt=0, lt=1, description="Latest share held out.")
     seed: int = 42
     bootstrap_rounds: int = Field(default=200, ge=10)
-    margin: float = Field(default=0.005, description="Gain the challenger needs to win.")
-    guard_tolerance: float = Field(default=0.01, description="Loss allowed on a guard metric.")
+    margin: float = Field(
+        default=0.005, description="Relative gain on the primary metric the challenger needs."
+    )
+    guard_tolerance: float = Field(
+        default=0.02, description="Relative loss allowed on any guard metric."
+    )
 
 
 def _md_table(header: tuple[str, ...], rows: list[tuple]) -> str:

@@ -29,8 +29,8 @@ class TrainingConfig:
     holdout_share: float = 0.2
     seed: int = 42
     bootstrap_rounds: int = 200
-    margin: float = 0.005  # the challenger must beat the champion's primary metric by this
-    guard_tolerance: float = 0.01  # and lose at most this on any guard metric
+    margin: float = 0.005  # relative gain on the primary metric the challenger needs
+    guard_tolerance: float = 0.02  # relative loss allowed on any guard metric
 
 
 PRIMARY = {"default_classifier": "roc_auc", "loss_regressor": "rmse"}
@@ -89,31 +89,39 @@ def evaluate(model_name: str, model, data: TrainingData, threshold: float | None
     return m.regression_metrics(data.y_holdout, prediction)
 
 
+def _relative_gain(metric: str, new: float, old: float) -> float:
+    """How much better ``new`` is than ``old``, as a share of ``old`` (positive = better)."""
+    sign = -1 if metric in m.LOWER_IS_BETTER else 1
+    return sign * (new - old) / max(abs(old), 1e-12)
+
+
 def gate(
     model_name: str, challenger: dict, champion: dict | None, config: TrainingConfig
 ) -> tuple[bool, str]:
     """Promote only when the challenger beats the champion on the primary metric by the margin
-    and loses no more than the tolerance on any guard metric."""
+    and loses no more than the tolerance on any guard metric (both relative to the champion's
+    value, so they mean the same for an AUC and for an RMSE in currency)."""
     if champion is None:
         return True, "first model: no champion yet"
     primary = PRIMARY[model_name]
-    sign = -1 if primary in m.LOWER_IS_BETTER else 1
-    gain = sign * (challenger[primary] - champion[primary])
+    gain = _relative_gain(primary, challenger[primary], champion[primary])
     if gain < config.margin:
         return (
             False,
             f"{primary} {challenger[primary]:.4f} vs champion {champion[primary]:.4f}: "
-            f"gain {gain:+.4f} < margin {config.margin}",
+            f"gain {gain:+.2%} < margin {config.margin:.2%}",
         )
     for guard in GUARDS[model_name]:
-        guard_sign = -1 if guard in m.LOWER_IS_BETTER else 1
-        loss = guard_sign * (champion[guard] - challenger[guard])
+        loss = -_relative_gain(guard, challenger[guard], champion[guard])
         if loss > config.guard_tolerance:
-            return False, f"guard {guard} worse by {loss:.4f} > tolerance {config.guard_tolerance}"
+            return (
+                False,
+                f"guard {guard} worse by {loss:.2%} > tolerance {config.guard_tolerance:.2%}",
+            )
     return (
         True,
         f"{primary} {challenger[primary]:.4f} beats champion {champion[primary]:.4f} by "
-        f"{gain:+.4f}; guards within {config.guard_tolerance}",
+        f"{gain:+.2%}; guards within {config.guard_tolerance:.2%}",
     )
 
 

@@ -1,0 +1,119 @@
+"""Registry: content versions, verified loads, promotions; the gate; scoring with a shadow."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from mlops_assets.training.dataset import load_training_data
+from mlops_assets.training.registry import Registry, RegistryError
+from mlops_assets.training.scoring import SCORES_TABLE, score_applications
+from mlops_assets.training.trainer import TrainingConfig, gate, train_model
+from tests.conftest import BIN
+
+FAST = TrainingConfig(folds=2, bootstrap_rounds=20)
+
+
+@pytest.fixture(scope="module")
+def trained(features_con, tmp_path_factory):
+    registry = Registry(tmp_path_factory.mktemp("home") / "models")  # $MLOPS_HOME/models
+    data = load_training_data(features_con, "default_classifier")
+    first = train_model(data, registry, FAST)
+    return registry, data, first
+
+
+def test_first_model_becomes_champion_with_a_complete_card(trained):
+    registry, data, first = trained
+    assert first.new and first.decision.promoted
+    assert registry.champion("default_classifier") == first.card.version
+    card = first.card.data
+    for key in ("version", "params", "metrics", "signature", "training_data_version",
+                "code_version", "libraries", "seed", "created_at", "sha256"):  # fmt: skip
+        assert key in card
+    assert card["signature"]["features"] == data.spec.columns
+    assert set(card["metrics"]) == {
+        "accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "brier", "log_loss"
+    }  # fmt: skip
+    low, high = card["metric_intervals"]["roc_auc"]
+    assert low <= card["metrics"]["roc_auc"] <= high
+
+
+def test_same_data_config_and_seed_add_no_version(trained, features_con):
+    registry, data, first = trained
+    again = train_model(data, registry, FAST)
+    assert not again.new and again.card.version == first.card.version
+    assert len(registry.versions("default_classifier")) == 1
+    other_seed = train_model(data, registry, TrainingConfig(folds=2, bootstrap_rounds=20, seed=1))
+    assert other_seed.new and other_seed.card.version != first.card.version
+
+
+def test_a_modified_model_file_is_refused(trained, tmp_path):
+    registry, _, first = trained
+    copy = Registry(tmp_path)
+    source = registry.root / "default_classifier" / first.card.version
+    target = tmp_path / "default_classifier" / first.card.version
+    target.mkdir(parents=True)
+    for name in ("model.skops", "model.json"):
+        (target / name).write_bytes((source / name).read_bytes())
+    assert copy.load("default_classifier", first.card.version) is not None
+    with (target / "model.skops").open("ab") as handle:
+        handle.write(b"tampered")
+    with pytest.raises(RegistryError, match="modified after registration"):
+        copy.load("default_classifier", first.card.version)
+
+
+def test_gate_needs_the_margin_and_respects_the_guards():
+    config = TrainingConfig(margin=0.01, guard_tolerance=0.005)
+    champion = {"roc_auc": 0.80, "pr_auc": 0.40, "brier": 0.12, "log_loss": 0.40}
+    assert gate("default_classifier", champion, None, config)[0]
+    assert not gate("default_classifier", {**champion, "roc_auc": 0.805}, champion, config)[0]
+    assert gate("default_classifier", {**champion, "roc_auc": 0.82}, champion, config)[0]
+    worse_brier = {**champion, "roc_auc": 0.82, "brier": 0.13}
+    promoted, reason = gate("default_classifier", worse_brier, champion, config)
+    assert not promoted and "brier" in reason
+    regressor = {"rmse": 100.0, "mae": 80.0, "r2": 0.3}
+    assert gate("loss_regressor", {**regressor, "rmse": 90.0}, regressor, config)[0]
+    assert not gate("loss_regressor", {**regressor, "rmse": 99.5}, regressor, config)[0]
+
+
+def test_scores_trace_to_the_champion_and_the_challenger_runs_in_shadow(trained, features_con):
+    registry, _, _ = trained
+    champion = registry.champion("default_classifier")
+    report = score_applications(features_con, registry)
+    rows = dict(
+        features_con.execute(f"select mode, count(*) from {SCORES_TABLE} group by 1").fetchall()
+    )
+    features = features_con.execute("select count(*) from features.loan_features").fetchall()[0][0]
+    assert rows == {"champion": features, "shadow": features}
+    versions = dict(
+        features_con.execute(
+            f"select mode, any_value(model_version) from {SCORES_TABLE} group by 1"
+        ).fetchall()
+    )
+    assert versions["champion"] == champion and versions["shadow"] == report.challenger != champion
+    assert set(report.ab) == {"champion", "shadow"} and report.ab["champion"]["labelled"] > 0
+    bad = features_con.execute(
+        f"select count(*) from {SCORES_TABLE} where not (score between 0 and 1)"
+    ).fetchall()[0][0]
+    assert bad == 0
+
+
+def test_cli_lists_and_promotes_with_a_reason(trained):
+    registry, _, first = trained
+    env = {**os.environ, "MLOPS_HOME": str(registry.root.parent)}
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [str(BIN / "mlops"), "models", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    listed = json.loads(run("list", "--json").stdout)
+    assert {"model", "version", "is_champion", "metrics", "training_data_version",
+            "created_at"} <= set(listed[0])  # fmt: skip
+    other = next(r["version"] for r in listed if not r["is_champion"])
+    promoted = run("promote", "default_classifier", other, "--reason", "manual review")
+    assert promoted.returncode == 0, promoted.stderr
+    assert registry.champion("default_classifier") == other
+    last = registry.history("default_classifier")[-1]
+    assert last["reason"] == "manual review" and last["from_version"] == first.card.version
+    assert last["metrics_before"] == first.card.metrics
+    unknown = run("promote", "default_classifier", "nope", "--reason", "x")
+    assert unknown.returncode == 1 and "no version nope" in unknown.stderr
