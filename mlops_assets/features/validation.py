@@ -322,7 +322,7 @@ def _sample(cases: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     schema, table = name.split(".")
     return bool(
         scalar(
@@ -352,7 +352,7 @@ def publish(
     try:
         con.execute("create schema if not exists features")
         con.execute("create schema if not exists quarantine")
-        if replace_features or not _table_exists(con, FEATURE_TABLE):
+        if replace_features or not table_exists(con, FEATURE_TABLE):
             con.execute(f"create or replace table {FEATURE_TABLE} ({ddl})")
         if replace_features:
             con.execute(
@@ -379,7 +379,7 @@ def publish(
             order by v._row
             """
         )
-        if _table_exists(con, QUARANTINE_TABLE):
+        if table_exists(con, QUARANTINE_TABLE):
             # A row quarantined again, unchanged, keeps the time it was first quarantined:
             # a re-run on the same data changes no table.
             con.execute(

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from mlops_assets.features.validation import FEATURE_TABLE
+from mlops_assets.features.validation import FEATURE_TABLE, table_exists
 from mlops_assets.training.dataset import FeatureSpec, as_model_input
 from mlops_assets.training.registry import Registry
 
@@ -70,12 +70,24 @@ def score_applications(con: duckdb.DuckDBPyConnection, registry: Registry) -> Sc
             con.register("_chunk_scores", scores)
             con.execute("insert into _scores select * from _chunk_scores")
             con.unregister("_chunk_scores")
+    con.execute("alter table _scores add column scored_at timestamp with time zone")
+    con.execute("update _scores set scored_at = current_timestamp")
+    if table_exists(con, SCORES_TABLE):
+        # The same model giving the same score keeps the time it was first scored: a re-run on
+        # unchanged data and models changes nothing.
+        con.execute(
+            f"""
+            update _scores as s set scored_at = old.scored_at from {SCORES_TABLE} as old
+            where old.application_id = s.application_id and old.mode = s.mode
+              and old.model_version = s.model_version and old.score = s.score
+            """
+        )
     con.execute("begin transaction")
     try:
         con.execute("create schema if not exists predictions")
         con.execute(
             f"create or replace table {SCORES_TABLE} as "
-            "select *, current_timestamp as scored_at from _scores order by mode, application_id"
+            "select * from _scores order by mode, application_id"
         )
         con.execute("commit")
     except BaseException:

@@ -35,7 +35,9 @@ def test_run_materializes_everything_and_reports_it(pipeline_run):
     assert summary["failed_steps"] == []
     assert summary["checks"]["failed_blocking"] == []
     assert summary["checks"]["passed"] >= 40
-    assert set(summary["stage_seconds"]) == {"ingestion", "transform", "features", "checks"}
+    assert set(summary["stage_seconds"]) == {
+        "ingestion", "transform", "features", "training", "scoring", "checks"
+    }  # fmt: skip
     tables = summary["tables"]
     assert tables["raw.applications"] > SMALL.days * SMALL.rows_per_day * 0.8
     assert tables["marts.loan_applications"] > 0
@@ -46,6 +48,8 @@ def test_run_materializes_everything_and_reports_it(pipeline_run):
         == tables["marts.loan_applications"]
     )
     assert tables["features.loan_features"] > 0
+    # The first run has a champion and no challenger yet: one score per application.
+    assert tables["predictions.loan_default_scores"] == tables["features.loan_features"]
 
 
 def test_run_is_recorded_in_the_dagster_instance_under_mlops_home(pipeline_run):
