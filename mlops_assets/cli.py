@@ -403,6 +403,66 @@ def models_promote(
     )
 
 
+@app.command()
+def explain(
+    application_id: Annotated[str, typer.Argument(help="The application to explain.")],
+    model: Annotated[str, typer.Option(help="The model whose champion explains.")] = (
+        "default_classifier"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Why the champion scored one application as it did: per-feature contributions (the
+    prediction minus the prediction with that feature at its typical training value)."""
+    from mlops_assets.features.validation import FEATURE_TABLE
+    from mlops_assets.training.dataset import FeatureSpec, as_model_input
+    from mlops_assets.training.diagnostics import explain_row
+    from mlops_assets.training.registry import Registry, RegistryError
+    from mlops_assets.training.search import is_classifier
+    from mlops_assets.warehouse import connection
+
+    settings = get_settings()
+    registry = Registry(settings.models_dir)
+    version = registry.champion(model)
+    if version is None:
+        _fail(RuntimeError(f"{model} has no champion yet: run `mlops run` first"), 2)
+    spec = FeatureSpec.from_contract()
+    with connection(settings.warehouse_path, read_only=True) as con:
+        frame = con.execute(
+            f"select * from {FEATURE_TABLE} where application_id = ?", [application_id]
+        ).df()
+    if frame.empty:
+        _fail(KeyError(f"no application {application_id} in {FEATURE_TABLE}"), 1)
+    try:
+        fitted = registry.load(model, version)
+    except RegistryError as error:
+        _fail(error)
+    card = registry.card(model, version)
+    table, prediction = explain_row(
+        fitted, as_model_input(frame, spec), card.data["reference"], is_classifier(model)
+    )
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "application_id": application_id,
+                    "model": model,
+                    "model_version": version,
+                    "prediction": prediction,
+                    "contributions": table.to_dict("records"),
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return
+    out = Table(title=f"{model} {version}: {application_id} scored {prediction:.4f}")
+    for column in ("feature", "value", "typical value", "contribution"):
+        out.add_column(column)
+    for row in table.head(12).itertuples():
+        out.add_row(row.feature, str(row.value), str(row.reference), f"{row.contribution:+.4f}")
+    Console().print(out)
+
+
 @app.command("dbt-parse")
 def dbt_parse() -> None:
     """Write dbt_project/target/manifest.json (what Dagster loads the dbt assets from)."""

@@ -8,8 +8,9 @@ from mlops_assets.features.assets import FEATURES_KEY
 from mlops_assets.resources import WRITER_POOL, DaskResource, RegistryResource, WarehouseResource
 from mlops_assets.settings import get_settings
 from mlops_assets.training.dataset import load_training_data
+from mlops_assets.training.diagnostics import markdown_image, plot_model, robustness
 from mlops_assets.training.scoring import SCORES_TABLE, score_applications
-from mlops_assets.training.search import CV_STRATEGIES
+from mlops_assets.training.search import CV_STRATEGIES, is_classifier
 from mlops_assets.training.trainer import PRIMARY, TrainingConfig, TrainingOutcome, train_model
 
 MODELS = ("default_classifier", "loss_regressor")
@@ -90,9 +91,48 @@ def _metadata(outcome: TrainingOutcome, model: str) -> dict:
     return metadata
 
 
+ROBUSTNESS = "robustness"
+ROBUSTNESS_ROWS = 1_000
+
+
+def _robustness_result(
+    outcome: TrainingOutcome, data, model: str, seed: int
+) -> dg.AssetCheckResult:
+    sample = data.x_holdout.head(ROBUSTNESS_ROWS)
+    report = robustness(outcome.model, sample, data.spec, is_classifier(model), seed=seed)
+    failed = [name for name, r in report.items() if not (r["finite"] and r["in_range"])]
+    return dg.AssetCheckResult(
+        check_name=ROBUSTNESS,
+        passed=not failed,
+        metadata={
+            "scenarios": dg.MetadataValue.md(
+                _md_table(
+                    ("scenario", "finite", "in range", "mean |change|"),
+                    [
+                        (name, r["finite"], r["in_range"], f"{r['mean_abs_change']:.4f}")
+                        for name, r in report.items()
+                    ],
+                )
+            ),
+            "failed_scenarios": ", ".join(failed) or "none",
+        },
+    )
+
+
 def build_model_asset(model: str) -> dg.AssetsDefinition:
+    key = dg.AssetKey(["models", model])
+
     @dg.asset(
-        key=["models", model],
+        key=key,
+        check_specs=[
+            dg.AssetCheckSpec(
+                ROBUSTNESS,
+                asset=key,
+                blocking=True,
+                description="Predictions stay finite (and probabilities in [0, 1]) under noise, "
+                "30% missing values, extreme and negative values, and unseen categories.",
+            )
+        ],
         deps=[FEATURES_KEY],
         group_name="training",
         kinds={"scikit-learn", "dask"},
@@ -119,8 +159,17 @@ def build_model_asset(model: str) -> dg.AssetsDefinition:
                 manifest=settings.dbt_target_dir / "manifest.json",
             )
         context.log.info(f"{model} {outcome.card.version}: {outcome.decision.reason}")
+        metadata = _metadata(outcome, model)
+        plots_dir = settings.reports_dir / model / outcome.card.version
+        if outcome.new or not plots_dir.exists():
+            plot_model(outcome.model, data, outcome.threshold, plots_dir, seed=config.seed)
+        for path in sorted(plots_dir.glob("*.png")):
+            metadata[f"plot/{path.stem}"] = dg.MetadataValue.md(markdown_image(path))
+        metadata["reports"] = dg.MetadataValue.path(str(plots_dir))
         return dg.MaterializeResult(
-            metadata=_metadata(outcome, model), data_version=dg.DataVersion(outcome.card.version)
+            metadata=metadata,
+            data_version=dg.DataVersion(outcome.card.version),
+            check_results=[_robustness_result(outcome, data, model, config.seed)],
         )
 
     return train

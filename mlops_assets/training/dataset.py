@@ -16,6 +16,7 @@ import pandas as pd
 from mlops_assets.features.validation import FEATURE_TABLE, contract_columns
 
 TARGETS = {"default_classifier": "defaulted", "loss_regressor": "loss_amount"}
+MIN_ROWS = 10  # below this no split can train and judge a model
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,10 @@ def load_training_data(
         f"select {columns} from {FEATURE_TABLE} where is_labelled{only_defaults} "
         "order by applied_at, application_id"
     ).df()
-    if len(frame) < 20:
+    if len(frame) < MIN_ROWS:
         raise ValueError(
-            f"{model}: only {len(frame)} labelled rows in {FEATURE_TABLE}; need at least 20"
+            f"{model}: only {len(frame)} labelled rows in {FEATURE_TABLE}; need at least "
+            f"{MIN_ROWS} (labels arrive 4-12 weeks after the application)"
         )
     cut = round(len(frame) * (1 - holdout_share))
     x = as_model_input(frame, spec)

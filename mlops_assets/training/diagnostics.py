@@ -1,0 +1,193 @@
+"""What a person needs to trust a model: plots, robustness under bad input, explanations.
+
+Plots are PNG files under ``$MLOPS_HOME/reports/<model>/<version>/`` and markdown images in
+the Dagster UI. Robustness feeds the model noisy, missing, extreme and unseen inputs and checks
+the predictions stay finite and in range. Explanations replace one feature at a time with its
+typical training value and report how much the prediction moves (per-feature contributions for
+one application, whatever the model family).
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlops_assets.training.dataset import FeatureSpec, TrainingData
+from mlops_assets.training.search import is_classifier, predict
+
+UNSEEN = "__unseen__"
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=80)
+    return plt, fig, ax
+
+
+def _save(plt, fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def markdown_image(path: Path) -> str:
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    return f"![{path.stem}](data:image/png;base64,{encoded})"
+
+
+EXPLAIN_ROWS = 2_000  # holdout rows sampled for permutation importance and partial dependence
+
+
+def _sample(data: TrainingData, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    if len(data.y_holdout) <= EXPLAIN_ROWS:
+        return data.x_holdout, data.y_holdout
+    index = np.random.default_rng(seed).choice(len(data.y_holdout), EXPLAIN_ROWS, replace=False)
+    return data.x_holdout.iloc[index], data.y_holdout[index]
+
+
+def top_features(model, data: TrainingData, *, seed: int, repeats: int = 3) -> pd.Series:
+    """Permutation importance on (a sample of) the holdout: the drop in the selection score
+    when a column is shuffled, largest first."""
+    from sklearn.inspection import permutation_importance
+
+    classifier = is_classifier(data.model)
+    x, y = _sample(data, seed)
+    result = permutation_importance(
+        model,
+        x,
+        y,
+        scoring="roc_auc" if classifier else "neg_root_mean_squared_error",
+        n_repeats=repeats,
+        random_state=seed,
+        n_jobs=1,
+    )
+    return pd.Series(result.importances_mean, index=x.columns).sort_values(ascending=False)
+
+
+def plot_model(model, data: TrainingData, threshold: float | None, out: Path, *, seed: int) -> dict:
+    """Every plot of the model as PNG files in ``out``; returns name -> path."""
+    from sklearn import calibration, metrics
+    from sklearn.inspection import PartialDependenceDisplay
+
+    classifier = is_classifier(data.model)
+    prediction = predict(model, data.x_holdout, classifier)
+    paths: dict[str, Path] = {}
+    if classifier:
+        plt, fig, ax = _figure()
+        metrics.RocCurveDisplay.from_predictions(data.y_holdout, prediction, ax=ax)
+        ax.set_title("ROC curve (holdout)")
+        paths["roc"] = _save(plt, fig, out / "roc.png")
+        plt, fig, ax = _figure()
+        metrics.PrecisionRecallDisplay.from_predictions(data.y_holdout, prediction, ax=ax)
+        ax.set_title("Precision-recall (holdout)")
+        paths["precision_recall"] = _save(plt, fig, out / "precision_recall.png")
+        plt, fig, ax = _figure()
+        calibration.CalibrationDisplay.from_predictions(
+            data.y_holdout, prediction, n_bins=10, ax=ax
+        )
+        ax.set_title("Calibration (holdout)")
+        paths["calibration"] = _save(plt, fig, out / "calibration.png")
+        plt, fig, ax = _figure()
+        metrics.ConfusionMatrixDisplay.from_predictions(
+            data.y_holdout, (prediction >= threshold).astype(int), ax=ax, colorbar=False
+        )
+        ax.set_title(f"Confusion matrix at threshold {threshold:.3f}")
+        paths["confusion_matrix"] = _save(plt, fig, out / "confusion_matrix.png")
+    else:
+        plt, fig, ax = _figure()
+        ax.scatter(prediction, data.y_holdout - prediction, s=6, alpha=0.5)
+        ax.axhline(0, color="grey", linewidth=1)
+        ax.set_xlabel("predicted loss")
+        ax.set_ylabel("residual (actual - predicted)")
+        ax.set_title("Residuals (holdout)")
+        paths["residuals"] = _save(plt, fig, out / "residuals.png")
+    importance = top_features(model, data, seed=seed)
+    plt, fig, ax = _figure()
+    importance.head(12).iloc[::-1].plot.barh(ax=ax)
+    ax.set_title("Permutation importance (holdout)")
+    paths["permutation_importance"] = _save(plt, fig, out / "permutation_importance.png")
+    numeric_top = [c for c in importance.index if c in data.spec.numeric][:2]
+    if numeric_top:
+        plt, fig, ax = _figure()
+        PartialDependenceDisplay.from_estimator(
+            model,
+            _sample(data, seed)[0],
+            numeric_top,
+            ax=ax,
+            grid_resolution=20,
+            random_state=seed,
+        )
+        paths["partial_dependence"] = _save(plt, fig, out / "partial_dependence.png")
+    return paths
+
+
+def robustness(model, x: pd.DataFrame, spec: FeatureSpec, classifier: bool, *, seed: int) -> dict:
+    """Predictions under perturbed inputs: finite, in range, and how far they move."""
+    rng = np.random.default_rng(seed)
+    base = predict(model, x, classifier)
+    numeric = list(spec.numeric)
+    scenarios = {}
+    noisy = x.copy()
+    spread = x[numeric].std().fillna(0).to_numpy()
+    noisy[numeric] = x[numeric] + rng.normal(0, 0.1, size=x[numeric].shape) * spread
+    scenarios["noise_10pct_std"] = noisy
+    missing = x.copy()
+    for column in x.columns:
+        missing.loc[rng.random(len(x)) < 0.3, column] = np.nan if column in numeric else None
+    scenarios["missing_30pct"] = missing
+    extreme = x.copy()
+    extreme[numeric] = x[numeric] * 1000
+    scenarios["extreme_x1000"] = extreme
+    negative = x.copy()
+    negative[numeric] = -x[numeric].abs() - 1
+    scenarios["negative"] = negative
+    unseen = x.copy()
+    unseen[list(spec.categorical)] = UNSEEN
+    scenarios["unseen_categories"] = unseen
+    report = {}
+    for name, frame in scenarios.items():
+        predicted = predict(model, frame, classifier)
+        finite = bool(np.isfinite(predicted).all())
+        in_range = bool(((predicted >= 0) & (predicted <= 1)).all()) if classifier else finite
+        report[name] = {
+            "finite": finite,
+            "in_range": in_range,
+            "mean_abs_change": float(np.nanmean(np.abs(predicted - base))),
+        }
+    return report
+
+
+def explain_row(
+    model, row: pd.DataFrame, reference: dict, classifier: bool
+) -> tuple[pd.DataFrame, float]:
+    """Per-feature contributions for one row: prediction minus the prediction with that feature
+    set to its typical training value (all variants scored in one batch)."""
+    columns = list(row.columns)
+    variants = pd.concat([row] * len(columns), ignore_index=True)
+    for i, column in enumerate(columns):
+        variants.loc[i, column] = reference.get(column)
+    prediction = float(predict(model, row, classifier)[0])
+    moved = predict(model, variants, classifier)
+    return (
+        pd.DataFrame(
+            {
+                "feature": columns,
+                "value": [row.iloc[0][c] for c in columns],
+                "reference": [reference.get(c) for c in columns],
+                "contribution": prediction - moved,
+            }
+        )
+        .assign(size=lambda f: f["contribution"].abs())
+        .sort_values("size", ascending=False)
+        .drop(columns="size")
+        .reset_index(drop=True)
+    ), prediction
