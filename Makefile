@@ -59,6 +59,7 @@ validate: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_landing.py --days 90 --rows-per-day 11000
 	$(BIN)/python benchmarks/bench_features.py --rows 1000000
+	$(BIN)/python benchmarks/bench_training.py --rows 100000
 
 clean:
 	rm -rf "$(MLOPS_HOME)" dbt_project/target dbt_project/logs build *.egg-info

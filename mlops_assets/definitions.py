@@ -7,7 +7,7 @@ from mlops_assets.features.validation import QUARANTINE_TABLE
 from mlops_assets.ingestion.assets import landing_assets, raw_assets
 from mlops_assets.resources import default_resources
 from mlops_assets.security.checks import build_identifier_checks
-from mlops_assets.training.assets import model_assets, scoring_assets
+from mlops_assets.training.assets import model_assets, model_checks, scoring_assets
 from mlops_assets.transform.assets import build_dbt_assets
 
 dbt_models = build_dbt_assets()
@@ -28,7 +28,8 @@ defs = dg.Definitions(
         *scoring_assets,
     ],
     asset_checks=[
-        build_identifier_checks(warehouse_tables, also_scan={FEATURES_KEY: [QUARANTINE_TABLE]})
+        build_identifier_checks(warehouse_tables, also_scan={FEATURES_KEY: [QUARANTINE_TABLE]}),
+        *model_checks,
     ],
     resources=default_resources(),
 )

@@ -232,6 +232,14 @@ def run_pipeline(
         notices=notices,
     )
 
+    materialized = {event.asset_key for event in result.get_asset_materialization_events()}
+    for node in graph.asset_nodes:
+        skipped = node.group_name in ("training", "scoring") and node.key not in materialized
+        if result.success and skipped:
+            report.notices.append(
+                f"{node.key.to_user_string()} not materialized: too few labelled applications "
+                "yet, or no champion to score with (the run log says which)"
+            )
     for step, seconds in _step_durations(instance, run_id).items():
         group = group_of_op.get(step, "checks")  # ops that are not assets: asset checks
         report.stage_seconds[group] = report.stage_seconds.get(group, 0.0) + seconds

@@ -19,6 +19,10 @@ TARGETS = {"default_classifier": "defaulted", "loss_regressor": "loss_amount"}
 MIN_ROWS = 10  # below this no split can train and judge a model
 
 
+class NotEnoughLabels(ValueError):
+    """Too few labelled rows to train and judge a model (normal in a feed's first weeks)."""
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """The model's input signature, read from the feature contract's roles and dtypes."""
@@ -90,7 +94,7 @@ def load_training_data(
         "order by applied_at, application_id"
     ).df()
     if len(frame) < MIN_ROWS:
-        raise ValueError(
+        raise NotEnoughLabels(
             f"{model}: only {len(frame)} labelled rows in {FEATURE_TABLE}; need at least "
             f"{MIN_ROWS} (labels arrive 4-12 weeks after the application)"
         )

@@ -123,3 +123,29 @@ def test_files_before_the_first_partition_are_refused_with_the_fix(tmp_path):
     result = mlops("run", home=tmp_path)
     assert result.returncode == 2
     assert "MLOPS_FIRST_LANDING_DATE=2024-12-30" in result.stderr.replace("\n", "")
+
+
+def test_run_trains_registers_and_scores_and_explains(pipeline_run):
+    listed = json.loads(mlops("models", "list", "--json", home=pipeline_run.home).stdout)
+    champions = {row["model"] for row in listed if row["is_champion"]}
+    assert champions == {"default_classifier", "loss_regressor"}
+    classifier = next(r for r in listed if r["model"] == "default_classifier")
+    reports = pipeline_run.home / "reports" / "default_classifier" / classifier["version"]
+    assert {p.stem for p in reports.glob("*.png")} >= {
+        "roc", "precision_recall", "calibration", "confusion_matrix", "permutation_importance"
+    }  # fmt: skip
+    with duckdb.connect(str(pipeline_run.warehouse), read_only=True) as con:
+        application_id = con.execute(
+            "select application_id from predictions.loan_default_scores limit 1"
+        ).fetchall()[0][0]
+    explained = mlops("explain", application_id, "--json", home=pipeline_run.home)
+    assert explained.returncode == 0, explained.stderr
+    explanation = json.loads(explained.stdout)
+    assert explanation["model_version"] == classifier["version"]
+    assert 0 <= explanation["prediction"] <= 1
+    assert len(explanation["contributions"]) == len(
+        json.loads((pipeline_run.home / "models" / "default_classifier" / classifier["version"]
+                    / "model.json").read_text())["signature"]["features"]
+    )  # fmt: skip
+    missing = mlops("explain", "APP-NOPE", home=pipeline_run.home)
+    assert missing.returncode == 1 and "no application APP-NOPE" in missing.stderr
