@@ -50,30 +50,36 @@ class KeyringResource(dg.ConfigurableResource):
 class DaskResource(dg.ConfigurableResource):
     """Where parallel work runs: the scheduler at ``scheduler_address`` (default: the
     DASK_SCHEDULER_ADDRESS variable), or a LocalCluster of ``n_workers`` single-threaded worker
-    processes started for the step and closed after it."""
+    processes, started once per process and shared by the steps of a run (starting workers
+    costs seconds of imports), closed when the process exits."""
 
     scheduler_address: str | None = None
     n_workers: int = 2
 
     @contextlib.contextmanager
     def client(self) -> Iterator:
-        from distributed import Client, LocalCluster  # heavy: only when a step needs it
+        from distributed import Client  # heavy: only when a step needs it
 
         address = self.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS")
-        if address:
-            with Client(address) as client:
-                yield client
-            return
-        with (
-            LocalCluster(
-                n_workers=self.n_workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
+        with Client(address or _local_cluster(self.n_workers)) as client:
             yield client
+
+
+_clusters: dict[int, object] = {}
+
+
+def _local_cluster(n_workers: int):
+    import atexit
+
+    from distributed import LocalCluster
+
+    if n_workers not in _clusters:
+        cluster = LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        _clusters[n_workers] = cluster
+        atexit.register(cluster.close)
+    return _clusters[n_workers]
 
 
 class RegistryResource(dg.ConfigurableResource):
