@@ -52,5 +52,5 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     home = tmp_path_factory.mktemp("mlops_home")
     generate(SMALL, home / "landing")
     result = mlops("run", "--json", home=home)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[:3000])
     return PipelineRun(home, json.loads(result.stdout))

@@ -17,6 +17,7 @@ from mlops_assets.features.validation import (
     publish,
     table_checks,
 )
+from mlops_assets.markdown import md_table
 from mlops_assets.resources import WRITER_POOL, WarehouseResource
 from mlops_assets.warehouse import scalar
 
@@ -60,12 +61,6 @@ def contract_table_schema() -> dg.TableSchema:
     )
 
 
-def _md_table(header: tuple[str, ...], rows: list[tuple]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def contract_check_result(report: ContractReport, max_failure_rate: float) -> dg.AssetCheckResult:
     failing = sorted(report.failures_by_check.items(), key=lambda kv: (-kv[1], kv[0]))
     return dg.AssetCheckResult(
@@ -81,10 +76,10 @@ def contract_check_result(report: ContractReport, max_failure_rate: float) -> dg
                 "\n".join(f"- {name}" for name in report.dataset_failures) or "none"
             ),
             "failures_by_check": dg.MetadataValue.md(
-                _md_table(("check", "rows"), failing) if failing else "none"
+                md_table(("check", "rows"), failing) if failing else "none"
             ),
             "failure_sample": dg.MetadataValue.md(
-                _md_table(
+                md_table(
                     ("application_id", "failure", "value"),
                     [(s["application_id"], s["failure"], s["value"]) for s in report.sample],
                 )

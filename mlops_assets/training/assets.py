@@ -7,6 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.features.assets import FEATURES_KEY
+from mlops_assets.markdown import md_table
 from mlops_assets.resources import WRITER_POOL, DaskResource, RegistryResource, WarehouseResource
 from mlops_assets.settings import get_settings
 from mlops_assets.training.dataset import NotEnoughLabels, load_training_data
@@ -33,11 +34,6 @@ class TrainConfig(dg.Config):
     )
 
 
-def _md_table(header: tuple[str, ...], rows: list[tuple]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    return "\n".join([*lines, *("| " + " | ".join(str(v) for v in row) + " |" for row in rows)])
-
-
 def _metadata(outcome: TrainingOutcome, model: str) -> dict:
     card = outcome.card.data
     trials = sorted(outcome.search.trials, key=lambda t: (t.candidate, str(t.params)))
@@ -54,7 +50,7 @@ def _metadata(outcome: TrainingOutcome, model: str) -> dict:
         "holdout_rows": card["rows"]["holdout"],
         "search_seconds": round(outcome.seconds["search"], 2),
         "candidates": dg.MetadataValue.md(
-            _md_table(
+            md_table(
                 ("candidate", "params", "train score", "cv score", "gap"),
                 [
                     (
@@ -69,7 +65,7 @@ def _metadata(outcome: TrainingOutcome, model: str) -> dict:
             )
         ),
         "holdout_metrics": dg.MetadataValue.md(
-            _md_table(
+            md_table(
                 ("metric", "value", "95% CI", "champion before"),
                 [
                     (
@@ -128,7 +124,7 @@ def build_robustness_check(model: str) -> dg.AssetChecksDefinition:
             metadata={
                 "version": version,
                 "scenarios": dg.MetadataValue.md(
-                    _md_table(
+                    md_table(
                         ("scenario", "finite", "in range", "mean |change|"),
                         [
                             (name, r["finite"], r["in_range"], f"{r['mean_abs_change']:.4f}")
@@ -220,7 +216,7 @@ def loan_default_scores(
         "shadow": report.challenger or "none",
         "dagster/table_name": SCORES_TABLE,
         "ab_comparison": dg.MetadataValue.md(
-            _md_table(
+            md_table(
                 ("mode", "labelled applications", "roc_auc"),
                 [(mode, v["labelled"], f"{v['roc_auc']:.4f}") for mode, v in report.ab.items()],
             )

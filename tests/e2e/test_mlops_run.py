@@ -73,7 +73,7 @@ def test_run_is_recorded_in_the_dagster_instance_under_mlops_home(pipeline_run):
 def test_second_run_on_unchanged_files_changes_no_table(pipeline_run):
     before = fingerprint(pipeline_run.warehouse)
     result = mlops("run", "--json", "--no-table-metadata", home=pipeline_run.home)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[:3000])
     assert json.loads(result.stdout)["ingested_days"] == []
     assert fingerprint(pipeline_run.warehouse) == before
 
@@ -103,7 +103,7 @@ def test_a_bad_file_fails_the_run_alone_and_loses_no_good_row(tmp_path):
     )
     (tmp_path / "landing" / "applications" / "2025-01-04.csv").write_text(f"{header}\n{row}\n")
     result = mlops("run", "--json", home=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[:3000])
     summary = json.loads(result.stdout)
     assert summary["ingested_days"] == ["2025-01-04"]
     assert summary["tables"]["raw.applications"] == tables["raw.applications"] + 1
