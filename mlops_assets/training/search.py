@@ -12,6 +12,7 @@ the gap between the two.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,7 @@ from mlops_assets.training.candidates import (
 )
 from mlops_assets.training.dataset import FeatureSpec, TrainingData
 
+log = logging.getLogger(__name__)
 CV_STRATEGIES = ("stratified_kfold", "time_series", "leave_one_out")
 LEAVE_ONE_OUT_MAX_ROWS = 300  # one fit per row: only for tiny datasets
 STACKED = 3  # the best candidates that enter the stacking ensemble
@@ -130,9 +132,15 @@ def run_fits(client, x: pd.DataFrame, y: np.ndarray, calls: list[tuple]) -> list
     (data scattered once, one task per fit), else here, in order."""
     if client is None:
         return [fit_fold(x, y, *call) for call in calls]
-    x_remote, y_remote = client.scatter([x, y], broadcast=True)
-    futures = [client.submit(fit_fold, x_remote, y_remote, *call, pure=False) for call in calls]
-    return client.gather(futures)
+    try:
+        x_remote, y_remote = client.scatter([x, y], broadcast=True)
+        futures = [client.submit(fit_fold, x_remote, y_remote, *call, pure=False) for call in calls]
+        return client.gather(futures)
+    except Exception as error:
+        # A cluster fault (a worker lost mid-task) must not fail training: the fits are
+        # deterministic, so running them here gives the same result, or the fit's real error.
+        log.warning(f"Dask search failed ({error!r}); running the {len(calls)} fits here")
+        return [fit_fold(x, y, *call) for call in calls]
 
 
 def search(data: TrainingData, *, cv: str, folds: int, seed: int, client=None) -> SearchResult:
