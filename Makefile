@@ -3,6 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Evidently is a benchmark peer only (it needs pandas < 3): it gets a venv of its own.
+EVIDENTLY_VENV := .venv-evidently
+EVIDENTLY_STAMP := $(EVIDENTLY_VENV)/.installed
 export MLOPS_HOME ?= $(CURDIR)/.mlops
 
 .PHONY: help install demo run test lint format ui dbt-build validate bench clean
@@ -23,6 +26,12 @@ $(STAMP): pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+$(EVIDENTLY_STAMP): benchmarks/evidently-requirements.txt
+	$(PYTHON) -m venv $(EVIDENTLY_VENV)
+	$(EVIDENTLY_VENV)/bin/pip install --quiet --upgrade pip
+	$(EVIDENTLY_VENV)/bin/pip install --quiet -r benchmarks/evidently-requirements.txt
+	touch $@
 
 demo: $(STAMP)
 	@if [ -d "$(MLOPS_HOME)/landing/applications" ]; then \
@@ -60,6 +69,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_landing.py --days 90 --rows-per-day 11000
 	$(BIN)/python benchmarks/bench_features.py --rows 1000000
 	$(BIN)/python benchmarks/bench_training.py --rows 100000
+	$(BIN)/python benchmarks/bench_training.py --rows 1000000 --no-speedup
 
 clean:
 	rm -rf "$(MLOPS_HOME)" dbt_project/target dbt_project/logs build *.egg-info

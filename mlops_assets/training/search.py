@@ -2,12 +2,18 @@
 
 Every (candidate, parameters, fold) fit is one task: whole fits are sent to the workers and the
 training data is scattered to them once, so the only traffic per task is its parameters and its
-out-of-fold predictions. Fits are deterministic (fixed seeds, single-threaded estimators), so a
-search on any number of workers gives exactly what a sequential one gives.
+out-of-fold predictions. The longest fits start first, so the workers finish together. Fits are
+deterministic (fixed seeds, single-threaded estimators), so a search on any number of workers
+gives exactly what a sequential one gives.
 
 Scores are computed on the pooled out-of-fold predictions, which makes leave-one-out (one row
 per fold) well defined; train scores are averaged over folds, so over- and under-fitting show as
 the gap between the two.
+
+The stacking ensemble is scored the way H2O's stacked ensembles are: its meta-model is
+cross-validated on the base candidates' out-of-fold probabilities ("level-one data"), which the
+search has already computed, instead of refitting every base model inside every fold. Its
+train score is the meta-model's on the level-one data.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from mlops_assets.training.candidates import (
     STACKING,
     build_pipeline,
     build_stacking,
+    meta_model,
 )
 from mlops_assets.training.dataset import FeatureSpec, TrainingData
 
@@ -76,9 +83,9 @@ def predict(model, x: pd.DataFrame, classifier: bool) -> np.ndarray:
     return model.predict_proba(x)[:, 1] if classifier else model.predict(x)
 
 
-def make_model(name: str, params: dict, spec: FeatureSpec, seed: int):
+def make_model(name: str, params: dict, spec: FeatureSpec, seed: int, folds: int = 3):
     if name == STACKING:
-        return build_stacking(params, spec, seed=seed)
+        return build_stacking(params, spec, seed=seed, folds=folds)
     return build_pipeline(name, params, spec, seed=seed)
 
 
@@ -127,14 +134,21 @@ def _better(a: float, b: float) -> bool:
     return not np.isnan(a) and (np.isnan(b) or a > b)
 
 
-def run_fits(client, x: pd.DataFrame, y: np.ndarray, calls: list[tuple]) -> list:
+def run_fits(
+    client, x: pd.DataFrame, y: np.ndarray, calls: list[tuple], costs: list[float]
+) -> list:
     """``fit_fold(x, y, *call)`` for every call: on the Dask ``client`` when there is one
-    (data scattered once, one task per fit), else here, in order."""
+    (data scattered once, one task per fit, the costliest first), else here, in order."""
     if client is None:
         return [fit_fold(x, y, *call) for call in calls]
     try:
         x_remote, y_remote = client.scatter([x, y], broadcast=True)
-        futures = [client.submit(fit_fold, x_remote, y_remote, *call, pure=False) for call in calls]
+        futures = [
+            client.submit(
+                fit_fold, x_remote, y_remote, *call, pure=False, priority=round(cost * 1000)
+            )
+            for call, cost in zip(calls, costs, strict=True)
+        ]
         return client.gather(futures)
     except Exception as error:
         # A cluster fault (a worker lost mid-task) must not fail training: the fits are
@@ -149,34 +163,52 @@ def search(data: TrainingData, *, cv: str, folds: int, seed: int, client=None) -
     classifier = is_classifier(data.model)
     splits = cv_splits(cv, data.y_train, folds=folds, seed=seed, classifier=classifier)
     candidates = CLASSIFIER_CANDIDATES if classifier else REGRESSOR_CANDIDATES
-    configs = [(c.name, params) for c in candidates for params in c.param_sets()]
-    result = SearchResult()
-    result.trials += _cross_validate(data, configs, splits, seed, classifier, client)
+    configs = [(c, params) for c in candidates for params in c.param_sets()]
+    calls, costs = [], []
+    for candidate, params in configs:
+        for train, val in splits:
+            calls.append((candidate.name, params, data.spec, seed, classifier, train, val))
+            costs.append(candidate.cost)
+    outputs = iter(run_fits(client, data.x_train, data.y_train, calls, costs))
+    result, level_one = SearchResult(), {}
+    for candidate, params in configs:
+        folds_out = [next(outputs) for _ in splits]
+        index = np.concatenate([val for _, val in splits])
+        prediction = np.concatenate([p for p, _ in folds_out])
+        order = np.argsort(index, kind="stable")  # back to time order
+        index, prediction = index[order], prediction[order]
+        cv_score = score(data.y_train[index], prediction, classifier)
+        train_score = float(np.nanmean([t for _, t in folds_out]))
+        result.trials.append(Trial(candidate.name, params, cv_score, train_score))
+        level_one[len(result.trials) - 1] = (index, prediction)
     if classifier:
-        ranked = sorted(result.best().values(), key=lambda t: -np.nan_to_num(t.cv_score, nan=-1))
-        stacked = {t.candidate: t.params for t in ranked[:STACKED]}
-        result.trials += _cross_validate(
-            data, [(STACKING, stacked)], splits, seed, classifier, client
-        )
+        best: dict[str, int] = {}  # candidate -> index of its best trial
+        for i, trial in enumerate(result.trials):
+            j = best.get(trial.candidate)
+            if j is None or _better(trial.cv_score, result.trials[j].cv_score):
+                best[trial.candidate] = i
+        chosen = sorted(
+            best.values(), key=lambda i: -np.nan_to_num(result.trials[i].cv_score, nan=-1)
+        )[:STACKED]
+        result.trials.append(_stacking_trial(data, result, level_one, chosen, cv, folds, seed))
     return result
 
 
-def _cross_validate(data, configs, splits, seed, classifier, client) -> list[Trial]:
-    calls = [
-        (name, params, data.spec, seed, classifier, train, val)
-        for name, params in configs
-        for train, val in splits
-    ]
-    outputs = iter(run_fits(client, data.x_train, data.y_train, calls))
-    trials = []
-    for name, params in configs:
-        pooled_index, pooled_prediction, train_scores = [], [], []
-        for _, val in splits:
-            prediction, train_score = next(outputs)
-            pooled_index.append(val)
-            pooled_prediction.append(prediction)
-            train_scores.append(train_score)
-        index = np.concatenate(pooled_index)
-        cv_score = score(data.y_train[index], np.concatenate(pooled_prediction), classifier)
-        trials.append(Trial(name, params, cv_score, float(np.nanmean(train_scores))))
-    return trials
+def _stacking_trial(data, result, level_one, chosen, cv, folds, seed) -> Trial:
+    """Cross-validate the meta-model on the chosen trials' out-of-fold probabilities."""
+    index = level_one[chosen[0]][0]
+    x = np.column_stack([level_one[i][1] for i in chosen])
+    y = data.y_train[index]
+    splits = cv_splits(cv, y, folds=folds, seed=seed, classifier=True)
+    pooled, train_scores = [], []
+    for train, val in splits:
+        meta = meta_model().fit(x[train], y[train])
+        pooled.append(meta.predict_proba(x[val])[:, 1])
+        train_scores.append(score(y[train], meta.predict_proba(x[train])[:, 1], True))
+    validated = np.concatenate([val for _, val in splits])
+    return Trial(
+        STACKING,
+        {result.trials[i].candidate: result.trials[i].params for i in chosen},
+        score(y[validated], np.concatenate(pooled), True),
+        float(np.nanmean(train_scores)),
+    )

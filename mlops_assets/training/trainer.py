@@ -141,10 +141,11 @@ def train_model(
     winner = max(result.best().values(), key=lambda t: np.nan_to_num(t.cv_score, nan=-np.inf))
 
     started = time.perf_counter()
-    model = make_model(winner.candidate, winner.params, data.spec, config.seed).fit(
+    model = make_model(winner.candidate, winner.params, data.spec, config.seed, config.folds).fit(
         data.x_train, data.y_train
     )
     seconds["refit"] = time.perf_counter() - started
+    started = time.perf_counter()
     threshold = (
         m.best_threshold(data.y_train, predict(model, data.x_train, True)) if classifier else None
     )
@@ -161,6 +162,7 @@ def train_model(
         rounds=config.bootstrap_rounds,
         seed=config.seed,
     )
+    seconds["holdout metrics"] = time.perf_counter() - started
 
     definition = {
         "candidate": winner.candidate,
@@ -193,7 +195,9 @@ def train_model(
         "rows": {"train": len(data.y_train), "holdout": len(data.y_holdout)},
         "reference": reference_values(data),
     }
+    started = time.perf_counter()
     card, new = registry.register(data.model, model, definition, details)
+    seconds["register"] = time.perf_counter() - started
     if not new:
         decision = Decision(
             False,

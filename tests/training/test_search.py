@@ -62,3 +62,45 @@ def test_search_on_dask_equals_the_sequential_search(data, dask_client):
     forest = max((t for t in sequential.trials if t.candidate == "random_forest"),
                  key=lambda t: t.train_score)  # fmt: skip
     assert forest.train_score > forest.cv_score
+
+
+def test_stacking_refit_learns_the_meta_model_the_search_scored(data):
+    """The search scores stacking on the base candidates' out-of-fold probabilities; the
+    refit's StackingClassifier builds its meta-model from the same folds, so it is the same
+    model: the search's score is the score of the ensemble that would ship."""
+    from mlops_assets.training.candidates import meta_model
+    from mlops_assets.training.search import cv_splits, fit_fold, make_model
+
+    result = search(data, cv="stratified_kfold", folds=3, seed=7)
+    stacking = next(t for t in result.trials if t.candidate == "stacking")
+    assert len(stacking.params) == 3
+    assert not np.isnan(stacking.train_score)
+    refit = make_model("stacking", stacking.params, data.spec, 7, 3).fit(data.x_train, data.y_train)
+    splits = cv_splits("stratified_kfold", data.y_train, folds=3, seed=7, classifier=True)
+    level_one = np.zeros((len(data.y_train), 3))
+    for column, (name, params) in enumerate(stacking.params.items()):
+        for train, val in splits:
+            level_one[val, column], _ = fit_fold(
+                data.x_train, data.y_train, name, params, data.spec, 7, True, train, val
+            )
+    expected = meta_model().fit(level_one, data.y_train)
+    np.testing.assert_allclose(refit.final_estimator_.coef_, expected.coef_, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cv, folds, rows", [("time_series", 3, None), ("leave_one_out", 0, 20)])
+def test_every_cv_strategy_scores_every_candidate_and_the_stacking(
+    data, dask_client, cv, folds, rows
+):
+    subset = data if rows is None else _head(data, rows)
+    assert 0 < subset.y_train.sum() < len(subset.y_train)
+    result = search(subset, cv=cv, folds=folds, seed=3, client=dask_client)
+    assert [t.candidate for t in result.trials][-1] == "stacking"
+    assert len(result.trials) == 9
+    for trial in result.trials:
+        assert 0.0 <= trial.cv_score <= 1.0, trial
+
+
+def _head(data, rows):
+    from dataclasses import replace
+
+    return replace(data, x_train=data.x_train.iloc[:rows], y_train=data.y_train[:rows])
