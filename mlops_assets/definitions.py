@@ -5,6 +5,7 @@ import dagster as dg
 from mlops_assets.features.assets import FEATURES_KEY, feature_assets
 from mlops_assets.features.validation import QUARANTINE_TABLE
 from mlops_assets.ingestion.assets import landing_assets, raw_assets
+from mlops_assets.monitoring.assets import monitoring_assets, monitoring_sensors
 from mlops_assets.resources import default_resources
 from mlops_assets.security.checks import build_identifier_checks
 from mlops_assets.training.assets import model_assets, model_checks, scoring_assets
@@ -26,7 +27,9 @@ defs = dg.Definitions(
         *feature_assets,
         *model_assets,
         *scoring_assets,
+        *monitoring_assets,
     ],
+    sensors=monitoring_sensors,
     asset_checks=[
         build_identifier_checks(warehouse_tables, also_scan={FEATURES_KEY: [QUARANTINE_TABLE]}),
         *model_checks,

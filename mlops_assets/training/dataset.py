@@ -56,6 +56,7 @@ class TrainingData:
     y_holdout: np.ndarray
     ids_holdout: np.ndarray
     split_at: pd.Timestamp  # first applied_at of the holdout
+    applied_until: pd.Timestamp  # last applied_at of the labelled rows used
     version: str  # content hash of the labelled rows used (train + holdout)
 
     @property
@@ -110,5 +111,6 @@ def load_training_data(
         y_holdout=y[cut:],
         ids_holdout=frame["application_id"].iloc[cut:].to_numpy(),
         split_at=frame["applied_at"].iloc[cut],
+        applied_until=frame["applied_at"].iloc[-1],
         version=data_version(frame),
     )

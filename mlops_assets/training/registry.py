@@ -2,6 +2,7 @@
 
     <model>/<version>/model.skops   the fitted pipeline (skops: no arbitrary code on load)
     <model>/<version>/model.json    version, params, metrics, signature, lineage, sha256
+    <model>/<version>/<attachment>  files stored with the model (the drift reference profile)
     <model>/champion.json           the current champion's version
     <model>/promotions.jsonl        append-only history: when, who, why, metrics before/after
 
@@ -17,6 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,10 +93,17 @@ class Registry:
         return ModelCard(json.loads(path.read_text()))
 
     def register(
-        self, model: str, estimator, definition: dict, details: dict
+        self,
+        model: str,
+        estimator,
+        definition: dict,
+        details: dict,
+        attachments: dict[str, Callable[[Path], object]] | None = None,
     ) -> tuple[ModelCard, bool]:
         """Store ``estimator``; returns its card and whether it is new. ``definition`` is what
-        the version hashes; ``details`` (metrics, timings) are recorded but not hashed."""
+        the version hashes; ``details`` (metrics, timings) are recorded but not hashed.
+        ``attachments`` (file name -> writer) are written beside the model and hashed into the
+        card, so they are verified like the model file."""
         version = content_version(definition)
         directory = self._dir(model, version)
         if (directory / "model.json").exists():
@@ -102,6 +111,10 @@ class Registry:
         directory.mkdir(parents=True, exist_ok=True)
         artefact = directory / "model.skops"
         sio.dump(estimator, artefact)
+        files = {}
+        for name, write in (attachments or {}).items():
+            write(directory / name)
+            files[name] = _sha256(directory / name)
         card = {
             "model": model,
             "version": version,
@@ -109,6 +122,7 @@ class Registry:
             **details,
             "artefact": artefact.name,
             "sha256": _sha256(artefact),
+            "attachments": files,
             "created_at": datetime.now(UTC).isoformat(),
         }
         _write_atomic(
@@ -130,6 +144,17 @@ class Registry:
         if foreign:
             raise RegistryError(f"{artefact} contains types outside the allow-list: {foreign}")
         return sio.load(artefact, trusted=untrusted)
+
+    def attachment(self, model: str, version: str, name: str) -> Path:
+        """The path of a file stored with the model, after verifying it is unchanged."""
+        card = self.card(model, version)
+        expected = card.data.get("attachments", {}).get(name)
+        if expected is None:
+            raise RegistryError(f"{model} {version} has no {name} (trained before it existed?)")
+        path = self._dir(model, version) / name
+        if not path.exists() or _sha256(path) != expected:
+            raise RegistryError(f"{path} is missing or was modified after registration")
+        return path
 
     # --- champion ------------------------------------------------------------------------
     def champion(self, model: str) -> str | None:

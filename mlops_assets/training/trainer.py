@@ -12,7 +12,9 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from mlops_assets.monitoring.reference import reference_attachments
 from mlops_assets.training import metrics as m
 from mlops_assets.training.dataset import TrainingData
 from mlops_assets.training.registry import ModelCard, Registry
@@ -192,11 +194,22 @@ def train_model(
         "cv_score": winner.cv_score,
         "train_score": winner.train_score,
         "split_at": str(data.split_at),
+        "applied_until": str(data.applied_until),
         "rows": {"train": len(data.y_train), "holdout": len(data.y_holdout)},
         "reference": reference_values(data),
     }
     started = time.perf_counter()
-    card, new = registry.register(data.model, model, definition, details)
+    card, new = registry.register(
+        data.model,
+        model,
+        definition,
+        details,
+        attachments=reference_attachments(
+            pd.concat([data.x_train, data.x_holdout], ignore_index=True),
+            data.spec,
+            predict(model, data.x_holdout, classifier),
+        ),
+    )
     seconds["register"] = time.perf_counter() - started
     if not new:
         decision = Decision(

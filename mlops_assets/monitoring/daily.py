@@ -1,0 +1,222 @@
+"""Daily monitoring of the champion: each day's applications (features and champion scores)
+against the champion's training reference, and its live performance once labels arrive.
+
+Results go to two warehouse tables, replaced per day (a re-run of a day replaces its rows):
+
+    monitoring.drift_reports   one row per day: verdicts and scores
+    monitoring.drift_columns   one row per day and column: test, score, threshold, drifted
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import duckdb
+import pandas as pd
+
+from mlops_assets.features.validation import FEATURE_TABLE, table_exists
+from mlops_assets.monitoring.engine import DriftOptions, DriftReport, compare_profiles
+from mlops_assets.monitoring.multivariate import domain_classifier
+from mlops_assets.monitoring.profile import Profile, profile_frame
+from mlops_assets.monitoring.reference import PROFILE_FILE, SAMPLE_FILE, SCORE, kinds_of
+from mlops_assets.training.dataset import FeatureSpec
+from mlops_assets.training.registry import Registry
+from mlops_assets.training.scoring import MODEL, SCORES_TABLE
+
+REPORTS_TABLE = "monitoring.drift_reports"
+COLUMNS_TABLE = "monitoring.drift_columns"
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    drift: DriftOptions = field(default_factory=DriftOptions)
+    multivariate: bool = True
+    domain_auc_threshold: float = 0.55
+    performance_window_days: int = 30
+    min_labelled: int = 200  # labelled applications needed to judge live performance
+    performance_tolerance: float = 0.05  # ROC-AUC drop below the holdout's that is drift
+
+
+@dataclass
+class DayDrift:
+    day: date
+    model_version: str
+    rows: int
+    report: DriftReport | None  # None: no applications that day
+    performance: dict = field(default_factory=dict)
+
+    @property
+    def dataset_drift(self) -> bool:
+        return bool(self.report and self.report.dataset_drift)
+
+    @property
+    def prediction_drift(self) -> bool:
+        return bool(
+            self.report and any(c.drifted for c in self.report.columns if c.column == SCORE)
+        )
+
+    @property
+    def multivariate_drift(self) -> bool:
+        return bool(
+            self.report and self.report.multivariate and self.report.multivariate["drifted"]
+        )
+
+    @property
+    def performance_drift(self) -> bool:
+        return bool(self.performance.get("drifted"))
+
+    def summary(self) -> dict:
+        report = self.report
+        multivariate = (report.multivariate or {}) if report else {}
+        return {
+            "day": self.day,
+            "model_version": self.model_version,
+            "rows": self.rows,
+            "dataset_drift": self.dataset_drift,
+            "share_drifted_columns": report.share_drifted_columns if report else None,
+            "n_drifted_columns": report.n_drifted_columns if report else None,
+            "n_columns": report.n_columns if report else None,
+            "prediction_drift": self.prediction_drift,
+            "domain_classifier_auc": multivariate.get("score"),
+            "multivariate_drift": self.multivariate_drift,
+            "live_roc_auc": self.performance.get("roc_auc"),
+            "holdout_roc_auc": self.performance.get("holdout_roc_auc"),
+            "labelled": self.performance.get("labelled", 0),
+            "performance_drift": self.performance_drift,
+        }
+
+
+class NoChampion(RuntimeError):
+    """There is no champion (or no scores) to monitor yet."""
+
+
+def monitor_days(
+    con: duckdb.DuckDBPyConnection, registry: Registry, days: list[date], config: MonitorConfig
+) -> list[DayDrift]:
+    version = registry.champion(MODEL)
+    if version is None or not table_exists(con, SCORES_TABLE):
+        raise NoChampion(f"{MODEL} has no champion and scores yet: nothing to monitor")
+    reference = Profile.load(registry.attachment(MODEL, version, PROFILE_FILE))
+    sample = pd.read_parquet(registry.attachment(MODEL, version, SAMPLE_FILE))
+    card = registry.card(MODEL, version).data
+    spec = FeatureSpec.from_contract()
+    kinds = {**kinds_of(spec), SCORE: "numerical"}
+    frame = _window(con, spec, min(days), max(days))
+    labelled = _labelled(con, version, card)
+    results = []
+    for day in days:
+        current = frame[frame["day"] == pd.Timestamp(day)]
+        result = DayDrift(day, version, len(current), None)
+        if len(current):
+            result.report = compare_profiles(
+                reference, profile_frame(current, kinds, exact=True), config.drift
+            )
+            if config.multivariate:
+                result.report.multivariate = domain_classifier(
+                    sample[list(spec.columns)],
+                    current[list(spec.columns)],
+                    threshold=config.domain_auc_threshold,
+                )
+        result.performance = _performance(labelled, day, card, config)
+        results.append(result)
+    return results
+
+
+def _window(con, spec: FeatureSpec, first: date, last: date) -> pd.DataFrame:
+    columns = ", ".join(f'f."{c}"' for c in spec.columns)
+    return con.execute(
+        f"""
+        select cast(f.applied_at as date) as day, {columns}, s.score as {SCORE}
+        from {FEATURE_TABLE} as f
+        join {SCORES_TABLE} as s on s.application_id = f.application_id and s.mode = 'champion'
+        where cast(f.applied_at as date) between ? and ?
+        """,
+        [first, last],
+    ).df()
+
+
+def _labelled(con, version: str, card: dict) -> pd.DataFrame:
+    """Labelled applications the champion never saw (applied after its training data), with
+    their champion scores."""
+    until = card.get("applied_until") or card["split_at"]
+    return con.execute(
+        f"""
+        select cast(f.applied_at as date) as day, cast(f.defaulted as integer) as y, s.score
+        from {FEATURE_TABLE} as f
+        join {SCORES_TABLE} as s on s.application_id = f.application_id
+            and s.mode = 'champion' and s.model_version = ?
+        where f.is_labelled and f.applied_at > cast(? as timestamp)
+        """,
+        [version, until],
+    ).df()
+
+
+def _performance(labelled: pd.DataFrame, day: date, card: dict, config: MonitorConfig) -> dict:
+    """Champion ROC-AUC on the labelled applications of the trailing window ending ``day``,
+    against its holdout ROC-AUC."""
+    from sklearn.metrics import roc_auc_score
+
+    start = pd.Timestamp(day - timedelta(days=config.performance_window_days - 1))
+    window = labelled[(labelled["day"] >= start) & (labelled["day"] <= pd.Timestamp(day))]
+    holdout = card["metrics"]["roc_auc"]
+    result = {"labelled": len(window), "holdout_roc_auc": holdout}
+    if len(window) < config.min_labelled or window["y"].nunique() < 2:
+        return result
+    auc = float(roc_auc_score(window["y"], window["score"]))
+    drop = holdout - auc
+    result.update(roc_auc=auc, drop=drop, drifted=drop > config.performance_tolerance)
+    return result
+
+
+def store(con: duckdb.DuckDBPyConnection, results: list[DayDrift]) -> None:
+    """Replace the rows of these days in the monitoring tables, in one transaction."""
+    summaries = pd.DataFrame([r.summary() for r in results])
+    columns = pd.DataFrame(
+        [
+            {
+                "day": r.day,
+                "model_version": r.model_version,
+                "column_name": c.column,
+                "kind": c.kind,
+                "test": c.test,
+                "score": c.score,
+                "threshold": c.threshold,
+                "drifted": c.drifted,
+            }
+            for r in results
+            if r.report
+            for c in r.report.columns
+        ],
+        columns=[
+            "day",
+            "model_version",
+            "column_name",
+            "kind",
+            "test",
+            "score",
+            "threshold",
+            "drifted",
+        ],
+    )
+    summaries["created_at"] = pd.Timestamp.now(tz="UTC")
+    days = [r.day for r in results]
+    con.execute("begin")
+    try:
+        con.execute("create schema if not exists monitoring")
+        for table, frame in ((REPORTS_TABLE, summaries), (COLUMNS_TABLE, columns)):
+            con.register("_frame", frame)
+            con.execute(f"create table if not exists {table} as select * from _frame limit 0")
+            con.execute(f"delete from {table} where day in (select unnest(?::date[]))", [days])
+            con.execute(f"insert into {table} by name select * from _frame")
+            con.unregister("_frame")
+        con.execute("commit")
+    except Exception:
+        con.execute("rollback")
+        raise
+
+
+def history(con: duckdb.DuckDBPyConnection, limit: int = 60) -> pd.DataFrame:
+    if not table_exists(con, REPORTS_TABLE):
+        return pd.DataFrame()
+    return con.execute(f"select * from {REPORTS_TABLE} order by day desc limit {int(limit)}").df()

@@ -1,0 +1,228 @@
+"""Column profiles: what drift detection needs of a dataset, in a few kilobytes per column.
+
+A reference profile is computed once (when a model is trained, or from a reference file) and
+stored; monitoring then reads only the current window. Per column it keeps:
+
+* numerical: row and missing counts, mean, standard deviation, min and max, the distinct
+  count, the sorted values themselves up to ``EXACT_ROWS`` rows or else ``QUANTILES`` evenly
+  spaced quantiles (Kolmogorov-Smirnov and Wasserstein work on those), and the value counts
+  when there are at most ``FEW_VALUES`` distinct values (the tests that bin numbers as
+  categories use them);
+* categorical: row and missing counts and the count of every category.
+
+Missing values (null, NaN, +-infinity) are counted and left out of every statistic, as
+Evidently does. Profiles are stored as one Parquet file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mlops_assets.monitoring.stattests import FEW_VALUES, Sample
+
+EXACT_ROWS = 10_000
+QUANTILES = 10_000
+
+
+def column_kind(arrow_type: pa.DataType) -> str | None:
+    """numerical for numbers, categorical for everything else, None for times (not compared:
+    time always moves)."""
+    if pa.types.is_temporal(arrow_type):
+        return None
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type):
+        return "numerical"
+    if pa.types.is_decimal(arrow_type):
+        return "numerical"
+    return "categorical"
+
+
+@dataclass
+class ColumnProfile:
+    name: str
+    kind: str
+    rows: int  # non-missing values
+    missing: int
+    distinct: int
+    keys: np.ndarray | None = None  # sorted distinct values (categorical, or few numbers)
+    counts: np.ndarray | None = None
+    values: np.ndarray | None = None  # numerical: sorted values or quantiles
+    mean: float = float("nan")
+    std: float = float("nan")  # population standard deviation (ddof 0), as Evidently
+    min: float = float("nan")
+    max: float = float("nan")
+
+    @property
+    def sample(self) -> Sample:
+        return Sample(self.values, self.rows)
+
+    @property
+    def missing_share(self) -> float:
+        total = self.rows + self.missing
+        return self.missing / total if total else 0.0
+
+
+def numbers(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, int]:
+    """The finite values of a numerical column as float64, and how many were missing."""
+    values = np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float64)
+    finite = np.isfinite(values)
+    return values[finite], int(len(values) - finite.sum())
+
+
+def profile_numbers(
+    name: str, array: pa.ChunkedArray | pa.Array, exact: bool = False
+) -> ColumnProfile:
+    values, missing = numbers(array)
+    values.sort(kind="quicksort")
+    return profile_sorted(name, values, missing, exact)
+
+
+def profile_sorted(name: str, values: np.ndarray, missing: int, exact: bool) -> ColumnProfile:
+    """Profile of the sorted finite values of a numerical column; ``exact`` keeps them all
+    (a current window) instead of quantiles."""
+    rows = len(values)
+    profile = ColumnProfile(name, "numerical", rows, missing, distinct=0)
+    if rows == 0:
+        profile.values = values
+        return profile
+    starts = np.flatnonzero(np.diff(values)) + 1  # where a new distinct value begins
+    profile.distinct = len(starts) + 1
+    if profile.distinct <= FEW_VALUES:
+        bounds = np.concatenate([[0], starts, [rows]])
+        profile.keys = values[bounds[:-1]]
+        profile.counts = np.diff(bounds).astype(np.int64)
+    if exact:
+        profile.values = values
+    elif rows <= EXACT_ROWS:
+        profile.values = values.copy()
+    else:
+        levels = (np.arange(QUANTILES) + 0.5) / QUANTILES
+        profile.values = values[np.minimum((levels * rows).astype(np.int64), rows - 1)]
+    profile.mean = float(values.mean())
+    profile.std = float(values.std())
+    profile.min, profile.max = float(values[0]), float(values[-1])
+    return profile
+
+
+def category_counts(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, int]:
+    """Sorted categories, their counts, and the number of missing values."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
+        array = pc.cast(array, pa.string())
+    missing = array.null_count
+    counted = pc.value_counts(array.drop_null())
+    keys = np.asarray(counted.field("values").to_numpy(zero_copy_only=False), dtype=object)
+    counts = counted.field("counts").to_numpy().astype(np.int64)
+    order = np.argsort(keys.astype(str), kind="stable")
+    return keys[order].astype(str), counts[order], missing
+
+
+def profile_categories(name: str, array: pa.ChunkedArray | pa.Array) -> ColumnProfile:
+    keys, counts, missing = category_counts(array)
+    return ColumnProfile(
+        name, "categorical", int(counts.sum()), missing, len(keys), keys=keys, counts=counts
+    )
+
+
+def profile_column(
+    name: str, kind: str, array: pa.ChunkedArray | pa.Array, *, exact: bool = False
+) -> ColumnProfile:
+    """Profile of one column; ``exact`` keeps every numerical value (for a current window)."""
+    if kind == "numerical":
+        return profile_numbers(name, array, exact)
+    return profile_categories(name, array)
+
+
+def profile_frame(frame, kinds: dict[str, str], *, exact: bool = False) -> Profile:
+    """Profile the ``kinds`` (column -> numerical/categorical) of a pandas DataFrame.
+    ``exact`` keeps every numerical value (a current window), not quantiles."""
+    profile = Profile(rows=len(frame))
+    for name, kind in kinds.items():
+        array = pa.Array.from_pandas(frame[name])
+        profile.columns[name] = profile_column(name, kind, array, exact=exact)
+    return profile
+
+
+@dataclass
+class Profile:
+    """Profiles of every compared column of a dataset."""
+
+    columns: dict[str, ColumnProfile] = field(default_factory=dict)
+    rows: int = 0
+
+    def save(self, path: Path) -> Path:
+        records = []
+        for c in self.columns.values():
+            numeric_keys = c.kind == "numerical" and c.keys is not None
+            records.append(
+                {
+                    "name": c.name,
+                    "kind": c.kind,
+                    "rows": c.rows,
+                    "missing": c.missing,
+                    "distinct": c.distinct,
+                    "category_keys": None if c.kind == "numerical" else [str(k) for k in c.keys],
+                    "number_keys": [float(k) for k in c.keys] if numeric_keys else None,
+                    "counts": None if c.counts is None else c.counts.tolist(),
+                    "values": None if c.values is None else c.values.tolist(),
+                    "mean": c.mean,
+                    "std": c.std,
+                    "min": c.min,
+                    "max": c.max,
+                }
+            )
+        table = pa.Table.from_pylist(records, schema=PROFILE_SCHEMA).replace_schema_metadata(
+            {"rows": str(self.rows)}
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Profile:
+        table = pq.read_table(path, schema=PROFILE_SCHEMA)
+        profile = cls(rows=int(table.schema.metadata[b"rows"]))
+        for r in table.to_pylist():
+            keys = r["category_keys"] if r["kind"] == "categorical" else r["number_keys"]
+            profile.columns[r["name"]] = ColumnProfile(
+                r["name"],
+                r["kind"],
+                r["rows"],
+                r["missing"],
+                r["distinct"],
+                keys=None
+                if keys is None
+                else np.asarray(keys, dtype=object if r["kind"] == "categorical" else np.float64),
+                counts=None if r["counts"] is None else np.asarray(r["counts"], dtype=np.int64),
+                values=None if r["values"] is None else np.asarray(r["values"], dtype=np.float64),
+                mean=r["mean"],
+                std=r["std"],
+                min=r["min"],
+                max=r["max"],
+            )
+        return profile
+
+
+PROFILE_SCHEMA = pa.schema(
+    [
+        ("name", pa.string()),
+        ("kind", pa.string()),
+        ("rows", pa.int64()),
+        ("missing", pa.int64()),
+        ("distinct", pa.int64()),
+        ("category_keys", pa.list_(pa.string())),
+        ("number_keys", pa.list_(pa.float64())),
+        ("counts", pa.list_(pa.int64())),
+        ("values", pa.list_(pa.float64())),
+        ("mean", pa.float64()),
+        ("std", pa.float64()),
+        ("min", pa.float64()),
+        ("max", pa.float64()),
+    ]
+)
