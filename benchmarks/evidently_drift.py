@@ -43,8 +43,11 @@ def main(reference: str, current: str, out: str) -> None:
     for metric in snapshot.dict()["metrics"]:
         config = metric["config"]
         if config["type"].endswith("DriftedColumnsCount"):
-            dataset = {"count": metric["value"]["count"], "share": metric["value"]["share"],
-                       "dataset_drift": metric["value"]["share"] >= config["drift_share"]}
+            dataset = {
+                "count": metric["value"]["count"],
+                "share": metric["value"]["share"],
+                "dataset_drift": metric["value"]["share"] >= config["drift_share"],
+            }
         elif config["type"].endswith("ValueDrift"):
             score, method, threshold = metric["value"], config["method"], config["threshold"]
             if method == "K-S p_value":
@@ -53,11 +56,19 @@ def main(reference: str, current: str, out: str) -> None:
                 drifted = score < threshold
             else:
                 drifted = score >= threshold
-            columns[config["column"]] = {"method": method, "score": score,
-                                         "threshold": threshold, "drifted": bool(drifted)}
-    result = {"read_seconds": read, "report_seconds": seconds,
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "dataset": dataset, "columns": columns}
+            columns[config["column"]] = {
+                "method": method,
+                "score": score,
+                "threshold": threshold,
+                "drifted": bool(drifted),
+            }
+    result = {
+        "read_seconds": read,
+        "report_seconds": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "dataset": dataset,
+        "columns": columns,
+    }
     with open(out, "w") as f:
         json.dump(result, f, indent=1, default=float)
 

@@ -62,7 +62,7 @@ def _svg(bins: list[str], ref: list[float], cur: list[float]) -> str:
     slot = (width - 2 * pad) / n
     bar = max(slot / 2 - 0.5, 0.5)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'<svg width="{width}" height="{height}" '
         f'role="img" aria-label="distribution">'
     ]
     for i, (label, a, b) in enumerate(zip(bins, ref, cur, strict=True)):

@@ -1,0 +1,104 @@
+"""`mlops drift` on files: the JSON contract, exit codes, CSV and Parquet, reports, errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+MLOPS = str(Path(sys.executable).parent / "mlops")
+KEYS = {"column", "kind", "test", "score", "threshold", "drifted"}
+
+
+def _frame(rows: int, seed: int, shift: float) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "income": rng.lognormal(10 - shift, 0.5, rows),
+            "age": rng.integers(18, 80, rows),
+            "term": rng.choice([36, 60], rows),
+            "purpose": rng.choice(["car", "home", "debt"] + ["solar"] * int(shift > 0), rows),
+            "channel": rng.choice(["web", "branch", "phone"], rows),
+            "applied_at": pd.Timestamp("2025-01-01") + pd.to_timedelta(np.arange(rows), "min"),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("drift")
+    ref, same, moved = _frame(3000, 1, 0), _frame(2000, 2, 0), _frame(2000, 3, 0.5)
+    ref.to_parquet(root / "ref.parquet", index=False)
+    same.to_parquet(root / "same.parquet", index=False)
+    moved.to_csv(root / "moved.csv", index=False)
+    moved[["income", "age"]].to_parquet(root / "narrow.parquet", index=False)
+    return root
+
+
+def _drift(*args, check_code=None):
+    result = subprocess.run([MLOPS, "drift", *map(str, args)], capture_output=True, text=True)
+    if check_code is not None:
+        assert result.returncode == check_code, result.stdout + result.stderr[-2000:]
+    return result
+
+
+def test_json_report_follows_the_contract_and_exit_is_0_either_way(files, tmp_path):
+    out = tmp_path / "r.json"
+    _drift(files / "ref.parquet", files / "moved.csv", "--json", out, check_code=0)
+    report = json.loads(out.read_text())
+    assert {"dataset_drift", "drift_share", "share_drifted_columns", "n_drifted_columns",
+            "n_columns", "columns"} <= set(report)  # fmt: skip
+    assert report["n_columns"] == 5  # applied_at is a time column: skipped
+    assert report["skipped_columns"] == ["applied_at"]
+    for column in report["columns"]:
+        assert set(column) >= KEYS
+        assert np.isfinite(column["score"])
+    by_name = {c["column"]: c for c in report["columns"]}
+    assert by_name["income"]["kind"] == "numerical" and by_name["income"]["drifted"]
+    assert by_name["purpose"]["kind"] == "categorical" and by_name["purpose"]["drifted"]
+    assert not by_name["channel"]["drifted"]
+    assert report["n_drifted_columns"] == sum(c["drifted"] for c in report["columns"])
+    assert report["share_drifted_columns"] == pytest.approx(report["n_drifted_columns"] / 5)
+    _drift(files / "ref.parquet", files / "same.parquet", "--json", out, check_code=0)
+    assert not json.loads(out.read_text())["dataset_drift"]
+
+
+def test_fail_on_drift_exits_1_only_on_dataset_drift(files):
+    _drift(files / "ref.parquet", files / "moved.csv", "--drift-share", "0.3", "--fail-on-drift",
+           check_code=1)  # fmt: skip
+    _drift(files / "ref.parquet", files / "same.parquet", "--fail-on-drift", check_code=0)
+
+
+def test_stattest_threshold_and_per_column_options(files):
+    options = ["--stattest", "psi", "--column-stattest", "income=ks", "--threshold", "0.2"]
+    result = _drift(files / "ref.parquet", files / "moved.csv", "--json", "-", *options,
+                    check_code=0)  # fmt: skip
+    columns = {c["column"]: c for c in json.loads(result.stdout)["columns"]}
+    assert columns["income"]["test"] == "ks" and columns["channel"]["test"] == "psi"
+    assert {c["threshold"] for c in columns.values()} == {0.2}
+
+
+def test_html_report_is_self_contained_and_small(files, tmp_path):
+    out = tmp_path / "r.html"
+    _drift(files / "ref.parquet", files / "moved.csv", "--html", out, check_code=0)
+    page = out.read_text()
+    assert page.startswith("<!doctype html>") and "<script" not in page and "http" not in page
+    assert page.count("<svg") == 5 and "income" in page
+    assert out.stat().st_size < 200_000
+
+
+def test_unusable_inputs_exit_2_naming_the_problem(files, tmp_path):
+    result = _drift(files / "ref.parquet", files / "narrow.parquet", check_code=2)
+    assert "columns missing from one of the files" in result.stderr
+    assert "purpose" in result.stderr
+    result = _drift(files / "ref.parquet", tmp_path / "nope.csv", check_code=2)
+    assert "no such file" in result.stderr
+    result = _drift(files / "ref.parquet", files / "same.parquet", "--stattest", "magic",
+                    check_code=2)  # fmt: skip
+    assert "unknown stattest 'magic'" in result.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\x00\xff\xfe garbage")
+    assert _drift(files / "ref.parquet", bad).returncode == 2
