@@ -5,17 +5,18 @@ import dagster as dg
 from mlops_assets.features.assets import FEATURES_KEY, feature_assets
 from mlops_assets.features.validation import QUARANTINE_TABLE
 from mlops_assets.ingestion.assets import landing_assets, raw_assets
-from mlops_assets.monitoring.assets import monitoring_assets, monitoring_sensors
+from mlops_assets.monitoring.assets import DRIFT_KEY, monitoring_assets, monitoring_sensors
+from mlops_assets.monitoring.daily import COLUMNS_TABLE, REPORTS_TABLE
 from mlops_assets.resources import default_resources
 from mlops_assets.security.checks import build_identifier_checks
 from mlops_assets.training.assets import model_assets, model_checks, scoring_assets
 from mlops_assets.transform.assets import build_dbt_assets
 
 dbt_models = build_dbt_assets()
-# Every table downstream of the vault: raw tables, dbt models, features and scores.
+# Every table downstream of the vault: raw tables, dbt models, features, scores, monitoring.
 warehouse_tables = [
     key
-    for asset in [*raw_assets, dbt_models, *feature_assets, *scoring_assets]
+    for asset in [*raw_assets, dbt_models, *feature_assets, *scoring_assets, *monitoring_assets]
     for key in asset.keys
 ]
 
@@ -31,7 +32,11 @@ defs = dg.Definitions(
     ],
     sensors=monitoring_sensors,
     asset_checks=[
-        build_identifier_checks(warehouse_tables, also_scan={FEATURES_KEY: [QUARANTINE_TABLE]}),
+        build_identifier_checks(
+            warehouse_tables,
+            also_scan={FEATURES_KEY: [QUARANTINE_TABLE]},
+            tables_of={DRIFT_KEY: [REPORTS_TABLE, COLUMNS_TABLE]},
+        ),
         *model_checks,
     ],
     resources=default_resources(),

@@ -27,6 +27,7 @@ REPORTED_SCHEMAS = (
     "marts",
     "features",
     "predictions",
+    "monitoring",
     "quarantine",
 )
 
@@ -185,7 +186,8 @@ def run_pipeline(
     }
     blocking = {key: graph.get_check_spec(key).blocking for key in graph.asset_check_keys}
     if pending:
-        # One run over the range of pending days (single-run backfill of the raw assets).
+        # One run over the range of pending days (single-run backfill of the partitioned
+        # assets: raw tables and drift reports).
         selection = None
         tags = {
             "dagster/asset_partition_range_start": pending[0],
@@ -196,6 +198,7 @@ def run_pipeline(
             n.key for n in graph.asset_nodes if n.is_materializable and not n.is_partitioned
         ]
         tags = {}
+    selected_keys = set(selection) if selection else {n.key for n in graph.asset_nodes}
     instance = dg.DagsterInstance.get()
     run_id = make_new_run_id()
     watcher = _StepWatcher(instance, run_id, on_event) if on_event else None
@@ -234,11 +237,11 @@ def run_pipeline(
 
     materialized = {event.asset_key for event in result.get_asset_materialization_events()}
     for node in graph.asset_nodes:
-        skipped = node.group_name in ("training", "scoring") and node.key not in materialized
-        if result.success and skipped:
+        skipped = node.key not in materialized and node.key in selected_keys
+        if result.success and skipped and node.group_name in ("training", "scoring", "monitoring"):
             report.notices.append(
                 f"{node.key.to_user_string()} not materialized: too few labelled applications "
-                "yet, or no champion to score with (the run log says which)"
+                "yet, or no champion to score with or monitor (the run log says which)"
             )
     for step, seconds in _step_durations(instance, run_id).items():
         group = group_of_op.get(step, "checks")  # ops that are not assets: asset checks

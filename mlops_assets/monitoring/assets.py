@@ -2,6 +2,7 @@
 `retrain_on_drift` sensor."""
 
 import json
+import warnings
 from datetime import date
 
 import dagster as dg
@@ -12,6 +13,7 @@ from mlops_assets.ingestion.assets import landing_days
 from mlops_assets.markdown import md_table
 from mlops_assets.monitoring import report as drift_report_text
 from mlops_assets.monitoring.daily import (
+    MONITOR_DRIFT_SHARE,
     REPORTS_TABLE,
     MonitorConfig,
     NoChampion,
@@ -19,7 +21,13 @@ from mlops_assets.monitoring.daily import (
     store,
 )
 from mlops_assets.monitoring.engine import DriftOptions
-from mlops_assets.resources import WRITER_POOL, RegistryResource, WarehouseResource
+from mlops_assets.monitoring.multivariate import DEFAULT_THRESHOLD
+from mlops_assets.resources import (
+    WRITER_POOL,
+    DaskResource,
+    RegistryResource,
+    WarehouseResource,
+)
 from mlops_assets.settings import get_settings
 from mlops_assets.training.assets import SCORES_KEY
 
@@ -38,10 +46,14 @@ class DriftConfig(dg.Config):
         default=None, description="One test for every column (default: chosen per column)."
     )
     threshold: float | None = Field(default=None, description="Drift threshold of the tests.")
-    drift_share: float = Field(default=0.5, description="Share of drifted columns = drift.")
+    drift_share: float = Field(
+        default=MONITOR_DRIFT_SHARE, description="Share of drifted columns that is drift."
+    )
     correction: str = Field(default="none", description="none, or bh (Benjamini-Hochberg).")
     multivariate: bool = Field(default=True, description="Train a domain classifier per day.")
-    domain_auc_threshold: float = 0.55
+    domain_auc_threshold: float = Field(
+        default=DEFAULT_THRESHOLD, description="Domain classifier ROC-AUC that is drift."
+    )
     performance_window_days: int = Field(default=30, ge=1)
     min_labelled: int = Field(default=200, ge=10)
     performance_tolerance: float = Field(
@@ -70,37 +82,27 @@ def _plottable(summary: dict) -> dict:
     for key in ("share_drifted_columns", "domain_classifier_auc", "live_roc_auc"):
         if summary[key] is not None:
             out[key] = dg.MetadataValue.float(float(summary[key]))
-    for key in ("dataset_drift", "prediction_drift", "multivariate_drift", "performance_drift"):
+    flags = ("drifted", "dataset_drift", "prediction_drift", "multivariate_drift")
+    for key in (*flags, "performance_drift"):
         out[key] = dg.MetadataValue.bool(bool(summary[key]))
     out["rows"] = dg.MetadataValue.int(int(summary["rows"]))
     out["model_version"] = summary["model_version"]
     return out
 
 
-@dg.asset(
-    key=DRIFT_KEY,
-    deps=[FEATURES_KEY, SCORES_KEY],
-    partitions_def=landing_days,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="monitoring",
-    pool=WRITER_POOL,
-    output_required=False,
-    kinds={"duckdb", "dask"},
-    description="Each day's applications (features and champion scores) against the "
-    "champion's training reference: per-column drift (Evidently's DataDriftPreset tests), "
-    "a domain classifier, prediction drift and, once labels arrive, performance drift. "
-    f"Rows in {REPORTS_TABLE}; HTML reports under $MLOPS_HOME/reports/drift/.",
-)
-def drift_report(
+def _drift_report(
     context: dg.AssetExecutionContext,
     config: DriftConfig,
     warehouse: WarehouseResource,
     registry: RegistryResource,
+    dask: DaskResource,
 ):
     days = [date.fromisoformat(key) for key in context.partition_keys]
     with warehouse.connect() as con:
         try:
-            results = monitor_days(con, registry.open(), days, config.monitor_config())
+            results = monitor_days(
+                con, registry.open(), days, config.monitor_config(), client_factory=dask.client
+            )
         except NoChampion as reason:
             context.log.warning(f"drift report skipped: {reason}")
             return
@@ -145,15 +147,32 @@ def drift_report(
                 rows[-60:],
             )
         ),
-        "drifted_days": dg.MetadataValue.int(
-            sum(r.dataset_drift or r.performance_drift for r in results)
-        ),
+        "drifted_days": dg.MetadataValue.int(sum(r.drifted for r in results)),
         "dagster/table_name": REPORTS_TABLE,
     }
     if last.report:
         metadata["latest"] = dg.MetadataValue.md(drift_report_text.markdown(last.report))
         metadata["html_report"] = dg.MetadataValue.path(str(reports_dir / f"{last.day}.html"))
     yield dg.MaterializeResult(metadata=metadata)
+
+
+with warnings.catch_warnings():
+    # Single-run backfills (beta) let one run report a whole range of days.
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    drift_report = dg.asset(
+        key=DRIFT_KEY,
+        deps=[FEATURES_KEY, SCORES_KEY],
+        partitions_def=landing_days,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="monitoring",
+        pool=WRITER_POOL,
+        output_required=False,
+        kinds={"duckdb", "dask"},
+        description="Each day's applications (features and champion scores) against the "
+        "champion's training reference: per-column drift (Evidently's DataDriftPreset tests), "
+        "a domain classifier, prediction drift and, once labels arrive, performance drift. "
+        f"Rows in {REPORTS_TABLE}; HTML reports under $MLOPS_HOME/reports/drift/.",
+    )(_drift_report)
 
 
 class RetrainCursor:
@@ -200,7 +219,8 @@ def episodes(observations: list[tuple[str, bool]], cursor: RetrainCursor) -> lis
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Retrains both models and re-scores when a day's drift report shows dataset "
-    "or performance drift: once per drift episode, at most once per "
+    "drift (share of columns or domain classifier) or performance drift: once per drift "
+    "episode, at most once per "
     f"{COOLDOWN_DAYS} days of data.",
 )
 def retrain_on_drift(context: dg.SensorEvaluationContext):

@@ -301,9 +301,11 @@ def compare_profiles(
     *,
     columns: list[str] | None = None,
     client=None,
+    parallel: bool = True,
 ) -> DriftReport:
     """Compare ``columns`` (default: all of the reference's) of a stored reference profile with
-    an exact profile of the current data."""
+    an exact profile of the current data (column by column in parallel unless ``parallel`` is
+    false: the caller parallelises already)."""
     options = options or DriftOptions()
     columns = columns or list(reference.columns)
     absent = [c for c in columns if c not in current.columns]
@@ -316,7 +318,8 @@ def compare_profiles(
     def task(name: str) -> ColumnDrift:
         return compare_columns(reference.columns[name], current.columns[name], options)
 
-    return finish(run_tasks(task, columns, client), options, reference.rows, current.rows)
+    results = run_tasks(task, columns, client) if parallel else [task(c) for c in columns]
+    return finish(results, options, reference.rows, current.rows)
 
 
 def finish(results: list[ColumnDrift], options: DriftOptions, reference_rows, current_rows):

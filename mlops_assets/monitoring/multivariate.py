@@ -2,7 +2,7 @@
 
 A gradient-boosting "domain classifier" is cross-validated on a balanced sample of both sides;
 its ROC-AUC is the score. 0.5 means the two are indistinguishable; drift is flagged from
-``threshold`` (0.55 by default). It sees interactions that per-column tests miss (the same
+``threshold`` (0.6 by default). It sees interactions that per-column tests miss (the same
 marginals, a changed joint distribution).
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DEFAULT_THRESHOLD = 0.55
+DEFAULT_THRESHOLD = 0.6
 SAMPLE_ROWS = 5_000
 
 
@@ -36,11 +36,12 @@ def domain_classifier(
     *,
     threshold: float = DEFAULT_THRESHOLD,
     seed: int = 0,
-    folds: int = 3,
+    folds: int = 2,
 ) -> dict:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from threadpoolctl import threadpool_limits
 
     n = min(len(reference), len(current), SAMPLE_ROWS)
     if n < 2 * folds:
@@ -54,10 +55,11 @@ def domain_classifier(
     x, categorical = _encode(both)
     y = np.repeat([0, 1], n)
     model = HistGradientBoostingClassifier(
-        max_iter=100, categorical_features=categorical, random_state=seed
+        max_iter=30, max_bins=63, categorical_features=categorical, random_state=seed
     )
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    probability = cross_val_predict(model, x, y, cv=cv, method="predict_proba")[:, 1]
+    with threadpool_limits(1):  # parallelism is the caller's (days, columns), not OpenMP's
+        probability = cross_val_predict(model, x, y, cv=cv, method="predict_proba")[:, 1]
     auc = float(roc_auc_score(y, probability))
     return {"test": "domain_classifier", "score": auc, "threshold": threshold,
             "drifted": auc >= threshold, "rows_per_side": n}  # fmt: skip

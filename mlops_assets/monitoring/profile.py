@@ -187,7 +187,7 @@ class Profile:
     @classmethod
     def load(cls, path: Path) -> Profile:
         table = pq.read_table(path, schema=PROFILE_SCHEMA)
-        profile = cls(rows=int(table.schema.metadata[b"rows"]))
+        profile = cls(rows=int(pq.read_schema(path).metadata[b"rows"]))
         for r in table.to_pylist():
             keys = r["category_keys"] if r["kind"] == "categorical" else r["number_keys"]
             profile.columns[r["name"]] = ColumnProfile(

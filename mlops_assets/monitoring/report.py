@@ -61,10 +61,7 @@ def _svg(bins: list[str], ref: list[float], cur: list[float]) -> str:
     top = max([*ref, *cur, 1e-12])
     slot = (width - 2 * pad) / n
     bar = max(slot / 2 - 0.5, 0.5)
-    parts = [
-        f'<svg width="{width}" height="{height}" '
-        f'role="img" aria-label="distribution">'
-    ]
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="distribution">']
     for i, (label, a, b) in enumerate(zip(bins, ref, cur, strict=True)):
         x = pad + i * slot
         for offset, share, colour in ((0, a, REF_COLOUR), (bar, b, CUR_COLOUR)):

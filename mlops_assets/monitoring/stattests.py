@@ -20,8 +20,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
-from scipy.spatial import distance
+
+# scipy.stats costs seconds to import: only the p-value tests import it, when they run.
 
 TESTS = ("ks", "chisquare", "z", "wasserstein", "jensenshannon", "psi", "hellinger")
 P_VALUE_TESTS = frozenset({"ks", "chisquare", "z"})
@@ -78,6 +78,8 @@ def ks(reference: Sample, current: Sample) -> float:
     """Two-sample Kolmogorov-Smirnov p-value (scipy's ``ks_2samp``). A quantile sample of a
     large reference gives the statistic to within 1/len(values), and the p-value of the true
     sizes by scipy's asymptotic two-sided distribution."""
+    from scipy import stats
+
     if reference.exact and current.exact:
         return float(stats.ks_2samp(reference.values, current.values).pvalue)
     grid = np.concatenate([reference.values, current.values])
@@ -106,6 +108,8 @@ def _wasserstein(u: np.ndarray, v: np.ndarray) -> float:
 
 def chisquare(counts: Counts) -> float:
     """Chi-square goodness of fit of the current counts to the reference proportions."""
+    from scipy import stats
+
     if len(counts.keys) < 2:
         return 1.0
     scale = counts.current.sum() / counts.reference.sum()
@@ -124,7 +128,7 @@ def z_test(counts: Counts) -> float:
     spread = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
     if spread == 0:
         return 1.0
-    return float(2 * (1 - stats.norm.cdf(abs((p1 - p2) / spread))))
+    return math.erfc(abs((p1 - p2) / spread) / math.sqrt(2))  # 2 * (1 - Phi(|z|))
 
 
 def shares(counts_ref: np.ndarray, counts_cur: np.ndarray, fill_zeroes: bool):
@@ -142,7 +146,16 @@ def _fill_zeroes(share: np.ndarray) -> np.ndarray:
 
 
 def jensenshannon(ref: np.ndarray, cur: np.ndarray) -> float:
-    return float(distance.jensenshannon(ref, cur))
+    """Jensen-Shannon distance (natural log), as ``scipy.spatial.distance.jensenshannon``."""
+    p, q = ref / ref.sum(), cur / cur.sum()
+    m = (p + q) / 2
+    divergence = _relative_entropy(p, m) + _relative_entropy(q, m)
+    return math.sqrt(max(divergence / 2, 0.0))
+
+
+def _relative_entropy(p: np.ndarray, m: np.ndarray) -> float:
+    present = p > 0
+    return float(np.sum(p[present] * np.log(p[present] / m[present])))
 
 
 def psi(ref: np.ndarray, cur: np.ndarray) -> float:

@@ -11,11 +11,19 @@ CHECK_NAME = "no_direct_identifiers"
 
 
 def build_identifier_checks(
-    keys: Iterable[dg.AssetKey], also_scan: Mapping[dg.AssetKey, Sequence[str]] | None = None
+    keys: Iterable[dg.AssetKey],
+    also_scan: Mapping[dg.AssetKey, Sequence[str]] | None = None,
+    tables_of: Mapping[dg.AssetKey, Sequence[str]] | None = None,
 ) -> dg.AssetChecksDefinition:
     """One blocking check per warehouse table asset (key = [schema, table]). ``also_scan``
-    adds tables an asset writes beside its own (``schema.table``), e.g. its quarantine."""
-    also_scan = dict(also_scan or {})
+    adds tables an asset writes beside its own (``schema.table``), e.g. its quarantine;
+    ``tables_of`` names the tables of an asset whose key is not a table."""
+    keys = list(keys)
+    tables_of = dict(tables_of or {})
+    also_scan = {
+        key: [*tables_of.get(key, [".".join(key.path)]), *(also_scan or {}).get(key, ())]
+        for key in keys
+    }
     specs = [
         dg.AssetCheckSpec(
             CHECK_NAME,
@@ -23,8 +31,9 @@ def build_identifier_checks(
             blocking=True,
             description="No identifier column (name, email, phone, national id, address, date "
             "of birth, city, customer id) and no identifier-shaped value "
-            f"({', '.join(IDENTIFIER_PATTERNS)}) in this table"
-            + "".join(f" or in {table}" for table in also_scan.get(key, ()))
+            f"({', '.join(IDENTIFIER_PATTERNS)})"
+            + " in "
+            + ", ".join(also_scan[key])
             + ": they belong in the vault.",
         )
         for key in keys
@@ -36,13 +45,9 @@ def build_identifier_checks(
     ) -> Iterator[dg.AssetCheckResult]:
         with warehouse.connect(read_only=True) as con:
             for check_key in context.selected_asset_check_keys:
-                tables = [
-                    ".".join(check_key.asset_key.path),
-                    *also_scan.get(check_key.asset_key, ()),
-                ]
                 findings = [
                     finding
-                    for name in tables
+                    for name in also_scan[check_key.asset_key]
                     for finding in find_identifiers(con, *name.split("."))
                 ]
                 yield dg.AssetCheckResult(
