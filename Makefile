@@ -16,7 +16,7 @@ help:
 	@echo "make ui         serve the Dagster UI on http://127.0.0.1:3000"
 	@echo "make dbt-build  run the dbt project with the dbt CLI against \$$MLOPS_HOME"
 	@echo "make validate   dagster definitions validate -w workspace.yaml"
-	@echo "make bench      benchmarks (1M applications)"
+	@echo "make bench      benchmarks: ingestion, features, training, drift vs Evidently"
 	@echo "make clean      remove \$$MLOPS_HOME ($(MLOPS_HOME)) and build output"
 
 $(STAMP): pyproject.toml
@@ -65,7 +65,9 @@ validate: $(STAMP)
 	$(BIN)/mlops dbt-parse
 	DAGSTER_HOME="$(MLOPS_HOME)/dagster" $(BIN)/dagster definitions validate -w workspace.yaml
 
-bench: $(STAMP)
+bench: $(STAMP) $(EVIDENTLY_STAMP)
+	$(BIN)/python benchmarks/bench_drift.py --rows 1000000 --columns 20
+	$(BIN)/python benchmarks/bench_drift.py --rows 10000000 --columns 100 --no-evidently
 	$(BIN)/python benchmarks/bench_landing.py --days 90 --rows-per-day 11000
 	$(BIN)/python benchmarks/bench_features.py --rows 1000000
 	$(BIN)/python benchmarks/bench_training.py --rows 100000

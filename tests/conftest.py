@@ -18,7 +18,7 @@ BIN = Path(sys.executable).parent
 
 # 40 days so that outcomes (4-12 weeks after the application) exist for the first days;
 # drift from day 30 so both regimes are present.
-SMALL = GeneratorConfig(days=40, rows_per_day=60, seed=7, drift_from_day=30)
+SMALL = GeneratorConfig(days=40, rows_per_day=150, seed=7, drift_from_day=30)
 
 
 def mlops(*args: str, home: Path, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -18,9 +18,9 @@ from mlops_assets.monitoring.daily import (
     MonitorConfig,
     NoChampion,
     monitor_days,
+    monitor_options,
     store,
 )
-from mlops_assets.monitoring.engine import DriftOptions
 from mlops_assets.monitoring.multivariate import DEFAULT_THRESHOLD
 from mlops_assets.resources import (
     WRITER_POOL,
@@ -62,7 +62,7 @@ class DriftConfig(dg.Config):
 
     def monitor_config(self) -> MonitorConfig:
         return MonitorConfig(
-            drift=DriftOptions(
+            drift=monitor_options(
                 stattest=self.stattest,
                 threshold=self.threshold,
                 drift_share=self.drift_share,

@@ -34,11 +34,16 @@ COLUMNS_TABLE = "monitoring.drift_columns"
 MONITOR_DRIFT_SHARE = 0.25
 
 
+def monitor_options(**overrides) -> DriftOptions:
+    """The daily monitor's drift options: a quarter of the columns, and tests chosen by the
+    smaller side, so a quiet day (a few dozen applications) gets statistical tests that
+    account for its size instead of distances whose chance level is above their threshold."""
+    return DriftOptions(**{"drift_share": MONITOR_DRIFT_SHARE, "select_by": "smaller", **overrides})
+
+
 @dataclass(frozen=True)
 class MonitorConfig:
-    drift: DriftOptions = field(
-        default_factory=lambda: DriftOptions(drift_share=MONITOR_DRIFT_SHARE)
-    )
+    drift: DriftOptions = field(default_factory=monitor_options)
     multivariate: bool = True
     domain_auc_threshold: float = DEFAULT_THRESHOLD
     performance_window_days: int = 30

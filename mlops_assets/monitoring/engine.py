@@ -43,8 +43,14 @@ class DriftOptions:
     threshold: float | None = None  # None: the test's default (0.05 for p-values, 0.1 else)
     drift_share: float = 0.5
     correction: str = "none"  # "bh": Benjamini-Hochberg across the p-value tests
+    # Which side's size chooses between tests and distances: Evidently looks at the
+    # reference only ("reference"), so a small current window gets a distance whose chance
+    # level exceeds its threshold; "smaller" looks at the smaller side (the daily monitor).
+    select_by: str = "reference"
 
     def __post_init__(self) -> None:
+        if self.select_by not in ("reference", "smaller"):
+            raise DriftInputError(f"select_by must be reference or smaller, got {self.select_by!r}")
         for test in [self.stattest, *self.per_column_stattest.values()]:
             if test is not None and test not in st.TESTS:
                 raise DriftInputError(f"unknown stattest {test!r}: choose one of {st.TESTS}")
@@ -167,7 +173,10 @@ def compare_columns(
         return _describe(result, reference, current)
     counts = _aligned_counts(reference, current)
     distinct = len(counts.keys) if counts is not None else max(reference.distinct, current.distinct)
-    test = forced or st.default_test(kind, reference.rows, distinct)
+    size = reference.rows
+    if options.select_by == "smaller":
+        size = min(reference.rows, current.rows)
+    test = forced or st.default_test(kind, size, distinct)
     _check_applicable(test, reference, counts)
     threshold = options.threshold if options.threshold is not None else st.DEFAULT_THRESHOLDS[test]
     score = _score(test, reference, current, counts)

@@ -2,8 +2,9 @@
 
 A gradient-boosting "domain classifier" is cross-validated on a balanced sample of both sides;
 its ROC-AUC is the score. 0.5 means the two are indistinguishable; drift is flagged from
-``threshold`` (0.6 by default). It sees interactions that per-column tests miss (the same
-marginals, a changed joint distribution).
+``threshold`` (0.6 by default) when the AUC's 95 % lower bound (Hanley-McNeil) is above 0.5,
+so a small window's chance AUC is not drift. It sees interactions that per-column tests miss
+(the same marginals, a changed joint distribution).
 """
 
 from __future__ import annotations
@@ -61,8 +62,19 @@ def domain_classifier(
     with threadpool_limits(1):  # parallelism is the caller's (days, columns), not OpenMP's
         probability = cross_val_predict(model, x, y, cv=cv, method="predict_proba")[:, 1]
     auc = float(roc_auc_score(y, probability))
+    low = auc - 1.96 * _auc_standard_error(auc, n, n)
     return {"test": "domain_classifier", "score": auc, "threshold": threshold,
-            "drifted": auc >= threshold, "rows_per_side": n}  # fmt: skip
+            "drifted": auc >= threshold and low > 0.5, "auc_lower_bound": low,
+            "rows_per_side": n}  # fmt: skip
+
+
+def _auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """Hanley & McNeil (1982): on a few dozen rows an AUC of 0.6 is chance."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = (
+        auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)
+    ) / (positives * negatives)
+    return float(np.sqrt(max(variance, 0.0)))
 
 
 MAX_CATEGORIES = 250  # gradient boosting bins categories; rarer ones share one code

@@ -5,8 +5,9 @@ stattests``) on the same inputs, so the verdicts agree, except where Evidently's
 wrong or undefined; those cases are documented on the function and in the README:
 
 * a test over a single category (a constant column) is "no drift" (p = 1), not NaN;
-* chi-square gives a category seen on one side only half an expected count instead of zero,
-  so one new row among a million is not "certain drift" (p = 0 with an infinite statistic);
+* chi-square pools the cells expected to hold fewer than 5 rows (categories the reference
+  never saw among them) into one, so one new row is not "certain drift" (Evidently: an
+  infinite statistic, p = 0) and sparse categories do not make small windows drift;
 * the Wasserstein distance of a constant reference is normed by the pooled standard deviation
   of both sides, where Evidently divides by 0.001 and reports scores in the thousands.
 
@@ -106,16 +107,28 @@ def _wasserstein(u: np.ndarray, v: np.ndarray) -> float:
     return float(np.sum(np.abs(cdf_u - cdf_v) * deltas))
 
 
+MIN_EXPECTED = 5.0  # the chi-square approximation needs about 5 expected rows per cell
+
+
 def chisquare(counts: Counts) -> float:
-    """Chi-square goodness of fit of the current counts to the reference proportions."""
+    """Chi-square goodness of fit of the current counts to the reference proportions.
+
+    Cells expected to hold fewer than 5 current rows (among them categories the reference
+    never saw) are pooled into one, which is expected to hold at least half a row: Evidently
+    keeps them, so a sparse or new category makes the statistic explode (one new value among
+    a thousand rows gives p = 0), and small windows drift by chance."""
     from scipy import stats
 
-    if len(counts.keys) < 2:
-        return 1.0
-    scale = counts.current.sum() / counts.reference.sum()
-    expected = np.maximum(counts.reference, 0.5) * scale
-    expected *= counts.current.sum() / expected.sum()  # scipy wants equal totals
-    return float(stats.chisquare(counts.current, expected).pvalue)
+    expected = counts.reference * (counts.current.sum() / counts.reference.sum())
+    observed = counts.current.astype(np.float64)
+    sparse = expected < MIN_EXPECTED
+    if sparse.any():
+        observed = np.append(observed[~sparse], observed[sparse].sum())
+        expected = np.append(expected[~sparse], max(expected[sparse].sum(), 0.5))
+    if len(observed) < 2:
+        return 1.0  # one cell: nothing to compare (Evidently: NaN)
+    expected *= observed.sum() / expected.sum()  # scipy wants equal totals
+    return float(stats.chisquare(observed, expected).pvalue)
 
 
 def z_test(counts: Counts) -> float:

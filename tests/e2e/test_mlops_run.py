@@ -149,3 +149,36 @@ def test_run_trains_registers_and_scores_and_explains(pipeline_run):
     )  # fmt: skip
     missing = mlops("explain", "APP-NOPE", home=pipeline_run.home)
     assert missing.returncode == 1 and "no application APP-NOPE" in missing.stderr
+
+
+def test_drift_is_reported_per_day_and_detected_from_the_drift_day(pipeline_run):
+    """`mlops generate --drift-from-day 30` lowers incomes and adds a purpose from day 30: the
+    daily reports find those columns drifted from that day on and not before, the run
+    retrains once for the episode, and every day has its HTML report."""
+    from datetime import timedelta
+
+    drift_day = SMALL.start_date + timedelta(days=SMALL.drift_from_day)
+    with duckdb.connect(str(pipeline_run.warehouse), read_only=True) as con:
+        reports = con.execute("select * from monitoring.drift_reports order by day").df()
+        columns = con.execute("select * from monitoring.drift_columns").df()
+    landing_days = [SMALL.start_date + timedelta(days=i) for i in range(SMALL.days)]
+    assert [d.date() for d in reports["day"]] == landing_days
+    assert (reports["rows"] > 0).all() and reports["model_version"].nunique() == 1
+    shifted = columns[columns["column_name"].isin(["annual_income", "log_annual_income"])]
+    share = shifted.assign(after=shifted["day"].dt.date >= drift_day).groupby("after")["drifted"]
+    assert share.mean()[True] >= 0.9, share.mean()
+    assert share.mean()[False] <= 0.1, share.mean()
+    before = reports[reports["day"].dt.date < drift_day]
+    after = reports[reports["day"].dt.date >= drift_day]
+    assert after["share_drifted_columns"].min() > before["share_drifted_columns"].max()
+    html = sorted((pipeline_run.home / "reports" / "drift").glob("*.html"))
+    assert len(html) == SMALL.days and max(p.stat().st_size for p in html) < 2_000_000
+    # The sensor, evaluated on the run's own Dagster instance, retrains once for the episode.
+    from mlops_assets.monitoring.assets import retrain_on_drift
+
+    with dg.DagsterInstance.from_config(str(pipeline_run.home / "dagster")) as instance:
+        first = retrain_on_drift(dg.build_sensor_context(instance=instance))
+        again = retrain_on_drift(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+    requested = [r.run_key for r in first.run_requests]
+    assert len(requested) == 1 and requested[0] >= f"drift-{drift_day}", requested
+    assert not again.run_requests
