@@ -91,6 +91,8 @@ def run_ours(reference: Path, current: Path, out: Path) -> tuple[float, float]:
             str(current),
             "--json",
             str(out),
+            "--html",
+            str(out.with_suffix(".html")),
         ],
         check=True,
         stderr=subprocess.DEVNULL,
@@ -136,6 +138,8 @@ def main() -> None:
         )
         seconds, peak = run_ours(reference, current, tmp / "ours.json")
         ours = json.loads((tmp / "ours.json").read_text())
+        html_kb = (tmp / "ours.html").stat().st_size / 1024
+        print(f"HTML report of {args.columns} columns: {html_kb:,.0f} KB")
         print("| tool | seconds | peak RSS MB | drifted columns | dataset drift |")
         print("|---|---:|---:|---:|---|")
         print(

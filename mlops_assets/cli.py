@@ -152,6 +152,12 @@ def _print_report(report, settings) -> None:
         f"quarantined rows: {quarantined:,} "
         + ", ".join(f"{k.split('.')[1]}={v:,}" for k, v in report.quarantined.items())
     )
+    if report.drifted_days:
+        console.print(
+            f"[yellow]drift[/] on {len(report.drifted_days)} of the ingested days "
+            f"(from {report.drifted_days[0]}): {settings.reports_dir / 'drift'}/<day>.html, "
+            "monitoring.drift_reports"
+        )
     for step in report.failed_steps:
         console.print(f"[red]failed step:[/] {step}")
     console.print(f"dbt and Dagster log of this run: {report.log_path}")

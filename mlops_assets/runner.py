@@ -57,6 +57,7 @@ class RunReport:
     log_path: Path | None = None
     ingested_days: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    drifted_days: list[str] = field(default_factory=list)  # of the ingested days
 
     @property
     def failed_blocking_checks(self) -> list[CheckOutcome]:
@@ -84,6 +85,7 @@ class RunReport:
                 "details": {f"{c.asset}:{c.name}": c.detail for c in self.checks if not c.passed},
             },
             "ingested_days": self.ingested_days,
+            "drifted_days": self.drifted_days,
             "notices": self.notices,
             "tables": self.tables,
             "log": str(self.log_path) if self.log_path else None,
@@ -265,6 +267,15 @@ def run_pipeline(
     if settings.warehouse_path.exists():
         with connection(settings.warehouse_path, read_only=True) as con:
             report.tables = table_row_counts(con, REPORTED_SCHEMAS)
+            if pending and "monitoring.drift_reports" in report.tables:
+                report.drifted_days = [
+                    str(day)
+                    for (day,) in con.execute(
+                        "select day from monitoring.drift_reports where drifted "
+                        "and day between ? and ? order by day",
+                        [pending[0], pending[-1]],
+                    ).fetchall()
+                ]
     return report
 
 

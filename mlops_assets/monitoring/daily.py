@@ -26,6 +26,15 @@ from mlops_assets.training.scoring import MODEL, SCORES_TABLE
 
 REPORTS_TABLE = "monitoring.drift_reports"
 COLUMNS_TABLE = "monitoring.drift_columns"
+TABLE_COLUMNS = {
+    REPORTS_TABLE: "day date, model_version varchar, rows bigint, dataset_drift boolean, "
+    "share_drifted_columns double, n_drifted_columns bigint, n_columns bigint, "
+    "prediction_drift boolean, domain_classifier_auc double, multivariate_drift boolean, "
+    "live_roc_auc double, holdout_roc_auc double, labelled bigint, performance_drift boolean, "
+    "drifted boolean, created_at timestamp with time zone",
+    COLUMNS_TABLE: "day date, model_version varchar, column_name varchar, kind varchar, "
+    "test varchar, score double, threshold double, drifted boolean",
+}
 
 
 # A day of ~1,000 applications where a quarter of the 28 compared columns drift is a real
@@ -253,8 +262,8 @@ def store(con: duckdb.DuckDBPyConnection, results: list[DayDrift]) -> None:
     try:
         con.execute("create schema if not exists monitoring")
         for table, frame in ((REPORTS_TABLE, summaries), (COLUMNS_TABLE, columns)):
+            con.execute(f"create table if not exists {table} ({TABLE_COLUMNS[table]})")
             con.register("_frame", frame)
-            con.execute(f"create table if not exists {table} as select * from _frame limit 0")
             con.execute(f"delete from {table} where day in (select unnest(?::date[]))", [days])
             con.execute(f"insert into {table} by name select * from _frame")
             con.unregister("_frame")

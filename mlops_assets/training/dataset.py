@@ -57,6 +57,11 @@ class TrainingData:
     ids_holdout: np.ndarray
     split_at: pd.Timestamp  # first applied_at of the holdout
     applied_until: pd.Timestamp  # last applied_at of the labelled rows used
+    # Every application of the training period (labelled or not), the drift reference:
+    # labels arrive sooner for some loans than others, so the labelled rows are a biased
+    # sample of the traffic. ``unseen`` marks the rows the model is not trained on.
+    population: pd.DataFrame
+    unseen: np.ndarray
     version: str  # content hash of the labelled rows used (train + holdout)
 
     @property
@@ -101,6 +106,13 @@ def load_training_data(
         )
     cut = round(len(frame) * (1 - holdout_share))
     x = as_model_input(frame, spec)
+    until = frame["applied_at"].iloc[-1]
+    population = con.execute(
+        f"select {columns} from {FEATURE_TABLE} where applied_at <= ? "
+        "order by applied_at, application_id",
+        [until],
+    ).df()
+    unseen = ~population["application_id"].isin(frame["application_id"].iloc[:cut]).to_numpy()
     y = frame[target].astype("float64" if model == "loss_regressor" else "int64").to_numpy()
     return TrainingData(
         model=model,
@@ -111,6 +123,8 @@ def load_training_data(
         y_holdout=y[cut:],
         ids_holdout=frame["application_id"].iloc[cut:].to_numpy(),
         split_at=frame["applied_at"].iloc[cut],
-        applied_until=frame["applied_at"].iloc[-1],
+        applied_until=until,
+        population=as_model_input(population, spec),
+        unseen=unseen,
         version=data_version(frame),
     )

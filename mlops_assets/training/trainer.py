@@ -12,7 +12,6 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from mlops_assets.monitoring.reference import reference_attachments
 from mlops_assets.training import metrics as m
@@ -205,9 +204,9 @@ def train_model(
         definition,
         details,
         attachments=reference_attachments(
-            pd.concat([data.x_train, data.x_holdout], ignore_index=True),
+            data.population,
             data.spec,
-            predict(model, data.x_holdout, classifier),
+            predict(model, data.population[data.unseen], classifier),
         ),
     )
     seconds["register"] = time.perf_counter() - started
