@@ -80,7 +80,6 @@ def main() -> None:
                         client=client,
                     )
                     full = time.perf_counter() - started
-                    worker_peaks = client.run(_peak_rss_mb)
         if args.speedup:
             assert scores[1] == scores[2], "1 and 2 workers must give identical scores"
     fits = (len(result.trials) - 1) * args.folds  # the stacking trial refits no base model
@@ -95,14 +94,8 @@ def main() -> None:
     )
     for step, seconds in outcome.seconds.items():
         print(f"| of which {step} | {seconds:.1f} |")
-    print(
-        f"peak RSS: this process {_peak_rss_mb():,.0f} MB; workers "
-        + ", ".join(f"{mb:,.0f} MB" for mb in worker_peaks.values())
-    )
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process (not counting the Dask workers): {peak_mb:,.0f} MB")
 
 
 if __name__ == "__main__":

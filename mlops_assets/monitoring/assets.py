@@ -219,8 +219,7 @@ def episodes(observations: list[tuple[str, bool]], cursor: RetrainCursor) -> lis
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Retrains both models and re-scores when a day's drift report shows dataset "
-    "drift (share of columns or domain classifier) or performance drift: once per drift "
-    "episode, at most once per "
+    "drift or performance drift: once per drift episode, at most once per "
     f"{COOLDOWN_DAYS} days of data.",
 )
 def retrain_on_drift(context: dg.SensorEvaluationContext):
