@@ -62,6 +62,9 @@ class DriftOptions:
     def test_for(self, column: str) -> str | None:
         return self.per_column_stattest.get(column, self.stattest)
 
+    def threshold_for(self, test: str) -> float:
+        return self.threshold if self.threshold is not None else st.DEFAULT_THRESHOLDS[test]
+
 
 @dataclass
 class ColumnDrift:
@@ -164,7 +167,7 @@ def compare_columns(
     if reference.rows == 0 or current.rows == 0:
         empty = "reference" if reference.rows == 0 else "current"
         test = forced or ("wasserstein" if kind == "numerical" else "jensenshannon")
-        threshold = options.threshold or st.DEFAULT_THRESHOLDS[test]
+        threshold = options.threshold_for(test)
         # Evidently raises on an empty column and loses the whole report; here the column is
         # reported as drifted (every value went missing, or all arrived at once).
         score = 0.0 if test in st.P_VALUE_TESTS else 1.0
@@ -178,7 +181,7 @@ def compare_columns(
         size = min(reference.rows, current.rows)
     test = forced or st.default_test(kind, size, distinct)
     _check_applicable(test, reference, counts)
-    threshold = options.threshold if options.threshold is not None else st.DEFAULT_THRESHOLDS[test]
+    threshold = options.threshold_for(test)
     score = _score(test, reference, current, counts)
     result = ColumnDrift(
         reference.name, kind, test, score, threshold, st.is_drift(test, score, threshold)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import duckdb
@@ -36,7 +36,7 @@ def test_run_materializes_everything_and_reports_it(pipeline_run):
     assert summary["checks"]["failed_blocking"] == []
     assert summary["checks"]["passed"] >= 40
     assert set(summary["stage_seconds"]) == {
-        "ingestion", "transform", "features", "training", "scoring", "checks"
+        "ingestion", "transform", "features", "training", "scoring", "monitoring", "checks"
     }  # fmt: skip
     tables = summary["tables"]
     assert tables["raw.applications"] > SMALL.days * SMALL.rows_per_day * 0.8
@@ -50,6 +50,9 @@ def test_run_materializes_everything_and_reports_it(pipeline_run):
     assert tables["features.loan_features"] > 0
     # The first run has a champion and no challenger yet: one score per application.
     assert tables["predictions.loan_default_scores"] == tables["features.loan_features"]
+    assert tables["monitoring.drift_reports"] == SMALL.days  # one drift report per day
+    drift_day = SMALL.start_date + timedelta(days=SMALL.drift_from_day)
+    assert summary["drifted_days"] and min(summary["drifted_days"]) >= str(drift_day)
 
 
 def test_run_is_recorded_in_the_dagster_instance_under_mlops_home(pipeline_run):
@@ -155,8 +158,6 @@ def test_drift_is_reported_per_day_and_detected_from_the_drift_day(pipeline_run)
     """`mlops generate --drift-from-day 30` lowers incomes and adds a purpose from day 30: the
     daily reports find those columns drifted from that day on and not before, the run
     retrains once for the episode, and every day has its HTML report."""
-    from datetime import timedelta
-
     drift_day = SMALL.start_date + timedelta(days=SMALL.drift_from_day)
     with duckdb.connect(str(pipeline_run.warehouse), read_only=True) as con:
         reports = con.execute("select * from monitoring.drift_reports order by day").df()
