@@ -30,3 +30,28 @@ def test_store_replaces_a_days_rows_and_records_empty_days():
     assert rows == [(day, 500, True, 1), (quiet, 0, False, None)]
     columns = con.execute(f"select day, column_name, drifted from {COLUMNS_TABLE}").fetchall()
     assert columns == [(day, "income", True)]
+
+
+def test_performance_drift_once_enough_labels_arrive():
+    """The champion's live ROC-AUC over the trailing window against its holdout AUC: judged
+    only from `min_labelled` labels, drift when it drops by more than the tolerance."""
+    import pandas as pd
+
+    from mlops_assets.monitoring.daily import MonitorConfig, _performance
+
+    rng = np.random.default_rng(3)
+    days = pd.to_datetime("2025-03-01") + pd.to_timedelta(rng.integers(0, 30, 3000), "D")
+    y = rng.integers(0, 2, 3000)
+    good = np.clip(y * 0.3 + rng.uniform(0, 0.7, 3000), 0, 1)  # AUC about 0.8
+    card = {"metrics": {"roc_auc": 0.8}}
+    config = MonitorConfig()
+    day = date(2025, 3, 30)
+    fine = _performance(pd.DataFrame({"day": days, "y": y, "score": good}), day, card, config)
+    assert fine["labelled"] == 3000 and abs(fine["roc_auc"] - 0.8) < 0.05
+    assert not fine["drifted"]
+    noise = rng.uniform(0, 1, 3000)  # the model lost its signal: AUC about 0.5
+    worse = _performance(pd.DataFrame({"day": days, "y": y, "score": noise}), day, card, config)
+    assert worse["drifted"] and worse["drop"] > 0.2
+    few = _performance(pd.DataFrame({"day": days[:150], "y": y[:150], "score": noise[:150]}),
+                       day, card, config)  # fmt: skip
+    assert "roc_auc" not in few and not few.get("drifted")
