@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mlops_assets.alerting import alerting_sensors
 from mlops_assets.features.assets import FEATURES_KEY, feature_assets
 from mlops_assets.features.validation import QUARANTINE_TABLE
 from mlops_assets.ingestion.assets import landing_assets, raw_assets
@@ -30,7 +31,7 @@ defs = dg.Definitions(
         *scoring_assets,
         *monitoring_assets,
     ],
-    sensors=monitoring_sensors,
+    sensors=[*monitoring_sensors, *alerting_sensors],
     asset_checks=[
         build_identifier_checks(
             warehouse_tables,

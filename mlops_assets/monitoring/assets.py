@@ -8,6 +8,7 @@ from datetime import date
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.alerts import alert
 from mlops_assets.features.assets import FEATURES_KEY
 from mlops_assets.ingestion.assets import landing_days
 from mlops_assets.markdown import md_table
@@ -138,6 +139,15 @@ def _drift_report(
                 ", ".join(flags) or "none",
             ]
         )
+    drifted = [r for r in results if r.drifted]
+    if drifted:
+        alert(
+            "drift",
+            f"drift on {len(drifted)} of {len(results)} days "
+            f"({drifted[0].day} … {drifted[-1].day}), champion {drifted[0].model_version}",
+            {"days": [_alert_row(r) for r in drifted], "reports": str(reports_dir)},
+            logger=context.log,
+        )
     last = results[-1]
     metadata = {
         **_plottable(last.summary()),
@@ -173,6 +183,12 @@ with warnings.catch_warnings():
         "a domain classifier, prediction drift and, once labels arrive, performance drift. "
         f"Rows in {REPORTS_TABLE}; HTML reports under $MLOPS_HOME/reports/drift/.",
     )(_drift_report)
+
+
+def _alert_row(result) -> dict:
+    summary = result.summary()
+    keys = ("dataset_drift", "share_drifted_columns", "performance_drift", "live_roc_auc")
+    return {"day": str(result.day), **{k: summary[k] for k in keys}}
 
 
 class RetrainCursor:

@@ -181,6 +181,8 @@ def test_drift_is_reported_per_day_and_detected_from_the_drift_day(pipeline_run)
     with dg.DagsterInstance.from_config(str(pipeline_run.home / "dagster")) as instance:
         first = retrain_on_drift(dg.build_sensor_context(instance=instance))
         again = retrain_on_drift(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+        messages = [e.user_message or "" for e in instance.all_logs(pipeline_run.summary["run_id"])]
+    assert any(m.startswith("ALERT drift: drift on") for m in messages)  # logged (and posted)
     requested = [r.run_key for r in first.run_requests]
     assert len(requested) == 1 and requested[0] >= f"drift-{drift_day}", requested
     assert not again.run_requests

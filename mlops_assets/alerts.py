@@ -1,0 +1,50 @@
+"""Alerts: always logged, and posted as JSON to ``MLOPS_ALERT_WEBHOOK`` when it is set.
+
+    {"kind": "drift" | "run_failed", "summary": "...", "at": "2026-...Z", "details": {...}}
+
+Posting never fails the caller: an unreachable webhook is logged as a warning (the alert itself
+is in the log either way). Alerts carry no personal data: days, asset keys, scores, run ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+
+log = logging.getLogger("mlops.alerts")
+WEBHOOK_ENV = "MLOPS_ALERT_WEBHOOK"
+TIMEOUT_SECONDS = 5
+
+
+def alert(kind: str, summary: str, details: dict | None = None, logger=None) -> dict:
+    """Log the alert (on ``logger`` too, e.g. a Dagster context's) and post it to the webhook."""
+    payload = {
+        "kind": kind,
+        "summary": summary,
+        "at": datetime.now(UTC).isoformat(),
+        "details": details or {},
+    }
+    for target in {log, logger or log}:
+        target.warning(f"ALERT {kind}: {summary}")
+    url = os.environ.get(WEBHOOK_ENV)
+    if url:
+        _post(url, payload, logger or log)
+    return payload
+
+
+def _post(url: str, payload: dict, logger) -> None:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload, default=str).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as error:
+        logger.warning(f"alert not delivered to {WEBHOOK_ENV} ({url}): {error}")
