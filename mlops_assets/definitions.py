@@ -2,7 +2,9 @@
 
 import dagster as dg
 
+from mlops_assets import automation
 from mlops_assets.alerting import alerting_sensors
+from mlops_assets.automation import with_freshness
 from mlops_assets.features.assets import FEATURES_KEY, feature_assets
 from mlops_assets.features.validation import QUARANTINE_TABLE
 from mlops_assets.ingestion.assets import landing_assets, raw_assets
@@ -22,15 +24,19 @@ warehouse_tables = [
 ]
 
 defs = dg.Definitions(
-    assets=[
-        *landing_assets,
-        *raw_assets,
-        dbt_models,
-        *feature_assets,
-        *model_assets,
-        *scoring_assets,
-        *monitoring_assets,
-    ],
+    assets=with_freshness(
+        [
+            *landing_assets,
+            *raw_assets,
+            dbt_models,
+            *feature_assets,
+            *model_assets,
+            *scoring_assets,
+            *monitoring_assets,
+        ]
+    ),
+    jobs=automation.jobs,
+    schedules=automation.schedules,
     sensors=[*monitoring_sensors, *alerting_sensors],
     asset_checks=[
         build_identifier_checks(

@@ -113,3 +113,31 @@ def test_every_table_downstream_of_the_vault_has_the_identifier_check(defs):
         if key.path[0] not in ("landing", "models")  # every warehouse table
     }
     assert checked == tables
+
+
+def test_schedules_are_partition_aware_and_freshness_is_declared(defs):
+    from datetime import datetime
+
+    from mlops_assets.automation import CLASSIFIER, FEATURES_KEY, MARTS
+
+    daily = defs.resolve_schedule_def("daily_pipeline_schedule")
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2025, 3, 18, 6), repository_def=defs.get_repository_def()
+    )
+    [request] = daily.evaluate_tick(context).run_requests
+    assert request.partition_key == "2025-03-17"  # yesterday's landing day
+    daily_keys = defs.resolve_job_def("daily_pipeline").asset_layer.selected_asset_keys
+    assert dg.AssetKey(["monitoring", "drift_report"]) in daily_keys
+    assert dg.AssetKey(["predictions", "loan_default_scores"]) in daily_keys
+    assert CLASSIFIER not in daily_keys  # retraining is weekly, not daily
+    weekly = defs.resolve_schedule_def("weekly_retraining_schedule")
+    assert weekly.cron_schedule == "0 7 * * 1"
+    weekly_keys = defs.resolve_job_def("weekly_retraining").asset_layer.selected_asset_keys
+    assert (
+        CLASSIFIER in weekly_keys
+        and dg.AssetKey(["predictions", "loan_default_scores"]) in weekly_keys
+    )
+    graph = defs.resolve_asset_graph()
+    for key, hours in ((MARTS, 36), (FEATURES_KEY, 36), (CLASSIFIER, 9 * 24)):
+        policy = graph.get(key).freshness_policy
+        assert policy.fail_window.to_timedelta().total_seconds() == hours * 3600

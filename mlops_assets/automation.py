@@ -1,0 +1,76 @@
+"""Schedules and freshness: how the platform runs itself under the Dagster daemon.
+
+* ``daily_pipeline`` (partitioned by landing day) ingests a day, rebuilds the dbt models and
+  the features, re-scores, and reports that day's drift; its schedule runs it every morning for
+  the previous day, and a backfill of any range of days works from the UI.
+* ``weekly_retraining`` retrains both models (the champion/challenger gate decides) and
+  re-scores, every Monday.
+* Freshness policies: the marts and the features must be refreshed within 36 h (warn at 26 h),
+  the champion model within 9 days (warn at 8): the UI shows what is late.
+
+Schedules start stopped: turn them on in the UI (Automation) once landing files arrive daily.
+"""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from mlops_assets.features.assets import FEATURES_KEY
+from mlops_assets.ingestion.assets import landing_days
+
+MARTS = dg.AssetKey(["marts", "loan_applications"])
+CLASSIFIER = dg.AssetKey(["models", "default_classifier"])
+
+DAILY = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=36), warn_window=timedelta(hours=26)
+)
+WEEKLY = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(days=9), warn_window=timedelta(days=8)
+)
+FRESHNESS = {MARTS: DAILY, FEATURES_KEY: DAILY, CLASSIFIER: WEEKLY}
+
+
+def with_freshness(assets: list) -> list:
+    """``assets`` with the freshness policies of ``FRESHNESS`` attached to their specs."""
+
+    def attach(spec: dg.AssetSpec) -> dg.AssetSpec:
+        policy = FRESHNESS.get(spec.key)
+        return spec.replace_attributes(freshness_policy=policy) if policy else spec
+
+    return list(dg.map_asset_specs(attach, assets))
+
+
+daily_pipeline = dg.define_asset_job(
+    "daily_pipeline",
+    selection=dg.AssetSelection.all().materializable() - dg.AssetSelection.groups("training"),
+    partitions_def=landing_days,
+    description="One landing day: ingest, dbt, features, scores, drift report.",
+)
+weekly_retraining = dg.define_asset_job(
+    "weekly_retraining",
+    selection=dg.AssetSelection.groups("training", "scoring"),
+    description="Retrain both models (gated champion/challenger) and re-score.",
+)
+
+
+@dg.schedule(
+    name="daily_pipeline_schedule",
+    job=daily_pipeline,
+    cron_schedule="0 6 * * *",
+    description="Every morning at 06:00: yesterday's landing day (complete by then), end to end.",
+)
+def daily_pipeline_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
+    return dg.RunRequest(run_key=f"daily-{day}", partition_key=day)
+
+
+schedules = [
+    daily_pipeline_schedule,
+    dg.ScheduleDefinition(
+        name="weekly_retraining_schedule",
+        job=weekly_retraining,
+        cron_schedule="0 7 * * 1",
+        description="Mondays at 07:00: retrain and re-score.",
+    ),
+]
+jobs = [daily_pipeline, weekly_retraining]
