@@ -8,15 +8,25 @@
 * Freshness policies: the marts and the features must be refreshed within 36 h (warn at 26 h),
   the champion model within 9 days (warn at 8): the UI shows what is late.
 
-Schedules start stopped: turn them on in the UI (Automation) once landing files arrive daily.
+* ``landing_file_sensor`` starts ``daily_pipeline`` for the day of every new or changed
+  landing file, as soon as it lands (the schedule is the safety net).
+
+Schedules and the landing sensor start stopped: turn them on in the UI (Automation) once
+landing files arrive daily.
 """
 
+import hashlib
+import json
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 
 from mlops_assets.features.assets import FEATURES_KEY
 from mlops_assets.ingestion.assets import landing_days
+from mlops_assets.ingestion.loader import landing_files, partition_key_of, sha256_of
+from mlops_assets.ingestion.sources import SOURCE_SPECS
+from mlops_assets.resources import LandingZone
 
 MARTS = dg.AssetKey(["marts", "loan_applications"])
 CLASSIFIER = dg.AssetKey(["models", "default_classifier"])
@@ -64,6 +74,51 @@ def daily_pipeline_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
     return dg.RunRequest(run_key=f"daily-{day}", partition_key=day)
 
 
+def changed_files(landing_dir: Path, seen: dict[str, str]) -> dict[str, list[str]]:
+    """Landing day -> the files of that day that are new or changed since ``seen`` (path ->
+    sha256), which is updated. Files whose name is not a date are left to ingestion, which
+    reports them."""
+    days: dict[str, list[str]] = {}
+    for source in SOURCE_SPECS:
+        for path in landing_files(landing_dir, source):
+            day = partition_key_of(path)
+            name = path.relative_to(landing_dir).as_posix()
+            digest = sha256_of(path)
+            if day and seen.get(name) != digest:
+                seen[name] = digest
+                days.setdefault(day, []).append(name)
+    return days
+
+
+@dg.sensor(
+    name="landing_file_sensor",
+    job=daily_pipeline,
+    minimum_interval_seconds=60,
+    description="Starts `daily_pipeline` for the landing day of every new or changed landing "
+    "file; the cursor holds each file's sha256, so a file never launches twice.",
+)
+def landing_file_sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
+    seen = json.loads(context.cursor) if context.cursor else {}
+    days = changed_files(landing.directory, seen)
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                # The content is in the key: the same files never run twice, a change does.
+                run_key=f"landing-{day}-{_digest(sorted(seen[f] for f in files))}",
+                partition_key=day,
+                tags={"mlops/trigger": f"landing files: {', '.join(sorted(files))}"},
+            )
+            for day, files in sorted(days.items())
+        ],
+        cursor=json.dumps(seen, sort_keys=True),
+    )
+
+
+def _digest(parts: list[str]) -> str:
+    return hashlib.sha256("".join(parts).encode()).hexdigest()[:12]
+
+
+sensors = [landing_file_sensor]
 schedules = [
     daily_pipeline_schedule,
     dg.ScheduleDefinition(

@@ -37,7 +37,7 @@ defs = dg.Definitions(
     ),
     jobs=automation.jobs,
     schedules=automation.schedules,
-    sensors=[*monitoring_sensors, *alerting_sensors],
+    sensors=[*automation.sensors, *monitoring_sensors, *alerting_sensors],
     asset_checks=[
         build_identifier_checks(
             warehouse_tables,
