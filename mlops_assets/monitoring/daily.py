@@ -146,7 +146,9 @@ def monitor_days(
     spec = FeatureSpec.from_contract()
     frame = _window(con, spec, min(days), max(days))
     labelled = _labelled(con, version, card)
-    slices = [frame[frame["day"] == pd.Timestamp(day)].drop(columns="day") for day in days]
+    by_day = dict(tuple(frame.groupby("day")))  # one pass, not one scan per day
+    empty = frame.iloc[0:0]
+    slices = [by_day.get(pd.Timestamp(day), empty).drop(columns="day") for day in days]
     args = (spec, config)
     if client_factory is not None and len(days) >= PARALLEL_FROM_DAYS:
         with client_factory() as client:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlops_assets.monitoring import stattests as st
@@ -363,7 +364,10 @@ def run_tasks(task: Callable, items: list, client=None) -> list:
 
 def parquet_columns(path: Path) -> dict[str, str | None]:
     """Column name -> kind (None: a time column, not compared)."""
-    schema = pq.read_schema(path)
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as error:
+        raise DriftInputError(f"{path}: cannot read as Parquet: {error}") from error
     return {f.name: column_kind(f.type) for f in schema}
 
 

@@ -35,11 +35,8 @@ def column_kind(arrow_type: pa.DataType) -> str | None:
     time always moves)."""
     if pa.types.is_temporal(arrow_type):
         return None
-    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type):
-        return "numerical"
-    if pa.types.is_decimal(arrow_type):
-        return "numerical"
-    return "categorical"
+    numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
+    return "numerical" if any(is_type(arrow_type) for is_type in numeric) else "categorical"
 
 
 @dataclass

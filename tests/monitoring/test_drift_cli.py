@@ -102,3 +102,7 @@ def test_unusable_inputs_exit_2_naming_the_problem(files, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"\x00\xff\xfe garbage")
     assert _drift(files / "ref.parquet", bad).returncode == 2
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not really parquet")
+    result = _drift(files / "ref.parquet", broken, check_code=2)
+    assert "broken.parquet: cannot read as Parquet" in " ".join(result.stderr.split())
