@@ -8,6 +8,10 @@
 * Freshness policies: the marts and the features must be refreshed within 36 h (warn at 26 h),
   the champion model within 9 days (warn at 8): the UI shows what is late.
 
+* Declarative automation (``AUTOMATION``): the dbt models and the features update after
+  every ingestion; scores and drift update only when the data versions of the features or of
+  the champion changed, so unchanged data never re-scores. The sensor
+  ``default_automation_condition_sensor`` evaluates the conditions (on by default).
 * ``landing_file_sensor`` starts ``daily_pipeline`` for the day of every new or changed
   landing file, as soon as it lands (the schedule is the safety net).
 
@@ -40,12 +44,51 @@ WEEKLY = dg.FreshnessPolicy.time_window(
 FRESHNESS = {MARTS: DAILY, FEATURES_KEY: DAILY, CLASSIFIER: WEEKLY}
 
 
-def with_freshness(assets: list) -> list:
-    """``assets`` with the freshness policies of ``FRESHNESS`` attached to their specs."""
+def on_upstream_change(*, data_versions: bool) -> dg.AutomationCondition:
+    """Materialize when an upstream asset was updated by another run, and only then.
+
+    With ``data_versions``, an update counts only if it changed the upstream's data version: the
+    features and the models carry content versions, so re-building unchanged features or
+    finding the training data unchanged re-scores nothing. Unlike ``eager()``, a missing
+    upstream partition (a day without landing files) does not block the update, and a missing
+    target is not materialized by itself: a first run is a person's (or a schedule's) decision.
+    """
+    updated = (
+        dg.AutomationCondition.data_version_changed()
+        if data_versions
+        else dg.AutomationCondition.newly_updated()
+    )
+    label = "upstream data version changed" if data_versions else "upstream updated"
+    trigger = (updated & ~dg.AutomationCondition.executed_with_root_target()).with_label(label)
+    if not data_versions:
+        # Downstream of an asset requested on this tick: the same run (dbt models in one build).
+        trigger = trigger | dg.AutomationCondition.will_be_requested()
+    return (
+        dg.AutomationCondition.in_latest_time_window()
+        & dg.AutomationCondition.any_deps_match(trigger).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label(f"on {label}")
+
+
+# Models retrain on the weekly schedule and on drift, never because a day of data arrived.
+AUTOMATION = {
+    "transform": on_upstream_change(data_versions=False),  # dbt: after every ingestion
+    "features": on_upstream_change(data_versions=False),
+    "scoring": on_upstream_change(data_versions=True),
+    "monitoring": on_upstream_change(data_versions=True),
+}
+
+
+def with_policies(assets: list) -> list:
+    """``assets`` with the freshness policies of ``FRESHNESS`` and the automation conditions of
+    ``AUTOMATION`` (by group) attached to their specs."""
 
     def attach(spec: dg.AssetSpec) -> dg.AssetSpec:
-        policy = FRESHNESS.get(spec.key)
-        return spec.replace_attributes(freshness_policy=policy) if policy else spec
+        return spec.replace_attributes(
+            freshness_policy=FRESHNESS.get(spec.key, spec.freshness_policy),
+            automation_condition=AUTOMATION.get(spec.group_name, spec.automation_condition),
+        )
 
     return list(dg.map_asset_specs(attach, assets))
 

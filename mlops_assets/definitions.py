@@ -4,11 +4,16 @@ import dagster as dg
 
 from mlops_assets import automation
 from mlops_assets.alerting import alerting_sensors
-from mlops_assets.automation import with_freshness
+from mlops_assets.automation import with_policies
 from mlops_assets.features.assets import FEATURES_KEY, feature_assets
 from mlops_assets.features.validation import QUARANTINE_TABLE
 from mlops_assets.ingestion.assets import landing_assets, raw_assets
-from mlops_assets.monitoring.assets import DRIFT_KEY, monitoring_assets, monitoring_sensors
+from mlops_assets.monitoring.assets import (
+    DRIFT_KEY,
+    monitoring_assets,
+    monitoring_sensors,
+    monitoring_specs,
+)
 from mlops_assets.monitoring.daily import COLUMNS_TABLE, REPORTS_TABLE
 from mlops_assets.resources import default_resources
 from mlops_assets.security.checks import build_identifier_checks
@@ -24,7 +29,7 @@ warehouse_tables = [
 ]
 
 defs = dg.Definitions(
-    assets=with_freshness(
+    assets=with_policies(
         [
             *landing_assets,
             *raw_assets,
@@ -33,6 +38,7 @@ defs = dg.Definitions(
             *model_assets,
             *scoring_assets,
             *monitoring_assets,
+            *monitoring_specs,
         ]
     ),
     jobs=automation.jobs,
@@ -47,4 +53,7 @@ defs = dg.Definitions(
         *model_checks,
     ],
     resources=default_resources(),
+    # One process per run, steps in order: DuckDB has one writer at a time anyway, the parallel
+    # work (CV, drift) goes to Dask, and a subprocess per step would pay ~5 s of imports each.
+    executor=dg.in_process_executor,
 )

@@ -18,14 +18,33 @@ WRITER_POOL = "duckdb_writer"
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB warehouse file. Writers run in the `duckdb_writer` pool (one at a time)."""
+    """The DuckDB warehouse file. Writers run in the `duckdb_writer` pool (one at a time).
+
+    Another process holding the file lock (a `dbt build` from the CLI, a notebook) is the one
+    transient failure: the connection waits ``lock_wait_seconds``, then the step is retried up
+    to ``lock_retries`` times, ``retry_delay_seconds`` apart. Every other error fails at once.
+    """
 
     path: str
+    lock_wait_seconds: float = warehouse.LOCK_WAIT_SECONDS
+    lock_retries: int = 3
+    retry_delay_seconds: float = 60.0
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        with warehouse.connection(Path(self.path), read_only=read_only) as con:
-            yield con
+        try:
+            with warehouse.connection(
+                Path(self.path), read_only=read_only, wait_seconds=self.lock_wait_seconds
+            ) as con:
+                yield con
+        except warehouse.WarehouseLockedError as error:
+            raise self.retry_on_lock(error) from error
+
+    def retry_on_lock(self, error: BaseException) -> dg.RetryRequested:
+        """The retry request for a busy lock (raise it ``from error``)."""
+        return dg.RetryRequested(
+            max_retries=self.lock_retries, seconds_to_wait=self.retry_delay_seconds
+        )
 
 
 class LandingZone(dg.ConfigurableResource):

@@ -159,6 +159,7 @@ def run_pipeline(
     import dagster as dg
     from dagster._core.utils import make_new_run_id
 
+    from mlops_assets.monitoring.health import record_run, step_durations
     from mlops_assets.transform.assets import prepare_dbt_manifest
 
     dates = landing_dates(settings)
@@ -245,7 +246,7 @@ def run_pipeline(
                 f"{node.key.to_user_string()} not materialized: too few labelled applications "
                 "yet, or no champion to score with or monitor (the run log says which)"
             )
-    for step, seconds in _step_durations(instance, run_id).items():
+    for step, seconds in step_durations(instance, run_id).items():
         group = group_of_op.get(step, "checks")  # ops that are not assets: asset checks
         report.stage_seconds[group] = report.stage_seconds.get(group, 0.0) + seconds
     report.failed_steps = [
@@ -265,7 +266,8 @@ def run_pipeline(
             )
         )
     if settings.warehouse_path.exists():
-        with connection(settings.warehouse_path, read_only=True) as con:
+        with connection(settings.warehouse_path) as con:
+            instance.report_runless_asset_event(record_run(instance, run_id, con))
             report.tables = table_row_counts(con, REPORTED_SCHEMAS)
             if pending and "monitoring.drift_reports" in report.tables:
                 report.drifted_days = [
@@ -301,27 +303,6 @@ def _describe(metadata: dict) -> str:
         and value.value not in ("", "none")
     ]
     return "\n".join(texts)
-
-
-def _step_durations(instance, run_id: str) -> dict[str, float]:
-    from dagster import DagsterEventType
-
-    starts: dict[str, float] = {}
-    durations: dict[str, float] = {}
-    for entry in instance.all_logs(
-        run_id,
-        of_type={
-            DagsterEventType.STEP_START,
-            DagsterEventType.STEP_SUCCESS,
-            DagsterEventType.STEP_FAILURE,
-        },
-    ):
-        step = entry.step_key
-        if entry.dagster_event.event_type == DagsterEventType.STEP_START:
-            starts[step] = entry.timestamp
-        elif step in starts:
-            durations[step] = entry.timestamp - starts[step]
-    return durations
 
 
 class _StepWatcher:

@@ -8,6 +8,7 @@ with a message that says what holds the lock and what to do.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import time
 from collections.abc import Iterator
@@ -22,8 +23,9 @@ class WarehouseLockedError(RuntimeError):
     """Another process holds the DuckDB write lock for longer than we were willing to wait."""
 
 
-def _is_lock_error(error: duckdb.Error) -> bool:
-    return "lock" in str(error).lower()
+def is_lock_error(error: BaseException | str) -> bool:
+    """Whether ``error`` (or an error message) is DuckDB refusing the file lock: transient."""
+    return "could not set lock" in str(error).lower()
 
 
 def connect(
@@ -42,8 +44,8 @@ def connect(
             con.execute("set enable_progress_bar = false")  # no bars in run logs
             return con
         except duckdb.IOException as error:
-            if not _is_lock_error(error) or time.monotonic() >= deadline:
-                if _is_lock_error(error):
+            if not is_lock_error(error) or time.monotonic() >= deadline:
+                if is_lock_error(error):
                     holder = re.search(r"PID (\d+)", str(error))
                     who = f"process {holder.group(1)}" if holder else "another process"
                     raise WarehouseLockedError(
@@ -56,9 +58,11 @@ def connect(
 
 
 @contextlib.contextmanager
-def connection(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+def connection(
+    path: Path, *, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection that is always closed, so the file lock is released deterministically."""
-    con = connect(path, read_only=read_only)
+    con = connect(path, read_only=read_only, wait_seconds=wait_seconds)
     try:
         yield con
     finally:
@@ -83,3 +87,36 @@ def table_row_counts(con: duckdb.DuckDBPyConnection, schemas: tuple[str, ...]) -
         f"{schema}.{table}": con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
         for schema, table in names
     }
+
+
+def table_version(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """A content hash of ``table``: its columns and types, and the sum of its row hashes (so
+    the order of rows does not matter). Same content, same version; one scan of the table."""
+    columns = con.execute(f"describe {table}").fetchall()
+    rows, total = con.execute(f"select count(*), sum(hash(t)::hugeint) from {table} t").fetchone()
+    digest = hashlib.sha256(repr((columns, rows, str(total))).encode()).hexdigest()
+    return digest[:16]
+
+
+def replace_rows(
+    con: duckdb.DuckDBPyConnection,
+    frames: dict[str, tuple[str, object]],
+    where: str,
+    params: list,
+) -> None:
+    """In one transaction, for each ``table -> (column DDL, frame)``: create the table if it
+    is missing, delete its rows matching ``where`` (with ``params``), insert the frame's rows
+    by column name. Re-recording the same keys replaces them; a failure changes nothing."""
+    con.execute("begin")
+    try:
+        for table, (columns, frame) in frames.items():
+            con.execute(f"create schema if not exists {table.split('.')[0]}")
+            con.execute(f"create table if not exists {table} ({columns})")
+            con.execute(f"delete from {table} where {where}", params)
+            con.register("_frame", frame)
+            con.execute(f"insert into {table} by name select * from _frame")
+            con.unregister("_frame")
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise

@@ -33,3 +33,54 @@ def test_new_and_changed_files_launch_their_day_once(tmp_path):
     assert not {r.run_key for r in requests} & first_keys  # a changed day is a new run
     assert "applications/2025-01-02.csv" in requests[0].tags["mlops/trigger"]
     assert _tick(landing, cursor)[0] == []
+
+
+def _materialized(instance, key, data_version=None, partition=None):
+    tags = {"dagster/data_version": data_version} if data_version else {}
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=key, partition=partition, tags=tags)
+    )
+
+
+def _requested(defs, instance, cursor):
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    keys = {r.key.to_user_string() for r in result.results if r.true_subset.size}
+    return keys, result.cursor
+
+
+def test_downstream_updates_only_when_upstream_data_changed(tmp_path):
+    from mlops_assets.definitions import defs
+
+    features = dg.AssetKey(["features", "loan_features"])
+    scores = dg.AssetKey(["predictions", "loan_default_scores"])
+    classifier = dg.AssetKey(["models", "default_classifier"])
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        requested, cursor = _requested(defs, instance, None)
+        assert requested == set()  # nothing materialized: nothing starts on its own
+
+        # An ingestion updates the dbt models and the features, in one request.
+        _materialized(instance, dg.AssetKey(["raw", "applications"]), partition="2025-01-01")
+        requested, cursor = _requested(defs, instance, cursor)
+        assert {"marts/loan_applications", "features/loan_features"} <= requested
+        assert not requested & {"predictions/loan_default_scores", "models/default_classifier"}
+
+        # New feature content (and a model): scores follow; models never retrain on their own.
+        _materialized(instance, features, "features-v1")
+        _materialized(instance, classifier, "model-a")
+        requested, cursor = _requested(defs, instance, cursor)
+        assert "predictions/loan_default_scores" in requested
+        assert "models/default_classifier" not in requested
+        _materialized(instance, scores, "scores-1")
+        requested, cursor = _requested(defs, instance, cursor)
+        assert "predictions/loan_default_scores" not in requested
+
+        # Features re-built with the same content, the model found its data unchanged: nothing.
+        _materialized(instance, features, "features-v1")
+        _materialized(instance, classifier, "model-a")
+        requested, cursor = _requested(defs, instance, cursor)
+        assert "predictions/loan_default_scores" not in requested
+
+        # A new champion is new data for the scores.
+        _materialized(instance, classifier, "model-b")
+        requested, cursor = _requested(defs, instance, cursor)
+        assert "predictions/loan_default_scores" in requested

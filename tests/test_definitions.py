@@ -111,6 +111,9 @@ def test_every_table_downstream_of_the_vault_has_the_identifier_check(defs):
         key
         for key in graph.get_all_asset_keys()
         if key.path[0] not in ("landing", "models")  # every warehouse table
+        # ... the platform writes: pipeline health is written from Dagster's event log
+        # (asset and check names, counts), by a sensor, not by a run that could check it.
+        and key != dg.AssetKey(["monitoring", "pipeline_runs"])
     }
     assert checked == tables
 

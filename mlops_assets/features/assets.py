@@ -17,9 +17,9 @@ from mlops_assets.features.validation import (
     publish,
     table_checks,
 )
-from mlops_assets.markdown import md_table
+from mlops_assets.markdown import flow_metadata, md_table
 from mlops_assets.resources import WRITER_POOL, WarehouseResource
-from mlops_assets.warehouse import scalar
+from mlops_assets.warehouse import scalar, table_version
 
 FEATURES_KEY = dg.AssetKey(["features", "loan_features"])
 MART_KEY = dg.AssetKey(SOURCE_TABLE.split("."))
@@ -93,9 +93,7 @@ def contract_check_result(report: ContractReport, max_failure_rate: float) -> dg
 def quality_metadata(quality: QualityMetrics, report: ContractReport, now: datetime) -> dict:
     """Per-run data-quality numbers: each is a time series in the asset's plots."""
     metadata: dict = {
-        "rows_in": report.rows_in,
-        "rows_clean": report.rows_clean,
-        "rows_quarantined": report.rows_quarantined,
+        **flow_metadata(report.rows_in, report.rows_clean),
         "validity": dg.MetadataValue.float(
             report.rows_clean / report.rows_in if report.rows_in else 1.0
         ),
@@ -147,6 +145,7 @@ def loan_features(
         passed = report.passed(config.max_failure_rate)
         publish(con, replace_features=passed)
         table_rows = scalar(con, f"select count(*) from {FEATURE_TABLE}")
+        version = table_version(con, FEATURE_TABLE)
     if not passed:
         context.log.error(
             f"contract failed: {FEATURE_TABLE} keeps its previous {table_rows} rows; the new "
@@ -166,6 +165,8 @@ def loan_features(
             "dagster/row_count": table_rows,
             "published": passed,
         },
+        # The content, not the run: re-building unchanged features changes nothing downstream.
+        data_version=dg.DataVersion(version),
         check_results=[contract_check_result(report, config.max_failure_rate)],
     )
 

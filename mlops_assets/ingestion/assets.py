@@ -11,6 +11,7 @@ from mlops_assets.ingestion.sources import (
     SOURCE_SPECS,
     SourceSpec,
 )
+from mlops_assets.markdown import flow_metadata
 from mlops_assets.resources import (
     WRITER_POOL,
     KeyringResource,
@@ -119,7 +120,10 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
                 "files_unchanged": result.count("unchanged"),
                 "files_failed": result.count("failed"),
                 "rows_loaded": result.total("rows_loaded"),
-                "rows_quarantined": result.total("rows_quarantined"),
+                **flow_metadata(
+                    result.total("rows_loaded") + result.total("rows_quarantined"),
+                    result.total("rows_loaded"),
+                ),
                 "quarantined_total": quarantined_total,
                 "extra_columns": ", ".join(extra) or "none",
             },

@@ -22,6 +22,7 @@ from mlops_assets.monitoring.daily import (
     monitor_options,
     store,
 )
+from mlops_assets.monitoring.health import ASSETS_TABLE, HEALTH_KEY, RUNS_TABLE, record_run
 from mlops_assets.monitoring.multivariate import DEFAULT_THRESHOLD
 from mlops_assets.resources import (
     WRITER_POOL,
@@ -31,6 +32,7 @@ from mlops_assets.resources import (
 )
 from mlops_assets.settings import get_settings
 from mlops_assets.training.assets import SCORES_KEY
+from mlops_assets.warehouse import connection as warehouse_connection
 
 DRIFT_KEY = dg.AssetKey(["monitoring", "drift_report"])
 # What a drift episode retrains: both models and the scores (the drift report is partitioned
@@ -266,5 +268,41 @@ def retrain_on_drift(context: dg.SensorEvaluationContext):
     )
 
 
+pipeline_runs = dg.AssetSpec(
+    HEALTH_KEY,
+    group_name="monitoring",
+    kinds={"duckdb"},
+    description=f"Pipeline health, one record per run: `{RUNS_TABLE}` (status, duration, rows "
+    f"quarantined, checks) and `{ASSETS_TABLE}` (per asset: step duration, rows in and out, "
+    "quarantine rate, checks). Written after every run by `mlops run` and by the "
+    "`record_pipeline_health` sensor.",
+    metadata={"dagster/table_name": RUNS_TABLE},
+)
+
+
+def _record_health(context: dg.RunStatusSensorContext) -> None:
+    settings = get_settings()
+    if not settings.warehouse_path.exists():
+        return
+    run_id = context.dagster_run.run_id
+    # A writer may hold the lock: wait a while; a tick that fails is evaluated again.
+    with warehouse_connection(settings.warehouse_path, wait_seconds=30) as con:
+        materialization = record_run(context.instance, run_id, con)
+    context.instance.report_runless_asset_event(materialization)
+
+
+def _health_sensor(status: dg.DagsterRunStatus) -> dg.SensorDefinition:
+    return dg.run_status_sensor(
+        run_status=status,
+        name=f"record_pipeline_health_{status.value.lower()}",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Records every {status.value.lower()} run in {RUNS_TABLE} and {ASSETS_TABLE}.",
+    )(_record_health)
+
+
 monitoring_assets = [drift_report]
-monitoring_sensors = [retrain_on_drift]
+monitoring_specs = [pipeline_runs]
+monitoring_sensors = [
+    retrain_on_drift,
+    *(_health_sensor(s) for s in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)),
+]

@@ -23,6 +23,7 @@ from mlops_assets.monitoring.reference import PROFILE_FILE, SAMPLE_FILE, SCORE, 
 from mlops_assets.training.dataset import FeatureSpec
 from mlops_assets.training.registry import Registry, RegistryError
 from mlops_assets.training.scoring import MODEL, SCORES_TABLE
+from mlops_assets.warehouse import replace_rows
 
 REPORTS_TABLE = "monitoring.drift_reports"
 COLUMNS_TABLE = "monitoring.drift_columns"
@@ -260,19 +261,13 @@ def store(con: duckdb.DuckDBPyConnection, results: list[DayDrift]) -> None:
     )
     summaries["created_at"] = pd.Timestamp.now(tz="UTC")
     days = [r.day for r in results]
-    con.execute("begin")
-    try:
-        con.execute("create schema if not exists monitoring")
-        for table, frame in ((REPORTS_TABLE, summaries), (COLUMNS_TABLE, columns)):
-            con.execute(f"create table if not exists {table} ({TABLE_COLUMNS[table]})")
-            con.register("_frame", frame)
-            con.execute(f"delete from {table} where day in (select unnest(?::date[]))", [days])
-            con.execute(f"insert into {table} by name select * from _frame")
-            con.unregister("_frame")
-        con.execute("commit")
-    except Exception:
-        con.execute("rollback")
-        raise
+    tables = ((REPORTS_TABLE, summaries), (COLUMNS_TABLE, columns))
+    replace_rows(
+        con,
+        {table: (TABLE_COLUMNS[table], frame) for table, frame in tables},
+        "day in (select unnest(?::date[]))",
+        [days],
+    )
 
 
 def history(con: duckdb.DuckDBPyConnection, limit: int = 60) -> pd.DataFrame:

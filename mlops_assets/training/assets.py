@@ -7,14 +7,28 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.features.assets import FEATURES_KEY
+from mlops_assets.features.validation import FEATURE_TABLE, table_exists
 from mlops_assets.markdown import md_table
 from mlops_assets.resources import WRITER_POOL, DaskResource, RegistryResource, WarehouseResource
 from mlops_assets.settings import get_settings
 from mlops_assets.training.dataset import NotEnoughLabels, load_training_data
 from mlops_assets.training.diagnostics import markdown_image, plot_model, robustness
-from mlops_assets.training.scoring import SCORES_TABLE, score_applications
+from mlops_assets.training.registry import content_version
+from mlops_assets.training.scoring import (
+    MODEL,
+    SCORES_TABLE,
+    challenger_version,
+    score_applications,
+)
 from mlops_assets.training.search import CV_STRATEGIES, is_classifier
-from mlops_assets.training.trainer import PRIMARY, TrainingConfig, TrainingOutcome, train_model
+from mlops_assets.training.trainer import (
+    PRIMARY,
+    TrainingConfig,
+    TrainingOutcome,
+    train_model,
+    trained_before,
+)
+from mlops_assets.warehouse import scalar, table_version
 
 MODELS = ("default_classifier", "loss_regressor")
 SCORES_KEY = dg.AssetKey(["predictions", "loan_default_scores"])
@@ -39,6 +53,7 @@ def _metadata(outcome: TrainingOutcome, model: str) -> dict:
     trials = sorted(outcome.search.trials, key=lambda t: (t.candidate, str(t.params)))
     metadata = {
         "version": card["version"],
+        "retrained": True,
         "candidate": card["candidate"],
         "params": dg.MetadataValue.json(card["params"]),
         "new_version": outcome.new,
@@ -168,14 +183,29 @@ def build_model_asset(model: str) -> dg.AssetsDefinition:
                 context.log.warning(f"{model} not trained: {reason}")
                 return
         settings = get_settings()
-        with dask.client() as client:
-            outcome = train_model(
-                data,
-                registry.open(),
-                TrainingConfig(**config.model_dump()),
-                client=client,
-                manifest=settings.dbt_target_dir / "manifest.json",
+        training = TrainingConfig(**config.model_dump())
+        manifest = settings.dbt_target_dir / "manifest.json"
+        previous = trained_before(registry.open(), data, training, manifest)
+        if previous is not None:
+            # Unchanged data (and config, code, libraries): the search would pick the same
+            # winner. Same data version, so nothing downstream counts it as new.
+            context.log.info(
+                f"{model}: training data {data.version} unchanged since version "
+                f"{previous.version}: not retrained"
             )
+            yield dg.MaterializeResult(
+                metadata={
+                    "version": previous.version,
+                    "retrained": False,
+                    "decision": "unchanged: trained on the same data before",
+                    "champion": registry.open().champion(model) or "none",
+                    "training_data_version": data.version,
+                },
+                data_version=dg.DataVersion(previous.version),
+            )
+            return
+        with dask.client() as client:
+            outcome = train_model(data, registry.open(), training, client=client, manifest=manifest)
         context.log.info(f"{model} {outcome.card.version}: {outcome.decision.reason}")
         metadata = _metadata(outcome, model)
         plots_dir = settings.reports_dir / model / outcome.card.version
@@ -208,9 +238,32 @@ model_checks = [build_robustness_check(model) for model in MODELS]
 def loan_default_scores(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, registry: RegistryResource
 ) -> dg.MaterializeResult:
+    models = registry.open()
     with warehouse.connect() as con:
-        report = score_applications(con, registry.open())
+        # What the scores are a function of: the features and the two model versions.
+        inputs = content_version(
+            {
+                "features": table_version(con, FEATURE_TABLE),
+                "champion": models.champion(MODEL),
+                "shadow": challenger_version(models),
+            }
+        )
+        if inputs == _latest_metadata(context, SCORES_KEY, "inputs_version") and table_exists(
+            con, SCORES_TABLE
+        ):
+            context.log.info("features and models unchanged since the last scoring: not re-scored")
+            return dg.MaterializeResult(
+                metadata={
+                    "inputs_version": inputs,
+                    "rescored": False,
+                    "dagster/row_count": scalar(con, f"select count(*) from {SCORES_TABLE}"),
+                },
+                data_version=dg.DataVersion(inputs),
+            )
+        report = score_applications(con, models)
     metadata = {
+        "inputs_version": inputs,
+        "rescored": True,
         "dagster/row_count": report.rows,
         "champion": report.champion,
         "shadow": report.challenger or "none",
@@ -224,7 +277,14 @@ def loan_default_scores(
     }
     for mode, values in report.ab.items():
         metadata[f"live_roc_auc/{mode}"] = dg.MetadataValue.float(values["roc_auc"])
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(inputs))
+
+
+def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey, name: str):
+    """A metadata value of the latest materialization of ``key`` (None if there is none)."""
+    event = context.instance.get_latest_materialization_event(key)
+    value = event.asset_materialization.metadata.get(name) if event else None
+    return value.value if value is not None else None
 
 
 scoring_assets = [loan_default_scores]

@@ -126,6 +126,36 @@ def gate(
     )
 
 
+def training_definition(data: TrainingData, config: TrainingConfig, manifest: Path | None) -> dict:
+    """What defines a model version before the search picks the winner: the data, the
+    validation, the seed, the feature signature, the dbt manifest, code and libraries."""
+    return {
+        "seed": config.seed,
+        "validation": {
+            "cv": config.cv,
+            "folds": config.folds,
+            "holdout_share": config.holdout_share,
+        },
+        "training_data_version": data.version,
+        "signature": {"features": data.spec.columns, "dtypes": data.spec.dtypes()},
+        "dbt_manifest_version": manifest_version(manifest) if manifest else None,
+        "code_version": code_version(),
+        "libraries": library_versions(),
+    }
+
+
+def trained_before(
+    registry: Registry, data: TrainingData, config: TrainingConfig, manifest: Path | None
+) -> ModelCard | None:
+    """The registered version this training would reproduce, if any: the search is
+    deterministic for a seed, so the same definition gives the same winner and version."""
+    wanted = json.loads(json.dumps(training_definition(data, config, manifest), default=str))
+    for card in reversed(registry.versions(data.model)):
+        if all(card.data.get(name) == value for name, value in wanted.items()):
+            return card
+    return None
+
+
 def train_model(
     data: TrainingData,
     registry: Registry,
@@ -168,17 +198,7 @@ def train_model(
     definition = {
         "candidate": winner.candidate,
         "params": winner.params,
-        "seed": config.seed,
-        "validation": {
-            "cv": config.cv,
-            "folds": config.folds,
-            "holdout_share": config.holdout_share,
-        },
-        "training_data_version": data.version,
-        "signature": {"features": data.spec.columns, "dtypes": data.spec.dtypes()},
-        "dbt_manifest_version": manifest_version(manifest) if manifest else None,
-        "code_version": code_version(),
-        "libraries": library_versions(),
+        **training_definition(data, config, manifest),
     }
     champion_version = registry.champion(data.model)
     champion_metrics = None

@@ -12,10 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DagsterDbtCliRuntimeError,
+    DagsterDbtTranslator,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
 
-from mlops_assets.resources import WRITER_POOL
+from mlops_assets.resources import WRITER_POOL, WarehouseResource
 from mlops_assets.settings import DBT_PROJECT_DIR, get_settings
+from mlops_assets.warehouse import is_lock_error
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
@@ -121,19 +128,27 @@ def build_dbt_assets() -> dg.AssetsDefinition:
         name="dbt_models",
     )
     def dbt_models(
-        context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig
+        context: dg.AssetExecutionContext,
+        dbt: DbtCliResource,
+        warehouse: WarehouseResource,
+        config: DbtBuildConfig,
     ) -> Iterator[Any]:
         # dbt resolves the warehouse from MLOPS_HOME; pass the absolute path of this process's.
         settings = get_settings()
         os.environ["MLOPS_HOME"] = str(settings.home)
         # One target directory under MLOPS_HOME (writers run one at a time), not one per run.
         stream = dbt.cli(["build"], context=context, target_path=settings.dbt_target_dir).stream()
-        if not config.fetch_table_metadata:
-            yield from stream
-            return
+        if config.fetch_table_metadata:
+            stream = stream.fetch_row_counts().fetch_column_metadata()
         try:
-            yield from stream.fetch_row_counts().fetch_column_metadata()
+            yield from stream
+        except DagsterDbtCliRuntimeError as error:
+            # dbt-duckdb waited for the lock already; a still busy lock is retried, nothing else.
+            if is_lock_error(error):
+                raise warehouse.retry_on_lock(error) from error
+            raise
         finally:
-            _close_dbt_adapter_connections()
+            if config.fetch_table_metadata:
+                _close_dbt_adapter_connections()
 
     return dbt_models

@@ -73,12 +73,69 @@ def test_run_is_recorded_in_the_dagster_instance_under_mlops_home(pipeline_run):
     assert len(raw_days) == SMALL.days
 
 
+def test_every_run_is_recorded_in_pipeline_health(pipeline_run):
+    summary = pipeline_run.summary
+    with duckdb.connect(str(pipeline_run.warehouse), read_only=True) as con:
+        run = con.execute(
+            "select status, trigger, seconds, checks_passed, checks_failed, rows_quarantined "
+            "from monitoring.pipeline_runs where run_id = ?",
+            [summary["run_id"]],
+        ).fetchone()
+        assets = {
+            row[0]: row[1:]
+            for row in con.execute(
+                "select asset, partitions, step_seconds, rows_in, rows_out, rows_quarantined, "
+                "quarantine_rate from monitoring.pipeline_run_assets where run_id = ?",
+                [summary["run_id"]],
+            ).fetchall()
+        }
+    status, trigger, seconds, passed, failed, quarantined = run
+    assert (status, trigger, failed) == ("SUCCESS", "mlops run", 0)
+    assert passed == summary["checks"]["passed"]
+    assert 0 < seconds <= summary["seconds"]
+    tables = summary["tables"]
+    partitions, step_seconds, rows_in, rows_out, rows_q, rate = assets["raw/applications"]
+    assert partitions == SMALL.days and step_seconds > 0
+    assert (rows_out, rows_q) == (tables["raw.applications"], tables["quarantine.applications"])
+    assert rows_in == rows_out + rows_q and rate == rows_q / rows_in
+    _, _, rows_in, rows_out, rows_q, _ = assets["features/loan_features"]
+    assert (rows_in, rows_out) == (
+        tables["marts.loan_applications"],
+        tables["features.loan_features"],
+    )
+    assert assets["marts/loan_applications"][3] == tables["marts.loan_applications"]
+    assert quarantined >= rows_q + tables["quarantine.applications"]
+    # ... and reported as the asset monitoring/pipeline_runs, plotted by the UI.
+    instance = dg.DagsterInstance.from_config(str(pipeline_run.home / "dagster"))
+    health = instance.get_latest_materialization_event(dg.AssetKey(["monitoring", "pipeline_runs"]))
+    assert health is not None
+    assert health.asset_materialization.metadata["status"].value == "SUCCESS"
+
+
 def test_second_run_on_unchanged_files_changes_no_table(pipeline_run):
     before = fingerprint(pipeline_run.warehouse)
     result = mlops("run", "--json", "--no-table-metadata", home=pipeline_run.home)
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[:3000])
-    assert json.loads(result.stdout)["ingested_days"] == []
+    summary = json.loads(result.stdout)
+    assert summary["ingested_days"] == []
     assert fingerprint(pipeline_run.warehouse) == before
+    # Unchanged features and labels: the models are not retrained and nothing is re-scored;
+    # the data versions stay, so declarative automation sees nothing new either.
+    instance = dg.DagsterInstance.from_config(str(pipeline_run.home / "dagster"))
+    first_run = pipeline_run.summary["run_id"]
+    for key, flag in [
+        (["models", "default_classifier"], "retrained"),
+        (["models", "loss_regressor"], "retrained"),
+        (["predictions", "loan_default_scores"], "rescored"),
+        (["features", "loan_features"], None),
+    ]:
+        records = instance.fetch_materializations(dg.AssetKey(key), limit=2).records
+        assert [r.run_id for r in records] == [summary["run_id"], first_run]
+        latest, previous = (r.asset_materialization for r in records)
+        assert latest.tags["dagster/data_version"] == previous.tags["dagster/data_version"]
+        if flag:
+            assert latest.metadata[flag].value is False
+            assert previous.metadata[flag].value is True
 
 
 def test_a_bad_file_fails_the_run_alone_and_loses_no_good_row(tmp_path):
@@ -98,6 +155,14 @@ def test_a_bad_file_fails_the_run_alone_and_loses_no_good_row(tmp_path):
     assert summary["checks"]["details"]["raw/applications:files_ingested"].startswith(
         "- applications/2025-01-04.csv: binary content"
     )
+    # Pipeline health keeps the failed run too, with the check that failed.
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        status, failed = con.execute(
+            "select status, failed_checks from monitoring.pipeline_runs where run_id = ?",
+            [summary["run_id"]],
+        ).fetchone()
+    assert status == "FAILURE"
+    assert "raw/applications:files_ingested" in failed
 
     # Once the file is fixed, the next run ingests that day only and succeeds.
     header = (tmp_path / "landing" / "applications" / "2025-01-03.csv").read_text().split("\n")[0]

@@ -79,7 +79,8 @@ def test_contract_check_blocks_above_the_threshold_and_reports_why(warehouse):
     [materialization] = result.asset_materializations_for_node(OP)
     metadata = materialization.metadata
     assert metadata["rows_in"].value == 2_000
-    assert metadata["rows_clean"].value == 1_960
+    assert metadata["rows_out"].value == 1_960
+    assert metadata["quarantine_rate"].value == pytest.approx(0.02)
     assert metadata["rows_quarantined"].value == 40
     assert metadata["validity"].value == pytest.approx(0.98)
     assert metadata["duplicate_rows"].value == 0

@@ -3,13 +3,14 @@
 import json
 import os
 import subprocess
+from dataclasses import replace
 
 import pytest
 
 from mlops_assets.training.dataset import load_training_data
 from mlops_assets.training.registry import Registry, RegistryError
 from mlops_assets.training.scoring import SCORES_TABLE, score_applications
-from mlops_assets.training.trainer import TrainingConfig, gate, train_model
+from mlops_assets.training.trainer import TrainingConfig, gate, train_model, trained_before
 from tests.conftest import BIN
 
 FAST = TrainingConfig(folds=2, bootstrap_rounds=20)
@@ -41,6 +42,13 @@ def test_first_model_becomes_champion_with_a_complete_card(trained):
 
 def test_same_data_config_and_seed_add_no_version(trained, features_con):
     registry, data, first = trained
+    # What `models/*` checks before searching: this data and config were trained on before.
+    assert trained_before(registry, data, FAST, None).version == first.card.version
+    assert (
+        trained_before(registry, data, TrainingConfig(folds=3, bootstrap_rounds=20), None) is None
+    )
+    fewer = replace(data, version="another-training-data-version")
+    assert trained_before(registry, fewer, FAST, None) is None
     again = train_model(data, registry, FAST)
     assert not again.new and again.card.version == first.card.version
     assert len(registry.versions("default_classifier")) == 1
