@@ -10,8 +10,8 @@
 
 * Declarative automation (``AUTOMATION``): the dbt models and the features update after
   every ingestion; scores and drift update only when the data versions of the features or of
-  the champion changed, so unchanged data never re-scores. The sensor
-  ``default_automation_condition_sensor`` evaluates the conditions (on by default).
+  the champion changed, so unchanged data never re-scores. ``automation_sensor`` evaluates
+  the conditions (on by default).
 * ``landing_file_sensor`` starts ``daily_pipeline`` for the day of every new or changed
   landing file, as soon as it lands (the schedule is the safety net).
 
@@ -161,7 +161,15 @@ def _digest(parts: list[str]) -> str:
     return hashlib.sha256("".join(parts).encode()).hexdigest()[:12]
 
 
-sensors = [landing_file_sensor]
+# Evaluates the automation conditions; on by default: it only reacts to updates by other runs.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Materializes assets whose automation condition is true (see AUTOMATION).",
+)
+sensors = [landing_file_sensor, automation_sensor]
 schedules = [
     daily_pipeline_schedule,
     dg.ScheduleDefinition(

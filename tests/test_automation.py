@@ -54,6 +54,8 @@ def test_downstream_updates_only_when_upstream_data_changed(tmp_path):
     features = dg.AssetKey(["features", "loan_features"])
     scores = dg.AssetKey(["predictions", "loan_default_scores"])
     classifier = dg.AssetKey(["models", "default_classifier"])
+    sensor = defs.resolve_sensor_def("automation_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING  # the daemon evaluates them
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         requested, cursor = _requested(defs, instance, None)
         assert requested == set()  # nothing materialized: nothing starts on its own
