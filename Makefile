@@ -7,12 +7,18 @@ STAMP := $(VENV)/.installed
 EVIDENTLY_VENV := .venv-evidently
 EVIDENTLY_STAMP := $(EVIDENTLY_VENV)/.installed
 export MLOPS_HOME ?= $(CURDIR)/.mlops
+# The browser of the UI tests (tests/ui/): Debian's chromium package, driven by Playwright,
+# which never downloads a browser of its own. Installed with apt when missing (root, or sudo).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: help install demo run test lint format ui dbt-build validate bench clean
+.PHONY: help install chromium demo run test test-ui docs-screenshot lint format ui dbt-build validate bench clean
 
 help:
 	@echo "make demo       generate ~100k sample applications (unless present) and run every asset"
-	@echo "make test       lint and run the whole test suite"
+	@echo "make test       lint and run the whole test suite (installs Debian's chromium if missing)"
+	@echo "make test-ui    only the browser and GraphQL tests against a live 'mlops ui'"
+	@echo "make docs-screenshot  re-take docs/asset-graph.png with the browser test"
 	@echo "make ui         serve the Dagster UI on http://127.0.0.1:3000"
 	@echo "make dbt-build  run the dbt project with the dbt CLI against \$$MLOPS_HOME"
 	@echo "make validate   dagster definitions validate -w workspace.yaml"
@@ -26,6 +32,12 @@ $(STAMP): pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
+chromium: $(CHROMIUM)
 
 $(EVIDENTLY_STAMP): benchmarks/evidently-requirements.txt
 	$(PYTHON) -m venv $(EVIDENTLY_VENV)
@@ -44,8 +56,14 @@ demo: $(STAMP)
 run: $(STAMP)
 	$(BIN)/mlops run
 
-test: $(STAMP) lint
+test: $(STAMP) $(CHROMIUM) lint
 	$(BIN)/pytest
+
+test-ui: $(STAMP) $(CHROMIUM)
+	$(BIN)/pytest tests/ui
+
+docs-screenshot: $(STAMP) $(CHROMIUM)
+	MLOPS_UPDATE_DOCS_SCREENSHOT=1 $(BIN)/pytest tests/ui
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -588,8 +588,11 @@ def ui(
         console.print(f"[yellow]{notice}[/]")
     settings.ensure_dagster_home()
     os.environ["MLOPS_HOME"] = str(settings.home)
+    # dagster-dbt runs `dbt` from PATH: this environment's, even when the venv is not active.
+    bin_dir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
     prepare_dbt_manifest()
-    dagster = Path(sys.executable).parent / "dagster"
+    dagster = Path(bin_dir) / "dagster"
     args = [
         str(dagster),
         "dev",

@@ -96,7 +96,9 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         landing: LandingZone,
         keyring: KeyringResource,
     ) -> dg.MaterializeResult:
-        keys = context.partition_keys if context.has_partition_key_range else None
+        # The run's days: one (schedule, landing sensor, a day from the UI) or a range.
+        partitioned = context.has_partition_key or context.has_partition_key_range
+        keys = context.partition_keys if partitioned else None
         secrets = keyring.load() if spec.has_personal_data else None
         with warehouse.connect() as con:
             result = ingest_source(

@@ -173,7 +173,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.BetaWarning)
     drift_report = dg.asset(
         key=DRIFT_KEY,
-        deps=[FEATURES_KEY, SCORES_KEY],
+        # raw/applications, day for day: each report covers that landing day's applications,
+        # and a backfill of the raw days ("Materialize all" in the UI) includes the reports.
+        deps=[FEATURES_KEY, SCORES_KEY, dg.AssetKey(["raw", "applications"])],
         partitions_def=landing_days,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name="monitoring",
@@ -256,11 +258,17 @@ def retrain_on_drift(context: dg.SensorEvaluationContext):
     triggers = episodes(observations, cursor)
     if result.records:
         cursor.after = result.cursor
+    # Episodes found together (a backfill of past days) would retrain on the same data: one
+    # run, keyed by the latest of them.
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(run_key=f"drift-{day}", tags={"mlops/trigger": f"drift on {day}"})
-            for day in triggers
-        ],
+            dg.RunRequest(
+                run_key=f"drift-{triggers[-1]}",
+                tags={"mlops/trigger": f"drift on {', '.join(triggers)}"},
+            )
+        ]
+        if triggers
+        else [],
         skip_reason=None
         if triggers
         else f"no new drift episode in {len(observations)} new drift reports",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import duckdb
 import pytest
 
 from mlops_assets.ingestion.loader import ingest_file, ingest_source
 from mlops_assets.ingestion.sources import SOURCE_SPECS
-from mlops_assets.sample_data.generator import CUSTOMER_COLUMNS
+from mlops_assets.sample_data.generator import CUSTOMER_COLUMNS, GeneratorConfig, generate
 from mlops_assets.security.keyring import Keyring, KeyringError
 from mlops_assets.security.scan import find_identifiers
 from mlops_assets.security.vault import (
@@ -119,3 +120,29 @@ def test_the_identifier_check_finds_columns_and_values_without_printing_them(con
         "marts.leaky.comment: national_id (1 rows)",
     ]
     assert not any("555-123" in f for f in findings)
+
+
+def test_a_run_for_one_day_loads_that_days_files_only(tmp_path, keyring):
+    """What the daily schedule and the landing sensor launch: one partition, one day's files."""
+    import dagster as dg
+
+    from mlops_assets.ingestion.assets import raw_assets
+    from mlops_assets.resources import KeyringResource, LandingZone, WarehouseResource
+
+    generate(GeneratorConfig(days=3, rows_per_day=10, seed=4), tmp_path / "landing")
+    [applications] = [a for a in raw_assets if a.key.path == ["raw", "applications"]]
+    result = dg.materialize(
+        [applications],
+        partition_key="2025-01-02",
+        resources={
+            "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
+            "landing": LandingZone(path=str(tmp_path / "landing")),
+            "keyring": KeyringResource(path=str(keyring.path)),
+        },
+    )
+    [materialization] = result.asset_materializations_for_node("raw__applications")
+    assert materialization.partition == "2025-01-02"
+    assert materialization.metadata["files_loaded"].value == 1
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        files = con.execute("select distinct _source_file from raw.applications").fetchall()
+    assert files == [("applications/2025-01-02.csv",)]

@@ -61,3 +61,13 @@ def test_episodes_rule():
     assert episodes(days, cursor) == ["2025-02-01", "2025-02-21"]
     assert COOLDOWN_DAYS == 7
     assert RetrainCursor(cursor.dumps()).last_trigger == "2025-02-21"
+
+
+def test_episodes_read_together_retrain_once():
+    """A backfill of past days can reveal several episodes at once: one retraining, on today's
+    data either way, keyed by the latest episode."""
+    with dg.instance_for_test() as instance:
+        for day, drifted in [("01", True), ("02", False), ("10", True), ("11", False)]:
+            _observe(instance, f"2025-01-{day}", drifted)
+        requests, _ = _tick(instance, None)
+        assert requests == ["drift-2025-01-10"]

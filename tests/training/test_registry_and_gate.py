@@ -125,3 +125,21 @@ def test_cli_lists_and_promotes_with_a_reason(trained):
     assert last["metrics_before"] == first.card.metrics
     unknown = run("promote", "default_classifier", "nope", "--reason", "x")
     assert unknown.returncode == 1 and "no version nope" in unknown.stderr
+
+
+def test_scoring_without_a_champion_skips_instead_of_failing(tmp_path):
+    """A new deployment: the daily pipeline runs before the first training."""
+    import dagster as dg
+
+    from mlops_assets.resources import RegistryResource, WarehouseResource
+    from mlops_assets.training.assets import loan_default_scores
+
+    result = dg.materialize(
+        [loan_default_scores],
+        resources={
+            "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
+            "registry": RegistryResource(path=str(tmp_path / "models")),
+        },
+    )
+    assert result.success
+    assert result.asset_materializations_for_node("predictions__loan_default_scores") == []

@@ -1,0 +1,355 @@
+"""A live `mlops ui` (dagster-webserver + daemon) and Debian's Chromium, for the UI tests.
+
+The server gets a home of its own with freshly generated landing files (the SMALL dataset of
+tests/conftest.py, 40 days x 150 applications) dated so that the last landing day is today (UTC),
+and MLOPS_FIRST_LANDING_DATE set to the first: the daily partitions of the raw tables are then
+exactly the landing days, so "All" in the UI's launch dialog means every landing file.
+
+Screenshots, the server's log and the timings go to test-artifacts/ui/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from mlops_assets.sample_data.generator import generate
+from tests.conftest import BIN, SMALL
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "ui"
+
+# Debian's chromium package (installed by `make test` / .ci/run), never a Playwright download.
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags Chromium phones home, and a closed network refuses it.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+SERVER_START_TIMEOUT = 240  # seconds: dbt parse, keyring, code location load
+TERMINAL_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
+# Backfill statuses that are still moving; anything else is final.
+ACTIVE_BACKFILL_STATUSES = {"REQUESTED", "CANCELING", "FAILING"}
+
+expect.set_options(timeout=30_000)
+
+RUN_EVENTS = """
+query RunEvents($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run {
+      status
+      eventConnection(afterCursor: null) {
+        events {
+          __typename
+          ... on MessageEvent { message level stepKey }
+          ... on ExecutionStepFailureEvent { error { message causes { message } } }
+          ... on RunFailureEvent { error { message causes { message } } }
+        }
+      }
+    }
+  }
+}
+"""
+
+BACKFILL = """
+query Backfill($backfillId: String!) {
+  partitionBackfillOrError(backfillId: $backfillId) {
+    __typename
+    ... on PartitionBackfill {
+      id
+      status
+      error { message }
+      runs(limit: 100) { runId status }
+      assetBackfillData {
+        assetBackfillStatuses {
+          __typename
+          ... on AssetPartitionsStatusCounts {
+            assetKey { path }
+            numPartitionsTargeted numPartitionsInProgress numPartitionsMaterialized
+            numPartitionsFailed
+          }
+          ... on UnpartitionedAssetStatus { assetKey { path } inProgress materialized failed }
+        }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def record_timing(name: str, seconds: float) -> None:
+    """Append a measured duration to test-artifacts/ui/timings.json."""
+    path = ARTIFACTS / "timings.json"
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings[name] = round(seconds, 1)
+    path.write_text(json.dumps(timings, indent=2) + "\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class UiServer:
+    url: str
+    home: Path
+    landing_days: list[str]
+    log: Path
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        """POST to the webserver's /graphql; the ``data`` of an answer without errors."""
+        response = requests.post(
+            f"{self.url}/graphql",
+            json={"query": query, "variables": variables or {}},
+            timeout=60,
+        )
+        body = response.json()
+        assert response.ok and not body.get("errors"), (response.status_code, body)
+        return body["data"]
+
+    def run_status(self, run_id: str) -> str:
+        data = self.graphql(
+            "query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }",
+            {"id": run_id},
+        )["runOrError"]
+        assert data["__typename"] == "Run", data
+        return data["status"]
+
+    def wait_for_run(self, run_id: str, timeout: float) -> str:
+        """Poll the run until it is over; its final status."""
+        deadline = time.monotonic() + timeout
+        while (status := self.run_status(run_id)) not in TERMINAL_RUN_STATUSES:
+            assert time.monotonic() < deadline, f"run {run_id} still {status} after {timeout} s"
+            time.sleep(2)
+        return status
+
+    def run_errors(self, run_id: str) -> str:
+        """The failure and error messages of a run, to explain a failed assertion."""
+        run = self.graphql(RUN_EVENTS, {"runId": run_id})["runOrError"]
+        lines = [f"run {run_id}: {run.get('status')}"]
+        for event in run.get("eventConnection", {}).get("events", []):
+            error = event.get("error") or {}
+            causes = [cause["message"] for cause in error.get("causes", [])]
+            if error or event.get("level") == "ERROR":
+                messages = [event.get("message"), error.get("message"), *causes]
+                lines.append(f"[{event.get('stepKey')}] " + " / ".join(m for m in messages if m))
+        return "\n".join(lines)
+
+    def wait_for_backfill(self, backfill_id: str, timeout: float) -> dict:
+        """Poll the backfill (the daemon runs it) until it is over: its status is final, or
+        every run it launched so far succeeded and, together, they materialized every asset
+        partition it targets (the daemon, which passes every 30 s, would say so only on its
+        next pass). Returns the backfill as last read."""
+        deadline = time.monotonic() + timeout
+        while True:
+            backfill = self.graphql(BACKFILL, {"backfillId": backfill_id})
+            backfill = backfill["partitionBackfillOrError"]
+            assert backfill["__typename"] == "PartitionBackfill", backfill
+            if backfill["status"] not in ACTIVE_BACKFILL_STATUSES or self._materialized(backfill):
+                return backfill
+            runs = {run["runId"][:8]: run["status"] for run in backfill["runs"]}
+            assert time.monotonic() < deadline, (
+                f"backfill {backfill_id} still {backfill['status']} after {timeout} s: {runs}"
+            )
+            time.sleep(2)
+
+    def _materialized(self, backfill: dict) -> bool:
+        """Whether the backfill's runs all succeeded and materialized all it targets."""
+        runs = {run["runId"] for run in backfill["runs"]}
+        statuses = backfill["assetBackfillData"]["assetBackfillStatuses"]
+        if not runs or not statuses or any(run["status"] != "SUCCESS" for run in backfill["runs"]):
+            return False
+        nodes = self.graphql(
+            """query($keys: [AssetKeyInput!]) { assetNodes(assetKeys: $keys) {
+                assetKey { path } assetMaterializations(limit: 200) { runId partition } } }""",
+            {"keys": [{"path": status["assetKey"]["path"]} for status in statuses]},
+        )["assetNodes"]
+        partitions = {
+            "/".join(node["assetKey"]["path"]): {
+                event["partition"]
+                for event in node["assetMaterializations"]
+                if event["runId"] in runs
+            }
+            for node in nodes
+        }
+        return all(
+            len(partitions.get("/".join(status["assetKey"]["path"]), ()))
+            >= status.get("numPartitionsTargeted", 1)
+            for status in statuses
+        )
+
+    def backfill_failures(self, backfill: dict) -> str:
+        failed = [run["runId"] for run in backfill["runs"] if run["status"] != "SUCCESS"]
+        return "\n\n".join(
+            [f"backfill {backfill['id']}: {backfill['status']} {backfill['error']}"]
+            + [json.dumps(backfill["assetBackfillData"]["assetBackfillStatuses"])]
+            + [self.run_errors(run_id) for run_id in failed]
+        )
+
+
+def backfill_targets(backfill: dict) -> list[str]:
+    """The asset keys (``a/b``) a backfill targets."""
+    statuses = backfill["assetBackfillData"]["assetBackfillStatuses"]
+    return ["/".join(status["assetKey"]["path"]) for status in statuses]
+
+
+def backfill_succeeded(backfill: dict) -> bool:
+    """Every run of the backfill succeeded and no targeted asset failed: stricter than
+    Dagster's COMPLETED_SUCCESS, which a backfill also gets when a run failed after
+    materializing its assets (a dbt test that errors, say)."""
+    statuses = backfill["assetBackfillData"]["assetBackfillStatuses"]
+    return (
+        backfill["status"] in ACTIVE_BACKFILL_STATUSES | {"COMPLETED_SUCCESS"}
+        and bool(backfill["runs"])
+        and all(run["status"] == "SUCCESS" for run in backfill["runs"])
+        and not any(s.get("numPartitionsFailed") or s.get("failed") for s in statuses)
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _log_tail(path: Path, chars: int = 4000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+
+def _wait_until_loaded(server: UiServer, process: subprocess.Popen, timeout: float) -> None:
+    """Until the webserver answers and the code location is loaded (or failed to load)."""
+    deadline = time.monotonic() + timeout
+    query = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
+        name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+    while True:
+        assert process.poll() is None, (
+            f"`mlops ui` exited with {process.returncode}:\n{_log_tail(server.log)}"
+        )
+        with contextlib.suppress(requests.ConnectionError, requests.Timeout):
+            requests.get(f"{server.url}/server_info", timeout=5).raise_for_status()
+            entries = server.graphql(query)["workspaceOrError"]["locationEntries"]
+            if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
+                errors = [
+                    entry["locationOrLoadError"]
+                    for entry in entries
+                    if entry["locationOrLoadError"]["__typename"] == "PythonError"
+                ]
+                assert not errors, f"code location failed to load: {errors}"
+                return
+        assert time.monotonic() < deadline, (
+            f"the UI was not up after {timeout} s:\n{_log_tail(server.log)}"
+        )
+        time.sleep(1)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop `dagster dev` and everything it started (webserver, daemon, code server, runs):
+    they share the process group the server was started in."""
+    group = process.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        process.poll()
+        try:
+            os.killpg(group, 0)  # anyone left in the group?
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="package")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+    """`mlops ui --port N` against a fresh home with 40 landing days ending today, as
+    `make ui` runs it; stopped (with its daemon, code server and runs) after tests/ui/."""
+    started = time.monotonic()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "timings.json").unlink(missing_ok=True)
+    home = tmp_path_factory.mktemp("ui_home")
+    today = datetime.now(UTC).date()
+    config = dataclasses.replace(SMALL, start_date=today - timedelta(days=SMALL.days - 1))
+    generate(config, home / "landing")
+    days = [(config.start_date + timedelta(days=d)).isoformat() for d in range(config.days)]
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MLOPS_HOME": str(home),
+        "MLOPS_FIRST_LANDING_DATE": days[0],
+        # As `make ui`: the venv's bin on PATH, where dagster-dbt looks for `dbt`.
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    for inherited in ("DAGSTER_HOME", "MLOPS_KEYRING", "DASK_SCHEDULER_ADDRESS"):
+        env.pop(inherited, None)
+    server = UiServer(f"http://127.0.0.1:{port}", home, days, ARTIFACTS / "dagster-ui.log")
+    with server.log.open("w") as log:
+        process = subprocess.Popen(
+            [str(BIN / "mlops"), "ui", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so teardown reaches every child
+        )
+    try:
+        _wait_until_loaded(server, process, SERVER_START_TIMEOUT)
+        # What the "Skip" of Dagster's "Join the Dagster community" dialog records: otherwise
+        # that dialog pops up over the first page, a second after it loads, mid-click.
+        assert server.graphql("mutation { setNuxSeen }")["setNuxSeen"] is not None
+        record_timing("ui_server_start", time.monotonic() - started)
+        yield server
+    finally:
+        stopping = time.monotonic()
+        _stop(process)
+        record_timing("ui_server_stop", time.monotonic() - stopping)
+
+
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium, driven by Playwright."""
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: `make test` installs Debian's chromium"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh browser page; its last state is saved as <test>-last.png."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.set_default_navigation_timeout(60_000)
+    # Should "Join the Dagster community" show all the same (ui_server marks it seen), skip it.
+    community = page.get_by_role("dialog").filter(has_text="Join the Dagster community")
+    page.add_locator_handler(
+        community, lambda dialog: dialog.get_by_role("button", name="Skip").click()
+    )
+    yield page
+    with contextlib.suppress(Exception):
+        page.screenshot(path=ARTIFACTS / f"{request.node.name}-last.png")
+    context.close()
