@@ -44,9 +44,13 @@ _STEP_ENDS = (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE
 
 def step_durations(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
     """Seconds from each step's (last) start to its end."""
+    return _durations(instance.all_logs(run_id, of_type=_EVENTS))
+
+
+def _durations(entries: list) -> dict[str, float]:
     starts: dict[str, float] = {}
     durations: dict[str, float] = {}
-    for entry in instance.all_logs(run_id, of_type=_EVENTS):
+    for entry in entries:
         kind = entry.dagster_event.event_type
         if kind == dg.DagsterEventType.STEP_START:
             starts[entry.step_key] = entry.timestamp
@@ -67,11 +71,12 @@ def run_health(instance: dg.DagsterInstance, run_id: str) -> tuple[dict, pd.Data
     run = instance.get_run_by_id(run_id)
     if run is None:
         raise ValueError(f"no run {run_id} in this Dagster instance")
-    durations = step_durations(instance, run_id)
+    entries = instance.all_logs(run_id, of_type=_EVENTS)  # read once
+    durations = _durations(entries)
     assets: dict[str, dict] = {}
     checks: dict[str, list[tuple[str, bool]]] = defaultdict(list)
     started = None
-    for entry in instance.all_logs(run_id, of_type=_EVENTS):
+    for entry in entries:
         started = started or entry.timestamp
         event = entry.dagster_event
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
