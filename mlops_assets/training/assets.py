@@ -185,7 +185,8 @@ def build_model_asset(model: str) -> dg.AssetsDefinition:
         settings = get_settings()
         training = TrainingConfig(**config.model_dump())
         manifest = settings.dbt_target_dir / "manifest.json"
-        previous = trained_before(registry.open(), data, training, manifest)
+        models = registry.open()
+        previous = trained_before(models, data, training, manifest)
         if previous is not None:
             # Unchanged data (and config, code, libraries): the search would pick the same
             # winner. Same data version, so nothing downstream counts it as new.
@@ -198,14 +199,14 @@ def build_model_asset(model: str) -> dg.AssetsDefinition:
                     "version": previous.version,
                     "retrained": False,
                     "decision": "unchanged: trained on the same data before",
-                    "champion": registry.open().champion(model) or "none",
+                    "champion": models.champion(model) or "none",
                     "training_data_version": data.version,
                 },
                 data_version=dg.DataVersion(previous.version),
             )
             return
         with dask.client() as client:
-            outcome = train_model(data, registry.open(), training, client=client, manifest=manifest)
+            outcome = train_model(data, models, training, client=client, manifest=manifest)
         context.log.info(f"{model} {outcome.card.version}: {outcome.decision.reason}")
         metadata = _metadata(outcome, model)
         plots_dir = settings.reports_dir / model / outcome.card.version
@@ -240,7 +241,8 @@ def loan_default_scores(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, registry: RegistryResource
 ) -> Iterator[dg.MaterializeResult]:
     models = registry.open()
-    if models.champion(MODEL) is None:
+    champion = models.champion(MODEL)
+    if champion is None:
         # Not a failure: the daily pipeline runs before the first (weekly) training does.
         context.log.warning(f"{MODEL} has no champion yet: nothing scored")
         return
@@ -249,7 +251,7 @@ def loan_default_scores(
         inputs = content_version(
             {
                 "features": table_version(con, FEATURE_TABLE),
-                "champion": models.champion(MODEL),
+                "champion": champion,
                 "shadow": challenger_version(models),
             }
         )
