@@ -20,3 +20,9 @@ def flow_metadata(rows_in: int, rows_out: int) -> dict:
         "rows_quarantined": quarantined,
         "quarantine_rate": dg.MetadataValue.float(quarantined / rows_in if rows_in else 0.0),
     }
+
+
+def placement_metadata(placement: dict[str, int]) -> dg.JsonMetadataValue:
+    """Tasks per place (a Dask worker address, or ``local``): where a stage's parallel work ran,
+    the same key on every asset that fans out."""
+    return dg.MetadataValue.json(dict(sorted(placement.items())))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -17,6 +18,11 @@ from pathlib import Path
 import duckdb
 
 LOCK_WAIT_SECONDS = 60.0
+# DuckDB's memory budget per process (dbt's profile reads the same variable): above it, joins,
+# sorts and aggregations spill to <warehouse>.tmp/ instead of growing. DuckDB's own default is
+# 80% of RAM, which leaves nothing for the Dask workers beside it.
+MEMORY_LIMIT_VARIABLE = "MLOPS_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "2GB"
 
 
 class WarehouseLockedError(RuntimeError):
@@ -42,6 +48,10 @@ def connect(
         try:
             con = duckdb.connect(str(path), read_only=read_only)
             con.execute("set enable_progress_bar = false")  # no bars in run logs
+            con.execute(
+                "set memory_limit = ?",
+                [os.environ.get(MEMORY_LIMIT_VARIABLE) or DEFAULT_MEMORY_LIMIT],
+            )
             return con
         except duckdb.IOException as error:
             if not is_lock_error(error) or time.monotonic() >= deadline:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +25,12 @@ BIN = Path(sys.executable).parent
 SMALL = GeneratorConfig(days=40, rows_per_day=150, seed=7, drift_from_day=30)
 
 
-def mlops(*args: str, home: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the `mlops` console script as a user would, against ``home``."""
-    env = {**os.environ, "MLOPS_HOME": str(home)}
+def mlops(
+    *args: str, home: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the `mlops` console script as a user would, against ``home`` (``env``: more
+    variables)."""
+    env = {**os.environ, "MLOPS_HOME": str(home), **(env or {})}
     env.pop("DAGSTER_HOME", None)
     return subprocess.run(
         [str(BIN / "mlops"), *args], env=env, capture_output=True, text=True, timeout=timeout
@@ -37,20 +44,97 @@ def keyring(tmp_path) -> Keyring:
 
 
 @dataclass(frozen=True)
+class DaskCluster:
+    address: str  # the scheduler, tcp://127.0.0.1:<port>
+    workers: frozenset[str]  # the workers' addresses
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[DaskCluster]:
+    """A real Dask cluster on 127.0.0.1, as an operator starts one: `dask scheduler` and two
+    `dask worker` processes (one thread each), stopped at the end of the session."""
+    from distributed import Client
+
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    port = address.rsplit(":", 1)[1]
+    common = ["--host", "127.0.0.1", "--no-dashboard"]
+    worker = [BIN / "dask", "worker", address, "--nthreads", "1", *common]
+    processes = [
+        subprocess.Popen(
+            [BIN / "dask", "scheduler", "--port", port, *common],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    ]
+    processes += [
+        subprocess.Popen(
+            [*worker, "--name", f"worker-{n}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for n in (1, 2)
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the scheduler takes a moment to listen
+            try:
+                client = Client(address, timeout=5)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        with client:
+            client.wait_for_workers(2, timeout=60)
+            workers = frozenset(client.scheduler_info(n_workers=-1)["workers"])
+        yield DaskCluster(address, workers)
+    finally:
+        for process in reversed(processes):
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            process.wait(timeout=30)
+
+
+@dataclass(frozen=True)
 class PipelineRun:
     home: Path
     summary: dict
+    cluster: DaskCluster
 
     @property
     def warehouse(self) -> Path:
         return self.home / "warehouse.duckdb"
 
 
+# The e2e run's parallel work goes to `dask_cluster`, in chunks small enough that validation
+# and scoring fan out too: the deployment shape of README "Scaling out", on one machine.
+CLUSTER_CHUNK_ROWS = 1_000
+
+
 @pytest.fixture(scope="session")
-def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
-    """A home with generated landing files and one full `mlops run --json` over them."""
+def pipeline_run(
+    tmp_path_factory: pytest.TempPathFactory, dask_cluster: DaskCluster
+) -> PipelineRun:
+    """A home with generated landing files and one full `mlops run --json` over them, its
+    parallel work on a real Dask cluster (DASK_SCHEDULER_ADDRESS)."""
     home = tmp_path_factory.mktemp("mlops_home")
     generate(SMALL, home / "landing")
-    result = mlops("run", "--json", home=home)
+    result = mlops(
+        "run",
+        "--json",
+        home=home,
+        env={
+            "DASK_SCHEDULER_ADDRESS": dask_cluster.address,
+            "MLOPS_CHUNK_ROWS": str(CLUSTER_CHUNK_ROWS),
+        },
+    )
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[:3000])
-    return PipelineRun(home, json.loads(result.stdout))
+    return PipelineRun(home, json.loads(result.stdout), dask_cluster)

@@ -8,7 +8,6 @@ from pydantic import Field
 from mlops_assets.features.engineering import SOURCE_TABLE, stage_features
 from mlops_assets.features.quality import QualityMetrics, measure_quality
 from mlops_assets.features.validation import (
-    DEFAULT_CHUNK_ROWS,
     FEATURE_TABLE,
     QUARANTINE_TABLE,
     ContractReport,
@@ -17,8 +16,8 @@ from mlops_assets.features.validation import (
     publish,
     table_checks,
 )
-from mlops_assets.markdown import flow_metadata, md_table
-from mlops_assets.resources import WRITER_POOL, WarehouseResource
+from mlops_assets.markdown import flow_metadata, md_table, placement_metadata
+from mlops_assets.resources import WRITER_POOL, DaskResource, WarehouseResource
 from mlops_assets.warehouse import scalar, table_version
 
 FEATURES_KEY = dg.AssetKey(["features", "loan_features"])
@@ -33,10 +32,11 @@ class FeatureConfig(dg.Config):
         le=1,
         description="The contract check fails when more than this share of rows is quarantined.",
     )
-    chunk_rows: int = Field(
-        default=DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = Field(
+        default=None,
         gt=0,
-        description="Rows per validation chunk: bounds memory, whatever the table size.",
+        description="Rows per validation chunk: bounds memory, whatever the table size "
+        "(default: MLOPS_CHUNK_ROWS, else 250,000). Several chunks are validated on Dask.",
     )
 
 
@@ -99,6 +99,7 @@ def quality_metadata(quality: QualityMetrics, report: ContractReport, now: datet
         ),
         "duplicate_rows": quality.duplicate_rows,
         "chunks": report.chunks,
+        "placement": placement_metadata(report.placement),
     }
     freshness = quality.freshness_hours(now.replace(tzinfo=None))
     if quality.newest_applied_at is not None:
@@ -116,7 +117,7 @@ def quality_metadata(quality: QualityMetrics, report: ContractReport, now: datet
     deps=[MART_KEY],
     group_name="features",
     pool=WRITER_POOL,
-    kinds={"duckdb", "pandera"},
+    kinds={"duckdb", "pandera", "dask"},
     description="Model-ready features, one row per application, point in time: nothing after "
     "`applied_at` is used. Every row passed the Pandera contract (mlops_assets/features/"
     f"contract.py); rows that failed are in `{QUARANTINE_TABLE}` with the failed checks.",
@@ -136,12 +137,15 @@ def quality_metadata(quality: QualityMetrics, report: ContractReport, now: datet
     ],
 )
 def loan_features(
-    context: dg.AssetExecutionContext, config: FeatureConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    config: FeatureConfig,
+    warehouse: WarehouseResource,
+    dask: DaskResource,
 ) -> dg.MaterializeResult:
     with warehouse.connect() as con:
         stage_features(con)
         quality = measure_quality(con)
-        report = apply_contract(con, chunk_rows=config.chunk_rows)
+        report = apply_contract(con, chunk_rows=config.chunk_rows, client_factory=dask.client)
         passed = report.passed(config.max_failure_rate)
         publish(con, replace_features=passed)
         table_rows = scalar(con, f"select count(*) from {FEATURE_TABLE}")

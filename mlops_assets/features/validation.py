@@ -20,10 +20,11 @@ chunk; chunks are uniform hash samples of the table, so a chunk stands for the w
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
-from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import duckdb
@@ -33,14 +34,14 @@ import pyarrow as pa_types
 
 from mlops_assets.features.contract import LoanFeatures
 from mlops_assets.features.engineering import STAGED
+from mlops_assets.parallel import Placement, map_chunks
+from mlops_assets.parallel import chunk_rows as default_chunk_rows
 from mlops_assets.warehouse import scalar
 
 FAILURES = "_contract_failures"
 FEATURE_TABLE = "features.loan_features"
 QUARANTINE_TABLE = "quarantine.loan_features"
 STATISTICAL_CHECKS = frozenset({"default_rate_plausible"})
-DEFAULT_CHUNK_ROWS = 250_000
-DEFAULT_THREADS = min(4, os.cpu_count() or 1)
 SAMPLE_SIZE = 20
 # Failure values of these columns are not shown in check metadata: a key that fails its pattern
 # could be an identifier that escaped pseudonymisation.
@@ -213,6 +214,7 @@ class ContractReport:
     failures_by_check: Counter = field(default_factory=Counter)  # rows failing each check
     dataset_failures: list[str] = field(default_factory=list)
     sample: list[dict] = field(default_factory=list)  # failure cases, values redacted
+    placement: Placement = field(default_factory=Placement)  # chunks per worker
 
     @property
     def failure_rate(self) -> float:
@@ -241,44 +243,39 @@ def apply_contract(
     con: duckdb.DuckDBPyConnection,
     *,
     table: str = STAGED,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    threads: int = DEFAULT_THREADS,
+    chunk_rows: int | None = None,
+    client_factory: Callable[[], AbstractContextManager] | None = None,
 ) -> ContractReport:
     """Validate ``table`` chunk by chunk; failing rows are recorded in ``_contract_failures``.
 
     Chunks are hash samples of the application id, so every copy of an id meets its duplicates
-    in the same chunk and a statistical check sees a uniform sample of the table. This thread
-    reads the next chunk while ``threads`` others validate (pandas and Arrow release the GIL
-    in their kernels); at most ``threads + 1`` chunks are in memory at once.
+    in the same chunk and a statistical check sees a uniform sample of the table. A table of
+    several chunks is validated on the Dask client ``client_factory()`` gives (a context
+    manager such as ``DaskResource.client``), else on local threads; this thread reads the
+    next chunk while the others validate, a bounded number at a time (see
+    :func:`mlops_assets.parallel.map_chunks`). ``report.placement`` says where chunks ran.
     """
     rows = scalar(con, f"select count(*) from {table}")
-    chunks = max(1, math.ceil(rows / chunk_rows))
+    chunks = max(1, math.ceil(rows / (chunk_rows or default_chunk_rows())))
     columns = staged_columns(con, table)
     chunk_of_row = "hash(application_id)" if "application_id" in columns else "rowid"
     con.execute(f'create or replace temporary table {FAILURES} (_row bigint, "check" varchar)')
     report = ContractReport(rows_in=rows, chunks=chunks)
     samples: list[pd.DataFrame] = []
-
-    def record(verdict: ChunkVerdict) -> None:
-        if not verdict.row_failures.empty:
-            con.register("_chunk_failures", verdict.row_failures)
-            con.execute(f'insert into {FAILURES} select _row, "check" from _chunk_failures')
-            con.unregister("_chunk_failures")
-        report.dataset_failures += [
-            f for f in verdict.dataset_failures if f not in report.dataset_failures
-        ]
-        samples.append(verdict.sample)
-
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="contract") as pool:
-        pending: deque[Future[ChunkVerdict]] = deque()
-        for chunk in range(chunks):
-            pending.append(
-                pool.submit(validate_chunk, read_chunk(con, table, chunk_of_row, chunks, chunk))
-            )
-            while len(pending) > threads:
-                record(pending.popleft().result())
-        while pending:
-            record(pending.popleft().result())
+    frames = (read_chunk(con, table, chunk_of_row, chunks, chunk) for chunk in range(chunks))
+    use_cluster = client_factory is not None and chunks > 1
+    with client_factory() if use_cluster else contextlib.nullcontext() as client:
+        for verdict in map_chunks(
+            validate_chunk, frames, client=client, placement=report.placement
+        ):
+            if not verdict.row_failures.empty:
+                con.register("_chunk_failures", verdict.row_failures)
+                con.execute(f'insert into {FAILURES} select _row, "check" from _chunk_failures')
+                con.unregister("_chunk_failures")
+            report.dataset_failures += [
+                f for f in verdict.dataset_failures if f not in report.dataset_failures
+            ]
+            samples.append(verdict.sample)
     counts = con.execute(
         f'select "check", count(distinct _row) from {FAILURES} group by 1 order by 2 desc, 1'
     ).fetchall()

@@ -462,7 +462,13 @@ def _store_quarantine_encrypted(
     """Quarantined lines of a personal-data feed hold identifiers: store them encrypted."""
     table = f"quarantine.{spec.name}"
     lines = con.execute("select line_number, reason, raw_line from _quarantine").fetchall()
-    sealed = encrypt_cells(keyring, table, ((f"{rel}:{n}", "raw_line", raw) for n, _, raw in lines))
+    sealed = encrypt_cells(
+        keyring,
+        table,
+        [f"{rel}:{n}" for n, _, _ in lines],
+        ["raw_line"] * len(lines),
+        [raw for _, _, raw in lines],
+    )
     frame = pd.DataFrame(
         {
             "line_number": [n for n, _, _ in lines],

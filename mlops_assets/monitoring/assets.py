@@ -11,7 +11,7 @@ from pydantic import Field
 from mlops_assets.alerts import alert
 from mlops_assets.features.assets import FEATURES_KEY
 from mlops_assets.ingestion.assets import landing_days
-from mlops_assets.markdown import md_table
+from mlops_assets.markdown import md_table, placement_metadata
 from mlops_assets.monitoring import report as drift_report_text
 from mlops_assets.monitoring.daily import (
     MONITOR_DRIFT_SHARE,
@@ -24,6 +24,7 @@ from mlops_assets.monitoring.daily import (
 )
 from mlops_assets.monitoring.health import ASSETS_TABLE, HEALTH_KEY, RUNS_TABLE, record_run
 from mlops_assets.monitoring.multivariate import DEFAULT_THRESHOLD
+from mlops_assets.parallel import Placement
 from mlops_assets.resources import (
     WRITER_POOL,
     DaskResource,
@@ -101,10 +102,16 @@ def _drift_report(
     dask: DaskResource,
 ):
     days = [date.fromisoformat(key) for key in context.partition_keys]
+    placement = Placement()
     with warehouse.connect() as con:
         try:
             results = monitor_days(
-                con, registry.open(), days, config.monitor_config(), client_factory=dask.client
+                con,
+                registry.open(),
+                days,
+                config.monitor_config(),
+                client_factory=dask.client,
+                placement=placement,
             )
         except NoChampion as reason:
             context.log.warning(f"drift report skipped: {reason}")
@@ -160,6 +167,7 @@ def _drift_report(
             )
         ),
         "drifted_days": dg.MetadataValue.int(sum(r.drifted for r in results)),
+        "placement": placement_metadata(placement),
         "dagster/table_name": REPORTS_TABLE,
     }
     if last.report:

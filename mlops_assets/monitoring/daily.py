@@ -9,6 +9,7 @@ Results go to two warehouse tables, replaced per day (a re-run of a day replaces
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -20,12 +21,14 @@ from mlops_assets.monitoring.engine import DriftOptions, DriftReport, compare_pr
 from mlops_assets.monitoring.multivariate import DEFAULT_THRESHOLD, domain_classifier
 from mlops_assets.monitoring.profile import Profile, profile_frame
 from mlops_assets.monitoring.reference import PROFILE_FILE, SAMPLE_FILE, SCORE, kinds_of
+from mlops_assets.parallel import Placement, map_chunks
 from mlops_assets.training.dataset import FeatureSpec
 from mlops_assets.training.registry import Registry, RegistryError
 from mlops_assets.training.scoring import MODEL, SCORES_TABLE
 from mlops_assets.warehouse import replace_rows
 
 REPORTS_TABLE = "monitoring.drift_reports"
+WINDOW = "_drift_window"  # temporary: the monitored days, sorted by day
 COLUMNS_TABLE = "monitoring.drift_columns"
 TABLE_COLUMNS = {
     REPORTS_TABLE: "day date, model_version varchar, rows bigint, dataset_drift boolean, "
@@ -130,6 +133,7 @@ def monitor_days(
     days: list[date],
     config: MonitorConfig,
     client_factory=None,
+    placement: Placement | None = None,
 ) -> list[DayDrift]:
     """Drift of each of ``days`` against the champion's reference. From
     ``PARALLEL_FROM_DAYS`` days on, days are Dask tasks on the client ``client_factory()``
@@ -145,32 +149,38 @@ def monitor_days(
         raise NoChampion(f"champion {version} has no drift reference: {error}") from error
     card = registry.card(MODEL, version).data
     spec = FeatureSpec.from_contract()
-    frame = _window(con, spec, min(days), max(days))
     labelled = _labelled(con, version, card)
-    by_day = dict(tuple(frame.groupby("day")))  # one pass, not one scan per day
-    empty = frame.iloc[0:0]
-    slices = [by_day.get(pd.Timestamp(day), empty).drop(columns="day") for day in days]
-    args = (spec, config)
-    if client_factory is not None and len(days) >= PARALLEL_FROM_DAYS:
-        with client_factory() as client:
-            ref, ref_sample = client.scatter([reference, sample], broadcast=True)
-            futures = [client.submit(day_report, cur, ref, ref_sample, *args) for cur in slices]
-            reports = client.gather(futures)
-    else:
-        reports = [day_report(current, reference, sample, *args) for current in slices]
+    _window(con, spec, min(days), max(days))
+    # One day's rows at a time (the window is sorted by day, so each read is a range).
+    frames = (
+        con.execute(f"select * exclude (day) from {WINDOW} where day = ?", [day]).df()
+        for day in days
+    )
+    use_cluster = client_factory is not None and len(days) >= PARALLEL_FROM_DAYS
+    with client_factory() if use_cluster else contextlib.nullcontext() as client:
+        reports = list(
+            map_chunks(
+                day_report,
+                frames,
+                shared=(reference, sample, spec, config),
+                client=client,
+                placement=placement,
+            )
+        )
+    con.execute(f"drop table if exists {WINDOW}")
     return [
-        DayDrift(day, version, len(current), report, _performance(labelled, day, card, config))
-        for day, current, report in zip(days, slices, reports, strict=True)
+        DayDrift(day, version, rows, report, _performance(labelled, day, card, config))
+        for day, (rows, report) in zip(days, reports, strict=True)
     ]
 
 
 def day_report(
     current: pd.DataFrame, reference: Profile, sample: pd.DataFrame, spec, config: MonitorConfig
-) -> DriftReport | None:
+) -> tuple[int, DriftReport | None]:
     """One day's applications against the reference: every column, then the domain
-    classifier."""
+    classifier. Returns the day's rows and the report (None for a day without rows)."""
     if current.empty:
-        return None
+        return 0, None
     kinds = {**kinds_of(spec), SCORE: "numerical"}
     report = compare_profiles(
         reference, profile_frame(current, kinds, exact=True), config.drift, parallel=False
@@ -180,20 +190,24 @@ def day_report(
         report.multivariate = domain_classifier(
             sample[features], current[features], threshold=config.domain_auc_threshold
         )
-    return report
+    return len(current), report
 
 
-def _window(con, spec: FeatureSpec, first: date, last: date) -> pd.DataFrame:
+def _window(con, spec: FeatureSpec, first: date, last: date) -> None:
+    """The monitored days' features and champion scores, in the temporary table ``WINDOW``,
+    sorted by day."""
     columns = ", ".join(f'f."{c}"' for c in spec.columns)
-    return con.execute(
+    con.execute(
         f"""
+        create or replace temporary table {WINDOW} as
         select cast(f.applied_at as date) as day, {columns}, s.score as {SCORE}
         from {FEATURE_TABLE} as f
         join {SCORES_TABLE} as s on s.application_id = f.application_id and s.mode = 'champion'
         where cast(f.applied_at as date) between ? and ?
+        order by day
         """,
         [first, last],
-    ).df()
+    )
 
 
 def _labelled(con, version: str, card: dict) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,10 +78,23 @@ class Keyring:
 
     def encrypt(self, plaintext: str, associated_data: bytes) -> tuple[bytes, int]:
         """AES-256-GCM under the active key; returns (nonce || ciphertext+tag, key version)."""
+        [blob], version = self.encrypt_many([plaintext], [associated_data])
+        return blob, version
+
+    def encrypt_many(
+        self, plaintexts: Sequence[str], associated_data: Sequence[bytes]
+    ) -> tuple[list[bytes], int]:
+        """:meth:`encrypt` of many values (fresh nonce each): the per-value Python overhead
+        kept to the AES-GCM call itself, which is most of ingesting a customers file."""
         version = self.active_version
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        sealed = self._cipher(version).encrypt(nonce, plaintext.encode(), associated_data)
-        return nonce + sealed, version
+        encrypt = self._cipher(version).encrypt
+        nonces = secrets.token_bytes(NONCE_BYTES * len(plaintexts))
+        return [
+            (nonce := nonces[i : i + NONCE_BYTES]) + encrypt(nonce, text.encode(), aad)
+            for i, text, aad in zip(
+                range(0, len(nonces), NONCE_BYTES), plaintexts, associated_data, strict=True
+            )
+        ], version
 
     def decrypt(self, blob: bytes, key_version: int, associated_data: bytes) -> str:
         if key_version not in self.encryption_keys:

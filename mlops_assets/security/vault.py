@@ -9,7 +9,7 @@ sources that carry identifiers are encrypted the same way (``raw_line_encrypted`
 from __future__ import annotations
 
 import getpass
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import duckdb
 import pandas as pd
@@ -66,17 +66,28 @@ def bind_keyring(con: duckdb.DuckDBPyConnection, keyring: Keyring) -> None:
 
 
 def encrypt_cells(
-    keyring: Keyring, table: str, cells: Iterable[tuple[str, str, str]]
+    keyring: Keyring,
+    table: str,
+    row_keys: Sequence[str],
+    columns: Sequence[str],
+    plaintexts: Sequence[str],
 ) -> pd.DataFrame:
-    """(row_key, column, plaintext) -> frame of row_key, column_name, ciphertext, key_version.
-
-    One AES-GCM call per value is inherent to per-cell encryption (fresh nonce, own AAD).
-    """
-    rows = []
-    for row_key, column, plaintext in cells:
-        blob, version = keyring.encrypt(plaintext, associated_data(table, column, row_key))
-        rows.append((row_key, column, blob, version))
-    return pd.DataFrame(rows, columns=["row_key", "column_name", "ciphertext", "key_version"])
+    """Cells given as three parallel sequences -> frame of row_key, column_name, ciphertext,
+    key_version. One AES-GCM call per value is inherent to per-cell encryption (fresh nonce,
+    own AAD); everything around it is batched."""
+    aads = [
+        associated_data(table, column, key) for key, column in zip(row_keys, columns, strict=True)
+    ]
+    blobs, version = keyring.encrypt_many(plaintexts, aads)
+    return pd.DataFrame(
+        {
+            "row_key": row_keys,
+            "column_name": columns,
+            "ciphertext": blobs,
+            "key_version": version,
+        },
+        columns=["row_key", "column_name", "ciphertext", "key_version"],
+    )
 
 
 def store_customer_pii(
@@ -89,13 +100,15 @@ def store_customer_pii(
     }
     latest = frame.drop_duplicates("customer_key", keep="last")
     latest = latest[~latest["customer_key"].isin(erased)]
-    cells = (
-        (key, column, value)
-        for column in columns
-        for key, value in zip(latest["customer_key"].tolist(), latest[column].tolist(), strict=True)
-        if value is not None and not (isinstance(value, float) and pd.isna(value))
-    )
-    sealed = encrypt_cells(keyring, PII_TABLE, cells)
+    keys: list[str] = []
+    names: list[str] = []
+    values: list[str] = []
+    for column in columns:
+        present = latest[column].notna()
+        keys += latest.loc[present, "customer_key"].tolist()
+        values += latest.loc[present, column].astype(str).tolist()
+        names += [column] * int(present.sum())
+    sealed = encrypt_cells(keyring, PII_TABLE, keys, names, values)
     if sealed.empty:
         return 0
     con.register("_sealed_pii", sealed)

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from mlops_assets.features.assets import FEATURES_KEY
 from mlops_assets.features.validation import FEATURE_TABLE, table_exists
-from mlops_assets.markdown import md_table
+from mlops_assets.markdown import md_table, placement_metadata
 from mlops_assets.resources import WRITER_POOL, DaskResource, RegistryResource, WarehouseResource
 from mlops_assets.settings import get_settings
 from mlops_assets.training.dataset import NotEnoughLabels, load_training_data
@@ -38,6 +38,12 @@ class TrainConfig(dg.Config):
     cv: str = Field(default="stratified_kfold", description=f"One of {', '.join(CV_STRATEGIES)}.")
     folds: int = Field(default=3, ge=2, description="Folds of k-fold or time-series CV.")
     holdout_share: float = Field(default=0.2, gt=0, lt=1, description="Latest share held out.")
+    max_rows: int = Field(
+        default=100_000,
+        ge=100,
+        description="Labelled rows trained on: above this, a uniform sample (the same rows every "
+        "run), still split by time. Bounds training memory and time; scoring covers every row.",
+    )
     seed: int = 42
     bootstrap_rounds: int = Field(default=200, ge=10)
     margin: float = Field(
@@ -63,7 +69,9 @@ def _metadata(outcome: TrainingOutcome, model: str) -> dict:
         "training_data_version": card["training_data_version"],
         "train_rows": card["rows"]["train"],
         "holdout_rows": card["rows"]["holdout"],
+        "labelled_rows": card["rows"].get("labelled", 0),
         "search_seconds": round(outcome.seconds["search"], 2),
+        "placement": placement_metadata(outcome.search.placement),
         "candidates": dg.MetadataValue.md(
             md_table(
                 ("candidate", "params", "train score", "cv score", "gap"),
@@ -129,7 +137,10 @@ def build_robustness_check(model: str) -> dg.AssetChecksDefinition:
         version = event.asset_materialization.metadata["version"].value
         fitted = registry.open().load(model, version)
         with warehouse.connect(read_only=True) as con:
-            data = load_training_data(con, model)
+            # The newest labelled rows of a sample: no need to read the whole table.
+            data = load_training_data(
+                con, model, max_rows=5 * ROBUSTNESS_ROWS, max_population=ROBUSTNESS_ROWS
+            )
         report = robustness(
             fitted, data.x_holdout.head(ROBUSTNESS_ROWS), data.spec, is_classifier(model), seed=0
         )
@@ -176,7 +187,9 @@ def build_model_asset(model: str) -> dg.AssetsDefinition:
     ) -> Iterator[dg.MaterializeResult]:
         with warehouse.connect(read_only=True) as con:
             try:
-                data = load_training_data(con, model, holdout_share=config.holdout_share)
+                data = load_training_data(
+                    con, model, holdout_share=config.holdout_share, max_rows=config.max_rows
+                )
             except NotEnoughLabels as reason:
                 # Not a failure: labels arrive weeks after applications. Nothing is
                 # materialized, so scoring waits too, and the previous champion stays.
@@ -233,12 +246,15 @@ model_checks = [build_robustness_check(model) for model in MODELS]
     group_name="scoring",
     pool=WRITER_POOL,
     output_required=False,  # no champion yet (a new deployment): nothing to score with
-    kinds={"duckdb", "scikit-learn"},
+    kinds={"duckdb", "scikit-learn", "dask"},
     description="Default scores of every application by the champion, and by the challenger in "
     "shadow mode (`mode = 'shadow'`): application_id, score, model_version, mode, scored_at.",
 )
 def loan_default_scores(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, registry: RegistryResource
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    registry: RegistryResource,
+    dask: DaskResource,
 ) -> Iterator[dg.MaterializeResult]:
     models = registry.open()
     champion = models.champion(MODEL)
@@ -268,7 +284,7 @@ def loan_default_scores(
                 data_version=dg.DataVersion(inputs),
             )
             return
-        report = score_applications(con, models)
+        report = score_applications(con, models, client_factory=dask.client)
     metadata = {
         "inputs_version": inputs,
         "rescored": True,
@@ -276,6 +292,7 @@ def loan_default_scores(
         "champion": report.champion,
         "shadow": report.challenger or "none",
         "dagster/table_name": SCORES_TABLE,
+        "placement": placement_metadata(report.placement),
         "ab_comparison": dg.MetadataValue.md(
             md_table(
                 ("mode", "labelled applications", "roc_auc"),

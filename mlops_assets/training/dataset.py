@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.features.validation import FEATURE_TABLE, contract_columns
+from mlops_assets.warehouse import scalar
 
 TARGETS = {"default_classifier": "defaulted", "loss_regressor": "loss_amount"}
 MIN_ROWS = 10  # below this no split can train and judge a model
+MAX_POPULATION = 500_000  # rows of the drift reference profile (a uniform sample above this)
 
 
 class NotEnoughLabels(ValueError):
@@ -63,6 +65,7 @@ class TrainingData:
     population: pd.DataFrame
     unseen: np.ndarray
     version: str  # content hash of the labelled rows used (train + holdout)
+    labelled_rows: int = 0  # labelled rows in the table (more than ``rows`` when sampled)
 
     @property
     def rows(self) -> int:
@@ -87,18 +90,27 @@ def data_version(frame: pd.DataFrame) -> str:
 
 
 def load_training_data(
-    con: duckdb.DuckDBPyConnection, model: str, *, holdout_share: float = 0.2
+    con: duckdb.DuckDBPyConnection,
+    model: str,
+    *,
+    holdout_share: float = 0.2,
+    max_rows: int | None = None,
+    max_population: int | None = MAX_POPULATION,
 ) -> TrainingData:
     """Labelled rows for ``model`` (defaults for the classifier, defaulted loans for the loss
-    regressor), split by time."""
+    regressor), split by time.
+
+    Above ``max_rows`` labelled rows, a uniform sample of ``max_rows`` of them is used (the
+    same rows every time: the lowest hashes of the application id), still split by time; the
+    drift reference (every application of the period) is sampled the same way above
+    ``max_population``. Memory and search time then stop growing with the table, while
+    scoring and monitoring still cover every row."""
     spec = FeatureSpec.from_contract()
     target = TARGETS[model]
     only_defaults = " and defaulted" if model == "loss_regressor" else ""
     columns = ", ".join(f'"{c}"' for c in ["application_id", "applied_at", *spec.columns, target])
-    frame = con.execute(
-        f"select {columns} from {FEATURE_TABLE} where is_labelled{only_defaults} "
-        "order by applied_at, application_id"
-    ).df()
+    labelled = scalar(con, f"select count(*) from {FEATURE_TABLE} where is_labelled{only_defaults}")
+    frame = con.execute(_sampled(columns, f"is_labelled{only_defaults}", max_rows)).df()
     if len(frame) < MIN_ROWS:
         raise NotEnoughLabels(
             f"{model}: only {len(frame)} labelled rows in {FEATURE_TABLE}; need at least "
@@ -107,11 +119,7 @@ def load_training_data(
     cut = round(len(frame) * (1 - holdout_share))
     x = as_model_input(frame, spec)
     until = frame["applied_at"].iloc[-1]
-    population = con.execute(
-        f"select {columns} from {FEATURE_TABLE} where applied_at <= ? "
-        "order by applied_at, application_id",
-        [until],
-    ).df()
+    population = con.execute(_sampled(columns, "applied_at <= ?", max_population), [until]).df()
     unseen = ~population["application_id"].isin(frame["application_id"].iloc[:cut]).to_numpy()
     y = frame[target].astype("float64" if model == "loss_regressor" else "int64").to_numpy()
     return TrainingData(
@@ -127,4 +135,20 @@ def load_training_data(
         population=as_model_input(population, spec),
         unseen=unseen,
         version=data_version(frame),
+        labelled_rows=labelled,
+    )
+
+
+def _sampled(columns: str, where: str, limit: int | None) -> str:
+    """The rows matching ``where`` in time order; with ``limit``, the ``limit`` rows of lowest
+    application-id hash (a uniform sample, stable from run to run)."""
+    if limit is None:
+        return (
+            f"select {columns} from {FEATURE_TABLE} where {where} "
+            "order by applied_at, application_id"
+        )
+    return (
+        f"select * from (select {columns} from {FEATURE_TABLE} where {where} "
+        f"order by hash(application_id), application_id limit {int(limit)}) "
+        "order by applied_at, application_id"
     )

@@ -3,6 +3,7 @@ shadow mode, so the two are compared on live traffic once labels arrive."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import duckdb
@@ -11,12 +12,13 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from mlops_assets.features.validation import FEATURE_TABLE, table_exists
+from mlops_assets.parallel import Placement, chunk_rows, map_chunks
 from mlops_assets.training.dataset import FeatureSpec, as_model_input
 from mlops_assets.training.registry import Registry
+from mlops_assets.warehouse import scalar
 
 MODEL = "default_classifier"
 SCORES_TABLE = "predictions.loan_default_scores"
-CHUNK_ROWS = 200_000
 
 
 def challenger_version(registry: Registry, model: str = MODEL) -> str | None:
@@ -32,41 +34,49 @@ class ScoringReport:
     challenger: str | None
     rows: int
     ab: dict  # mode -> {"labelled": n, "roc_auc": x}
+    placement: Placement  # chunks per worker
 
 
-def score_applications(con: duckdb.DuckDBPyConnection, registry: Registry) -> ScoringReport:
+def score_applications(
+    con: duckdb.DuckDBPyConnection, registry: Registry, client_factory=None
+) -> ScoringReport:
     """Replace ``predictions.loan_default_scores`` with champion and shadow scores of every
-    application in the feature table, in one transaction."""
+    application in the feature table, in one transaction.
+
+    The table is read in rowid ranges of ``chunk_rows()`` rows (MLOPS_CHUNK_ROWS); a table of
+    several chunks is scored on the Dask client ``client_factory()`` gives (the models sent
+    to each worker once), a bounded number of chunks in flight, so memory follows the chunk,
+    not the table."""
     champion = registry.champion(MODEL)
     if champion is None:
         raise RuntimeError(f"{MODEL} has no champion: train it (or `mlops models promote`) first")
-    models = {"champion": champion}
+    versions = {"champion": champion}
     shadow = challenger_version(registry)
     if shadow:
-        models["shadow"] = shadow
+        versions["shadow"] = shadow
     spec = FeatureSpec.from_contract()
-    loaded = {mode: registry.load(MODEL, version) for mode, version in models.items()}
-    total = con.execute(f"select count(*) from {FEATURE_TABLE}").fetchall()[0][0]
+    models = {mode: (version, registry.load(MODEL, version)) for mode, version in versions.items()}
+    total = scalar(con, f"select count(*) from {FEATURE_TABLE}")
+    last = scalar(con, f"select coalesce(max(rowid), -1) from {FEATURE_TABLE}")
     columns = ", ".join(f'"{c}"' for c in ["application_id", *spec.columns])
     con.execute(
         "create or replace temporary table _scores (application_id varchar, score double, "
         "model_version varchar, mode varchar)"
     )
-    for start in range(0, total, CHUNK_ROWS):  # bounded memory: one chunk of features at a time
-        frame = con.execute(
-            f"select {columns} from {FEATURE_TABLE} "
-            f"order by rowid limit {CHUNK_ROWS} offset {start}"
+    size = chunk_rows()
+    frames = (
+        con.execute(
+            f"select {columns} from {FEATURE_TABLE} where rowid between ? and ?",
+            [start, start + size - 1],
         ).df()
-        x = as_model_input(frame, spec)
-        for mode, model in loaded.items():
-            scores = pd.DataFrame(
-                {
-                    "application_id": frame["application_id"],
-                    "score": model.predict_proba(x)[:, 1],
-                    "model_version": models[mode],
-                    "mode": mode,
-                }
-            )
+        for start in range(0, last + 1, size)
+    )
+    placement = Placement()
+    use_cluster = client_factory is not None and last + 1 > size
+    with client_factory() if use_cluster else contextlib.nullcontext() as client:
+        for scores in map_chunks(
+            score_chunk, frames, shared=(models, spec), client=client, placement=placement
+        ):
             con.register("_chunk_scores", scores)
             con.execute("insert into _scores select * from _chunk_scores")
             con.unregister("_chunk_scores")
@@ -93,18 +103,44 @@ def score_applications(con: duckdb.DuckDBPyConnection, registry: Registry) -> Sc
     except BaseException:
         con.execute("rollback")
         raise
-    return ScoringReport(champion, shadow, total, ab_comparison(con))
+    return ScoringReport(champion, shadow, total, ab_comparison(con), placement)
+
+
+def score_chunk(frame: pd.DataFrame, models: dict, spec: FeatureSpec) -> pd.DataFrame:
+    """Scores of one chunk of features by every ``mode -> (version, model)``."""
+    x = as_model_input(frame, spec)
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "application_id": frame["application_id"],
+                    "score": model.predict_proba(x)[:, 1],
+                    "model_version": version,
+                    "mode": mode,
+                }
+            )
+            for mode, (version, model) in models.items()
+        ],
+        ignore_index=True,
+    )
 
 
 def ab_comparison(con: duckdb.DuckDBPyConnection) -> dict:
-    """ROC-AUC of each mode's scores on the applications whose label has arrived."""
-    frame = con.execute(
-        f"select s.mode, s.score, f.defaulted from {SCORES_TABLE} s "
-        f"join {FEATURE_TABLE} f using (application_id) where f.is_labelled"
-    ).df()
+    """ROC-AUC of each mode's scores on the applications whose label has arrived (one mode's
+    two numeric columns in memory at a time)."""
+    modes = [m for (m,) in con.execute(f"select distinct mode from {SCORES_TABLE}").fetchall()]
     result = {}
-    for mode, group in frame.groupby("mode"):
-        y = group["defaulted"].astype(int).to_numpy()
-        auc = skm.roc_auc_score(y, group["score"]) if len(np.unique(y)) == 2 else float("nan")
-        result[mode] = {"labelled": len(group), "roc_auc": float(auc)}
+    for mode in sorted(modes):
+        y, score = (
+            con.execute(
+                f"select cast(f.defaulted as integer) as y, s.score from {SCORES_TABLE} s "
+                f"join {FEATURE_TABLE} f using (application_id) "
+                "where f.is_labelled and s.mode = ?",
+                [mode],
+            )
+            .fetchnumpy()
+            .values()
+        )
+        auc = skm.roc_auc_score(y, score) if len(np.unique(y)) == 2 else float("nan")
+        result[mode] = {"labelled": len(y), "roc_auc": float(auc)}
     return result

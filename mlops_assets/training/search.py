@@ -27,6 +27,7 @@ from sklearn import metrics as skm
 from sklearn.model_selection import KFold, LeaveOneOut, StratifiedKFold, TimeSeriesSplit
 from threadpoolctl import threadpool_limits
 
+from mlops_assets.parallel import LOCAL, Placement, located
 from mlops_assets.training.candidates import (
     CLASSIFIER_CANDIDATES,
     REGRESSOR_CANDIDATES,
@@ -119,6 +120,7 @@ class Trial:
 @dataclass
 class SearchResult:
     trials: list[Trial] = field(default_factory=list)
+    placement: Placement = field(default_factory=Placement)  # fits per worker
 
     def best(self) -> dict[str, Trial]:
         """The best trial of each candidate."""
@@ -135,26 +137,42 @@ def _better(a: float, b: float) -> bool:
 
 
 def run_fits(
-    client, x: pd.DataFrame, y: np.ndarray, calls: list[tuple], costs: list[float]
+    client,
+    x: pd.DataFrame,
+    y: np.ndarray,
+    calls: list[tuple],
+    costs: list[float],
+    placement: Placement,
 ) -> list:
     """``fit_fold(x, y, *call)`` for every call: on the Dask ``client`` when there is one
-    (data scattered once, one task per fit, the costliest first), else here, in order."""
-    if client is None:
-        return [fit_fold(x, y, *call) for call in calls]
-    try:
-        x_remote, y_remote = client.scatter([x, y], broadcast=True)
-        futures = [
-            client.submit(
-                fit_fold, x_remote, y_remote, *call, pure=False, priority=round(cost * 1000)
-            )
-            for call, cost in zip(calls, costs, strict=True)
-        ]
-        return client.gather(futures)
-    except Exception as error:
-        # A cluster fault (a worker lost mid-task) must not fail training: the fits are
-        # deterministic, so running them here gives the same result, or the fit's real error.
-        log.warning(f"Dask search failed ({error!r}); running the {len(calls)} fits here")
-        return [fit_fold(x, y, *call) for call in calls]
+    (data scattered once, one task per fit, the costliest first), else here, in order.
+    ``placement`` counts the fits per worker."""
+    if client is not None:
+        try:
+            x_remote, y_remote = client.scatter([x, y], broadcast=True)
+            futures = [
+                client.submit(
+                    located,
+                    fit_fold,
+                    x_remote,
+                    y_remote,
+                    *call,
+                    pure=False,
+                    priority=round(cost * 1000),
+                )
+                for call, cost in zip(calls, costs, strict=True)
+            ]
+            outcomes = client.gather(futures)
+        except Exception as error:
+            # A cluster fault (a worker lost mid-task) must not fail training: the fits are
+            # deterministic, so running them here gives the same result, or the fit's real
+            # error.
+            log.warning(f"Dask search failed ({error!r}); running the {len(calls)} fits here")
+        else:
+            placement.update(where for where, _ in outcomes)
+            return [fit for _, fit in outcomes]
+    placement[LOCAL] += len(calls)
+    return [fit_fold(x, y, *call) for call in calls]
 
 
 def search(data: TrainingData, *, cv: str, folds: int, seed: int, client=None) -> SearchResult:
@@ -169,8 +187,8 @@ def search(data: TrainingData, *, cv: str, folds: int, seed: int, client=None) -
         for train, val in splits:
             calls.append((candidate.name, params, data.spec, seed, classifier, train, val))
             costs.append(candidate.cost)
-    outputs = iter(run_fits(client, data.x_train, data.y_train, calls, costs))
     result, level_one = SearchResult(), {}
+    outputs = iter(run_fits(client, data.x_train, data.y_train, calls, costs, result.placement))
     for candidate, params in configs:
         folds_out = [next(outputs) for _ in splits]
         index = np.concatenate([val for _, val in splits])

@@ -28,6 +28,7 @@ class TrainingConfig:
     cv: str = "stratified_kfold"
     folds: int = 3
     holdout_share: float = 0.2
+    max_rows: int = 100_000  # labelled rows trained on: a uniform sample above this
     seed: int = 42
     bootstrap_rounds: int = 200
     margin: float = 0.005  # relative gain on the primary metric the challenger needs
@@ -214,7 +215,11 @@ def train_model(
         "train_score": winner.train_score,
         "split_at": str(data.split_at),
         "applied_until": str(data.applied_until),
-        "rows": {"train": len(data.y_train), "holdout": len(data.y_holdout)},
+        "rows": {
+            "train": len(data.y_train),
+            "holdout": len(data.y_holdout),
+            "labelled": data.labelled_rows,
+        },
         "reference": reference_values(data),
     }
     started = time.perf_counter()

@@ -9,7 +9,7 @@ import dagster as dg
 import duckdb
 
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
-from tests.conftest import SMALL, mlops
+from tests.conftest import CLUSTER_CHUNK_ROWS, SMALL, mlops
 
 SCHEMAS = ("raw", "staging", "intermediate", "marts", "quarantine", "audit")
 
@@ -71,6 +71,38 @@ def test_run_is_recorded_in_the_dagster_instance_under_mlops_home(pipeline_run):
     }
     raw_days = instance.get_materialized_partitions(dg.AssetKey(["raw", "applications"]))
     assert len(raw_days) == SMALL.days
+
+
+def test_parallel_work_ran_on_the_cluster_at_dask_scheduler_address(pipeline_run):
+    """The session's run had DASK_SCHEDULER_ADDRESS pointing at a `dask scheduler` with two
+    `dask worker` processes: validation chunks, the search's fits, scoring chunks and drift
+    days ran on those workers (each task reports the worker it ran on), none in the run's
+    own process."""
+    instance = dg.DagsterInstance.from_config(str(pipeline_run.home / "dagster"))
+    workers = pipeline_run.cluster.workers
+    placements, metadata = {}, {}
+    for key in (
+        "features/loan_features",
+        "models/default_classifier",
+        "models/loss_regressor",
+        "predictions/loan_default_scores",
+        "monitoring/drift_report",
+    ):
+        event = instance.get_latest_materialization_event(dg.AssetKey(key.split("/")))
+        metadata[key] = event.asset_materialization.metadata
+        placements[key] = metadata[key]["placement"].value
+        assert placements[key], key
+        assert set(placements[key]) <= workers, (key, placements[key], workers)
+    assert set().union(*placements.values()) == workers  # both workers took part
+    features = metadata["features/loan_features"]
+    rows = features["rows_in"].value
+    assert features["chunks"].value == -(-rows // CLUSTER_CHUNK_ROWS) > 1
+    assert sum(placements["features/loan_features"].values()) == features["chunks"].value
+    scored = pipeline_run.summary["tables"]["features.loan_features"]
+    assert sum(placements["predictions/loan_default_scores"].values()) == -(
+        -scored // CLUSTER_CHUNK_ROWS
+    )
+    assert sum(placements["monitoring/drift_report"].values()) == SMALL.days
 
 
 def test_every_run_is_recorded_in_pipeline_health(pipeline_run):

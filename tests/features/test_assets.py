@@ -7,7 +7,7 @@ import pytest
 from mlops_assets.features.assets import FEATURES_KEY, loan_features
 from mlops_assets.features.contract import LoanFeatures
 from mlops_assets.features.validation import QUARANTINE_TABLE
-from mlops_assets.resources import WarehouseResource
+from mlops_assets.resources import DaskResource, WarehouseResource
 from mlops_assets.sample_data.marts import load_synthetic_mart
 from mlops_assets.security.checks import build_identifier_checks
 
@@ -61,7 +61,7 @@ def table_rows(warehouse: WarehouseResource) -> tuple[int, int]:
 def materialize(warehouse: WarehouseResource, *checks, **config) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [loan_features, *checks],
-        resources={"warehouse": warehouse},
+        resources={"warehouse": warehouse, "dask": DaskResource()},
         run_config={"ops": {OP: {"config": config}}},
         raise_on_error=False,
     )
@@ -89,6 +89,27 @@ def test_contract_check_blocks_above_the_threshold_and_reports_why(warehouse):
     assert metadata["freshness_hours"].value > 0
     assert "newest_applied_at" in metadata
     assert metadata["published"].value is False
+
+
+def test_chunks_on_dask_workers_give_the_same_verdicts_as_one_chunk_here(warehouse):
+    corrupt_purposes(warehouse, 40)
+    config = {"max_failure_rate": 0.05}
+    whole = materialize(warehouse, **config).asset_materializations_for_node(OP)[0].metadata
+    with duckdb.connect(warehouse.path, read_only=True) as con:
+        quarantined = con.execute(f"select application_id from {QUARANTINE_TABLE}").fetchall()
+    chunked = materialize(warehouse, chunk_rows=300, **config)
+    metadata = chunked.asset_materializations_for_node(OP)[0].metadata
+    assert metadata["chunks"].value == 7
+    assert whole["placement"].value == {"local": 1}
+    placement = metadata["placement"].value
+    # A LocalCluster of worker processes, every chunk accounted for.
+    assert all(where.startswith("tcp://127.0.0.1:") for where in placement)
+    assert sum(placement.values()) == 7
+    for key in ("rows_in", "rows_out", "rows_quarantined", "dagster/row_count"):
+        assert metadata[key].value == whole[key].value
+    with duckdb.connect(warehouse.path, read_only=True) as con:
+        again = con.execute(f"select application_id from {QUARANTINE_TABLE}").fetchall()
+    assert sorted(again) == sorted(quarantined) and len(again) == 40
 
 
 def test_a_failed_contract_keeps_the_previous_features_and_shows_the_new_quarantine(warehouse):

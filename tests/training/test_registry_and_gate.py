@@ -131,7 +131,7 @@ def test_scoring_without_a_champion_skips_instead_of_failing(tmp_path):
     """A new deployment: the daily pipeline runs before the first training."""
     import dagster as dg
 
-    from mlops_assets.resources import RegistryResource, WarehouseResource
+    from mlops_assets.resources import DaskResource, RegistryResource, WarehouseResource
     from mlops_assets.training.assets import loan_default_scores
 
     result = dg.materialize(
@@ -139,6 +139,7 @@ def test_scoring_without_a_champion_skips_instead_of_failing(tmp_path):
         resources={
             "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
             "registry": RegistryResource(path=str(tmp_path / "models")),
+            "dask": DaskResource(),
         },
     )
     assert result.success

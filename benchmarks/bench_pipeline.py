@@ -1,0 +1,215 @@
+"""Benchmark `mlops run` end to end, from an empty MLOPS_HOME, at several sizes.
+
+    python benchmarks/bench_pipeline.py --applications 100000 1000000 10000000
+
+For each size: `mlops generate` writes 90 landing days (outside the timing), then `mlops run`
+runs in a fresh process, exactly as a user starts it, while this script samples the memory of
+that process and every process it starts (Dask workers, dbt) four times a second. Reported:
+
+* wall time of `mlops run`, and peak RSS summed over its process tree;
+* per stage: seconds of its Dagster steps and rows/s (the asset's input rows / step seconds);
+* Dagster's own overhead: wall time outside every step (process start, imports, loading the
+  definitions, dbt parse, run bookkeeping) as a share of the wall time;
+* ingestion rows/s against DuckDB's bare `read_csv` of the same applications files.
+
+Results are printed as Markdown and written to ``<work>/pipeline-<applications>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import psutil
+
+from mlops_assets.ingestion.sources import SOURCE_SPECS
+from mlops_assets.monitoring.health import ASSETS_TABLE
+
+BIN = Path(sys.executable).parent
+DAYS = 90
+# Stages as the README names them, and the assets (Dagster steps) each one covers.
+STAGES = {
+    "ingestion": ("raw/",),
+    "dbt": ("staging/", "intermediate/", "marts/"),
+    "features + contract": ("features/",),
+    "training (2 models)": ("models/",),
+    "scoring": ("predictions/",),
+    "drift": ("monitoring/drift_report",),
+}
+
+
+class PeakMemory:
+    """Peak RSS of a process and all its descendants, sampled every ``interval`` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        self.peak = 0
+        self._root = psutil.Process(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, interval: float) -> None:
+        while not self._stop.is_set():
+            try:
+                tree = [self._root, *self._root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            total = 0
+            for process in tree:
+                try:
+                    total += process.memory_info().rss
+                except psutil.NoSuchProcess:
+                    continue
+            self.peak = max(self.peak, total)
+            self._stop.wait(interval)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def generate(home: Path, applications: int) -> None:
+    if (home / "landing" / "applications").is_dir():
+        return
+    subprocess.run(
+        [
+            BIN / "mlops",
+            "generate",
+            "--days",
+            str(DAYS),
+            "--rows-per-day",
+            str(round(applications / DAYS)),
+            "--drift-from-day",
+            str(DAYS - 15),
+        ],
+        env={**os.environ, "MLOPS_HOME": str(home)},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def run_pipeline(home: Path) -> dict:
+    env = {**os.environ, "MLOPS_HOME": str(home)}
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [BIN / "mlops", "run", "--json", "--no-table-metadata"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    memory = PeakMemory(process.pid)
+    out, _ = process.communicate()
+    wall = time.perf_counter() - started
+    peak = memory.stop()
+    summary = json.loads(out)
+    if process.returncode != 0:
+        raise SystemExit(f"mlops run failed ({process.returncode}): {summary['failed_steps']}")
+    return {"wall_seconds": wall, "peak_rss_bytes": peak, "summary": summary}
+
+
+def stage_table(home: Path, run_id: str) -> dict[str, dict]:
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            f"select asset, step_seconds, rows_in from {ASSETS_TABLE} where run_id = ?",
+            [run_id],
+        ).fetchall()
+        applications = con.execute("select count(*) from raw.applications").fetchall()[0][0]
+    stages: dict[str, dict] = {}
+    for stage, prefixes in STAGES.items():
+        mine = [r for r in rows if r[0].startswith(prefixes)]
+        seconds = sum(r[1] or 0 for r in mine)
+        stages[stage] = {"seconds": seconds, "steps": len(mine)}
+    # rows/s of a stage: the applications it processed (every stage handles each one once).
+    for stage in stages.values():
+        stage["rows_per_second"] = applications / stage["seconds"] if stage["seconds"] else None
+    ingestion_steps = {r[0]: r for r in rows if r[0].startswith("raw/")}
+    apps = ingestion_steps.get("raw/applications")
+    stages["ingestion"]["applications_rows_per_second"] = apps[2] / apps[1] if apps else None
+    stages["_all_steps_seconds"] = sum(r[1] or 0 for r in rows)
+    stages["_applications"] = applications
+    return stages
+
+
+def duckdb_read_csv(home: Path) -> float:
+    """Rows/s of DuckDB reading the applications landing files into a table: the floor."""
+    types = ", ".join(f"'{c}': '{t}'" for c, t in SOURCE_SPECS["applications"].columns.items())
+    with duckdb.connect() as con:
+        started = time.perf_counter()
+        con.execute(
+            "create table plain as select * from read_csv("
+            f"'{home}/landing/applications/*.csv', header = true, columns = {{{types}}}, "
+            "ignore_errors = true)"
+        )
+        seconds = time.perf_counter() - started
+        rows = con.execute("select count(*) from plain").fetchall()[0][0]
+    return rows / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--applications", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--work", type=Path, default=Path("benchmarks/.work"))
+    parser.add_argument("--keep", action="store_true", help="keep each size's MLOPS_HOME")
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GB, Python {platform.python_version()}"
+    )
+    for applications in args.applications:
+        home = (args.work / f"home-{applications}").resolve()
+        for stale in ("warehouse.duckdb", "dagster", "models", "reports", "keys", "dbt", "logs"):
+            path = home / stale
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        generate(home, applications)
+        result = run_pipeline(home)
+        stages = stage_table(home, result["summary"]["run_id"])
+        csv_rate = duckdb_read_csv(home)
+        wall = result["wall_seconds"]
+        overhead = wall - stages.pop("_all_steps_seconds")
+        record = {
+            "applications": stages.pop("_applications"),
+            "wall_seconds": wall,
+            "in_run_seconds": result["summary"]["seconds"],
+            "peak_rss_gb": result["peak_rss_bytes"] / 2**30,
+            "overhead_seconds": overhead,
+            "overhead_share": overhead / wall,
+            "stages": stages,
+            "duckdb_read_csv_rows_per_second": csv_rate,
+        }
+        (args.work / f"pipeline-{applications}.json").write_text(json.dumps(record, indent=2))
+        print_record(record)
+        if not args.keep:
+            shutil.rmtree(home)
+
+
+def print_record(record: dict) -> None:
+    print(
+        f"\n### {record['applications']:,} applications: {record['wall_seconds']:.0f} s wall, "
+        f"peak RSS {record['peak_rss_gb']:.2f} GB, Dagster overhead "
+        f"{record['overhead_seconds']:.0f} s ({record['overhead_share']:.0%})\n"
+    )
+    print("| stage | seconds | applications/s |")
+    print("|---|---:|---:|")
+    for stage, values in record["stages"].items():
+        rate = values["rows_per_second"]
+        print(f"| {stage} | {values['seconds']:.1f} | {f'{rate:,.0f}' if rate else '-'} |")
+    ingest = record["stages"]["ingestion"]["applications_rows_per_second"]
+    print(
+        f"\nIngestion of the applications files: {ingest:,.0f} rows/s; DuckDB read_csv of the "
+        f"same files: {record['duckdb_read_csv_rows_per_second']:,.0f} rows/s."
+    )
+
+
+if __name__ == "__main__":
+    main()
