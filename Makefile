@@ -10,13 +10,17 @@ export MLOPS_HOME ?= $(CURDIR)/.mlops
 # The browser of the UI tests (tests/ui/): Debian's chromium package, driven by Playwright,
 # which never downloads a browser of its own. Installed with apt when missing (root, or sudo).
 CHROMIUM := /usr/bin/chromium
+# The server of the shared-instance test (tests/test_shared_instance.py starts a throwaway cluster
+# on 127.0.0.1): Debian's postgresql package, any version, installed with apt when missing.
+PG_CTL := $(wildcard /usr/lib/postgresql/*/bin/pg_ctl)
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: help install chromium demo run test test-ui docs-screenshot lint format ui dbt-build validate bench clean
+.PHONY: help install chromium postgresql demo run test test-ui docs-screenshot lint format ui dbt-build validate bench clean
 
 help:
 	@echo "make demo       generate ~100k sample applications (unless present) and run every asset"
-	@echo "make test       lint and run the whole test suite (installs Debian's chromium if missing)"
+	@echo "make test       lint and run the whole test suite (installs Debian's chromium and"
+	@echo "                postgresql if missing)"
 	@echo "make test-ui    only the browser and GraphQL tests against a live 'mlops ui'"
 	@echo "make docs-screenshot  re-take docs/asset-graph.png with the browser test"
 	@echo "make ui         serve the Dagster UI on http://127.0.0.1:3000"
@@ -39,6 +43,12 @@ $(CHROMIUM):
 
 chromium: $(CHROMIUM)
 
+postgresql:
+ifeq ($(PG_CTL),)
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+endif
+
 $(EVIDENTLY_STAMP): benchmarks/evidently-requirements.txt
 	$(PYTHON) -m venv $(EVIDENTLY_VENV)
 	$(EVIDENTLY_VENV)/bin/pip install --quiet --upgrade pip
@@ -56,7 +66,7 @@ demo: $(STAMP)
 run: $(STAMP)
 	$(BIN)/mlops run
 
-test: $(STAMP) $(CHROMIUM) lint
+test: $(STAMP) $(CHROMIUM) postgresql lint
 	$(BIN)/pytest
 
 test-ui: $(STAMP) $(CHROMIUM)

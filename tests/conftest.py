@@ -20,6 +20,11 @@ from mlops_assets.security.keyring import Keyring
 
 BIN = Path(sys.executable).parent
 
+# The suite never touches a developer's shared services (a shared Dagster instance, a Dask
+# cluster): tests that need one start their own and pass it explicitly.
+for _variable in ("MLOPS_DAGSTER_PG_URL", "DASK_SCHEDULER_ADDRESS"):
+    os.environ.pop(_variable, None)
+
 # 40 days so that outcomes (4-12 weeks after the application) exist for the first days;
 # drift from day 30 so both regimes are present.
 SMALL = GeneratorConfig(days=40, rows_per_day=150, seed=7, drift_from_day=30)
