@@ -119,24 +119,37 @@ def run_pipeline(home: Path) -> dict:
 
 
 def stage_table(home: Path, run_id: str) -> dict[str, dict]:
+    """Seconds per stage (each Dagster step counted once: dbt's one step builds every model)
+    and the seconds of all steps, checks included, from the run's event log."""
+    import dagster as dg
+
+    from mlops_assets.monitoring.health import step_durations
+
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        steps = step_durations(instance, run_id)
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         rows = con.execute(
-            f"select asset, step_seconds, rows_in from {ASSETS_TABLE} where run_id = ?",
-            [run_id],
+            f"select asset, step, rows_in from {ASSETS_TABLE} where run_id = ?", [run_id]
         ).fetchall()
         applications = con.execute("select count(*) from raw.applications").fetchall()[0][0]
     stages: dict[str, dict] = {}
+    asset_steps = set()
     for stage, prefixes in STAGES.items():
-        mine = [r for r in rows if r[0].startswith(prefixes)]
-        seconds = sum(r[1] or 0 for r in mine)
-        stages[stage] = {"seconds": seconds, "steps": len(mine)}
-    # rows/s of a stage: the applications it processed (every stage handles each one once).
-    for stage in stages.values():
-        stage["rows_per_second"] = applications / stage["seconds"] if stage["seconds"] else None
-    ingestion_steps = {r[0]: r for r in rows if r[0].startswith("raw/")}
-    apps = ingestion_steps.get("raw/applications")
-    stages["ingestion"]["applications_rows_per_second"] = apps[2] / apps[1] if apps else None
-    stages["_all_steps_seconds"] = sum(r[1] or 0 for r in rows)
+        mine = {step for asset, step, _ in rows if asset.startswith(prefixes)}
+        asset_steps |= mine
+        seconds = sum(steps.get(step, 0.0) for step in mine)
+        # rows/s of a stage: the applications it processed (every stage handles each once).
+        stages[stage] = {
+            "seconds": seconds,
+            "rows_per_second": applications / seconds if seconds else None,
+        }
+    checks = sum(seconds for step, seconds in steps.items() if step not in asset_steps)
+    stages["asset checks (identifier scans)"] = {"seconds": checks, "rows_per_second": None}
+    apps = [(step, n) for asset, step, n in rows if asset == "raw/applications"]
+    stages["ingestion"]["applications_rows_per_second"] = (
+        apps[0][1] / steps[apps[0][0]] if apps and apps[0][1] else None
+    )
+    stages["_all_steps_seconds"] = sum(steps.values())
     stages["_applications"] = applications
     return stages
 

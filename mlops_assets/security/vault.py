@@ -15,6 +15,7 @@ import duckdb
 import pandas as pd
 
 from mlops_assets.security.keyring import Keyring, KeyringError
+from mlops_assets.warehouse import scalar
 
 PII_TABLE = "vault.customer_pii"
 
@@ -30,12 +31,24 @@ def associated_data(table: str, column: str, row_key: str) -> bytes:
 def ensure_vault(con: duckdb.DuckDBPyConnection) -> None:
     for schema in ("vault", "audit"):
         con.execute(f"create schema if not exists {schema}")
+    # One row per (customer_key, column_name), kept so by store_customer_pii (delete, then
+    # insert, in the caller's transaction). No primary key: DuckDB holds a key's index in
+    # memory, and at 10M applications (44M cells) it would not fit the memory limit.
     con.execute(
         f"create table if not exists {PII_TABLE} ("
         "customer_key varchar not null, column_name varchar not null, ciphertext blob not null, "
-        "key_version integer not null, updated_at timestamp not null, "
-        "primary key (customer_key, column_name))"
+        "key_version integer not null, updated_at timestamp not null)"
     )
+    if scalar(
+        con,
+        "select count(*) from duckdb_constraints() where schema_name = ? and table_name = ? "
+        "and constraint_type = 'PRIMARY KEY'",
+        PII_TABLE.split("."),
+    ):
+        # A vault made before the key was dropped: same rows, without the index.
+        con.execute(f"create table {PII_TABLE}_rebuilt as from {PII_TABLE}")
+        con.execute(f"drop table {PII_TABLE}")
+        con.execute(f"alter table {PII_TABLE}_rebuilt rename to {PII_TABLE.split('.')[1]}")
     con.execute(
         "create table if not exists vault.erased_customers ("
         "customer_key varchar primary key, erased_at timestamp not null)"
@@ -114,7 +127,11 @@ def store_customer_pii(
     con.register("_sealed_pii", sealed)
     try:
         con.execute(
-            f"insert or replace into {PII_TABLE} "
+            f"delete from {PII_TABLE} as p using _sealed_pii as s "
+            "where p.customer_key = s.row_key and p.column_name = s.column_name"
+        )
+        con.execute(
+            f"insert into {PII_TABLE} "
             "select row_key, column_name, ciphertext, key_version, now() from _sealed_pii"
         )
     finally:

@@ -119,6 +119,39 @@ def test_reveal_decrypts_one_customer_and_audits_it(con, keyring):
         reveal(con, keyring, key, "  ")
 
 
+def test_a_changed_identifier_replaces_its_cell_and_keeps_one_row_per_cell(con, keyring):
+    frame = customers(keyring, 4)
+    store_customer_pii(con, keyring, frame, COLUMNS)
+    moved = frame.iloc[[1, 2]].copy()
+    moved["email"] = ["new1@example.com", None]  # a new address; an unknown one changes nothing
+    store_customer_pii(con, keyring, moved, COLUMNS)
+    cells = con.execute(
+        f"select customer_key, column_name, count(*) from {PII_TABLE} group by all"
+    ).fetchall()
+    assert len(cells) == 8 and {n for _, _, n in cells} == {1}
+    assert reveal(con, keyring, frame["customer_key"][1], "t")["email"] == "new1@example.com"
+    assert reveal(con, keyring, frame["customer_key"][2], "t")["email"] == "person2@example.com"
+
+
+def test_a_vault_made_with_a_primary_key_is_rebuilt_without_it_and_keeps_its_rows(keyring):
+    con = duckdb.connect()
+    con.execute("create schema vault")
+    con.execute(
+        f"create table {PII_TABLE} (customer_key varchar not null, column_name varchar not "
+        "null, ciphertext blob not null, key_version integer not null, updated_at timestamp "
+        "not null, primary key (customer_key, column_name))"
+    )
+    key = keyring.pseudonym("CUS-1")
+    blob, version = keyring.encrypt("a@b.c", associated_data(PII_TABLE, "email", key))
+    con.execute(f"insert into {PII_TABLE} values (?, 'email', ?, ?, now())", [key, blob, version])
+    ensure_vault(con)
+    constraints = con.execute(
+        "select constraint_type from duckdb_constraints() where table_name = 'customer_pii'"
+    ).fetchall()
+    assert ("PRIMARY KEY",) not in constraints
+    assert reveal(con, keyring, key, "t") == {"email": "a@b.c"}
+
+
 def test_wrong_key_gives_a_clear_error_and_writes_nothing(con, keyring, tmp_path):
     frame = customers(keyring, 2)
     store_customer_pii(con, keyring, frame, COLUMNS)
