@@ -67,8 +67,10 @@ demo: $(STAMP)
 run: $(STAMP)
 	$(BIN)/mlops run
 
+# Two workers: the browser tests spend most of their time waiting for Dagster's daemon, and
+# tests sharing a session fixture stay on one worker (tests/conftest.py).
 test: $(STAMP) $(CHROMIUM) postgresql lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 test-ui: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest tests/ui

@@ -108,7 +108,7 @@ def run(
         try:
             report = run_pipeline(settings, fetch_table_metadata=table_metadata, on_event=on_event)
         except RunSetupError as error:
-            console.print(f"[red]cannot run:[/] {error}")
+            console.print(f"[red]cannot run:[/] {error}", soft_wrap=True)
             raise typer.Exit(2) from None
     if json_output:
         print(json.dumps(report.as_dict(), indent=2))
@@ -181,7 +181,8 @@ app.add_typer(models_app, name="models")
 
 
 def _fail(error: Exception, code: int = 1) -> None:
-    console.print(f"[red]error:[/] {error}")
+    # Not wrapped: an error names files, and a path broken across lines cannot be copied.
+    console.print(f"[red]error:[/] {error}", soft_wrap=True)
     raise typer.Exit(code)
 
 

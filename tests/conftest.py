@@ -42,6 +42,17 @@ def mlops(
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs two pytest-xdist workers (`--dist loadgroup`): tests sharing an
+    expensive fixture stay on one worker, so it is built once: the live UI server, and the
+    session's pipeline run with its Dask cluster."""
+    for item in items:
+        for fixture, group in (("ui_server", "ui"), ("pipeline_run", "pipeline_run")):
+            if fixture in item.fixturenames:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+
+
 @pytest.fixture
 def keyring(tmp_path) -> Keyring:
     """A fresh keyring (0600 file) for tests that pseudonymise or encrypt."""

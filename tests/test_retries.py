@@ -114,7 +114,16 @@ def test_dbt_retries_a_busy_lock_but_not_a_failing_build(tmp_path, hold_lock, mo
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     monkeypatch.setenv("MLOPS_DBT_CONNECT_ATTEMPTS", "1")
     path = get_settings().warehouse_path
-    hold_lock(path, 15.0)  # longer than dbt takes to parse and start
+    # Held until the step asks for its retry, however long dbt takes to start (a busy machine).
+    holder = hold_lock(path, 600)
+    ask_retry = WarehouseResource.retry_on_lock
+
+    def release_then_retry(self, error):
+        holder.kill()
+        holder.wait()
+        return ask_retry(self, error)
+
+    monkeypatch.setattr(WarehouseResource, "retry_on_lock", release_then_retry)
     result = dg.materialize(
         [build_dbt_assets()],
         resources={"dbt": dbt_resource(), "warehouse": _warehouse(path)},
