@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -39,6 +39,7 @@ from mlops_assets.parallel import chunk_rows as default_chunk_rows
 from mlops_assets.warehouse import scalar
 
 FAILURES = "_contract_failures"
+CHUNKED = "_contract_chunks"  # temporary: the staged rows laid out by chunk
 FEATURE_TABLE = "features.loan_features"
 QUARANTINE_TABLE = "quarantine.loan_features"
 STATISTICAL_CHECKS = frozenset({"default_rate_plausible"})
@@ -228,14 +229,31 @@ def staged_columns(con: duckdb.DuckDBPyConnection, table: str = STAGED) -> dict[
     return dict(con.execute(f"select column_name, column_type from (describe {table})").fetchall())
 
 
-def read_chunk(
-    con: duckdb.DuckDBPyConnection, table: str, chunk_of_row: str, chunks: int, chunk: int
-) -> pd.DataFrame:
-    """One chunk as a DataFrame indexed by ``_row`` (the table's rowid), with dtypes fixed by
-    the column types."""
-    arrow = con.sql(
-        f"select rowid as _row, * from {table} where {chunk_of_row} % {chunks} = {chunk}"
-    ).to_arrow_table()
+def read_chunks(
+    con: duckdb.DuckDBPyConnection, table: str, chunk_of_row: str, chunks: int
+) -> Iterator[pd.DataFrame]:
+    """Every chunk as a DataFrame indexed by ``_row`` (the table's rowid), with dtypes fixed by
+    the column types. Several chunks are first laid out by chunk in a temporary table (one
+    sort, spilled by DuckDB if need be), so each read is a range of it, not a scan of the
+    whole table: reading stays linear in the rows however many chunks there are."""
+    if chunks == 1:
+        yield _frame(con.sql(f"select rowid as _row, * from {table}"))
+        return
+    con.execute(
+        f"create or replace temporary table {CHUNKED} as select rowid as _row, *, "
+        f"{chunk_of_row} % {chunks} as _chunk from {table} order by _chunk"
+    )
+    try:
+        for chunk in range(chunks):
+            yield _frame(
+                con.sql(f"select * exclude (_chunk) from {CHUNKED} where _chunk = {chunk}")
+            )
+    finally:
+        con.execute(f"drop table if exists {CHUNKED}")
+
+
+def _frame(relation: duckdb.DuckDBPyRelation) -> pd.DataFrame:
+    arrow = relation.to_arrow_table()
     return arrow.to_pandas(types_mapper=_PANDAS_DTYPES.get).set_index("_row")
 
 
@@ -262,7 +280,7 @@ def apply_contract(
     con.execute(f'create or replace temporary table {FAILURES} (_row bigint, "check" varchar)')
     report = ContractReport(rows_in=rows, chunks=chunks)
     samples: list[pd.DataFrame] = []
-    frames = (read_chunk(con, table, chunk_of_row, chunks, chunk) for chunk in range(chunks))
+    frames = read_chunks(con, table, chunk_of_row, chunks)
     use_cluster = client_factory is not None and chunks > 1
     with client_factory() if use_cluster else contextlib.nullcontext() as client:
         for verdict in map_chunks(
