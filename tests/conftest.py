@@ -65,7 +65,8 @@ class DaskCluster:
     workers: frozenset[str]  # the workers' addresses
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for the servers tests start)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -77,7 +78,7 @@ def dask_cluster() -> Iterator[DaskCluster]:
     `dask worker` processes (one thread each), stopped at the end of the session."""
     from distributed import Client
 
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     port = address.rsplit(":", 1)[1]
     common = ["--host", "127.0.0.1", "--no-dashboard"]
     worker = [BIN / "dask", "worker", address, "--nthreads", "1", *common]

@@ -12,7 +12,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import yaml
 
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from mlops_assets.settings import DAGSTER_PG_URL_VARIABLE, get_settings
+from tests.conftest import free_port
 
 BIN = Path(sys.executable).parent
 PG_VERSIONS_DIR = Path("/usr/lib/postgresql")
@@ -127,12 +127,6 @@ def _server_user() -> pwd.struct_passwd | None:
         pytest.fail("running as root and there is no `postgres` user to start PostgreSQL as")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL cluster on 127.0.0.1 (password auth) with an empty database for
@@ -142,7 +136,7 @@ def postgres_url() -> Iterator[str]:
     # be.
     root = Path(tempfile.mkdtemp(prefix="mlops-pg-"))
     data, log, pwfile = root / "data", root / "server.log", root / "pwfile"
-    password, port = secrets.token_hex(12), _free_port()
+    password, port = secrets.token_hex(12), free_port()
     pwfile.write_text(password + "\n")
     if user:
         for path in (root, pwfile):

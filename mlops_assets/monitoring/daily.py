@@ -156,18 +156,20 @@ def monitor_days(
         con.execute(f"select * exclude (day) from {WINDOW} where day = ?", [day]).df()
         for day in days
     )
-    use_cluster = client_factory is not None and len(days) >= PARALLEL_FROM_DAYS
-    with client_factory() if use_cluster else contextlib.nullcontext() as client:
-        reports = list(
-            map_chunks(
-                day_report,
-                frames,
-                shared=(reference, sample, spec, config),
-                client=client,
-                placement=placement,
+    try:
+        use_cluster = client_factory is not None and len(days) >= PARALLEL_FROM_DAYS
+        with client_factory() if use_cluster else contextlib.nullcontext() as client:
+            reports = list(
+                map_chunks(
+                    day_report,
+                    frames,
+                    shared=(reference, sample, spec, config),
+                    client=client,
+                    placement=placement,
+                )
             )
-        )
-    con.execute(f"drop table if exists {WINDOW}")
+    finally:
+        con.execute(f"drop table if exists {WINDOW}")
     return [
         DayDrift(day, version, rows, report, _performance(labelled, day, card, config))
         for day, (rows, report) in zip(days, reports, strict=True)

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from mlops_assets.sample_data.generator import generate
-from tests.conftest import BIN, SMALL
+from tests.conftest import BIN, SMALL, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "ui"
@@ -224,12 +223,6 @@ def backfill_succeeded(backfill: dict) -> bool:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _log_tail(path: Path, chars: int = 4000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
 
@@ -291,7 +284,7 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     config = dataclasses.replace(SMALL, start_date=today - timedelta(days=SMALL.days - 1))
     generate(config, home / "landing")
     days = [(config.start_date + timedelta(days=d)).isoformat() for d in range(config.days)]
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MLOPS_HOME": str(home),
