@@ -7,6 +7,7 @@ through the Dagster instance under $MLOPS_HOME/dagster, so it shows in the UI wi
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import threading
 import time
@@ -165,7 +166,8 @@ def run_pipeline(
     from dagster._core.utils import make_new_run_id
 
     from mlops_assets.monitoring.health import record_run, step_durations
-    from mlops_assets.transform.assets import prepare_dbt_manifest
+    from mlops_assets.resources import start_local_cluster
+    from mlops_assets.transform.assets import DbtParse, DbtParseError
 
     dates = landing_dates(settings)
     if not dates:
@@ -182,7 +184,18 @@ def run_pipeline(
     notice = ensure_keyring(settings)
     notices = [notice] if notice else []
     pending = landing_dates(settings, pending_only=True)
-    prepare_dbt_manifest()
+    # Overlap the start-up: dbt parses in its process while this one imports everything but
+    # the dbt assets (which need the manifest), and, when there are new days to train and
+    # monitor on, the Dask workers start on the other core.
+    if pending:
+        start_local_cluster()
+    parsing = DbtParse()
+    for module in ("automation", "features.assets", "monitoring.assets", "training.assets"):
+        importlib.import_module(f"mlops_assets.{module}")
+    try:
+        parsing.wait()
+    except DbtParseError as error:
+        raise RunSetupError(str(error)) from error
     from mlops_assets.definitions import defs
 
     graph = defs.resolve_asset_graph()

@@ -14,11 +14,14 @@ Every file is loaded in one DuckDB transaction with DuckDB's native CSV reader:
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import hashlib
 import re
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,7 +31,12 @@ import pandas as pd
 
 from mlops_assets.ingestion.sources import LINEAGE_COLUMNS, SOURCE_SPECS, SourceSpec
 from mlops_assets.security.keyring import Keyring, KeyringError
-from mlops_assets.security.vault import bind_keyring, encrypt_cells, store_customer_pii
+from mlops_assets.security.vault import (
+    bind_keyring,
+    encrypt_cells,
+    seal_customer_pii,
+    write_sealed_pii,
+)
 
 FILE_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.csv$")
 SNIFF_BYTES = 64 * 1024
@@ -226,11 +234,13 @@ def ingest_file(
     *,
     force: bool = False,
     keyring: Keyring | None = None,
+    turn: contextlib.AbstractContextManager | None = None,
 ) -> FileResult:
     """Load one landing file into ``raw.<source>`` exactly once; see the module docstring.
 
     The tables must exist (:func:`ensure_schema`). ``keyring`` is required for sources with
-    personal data (pseudonyms, vault)."""
+    personal data (pseudonyms, vault). ``turn`` is held around the file's transaction (the
+    parsing before it needs none): :func:`ingest_source` uses it to commit files in order."""
     if spec.has_personal_data and keyring is None:
         raise KeyringError(f"{spec.name} carries personal data: a keyring is required")
     rel = path.relative_to(landing_dir).as_posix()
@@ -253,18 +263,22 @@ def ingest_file(
                 f"{rel}: {counts[0]} data lines but {counts[1]} readable + {counts[2]} "
                 "quarantined — the file's line structure could not be reconciled, nothing loaded"
             )
-        con.execute("begin transaction")
-        try:
-            _replace_rows(con, rel, spec, extra, keyring)
-            con.execute(
-                "insert or replace into audit.ingested_files "
-                "values (?, ?, ?, ?, ?, ?, ?, ?, now())",
-                [rel, spec.name, sha, *counts, list(extra), partition_key],
-            )
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
+        # Identifiers are pseudonymised and encrypted from the staging tables, before the
+        # transaction (and outside the commit turn: the slow Python part of a customers file).
+        sealed = _seal_personal_data(con, rel, spec, keyring, extra)
+        with turn or contextlib.nullcontext():
+            con.execute("begin transaction")
+            try:
+                _replace_rows(con, rel, spec, extra, sealed)
+                con.execute(
+                    "insert or replace into audit.ingested_files "
+                    "values (?, ?, ?, ?, ?, ?, ?, ?, now())",
+                    [rel, spec.name, sha, *counts, list(extra), partition_key],
+                )
+                con.execute("commit")
+            except BaseException:
+                con.execute("rollback")
+                raise
     except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException) as error:
         # What DuckDB says about the file's content: that file fails, nothing else.
         # First line only, never an "Original Line" quote: it could hold personal data.
@@ -390,40 +404,57 @@ def _stage(
     )
 
 
+@dataclass
+class _Sealed:
+    """A personal-data file's vault cells and quarantined lines, encrypted."""
+
+    pii: pd.DataFrame | None
+    quarantine: pd.DataFrame
+
+
+def _extra_json(extra: tuple[str, ...]) -> str:
+    """SQL for the unknown columns of a record as one JSON object (null without any)."""
+    if not extra:
+        return "null"
+    return "to_json(struct_pack(" + ", ".join(f"{_ident(c)} := {_ident(c)}" for c in extra) + "))"
+
+
 def _replace_rows(
     con: duckdb.DuckDBPyConnection,
     rel: str,
     spec: SourceSpec,
     extra: tuple[str, ...],
-    keyring: Keyring | None,
+    sealed: _Sealed | None,
 ) -> None:
     """Inside the caller's transaction: swap the file's earlier rows for the staged ones.
 
-    For a source with personal data, identifiers are split off here, from the in-memory staging
-    tables, so that only pseudonyms and generalised values are ever written to raw and
-    quarantine, and the identifiers only as ciphertext to the vault.
+    For a source with personal data, only pseudonyms and generalised values are written to raw,
+    quarantined lines and identifiers only as ciphertext (``sealed``, made from the in-memory
+    staging tables by :func:`_seal_personal_data`).
     """
     source = _literal(rel)
     con.execute(f"delete from raw.{spec.name} where _source_file = {source}")
     con.execute(f"delete from quarantine.{spec.name} where source_file = {source}")
-    if spec.has_personal_data:
-        _store_quarantine_encrypted(con, rel, spec, keyring)
-    else:
+    # Quarantined lines: as read, or (personal data) only as ciphertext.
+    lines, stored = "_quarantine", "raw_line, null, null"
+    if sealed is not None:
+        con.register("_sealed_lines", sealed.quarantine)
+        lines, stored = "_sealed_lines", "null, ciphertext, key_version"
+    try:
         con.execute(
             f"""
             insert into quarantine.{spec.name}
-            select {source}, line_number, reason, raw_line, null, null, now()
-            from _quarantine order by line_number
+            select {source}, line_number, reason, {stored}, now()
+            from {lines} order by line_number
             """
         )
-    extra_json = (
-        "to_json(struct_pack(" + ", ".join(f"{_ident(c)} := {_ident(c)}" for c in extra) + "))"
-        if extra
-        else "null"
-    )
-    if spec.has_personal_data:
-        _split_identifiers(con, spec, keyring, extra_json)
-        extra_json = "null"  # unknown columns of a personal-data feed may identify: vaulted
+    finally:
+        if sealed is not None:
+            con.unregister("_sealed_lines")
+    if sealed is not None and sealed.pii is not None:
+        write_sealed_pii(con, sealed.pii)
+    # Unknown columns of a personal-data feed may identify: they go to the vault instead.
+    extra_json = "null" if spec.has_personal_data else _extra_json(extra)
     key_join = "join _keys using (_record)" if spec.pseudonymise else ""
     values = [
         spec.generalised[c][1] if c in spec.generalised else _ident(c) for c in spec.raw_columns
@@ -438,54 +469,50 @@ def _replace_rows(
     )
 
 
-def _split_identifiers(
-    con: duckdb.DuckDBPyConnection, spec: SourceSpec, keyring: Keyring, extra_json: str
-) -> None:
-    """Pseudonyms into ``_keys`` (temp); identifiers and unknown columns encrypted to the vault."""
-    selected = [_ident(spec.pseudonymise), *map(_ident, spec.identifiers)]
-    frame = con.execute(
-        f"select _record, {', '.join(selected)}, {extra_json} as _extra_columns "
-        "from _placed where _problem is null order by _record"
-    ).df()
-    # One HMAC per id: pseudonyms are per value by nature (hashlib does the work in C).
-    frame["customer_key"] = [keyring.pseudonym(v) for v in frame[spec.pseudonymise]]
-    con.register("_keys_frame", frame[["_record", "customer_key"]])
-    con.execute("create or replace temp table _keys as select * from _keys_frame")
-    con.unregister("_keys_frame")
-    if spec.identifiers:
-        store_customer_pii(con, keyring, frame, [*spec.identifiers, "_extra_columns"])
-
-
-def _store_quarantine_encrypted(
-    con: duckdb.DuckDBPyConnection, rel: str, spec: SourceSpec, keyring: Keyring
-) -> None:
-    """Quarantined lines of a personal-data feed hold identifiers: store them encrypted."""
-    table = f"quarantine.{spec.name}"
-    lines = con.execute("select line_number, reason, raw_line from _quarantine").fetchall()
-    sealed = encrypt_cells(
+def _seal_personal_data(
+    con: duckdb.DuckDBPyConnection,
+    rel: str,
+    spec: SourceSpec,
+    keyring: Keyring,
+    extra: tuple[str, ...],
+) -> _Sealed | None:
+    """Pseudonyms into ``_keys`` (temp); identifiers, unknown columns and quarantined lines
+    encrypted. None for a source without personal data."""
+    if not spec.has_personal_data:
+        return None
+    pii = None
+    if spec.pseudonymise:
+        selected = [_ident(spec.pseudonymise), *map(_ident, spec.identifiers)]
+        frame = con.execute(
+            f"select _record, {', '.join(selected)}, {_extra_json(extra)} as _extra_columns "
+            "from _placed where _problem is null order by _record"
+        ).df()
+        # One HMAC per id: pseudonyms are per value by nature (hashlib does the work in C).
+        frame["customer_key"] = [keyring.pseudonym(v) for v in frame[spec.pseudonymise]]
+        con.register("_keys_frame", frame[["_record", "customer_key"]])
+        con.execute("create or replace temp table _keys as select * from _keys_frame")
+        con.unregister("_keys_frame")
+        if spec.identifiers:
+            pii = seal_customer_pii(keyring, frame, [*spec.identifiers, "_extra_columns"])
+    lines = con.execute(
+        "select line_number, reason, raw_line from _quarantine order by line_number"
+    ).fetchall()
+    cells = encrypt_cells(
         keyring,
-        table,
+        f"quarantine.{spec.name}",
         [f"{rel}:{n}" for n, _, _ in lines],
         ["raw_line"] * len(lines),
         [raw for _, _, raw in lines],
     )
-    frame = pd.DataFrame(
+    quarantine = pd.DataFrame(
         {
-            "line_number": [n for n, _, _ in lines],
-            "reason": [reason for _, reason, _ in lines],
-            "ciphertext": sealed["ciphertext"] if lines else [],
-            "key_version": sealed["key_version"] if lines else [],
+            "line_number": pd.Series([n for n, _, _ in lines], dtype="int64"),
+            "reason": pd.Series([reason for _, reason, _ in lines], dtype="object"),
+            "ciphertext": pd.Series(list(cells["ciphertext"]), dtype="object"),
+            "key_version": pd.Series(list(cells["key_version"]), dtype="int64"),
         }
     )
-    con.register("_sealed_lines", frame)
-    con.execute(
-        f"""
-        insert into {table}
-        select {_literal(rel)}, line_number, reason, null, ciphertext, key_version, now()
-        from _sealed_lines order by line_number
-        """
-    )
-    con.unregister("_sealed_lines")
+    return _Sealed(pii, quarantine)
 
 
 def _read_records(con: duckdb.DuckDBPyConnection, path: Path, types: str) -> None:
@@ -520,6 +547,45 @@ def _read_records(con: duckdb.DuckDBPyConnection, path: Path, types: str) -> Non
             read(normalised)
 
 
+class _InOrder:
+    """Turns taken strictly in task order: task ``i`` enters only after tasks ``0..i-1`` have
+    taken and left theirs (or given them up). Once a task fails for good, later turns raise
+    instead of letting their task commit."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._taken: set[int] = set()
+        self._condition = threading.Condition()
+        self.failure: BaseException | None = None
+
+    @contextlib.contextmanager
+    def turn(self, index: int) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: self._next == index)
+            self._taken.add(index)
+        try:
+            if self.failure is not None:
+                raise _Abandoned from self.failure
+            yield
+        finally:
+            with self._condition:
+                self._next += 1
+                self._condition.notify_all()
+
+    def give_up(self, index: int) -> None:
+        """Let the tasks after ``index`` go on when task ``index`` ends without its turn."""
+        if index not in self._taken:
+            with self.turn(index):
+                pass
+
+
+class _Abandoned(Exception):
+    """A file not committed because an earlier one failed for good."""
+
+
+PIPELINE_THREADS = 2
+
+
 def ingest_source(
     con: duckdb.DuckDBPyConnection,
     landing_dir: Path,
@@ -531,6 +597,11 @@ def ingest_source(
 ) -> SourceResult:
     """Ingest every new or changed file of ``source``; a bad file fails alone, the rest go on.
 
+    Files are pipelined: while one file's transaction commits, the next is parsed on another
+    connection (DuckDB runs both at once). Transactions still run one at a time and in file
+    order, so a later file's rows (and vault entries) win exactly as in a sequential load.
+    An error other than a bad file stops the load: files after it are not committed.
+
     A missing or wrong keyring fails the whole source before anything is written."""
     spec = SOURCE_SPECS[source]
     ensure_schema(con)
@@ -538,17 +609,47 @@ def ingest_source(
         if keyring is None:
             raise KeyringError(f"{source} carries personal data: a keyring is required")
         bind_keyring(con, keyring)
-    result = SourceResult(source)
-    for path in landing_files(landing_dir, source, partition_keys):
+    files = landing_files(landing_dir, source, partition_keys)
+    order = _InOrder()
+    local = threading.local()
+    cursors: list[duckdb.DuckDBPyConnection] = []
+
+    def ingest(index: int, path: Path) -> FileResult:
+        if not hasattr(local, "cursor"):
+            local.cursor = con.cursor()
+            cursors.append(local.cursor)
         try:
-            result.files.append(
-                ingest_file(con, landing_dir, path, spec, force=force, keyring=keyring)
+            return ingest_file(
+                local.cursor,
+                landing_dir,
+                path,
+                spec,
+                force=force,
+                keyring=keyring,
+                turn=order.turn(index),
             )
         except IngestionError as error:
             rel = path.relative_to(landing_dir).as_posix()
-            result.files.append(
-                FileResult(rel, source, "failed", partition_key_of(path), error=str(error))
-            )
+            return FileResult(rel, source, "failed", partition_key_of(path), error=str(error))
+        except _Abandoned:
+            raise
+        except BaseException as error:
+            order.failure = order.failure or error
+            raise
+        finally:
+            order.give_up(index)
+
+    result = SourceResult(source)
+    try:
+        with ThreadPoolExecutor(PIPELINE_THREADS, thread_name_prefix="ingest") as pool:
+            futures = [pool.submit(ingest, i, path) for i, path in enumerate(files)]
+            wait(futures)
+    finally:
+        for cursor in cursors:
+            cursor.close()
+    if order.failure is not None:
+        raise order.failure
+    result.files = [future.result() for future in futures]
     return result
 
 

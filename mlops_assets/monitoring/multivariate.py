@@ -55,8 +55,16 @@ def domain_classifier(
     )
     x, categorical = _encode(both)
     y = np.repeat([0, 1], n)
+    # 15 rounds of small trees at a higher learning rate: on ~1,000 rows a side, a fit is
+    # mostly fixed cost plus ~2.5 ms a round, and 30 rounds at 0.1 gave the same AUCs on the
+    # demo days at twice the time. The monitor fits two per day.
     model = HistGradientBoostingClassifier(
-        max_iter=30, max_bins=63, categorical_features=categorical, random_state=seed
+        max_iter=15,
+        learning_rate=0.2,
+        max_leaf_nodes=15,
+        max_bins=63,
+        categorical_features=categorical,
+        random_state=seed,
     )
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     with threadpool_limits(1):  # parallelism is the caller's (days, columns), not OpenMP's

@@ -108,11 +108,15 @@ def store_customer_pii(
 ) -> int:
     """Upsert the identifiers in ``frame`` (one row per customer_key, later rows win) into the
     vault, except for customers who were erased. Call inside the caller's transaction."""
-    erased = {
-        k for (k,) in con.execute("select customer_key from vault.erased_customers").fetchall()
-    }
+    return write_sealed_pii(con, seal_customer_pii(keyring, frame, columns))
+
+
+def seal_customer_pii(
+    keyring: Keyring, frame: pd.DataFrame, columns: Sequence[str]
+) -> pd.DataFrame:
+    """The vault cells of ``frame``'s ``columns``, encrypted: the latest row per customer_key,
+    missing values left out. Needs no connection, so it can run before the transaction."""
     latest = frame.drop_duplicates("customer_key", keep="last")
-    latest = latest[~latest["customer_key"].isin(erased)]
     keys: list[str] = []
     names: list[str] = []
     values: list[str] = []
@@ -121,22 +125,32 @@ def store_customer_pii(
         keys += latest.loc[present, "customer_key"].tolist()
         values += latest.loc[present, column].astype(str).tolist()
         names += [column] * int(present.sum())
-    sealed = encrypt_cells(keyring, PII_TABLE, keys, names, values)
+    return encrypt_cells(keyring, PII_TABLE, keys, names, values)
+
+
+def write_sealed_pii(con: duckdb.DuckDBPyConnection, sealed: pd.DataFrame) -> int:
+    """Replace the vault cells in ``sealed`` (from :func:`seal_customer_pii`), except those of
+    erased customers; returns the cells written. Call inside the caller's transaction."""
     if sealed.empty:
         return 0
     con.register("_sealed_pii", sealed)
     try:
         con.execute(
-            f"delete from {PII_TABLE} as p using _sealed_pii as s "
+            "create or replace temp table _sealed_kept as select * from _sealed_pii "
+            "where row_key not in (select customer_key from vault.erased_customers)"
+        )
+        con.execute(
+            f"delete from {PII_TABLE} as p using _sealed_kept as s "
             "where p.customer_key = s.row_key and p.column_name = s.column_name"
         )
         con.execute(
             f"insert into {PII_TABLE} "
-            "select row_key, column_name, ciphertext, key_version, now() from _sealed_pii"
+            "select row_key, column_name, ciphertext, key_version, now() from _sealed_kept"
         )
+        return con.execute("select count(*) from _sealed_kept").fetchone()[0]
     finally:
+        con.execute("drop table if exists temp._sealed_kept")
         con.unregister("_sealed_pii")
-    return len(sealed)
 
 
 def _audit(

@@ -51,7 +51,7 @@ class Candidate:
     name: str
     family: str  # what the mission calls it: regularisation, bagging, boosting, stacking
     grid: dict[str, list] = field(default_factory=dict)
-    # Relative cost of one fit (seconds per fit of 20k rows on this machine). The search
+    # Relative cost of one fit (about seconds per fit of 20k rows on this machine). The search
     # starts the longest fits first, so the workers finish together instead of one waiting
     # on a forest that started last.
     cost: float = 1.0
@@ -65,16 +65,18 @@ class Candidate:
 
 
 CLASSIFIER_CANDIDATES = (
-    Candidate("logistic_l1", "regularisation (L1, lasso)", {"C": [0.05, 0.5]}, cost=0.8),
-    Candidate("logistic_l2", "regularisation (L2, ridge)", {"C": [0.05, 0.5]}, cost=0.3),
+    # liblinear's L1 slows down fast as C grows (0.6 s at 0.01, 3.5 s at 0.5 on 30k rows) while
+    # the AUC stops moving above 0.05.
+    Candidate("logistic_l1", "regularisation (L1, lasso)", {"C": [0.01, 0.1]}, cost=0.5),
+    Candidate("logistic_l2", "regularisation (L2, ridge)", {"C": [0.05, 0.5]}, cost=0.4),
     Candidate(
-        "random_forest", "bagging", {"max_depth": [6, 10], "min_samples_leaf": [20]}, cost=4.0
+        "random_forest", "bagging", {"max_depth": [6, 10], "min_samples_leaf": [20]}, cost=1.6
     ),
     Candidate(
         "hist_gradient_boosting",
         "boosting",
         {"learning_rate": [0.05, 0.1], "max_leaf_nodes": [15]},
-        cost=0.6,
+        cost=0.8,
     ),
 )
 STACKING = "stacking"
@@ -102,7 +104,11 @@ def estimator(name: str, params: dict, *, seed: int):
             random_state=seed,
         )
     if name == "random_forest":
-        return RandomForestClassifier(n_estimators=150, random_state=seed, n_jobs=1, **params)
+        # Each tree on a half-size bootstrap sample: 100 such trees fit 2.3x faster than 150
+        # full ones with the same holdout AUC on the demo data (0.7855 vs 0.7858).
+        return RandomForestClassifier(
+            n_estimators=100, max_samples=0.5, random_state=seed, n_jobs=1, **params
+        )
     if name == "hist_gradient_boosting":
         return HistGradientBoostingClassifier(max_iter=200, random_state=seed, **params)
     if name == "ridge":

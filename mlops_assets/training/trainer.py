@@ -182,15 +182,10 @@ def train_model(
         m.best_threshold(data.y_train, predict(model, data.x_train, True)) if classifier else None
     )
     holdout = evaluate(data.model, model, data, threshold)
-    metric_fn = (
-        (lambda y, p: m.classification_metrics(y, p, threshold))
-        if classifier
-        else m.regression_metrics
-    )
     intervals = m.bootstrap_intervals(
-        metric_fn,
         data.y_holdout,
         predict(model, data.x_holdout, classifier),
+        threshold=threshold,
         rounds=config.bootstrap_rounds,
         seed=config.seed,
     )

@@ -212,3 +212,32 @@ def test_ledger_check_detects_rows_that_disappeared(con, landing):
     assert unbalanced_ledger_rows(con, "outcomes") == []
     con.execute("delete from raw.outcomes where application_id = 'A2'")
     assert unbalanced_ledger_rows(con, "outcomes") == [("outcomes/2025-02-01.csv", 2, 2, 0, 1, 0)]
+
+
+def test_an_error_that_is_not_the_files_fault_stops_later_files_from_committing(
+    con, landing, monkeypatch
+):
+    """Files after a failed commit are parsed already (two at a time) but never committed: the
+    load stops as a sequential one would, and the ledger holds exactly the files before."""
+    import mlops_assets.ingestion.loader as loader
+
+    for day in range(1, 7):
+        write(landing, f"2025-03-{day:02d}.csv", f"{HEADER}\nA{day},2025-03-{day:02d},0,0\n")
+    replace = loader._replace_rows
+
+    def failing(con, rel, *args):
+        if rel.endswith("2025-03-03.csv"):
+            raise OSError("No space left on device")
+        return replace(con, rel, *args)
+
+    monkeypatch.setattr(loader, "_replace_rows", failing)
+    with pytest.raises(OSError, match="No space left"):
+        ingest_source(con, landing, "outcomes")
+    ledger = con.execute("select path from audit.ingested_files order by path").fetchall()
+    assert [p for (p,) in ledger] == ["outcomes/2025-03-01.csv", "outcomes/2025-03-02.csv"]
+    assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 2
+
+    monkeypatch.setattr(loader, "_replace_rows", replace)
+    again = ingest_source(con, landing, "outcomes")
+    assert [f.status for f in again.files] == ["unchanged"] * 2 + ["loaded"] * 4
+    assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 6

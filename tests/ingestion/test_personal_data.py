@@ -146,3 +146,36 @@ def test_a_run_for_one_day_loads_that_days_files_only(tmp_path, keyring):
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         files = con.execute("select distinct _source_file from raw.applications").fetchall()
     assert files == [("applications/2025-01-02.csv",)]
+
+
+def test_files_commit_in_day_order_so_the_latest_identifiers_win(con, keyring, landing):
+    """Files are parsed two at a time but committed one by one in day order: a customer who
+    moves every day ends with the last day's address in the vault, and one row per cell."""
+    folder = landing / "customers"
+    for day in range(2, 13):
+        moved = GOOD.replace("12 Oak Street", f"{day} New Street").replace(
+            "2025-02-01 08:00:00", f"2025-02-{day:02d} 08:00:00"
+        )
+        (folder / f"2025-02-{day:02d}.csv").write_text(f"{HEADER}\n{moved}\n")
+    result = ingest_source(con, landing, "customers", keyring=keyring)
+    assert [f.path for f in result.files] == sorted(f.path for f in result.files)
+    assert [f.status for f in result.files] == ["loaded"] * 12
+    key = keyring.pseudonym("CUS-0000001")
+    assert reveal(con, keyring, key, "test")["street_address"] == "12 New Street"
+    cells = con.execute(
+        f"select column_name, count(*) from {PII_TABLE} where customer_key = ? group by 1",
+        [key],
+    ).fetchall()
+    assert cells and all(n == 1 for _, n in cells)
+
+
+def test_an_erased_customer_stays_erased_when_a_later_file_names_them(con, keyring, landing):
+    from mlops_assets.security.vault import forget
+
+    ingest_source(con, landing, "customers", keyring=keyring)
+    key = keyring.pseudonym("CUS-0000001")
+    forget(con, key, "erasure request")
+    (landing / "customers" / "2025-02-02.csv").write_text(f"{HEADER}\n{GOOD}\n")
+    ingest_source(con, landing, "customers", keyring=keyring)
+    stored = con.execute(f"select count(*) from {PII_TABLE} where customer_key = ?", [key])
+    assert stored.fetchone()[0] == 0
