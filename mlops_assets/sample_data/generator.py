@@ -18,12 +18,19 @@ Same arguments give byte-identical files: every day draws from its own seeded ge
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import multiprocessing
+import os
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from itertools import repeat
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -126,31 +133,95 @@ class GenerationReport:
         return total / max(self.rows[source], 1)
 
 
-def generate(config: GeneratorConfig, out: Path) -> GenerationReport:
-    """Write the landing files for ``config`` under ``out`` and report what was written."""
+PARALLEL_FROM_ROWS = 20_000  # below this, starting worker processes costs more than it saves
+
+
+def generate(config: GeneratorConfig, out: Path, *, workers: int | None = None) -> GenerationReport:
+    """Write the landing files for ``config`` under ``out`` and report what was written.
+
+    Days are built on ``workers`` processes (default: one per core from PARALLEL_FROM_ROWS
+    rows), in two passes because a day's outcomes file holds labels drawn on earlier days.
+    Each day keeps its own seeded generator across both passes, so the files are the same
+    byte for byte whatever the number of workers."""
     out = Path(out)
     plan = _plan(config)
+    if workers is None:
+        big = config.days * config.rows_per_day >= PARALLEL_FROM_ROWS
+        workers = min(os.cpu_count() or 1, config.days) if big else 1
+    days = range(config.days)
+    with _executor(workers) as pool:
+        chunk = max(1, config.days // (4 * workers))
+        built = list(pool.map(_build_day, repeat(config), repeat(plan), days, chunksize=chunk))
+        pending_outcomes: dict[int, list[pd.DataFrame]] = {}
+        outcomes_of_day = []
+        for day, (_, _, outcomes, _) in zip(days, built, strict=True):
+            for observed_day, frame in outcomes.groupby("observed_day", sort=True):
+                pending_outcomes.setdefault(int(observed_day), []).append(frame)
+            outcomes_of_day.append(pd.concat(pending_outcomes.pop(day, []) or [_empty_outcomes()]))
+        written = pool.map(
+            _write_day,
+            repeat(config),
+            repeat(out),
+            days,
+            [b[0] for b in built],
+            [b[1] for b in built],
+            outcomes_of_day,
+            [b[3] for b in built],
+            chunksize=chunk,
+        )
+        report = GenerationReport()
+        for day_report in written:
+            report.files += day_report.files
+            report.rows.update(day_report.rows)
+            report.dirty.update(day_report.dirty)
+    return report
+
+
+@contextlib.contextmanager
+def _executor(workers: int) -> Iterator:
+    """Worker processes, or (one worker) this process: the same ``map`` either way."""
+    if workers <= 1:
+        yield SimpleNamespace(map=lambda fn, *iterables, chunksize=1: map(fn, *iterables))
+        return
+    # forkserver, not fork: the caller may have threads (a test runner, a Dagster run).
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield pool
+
+
+def _build_day(config: GeneratorConfig, plan: _Plan, day: int):
+    """A day's records, and its generator's state for :func:`_write_day` to go on from."""
+    rng = np.random.default_rng([config.seed, day])
+    customers, applications, outcomes = _day(config, plan, day, rng)
+    return customers, applications, outcomes, rng.bit_generator.state
+
+
+def _write_day(
+    config: GeneratorConfig,
+    out: Path,
+    day: int,
+    customers: pd.DataFrame,
+    applications: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    state: dict,
+) -> GenerationReport:
+    """Dirty and write the day's three files (the outcomes observed that day)."""
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
     report = GenerationReport()
-    pending_outcomes: dict[int, list[pd.DataFrame]] = {}
-    for day in range(config.days):
-        rng = np.random.default_rng([config.seed, day])
-        customers, applications, outcomes = _day(config, plan, day, rng)
-        for observed_day, frame in outcomes.groupby("observed_day", sort=True):
-            pending_outcomes.setdefault(int(observed_day), []).append(frame)
-        day_outcomes = pd.concat(pending_outcomes.pop(day, []) or [_empty_outcomes()])
-        for source, frame, dirt in (
-            ("customers", customers, CUSTOMER_DIRT),
-            ("applications", applications, APPLICATION_DIRT),
-            ("outcomes", day_outcomes.drop(columns="observed_day"), OUTCOME_DIRT),
-        ):
-            if frame.empty:
-                continue  # no file rather than a header-only one (early days have no outcomes)
-            lines = _csv_lines(frame[list(COLUMNS[source])], source, dirt, rng, report)
-            path = out / source / f"{config.start_date + timedelta(days=day):%Y-%m-%d}.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(",".join(COLUMNS[source]) + "\n" + "\n".join(lines) + "\n")
-            report.files.append(path)
-            report.rows[source] += len(lines)
+    for source, frame, dirt in (
+        ("customers", customers, CUSTOMER_DIRT),
+        ("applications", applications, APPLICATION_DIRT),
+        ("outcomes", outcomes.drop(columns="observed_day"), OUTCOME_DIRT),
+    ):
+        if frame.empty:
+            continue  # no file rather than a header-only one (early days have no outcomes)
+        lines = _csv_lines(frame[list(COLUMNS[source])], source, dirt, rng, report)
+        path = out / source / f"{config.start_date + timedelta(days=day):%Y-%m-%d}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(",".join(COLUMNS[source]) + "\n" + "\n".join(lines) + "\n")
+        report.files.append(path)
+        report.rows[source] += len(lines)
     return report
 
 

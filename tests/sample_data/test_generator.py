@@ -50,6 +50,18 @@ def test_same_arguments_give_byte_identical_files(landing, tmp_path):
     assert _digest(tmp_path) == _digest(out)
 
 
+def test_worker_processes_write_the_same_files_and_report(landing, tmp_path):
+    """Days are built on worker processes for large runs: the files and the report must be
+    the ones one process writes."""
+    out, report = landing
+    parallel = generate(CONFIG, tmp_path, workers=2)
+    assert _digest(tmp_path) == _digest(out)
+    assert parallel.rows == report.rows and parallel.dirty == report.dirty
+    assert [p.relative_to(tmp_path) for p in parallel.files] == [
+        p.relative_to(out) for p in report.files
+    ]
+
+
 def test_another_seed_gives_other_data(landing, tmp_path):
     out, _ = landing
     generate(GeneratorConfig(days=CONFIG.days, rows_per_day=CONFIG.rows_per_day, seed=12), tmp_path)
