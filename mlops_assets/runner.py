@@ -161,13 +161,7 @@ def run_pipeline(
     # partition view (the run itself, its failed step and pipeline health still say so).
     os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
 
-    # Heavy imports happen here, not when the CLI starts.
-    import dagster as dg
-    from dagster._core.utils import make_new_run_id
-
-    from mlops_assets.monitoring.health import record_run, step_durations
-    from mlops_assets.resources import start_local_cluster
-    from mlops_assets.transform.assets import DbtParse, DbtParseError
+    from mlops_assets.transform.parse import DbtParse, DbtParseError
 
     dates = landing_dates(settings)
     if not dates:
@@ -186,10 +180,17 @@ def run_pipeline(
     pending = landing_dates(settings, pending_only=True)
     # Overlap the start-up: dbt parses in its process while this one imports everything but
     # the dbt assets (which need the manifest), and, when there are new days to train and
-    # monitor on, the Dask workers start on the other core.
+    # monitor on, the Dask workers start on the other core. Heavy imports happen here, not
+    # when the CLI starts.
+    parsing = DbtParse()
+    import dagster as dg
+    from dagster._core.utils import make_new_run_id
+
+    from mlops_assets.monitoring.health import record_run, step_durations
+    from mlops_assets.resources import start_local_cluster
+
     if pending:
         start_local_cluster()
-    parsing = DbtParse()
     for module in ("automation", "features.assets", "monitoring.assets", "training.assets"):
         importlib.import_module(f"mlops_assets.{module}")
     try:

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import skops.io as sio
-
 # Types a model file may contain: scikit-learn estimators and numpy/scipy values. Anything else
 # in a file (say, a function smuggled into a pickle-like payload) is refused at load.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
@@ -110,6 +108,8 @@ class Registry:
             return self.card(model, version), False
         directory.mkdir(parents=True, exist_ok=True)
         artefact = directory / "model.skops"
+        import skops.io as sio  # 1-3 s to import (it lists every estimator): only here
+
         sio.dump(estimator, artefact)
         files = {}
         for name, write in (attachments or {}).items():
@@ -139,6 +139,8 @@ class Registry:
                 f"{artefact} was modified after registration (sha256 differs from model.json): "
                 "refusing to load it"
             )
+        import skops.io as sio
+
         untrusted = sio.get_untrusted_types(file=artefact)
         foreign = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
         if foreign:

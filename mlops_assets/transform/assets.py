@@ -6,9 +6,9 @@ table ``applications`` -> ``raw/applications``), models get keys that mirror the
 """
 
 import os
-import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -20,60 +20,30 @@ from dagster_dbt import (
     DbtProject,
     dbt_assets,
 )
+from packaging import version
 
 from mlops_assets.resources import WRITER_POOL, WarehouseResource
 from mlops_assets.settings import DBT_PROJECT_DIR, get_settings
+from mlops_assets.transform.parse import DbtParse, dbt_executable
 from mlops_assets.warehouse import is_lock_error
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
 
-def dbt_executable() -> str:
-    """The dbt installed next to this Python (the project's venv), else whatever is on PATH."""
-    candidate = Path(sys.executable).parent / "dbt"
-    return str(candidate) if candidate.exists() else "dbt"
+class PlatformDbtCli(DbtCliResource):
+    """dagster-dbt's resource, told the dbt version instead of asking `dbt --version` (a
+    3-second dbt start) on every invocation: the dbt next to this Python is the installed
+    dbt-core package. Any other dbt executable is still asked."""
+
+    @property
+    def _cli_version(self) -> version.Version:
+        if Path(self.dbt_executable) == Path(sys.executable).parent / "dbt":
+            return version.parse(metadata.version("dbt-core"))
+        return super()._cli_version
 
 
 def dbt_resource() -> DbtCliResource:
-    return DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())
-
-
-class DbtParseError(RuntimeError):
-    """`dbt parse` failed: the project's SQL or YAML has an error (dbt's message included)."""
-
-
-class DbtParse:
-    """`dbt parse` running in its own process, so that the manifest matches the SQL on disk
-    (`dagster dev` does this itself). Plain dbt, not DbtCliResource.cli: that would first set
-    up a dbt adapter in this process (~3 s), which a parse does not need."""
-
-    def __init__(self) -> None:
-        target = Path(dbt_project.project_dir) / dbt_project.target_path
-        self._process = subprocess.Popen(
-            [
-                dbt_executable(),
-                "parse",
-                "--quiet",
-                "--project-dir",
-                str(dbt_project.project_dir),
-                "--profiles-dir",
-                str(dbt_project.profiles_dir),
-                "--target-path",
-                str(target),
-            ],
-            cwd=dbt_project.project_dir,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def wait(self) -> Path:
-        output, _ = self._process.communicate()
-        if self._process.returncode != 0:
-            raise DbtParseError(
-                f"dbt parse failed (exit {self._process.returncode}): {output.strip()[-2000:]}"
-            )
-        return dbt_project.manifest_path
+    return PlatformDbtCli(project_dir=dbt_project, dbt_executable=dbt_executable())
 
 
 def prepare_dbt_manifest() -> Path:
