@@ -259,7 +259,10 @@ def run_pipeline(
 
     materialized = {event.asset_key for event in result.get_asset_materialization_events()}
     for node in graph.asset_nodes:
-        skipped = node.key not in materialized and node.key in selected_keys
+        # Not monitoring/pipeline_runs: it is recorded after the run, not by a step of it.
+        skipped = (
+            node.is_materializable and node.key not in materialized and node.key in selected_keys
+        )
         if result.success and skipped and node.group_name in ("training", "scoring", "monitoring"):
             report.notices.append(
                 f"{node.key.to_user_string()} not materialized: too few labelled applications "

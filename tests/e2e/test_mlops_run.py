@@ -35,6 +35,7 @@ def test_run_materializes_everything_and_reports_it(pipeline_run):
     assert summary["failed_steps"] == []
     assert summary["checks"]["failed_blocking"] == []
     assert summary["checks"]["passed"] >= 40
+    assert not [n for n in summary["notices"] if "not materialized" in n]
     assert set(summary["stage_seconds"]) == {
         "ingestion", "transform", "features", "training", "scoring", "monitoring", "checks"
     }  # fmt: skip
