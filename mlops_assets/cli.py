@@ -567,9 +567,12 @@ def _split_assignment(text: str) -> tuple[str, str]:
 @app.command("dbt-parse")
 def dbt_parse() -> None:
     """Write dbt_project/target/manifest.json (what Dagster loads the dbt assets from)."""
-    from mlops_assets.transform.assets import prepare_dbt_manifest
+    from mlops_assets.transform.parse import DbtParseError, prepare_dbt_manifest
 
-    console.print(f"manifest: {prepare_dbt_manifest()}")
+    try:
+        console.print(f"manifest: {prepare_dbt_manifest()}")
+    except DbtParseError as error:
+        _fail(error, 2)
 
 
 @app.command()
@@ -578,7 +581,7 @@ def ui(
 ) -> None:
     """Serve the Dagster UI (dagster dev) on 127.0.0.1 against $MLOPS_HOME."""
     from mlops_assets.runner import RunSetupError, ensure_keyring
-    from mlops_assets.transform.assets import prepare_dbt_manifest
+    from mlops_assets.transform.parse import DbtParseError, prepare_dbt_manifest
 
     settings = get_settings()
     try:
@@ -592,7 +595,10 @@ def ui(
     # dagster-dbt runs `dbt` from PATH: this environment's, even when the venv is not active.
     bin_dir = str(Path(sys.executable).parent)
     os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
-    prepare_dbt_manifest()
+    try:
+        prepare_dbt_manifest()
+    except DbtParseError as error:
+        _fail(error, 2)
     dagster = Path(bin_dir) / "dagster"
     args = [
         str(dagster),

@@ -119,13 +119,13 @@ def _import_on_worker(modules: tuple[str, ...]) -> None:
         importlib.import_module(module)
 
 
-def start_local_cluster(n_workers: int = DaskResource.model_fields["n_workers"].default):
+def start_local_cluster(n_workers: int = DaskResource.model_fields["n_workers"].default) -> None:
     """Start the LocalCluster the run's steps will share, and the workers' imports, on a
     background thread, so that they happen while ingestion and dbt keep one core busy instead
     of when the first parallel step waits for them. Nothing to do with DASK_SCHEDULER_ADDRESS
     (that cluster is already running)."""
     if os.environ.get("DASK_SCHEDULER_ADDRESS"):
-        return None
+        return
 
     def start() -> None:
         from distributed import Client
@@ -133,9 +133,7 @@ def start_local_cluster(n_workers: int = DaskResource.model_fields["n_workers"].
         with Client(_local_cluster(n_workers)) as client:
             client.run(_import_on_worker, WORKER_IMPORTS)
 
-    thread = threading.Thread(target=start, name="mlops-dask-start", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=start, name="mlops-dask-start", daemon=True).start()
 
 
 class RegistryResource(dg.ConfigurableResource):

@@ -10,7 +10,8 @@ import dagster as dg
 import pytest
 
 from mlops_assets.settings import PROJECT_ROOT
-from mlops_assets.transform.assets import LoanPlatformTranslator, prepare_dbt_manifest
+from mlops_assets.transform.assets import LoanPlatformTranslator
+from mlops_assets.transform.parse import prepare_dbt_manifest
 from tests.conftest import BIN
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.txt"

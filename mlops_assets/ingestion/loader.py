@@ -615,6 +615,9 @@ def ingest_source(
     cursors: list[duckdb.DuckDBPyConnection] = []
 
     def ingest(index: int, path: Path) -> FileResult:
+        if order.failure is not None:  # an earlier file failed for good: do not even parse
+            order.give_up(index)
+            raise _Abandoned from order.failure
         if not hasattr(local, "cursor"):
             local.cursor = con.cursor()
             cursors.append(local.cursor)

@@ -6,7 +6,6 @@ table ``applications`` -> ``raw/applications``), models get keys that mirror the
 """
 
 import os
-import sys
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -24,7 +23,7 @@ from packaging import version
 
 from mlops_assets.resources import WRITER_POOL, WarehouseResource
 from mlops_assets.settings import DBT_PROJECT_DIR, get_settings
-from mlops_assets.transform.parse import DbtParse, dbt_executable
+from mlops_assets.transform.parse import VENV_DBT, dbt_executable
 from mlops_assets.warehouse import is_lock_error
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
@@ -37,17 +36,13 @@ class PlatformDbtCli(DbtCliResource):
 
     @property
     def _cli_version(self) -> version.Version:
-        if Path(self.dbt_executable) == Path(sys.executable).parent / "dbt":
+        if Path(self.dbt_executable) == VENV_DBT:
             return version.parse(metadata.version("dbt-core"))
         return super()._cli_version
 
 
 def dbt_resource() -> DbtCliResource:
     return PlatformDbtCli(project_dir=dbt_project, dbt_executable=dbt_executable())
-
-
-def prepare_dbt_manifest() -> Path:
-    return DbtParse().wait()
 
 
 class LoanPlatformTranslator(DagsterDbtTranslator):

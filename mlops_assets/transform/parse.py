@@ -13,10 +13,12 @@ MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")  # dbt colours some lines even when not on a terminal
 
 
+VENV_DBT = Path(sys.executable).parent / "dbt"  # the dbt-core installed with this Python
+
+
 def dbt_executable() -> str:
     """The dbt installed next to this Python (the project's venv), else whatever is on PATH."""
-    candidate = Path(sys.executable).parent / "dbt"
-    return str(candidate) if candidate.exists() else "dbt"
+    return str(VENV_DBT) if VENV_DBT.exists() else "dbt"
 
 
 class DbtParseError(RuntimeError):
@@ -53,3 +55,8 @@ class DbtParse:
             message = ANSI_CODES.sub("", output).strip()[-2000:]
             raise DbtParseError(f"dbt parse failed (exit {self._process.returncode}): {message}")
         return MANIFEST
+
+
+def prepare_dbt_manifest() -> Path:
+    """Run `dbt parse` and wait for it: the manifest Dagster loads the dbt assets from."""
+    return DbtParse().wait()
