@@ -179,9 +179,8 @@ def run_pipeline(
     notices = [notice] if notice else []
     pending = landing_dates(settings, pending_only=True)
     # Overlap the start-up: dbt parses in its process while this one imports everything but
-    # the dbt assets (which need the manifest), and, when there are new days to train and
-    # monitor on, the Dask workers start on the other core. Heavy imports happen here, not
-    # when the CLI starts.
+    # the dbt assets (which need the manifest). Heavy imports happen here, not when the CLI
+    # starts.
     parsing = DbtParse()
     import dagster as dg
     from dagster._core.utils import make_new_run_id
@@ -189,10 +188,9 @@ def run_pipeline(
     from mlops_assets.monitoring.health import record_run, step_durations
     from mlops_assets.resources import start_local_cluster
 
-    if pending:
-        start_local_cluster()
     for module in ("automation", "features.assets", "monitoring.assets", "training.assets"):
         importlib.import_module(f"mlops_assets.{module}")
+    importlib.import_module("dagster_dbt")  # ~2 s of dbt-core modules, while dbt still parses
     try:
         parsing.wait()
     except DbtParseError as error:
@@ -222,6 +220,10 @@ def run_pipeline(
         tags = {}
     selected_keys = set(selection) if selection else {n.key for n in graph.asset_nodes}
     instance = dg.DagsterInstance.get()
+    if pending:
+        # With new days to train and monitor on, the Dask workers start and import while
+        # ingestion and dbt run; not earlier, where they took the CPU from the start-up above.
+        start_local_cluster()
     run_id = make_new_run_id()
     watcher = _StepWatcher(instance, run_id, on_event) if on_event else None
     log_path = settings.home / "logs" / f"run-{run_id}.log"

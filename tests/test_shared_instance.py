@@ -24,6 +24,7 @@ import psycopg2
 import pytest
 import yaml
 
+from mlops_assets.instance_storage import SqliteEventLogStorage
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from mlops_assets.settings import DAGSTER_PG_URL_VARIABLE, get_settings
 from tests.conftest import free_port
@@ -31,9 +32,8 @@ from tests.conftest import free_port
 BIN = Path(sys.executable).parent
 PG_VERSIONS_DIR = Path("/usr/lib/postgresql")
 SCHEDULE = "daily_pipeline_schedule"
-# What mlops wrote before the PostgreSQL variant: homes created then must follow the variable too.
-EARLIER_GENERATED_YAML = """\
-# Written by mlops on first use; edit freely. Storage defaults to SQLite under this directory.
+# What earlier versions of mlops wrote: homes created then must follow the variable too.
+_COMMON = """\
 telemetry:
   enabled: false
 concurrency:
@@ -41,6 +41,17 @@ concurrency:
     # Every DuckDB writer runs in the pool `duckdb_writer`: one writer at a time.
     default_limit: 1
 """
+EARLIER_GENERATED_YAMLS = (
+    "# Written by mlops on first use; edit freely. Storage defaults to SQLite under this "
+    "directory.\n" + _COMMON,
+    f"""\
+# Written by mlops. While this file is unchanged, mlops rewrites it to follow
+# {DAGSTER_PG_URL_VARIABLE} (set: PostgreSQL storage, unset: SQLite here). Edit it and it is yours:
+# mlops then leaves it alone, storage included.
+# Storage: SQLite under this directory (runs, event logs, schedules).
+"""
+    + _COMMON,
+)
 
 
 def _dagster_yaml(home: Path, monkeypatch: pytest.MonkeyPatch, url: str | None) -> Path:
@@ -78,8 +89,10 @@ def test_dagster_yaml_follows_the_variable_and_never_holds_the_url(tmp_path, mon
     _assert_platform_settings(config)
     with dg.DagsterInstance.from_config(str(path.parent)) as instance:
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
-        assert type(instance.event_log_storage).__name__ == "SqliteEventLogStorage"
+        assert isinstance(instance.event_log_storage, SqliteEventLogStorage)
+        instance.report_runless_asset_event(dg.AssetMaterialization("somewhere"))
     assert (path.parent / "history" / "runs.db").exists()
+    assert (path.parent / "history" / "runs" / "index.db").exists()  # Dagster's own layout
 
     path = _dagster_yaml(tmp_path, monkeypatch, url)  # and set again
     assert yaml.safe_load(path.read_text())["storage"]["postgres"]
@@ -95,11 +108,26 @@ def test_a_hand_edited_dagster_yaml_is_kept_and_an_earlier_generated_one_follows
     assert _dagster_yaml(tmp_path, monkeypatch, url).read_text() == edited
     assert _dagster_yaml(tmp_path, monkeypatch, None).read_text() == edited
 
-    path.write_text(EARLIER_GENERATED_YAML)  # a home from before this variable existed
-    config = yaml.safe_load(_dagster_yaml(tmp_path, monkeypatch, url).read_text())
-    assert config["storage"]["postgres"]["postgres_url"] == {"env": DAGSTER_PG_URL_VARIABLE}
-    _assert_platform_settings(config)
-    assert [p.name for p in path.parent.iterdir()] == ["dagster.yaml"]  # no partial file left
+    for earlier in EARLIER_GENERATED_YAMLS:
+        path.write_text(earlier)  # a home from an earlier version of mlops
+        config = yaml.safe_load(_dagster_yaml(tmp_path, monkeypatch, url).read_text())
+        assert config["storage"]["postgres"]["postgres_url"] == {"env": DAGSTER_PG_URL_VARIABLE}
+        _assert_platform_settings(config)
+        assert [p.name for p in path.parent.iterdir()] == ["dagster.yaml"]  # no partial file
+
+
+def test_a_moved_home_writes_its_event_logs_under_its_new_directory(tmp_path, monkeypatch):
+    old = _dagster_yaml(tmp_path / "old home", monkeypatch, None)
+    new = tmp_path / "new: home"
+    shutil.copytree(old.parent.parent, new)  # the whole MLOPS_HOME, moved
+    config = yaml.safe_load(_dagster_yaml(new, monkeypatch, None).read_text())
+    assert config["event_log_storage"]["config"]["base_dir"] == str(
+        new / "dagster" / "history" / "runs"
+    )
+    edited = _dagster_yaml(new, monkeypatch, None)
+    edited.write_text(edited.read_text().replace("2x faster", "faster"))
+    shutil.copytree(new, tmp_path / "third")  # an edited file stays as it is, path included
+    assert _dagster_yaml(tmp_path / "third", monkeypatch, None).read_text() == edited.read_text()
 
 
 # -- a real PostgreSQL server -------------------------------------------------------------------

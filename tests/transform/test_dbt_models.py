@@ -217,3 +217,46 @@ def test_one_model_builds_alone_on_a_fresh_warehouse_without_erroring_cross_mode
     assert checks and all(checks.values())
     assert "unique_stg_applications_application_id" in checks
     assert not any(name.startswith("relationships_") for name in checks)
+
+
+MODELS = (
+    "staging.stg_applications",
+    "staging.stg_customers",
+    "staging.stg_outcomes",
+    "intermediate.int_customer_profiles",
+    "intermediate.int_applications_labelled",
+    "marts.loan_applications",
+)
+
+
+def test_every_model_materialization_carries_its_row_count_columns_and_lineage(pipeline_run, con):
+    """Table metadata of `mlops run`'s dbt build, for the UI: read from the warehouse after
+    dbt exited (mlops_assets.transform.table_metadata), not through a dbt adapter."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(pipeline_run.home / "dagster")) as instance:
+        latest = {
+            name: instance.get_latest_materialization_event(
+                dg.AssetKey(name.split("."))
+            ).asset_materialization.metadata
+            for name in MODELS
+        }
+    for name, metadata in latest.items():
+        schema, table = name.split(".")
+        assert metadata["dagster/row_count"].value == scalar(con, f"select count(*) from {name}")
+        columns = con.execute(
+            "select column_name, data_type from information_schema.columns "
+            "where table_schema = ? and table_name = ? order by ordinal_position",
+            [schema, table],
+        ).fetchall()
+        described = metadata["dagster/column_schema"].schema.columns
+        assert [(c.name, c.type) for c in described] == columns, name
+    lineage = latest["marts.loan_applications"]["dagster/column_lineage"].column_lineage
+    assert {
+        (d.asset_key.to_user_string(), d.column_name) for d in lineage.deps_by_column["channel"]
+    } == {("intermediate/int_applications_labelled", "channel")}
+    staged = latest["staging.stg_applications"]["dagster/column_lineage"].column_lineage
+    assert ("raw/applications", "application_id") in {
+        (d.asset_key.to_user_string(), d.column_name)
+        for d in staged.deps_by_column["application_id"]
+    }
