@@ -16,19 +16,19 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.training.dataset import FeatureSpec, TrainingData
-from mlops_assets.training.search import is_classifier, predict
+from mlops_assets.training.search import is_classifier, predict, score
 
 UNSEEN = "__unseen__"
 
 
-def _figure():
+def _figure(columns: int = 1):
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=80)
-    return plt, fig, ax
+    fig, ax = plt.subplots(1, columns, figsize=(5, 3.6), dpi=80, sharey=True, squeeze=False)
+    return plt, fig, ax[0, 0] if columns == 1 else ax[0]
 
 
 def _save(plt, fig, path: Path) -> Path:
@@ -54,29 +54,54 @@ def _sample(data: TrainingData, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     return data.x_holdout.iloc[index], data.y_holdout[index]
 
 
+def _predict_variants(model, variants: list[pd.DataFrame], classifier: bool) -> np.ndarray:
+    """Predictions for several same-sized variants of one frame, one row per variant: a single
+    call through the pipeline for all of them (its per-call cost is most of a small frame's)."""
+    stacked = pd.concat(variants, ignore_index=True)
+    return predict(model, stacked, classifier).reshape(len(variants), len(variants[0]))
+
+
 def top_features(model, data: TrainingData, *, seed: int, repeats: int = 3) -> pd.Series:
     """Permutation importance on (a sample of) the holdout: the drop in the selection score
-    when a column is shuffled, largest first."""
-    from sklearn.inspection import permutation_importance
-
+    (ROC-AUC or minus the RMSE) when a column is shuffled, averaged over ``repeats`` shuffles,
+    largest first."""
     classifier = is_classifier(data.model)
     x, y = _sample(data, seed)
-    result = permutation_importance(
-        model,
-        x,
-        y,
-        scoring="roc_auc" if classifier else "neg_root_mean_squared_error",
-        n_repeats=repeats,
-        random_state=seed,
-        n_jobs=1,
+    rng = np.random.default_rng(seed)
+    variants = [x]
+    for column in x.columns:
+        for _ in range(repeats):
+            shuffled = x[column].iloc[rng.permutation(len(x))].set_axis(x.index)
+            variants.append(x.assign(**{column: shuffled}))
+    scores = np.array(
+        [score(y, p, classifier) for p in _predict_variants(model, variants, classifier)]
     )
-    return pd.Series(result.importances_mean, index=x.columns).sort_values(ascending=False)
+    drops = (scores[0] - scores[1:]).reshape(len(x.columns), repeats)
+    return pd.Series(drops.mean(axis=1), index=x.columns).sort_values(ascending=False)
+
+
+def partial_dependence(
+    model, x: pd.DataFrame, feature: str, classifier: bool, *, points: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """The average prediction over ``x`` with ``feature`` set to each grid value: ``points``
+    values evenly spaced from its 5th to its 95th percentile (its distinct values if fewer),
+    as scikit-learn's partial dependence plots do."""
+    values = x[feature].dropna().to_numpy(dtype=float)
+    if len(values) == 0:
+        return np.array([]), np.array([])
+    distinct = np.unique(values)
+    if len(distinct) <= points:
+        grid = distinct
+    else:
+        low, high = np.percentile(values, [5, 95])
+        grid = np.unique(np.linspace(low, high, points))
+    variants = [x.assign(**{feature: float(value)}) for value in grid]
+    return grid, _predict_variants(model, variants, classifier).mean(axis=1)
 
 
 def plot_model(model, data: TrainingData, threshold: float | None, out: Path, *, seed: int) -> dict:
     """Every plot of the model as PNG files in ``out``; returns name -> path."""
     from sklearn import calibration, metrics
-    from sklearn.inspection import PartialDependenceDisplay
 
     classifier = is_classifier(data.model)
     prediction = predict(model, data.x_holdout, classifier)
@@ -117,15 +142,16 @@ def plot_model(model, data: TrainingData, threshold: float | None, out: Path, *,
     paths["permutation_importance"] = _save(plt, fig, out / "permutation_importance.png")
     numeric_top = [c for c in importance.index if c in data.spec.numeric][:2]
     if numeric_top:
-        plt, fig, ax = _figure()
-        PartialDependenceDisplay.from_estimator(
-            model,
-            _sample(data, seed)[0],
-            numeric_top,
-            ax=ax,
-            grid_resolution=20,
-            random_state=seed,
+        x = _sample(data, seed)[0]
+        plt, fig, axes = _figure(len(numeric_top))
+        for ax, feature in zip(np.atleast_1d(axes), numeric_top, strict=True):
+            grid, average = partial_dependence(model, x, feature, classifier)
+            ax.plot(grid, average)
+            ax.set_xlabel(feature)
+        np.atleast_1d(axes)[0].set_ylabel(
+            "average P(default)" if classifier else "average predicted loss"
         )
+        fig.suptitle("Partial dependence (holdout sample)")
         paths["partial_dependence"] = _save(plt, fig, out / "partial_dependence.png")
     return paths
 

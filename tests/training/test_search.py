@@ -104,3 +104,26 @@ def _head(data, rows):
     from dataclasses import replace
 
     return replace(data, x_train=data.x_train.iloc[:rows], y_train=data.y_train[:rows])
+
+
+def test_the_train_score_is_measured_on_evenly_spaced_training_rows(data, monkeypatch):
+    from mlops_assets.training import search as search_module
+    from mlops_assets.training.search import fit_fold, make_model, predict, score
+
+    train, val = cv_splits("stratified_kfold", data.y_train, folds=3, seed=7, classifier=True)[0]
+    args = ("logistic_l2", {"C": 0.5}, data.spec, 7, True, train, val)
+    model = make_model("logistic_l2", {"C": 0.5}, data.spec, 7).fit(
+        data.x_train.iloc[train], data.y_train[train]
+    )
+
+    def train_score_on(rows: np.ndarray) -> float:
+        return score(data.y_train[rows], predict(model, data.x_train.iloc[rows], True), True)
+
+    monkeypatch.setattr(search_module, "TRAIN_SCORE_ROWS", len(train))  # every row
+    assert fit_fold(data.x_train, data.y_train, *args)[1] == train_score_on(train)
+    monkeypatch.setattr(search_module, "TRAIN_SCORE_ROWS", 100)
+    out_of_fold, sampled = fit_fold(data.x_train, data.y_train, *args)
+    evenly_spaced = train[:: -(-len(train) // 100)]
+    assert 50 <= len(evenly_spaced) <= 100
+    assert sampled == train_score_on(evenly_spaced) != train_score_on(train)
+    np.testing.assert_array_equal(out_of_fold, predict(model, data.x_train.iloc[val], True))
