@@ -70,13 +70,15 @@ CLASSIFIER_CANDIDATES = (
     Candidate("logistic_l1", "regularisation (L1, lasso)", {"C": [0.01, 0.1]}, cost=0.5),
     Candidate("logistic_l2", "regularisation (L2, ridge)", {"C": [0.05, 0.5]}, cost=0.4),
     Candidate(
-        "random_forest", "bagging", {"max_depth": [6, 10], "min_samples_leaf": [20]}, cost=1.2
+        "random_forest", "bagging", {"max_depth": [6, 10], "min_samples_leaf": [20]}, cost=0.7
     ),
+    # Learning rate 0.05 scored the same cross-validated AUC as 0.1 on the demo data (0.7927)
+    # and took 1.6x as long (more rounds before early stopping); 0.2 is the cheaper neighbour.
     Candidate(
         "hist_gradient_boosting",
         "boosting",
-        {"learning_rate": [0.05, 0.1], "max_leaf_nodes": [15]},
-        cost=0.8,
+        {"learning_rate": [0.1, 0.2], "max_leaf_nodes": [15]},
+        cost=0.7,
     ),
 )
 STACKING = "stacking"
@@ -106,9 +108,10 @@ def estimator(name: str, params: dict, *, seed: int):
     if name == "random_forest":
         # Each tree on a bootstrap sample of 30 % of the rows: 100 such trees fit 2.7x faster
         # than 150 full ones with the same holdout AUC on the demo data (0.7855 vs 0.7858 at
-        # depth 10, 0.7803 vs 0.7795 at depth 6).
+        # depth 10, 0.7803 vs 0.7795 at depth 6), and 60 trees 1.6x faster again for 0.001
+        # less cross-validated AUC (0.7821 vs 0.7830 at depth 10).
         return RandomForestClassifier(
-            n_estimators=100, max_samples=0.3, random_state=seed, n_jobs=1, **params
+            n_estimators=60, max_samples=0.3, random_state=seed, n_jobs=1, **params
         )
     if name == "hist_gradient_boosting":
         return HistGradientBoostingClassifier(max_iter=200, random_state=seed, **params)

@@ -108,7 +108,8 @@ def test_scores_trace_to_the_champion_and_the_challenger_runs_in_shadow(trained,
 
 
 def test_cli_lists_and_promotes_with_a_reason(trained):
-    registry, _, first = trained
+    registry, _, _ = trained
+    champion = registry.champion("default_classifier")  # whichever the gate left in place
     env = {**os.environ, "MLOPS_HOME": str(registry.root.parent)}
     run = lambda *args: subprocess.run(  # noqa: E731
         [str(BIN / "mlops"), "models", *args], env=env, capture_output=True, text=True, timeout=120
@@ -121,8 +122,8 @@ def test_cli_lists_and_promotes_with_a_reason(trained):
     assert promoted.returncode == 0, promoted.stderr
     assert registry.champion("default_classifier") == other
     last = registry.history("default_classifier")[-1]
-    assert last["reason"] == "manual review" and last["from_version"] == first.card.version
-    assert last["metrics_before"] == first.card.metrics
+    assert last["reason"] == "manual review" and last["from_version"] == champion
+    assert last["metrics_before"] == registry.card("default_classifier", champion).data["metrics"]
     unknown = run("promote", "default_classifier", "nope", "--reason", "x")
     assert unknown.returncode == 1 and "no version nope" in unknown.stderr
 
