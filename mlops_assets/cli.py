@@ -288,12 +288,20 @@ def pii_reveal(
     except (KeyringError, VaultError) as error:
         _fail(error)
     if json_output:
-        print(json.dumps({"customer_key": customer, **values}, indent=2))
-        return
-    table = Table("column", "value", title=f"customer {customer} (access audited)")
-    for column, value in values.items():
-        table.add_row(column, value)
-    Console().print(table)
+        print(
+            json.dumps(
+                {"customer_key": customer, **values, "unreadable": values.unreadable}, indent=2
+            )
+        )
+    else:
+        table = Table("column", "value", title=f"customer {customer} (access audited)")
+        for column, value in values.items():
+            table.add_row(column, value)
+        Console().print(table)
+    for column, why in values.unreadable.items():
+        console.print(f"[red]error:[/] {column} of {customer} is unreadable: {why}", soft_wrap=True)
+    if values.unreadable:
+        raise typer.Exit(1)
 
 
 @pii_app.command("quarantined-line")

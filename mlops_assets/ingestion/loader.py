@@ -165,6 +165,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _changed_since(path: Path, sha: str) -> bool:
+    try:
+        return sha256_of(path) != sha
+    except FileNotFoundError:
+        return True
+
+
 def check_utf8(path: Path, rel: str) -> None:
     """Fail the file, naming the line, at the first byte that is not UTF-8 (streamed, 1 MiB at
     a time, so a large file is never held in memory)."""
@@ -258,6 +265,13 @@ def ingest_file(
     try:
         # Parse into temporary tables first; the warehouse is touched only in the transaction.
         counts = _stage(con, path, spec, columns)
+        if _changed_since(path, sha):
+            # Rewritten or replaced while DuckDB read it (twice: its lines, then its records):
+            # what was read may mix two versions, and the ledger would name the wrong one.
+            raise IngestionError(
+                f"{rel}: changed or removed while it was being read — nothing loaded; the file "
+                "as it is then is loaded on the next run"
+            )
         if counts[1] + counts[2] != counts[0]:
             raise IngestionError(
                 f"{rel}: {counts[0]} data lines but {counts[1]} readable + {counts[2]} "

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import duckdb
 import pandas as pd
 
-from mlops_assets.security.keyring import Keyring, KeyringError
+from mlops_assets.security.keyring import DecryptionError, Keyring, KeyringError
 from mlops_assets.warehouse import scalar
 
 PII_TABLE = "vault.customer_pii"
@@ -162,10 +162,23 @@ def _audit(
     )
 
 
+class Revealed(dict[str, str]):
+    """A customer's decrypted identifiers (column -> value), and in ``unreadable`` the cells
+    that failed authentication (column -> why): a damaged cell costs that cell only."""
+
+    def __init__(self, values: dict[str, str], unreadable: dict[str, str]) -> None:
+        super().__init__(values)
+        self.unreadable = unreadable
+
+
 def reveal(
     con: duckdb.DuckDBPyConnection, keyring: Keyring, customer_key: str, reason: str
-) -> dict[str, str]:
-    """Decrypt one customer's identifiers and record who asked and why. No bulk path exists."""
+) -> Revealed:
+    """Decrypt one customer's identifiers and record who asked and why. No bulk path exists.
+
+    A cell whose ciphertext fails authentication (damaged or moved) is reported in
+    ``unreadable`` and the others are still revealed; when no cell decrypts, the keyring is
+    the likelier culprit and :class:`DecryptionError` is raised."""
     if not reason.strip():
         raise VaultError("a reason is required to reveal personal data")
     ensure_vault(con)
@@ -176,12 +189,21 @@ def reveal(
     ).fetchall()
     if not rows:
         raise VaultError(f"no personal data in the vault for customer_key {customer_key}")
-    values = {
-        column: keyring.decrypt(blob, version, associated_data(PII_TABLE, column, customer_key))
-        for column, blob, version in rows
-    }
+    values, unreadable = {}, {}
+    for column, blob, version in rows:
+        try:
+            values[column] = keyring.decrypt(
+                blob, version, associated_data(PII_TABLE, column, customer_key)
+            )
+        except DecryptionError as error:
+            unreadable[column] = str(error)
+    if not values:
+        raise DecryptionError(
+            f"no vault cell of customer {customer_key} decrypts with the keyring "
+            f"{keyring.path}: wrong keyring, or every cell damaged"
+        )
     _audit(con, "reveal", customer_key, sorted(values), reason)
-    return values
+    return Revealed(values, unreadable)
 
 
 def reveal_quarantined_line(

@@ -1,0 +1,117 @@
+"""Damaged state is refused or reported where it is, and costs nothing else: a vault cell whose
+ciphertext was altered is reported for that cell only; a model file altered after registration
+is refused at load, and scoring writes nothing with it."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pandas as pd
+import pytest
+
+from mlops_assets.security.keyring import DecryptionError, Keyring
+from mlops_assets.security.vault import (
+    PII_TABLE,
+    bind_keyring,
+    ensure_vault,
+    reveal,
+    store_customer_pii,
+)
+from tests.conftest import mlops
+
+COLUMNS = ["full_name", "email", "phone"]
+
+
+def _vault(path, keyring: Keyring) -> list[str]:
+    """A warehouse at ``path`` whose vault holds two customers; returns their keys."""
+    frame = pd.DataFrame(
+        {
+            "customer_key": [keyring.pseudonym(f"CUS-{i}") for i in range(2)],
+            "full_name": ["Ada Lovelace", "Alan Turing"],
+            "email": ["ada@example.com", "alan@example.com"],
+            "phone": ["+44 20 1111", "+44 20 2222"],
+        }
+    )
+    with duckdb.connect(str(path)) as con:
+        ensure_vault(con)
+        store_customer_pii(con, keyring, frame, COLUMNS)
+        bind_keyring(con, keyring)
+    return list(frame["customer_key"])
+
+
+def _damage(path, customer_key: str, column: str) -> None:
+    """Flip one bit of one cell's ciphertext, as a bad disk block or a careless edit would."""
+    with duckdb.connect(str(path)) as con:
+        (blob,) = con.execute(
+            f"select ciphertext from {PII_TABLE} where customer_key = ? and column_name = ?",
+            [customer_key, column],
+        ).fetchone()
+        damaged = blob[:-1] + bytes([blob[-1] ^ 1])
+        con.execute(
+            f"update {PII_TABLE} set ciphertext = ? where customer_key = ? and column_name = ?",
+            [damaged, customer_key, column],
+        )
+
+
+def test_a_damaged_vault_cell_is_reported_for_that_cell_only(tmp_path, keyring):
+    warehouse = tmp_path / "warehouse.duckdb"
+    first, second = _vault(warehouse, keyring)
+    _damage(warehouse, first, "email")
+    with duckdb.connect(str(warehouse)) as con:
+        revealed = reveal(con, keyring, first, "complaint 12")
+        assert revealed == {"full_name": "Ada Lovelace", "phone": "+44 20 1111"}
+        assert set(revealed.unreadable) == {"email"}
+        assert "failed authentication" in revealed.unreadable["email"]
+        assert reveal(con, keyring, second, "complaint 13").unreadable == {}  # untouched
+        audited = con.execute("select columns from audit.pii_access order by 1").fetchall()
+    assert sorted(audited) == [(["email", "full_name", "phone"],), (["full_name", "phone"],)]
+
+
+def test_a_customer_with_every_cell_damaged_is_an_error_not_an_empty_answer(tmp_path, keyring):
+    warehouse = tmp_path / "warehouse.duckdb"
+    first, _ = _vault(warehouse, keyring)
+    for column in COLUMNS:
+        _damage(warehouse, first, column)
+    with duckdb.connect(str(warehouse)) as con, pytest.raises(DecryptionError, match=first):
+        reveal(con, keyring, first, "complaint 14")
+
+
+def test_the_cli_shows_the_readable_cells_and_names_the_damaged_one(tmp_path):
+    keyring = Keyring.create(tmp_path / "keys" / "keyring.json")  # where MLOPS_HOME keeps it
+    first, _ = _vault(tmp_path / "warehouse.duckdb", keyring)
+    _damage(tmp_path / "warehouse.duckdb", first, "phone")
+    result = mlops(
+        "pii", "reveal", "--customer", first, "--reason", "dsar 3", "--json", home=tmp_path
+    )
+    assert result.returncode == 1
+    shown = json.loads(result.stdout)
+    assert shown["email"] == "ada@example.com" and "phone" not in shown
+    assert set(shown["unreadable"]) == {"phone"}
+    assert "phone" in result.stderr and "unreadable" in result.stderr
+    assert "+44" not in result.stderr
+
+
+def test_scoring_refuses_a_model_file_altered_after_registration_and_writes_nothing(tmp_path):
+    from mlops_assets.training.dataset import load_training_data
+    from mlops_assets.training.registry import Registry, RegistryError
+    from mlops_assets.training.scoring import SCORES_TABLE, score_applications
+    from mlops_assets.training.trainer import TrainingConfig, train_model
+    from tests.training.conftest import feature_warehouse
+
+    con = feature_warehouse()
+    registry = Registry(tmp_path / "models")
+    data = load_training_data(con, "default_classifier")
+    version = train_model(data, registry, TrainingConfig(folds=2, bootstrap_rounds=20)).card.version
+    score_applications(con, registry)
+    scores = f"select count(*), sum(score), any_value(model_version) from {SCORES_TABLE}"
+    before = con.execute(scores).fetchone()
+    with (tmp_path / "models" / "default_classifier" / version / "model.skops").open("r+b") as f:
+        f.seek(200)
+        byte = f.read(1)
+        f.seek(200)
+        f.write(bytes([byte[0] ^ 0xFF]))  # same size, one byte different
+    with pytest.raises(RegistryError, match=f"{version}.*modified after registration"):
+        score_applications(con, registry)
+    assert con.execute(scores).fetchone() == before
+    con.close()
