@@ -235,12 +235,15 @@ def test_every_model_materialization_carries_its_row_count_columns_and_lineage(p
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(pipeline_run.home / "dagster")) as instance:
-        latest = {
-            name: instance.get_latest_materialization_event(
-                dg.AssetKey(name.split("."))
-            ).asset_materialization.metadata
-            for name in MODELS
-        }
+        # That run's, not the latest: other tests run again without table metadata.
+        entries = instance.all_logs(
+            pipeline_run.summary["run_id"], of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        )
+    materialized = {
+        e.asset_materialization.asset_key.to_user_string(): e.asset_materialization.metadata
+        for e in entries
+    }
+    latest = {name: materialized[name.replace(".", "/")] for name in MODELS}
     for name, metadata in latest.items():
         schema, table = name.split(".")
         assert metadata["dagster/row_count"].value == scalar(con, f"select count(*) from {name}")
