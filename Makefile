@@ -15,12 +15,13 @@ CHROMIUM := /usr/bin/chromium
 PG_CTL := $(wildcard /usr/lib/postgresql/*/bin/pg_ctl)
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: help install chromium postgresql demo run test test-ui docs-screenshot lint format ui dbt-build validate bench bench-pipeline clean
+.PHONY: help install chromium postgresql demo run test soak test-ui docs-screenshot lint format ui dbt-build validate bench bench-pipeline clean
 
 help:
 	@echo "make demo       generate ~100k sample applications (unless present) and run every asset"
 	@echo "make test       lint and run the whole test suite (installs Debian's chromium and"
 	@echo "                postgresql if missing)"
+	@echo "make soak       the long fault-injection tests: mlops run killed at 20 points (~40 min)"
 	@echo "make test-ui    only the browser and GraphQL tests against a live 'mlops ui'"
 	@echo "make docs-screenshot  re-take docs/asset-graph.png with the browser test"
 	@echo "make ui         serve the Dagster UI on http://127.0.0.1:3000"
@@ -71,6 +72,9 @@ run: $(STAMP)
 # tests sharing a session fixture stay on one worker (tests/conftest.py).
 test: $(STAMP) $(CHROMIUM) postgresql lint
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+soak: $(STAMP)
+	$(BIN)/pytest -n 2 -m soak --timeout=3600 tests/reliability
 
 test-ui: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest tests/ui

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -220,6 +221,7 @@ def run_pipeline(
         tags = {}
     selected_keys = set(selection) if selection else {n.key for n in graph.asset_nodes}
     instance = dg.DagsterInstance.get()
+    notices += fail_dead_runs(instance)
     if pending:
         # With new days to train and monitor on, the Dask workers start and import while
         # ingestion and dbt run; not earlier, where they took the CPU from the start-up above.
@@ -239,7 +241,7 @@ def run_pipeline(
                 run_id=run_id,
                 raise_on_error=False,
                 asset_selection=selection,
-                tags={**tags, "mlops/trigger": "mlops run"},
+                tags={**tags, "mlops/trigger": "mlops run", PROCESS_TAG: _this_process()},
                 run_config={
                     "loggers": {"console": {"config": {"log_level": "WARNING"}}},
                     "ops": {
@@ -303,6 +305,53 @@ def run_pipeline(
                     ).fetchall()
                 ]
     return report
+
+
+PROCESS_TAG = "mlops/process"  # host:pid:start time of the `mlops run` process
+
+
+def _this_process() -> str:
+    import psutil
+
+    return f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time()}"
+
+
+def fail_dead_runs(instance) -> list[str]:
+    """Mark failed the runs of `mlops run` on this machine whose process is gone (killed by
+    SIGKILL, the OOM killer or a power cut: nothing in them could report it), and free the
+    DuckDB writer pool slot each still holds, or this run would wait for that slot forever.
+    Returns what to tell the user. What those runs wrote is safe: every write is a
+    transaction, a file written then renamed, or redone by the next run."""
+    import dagster as dg
+    import psutil
+
+    notices = []
+    runs = instance.get_runs(
+        dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
+            tags={"mlops/trigger": "mlops run"},
+        )
+    )
+    for run in runs:
+        host, _, rest = run.tags.get(PROCESS_TAG, "").partition(":")
+        pid, _, started = rest.partition(":")
+        if host != socket.gethostname() or not pid.isdigit():
+            continue  # another machine's run, or one from before the tag: not ours to judge
+        try:
+            alive = str(psutil.Process(int(pid)).create_time()) == started
+        except psutil.NoSuchProcess:
+            alive = False
+        if alive:
+            continue
+        instance.report_run_failed(
+            run, f"the mlops run process {pid} ended without finishing the run (killed)"
+        )
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        notices.append(
+            f"run {run.run_id} was killed before it finished: marked failed; this run redoes "
+            "what it left undone"
+        )
+    return notices
 
 
 def _root_cause(error) -> str:

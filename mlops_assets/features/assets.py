@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.faults import crash_point
 from mlops_assets.features.engineering import SOURCE_TABLE, stage_features
 from mlops_assets.features.quality import QualityMetrics, measure_quality
 from mlops_assets.features.validation import (
@@ -147,7 +148,9 @@ def loan_features(
         quality = measure_quality(con)
         report = apply_contract(con, chunk_rows=config.chunk_rows, client_factory=dask.client)
         passed = report.passed(config.max_failure_rate)
+        crash_point("features.staged")
         publish(con, replace_features=passed)
+        crash_point("features.published")
         table_rows = scalar(con, f"select count(*) from {FEATURE_TABLE}")
         version = table_version(con, FEATURE_TABLE)
     if not passed:

@@ -29,6 +29,7 @@ from typing import Literal
 import duckdb
 import pandas as pd
 
+from mlops_assets.faults import crash_point
 from mlops_assets.ingestion.sources import LINEAGE_COLUMNS, SOURCE_SPECS, SourceSpec
 from mlops_assets.security.keyring import Keyring, KeyringError
 from mlops_assets.security.vault import (
@@ -280,10 +281,12 @@ def ingest_file(
         # Identifiers are pseudonymised and encrypted from the staging tables, before the
         # transaction (and outside the commit turn: the slow Python part of a customers file).
         sealed = _seal_personal_data(con, rel, spec, keyring, extra)
+        crash_point("ingest.staged")
         with turn or contextlib.nullcontext():
             con.execute("begin transaction")
             try:
                 _replace_rows(con, rel, spec, extra, sealed)
+                crash_point("ingest.in_transaction")
                 con.execute(
                     "insert or replace into audit.ingested_files "
                     "values (?, ?, ?, ?, ?, ?, ?, ?, now())",
@@ -293,6 +296,7 @@ def ingest_file(
             except BaseException:
                 con.execute("rollback")
                 raise
+            crash_point("ingest.committed")
     except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException) as error:
         # What DuckDB says about the file's content: that file fails, nothing else.
         # First line only, never an "Original Line" quote: it could hold personal data.

@@ -9,6 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.alerts import alert
+from mlops_assets.faults import crash_point
 from mlops_assets.features.assets import FEATURES_KEY
 from mlops_assets.ingestion.assets import landing_days
 from mlops_assets.markdown import md_table, placement_metadata
@@ -117,6 +118,7 @@ def _drift_report(
             context.log.warning(f"drift report skipped: {reason}")
             return
         store(con, results)
+        crash_point("drift.stored")
     reports_dir = get_settings().reports_dir / "drift"
     reports_dir.mkdir(parents=True, exist_ok=True)
     rows = []

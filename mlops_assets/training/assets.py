@@ -25,6 +25,7 @@ from mlops_assets.training.trainer import (
     PRIMARY,
     TrainingConfig,
     TrainingOutcome,
+    settle,
     train_model,
     trained_before,
 )
@@ -202,16 +203,21 @@ def build_model_asset(model: str) -> dg.AssetsDefinition:
         previous = trained_before(models, data, training, manifest)
         if previous is not None:
             # Unchanged data (and config, code, libraries): the search would pick the same
-            # winner. Same data version, so nothing downstream counts it as new.
+            # winner. Same data version, so nothing downstream counts it as new. A version
+            # whose run died before the gate decided on it is decided now.
+            settled = settle(models, data, previous, training)
             context.log.info(
                 f"{model}: training data {data.version} unchanged since version "
                 f"{previous.version}: not retrained"
+                + (f"; gate: {settled.reason}" if settled else "")
             )
             yield dg.MaterializeResult(
                 metadata={
                     "version": previous.version,
                     "retrained": False,
-                    "decision": "unchanged: trained on the same data before",
+                    "decision": settled.reason
+                    if settled
+                    else "unchanged: trained on the same data before",
                     "champion": models.champion(model) or "none",
                     "training_data_version": data.version,
                 },

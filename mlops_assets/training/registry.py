@@ -196,6 +196,24 @@ class Registry:
         )
         return event
 
+    def record_verdict(self, model: str, version: str, promoted: bool, reason: str) -> None:
+        """Record the champion/challenger gate's verdict on ``version`` (after any promotion)."""
+        _write_atomic(
+            self._dir(model, version) / "gate.json",
+            json.dumps(
+                {"promoted": promoted, "reason": reason, "at": datetime.now(UTC).isoformat()}
+            ),
+        )
+
+    def verdict(self, model: str, version: str) -> dict | None:
+        """The gate's verdict on ``version``; None if no gate decided on it. A version promoted
+        by a gate before verdicts were recorded counts as decided."""
+        path = self._dir(model, version) / "gate.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        promoted = [e for e in self.history(model) if e["to_version"] == version]
+        return {"promoted": True, "reason": promoted[-1]["reason"]} if promoted else None
+
     def history(self, model: str) -> list[dict]:
         path = self.root / model / "promotions.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

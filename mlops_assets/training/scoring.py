@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from mlops_assets.faults import crash_point
 from mlops_assets.features.validation import FEATURE_TABLE, table_exists
 from mlops_assets.parallel import Placement, chunk_rows, map_chunks
 from mlops_assets.training.dataset import FeatureSpec, as_model_input
@@ -92,6 +93,7 @@ def score_applications(
               and old.model_version = s.model_version and old.score = s.score
             """
         )
+    crash_point("scoring.scored")
     con.execute("begin transaction")
     try:
         con.execute("create schema if not exists predictions")
@@ -103,6 +105,7 @@ def score_applications(
     except BaseException:
         con.execute("rollback")
         raise
+    crash_point("scoring.written")
     return ScoringReport(champion, shadow, total, ab_comparison(con), placement)
 
 

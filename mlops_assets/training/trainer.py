@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlops_assets.faults import crash_point
 from mlops_assets.monitoring.reference import reference_attachments
 from mlops_assets.training import metrics as m
 from mlops_assets.training.dataset import TrainingData
@@ -157,6 +158,54 @@ def trained_before(
     return None
 
 
+def _decide(
+    registry: Registry,
+    model: str,
+    card: ModelCard,
+    holdout: dict,
+    champion_version: str | None,
+    champion_metrics: dict | None,
+    config: TrainingConfig,
+) -> Decision:
+    """The champion/challenger gate on a registered version; the verdict is recorded with the
+    version, last, so a run that dies before it is decided again by the next run."""
+    if card.version == champion_version:
+        decision = Decision(False, "already champion", champion_version, champion_metrics)
+    else:
+        promote, reason = gate(model, holdout, champion_metrics, config)
+        if promote:
+            registry.promote(
+                model,
+                card.version,
+                reason=reason,
+                by="champion/challenger gate",
+                metrics_before=champion_metrics,
+                metrics_after=holdout,
+            )
+        decision = Decision(promote, reason, champion_version, champion_metrics)
+        crash_point("training.promoted")
+    registry.record_verdict(model, card.version, decision.promoted, decision.reason)
+    return decision
+
+
+def settle(
+    registry: Registry, data: TrainingData, card: ModelCard, config: TrainingConfig
+) -> Decision | None:
+    """Gate a version that :func:`trained_before` found registered but never decided on (its
+    run died in between); None when it was decided."""
+    if registry.verdict(data.model, card.version) is not None:
+        return None
+    champion_version = registry.champion(data.model)
+    champion_metrics = None
+    if champion_version:
+        champion = registry.load(data.model, champion_version)
+        threshold = registry.card(data.model, champion_version).data.get("threshold")
+        champion_metrics = evaluate(data.model, champion, data, threshold)
+    return _decide(
+        registry, data.model, card, card.metrics, champion_version, champion_metrics, config
+    )
+
+
 def train_model(
     data: TrainingData,
     registry: Registry,
@@ -170,6 +219,7 @@ def train_model(
     started = time.perf_counter()
     result = search(data, cv=config.cv, folds=config.folds, seed=config.seed, client=client)
     seconds["search"] = time.perf_counter() - started
+    crash_point("training.searched")
     winner = max(result.best().values(), key=lambda t: np.nan_to_num(t.cv_score, nan=-np.inf))
 
     started = time.perf_counter()
@@ -230,27 +280,18 @@ def train_model(
         ),
     )
     seconds["register"] = time.perf_counter() - started
-    if not new:
+    crash_point("training.registered")
+    if not new and registry.verdict(data.model, card.version) is not None:
         decision = Decision(
             False,
             "unchanged: this version is already registered",
             champion_version,
             champion_metrics,
         )
-    elif card.version == champion_version:
-        decision = Decision(False, "already champion", champion_version, champion_metrics)
-    else:
-        promote, reason = gate(data.model, holdout, champion_metrics, config)
-        if promote:
-            registry.promote(
-                data.model,
-                card.version,
-                reason=reason,
-                by="champion/challenger gate",
-                metrics_before=champion_metrics,
-                metrics_after=holdout,
-            )
-        decision = Decision(promote, reason, champion_version, champion_metrics)
+    else:  # new, or registered by a run that died before the gate decided on it
+        decision = _decide(
+            registry, data.model, card, holdout, champion_version, champion_metrics, config
+        )
     return TrainingOutcome(
         card, new, result, holdout, intervals, decision, seconds, model, threshold
     )

@@ -22,6 +22,7 @@ from dagster_dbt import (
 )
 from packaging import version
 
+from mlops_assets.faults import crash_point
 from mlops_assets.resources import WRITER_POOL, WarehouseResource
 from mlops_assets.settings import DBT_PROJECT_DIR, get_settings
 from mlops_assets.transform.parse import VENV_DBT, dbt_executable
@@ -120,9 +121,12 @@ def _with_table_metadata(
     events: list[Any] = []
     failure = None
     try:
-        events.extend(invocation.stream())
+        for event in invocation.stream():
+            events.append(event)
+            crash_point("dbt.running")
     except DagsterDbtCliRuntimeError as error:
         failure = error
+    crash_point("dbt.finished")
     if failure is not None and is_lock_error(failure):
         yield from events  # someone else holds the warehouse: nothing to read metadata from
     else:

@@ -145,3 +145,31 @@ def test_scoring_without_a_champion_skips_instead_of_failing(tmp_path):
     )
     assert result.success
     assert result.asset_materializations_for_node("predictions__loan_default_scores") == []
+
+
+def test_a_version_registered_by_a_run_that_died_before_the_gate_is_gated_next_run(
+    features_con, tmp_path, monkeypatch
+):
+    from mlops_assets.training import trainer
+    from mlops_assets.training.trainer import settle
+
+    registry = Registry(tmp_path / "models")
+    data = load_training_data(features_con, "default_classifier")
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt  # the process ends between registering and deciding
+
+    with monkeypatch.context() as patched:
+        patched.setattr(trainer, "_decide", dies)
+        with pytest.raises(KeyboardInterrupt):
+            train_model(data, registry, FAST)
+    card = trained_before(registry, data, FAST, None)
+    assert card is not None and registry.champion("default_classifier") is None
+    assert registry.verdict("default_classifier", card.version) is None
+    decision = settle(registry, data, card, FAST)
+    assert decision.promoted and registry.champion("default_classifier") == card.version
+    assert registry.verdict("default_classifier", card.version)["promoted"] is True
+    assert settle(registry, data, card, FAST) is None  # decided once
+    again = train_model(data, registry, FAST)  # same data: registered, decided, unchanged
+    assert not again.new and not again.decision.promoted
+    assert len(registry.history("default_classifier")) == 1
