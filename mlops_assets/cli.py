@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -80,6 +81,10 @@ def generate(
     console.print(table)
 
 
+# Full disk, read-only file system, no permission, quota: the storage's fault, not the data's.
+STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT}
+
+
 @app.command()
 def run(
     json_output: Annotated[
@@ -110,6 +115,18 @@ def run(
         except RunSetupError as error:
             console.print(f"[red]cannot run:[/] {error}", soft_wrap=True)
             raise typer.Exit(2) from None
+        except OSError as error:
+            if error.errno not in STORAGE_ERRORS:
+                raise
+            # The disk filled up (or went read-only) under Dagster's own bookkeeping: every
+            # warehouse write is a transaction and the next run redoes this one's days.
+            console.print(
+                f"[red]run stopped:[/] {error.strerror} ({error.filename or settings.home}): "
+                "free space (or make MLOPS_HOME writable) and run again — nothing was left "
+                "half-written, and the next run redoes what this one did not finish",
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
     if json_output:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -10,10 +10,12 @@ import contextlib
 import importlib
 import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 
 from mlops_assets.ingestion.loader import landing_files, partition_key_of, pending_files
@@ -94,6 +96,22 @@ class RunReport:
         }
 
 
+def check_writable(home: Path) -> None:
+    """Refuse to start in a home that cannot be written (read-only file system, permissions,
+    a full disk), before anything is half done."""
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=home, prefix=".write-check-") as probe:
+            probe.write(b"\0" * 65536)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        raise RunSetupError(
+            f"MLOPS_HOME {home} cannot be written: {error.strerror}. Make it writable (or free "
+            "space) and run again; nothing was changed"
+        ) from None
+
+
 def landing_dates(settings: Settings, *, pending_only: bool = False) -> list[str]:
     """Landing days with at least one file (only new or changed files with ``pending_only``).
 
@@ -154,6 +172,7 @@ def run_pipeline(
 
     ``on_event(kind, step)`` is called from a watcher thread as steps start and finish.
     """
+    check_writable(settings.home)
     settings.ensure_dagster_home()
     os.environ["MLOPS_HOME"] = str(settings.home)  # for dbt, which reads it from the environment
     # One "planned" event per asset for the range of days, not one per asset and day: on the
@@ -198,6 +217,11 @@ def run_pipeline(
         raise RunSetupError(str(error)) from error
     from mlops_assets.definitions import defs
 
+    instance = dg.DagsterInstance.get()
+    notices += fail_dead_runs(instance)
+    # Days a failed or killed run ingested but may not have carried through (features,
+    # models, scores, drift reports) are run again with the new ones.
+    pending = sorted(set(pending) | unfinished_days(instance))
     graph = defs.resolve_asset_graph()
     job = defs.resolve_implicit_global_asset_job_def()
     group_of_op = {
@@ -220,8 +244,6 @@ def run_pipeline(
         ]
         tags = {}
     selected_keys = set(selection) if selection else {n.key for n in graph.asset_nodes}
-    instance = dg.DagsterInstance.get()
-    notices += fail_dead_runs(instance)
     if pending:
         # With new days to train and monitor on, the Dask workers start and import while
         # ingestion and dbt run; not earlier, where they took the CPU from the start-up above.
@@ -348,10 +370,28 @@ def fail_dead_runs(instance) -> list[str]:
         )
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         notices.append(
-            f"run {run.run_id} was killed before it finished: marked failed; this run redoes "
-            "what it left undone"
+            f"run {run.run_id} ended without finishing (its process is gone): marked failed; "
+            "this run redoes what it left undone"
         )
     return notices
+
+
+def unfinished_days(instance) -> set[str]:
+    """The landing days of the `mlops run`s that failed (or were killed) since the last one
+    that succeeded."""
+    import dagster as dg
+
+    days: set[str] = set()
+    runs = instance.get_runs(dg.RunsFilter(tags={"mlops/trigger": "mlops run"}), limit=100)
+    for run in runs:  # newest first
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            break
+        start = run.tags.get("dagster/asset_partition_range_start")
+        end = run.tags.get("dagster/asset_partition_range_end")
+        if run.status == dg.DagsterRunStatus.FAILURE and start and end:
+            first, last = date.fromisoformat(start), date.fromisoformat(end)
+            days |= {str(first + timedelta(d)) for d in range((last - first).days + 1)}
+    return days
 
 
 def _root_cause(error) -> str:

@@ -48,5 +48,5 @@ def test_a_killed_runs_slot_is_freed_and_live_or_foreign_runs_are_left_alone():
             for slot in instance.event_log_storage.get_concurrency_info(WRITER_POOL).claimed_slots
         }
         assert holders == {"live", "elsewhere"}
-        assert len(notices) == 2 and all("killed before it finished" in n for n in notices)
+        assert len(notices) == 2 and all("ended without finishing" in n for n in notices)
         assert fail_dead_runs(instance) == []  # once

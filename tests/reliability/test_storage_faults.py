@@ -1,0 +1,101 @@
+"""A full disk or a read-only MLOPS_HOME: a clear error, no traceback, and no corrupt state —
+once there is room (or write access) again, the next run ends where an undisturbed one does.
+
+The home is a real file system in a private mount namespace (`unshare`; with a user namespace
+when not root): a 7 MB tmpfs that fills up during the run, or a read-only bind mount.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from mlops_assets.sample_data.generator import GeneratorConfig, generate
+from tests.conftest import BIN, mlops
+
+DATA = GeneratorConfig(days=10, rows_per_day=50, seed=5, drift_from_day=8)
+TABLES = ("raw.applications", "raw.customers", "staging.stg_applications",
+          "marts.loan_applications", "features.loan_features", "audit.ingested_files")  # fmt: skip
+
+
+def _in_namespace(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``script`` (bash) where its mounts are its own."""
+    isolate = ["unshare", "--mount"] + ([] if os.geteuid() == 0 else ["--user", "--map-root-user"])
+    env = {**os.environ, "MLOPS": str(BIN / "mlops")}
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.run(
+        [*isolate, "bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=900,
+    )  # fmt: skip
+
+
+def _counts(warehouse: Path) -> dict[str, int]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return {t: con.execute(f"select count(*) from {t}").fetchone()[0] for t in TABLES}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """A home after an undisturbed run (its keyring is shared, so pseudonyms match)."""
+    home = tmp_path_factory.mktemp("storage") / "reference"
+    generate(DATA, home / "landing")
+    result = mlops("run", "--json", home=home)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return home
+
+
+def test_a_disk_that_fills_up_mid_run_stops_it_clearly_and_the_next_run_recovers(
+    reference, tmp_path
+):
+    script = textwrap.dedent(
+        f"""
+        set -u
+        mkdir -p home
+        mount -t tmpfs -o size=7m tmpfs home
+        cp -r {reference}/landing {reference}/keys home/
+        MLOPS_HOME=$PWD/home "$MLOPS" run --json > full.json 2> full.err; echo $? > full.rc
+        mount -o remount,size=300m tmpfs home
+        MLOPS_HOME=$PWD/home "$MLOPS" run --json > again.json 2> again.err; echo $? > again.rc
+        cp home/warehouse.duckdb recovered.duckdb
+        """
+    )
+    done = _in_namespace(script, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    full_err = (tmp_path / "full.err").read_text()
+    assert (tmp_path / "full.rc").read_text().strip() == "1", full_err[-2000:]
+    full = (tmp_path / "full.json").read_text()
+    said = full_err + full
+    assert "No space left on device" in said or "disk is full" in said, said[-3000:]
+    assert "Traceback" not in full_err
+    again_err = (tmp_path / "again.err").read_text()
+    assert (tmp_path / "again.rc").read_text().strip() == "0", again_err[-3000:]
+    assert json.loads((tmp_path / "again.json").read_text())["ok"]
+    assert _counts(tmp_path / "recovered.duckdb") == _counts(reference / "warehouse.duckdb")
+
+
+def test_a_read_only_home_is_refused_before_anything_changes(reference, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(reference, home)
+    before = {p: p.stat().st_mtime_ns for p in home.rglob("*") if p.is_file()}
+    script = textwrap.dedent(
+        """
+        mount --bind home home
+        mount -o remount,ro,bind home
+        MLOPS_HOME=$PWD/home "$MLOPS" run > out.txt 2> err.txt; echo $? > rc
+        """
+    )
+    done = _in_namespace(script, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    err = (tmp_path / "err.txt").read_text()
+    assert (tmp_path / "rc").read_text().strip() == "2", err
+    assert "cannot be written: Read-only file system" in err and "Traceback" not in err
+    assert {p: p.stat().st_mtime_ns for p in home.rglob("*") if p.is_file()} == before
+    again = mlops("run", "--json", home=home)  # writable again: it runs as usual
+    assert again.returncode == 0, again.stderr[-2000:]
