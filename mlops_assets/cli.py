@@ -591,7 +591,7 @@ def _split_assignment(text: str) -> tuple[str, str]:
 
 @app.command("dbt-parse")
 def dbt_parse() -> None:
-    """Write dbt_project/target/manifest.json (what Dagster loads the dbt assets from)."""
+    """Write dbt_project/target/dagster/manifest.json (what Dagster loads the dbt assets from)."""
     from mlops_assets.transform.parse import DbtParseError, prepare_dbt_manifest
 
     try:

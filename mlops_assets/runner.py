@@ -221,7 +221,14 @@ def run_pipeline(
     notices += fail_dead_runs(instance)
     # Days a failed or killed run ingested but may not have carried through (features,
     # models, scores, drift reports) are run again with the new ones.
-    pending = sorted(set(pending) | unfinished_days(instance))
+    new_days = pending
+    redone = sorted(unfinished_days(instance) - set(new_days))
+    if redone:
+        notices.append(
+            f"running again {len(redone)} day(s) of runs that did not finish "
+            f"({redone[0]} … {redone[-1]})"
+        )
+    pending = sorted({*new_days, *redone})
     graph = defs.resolve_asset_graph()
     job = defs.resolve_implicit_global_asset_job_def()
     group_of_op = {
@@ -279,7 +286,7 @@ def run_pipeline(
         success=result.success,
         seconds=time.monotonic() - started,
         log_path=log_path,
-        ingested_days=pending,
+        ingested_days=new_days,
         notices=notices,
     )
 

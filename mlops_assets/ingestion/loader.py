@@ -234,6 +234,10 @@ def read_header(path: Path, rel: str, spec: SourceSpec) -> list[str]:
     return columns
 
 
+# What DuckDB raises about a file's content: that file fails, the load goes on.
+FILE_CONTENT_ERRORS = (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException)
+
+
 def ingest_file(
     con: duckdb.DuckDBPyConnection,
     landing_dir: Path,
@@ -297,7 +301,7 @@ def ingest_file(
                 con.execute("rollback")
                 raise
             crash_point("ingest.committed")
-    except (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException) as error:
+    except FILE_CONTENT_ERRORS as error:
         # What DuckDB says about the file's content: that file fails, nothing else.
         # First line only, never an "Original Line" quote: it could hold personal data.
         message = str(error).split("\n", 1)[0].split("Original Line", 1)[0].rstrip(" :")
@@ -585,6 +589,12 @@ class _InOrder:
             if self.failure is not None:
                 raise _Abandoned from self.failure
             yield
+        except BaseException as error:
+            # Recorded before the next task's turn begins: it must see the failure and not
+            # commit (recording it after the turn let a waiting task slip through).
+            if not isinstance(error, (IngestionError, _Abandoned, *FILE_CONTENT_ERRORS)):
+                self.failure = self.failure or error
+            raise
         finally:
             with self._condition:
                 self._next += 1

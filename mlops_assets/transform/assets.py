@@ -25,11 +25,13 @@ from packaging import version
 from mlops_assets.faults import crash_point
 from mlops_assets.resources import WRITER_POOL, WarehouseResource
 from mlops_assets.settings import DBT_PROJECT_DIR, get_settings
-from mlops_assets.transform.parse import VENV_DBT, dbt_executable
+from mlops_assets.transform.parse import TARGET_PATH, VENV_DBT, dbt_executable
 from mlops_assets.transform.table_metadata import attach_table_metadata
 from mlops_assets.warehouse import is_lock_error
 
-dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+dbt_project = DbtProject(
+    project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=TARGET_PATH
+)
 
 
 class PlatformDbtCli(DbtCliResource):

@@ -1,15 +1,24 @@
 """`dbt parse`, started before anything heavy is imported: it runs in its own process while
 `mlops run` imports Dagster, dbt's adapter and the rest (this module imports neither)."""
 
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from mlops_assets.settings import DBT_PROJECT_DIR
 
-# Where Dagster loads the dbt assets from (DbtProject's default target path).
-MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+# Where Dagster loads the dbt assets from: the platform's own target directory, which a
+# `dbt build` run from the CLI (it writes target/) never touches mid-read.
+TARGET_PATH = Path("target") / "dagster"  # relative to the dbt project, as DbtProject wants it
+MANIFEST = DBT_PROJECT_DIR / TARGET_PATH / "manifest.json"
+# dbt's partial-parse state, kept next to the manifest: a parse reads only changed files.
+_KEPT = ("partial_parse.msgpack", "manifest.json")
+STALE_SECONDS = 3600  # a private parse directory this old belongs to no running parse
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")  # dbt colours some lines even when not on a terminal
 
 
@@ -28,9 +37,21 @@ class DbtParseError(RuntimeError):
 class DbtParse:
     """`dbt parse` running in its own process, so that the manifest matches the SQL on disk
     (`dagster dev` does this itself). Plain dbt, not DbtCliResource.cli: that would first set
-    up a dbt adapter in this process (~3 s), which a parse does not need."""
+    up a dbt adapter in this process (~3 s), which a parse does not need.
+
+    dbt writes its manifest in place, so each parse writes into a private directory and the
+    result replaces the published manifest in one rename: a code location loading it, or
+    another `mlops run` parsing at the same time, never reads half a file."""
 
     def __init__(self) -> None:
+        MANIFEST.parent.mkdir(parents=True, exist_ok=True)
+        for stale in MANIFEST.parent.glob(".parse-*"):  # left by a killed process
+            if time.time() - stale.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(stale, ignore_errors=True)
+        self._private = Path(tempfile.mkdtemp(prefix=".parse-", dir=MANIFEST.parent))
+        state = MANIFEST.parent / _KEPT[0]
+        if state.exists():
+            shutil.copy2(state, self._private / state.name)
         self._process = subprocess.Popen(
             [
                 dbt_executable(),
@@ -41,7 +62,7 @@ class DbtParse:
                 "--profiles-dir",
                 str(DBT_PROJECT_DIR),
                 "--target-path",
-                str(MANIFEST.parent),
+                str(self._private),
             ],
             cwd=DBT_PROJECT_DIR,
             stdout=subprocess.PIPE,
@@ -50,10 +71,17 @@ class DbtParse:
         )
 
     def wait(self) -> Path:
-        output, _ = self._process.communicate()
-        if self._process.returncode != 0:
-            message = ANSI_CODES.sub("", output).strip()[-2000:]
-            raise DbtParseError(f"dbt parse failed (exit {self._process.returncode}): {message}")
+        try:
+            output, _ = self._process.communicate()
+            if self._process.returncode != 0:
+                message = ANSI_CODES.sub("", output).strip()[-2000:]
+                raise DbtParseError(
+                    f"dbt parse failed (exit {self._process.returncode}): {message}"
+                )
+            for name in _KEPT:  # the manifest last: whoever sees it sees its state too
+                os.replace(self._private / name, MANIFEST.parent / name)
+        finally:
+            shutil.rmtree(self._private, ignore_errors=True)
         return MANIFEST
 
 

@@ -49,3 +49,56 @@ def test_a_project_that_does_not_parse_fails_with_dbts_message(monkeypatch, tmp_
         parse.DbtParse().wait()
     assert "Syntax error near line 4" in str(failed.value)
     assert "\x1b" not in str(failed.value)  # no terminal colour codes in the message
+    assert list((tmp_path / "target").glob(".parse-*")) == []
+
+
+# A dbt that writes its manifest the way dbt does (in place), slowly: half, a pause, the rest.
+SLOW_DBT = """#!{python}
+import json, pathlib, sys, time
+target = pathlib.Path(sys.argv[sys.argv.index("--target-path") + 1])
+text = json.dumps({{"nodes": {{"model.x": {{}}}}, "padding": "x" * 100000}})
+with (target / "manifest.json").open("w") as handle:
+    handle.write(text[: len(text) // 2]); handle.flush(); time.sleep(1.5)
+    handle.write(text[len(text) // 2 :])
+(target / "partial_parse.msgpack").write_bytes(b"state")
+"""
+
+
+def test_parses_publish_the_manifest_whole_while_it_is_read(monkeypatch, tmp_path):
+    """Two parses at once (a code location and `mlops run`, or two runs) and a reader: the
+    reader never sees half a manifest, and no private parse directory is left behind."""
+    import json
+    import sys
+    import threading
+
+    from mlops_assets.transform import parse
+
+    slow = tmp_path / "dbt"
+    slow.write_text(SLOW_DBT.format(python=sys.executable))
+    slow.chmod(0o755)
+    manifest = tmp_path / "target" / "dagster" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"nodes": {"model.old": {}}}))
+    monkeypatch.setattr(parse, "dbt_executable", lambda: str(slow))
+    monkeypatch.setattr(parse, "MANIFEST", manifest)
+    reads, errors, stop = [], [], threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                reads.append(list(json.loads(manifest.read_bytes())["nodes"]))
+            except (OSError, ValueError) as error:  # a missing or half-written manifest
+                errors.append(error)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        parses = [parse.DbtParse() for _ in range(2)]
+        assert all(p.wait() == manifest for p in parses)
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == [] and len(reads) > 10
+    assert reads[0] == ["model.old"] and reads[-1] == ["model.x"]
+    assert list(manifest.parent.glob(".parse-*")) == []
+    assert (manifest.parent / "partial_parse.msgpack").read_bytes() == b"state"
