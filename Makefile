@@ -71,7 +71,7 @@ run: $(STAMP)
 # Two workers: the browser tests spend most of their time waiting for Dagster's daemon, and
 # tests sharing a session fixture stay on one worker (tests/conftest.py).
 test: $(STAMP) $(CHROMIUM) postgresql lint
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=20
 
 soak: $(STAMP)
 	$(BIN)/pytest -n 2 -m soak --timeout=3600 tests/reliability
