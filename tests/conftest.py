@@ -53,6 +53,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 break
 
 
+UNGROUPED = pytest.StashKey[set]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On an xdist worker with `--dist loadgroup`, xdist has suffixed a grouped test's id with
+    its group by now. Without the suffix the groups are silently ignored (pytest-xdist#1386)
+    and every worker builds the shared fixtures: those tests fail, saying so."""
+    config = session.config
+    if hasattr(config, "workerinput") and config.getvalue("loadgroup"):
+        config.stash[UNGROUPED] = {
+            item.nodeid
+            for item in session.items
+            if item.get_closest_marker("xdist_group") and "@" not in item.nodeid
+        }
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.nodeid in item.config.stash.get(UNGROUPED, set()):
+        pytest.fail(
+            "pytest-xdist ignored this test's xdist_group: check the pytest and pytest-xdist "
+            "versions pinned in pyproject.toml (pytest-xdist#1386)",
+            pytrace=False,
+        )
+
+
 @pytest.fixture
 def keyring(tmp_path) -> Keyring:
     """A fresh keyring (0600 file) for tests that pseudonymise or encrypt."""
