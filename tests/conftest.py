@@ -42,6 +42,7 @@ def mlops(
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the groups off the items
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`make test` runs two pytest-xdist workers (`--dist loadgroup`): tests sharing an
     expensive fixture stay on one worker, so it is built once: the live UI server, and the
