@@ -79,7 +79,9 @@ class DbtParse:
                     f"dbt parse failed (exit {self._process.returncode}): {message}"
                 )
             for name in _KEPT:  # the manifest last: whoever sees it sees its state too
-                os.replace(self._private / name, MANIFEST.parent / name)
+                # (no partial-parse state when DBT_PARTIAL_PARSE=false; a manifest always)
+                if name == MANIFEST.name or (self._private / name).exists():
+                    os.replace(self._private / name, MANIFEST.parent / name)
         finally:
             shutil.rmtree(self._private, ignore_errors=True)
         return MANIFEST
