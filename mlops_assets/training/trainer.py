@@ -188,6 +188,17 @@ def _decide(
     return decision
 
 
+def _champion_on(registry: Registry, data: TrainingData) -> tuple[str | None, dict | None]:
+    """The current champion's version and its metrics on ``data``'s holdout (None, None when
+    there is no champion yet): what a challenger is gated against."""
+    version = registry.champion(data.model)
+    if version is None:
+        return None, None
+    champion = registry.load(data.model, version)
+    threshold = registry.card(data.model, version).data.get("threshold")
+    return version, evaluate(data.model, champion, data, threshold)
+
+
 def settle(
     registry: Registry, data: TrainingData, card: ModelCard, config: TrainingConfig
 ) -> Decision | None:
@@ -195,12 +206,7 @@ def settle(
     run died in between); None when it was decided."""
     if registry.verdict(data.model, card.version) is not None:
         return None
-    champion_version = registry.champion(data.model)
-    champion_metrics = None
-    if champion_version:
-        champion = registry.load(data.model, champion_version)
-        threshold = registry.card(data.model, champion_version).data.get("threshold")
-        champion_metrics = evaluate(data.model, champion, data, threshold)
+    champion_version, champion_metrics = _champion_on(registry, data)
     return _decide(
         registry, data.model, card, card.metrics, champion_version, champion_metrics, config
     )
@@ -246,12 +252,7 @@ def train_model(
         "params": winner.params,
         **training_definition(data, config, manifest),
     }
-    champion_version = registry.champion(data.model)
-    champion_metrics = None
-    if champion_version:
-        champion = registry.load(data.model, champion_version)
-        champion_threshold = registry.card(data.model, champion_version).data.get("threshold")
-        champion_metrics = evaluate(data.model, champion, data, champion_threshold)
+    champion_version, champion_metrics = _champion_on(registry, data)
     details = {
         "metrics": holdout,
         "metric_intervals": intervals,
