@@ -28,7 +28,7 @@ import dagster as dg
 
 from mlops_assets.features.assets import FEATURES_KEY
 from mlops_assets.ingestion.assets import landing_days
-from mlops_assets.ingestion.loader import landing_files, partition_key_of, sha256_of
+from mlops_assets.ingestion.landing import landing_files, partition_key_of, sha256_of
 from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.resources import LandingZone
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-from mlops_assets.ingestion.loader import landing_files, partition_key_of, pending_files
+from mlops_assets.ingestion.landing import landing_files, partition_key_of, pending_files
 from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.security.keyring import Keyring
 from mlops_assets.settings import Settings
