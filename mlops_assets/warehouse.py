@@ -17,6 +17,8 @@ from pathlib import Path
 
 import duckdb
 
+from mlops_assets.sql import qualified
+
 LOCK_WAIT_SECONDS = 60.0
 # DuckDB's memory budget per process (dbt's profile reads the same variable): above it, joins,
 # sorts and aggregations spill to <warehouse>.tmp/ instead of growing. DuckDB's own default is
@@ -94,16 +96,27 @@ def table_row_counts(con: duckdb.DuckDBPyConnection, schemas: tuple[str, ...]) -
         [list(schemas)],
     ).fetchall()
     return {
-        f"{schema}.{table}": con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
+        f"{schema}.{table}": scalar(con, f"select count(*) from {qualified(schema, table)}")
         for schema, table in names
     }
 
 
+def column_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    """Column name -> DuckDB type of ``table`` (``schema.name`` or a temporary table's name)."""
+    table_sql = qualified(*table.split("."))
+    return dict(
+        con.execute(f"select column_name, column_type from (describe {table_sql})").fetchall()
+    )
+
+
 def table_version(con: duckdb.DuckDBPyConnection, table: str) -> str:
-    """A content hash of ``table``: its columns and types, and the sum of its row hashes (so
-    the order of rows does not matter). Same content, same version; one scan of the table."""
-    columns = con.execute(f"describe {table}").fetchall()
-    rows, total = con.execute(f"select count(*), sum(hash(t)::hugeint) from {table} t").fetchone()
+    """A content hash of ``table`` (``schema.name``): its columns and types, and the sum of its
+    row hashes (so the order of rows does not matter). Same content, same version; one scan."""
+    table_sql = qualified(*table.split("."))
+    columns = con.execute(f"describe {table_sql}").fetchall()
+    rows, total = con.execute(
+        f"select count(*), sum(hash(t)::hugeint) from {table_sql} t"
+    ).fetchone()
     digest = hashlib.sha256(repr((columns, rows, str(total))).encode()).hexdigest()
     return digest[:16]
 
@@ -111,20 +124,23 @@ def table_version(con: duckdb.DuckDBPyConnection, table: str) -> str:
 def replace_rows(
     con: duckdb.DuckDBPyConnection,
     frames: dict[str, tuple[str, object]],
-    where: str,
+    where_sql: str,
     params: list,
 ) -> None:
-    """In one transaction, for each ``table -> (column DDL, frame)``: create the table if it
-    is missing, delete its rows matching ``where`` (with ``params``), insert the frame's rows
-    by column name. Re-recording the same keys replaces them; a failure changes nothing."""
+    """In one transaction, for each ``schema.table -> (column DDL, frame)``: create the table if
+    it is missing, delete its rows matching ``where_sql`` (with ``params``), insert the frame's
+    rows by column name. Re-recording the same keys replaces them; a failure changes nothing.
+    The DDL and condition are the caller's own SQL text, never data."""
     con.execute("begin")
     try:
-        for table, (columns, frame) in frames.items():
-            con.execute(f"create schema if not exists {table.split('.')[0]}")
-            con.execute(f"create table if not exists {table} ({columns})")
-            con.execute(f"delete from {table} where {where}", params)
+        for table, (columns_sql, frame) in frames.items():
+            schema, name = table.split(".")
+            table_sql = qualified(schema, name)
+            con.execute(f"create schema if not exists {qualified(schema)}")
+            con.execute(f"create table if not exists {table_sql} ({columns_sql})")
+            con.execute(f"delete from {table_sql} where {where_sql}", params)
             con.register("_frame", frame)
-            con.execute(f"insert into {table} by name select * from _frame")
+            con.execute(f"insert into {table_sql} by name select * from _frame")
             con.unregister("_frame")
         con.execute("commit")
     except BaseException:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import duckdb
 
-from mlops_assets.warehouse import scalar
+from mlops_assets.sql import qualified
+from mlops_assets.warehouse import column_types, scalar
 
 SOURCE_TABLE = "marts.loan_applications"
 STAGED = "_features"  # the temporary table the contract validates
@@ -132,9 +133,7 @@ class FeatureInputError(ValueError):
 
 def check_source(con: duckdb.DuckDBPyConnection, source: str = SOURCE_TABLE) -> None:
     """Fail, naming every missing column and wrong type, before any feature is computed."""
-    types = dict(
-        con.execute(f"select column_name, column_type from (describe {source})").fetchall()
-    )
+    types = column_types(con, source)
     problems = [
         f"{name}: missing"
         if name not in types
@@ -150,9 +149,9 @@ def check_source(con: duckdb.DuckDBPyConnection, source: str = SOURCE_TABLE) -> 
         )
 
 
-def feature_query(source: str = SOURCE_TABLE) -> str:
+def feature_sql(source: str = SOURCE_TABLE) -> str:
     """The feature SELECT over ``source`` (a table or view with the mart's columns)."""
-    return FEATURE_SQL.format(source=source)
+    return FEATURE_SQL.format(source=qualified(*source.split(".")))
 
 
 def stage_features(con: duckdb.DuckDBPyConnection, *, source: str = SOURCE_TABLE) -> int:
@@ -165,6 +164,6 @@ def stage_features(con: duckdb.DuckDBPyConnection, *, source: str = SOURCE_TABLE
     check_source(con, source)
     con.execute(
         f"create or replace temporary table {STAGED} as "
-        f"select * from ({feature_query(source)}) order by applied_at, application_id"
+        f"select * from ({feature_sql(source)}) order by applied_at, application_id"
     )
     return scalar(con, f"select count(*) from {STAGED}")

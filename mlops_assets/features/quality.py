@@ -14,6 +14,7 @@ import duckdb
 
 from mlops_assets.features.engineering import STAGED
 from mlops_assets.features.validation import staged_columns
+from mlops_assets.sql import ident, qualified
 
 
 @dataclass
@@ -33,17 +34,17 @@ class QualityMetrics:
 def measure_quality(con: duckdb.DuckDBPyConnection, table: str = STAGED) -> QualityMetrics:
     types = {name: t for name, t in staged_columns(con, table).items() if not name.startswith("_")}
 
-    def present(name: str, duck_type: str) -> str:
-        quoted = f'"{name}"'
+    def present_sql(name: str, duck_type: str) -> str:
         if duck_type in ("DOUBLE", "FLOAT"):  # NaN is as missing as NULL
-            return f"count(*) filter (where {quoted} is not null and not isnan({quoted}))"
-        return f"count({quoted})"
+            return f"count(*) filter (where {ident(name)} is not null and not isnan({ident(name)}))"
+        return f"count({ident(name)})"
 
-    selects = ["count(*)"] + [present(n, t) for n, t in types.items()]
+    selects = ["count(*)"] + [present_sql(n, t) for n, t in types.items()]
     has_id = "application_id" in types
     selects.append("count(*) - count(distinct application_id)" if has_id else "0")
     selects.append("max(applied_at)" if "applied_at" in types else "null")
-    row = con.execute(f"select {', '.join(selects)} from {table}").fetchall()[0]
+    selects_sql = ", ".join(selects)
+    row = con.execute(f"select {selects_sql} from {qualified(*table.split('.'))}").fetchall()[0]
     rows, counts, duplicates, newest = row[0], row[1:-2], row[-2], row[-1]
     return QualityMetrics(
         rows=rows,

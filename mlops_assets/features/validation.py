@@ -36,7 +36,8 @@ from mlops_assets.features.contract import LoanFeatures
 from mlops_assets.features.engineering import STAGED
 from mlops_assets.parallel import Placement, map_chunks
 from mlops_assets.parallel import chunk_rows as default_chunk_rows
-from mlops_assets.warehouse import scalar
+from mlops_assets.sql import ident, idents, qualified
+from mlops_assets.warehouse import column_types, scalar
 
 FAILURES = "_contract_failures"
 CHUNKED = "_contract_chunks"  # temporary: the staged rows laid out by chunk
@@ -226,27 +227,30 @@ class ContractReport:
 
 
 def staged_columns(con: duckdb.DuckDBPyConnection, table: str = STAGED) -> dict[str, str]:
-    return dict(con.execute(f"select column_name, column_type from (describe {table})").fetchall())
+    return column_types(con, table)
 
 
 def read_chunks(
-    con: duckdb.DuckDBPyConnection, table: str, chunk_of_row: str, chunks: int
+    con: duckdb.DuckDBPyConnection, table: str, chunk_of_row_sql: str, chunks: int
 ) -> Iterator[pd.DataFrame]:
     """Every chunk as a DataFrame indexed by ``_row`` (the table's rowid), with dtypes fixed by
     the column types. Several chunks are first laid out by chunk in a temporary table (one
     sort, spilled by DuckDB if need be), so each read is a range of it, not a scan of the
     whole table: reading stays linear in the rows however many chunks there are."""
+    table_sql = qualified(*table.split("."))
     if chunks == 1:
-        yield _frame(con.sql(f"select rowid as _row, * from {table}"))
+        yield _frame(con.sql(f"select rowid as _row, * from {table_sql}"))
         return
     con.execute(
         f"create or replace temporary table {CHUNKED} as select rowid as _row, *, "
-        f"{chunk_of_row} % {chunks} as _chunk from {table} order by _chunk"
+        f"{chunk_of_row_sql} % {int(chunks)} as _chunk from {table_sql} order by _chunk"
     )
     try:
         for chunk in range(chunks):
             yield _frame(
-                con.sql(f"select * exclude (_chunk) from {CHUNKED} where _chunk = {chunk}")
+                con.sql(
+                    f"select * exclude (_chunk) from {CHUNKED} where _chunk = ?", params=[chunk]
+                )
             )
     finally:
         con.execute(f"drop table if exists {CHUNKED}")
@@ -273,14 +277,14 @@ def apply_contract(
     next chunk while the others validate, a bounded number at a time (see
     :func:`mlops_assets.parallel.map_chunks`). ``report.placement`` says where chunks ran.
     """
-    rows = scalar(con, f"select count(*) from {table}")
+    rows = scalar(con, f"select count(*) from {qualified(*table.split('.'))}")
     chunks = max(1, math.ceil(rows / (chunk_rows or default_chunk_rows())))
     columns = staged_columns(con, table)
-    chunk_of_row = "hash(application_id)" if "application_id" in columns else "rowid"
+    chunk_of_row_sql = "hash(application_id)" if "application_id" in columns else "rowid"
     con.execute(f'create or replace temporary table {FAILURES} (_row bigint, "check" varchar)')
     report = ContractReport(rows_in=rows, chunks=chunks)
     samples: list[pd.DataFrame] = []
-    frames = read_chunks(con, table, chunk_of_row, chunks)
+    frames = read_chunks(con, table, chunk_of_row_sql, chunks)
     use_cluster = client_factory is not None and chunks > 1
     with client_factory() if use_cluster else contextlib.nullcontext() as client:
         for verdict in map_chunks(
@@ -358,22 +362,23 @@ def publish(
     emptied by a broken feed."""
     present = staged_columns(con, table)
     contract = contract_columns()
-    ddl = ", ".join(f'"{c.name}" {c.duckdb_type}' for c in contract)
+    table_sql = qualified(*table.split("."))
+    ddl_sql = ", ".join(f"{ident(c.name)} {c.duckdb_type}" for c in contract)
     # A column the contract lacks or the stage lacks quarantined every row; the clean insert
     # then selects what both have and moves no row.
-    shared = ", ".join(f'"{c.name}"' for c in contract if c.name in present)
-    key = "application_id" if "application_id" in present else "null"
+    shared_sql = idents(c.name for c in contract if c.name in present)
+    key_sql = "application_id" if "application_id" in present else "null"
     con.execute("begin transaction")
     try:
         con.execute("create schema if not exists features")
         con.execute("create schema if not exists quarantine")
         if replace_features or not table_exists(con, FEATURE_TABLE):
-            con.execute(f"create or replace table {FEATURE_TABLE} ({ddl})")
+            con.execute(f"create or replace table {FEATURE_TABLE} ({ddl_sql})")
         if replace_features:
             con.execute(
                 f"""
                 insert into {FEATURE_TABLE} by name
-                select {shared} from {table} as s
+                select {shared_sql} from {table_sql} as s
                 where not exists (select 1 from {FAILURES} as f where f._row = s.rowid)
                 order by s.rowid
                 """
@@ -386,11 +391,11 @@ def publish(
                 from {FAILURES} group by _row
             )
             select
-                cast({key} as varchar) as application_id,
+                cast({key_sql} as varchar) as application_id,
                 v.failed_checks,
                 to_json(s) as record,  -- the whole row, whatever its columns
                 current_timestamp as quarantined_at
-            from {table} as s join verdicts as v on v._row = s.rowid
+            from {table_sql} as s join verdicts as v on v._row = s.rowid
             order by v._row
             """
         )

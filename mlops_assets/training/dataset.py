@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.features.validation import FEATURE_TABLE, contract_columns
+from mlops_assets.sql import idents
 from mlops_assets.warehouse import scalar
 
 TARGETS = {"default_classifier": "defaulted", "loss_regressor": "loss_amount"}
@@ -107,10 +108,10 @@ def load_training_data(
     scoring and monitoring still cover every row."""
     spec = FeatureSpec.from_contract()
     target = TARGETS[model]
-    only_defaults = " and defaulted" if model == "loss_regressor" else ""
-    columns = ", ".join(f'"{c}"' for c in ["application_id", "applied_at", *spec.columns, target])
-    labelled = scalar(con, f"select count(*) from {FEATURE_TABLE} where is_labelled{only_defaults}")
-    frame = con.execute(_sampled(columns, f"is_labelled{only_defaults}", max_rows)).df()
+    labelled_sql = "is_labelled and defaulted" if model == "loss_regressor" else "is_labelled"
+    columns_sql = idents(["application_id", "applied_at", *spec.columns, target])
+    labelled = scalar(con, f"select count(*) from {FEATURE_TABLE} where {labelled_sql}")
+    frame = con.execute(_sampled_sql(columns_sql, labelled_sql, max_rows)).df()
     if len(frame) < MIN_ROWS:
         raise NotEnoughLabels(
             f"{model}: only {len(frame)} labelled rows in {FEATURE_TABLE}; need at least "
@@ -119,7 +120,9 @@ def load_training_data(
     cut = round(len(frame) * (1 - holdout_share))
     x = as_model_input(frame, spec)
     until = frame["applied_at"].iloc[-1]
-    population = con.execute(_sampled(columns, "applied_at <= ?", max_population), [until]).df()
+    population = con.execute(
+        _sampled_sql(columns_sql, "applied_at <= ?", max_population), [until]
+    ).df()
     unseen = ~population["application_id"].isin(frame["application_id"].iloc[:cut]).to_numpy()
     y = frame[target].astype("float64" if model == "loss_regressor" else "int64").to_numpy()
     return TrainingData(
@@ -139,16 +142,16 @@ def load_training_data(
     )
 
 
-def _sampled(columns: str, where: str, limit: int | None) -> str:
-    """The rows matching ``where`` in time order; with ``limit``, the ``limit`` rows of lowest
-    application-id hash (a uniform sample, stable from run to run)."""
+def _sampled_sql(columns_sql: str, where_sql: str, limit: int | None) -> str:
+    """The rows matching ``where_sql`` in time order; with ``limit``, the ``limit`` rows of
+    lowest application-id hash (a uniform sample, stable from run to run)."""
     if limit is None:
         return (
-            f"select {columns} from {FEATURE_TABLE} where {where} "
+            f"select {columns_sql} from {FEATURE_TABLE} where {where_sql} "
             "order by applied_at, application_id"
         )
     return (
-        f"select * from (select {columns} from {FEATURE_TABLE} where {where} "
+        f"select * from (select {columns_sql} from {FEATURE_TABLE} where {where_sql} "
         f"order by hash(application_id), application_id limit {int(limit)}) "
         "order by applied_at, application_id"
     )

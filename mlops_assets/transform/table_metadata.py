@@ -17,6 +17,8 @@ import duckdb
 from dagster_dbt import DagsterDbtTranslator, DbtProject
 from dagster_dbt.core.dbt_cli_event import EventHistoryMetadata, _build_column_lineage_metadata
 
+from mlops_assets.sql import qualified
+
 TABLE_RESOURCE_TYPES = ("model", "seed", "snapshot")
 
 
@@ -54,14 +56,10 @@ def _row_counts(
     if not wanted:
         return {}
     query = " union all ".join(
-        f"select {i} as i, count(*) as n from {_quote(s)}.{_quote(t)}"
+        f"select {int(i)} as i, count(*) as n from {qualified(s, t)}"
         for i, (s, t) in enumerate(wanted)
     )
     return {wanted[i]: n for i, n in con.execute(query).fetchall()}
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def attach_table_metadata(

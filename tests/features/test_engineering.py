@@ -6,7 +6,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from mlops_assets.features.engineering import feature_query, stage_features
+from mlops_assets.features.engineering import feature_sql, stage_features
 from mlops_assets.features.validation import apply_contract, publish
 from mlops_assets.sample_data.marts import load_synthetic_mart, synthetic_mart
 
@@ -14,7 +14,7 @@ from mlops_assets.sample_data.marts import load_synthetic_mart, synthetic_mart
 def features_of(mart: pd.DataFrame) -> pd.DataFrame:
     con = duckdb.connect()
     con.register("mart", mart)
-    frame = con.execute(f"select * from ({feature_query('mart')}) order by application_id").df()
+    frame = con.execute(f"select * from ({feature_sql('mart')}) order by application_id").df()
     return frame.set_index("application_id")
 
 
