@@ -22,6 +22,7 @@ from mlops_assets.monitoring.multivariate import DEFAULT_THRESHOLD, domain_class
 from mlops_assets.monitoring.profile import Profile, profile_frame
 from mlops_assets.monitoring.reference import PROFILE_FILE, SAMPLE_FILE, SCORE, kinds_of
 from mlops_assets.parallel import Placement, map_chunks
+from mlops_assets.sql import ident
 from mlops_assets.training.dataset import FeatureSpec
 from mlops_assets.training.registry import Registry, RegistryError
 from mlops_assets.training.scoring import MODEL, SCORES_TABLE
@@ -198,11 +199,11 @@ def day_report(
 def _window(con, spec: FeatureSpec, first: date, last: date) -> None:
     """The monitored days' features and champion scores, in the temporary table ``WINDOW``,
     sorted by day."""
-    columns = ", ".join(f'f."{c}"' for c in spec.columns)
+    columns_sql = ", ".join(f"f.{ident(c)}" for c in spec.columns)
     con.execute(
         f"""
         create or replace temporary table {WINDOW} as
-        select cast(f.applied_at as date) as day, {columns}, s.score as {SCORE}
+        select cast(f.applied_at as date) as day, {columns_sql}, s.score as {ident(SCORE)}
         from {FEATURE_TABLE} as f
         join {SCORES_TABLE} as s on s.application_id = f.application_id and s.mode = 'champion'
         where cast(f.applied_at as date) between ? and ?

@@ -55,3 +55,44 @@ def test_performance_drift_once_enough_labels_arrive():
     few = _performance(pd.DataFrame({"day": days[:150], "y": y[:150], "score": noise[:150]}),
                        day, card, config)  # fmt: skip
     assert "roc_auc" not in few and not few.get("drifted")
+
+
+def test_a_small_day_whose_sparse_column_has_no_value_gets_its_report():
+    """The shape that stopped the seed-3 home's drift report for good (see
+    test_multivariate.py for that day itself): 53 applications and a numeric column without a
+    value, here on both sides (days since a prior application, in a home whose training period
+    had no returning customer). Every column is compared and the domain classifier, which
+    raised "window shape cannot be larger than input array shape", gives its verdict."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from mlops_assets.monitoring.daily import MonitorConfig, day_report
+    from mlops_assets.monitoring.profile import profile_frame
+    from mlops_assets.monitoring.reference import SCORE
+
+    rng = np.random.default_rng(7)
+    spec = SimpleNamespace(numeric=["amount", "days_since_prior"], categorical=["purpose"])
+    spec.columns = [*spec.numeric, *spec.categorical]
+
+    def applications(rows: int, prior_share: float) -> pd.DataFrame:
+        prior = rng.exponential(4, rows)
+        prior[rng.random(rows) >= prior_share] = np.nan
+        return pd.DataFrame(
+            {
+                "amount": rng.lognormal(9, 0.5, rows),
+                "days_since_prior": prior,
+                "purpose": pd.Series(rng.choice(["car", "home"], rows), dtype="string"),
+                SCORE: rng.uniform(0, 1, rows),
+            }
+        )
+
+    sample = applications(1_600, 0.0)
+    kinds = {"amount": "numerical", "days_since_prior": "numerical", "purpose": "categorical"}
+    reference = profile_frame(sample, {**kinds, SCORE: "numerical"})
+    rows, report = day_report(applications(53, 0.0), reference, sample, spec, MonitorConfig())
+    assert rows == 53
+    assert {c.column for c in report.columns} == {*kinds, SCORE}
+    empty = next(c for c in report.columns if c.column == "days_since_prior")
+    assert empty.note == "no values in the reference data"
+    assert report.multivariate["rows_per_side"] == 53

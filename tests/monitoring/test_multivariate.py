@@ -1,10 +1,12 @@
 """The domain classifier sees what per-column tests cannot: a changed joint distribution."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from mlops_assets.monitoring.engine import compare_profiles
-from mlops_assets.monitoring.multivariate import domain_classifier
+from mlops_assets.monitoring.multivariate import domain_classifier, informative_columns
 from mlops_assets.monitoring.profile import profile_frame
 
 KINDS = {"a": "numerical", "b": "numerical", "segment": "categorical"}
@@ -46,3 +48,70 @@ def test_a_few_rows_give_no_verdict_on_chance_auc():
     # A couple of dozen rows: whatever the AUC, its lower bound keeps chance from being drift.
     small = domain_classifier(frame(rng, 1_000, 0.0), frame(rng, 24, 0.0))
     assert not small["drifted"]
+
+
+# --- degenerate data: a column without values in one fold, one state, many categories -------
+
+SEED3_DAY = Path(__file__).parent / "data" / "seed3_2025-01-19_days_since_prior_application.parquet"
+
+
+def test_the_seed3_day_whose_sparse_column_is_all_missing_in_one_fold():
+    """Regression of `mlops generate --days 45 --rows-per-day 100 --seed 3 --drift-from-day 35`
+    then `mlops run`: monitoring/drift_report failed for good with numpy's "window shape cannot
+    be larger than input array shape". On 2025-01-19 (53 applications) the champion's reference
+    sample and the day hold 8 values of days_since_prior_application in 106 rows, and one
+    training fold got none. The fixture is that column of both sides, extracted from the home.
+    """
+    rows = pd.read_parquet(SEED3_DAY)
+    column = ["days_since_prior_application"]
+    reference = rows.loc[rows["side"] == "reference", column]
+    current = rows.loc[rows["side"] == "current", column]
+    assert len(current) == 53 and current.notna().sum().item() == 5
+
+    result = domain_classifier(reference, current)
+    assert result["rows_per_side"] == 53 and 0 <= result["score"] <= 1
+    assert not result["drifted"]
+
+
+def _quiet_day(rng: np.random.Generator, rows: int) -> pd.DataFrame:
+    day = frame(rng, rows, 0.0)
+    day.loc[rng.random(rows) < 0.95, "a"] = np.nan  # sparse: often missing in a whole fold
+    day["empty"] = np.nan  # a numeric column without a value, e.g. no prior application
+    day["constant"] = 1.0
+    day["no_text"] = pd.Series([None] * rows, dtype="string")
+    return day
+
+
+def test_columns_without_values_or_variation_do_not_stop_the_classifier():
+    rng = np.random.default_rng(4)
+    reference = _quiet_day(rng, 1_000)
+    result = domain_classifier(reference, _quiet_day(rng, 53))
+    assert result["rows_per_side"] == 53 and not result["drifted"]
+    nothing = domain_classifier(
+        reference[["empty", "constant"]], _quiet_day(rng, 53)[["empty", "constant"]]
+    )
+    assert nothing["score"] == 0.5 and not nothing["drifted"]  # nothing to learn from: chance
+    none = domain_classifier(reference[[]], reference[[]])
+    assert none["score"] is None and "no columns" in none["note"]
+
+
+def test_more_categories_than_gradient_boosting_bins():
+    """A column of 300 distinct codes (an id-like text): the rarest share one category instead
+    of exceeding the classifier's 63 bins (it raised "expected to have a cardinality <= 63")."""
+    rng = np.random.default_rng(5)
+    codes = np.array([f"k{i}" for i in range(300)])
+    reference = frame(rng, 1_000, 0.0).assign(code=rng.choice(codes, 1_000))
+    current = frame(rng, 400, 0.0).assign(code=rng.choice(codes, 400))
+    assert not domain_classifier(reference, current)["drifted"]
+
+
+def test_informative_columns_need_two_states_a_missing_value_being_one():
+    nan = np.nan
+    x = np.array(
+        [
+            [nan, 1.0, 1.0, 1.0, 2.0],
+            [nan, 1.0, nan, 2.0, 2.0],
+            [nan, 1.0, 1.0, 3.0, nan],
+        ]
+    )
+    assert informative_columns(x).tolist() == [False, False, True, True, True]
