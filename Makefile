@@ -13,18 +13,24 @@ CHROMIUM := /usr/bin/chromium
 # The server of the shared-instance test (tests/test_shared_instance.py starts a throwaway cluster
 # on 127.0.0.1): Debian's postgresql package, any version, installed with apt when missing.
 PG_CTL := $(wildcard /usr/lib/postgresql/*/bin/pg_ctl)
+# The guard of `mlops ui --secure` (and of its test, tests/ui/test_secure_ui.py): Debian's nginx
+# package, run as the current user on a configuration under $MLOPS_HOME/ui-guard/. On a host with
+# systemd the package also enables the system's own nginx on port 80: stop it if unwanted.
+NGINX := /usr/sbin/nginx
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: help install chromium postgresql demo run test soak test-ui docs-screenshot lint format ui dbt-build validate bench bench-pipeline clean
+.PHONY: help install chromium postgresql nginx demo run test soak test-ui docs-screenshot lint format ui ui-secure dbt-build validate bench bench-pipeline clean
 
 help:
 	@echo "make demo       generate ~100k sample applications (unless present) and run every asset"
-	@echo "make test       lint and run the whole test suite (installs Debian's chromium and"
-	@echo "                postgresql if missing)"
+	@echo "make test       lint and run the whole test suite (installs Debian's chromium,"
+	@echo "                postgresql and nginx if missing)"
 	@echo "make soak       the long fault-injection tests: mlops run killed at 20 points (~40 min)"
 	@echo "make test-ui    only the browser and GraphQL tests against a live 'mlops ui'"
 	@echo "make docs-screenshot  re-take docs/asset-graph.png with the browser test"
 	@echo "make ui         serve the Dagster UI on http://127.0.0.1:3000"
+	@echo "make ui-secure  the same behind nginx on https://127.0.0.1:3000: basic auth, TLS,"
+	@echo "                own Host only, GraphQL mutations only by POST with JSON"
 	@echo "make dbt-build  run the dbt project with the dbt CLI against \$$MLOPS_HOME"
 	@echo "make validate   dagster definitions validate -w workspace.yaml"
 	@echo "make bench      benchmarks: mlops run at 100k/1M/10M, ingestion, features, training, drift vs Evidently"
@@ -51,6 +57,12 @@ ifeq ($(PG_CTL),)
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
 endif
 
+$(NGINX):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx
+
+nginx: $(NGINX)
+
 $(EVIDENTLY_STAMP): benchmarks/evidently-requirements.txt
 	$(PYTHON) -m venv $(EVIDENTLY_VENV)
 	$(EVIDENTLY_VENV)/bin/pip install --quiet --upgrade pip
@@ -70,13 +82,13 @@ run: $(STAMP)
 
 # Two workers: the browser tests spend most of their time waiting for Dagster's daemon, and
 # tests sharing a session fixture stay on one worker (tests/conftest.py).
-test: $(STAMP) $(CHROMIUM) postgresql lint
+test: $(STAMP) $(CHROMIUM) $(NGINX) postgresql lint
 	$(BIN)/pytest -n 2 --dist loadgroup --durations=20
 
 soak: $(STAMP)
 	$(BIN)/pytest -n 2 -m soak --timeout=3600 tests/reliability
 
-test-ui: $(STAMP) $(CHROMIUM)
+test-ui: $(STAMP) $(CHROMIUM) $(NGINX)
 	$(BIN)/pytest tests/ui
 
 docs-screenshot: $(STAMP) $(CHROMIUM)
@@ -92,6 +104,9 @@ format: $(STAMP)
 
 ui: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlops ui
+
+ui-secure: $(STAMP) $(NGINX)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlops ui --secure
 
 dbt-build: $(STAMP)
 	cd dbt_project && ../$(BIN)/dbt build --profiles-dir .

@@ -603,12 +603,29 @@ def dbt_parse() -> None:
 @app.command()
 def ui(
     port: Annotated[int, typer.Option(help="Port of the Dagster webserver.")] = 3000,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="Serve it through nginx on https://127.0.0.1:PORT: basic auth (user mlops, "
+            "password in $MLOPS_HOME/ui-guard/password), TLS with a self-signed certificate, "
+            "only its own Host, GraphQL mutations only by POST with JSON.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the Dagster UI (dagster dev) on 127.0.0.1 against $MLOPS_HOME."""
     from mlops_assets.runner import RunSetupError, ensure_keyring
+    from mlops_assets.security import ui_guard
     from mlops_assets.transform.parse import DbtParseError, prepare_dbt_manifest
 
     settings = get_settings()
+    guard = None
+    if secure:
+        try:
+            guard = ui_guard.prepare(settings.home, port, ui_guard.free_port())
+            ui_guard.check_config(guard)
+        except ui_guard.UiGuardError as error:
+            _fail(error, 2)
     try:
         notice = ensure_keyring(settings)
     except RunSetupError as error:
@@ -631,11 +648,23 @@ def ui(
         "-h",
         "127.0.0.1",
         "-p",
-        str(port),
+        str(guard.upstream if guard else port),
         "-w",
         str(PROJECT_ROOT / "workspace.yaml"),
     ]
-    os.execv(args[0], args)
+    if guard is None:
+        os.execv(args[0], args)
+    console.print(
+        f"Dagster UI at {guard.url} (nginx in front of 127.0.0.1:{guard.upstream}): user "
+        f"{ui_guard.USER}, password in {guard.password_file}, self-signed certificate "
+        f"{guard.certificate}. Ctrl-C stops both.",
+        markup=False,
+        soft_wrap=True,
+    )
+    try:
+        ui_guard.serve(args, guard)
+    except ui_guard.UiGuardError as error:
+        _fail(error, 1)
 
 
 if __name__ == "__main__":
