@@ -35,8 +35,12 @@ class WarehouseResource(dg.ConfigurableResource):
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         try:
+            # The pipeline's writers build the warehouse; nothing else creates one.
             with warehouse.connection(
-                Path(self.path), read_only=read_only, wait_seconds=self.lock_wait_seconds
+                Path(self.path),
+                read_only=read_only,
+                create=not read_only,
+                wait_seconds=self.lock_wait_seconds,
             ) as con:
                 yield con
         except warehouse.WarehouseLockedError as error:
@@ -137,14 +141,16 @@ def start_local_cluster(n_workers: int = DaskResource.model_fields["n_workers"].
 
 
 class RegistryResource(dg.ConfigurableResource):
-    """The model registry directory (``$MLOPS_HOME/models``)."""
+    """The model registry directory (``$MLOPS_HOME/models``) and the keyring whose model signing
+    key seals and verifies its versions."""
 
     path: str
+    keyring_path: str
 
     def open(self):
         from mlops_assets.training.registry import Registry
 
-        return Registry(Path(self.path))
+        return Registry(Path(self.path), Path(self.keyring_path))
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
@@ -158,5 +164,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "keyring": KeyringResource(path=str(settings.keyring_path)),
         "dbt": dbt_resource(),
         "dask": DaskResource(),
-        "registry": RegistryResource(path=str(settings.models_dir)),
+        "registry": RegistryResource(
+            path=str(settings.models_dir), keyring_path=str(settings.keyring_path)
+        ),
     }

@@ -4,6 +4,12 @@
   Deterministic (joins keep working) and never rotated: a new key would be a new set of people.
 * ``encryption keys`` — AES-256-GCM keys, versioned. New values are encrypted with the newest;
   ``rotate`` adds a version, ``retire`` removes one no value uses any more.
+* ``model_signing_key`` — HMAC-SHA256 key that signs the model registry's versions (see
+  ``training/registry.py``). A keyring written before it existed has none in its file: its key is
+  then derived from the pseudonym key with HKDF (one-way, so the signing key reveals nothing of
+  the pseudonym key), which needs no write and gives every process the same key. It depends on
+  neither the AES keys nor their rotation: rotating or retiring a vault key never invalidates a
+  registered model.
 
 The file is JSON with base64 keys, written atomically (temp file + rename) with mode 0600.
 """
@@ -16,6 +22,7 @@ import hmac
 import json
 import os
 import secrets
+import shlex
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +31,8 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_BYTES = 32  # AES-256, HMAC-SHA256
 NONCE_BYTES = 12  # 96-bit GCM nonce, fresh for every value
@@ -48,6 +57,7 @@ class Keyring:
     encryption_keys: dict[int, bytes]
     created_at: str
     history: list[dict] = field(default_factory=list)
+    signing_key: bytes | None = field(default=None, repr=False)  # None: derived (older keyrings)
     _ciphers: dict[int, AESGCM] = field(default_factory=dict, repr=False, compare=False)
 
     # --- pseudonyms ----------------------------------------------------------------------
@@ -64,6 +74,22 @@ class Keyring:
     def fingerprint(self) -> str:
         """Identifies the pseudonym key without revealing it (stored beside the vault)."""
         return hmac.new(self.pseudonym_key, b"mlops keyring fingerprint", "sha256").hexdigest()[:16]
+
+    # --- model signing -------------------------------------------------------------------
+    @property
+    def model_signing_key(self) -> bytes:
+        """The registry's HMAC key: the file's own, or for a keyring written before it existed,
+        HKDF of the pseudonym key (the same in every process, nothing written)."""
+        if self.signing_key is not None:
+            return self.signing_key
+        return HKDF(
+            algorithm=SHA256(), length=KEY_BYTES, salt=None, info=b"mlops model signing key"
+        ).derive(self.pseudonym_key)
+
+    @property
+    def model_signing_key_id(self) -> str:
+        """Identifies the signing key without revealing it (stored in each signed model.json)."""
+        return hmac.new(self.model_signing_key, b"mlops signing key id", "sha256").hexdigest()[:16]
 
     # --- encryption ----------------------------------------------------------------------
     @property
@@ -139,6 +165,8 @@ class Keyring:
             "encryption_keys": {str(v): _b64(k) for v, k in sorted(self.encryption_keys.items())},
             "history": self.history,
         }
+        if self.signing_key is not None:
+            document["model_signing_key"] = _b64(self.signing_key)
         temporary = self.path.with_name(f".{self.path.name}.tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -157,6 +185,7 @@ class Keyring:
             encryption_keys={1: secrets.token_bytes(KEY_BYTES)},
             created_at=_now(),
             history=[{"event": "added", "version": 1, "at": _now()}],
+            signing_key=secrets.token_bytes(KEY_BYTES),
         )
         keyring.save()
         return keyring
@@ -168,14 +197,15 @@ class Keyring:
                 f"no keyring at {path}: run `mlops keys init` (or set MLOPS_KEYRING to the "
                 "keyring's path)"
             )
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
+        if not path.is_file():
+            kind = "a directory" if path.is_dir() else "not a regular file"
             raise KeyringError(
-                f"keyring {path} is readable by others (mode {mode:o}): run `chmod 600 {path}`"
+                f"{path} is {kind}, not a keyring file: set MLOPS_KEYRING to the keyring file "
+                "itself (keys/keyring.json of the home that made it)"
             )
         try:
             document = json.loads(path.read_text())
-            return cls(
+            keyring = cls(
                 path=path,
                 pseudonym_key=base64.b64decode(document["pseudonym_key"]),
                 encryption_keys={
@@ -183,9 +213,20 @@ class Keyring:
                 },
                 created_at=document["created_at"],
                 history=document.get("history", []),
+                signing_key=base64.b64decode(document["model_signing_key"])
+                if "model_signing_key" in document
+                else None,
             )
         except (ValueError, KeyError, TypeError) as error:
             raise KeyringError(f"keyring {path} is not a valid keyring file: {error}") from None
+        # Checked once the file is known to be a keyring, so the advice never touches another.
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise KeyringError(
+                f"keyring {path} is readable by others (mode {mode:o}): make it private with "
+                f"`chmod 600 {shlex.quote(str(path))}`"
+            )
+        return keyring
 
 
 def _now() -> str:

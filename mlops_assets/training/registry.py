@@ -1,7 +1,7 @@
 """The model registry: versioned, verified artefacts under ``$MLOPS_HOME/models/<model>/``.
 
-    <model>/<version>/model.skops   the fitted pipeline (skops: no arbitrary code on load)
-    <model>/<version>/model.json    version, params, metrics, signature, lineage, sha256
+    <model>/<version>/model.skops   the fitted pipeline (skops, loaded with an exact type list)
+    <model>/<version>/model.json    version, params, metrics, signature, lineage, sha256, seal
     <model>/<version>/<attachment>  files stored with the model (the drift reference profile)
     <model>/champion.json           the current champion's version
     <model>/promotions.jsonl        append-only history: when, who, why, metrics before/after
@@ -9,27 +9,54 @@
 A version is a content hash of what defines the model (training-data version, candidate and
 parameters, seed, feature signature, dbt manifest, code and library versions): the same data,
 config and seed give the same version, and registering it again adds nothing.
+
+A registry file is untrusted input. Each version is sealed: ``model.json`` carries an
+HMAC-SHA256, under the keyring's model signing key, of the model name, the version and the
+canonical rest of ``model.json`` (which holds the sha256 of the artefact and of every
+attachment). Rewriting the artefact and ``model.json`` together, or copying one version's folder
+over another's, is refused without the key. Model names and versions are checked against a
+pattern before they become paths, file names must stay inside their version folder, and the
+artefact is loaded by skops with an exact list of the types the platform writes.
 """
 
 from __future__ import annotations
 
 import getpass
 import hashlib
+import hmac
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-# Types a model file may contain: scikit-learn estimators and numpy/scipy values. Anything else
-# in a file (say, a function smuggled into a pickle-like payload) is refused at load.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+from mlops_assets.security.keyring import Keyring, KeyringError
+
+# The types beyond skops' own safe defaults (primitives, containers, numpy arrays, scikit-learn
+# estimators) that the platform's models contain: what `skops.io.get_untrusted_types` reports for
+# every candidate of training/candidates.py and their stacking ensemble. Exact names, no prefixes
+# and no functions: a file naming anything else (`builtins.exec`, `numpy.load`) is refused before
+# any of it is constructed. A new candidate type fails tests/training/test_model_loading.py until
+# it is added here.
+TRUSTED_TYPES = (
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.model_selection._split.StratifiedKFold",
+    "sklearn.tree._tree.Tree",
+    "sklearn.utils._bunch.Bunch",
+)
+MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+VERSION = re.compile(r"[0-9a-f]{16}")  # content_version()
+FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # artefact and attachments
+SEAL = "seal"  # model.json's field with the HMAC; everything else in model.json is sealed
 
 
 class RegistryError(RuntimeError):
-    """A model file was modified, or a version or champion does not exist."""
+    """A model file was modified or is not sealed, a name is not a model name or version, or a
+    version or champion does not exist."""
 
 
 def content_version(definition: dict) -> str:
@@ -40,6 +67,37 @@ def content_version(definition: dict) -> str:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_name(model: str, version: str | None = None) -> None:
+    """Refuse a model name or version (from a CLI argument or a registry file) that is not one
+    the registry makes, before it becomes part of a path."""
+    if not isinstance(model, str) or not MODEL_NAME.fullmatch(model):
+        raise RegistryError(f"{model!r} is not a model name (lower-case letters, digits, _)")
+    if version is not None and (not isinstance(version, str) or not VERSION.fullmatch(version)):
+        raise RegistryError(
+            f"{version!r} is not a version of {model}: a version is 16 hex digits "
+            "(see `mlops models list`)"
+        )
+
+
+def _inside(directory: Path, name: object) -> Path:
+    """``directory / name`` for a plain file name that stays in ``directory`` (no separator, no
+    ``..``, no symbolic link leading out)."""
+    if not isinstance(name, str) or not FILE_NAME.fullmatch(name):
+        raise RegistryError(f"{directory}: {name!r} is not a file name inside the version folder")
+    path = directory / name
+    if path.resolve().parent != directory.resolve():
+        raise RegistryError(f"{path} leads outside its version folder: refusing it")
+    return path
+
+
+def _canonical(model: str, version: str, card: dict) -> bytes:
+    """What the seal signs: the name and version the card is stored under, and the card."""
+    fields = {k: v for k, v in card.items() if k != SEAL}
+    return json.dumps(
+        [model, version, fields], sort_keys=True, separators=(",", ":"), default=str
+    ).encode()
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -66,22 +124,45 @@ class ModelCard:
 
 
 class Registry:
-    def __init__(self, root: Path) -> None:
+    """The registry under ``root``; versions are sealed and verified with the model signing key
+    of the keyring at ``keyring_path`` (read when a version is first registered or verified)."""
+
+    def __init__(self, root: Path, keyring_path: Path) -> None:
         self.root = Path(root)
+        self.keyring_path = Path(keyring_path)
+        self._keyring: Keyring | None = None
 
     def _dir(self, model: str, version: str) -> Path:
+        check_name(model, version)
         return self.root / model / version
 
+    def _key(self) -> Keyring:
+        if self._keyring is None:
+            try:
+                self._keyring = Keyring.load(self.keyring_path)
+            except KeyringError as error:
+                raise RegistryError(f"cannot sign or verify models: {error}") from None
+        return self._keyring
+
+    def _seal(self, model: str, version: str, card: dict) -> dict:
+        keyring = self._key()
+        mac = hmac.new(keyring.model_signing_key, _canonical(model, version, card), "sha256")
+        return {"key": keyring.model_signing_key_id, "hmac_sha256": mac.hexdigest()}
+
     def versions(self, model: str) -> list[ModelCard]:
-        """Every registered version of ``model``, oldest first."""
+        """Every registered version of ``model``, oldest first (folders named like a version)."""
+        check_name(model)
         cards = [
             ModelCard(json.loads(path.read_text()))
             for path in (self.root / model).glob("*/model.json")
+            if VERSION.fullmatch(path.parent.name)
         ]
-        return sorted(cards, key=lambda c: (c.data["created_at"], c.version))
+        return sorted(cards, key=lambda c: (str(c.data.get("created_at")), c.version))
 
     def models(self) -> list[str]:
-        return sorted(p.name for p in self.root.glob("*") if p.is_dir())
+        return sorted(
+            p.name for p in self.root.glob("*") if p.is_dir() and MODEL_NAME.fullmatch(p.name)
+        )
 
     def card(self, model: str, version: str) -> ModelCard:
         path = self._dir(model, version) / "model.json"
@@ -89,6 +170,32 @@ class Registry:
             known = ", ".join(c.version for c in self.versions(model)) or "none"
             raise RegistryError(f"{model} has no version {version} (known: {known})")
         return ModelCard(json.loads(path.read_text()))
+
+    def verified_card(self, model: str, version: str) -> ModelCard:
+        """The card of ``version``, after checking its seal: it is the one this platform
+        registered under this model name and version, unchanged."""
+        card = self.card(model, version)
+        path = self._dir(model, version) / "model.json"
+        seal = card.data.get(SEAL)
+        if not isinstance(seal, dict) or not isinstance(seal.get("hmac_sha256"), str):
+            raise RegistryError(
+                f"{path} is not sealed (not registered by this platform, or before seals): "
+                "refusing to load it; retrain the model"
+            )
+        expected = self._seal(model, version, card.data)
+        if not hmac.compare_digest(seal["hmac_sha256"], expected["hmac_sha256"]):
+            other_key = seal.get("key") != expected["key"]
+            raise RegistryError(
+                f"{path} does not match its seal "
+                + (
+                    f"(sealed with signing key {seal.get('key')}, this keyring's is "
+                    f"{expected['key']}: another keyring?)"
+                    if other_key
+                    else "(model.json was modified, or copied from another model or version)"
+                )
+                + ": refusing to load it"
+            )
+        return card
 
     def register(
         self,
@@ -106,6 +213,7 @@ class Registry:
         directory = self._dir(model, version)
         if (directory / "model.json").exists():
             return self.card(model, version), False
+        self._key()  # no keyring: refuse before writing anything
         directory.mkdir(parents=True, exist_ok=True)
         artefact = directory / "model.skops"
         import skops.io as sio  # 1-3 s to import (it lists every estimator): only here
@@ -113,7 +221,7 @@ class Registry:
         sio.dump(estimator, artefact)
         files = {}
         for name, write in (attachments or {}).items():
-            write(directory / name)
+            write(_inside(directory, name))
             files[name] = _sha256(directory / name)
         card = {
             "model": model,
@@ -125,43 +233,44 @@ class Registry:
             "attachments": files,
             "created_at": datetime.now(UTC).isoformat(),
         }
+        card = json.loads(json.dumps(card, default=str))  # sealed exactly as it is read back
+        card[SEAL] = self._seal(model, version, card)
         _write_atomic(
             directory / "model.json", json.dumps(card, indent=2, sort_keys=True, default=str)
         )
         return ModelCard(card), True
 
     def load(self, model: str, version: str):
-        """The fitted estimator, after verifying the file is the one registered."""
-        card = self.card(model, version)
-        artefact = self._dir(model, version) / card.data["artefact"]
-        if _sha256(artefact) != card.data["sha256"]:
+        """The fitted estimator, after verifying the version's seal and the file's sha256."""
+        card = self.verified_card(model, version)
+        artefact = _inside(self._dir(model, version), card.data.get("artefact"))
+        if not artefact.is_file() or _sha256(artefact) != card.data["sha256"]:
             raise RegistryError(
-                f"{artefact} was modified after registration (sha256 differs from model.json): "
-                "refusing to load it"
+                f"{artefact} is missing or was modified after registration (sha256 differs "
+                "from model.json): refusing to load it"
             )
-        import skops.io as sio
-
-        untrusted = sio.get_untrusted_types(file=artefact)
-        foreign = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
-        if foreign:
-            raise RegistryError(f"{artefact} contains types outside the allow-list: {foreign}")
-        return sio.load(artefact, trusted=untrusted)
+        return load_artefact(artefact)
 
     def attachment(self, model: str, version: str, name: str) -> Path:
         """The path of a file stored with the model, after verifying it is unchanged."""
-        card = self.card(model, version)
+        path = _inside(self._dir(model, version), name)
+        card = self.verified_card(model, version)
         expected = card.data.get("attachments", {}).get(name)
         if expected is None:
             raise RegistryError(f"{model} {version} has no {name} (trained before it existed?)")
-        path = self._dir(model, version) / name
-        if not path.exists() or _sha256(path) != expected:
+        if not path.is_file() or _sha256(path) != expected:
             raise RegistryError(f"{path} is missing or was modified after registration")
         return path
 
     # --- champion ------------------------------------------------------------------------
     def champion(self, model: str) -> str | None:
+        check_name(model)
         path = self.root / model / "champion.json"
-        return json.loads(path.read_text())["version"] if path.exists() else None
+        if not path.exists():
+            return None
+        version = json.loads(path.read_text())["version"]
+        check_name(model, version)
+        return version
 
     def promote(
         self,
@@ -173,8 +282,9 @@ class Registry:
         metrics_before: dict | None = None,
         metrics_after: dict | None = None,
     ) -> dict:
-        """Make ``version`` the champion and append the decision to the history."""
-        self.card(model, version)  # refuses an unknown version
+        """Make ``version`` the champion and append the decision to the history. Only a sealed
+        version of ``model`` itself can be promoted."""
+        self.verified_card(model, version)
         event = {
             "at": datetime.now(UTC).isoformat(),
             "model": model,
@@ -215,5 +325,23 @@ class Registry:
         return {"promoted": True, "reason": promoted[-1]["reason"]} if promoted else None
 
     def history(self, model: str) -> list[dict]:
+        check_name(model)
         path = self.root / model / "promotions.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def load_artefact(path: Path):
+    """The estimator in a skops file, refused (without constructing anything) if the file names a
+    type outside skops' safe defaults and :data:`TRUSTED_TYPES`."""
+    import skops.io as sio  # 1-3 s to import (it lists every estimator): only here
+
+    try:
+        foreign = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    except Exception as error:  # a damaged or foreign zip, JSON or schema: not a model file
+        raise RegistryError(f"{path} is not a readable model file: {error}") from None
+    if foreign:
+        raise RegistryError(
+            f"{path} names types this platform never writes: {', '.join(foreign)}: "
+            "refusing to load it"
+        )
+    return sio.load(path, trusted=list(TRUSTED_TYPES))

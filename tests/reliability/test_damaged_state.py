@@ -94,13 +94,13 @@ def test_the_cli_shows_the_readable_cells_and_names_the_damaged_one(tmp_path):
 
 def test_scoring_refuses_a_model_file_altered_after_registration_and_writes_nothing(tmp_path):
     from mlops_assets.training.dataset import load_training_data
-    from mlops_assets.training.registry import Registry, RegistryError
+    from mlops_assets.training.registry import RegistryError
     from mlops_assets.training.scoring import SCORES_TABLE, score_applications
     from mlops_assets.training.trainer import TrainingConfig, train_model
-    from tests.training.conftest import feature_warehouse
+    from tests.training.conftest import feature_warehouse, home_registry
 
     con = feature_warehouse()
-    registry = Registry(tmp_path / "models")
+    registry = home_registry(tmp_path)
     data = load_training_data(con, "default_classifier")
     version = train_model(data, registry, TrainingConfig(folds=2, bootstrap_rounds=20)).card.version
     score_applications(con, registry)

@@ -12,6 +12,7 @@ from mlops_assets.training.registry import Registry, RegistryError
 from mlops_assets.training.scoring import SCORES_TABLE, score_applications
 from mlops_assets.training.trainer import TrainingConfig, gate, train_model, trained_before
 from tests.conftest import BIN
+from tests.training.conftest import home_registry
 
 FAST = TrainingConfig(folds=2, bootstrap_rounds=20)
 SECOND = TrainingConfig(folds=2, bootstrap_rounds=20, seed=1)  # another seed: another version
@@ -19,7 +20,7 @@ SECOND = TrainingConfig(folds=2, bootstrap_rounds=20, seed=1)  # another seed: a
 
 @pytest.fixture(scope="module")
 def trained(features_con, tmp_path_factory):
-    registry = Registry(tmp_path_factory.mktemp("home") / "models")  # $MLOPS_HOME/models
+    registry = home_registry(tmp_path_factory.mktemp("home"))
     data = load_training_data(features_con, "default_classifier")
     first = train_model(data, registry, FAST)
     return registry, data, first
@@ -71,7 +72,7 @@ def test_same_data_config_and_seed_add_no_version(trained, features_con):
 
 def test_a_modified_model_file_is_refused(trained, tmp_path):
     registry, _, first = trained
-    copy = Registry(tmp_path)
+    copy = Registry(tmp_path, registry.keyring_path)
     source = registry.root / "default_classifier" / first.card.version
     target = tmp_path / "default_classifier" / first.card.version
     target.mkdir(parents=True)
@@ -137,8 +138,8 @@ def test_cli_lists_and_promotes_with_a_reason(challenged):
     last = registry.history("default_classifier")[-1]
     assert last["reason"] == "manual review" and last["from_version"] == champion
     assert last["metrics_before"] == registry.card("default_classifier", champion).data["metrics"]
-    unknown = run("promote", "default_classifier", "nope", "--reason", "x")
-    assert unknown.returncode == 1 and "no version nope" in unknown.stderr
+    unknown = run("promote", "default_classifier", "0123456789abcdef", "--reason", "x")
+    assert unknown.returncode == 1 and "no version 0123456789abcdef" in unknown.stderr
 
 
 def test_scoring_without_a_champion_skips_instead_of_failing(tmp_path):
@@ -152,7 +153,9 @@ def test_scoring_without_a_champion_skips_instead_of_failing(tmp_path):
         [loan_default_scores],
         resources={
             "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
-            "registry": RegistryResource(path=str(tmp_path / "models")),
+            "registry": RegistryResource(
+                path=str(tmp_path / "models"), keyring_path=str(tmp_path / "keyring.json")
+            ),
             "dask": DaskResource(),
         },
     )
@@ -166,7 +169,7 @@ def test_a_version_registered_by_a_run_that_died_before_the_gate_is_gated_next_r
     from mlops_assets.training import trainer
     from mlops_assets.training.trainer import settle
 
-    registry = Registry(tmp_path / "models")
+    registry = home_registry(tmp_path)
     data = load_training_data(features_con, "default_classifier")
 
     def dies(*args, **kwargs):

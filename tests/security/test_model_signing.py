@@ -1,0 +1,261 @@
+"""The model registry as a trust boundary: sealed versions, exact skops types, confined paths.
+
+A registry file is untrusted: whoever can write ``$MLOPS_HOME/models`` can rewrite a model file
+and recompute the sha256 in ``model.json`` beside it. The seal (HMAC under the keyring's model
+signing key) makes that detectable; the exact type list makes a file that calls a function
+(``builtins.exec``, ``numpy.load(..., allow_pickle=True)``) fail before it runs, even one sealed
+by someone who holds the key."""
+
+import hashlib
+import io
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skops
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from mlops_assets.security.keyring import Keyring
+from mlops_assets.training.registry import Registry, RegistryError, load_artefact
+from tests.training.conftest import home_registry
+
+MODEL = "default_classifier"
+
+
+def _node(cls: str, module: str, loader: str, **extra) -> dict:
+    return {"__class__": cls, "__module__": module, "__loader__": loader, **extra}
+
+
+def _json(value) -> dict:
+    kind = "str" if isinstance(value, str) else type(value).__name__
+    return _node(kind, "builtins", "JsonNode", content=json.dumps(value), is_json=True)
+
+
+def skops_call(module: str, function: str, *args) -> bytes:
+    """A skops file whose loading calls ``module.function(*args)``: what an attacker writes."""
+    tuple_node = _node("tuple", "builtins", "TupleNode", content=[_json(a) for a in args])
+    schema = _node(function, module, "ConstructorFromReduceNode", content=tuple_node)
+    schema.update(protocol=2, _skops_version=skops.__version__)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("schema.json", json.dumps(schema))
+    return out.getvalue()
+
+
+class _Touch:
+    """Unpickling it creates ``path``: the payload of the ``numpy.load`` attack."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.path)!r}, 'w').close()",))
+
+
+def _register(registry: Registry, model: str = MODEL, seed: int = 0) -> str:
+    x = np.random.default_rng(seed).normal(size=(40, 2))
+    estimator = (LogisticRegression() if model == MODEL else Ridge()).fit(x, np.arange(40) % 2)
+    card, _ = registry.register(
+        model,
+        estimator,
+        {"candidate": "tiny", "seed": seed},
+        {"metrics": {"roc_auc": 0.5}, "training_data_version": "t"},
+        attachments={"reference_profile.parquet": lambda path: path.write_bytes(b"profile")},
+    )
+    return card.version
+
+
+def _folder(registry: Registry, version: str, model: str = MODEL) -> Path:
+    return registry.root / model / version
+
+
+def _rewrite(registry: Registry, version: str, content: bytes, *, reseal: bool = False, **card):
+    """Replace the artefact and update model.json as an attacker would: the sha256 recomputed,
+    and with ``reseal`` (an attacker who also holds the signing key) the seal too."""
+    folder = _folder(registry, version)
+    (folder / "model.skops").write_bytes(content)
+    data = json.loads((folder / "model.json").read_text())
+    data.update(sha256=hashlib.sha256(content).hexdigest(), **card)
+    if reseal:
+        data["seal"] = registry._seal(MODEL, version, data)
+    (folder / "model.json").write_text(json.dumps(data))
+
+
+@pytest.fixture
+def registry(tmp_path) -> Registry:
+    return home_registry(tmp_path)
+
+
+def test_a_model_rewritten_with_its_sha256_recomputed_is_refused(registry, tmp_path):
+    version = _register(registry)
+    assert registry.load(MODEL, version).predict(np.zeros((1, 2))).shape == (1,)
+    other = tmp_path / "other.skops"
+    import skops.io as sio
+
+    sio.dump(LogisticRegression().fit(np.eye(2), [0, 1]), other)
+    _rewrite(registry, version, other.read_bytes())
+    with pytest.raises(RegistryError, match=r"model\.json does not match its seal"):
+        registry.load(MODEL, version)
+    with pytest.raises(RegistryError, match="does not match its seal"):
+        registry.promote(MODEL, version, reason="forged")
+
+
+def test_a_version_copied_over_another_or_to_another_model_is_refused(registry):
+    first, second = _register(registry, seed=0), _register(registry, seed=1)
+    source, target = _folder(registry, first), _folder(registry, second)
+    for name in ("model.json", "model.skops"):
+        (target / name).write_bytes((source / name).read_bytes())
+    with pytest.raises(RegistryError, match="copied from another model or version"):
+        registry.load(MODEL, second)
+    regressor = _folder(registry, first, "loss_regressor")
+    regressor.mkdir(parents=True)
+    for name in ("model.json", "model.skops"):
+        (regressor / name).write_bytes((source / name).read_bytes())
+    with pytest.raises(RegistryError, match="does not match its seal"):
+        registry.load("loss_regressor", first)
+
+
+def test_an_unsealed_version_and_another_keyring_are_refused(registry, tmp_path):
+    version = _register(registry)
+    path = _folder(registry, version) / "model.json"
+    sealed = json.loads(path.read_text())
+    other = Registry(registry.root, Keyring.create(tmp_path / "other-keyring.json").path)
+    with pytest.raises(RegistryError, match="another keyring"):
+        other.load(MODEL, version)
+    path.write_text(json.dumps({k: v for k, v in sealed.items() if k != "seal"}))
+    with pytest.raises(RegistryError, match=f"{path} is not sealed"):
+        registry.load(MODEL, version)
+
+
+def test_a_registry_without_its_keyring_refuses_instead_of_trusting(tmp_path):
+    registry = Registry(tmp_path / "models", tmp_path / "missing-keyring.json")
+    with pytest.raises(RegistryError, match="cannot sign or verify models: no keyring"):
+        _register(registry)
+    assert not (tmp_path / "models" / MODEL).exists()
+
+
+def test_keyrings_written_before_signing_keys_still_load_and_sign_stably(tmp_path):
+    keyring = Keyring.create(tmp_path / "keyring.json")
+    assert keyring.signing_key is not None and len(keyring.model_signing_key) == 32
+    before = keyring.model_signing_key
+    keyring.add_version()  # rotating the vault's keys leaves the signing key alone
+    keyring.save()
+    assert Keyring.load(keyring.path).model_signing_key == before
+    document = json.loads(keyring.path.read_text())
+    del document["model_signing_key"]  # the format before it existed
+    keyring.path.write_text(json.dumps(document))
+    old = Keyring.load(keyring.path)
+    derived = old.model_signing_key
+    assert len(derived) == 32 and derived not in (old.pseudonym_key, before)
+    assert Keyring.load(keyring.path).model_signing_key == derived  # every process agrees
+    old.save()
+    assert "model_signing_key" not in json.loads(keyring.path.read_text())  # nothing invented
+
+
+@pytest.mark.parametrize("attack", ["exec", "numpy.load"])
+def test_a_model_file_that_calls_a_function_is_refused_without_running_it(
+    registry, tmp_path, attack
+):
+    """Even sealed with the right key (an insider, a stolen key), the payload never runs."""
+    marker = tmp_path / "payload-ran"
+    if attack == "exec":
+        artefact = skops_call("builtins", "exec", f"open({str(marker)!r}, 'w').close()")
+    else:
+        pickled = tmp_path / "payload.pkl"
+        pickled.write_bytes(pickle.dumps(_Touch(marker)))
+        artefact = skops_call("numpy", "load", str(pickled), None, True)
+    version = _register(registry)
+    _rewrite(registry, version, artefact, reseal=True)
+    function = "builtins.exec" if attack == "exec" else "numpy.load"
+    with pytest.raises(RegistryError, match=rf"model\.skops names types .*{function}"):
+        registry.load(MODEL, version)
+    assert not marker.exists()
+    with pytest.raises(RegistryError, match="never writes"):
+        load_artefact(_folder(registry, version) / "model.skops")
+    assert not marker.exists()
+
+
+def test_a_file_that_is_not_a_model_file_is_refused_clearly(tmp_path):
+    path = tmp_path / "model.skops"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(RegistryError, match=f"{path} is not a readable model file"):
+        load_artefact(path)
+
+
+@pytest.mark.parametrize("artefact", ["../../../x", "/etc/passwd", "..", "sub/model.skops"])
+def test_the_artefact_stays_inside_its_version_folder(registry, tmp_path, artefact):
+    version = _register(registry)
+    outside = tmp_path / "x"
+    outside.write_bytes((_folder(registry, version) / "model.skops").read_bytes())
+    _rewrite(registry, version, outside.read_bytes(), reseal=True, artefact=artefact)
+    with pytest.raises(RegistryError, match="not a file name inside the version folder"):
+        registry.load(MODEL, version)
+
+
+def test_links_out_of_the_version_folder_are_refused(registry, tmp_path):
+    version = _register(registry)
+    folder = _folder(registry, version)
+    for name in ("model.skops", "reference_profile.parquet"):
+        target = tmp_path / name
+        target.write_bytes((folder / name).read_bytes())
+        (folder / name).unlink()
+        (folder / name).symlink_to(target)
+    with pytest.raises(RegistryError, match="leads outside its version folder"):
+        registry.load(MODEL, version)
+    with pytest.raises(RegistryError, match="leads outside its version folder"):
+        registry.attachment(MODEL, version, "reference_profile.parquet")
+
+
+def test_attachments_are_verified_and_confined(registry):
+    version = _register(registry)
+    path = registry.attachment(MODEL, version, "reference_profile.parquet")
+    assert path.read_bytes() == b"profile"
+    with pytest.raises(RegistryError, match="not a file name inside the version folder"):
+        registry.attachment(MODEL, version, "../../../keys/keyring.json")
+    card = json.loads((_folder(registry, version) / "model.json").read_text())
+    card["attachments"]["../../../keys/keyring.json"] = "0" * 64
+    (_folder(registry, version) / "model.json").write_text(json.dumps(card))
+    with pytest.raises(RegistryError, match="does not match its seal"):
+        registry.attachment(MODEL, version, "reference_profile.parquet")
+
+
+@pytest.mark.parametrize(
+    ("model", "version"),
+    [
+        ("default_classifier", "../loss_regressor/0123456789abcdef"),
+        ("default_classifier", "0123456789abcdef\n"),
+        ("default_classifier", "0123456789ABCDEF"),
+        ("default_classifier", ""),
+        ("../models", "0123456789abcdef"),
+        ("default_classifier/..", "0123456789abcdef"),
+        ("Default_Classifier", "0123456789abcdef"),
+    ],
+)
+def test_model_names_and_versions_are_checked_before_they_become_paths(registry, model, version):
+    with pytest.raises(RegistryError, match=r"is not a (model name|version of)"):
+        registry.card(model, version)
+    with pytest.raises(RegistryError, match=r"is not a (model name|version of)"):
+        registry.promote(model, version, reason="careless")
+
+
+def test_a_champion_file_pointing_elsewhere_is_refused(registry):
+    version = _register(registry)
+    registry.promote(MODEL, version, reason="first")
+    assert registry.champion(MODEL) == version
+    (registry.root / MODEL / "champion.json").write_text(
+        json.dumps({"version": f"../loss_regressor/{version}"})
+    )
+    with pytest.raises(RegistryError, match="is not a version of default_classifier"):
+        registry.champion(MODEL)
+
+
+def test_promote_takes_only_a_version_of_that_model(registry):
+    version = _register(registry, "loss_regressor")
+    with pytest.raises(RegistryError, match="is not a version of default_classifier"):
+        registry.promote(MODEL, f"../loss_regressor/{version}", reason="careless")
+    with pytest.raises(RegistryError, match=f"default_classifier has no version {version}"):
+        registry.promote(MODEL, version, reason="careless")
+    assert registry.champion(MODEL) is None and registry.history(MODEL) == []
