@@ -21,16 +21,22 @@ landing files arrive daily.
 
 import hashlib
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 
 from mlops_assets.features.assets import FEATURES_KEY
 from mlops_assets.ingestion.assets import landing_days
-from mlops_assets.ingestion.landing import landing_files, partition_key_of, sha256_of
+from mlops_assets.ingestion.landing import (
+    landing_files,
+    latest_landing_day,
+    partition_key_of,
+    sha256_or_none,
+)
 from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.resources import LandingZone
+from mlops_assets.settings import get_settings
 
 MARTS = dg.AssetKey(["marts", "loan_applications"])
 CLASSIFIER = dg.AssetKey(["models", "default_classifier"])
@@ -117,17 +123,20 @@ def daily_pipeline_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
     return dg.RunRequest(run_key=f"daily-{day}", partition_key=day)
 
 
-def changed_files(landing_dir: Path, seen: dict[str, str]) -> dict[str, list[str]]:
+def changed_files(
+    landing_dir: Path, seen: dict[str, str], first: str, latest: date
+) -> dict[str, list[str]]:
     """Landing day -> the files of that day that are new or changed since ``seen`` (path ->
-    sha256), which is updated. Files whose name is not a date are left to ingestion, which
-    reports them."""
+    sha256), which is updated. Only days from ``first`` to ``latest`` (the partitions): refused
+    entries (not a landing day, a link, a FIFO…) are left to ingestion, which reports them, and
+    never make the tick fail."""
     days: dict[str, list[str]] = {}
     for source in SOURCE_SPECS:
-        for path in landing_files(landing_dir, source):
+        for path in landing_files(landing_dir, source, latest=latest):
             day = partition_key_of(path)
             name = path.relative_to(landing_dir).as_posix()
-            digest = sha256_of(path)
-            if day and seen.get(name) != digest:
+            digest = sha256_or_none(path)  # None: gone or replaced since the scan
+            if digest and day >= first and seen.get(name) != digest:
                 seen[name] = digest
                 days.setdefault(day, []).append(name)
     return days
@@ -142,7 +151,13 @@ def changed_files(landing_dir: Path, seen: dict[str, str]) -> dict[str, list[str
 )
 def landing_file_sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
     seen = json.loads(context.cursor) if context.cursor else {}
-    days = changed_files(landing.directory, seen)
+    settings = get_settings()
+    days = changed_files(
+        landing.directory,
+        seen,
+        settings.first_landing_date,
+        latest_landing_day(settings.landing_horizon_days),
+    )
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(

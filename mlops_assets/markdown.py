@@ -1,13 +1,34 @@
 """Metadata for the Dagster UI: markdown tables and the row-flow numbers every stage reports."""
 
+import re
+
 import dagster as dg
+
+from mlops_assets.text import printable
+
+# Characters that make markdown (links, images, code, emphasis, HTML, table cells) out of text.
+_MARKDOWN_PUNCTUATION = re.compile(r"[\\`*_\[\]()!<>|#~]")
+
+
+def md_text(value: object) -> str:
+    """``value`` as markdown that renders as its text and nothing else: a file name, a header or a
+    message quoting one never becomes a link, an image the UI fetches, HTML or a table break.
+
+    Control characters and line breaks are shown as escapes first (:func:`printable`), then
+    markdown punctuation is backslash-escaped."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\g<0>", printable(str(value)))
 
 
 def md_table(header: tuple[str, ...], rows: list[tuple]) -> str:
-    """A markdown table; pipes inside values are escaped."""
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in rows]
+    """A markdown table; every cell, header included, is text (:func:`md_text`)."""
+    lines = ["| " + " | ".join(map(md_text, header)) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(map(md_text, row)) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def md_list(items: list[str]) -> str:
+    """A markdown bullet list of text items (:func:`md_text`), or ``none``."""
+    return "\n".join(f"- {md_text(item)}" for item in items) or "none"
 
 
 def flow_metadata(rows_in: int, rows_out: int) -> dict:

@@ -18,10 +18,18 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-from mlops_assets.ingestion.landing import landing_files, partition_key_of, pending_files
+from mlops_assets.ingestion.landing import (
+    RefusedFile,
+    landing_files,
+    latest_landing_day,
+    partition_key_of,
+    pending_files,
+    scan_landing,
+)
 from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.security.keyring import Keyring
 from mlops_assets.settings import Settings
+from mlops_assets.text import printable
 from mlops_assets.warehouse import connection, table_row_counts
 
 REPORTED_SCHEMAS = (
@@ -61,6 +69,7 @@ class RunReport:
     log_path: Path | None = None
     ingested_days: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    refused_files: list[str] = field(default_factory=list)  # "path: reason", shown as text
     drifted_days: list[str] = field(default_factory=list)  # of the ingested days
 
     @property
@@ -91,6 +100,7 @@ class RunReport:
             "ingested_days": self.ingested_days,
             "drifted_days": self.drifted_days,
             "notices": self.notices,
+            "refused_files": self.refused_files,
             "tables": self.tables,
             "log": str(self.log_path) if self.log_path else None,
         }
@@ -115,14 +125,27 @@ def check_writable(home: Path) -> None:
 def landing_dates(settings: Settings, *, pending_only: bool = False) -> list[str]:
     """Landing days with at least one file (only new or changed files with ``pending_only``).
 
-    A file with a name that is not a date counts as pending on no day: ingestion reports it.
-    """
+    Refused entries (:func:`refused_landing_files`) count on no day: they never reach the
+    partitions."""
+    latest = latest_landing_day(settings.landing_horizon_days)
+    landing = settings.landing_dir
     if pending_only and settings.warehouse_path.exists():
         with connection(settings.warehouse_path, read_only=True) as con:
-            paths = [p for s in SOURCE_SPECS for p in pending_files(con, settings.landing_dir, s)]
+            paths = [p for s in SOURCE_SPECS for p in pending_files(con, landing, s, latest)]
     else:
-        paths = [p for s in SOURCE_SPECS for p in landing_files(settings.landing_dir, s)]
-    return sorted({d for d in map(partition_key_of, paths) if d})
+        paths = [p for s in SOURCE_SPECS for p in landing_files(landing, s, latest=latest)]
+    return sorted({partition_key_of(p) for p in paths})
+
+
+def refused_landing_files(settings: Settings) -> list[RefusedFile]:
+    """Entries of the landing folders that are not ingested: a name that is not a landing day,
+    a day past the horizon, a link, a folder, a FIFO… (ingestion records them in the ledger)."""
+    latest = latest_landing_day(settings.landing_horizon_days)
+    return [
+        refused
+        for source in SOURCE_SPECS
+        for refused in scan_landing(settings.landing_dir, source, latest).refused
+    ]
 
 
 def _bound_fingerprint(settings: Settings) -> str | None:
@@ -184,10 +207,12 @@ def run_pipeline(
     from mlops_assets.transform.parse import DbtParse, DbtParseError
 
     dates = landing_dates(settings)
+    refused = [printable(r.text) for r in refused_landing_files(settings)]
     if not dates:
         raise RunSetupError(
             f"no landing files under {settings.landing_dir}: run `mlops generate` first "
             "or drop <source>/<YYYY-MM-DD>.csv files there"
+            + "".join(f"\n  refused {text}" for text in refused)
         )
     first = settings.first_landing_date
     if dates[0] < first:
@@ -288,6 +313,7 @@ def run_pipeline(
         log_path=log_path,
         ingested_days=new_days,
         notices=notices,
+        refused_files=refused,
     )
 
     materialized = {event.asset_key for event in result.get_asset_materialization_events()}

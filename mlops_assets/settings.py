@@ -22,6 +22,8 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
 DEFAULT_HOME = ".mlops"
 DEFAULT_FIRST_LANDING_DATE = "2025-01-01"
+# A landing file dated later than today (UTC) plus this many days is refused, not ingested.
+DEFAULT_LANDING_HORIZON_DAYS = 1
 WAREHOUSE_FILE = "warehouse.duckdb"
 
 # The Dagster instance: SQLite under $MLOPS_HOME/dagster (embedded default), or PostgreSQL when
@@ -102,6 +104,7 @@ def _generated_dagster_yamls(text: str | None, dagster_home: Path) -> set[str]:
 class Settings:
     home: Path
     first_landing_date: str = DEFAULT_FIRST_LANDING_DATE  # first daily partition of raw assets
+    landing_horizon_days: int = DEFAULT_LANDING_HORIZON_DAYS  # MLOPS_LANDING_HORIZON_DAYS
     keyring_override: Path | None = None  # MLOPS_KEYRING: keep the keys away from the data
     dagster_postgres: bool = False  # MLOPS_DAGSTER_PG_URL is set: a shared Dagster instance
 
@@ -170,6 +173,7 @@ def get_settings() -> Settings:
     return Settings(
         home=home.resolve(),
         first_landing_date=os.environ.get("MLOPS_FIRST_LANDING_DATE", DEFAULT_FIRST_LANDING_DATE),
+        landing_horizon_days=_horizon_days(os.environ.get("MLOPS_LANDING_HORIZON_DAYS")),
         keyring_override=(
             Path(os.environ["MLOPS_KEYRING"]).expanduser().resolve()
             if os.environ.get("MLOPS_KEYRING")
@@ -177,3 +181,14 @@ def get_settings() -> Settings:
         ),
         dagster_postgres=bool(os.environ.get(DAGSTER_PG_URL_VARIABLE)),
     )
+
+
+def _horizon_days(text: str | None) -> int:
+    """MLOPS_LANDING_HORIZON_DAYS: a whole number of days from 0 (the default when unset)."""
+    if not text:
+        return DEFAULT_LANDING_HORIZON_DAYS
+    if not re.fullmatch(r"[0-9]{1,4}", text.strip(), re.ASCII):
+        raise ValueError(
+            f"MLOPS_LANDING_HORIZON_DAYS must be a whole number of days (0 to 9999), not {text!r}"
+        )
+    return int(text)

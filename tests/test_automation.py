@@ -25,13 +25,25 @@ def test_new_and_changed_files_launch_their_day_once(tmp_path):
     assert _tick(landing, cursor)[0] == []  # nothing new: nothing runs
     changed = landing / "applications" / "2025-01-02.csv"
     changed.write_text(changed.read_text() + changed.read_text().splitlines()[1] + "\n")
-    (landing / "applications" / "notes.csv").write_text("not a landing day\n")  # left to ingestion
+    (landing / "applications" / "notes.csv").write_text("not a landing day\n")  # refused
     (landing / "outcomes").mkdir(exist_ok=True)
     (landing / "outcomes" / "2025-01-03.csv").write_text("application_id,observed_at\n")
     requests, cursor = _tick(landing, cursor)
     assert [r.partition_key for r in requests] == ["2025-01-02", "2025-01-03"]
     assert not {r.run_key for r in requests} & first_keys  # a changed day is a new run
     assert "applications/2025-01-02.csv" in requests[0].tags["mlops/trigger"]
+    assert _tick(landing, cursor)[0] == []
+
+
+def test_odd_landing_entries_never_reach_a_run_request(tmp_path):
+    """A bad partition key in a run request fails the whole tick (good days with it)."""
+    from tests.ingestion.test_landing import odd_landing
+
+    landing = odd_landing(tmp_path)
+    (landing / "outcomes" / "2024-12-31.csv").write_text("a,b\n")  # before the first partition
+    requests, cursor = _tick(landing, None)
+    assert [r.partition_key for r in requests] == ["2025-01-05"]
+    assert requests[0].tags["mlops/trigger"] == "landing files: outcomes/2025-01-05.csv"
     assert _tick(landing, cursor)[0] == []
 
 

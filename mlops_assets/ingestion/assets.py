@@ -4,6 +4,7 @@ import warnings
 
 import dagster as dg
 
+from mlops_assets.ingestion.landing import latest_landing_day, record_refused, scan_landing
 from mlops_assets.ingestion.loader import ingest_source, unbalanced_ledger_rows
 from mlops_assets.ingestion.sources import (
     LINEAGE_COLUMNS,
@@ -11,7 +12,7 @@ from mlops_assets.ingestion.sources import (
     SOURCE_SPECS,
     SourceSpec,
 )
-from mlops_assets.markdown import flow_metadata
+from mlops_assets.markdown import flow_metadata, md_list
 from mlops_assets.resources import (
     WRITER_POOL,
     KeyringResource,
@@ -19,10 +20,15 @@ from mlops_assets.resources import (
     WarehouseResource,
 )
 from mlops_assets.settings import get_settings
+from mlops_assets.sql import qualified
+from mlops_assets.text import printable
 
-# Landing days are the partitions; the first day is configurable for feeds that start earlier.
+# Landing days are the partitions: the first day is configurable for feeds that start earlier,
+# the last is the latest landing day a file may be named for (today + the horizon; end_offset=1
+# would end them today).
 landing_days = dg.DailyPartitionsDefinition(
-    start_date=get_settings().first_landing_date, end_offset=1
+    start_date=get_settings().first_landing_date,
+    end_offset=get_settings().landing_horizon_days + 1,
 )
 
 
@@ -100,17 +106,24 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         partitioned = context.has_partition_key or context.has_partition_key_range
         keys = context.partition_keys if partitioned else None
         secrets = keyring.load() if spec.has_personal_data else None
+        latest = latest_landing_day(get_settings().landing_horizon_days)
+        refused = scan_landing(landing.directory, spec.name, latest).refused
         with warehouse.connect() as con:
             result = ingest_source(
                 con, landing.directory, spec.name, keys, force=config.force_reload, keyring=secrets
             )
+            record_refused(con, spec.name, refused)
             unbalanced = unbalanced_ledger_rows(con, spec.name)
-            table_rows = con.execute(f"select count(*) from {spec.table}").fetchone()[0]
-            quarantined_total = con.execute(
-                f"select count(*) from quarantine.{spec.name}"
+            table_rows = con.execute(
+                f"select count(*) from {qualified('raw', spec.name)}"
             ).fetchone()[0]
+            quarantined_total = con.execute(
+                f"select count(*) from {qualified('quarantine', spec.name)}"
+            ).fetchone()[0]
+        for entry in refused:
+            context.log.warning(f"refused, not ingested: {printable(entry.text)}")
         for failed in result.failed:
-            context.log.error(failed.error)
+            context.log.error(printable(failed.error))
         extra = sorted({c for f in result.files for c in f.extra_columns})
         if extra:
             context.log.warning(f"{spec.name}: unexpected columns kept in _extra_columns: {extra}")
@@ -121,13 +134,15 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
                 "files_replaced": result.count("replaced"),
                 "files_unchanged": result.count("unchanged"),
                 "files_failed": result.count("failed"),
+                "files_refused": len(refused),
+                "refused_files": dg.MetadataValue.md(md_list([r.text for r in refused])),
                 "rows_loaded": result.total("rows_loaded"),
                 **flow_metadata(
                     result.total("rows_loaded") + result.total("rows_quarantined"),
                     result.total("rows_loaded"),
                 ),
                 "quarantined_total": quarantined_total,
-                "extra_columns": ", ".join(extra) or "none",
+                "extra_columns": printable(", ".join(extra)) or "none",
             },
             check_results=[
                 dg.AssetCheckResult(
@@ -135,7 +150,7 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
                     passed=not result.failed,
                     metadata={
                         "failed_files": dg.MetadataValue.md(
-                            "\n".join(f"- {f.error}" for f in result.failed) or "none"
+                            md_list([f.error for f in result.failed])
                         ),
                         "files_failed": len(result.failed),
                     },
@@ -145,12 +160,13 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
                     passed=not unbalanced,
                     metadata={
                         "unbalanced_files": dg.MetadataValue.md(
-                            "\n".join(
-                                f"- {path}: {lines} lines, {loaded} loaded + {quarantined} "
-                                f"quarantined (raw holds {in_raw}, quarantine {in_q})"
-                                for path, lines, loaded, quarantined, in_raw, in_q in unbalanced
+                            md_list(
+                                [
+                                    f"{path}: {lines} lines, {loaded} loaded + {quarantined} "
+                                    f"quarantined (raw holds {in_raw}, quarantine {in_q})"
+                                    for path, lines, loaded, quarantined, in_raw, in_q in unbalanced
+                                ]
                             )
-                            or "none"
                         )
                     },
                 ),

@@ -37,7 +37,7 @@ def markdown(report: DriftReport, limit: int = 40) -> str:
             c["test"],
             _fmt(c["score"]),
             _fmt(c["threshold"]),
-            "**yes**" if c["drifted"] else "no",
+            "YES" if c["drifted"] else "no",
         ]
         for c in data["columns"][:limit]
     ]

@@ -13,6 +13,7 @@ from mlops_assets.features.validation import (
     apply_contract,
     publish,
 )
+from mlops_assets.markdown import md_text
 from tests.features.conftest import ROWS
 
 ROW = 5  # the row a mutation breaks
@@ -246,10 +247,10 @@ def test_check_metadata_counts_failures_per_check_and_redacts_keys(staged):
     report, _, _ = verdict(staged)
     result = contract_check_result(report, max_failure_rate=0.01)
     by_check = result.metadata["failures_by_check"].value
-    assert "| amount:greater_than(0) | 2 |" in by_check
-    assert "customer_key:str_matches" in by_check
+    assert f"| {md_text('amount:greater_than(0)')} | 2 |" in by_check
+    assert md_text("customer_key:str_matches") in by_check
     sample = result.metadata["failure_sample"].value
-    assert "CUS-0000042" not in sample and "<redacted>" in sample
+    assert "CUS-0000042" not in sample and md_text("<redacted>") in sample
     assert "-1.0" in sample
 
 
