@@ -1,5 +1,9 @@
 """Input files: Parquet is read as it is; CSV is converted to Parquet once by DuckDB (parallel,
-typed by DuckDB's sniffer), so the engine always reads one column at a time."""
+typed by DuckDB's sniffer), so the engine always reads one column at a time.
+
+A user's file is untrusted (its column names too): DuckDB gets its path as a parameter and
+names through ``mlops_assets.sql``, in an in-memory database that can reach only the folders
+of its inputs and output (:func:`confined_connection`)."""
 
 from __future__ import annotations
 
@@ -7,8 +11,13 @@ import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlops_assets.monitoring.engine import DriftInputError
+from mlops_assets.sql import confine
+
+if TYPE_CHECKING:
+    import duckdb
 
 SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
 
@@ -25,12 +34,24 @@ def as_parquet(*paths: Path) -> Iterator[list[Path]]:
         yield [_convert(Path(p), Path(tmp) / f"{i}.parquet") for i, p in enumerate(paths)]
 
 
+def confined_connection(*paths: Path) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB database whose SQL can reach only the folders of ``paths``: even
+    a name that slipped into SQL unquoted could read or write no other file. It is a database
+    of its own, so switching its file access off changes no other connection."""
+    import duckdb
+
+    con = duckdb.connect()
+    confine(con, sorted({str(Path(p).resolve().parent) for p in paths}))
+    return con
+
+
 def _convert(path: Path, target: Path) -> Path:
     if path.suffix.lower() in (".parquet", ".pq"):
         return path
     import duckdb
 
-    with duckdb.connect() as con:
+    path, target = path.resolve(), target.resolve()
+    with confined_connection(path, target) as con:
         try:
             con.execute(
                 "copy (select * from read_csv(?, header = true)) to ? (format parquet)",

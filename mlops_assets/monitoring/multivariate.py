@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlops_assets.sql import confine, idents
+from mlops_assets.sql import idents
 
 DEFAULT_THRESHOLD = 0.6
 SAMPLE_ROWS = 5_000
@@ -22,14 +22,19 @@ SAMPLE_ROWS = 5_000
 
 def parquet_sample(path: Path, columns: list[str], rows: int = SAMPLE_ROWS, seed: int = 0):
     """A uniform sample of ``rows`` rows, streamed by DuckDB (bounded memory at any size).
-    Column names come from a user's file: they are quoted, and the in-memory database may read
-    nothing but the file's folder."""
-    import duckdb
+    Column names come from a user's file: they are quoted, and the database may read nothing
+    but the file's folder."""
+    from mlops_assets.monitoring.engine import DriftInputError
+    from mlops_assets.monitoring.files import confined_connection
 
-    with duckdb.connect() as con:
-        confine(con, [Path(path).resolve().parent])
+    path = Path(path).resolve()
+    try:
+        columns_sql = idents(columns)
+    except ValueError as error:  # a NUL in a name
+        raise DriftInputError(f"{path}: {error}") from error
+    with confined_connection(path) as con:
         return con.execute(
-            f"select {idents(columns)} from read_parquet(?) "
+            f"select {columns_sql} from read_parquet(?) "
             f"using sample reservoir({int(rows)} rows) repeatable ({int(seed)})",
             [str(path)],
         ).df()

@@ -1,0 +1,137 @@
+"""`mlops drift` takes a user's files: their column names are data, never SQL.
+
+Hypothesis writes Parquet and CSV files whose column names hold quotes, semicolons, comments,
+digits of other scripts, control characters, Rich markup and markdown, and one name that would
+copy a file if it reached DuckDB as SQL text. The drift result covers each column by its name,
+the multivariate sample reads exactly those columns, and no file appears. Behind the quoting,
+the engine's DuckDB database can reach only its inputs' folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlops_assets.monitoring import multivariate
+from mlops_assets.monitoring.engine import drift_files
+from mlops_assets.monitoring.files import as_parquet, confined_connection
+from mlops_assets.monitoring.multivariate import parquet_sample
+
+PIECES = [
+    '"', "'", ";", "--", "/*", "*/", "(", ")", ",", "`", "\\", "٢٠٢٥", "१२", "\x01", "\x1b[2J",
+    "\t", "\u202e", "[/x]", "[b]", "[link=http://x]", "![a](http://x)", ":smile:", "select",
+    "drop table t", "a", "Z", "é", " ",
+]  # fmt: skip
+HOSTILE = settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def _injection(folder: Path) -> str:
+    """A name that, pasted into SQL unquoted or badly quoted, writes a file in ``folder``."""
+    target = folder / "injected.csv"
+    return f"x\" from (select 1); copy (select 1) to '{target}'; select \"x"
+
+
+def _names(pieces: st.SearchStrategy[str]) -> st.SearchStrategy[list[str]]:
+    name = st.lists(pieces, min_size=1, max_size=4).map("".join)
+    return st.lists(name, min_size=1, max_size=6, unique_by=str.casefold)
+
+
+parquet_names = _names(
+    st.one_of(st.sampled_from(PIECES), st.text(st.characters(exclude_characters="\x00")))
+).filter(lambda names: all(names))
+# DuckDB's CSV reader trims header names, and a line break needs a sniffer that knows quotes:
+# CSV names are the pieces without line breaks, trimmed and non-empty.
+csv_names = _names(st.sampled_from(PIECES)).map(lambda ns: [n.strip() for n in ns])
+csv_names = csv_names.filter(lambda ns: all(ns) and len({n.casefold() for n in ns}) == len(ns))
+
+
+def _frames(names: list[str], injection: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    columns = [*names, injection]
+    reference = pd.DataFrame({c: rng.normal(0, 1, 60) for c in columns})
+    current = pd.DataFrame({c: rng.normal(0.5, 1, 40) for c in columns})
+    return reference, current
+
+
+def _check(folder: Path, reference: Path, current: Path, columns: list[str]) -> None:
+    before = sorted(os.listdir(folder))
+    with as_parquet(reference, current) as (ref_path, cur_path):
+        report, profile = drift_files(ref_path, cur_path)
+        sample = parquet_sample(ref_path, columns)
+    assert sorted(c.column for c in report.columns) == sorted(columns)
+    assert sorted(profile.columns) == sorted(columns)
+    assert list(sample.columns) == columns and len(sample) == 60
+    assert sorted(os.listdir(folder)) == before  # nothing was written, no injected.csv
+
+
+@HOSTILE
+@given(names=parquet_names)
+def test_parquet_column_names_are_compared_by_name_and_never_run(names, tmp_path):
+    folder = tmp_path / "parquet"
+    folder.mkdir(exist_ok=True)
+    injection = _injection(folder)
+    reference, current = _frames([n for n in names if n != injection], injection)
+    reference.to_parquet(folder / "reference.parquet", index=False)
+    current.to_parquet(folder / "current.parquet", index=False)
+    _check(folder, folder / "reference.parquet", folder / "current.parquet", list(reference))
+
+
+@HOSTILE
+@given(names=csv_names)
+def test_csv_column_names_are_compared_by_name_and_never_run(names, tmp_path):
+    folder = tmp_path / "csv"
+    folder.mkdir(exist_ok=True)
+    injection = _injection(folder)
+    reference, current = _frames(names, injection)
+    reference.to_csv(folder / "reference.csv", index=False)
+    current.to_csv(folder / "current.csv", index=False)
+    _check(folder, folder / "reference.csv", folder / "current.csv", list(reference))
+
+
+def test_the_engine_database_reaches_only_its_inputs_folder(tmp_path):
+    """The second wall: SQL that slipped past the quoting could still read or write nothing
+    outside the folder of the file it samples."""
+    inputs, outside = tmp_path / "inputs", tmp_path / "outside"
+    inputs.mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_text("keyring")
+    pd.DataFrame({"a": [1.0, 2.0]}).to_parquet(inputs / "data.parquet")
+    with confined_connection(inputs / "data.parquet") as con:
+        rows = con.execute("select count(*) from read_parquet(?)", [str(inputs / "data.parquet")])
+        assert rows.fetchone() == (2,)
+        for sql in (
+            f"select * from read_text('{outside / 'secret.txt'}')",
+            f"copy (select 1) to '{outside / 'written.csv'}'",
+            f"copy (select 1) to '{inputs / '..' / 'outside' / 'written.csv'}'",
+            "set enable_external_access = true",
+        ):
+            with pytest.raises(duckdb.Error):
+                con.execute(sql)
+    with duckdb.connect() as other:  # another database of the process is not confined
+        other.execute(f"copy (select 1) to '{outside / 'other.csv'}'")
+    assert sorted(os.listdir(outside)) == ["other.csv", "secret.txt"]
+
+
+def test_a_name_that_escaped_the_quoting_still_cannot_read_a_file(tmp_path, monkeypatch):
+    """Were the sample's column list pasted raw, a name could read any file; the confined
+    database refuses it."""
+    secret = tmp_path / "keys" / "keyring.json"
+    secret.parent.mkdir()
+    secret.write_text("{}")
+    data = tmp_path / "inputs" / "data.parquet"
+    data.parent.mkdir()
+    pd.DataFrame({"a": [1.0, 2.0]}).to_parquet(data)
+    monkeypatch.setattr(multivariate, "idents", ", ".join)  # the quoting forgotten
+    name = f"(select content from read_text('{secret}')) as stolen"
+    with pytest.raises(duckdb.Error, match="disabled"):
+        parquet_sample(data, [name])
