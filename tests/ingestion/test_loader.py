@@ -177,7 +177,6 @@ def test_columns_in_another_order_and_extra_columns_are_kept(con, landing):
             f"{HEADER}\nA1,2025-02-01,0,0\n".encode() + b"A\xe92,x,0,0\n",
             "line 3 is not UTF-8",
         ),
-        ("outcomes-feb.csv", f"{HEADER}\nA1,2025-02-01,0,0\n", "YYYY-MM-DD.csv"),
     ],
 )
 def test_unreadable_file_fails_alone_naming_file_and_problem(con, landing, name, content, problem):
