@@ -109,8 +109,15 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         latest = latest_landing_day(get_settings().landing_horizon_days)
         refused = scan_landing(landing.directory, spec.name, latest).refused
         with warehouse.connect() as con:
+            # The step owns this connection: confined to the source's landing folder for good.
             result = ingest_source(
-                con, landing.directory, spec.name, keys, force=config.force_reload, keyring=secrets
+                con,
+                landing.directory,
+                spec.name,
+                keys,
+                force=config.force_reload,
+                keyring=secrets,
+                confined=True,
             )
             record_refused(con, spec.name, refused)
             unbalanced = unbalanced_ledger_rows(con, spec.name)

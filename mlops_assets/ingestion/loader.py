@@ -9,13 +9,30 @@ Every file is loaded in one DuckDB transaction with DuckDB's native CSV reader:
   ``rows_loaded + rows_quarantined = data_lines`` holds for every file and is recorded;
 * a file that cannot be read at all raises :class:`IngestionError` naming the file and the problem,
   and the transaction is rolled back, leaving the warehouse as it was.
+
+Nothing a file holds becomes SQL text (the trust boundary). The expected columns are read under
+their names from the source spec; every other column ("extra") is read under a generated name,
+``_extra_<position>``, whatever its header says, and its header text is kept as data only: the
+key in ``_extra_columns``, the ledger's ``extra_columns``, and messages (escaped when it is not a
+plain ``[a-z_][a-z0-9_]*`` name). Extras are kept for every feed: as JSON in ``_extra_columns``
+for a feed without personal data, encrypted in the vault for a feed with personal data (per
+customer for customers, per record ``_extra_columns@<file>:<line>`` for an event feed). A feed
+without personal data refuses a file with an extra column named like an identifier of any feed
+(``full_name``, ``email``, ``customer_id``…): the file fails alone, its values are stored nowhere.
+
+One bad line costs that line: a line that is not UTF-8, holds a NUL or is longer than
+``MAX_LINE_BYTES`` is quarantined with its reason (never its value: reasons name the column and
+the kind of error). A file fails alone — never the rest of the load — when it is mostly not text
+(re-export as UTF-8), has more than ``MAX_COLUMNS`` columns, or DuckDB cannot parse it at all.
+CR-only (classic Mac) and mixed line endings are read from a normalised copy.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
+import json
+import re
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -29,16 +46,37 @@ import pandas as pd
 
 from mlops_assets.faults import crash_point
 from mlops_assets.ingestion.landing import landing_files, partition_key_of, sha256_of
-from mlops_assets.ingestion.sources import LINEAGE_COLUMNS, SOURCE_SPECS, SourceSpec
+from mlops_assets.ingestion.sources import (
+    IDENTIFIER_COLUMNS,
+    LINEAGE_COLUMNS,
+    SOURCE_SPECS,
+    SourceSpec,
+    identifier_name,
+)
 from mlops_assets.security.keyring import Keyring, KeyringError
 from mlops_assets.security.vault import (
+    PII_TABLE,
     bind_keyring,
     encrypt_cells,
     seal_customer_pii,
     write_sealed_pii,
 )
+from mlops_assets.sql import confine, ident, literal, qualified
 
-SNIFF_BYTES = 64 * 1024
+# The header line must end within the first SNIFF_BYTES of a file.
+SNIFF_BYTES = 256 * 1024
+MAX_COLUMNS = 2_000
+# A longer line is quarantined (DuckDB keeps its first 10,000 characters as the rejected line).
+MAX_LINE_BYTES = 1 << 20
+# A header name shown as it is in messages; any other is shown JSON-escaped.
+PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# The vault cell of an event feed's record extras: ``_extra_columns@<file>:<line>``.
+EXTRA_CELL = "_extra_columns@"
+# The columns the loader writes to a quarantine table, named in its insert: erasure adds
+# ``erased_at`` (security/vault.py) to the tables of feeds with personal data.
+QUARANTINE_COLUMNS_SQL = (
+    "source_file, line_number, reason, raw_line, raw_line_encrypted, key_version, quarantined_at"
+)
 
 Status = Literal["loaded", "replaced", "unchanged", "failed"]
 
@@ -76,25 +114,23 @@ class SourceResult:
         return sum(getattr(f, attribute) for f in self.files if f.status != "unchanged")
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def shown(name: str) -> str:
+    """A header name for a message: as it is when plain, else JSON-escaped (quotes, control
+    characters and non-ASCII letters visible, nothing a terminal or markdown acts on unquoted)."""
+    return name if PLAIN_NAME.match(name) else json.dumps(name)
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the raw, quarantine and audit tables if they do not exist (idempotent)."""
     for schema in ("raw", "quarantine", "audit"):
-        con.execute(f"create schema if not exists {schema}")
+        con.execute(f"create schema if not exists {qualified(schema)}")
     for spec in SOURCE_SPECS.values():
         columns = {**spec.raw_columns, **LINEAGE_COLUMNS}
-        ddl = ", ".join(f"{_ident(c)} {t}" for c, t in columns.items())
-        con.execute(f"create table if not exists raw.{spec.name} ({ddl})")
+        ddl_sql = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())
+        con.execute(f"create table if not exists {qualified('raw', spec.name)} ({ddl_sql})")
         # raw_line is null and raw_line_encrypted set for feeds that carry personal data.
         con.execute(
-            f"create table if not exists quarantine.{spec.name} ("
+            f"create table if not exists {qualified('quarantine', spec.name)} ("
             "source_file varchar not null, line_number bigint, reason varchar not null, "
             "raw_line varchar, raw_line_encrypted blob, key_version integer, "
             "quarantined_at timestamp not null)"
@@ -115,28 +151,49 @@ def _changed_since(path: Path, sha: str) -> bool:
         return True
 
 
-def check_utf8(path: Path, rel: str) -> None:
-    """Fail the file, naming the line, at the first byte that is not UTF-8 (streamed, 1 MiB at
-    a time, so a large file is never held in memory)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    lines_before = 0
+def line_endings(path: Path) -> Literal["lf", "cr", "mixed"]:
+    """How the file's lines end, from one streamed pass (1 MiB at a time, counted in C): ``lf``
+    (LF or CRLF throughout: DuckDB reads the file as it is), ``cr`` (classic Mac, CR only) or
+    ``mixed`` (CRLF and LF)."""
+    lf = cr = crlf = 0
+    previous_cr = False
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as error:
-                line = lines_before + block.count(b"\n", 0, max(error.start, 0)) + 1
-                raise IngestionError(
-                    f"{rel}: line {line} is not UTF-8 text (byte 0x{block[error.start]:02x}) — "
-                    "re-export the file as UTF-8"
-                ) from None
-            lines_before += block.count(b"\n")
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise IngestionError(
-                f"{rel}: ends inside a UTF-8 character — truncated file?"
-            ) from None
+            lf += block.count(b"\n")
+            cr += block.count(b"\r")
+            crlf += block.count(b"\r\n") + (previous_cr and block.startswith(b"\n"))
+            previous_cr = block.endswith(b"\r")
+    if cr and not lf:
+        return "cr"
+    return "mixed" if 0 < crlf < lf else "lf"
+
+
+@contextlib.contextmanager
+def _readable(path: Path, scratch: Path | None) -> Iterator[Path]:
+    """The file DuckDB reads: ``path`` itself, or for CR-only or mixed line endings a copy (in a
+    temporary folder under ``scratch``) whose lines all end in LF. Strict CSV parsing refuses
+    mixed endings; the copy keeps every line, so line numbers stay those of ``path``."""
+    endings = line_endings(path)
+    if endings == "lf":
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="mlops-ingest-", dir=scratch) as tmp:
+        copy = Path(tmp) / path.name
+        with open(path, "rb") as source, open(copy, "wb") as target:
+            carry = b""
+            for block in iter(lambda: source.read(1 << 20), b""):
+                block = carry + block
+                carry = b"\r" if block.endswith(b"\r") else b""  # a CRLF split by the block
+                block = block[: len(block) - len(carry)].replace(b"\r\n", b"\n")
+                target.write(block.replace(b"\r", b"\n") if endings == "cr" else block)
+            target.write(b"\n" if carry and endings == "cr" else carry)
+        yield copy
+
+
+def _first_line(head: bytes) -> tuple[bytes, bool]:
+    """The first line of ``head`` and whether it ended within ``head``."""
+    end = re.search(rb"\r\n|\n|\r", head)
+    return (head[: end.start()], True) if end else (head, False)
 
 
 def read_header(path: Path, rel: str, spec: SourceSpec) -> list[str]:
@@ -147,14 +204,22 @@ def read_header(path: Path, rel: str, spec: SourceSpec) -> list[str]:
         raise IngestionError(f"{rel}: file is empty — expected a CSV header and data lines")
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise IngestionError(f"{rel}: UTF-16 encoded — save the file as UTF-8")
-    if b"\x00" in head:
+    first_line, ended = _first_line(head)
+    if b"\x00" in first_line:
         raise IngestionError(f"{rel}: binary content (NUL bytes) — not a CSV text file")
-    first_line = head.split(b"\n", 1)[0].rstrip(b"\r")
+    if not ended and len(head) == SNIFF_BYTES:
+        raise IngestionError(
+            f"{rel}: the header line is longer than {SNIFF_BYTES // 1024} KiB — not a CSV header"
+        )
     try:
         text = first_line.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise IngestionError(f"{rel}: header is not UTF-8 text ({error.reason})") from None
     columns = [c.strip().lower() for c in next(csv.reader([text]))]
+    if len(columns) > MAX_COLUMNS:
+        raise IngestionError(
+            f"{rel}: {len(columns)} columns — at most {MAX_COLUMNS} are accepted; nothing loaded"
+        )
     if len(columns) < 2:
         raise IngestionError(
             # The content is not quoted: in a personal-data feed it could be personal data.
@@ -166,7 +231,7 @@ def read_header(path: Path, rel: str, spec: SourceSpec) -> list[str]:
         )
     duplicated = sorted({c for c in columns if columns.count(c) > 1})
     if duplicated:
-        raise IngestionError(f"{rel}: header repeats column(s) {', '.join(duplicated)}")
+        raise IngestionError(f"{rel}: header repeats column(s) {', '.join(map(shown, duplicated))}")
     missing = [c for c in spec.columns if c not in columns]
     if missing:
         raise IngestionError(
@@ -176,8 +241,43 @@ def read_header(path: Path, rel: str, spec: SourceSpec) -> list[str]:
     return columns
 
 
-# What DuckDB raises about a file's content: that file fails, the load goes on.
+def extra_names(rel: str, spec: SourceSpec, columns: list[str]) -> dict[str, str]:
+    """The file's extra columns: header name -> the generated name DuckDB reads it under.
+
+    A feed without personal data refuses an extra named like an identifier of any feed: its
+    values would land in plaintext (``_extra_columns``)."""
+    extras = {c: f"_extra_{i}" for i, c in enumerate(columns, 1) if c not in spec.columns}
+    if not spec.has_personal_data:
+        named = [c for c in extras if identifier_name(c) in IDENTIFIER_COLUMNS]
+        if named:
+            raise IngestionError(
+                f"{rel}: column(s) {', '.join(map(shown, named))} named like personal data, "
+                f"which {spec.name} files must not carry — remove them from the feed (they are "
+                "stored nowhere); nothing loaded"
+            )
+    return extras
+
+
+# What DuckDB raises about a file's content while its rows are written: that file fails, the
+# load goes on. (While a file is parsed, every DuckDB error but STOPPING_ERRORS is the file's.)
 FILE_CONTENT_ERRORS = (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.IOException)
+# What stops the load even while a file is parsed: the database or the process is in trouble.
+STOPPING_ERRORS = (
+    duckdb.FatalException,
+    duckdb.InternalException,
+    duckdb.ConnectionException,
+    duckdb.TransactionException,
+    duckdb.InterruptException,
+)
+# Errors reading a landing file itself (gone, unreadable): that file fails.
+FILE_ACCESS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError)
+
+
+def _duckdb_message(error: BaseException) -> str:
+    """DuckDB's first line, without "Original Line" and without anything it quotes: a quoted
+    value or line could hold personal data."""
+    first = str(error).split("\n", 1)[0].split("Original Line", 1)[0].rstrip(" :")
+    return re.sub(r"\"[^\"]*\"|'[^']*'", "…", first)
 
 
 def ingest_file(
@@ -189,29 +289,34 @@ def ingest_file(
     force: bool = False,
     keyring: Keyring | None = None,
     turn: contextlib.AbstractContextManager | None = None,
+    scratch: Path | None = None,
 ) -> FileResult:
     """Load one landing file into ``raw.<source>`` exactly once; see the module docstring.
 
     The tables must exist (:func:`ensure_schema`). ``keyring`` is required for sources with
     personal data (pseudonyms, vault). ``turn`` is held around the file's transaction (the
-    parsing before it needs none): :func:`ingest_source` uses it to commit files in order."""
+    parsing before it needs none): :func:`ingest_source` uses it to commit files in order.
+    ``scratch`` is where a copy with normalised line endings may be written (default: the
+    system's temporary folder)."""
     if spec.has_personal_data and keyring is None:
         raise KeyringError(f"{spec.name} carries personal data: a keyring is required")
     rel = path.relative_to(landing_dir).as_posix()
     partition_key = partition_key_of(path)
-    sha = sha256_of(path)
+    try:
+        sha = sha256_of(path)
+    except FILE_ACCESS_ERRORS as error:
+        raise IngestionError(f"{rel}: cannot be read ({error.strerror}) — nothing loaded") from None
     row = con.execute("select sha256 from audit.ingested_files where path = ?", [rel]).fetchone()
     known = row[0] if row else None
     if known == sha and not force:
         return FileResult(rel, spec.name, "unchanged", partition_key)
     if partition_key is None:
         raise IngestionError(f"{rel}: file name must be YYYY-MM-DD.csv (the landing date)")
-    columns = read_header(path, rel, spec)
-    check_utf8(path, rel)
-    extra = tuple(c for c in columns if c not in spec.columns)
     try:
+        columns = read_header(path, rel, spec)
+        extras = extra_names(rel, spec, columns)
         # Parse into temporary tables first; the warehouse is touched only in the transaction.
-        counts = _stage(con, path, spec, columns)
+        counts = _parse(con, rel, path, spec, columns, extras, scratch)
         if _changed_since(path, sha):
             # Rewritten or replaced while DuckDB read it (twice: its lines, then its records):
             # what was read may mix two versions, and the ledger would name the wrong one.
@@ -226,17 +331,17 @@ def ingest_file(
             )
         # Identifiers are pseudonymised and encrypted from the staging tables, before the
         # transaction (and outside the commit turn: the slow Python part of a customers file).
-        sealed = _seal_personal_data(con, rel, spec, keyring, extra)
+        sealed = _seal_personal_data(con, rel, spec, keyring, extras)
         crash_point("ingest.staged")
         with turn or contextlib.nullcontext():
             con.execute("begin transaction")
             try:
-                _replace_rows(con, rel, spec, extra, sealed)
+                _replace_rows(con, rel, spec, extras, sealed, replacing=known is not None)
                 crash_point("ingest.in_transaction")
                 con.execute(
                     "insert or replace into audit.ingested_files "
                     "values (?, ?, ?, ?, ?, ?, ?, ?, now())",
-                    [rel, spec.name, sha, *counts, list(extra), partition_key],
+                    [rel, spec.name, sha, *counts, list(extras), partition_key],
                 )
                 con.execute("commit")
             except BaseException:
@@ -245,12 +350,14 @@ def ingest_file(
             crash_point("ingest.committed")
     except FILE_CONTENT_ERRORS as error:
         # What DuckDB says about the file's content: that file fails, nothing else.
-        # First line only, never an "Original Line" quote: it could hold personal data.
-        message = str(error).split("\n", 1)[0].split("Original Line", 1)[0].rstrip(" :")
-        raise IngestionError(f"{rel}: could not be read as CSV — {message}") from error
+        raise IngestionError(
+            f"{rel}: could not be read as CSV — {_duckdb_message(error)}"
+        ) from error
+    except FILE_ACCESS_ERRORS as error:
+        raise IngestionError(f"{rel}: cannot be read ({error.strerror}) — nothing loaded") from None
     finally:
         for table in STAGING_TABLES:
-            con.execute(f"drop table if exists temp.{table}")
+            con.execute(f"drop table if exists {qualified('temp', table)}")
     return FileResult(
         rel,
         spec.name,
@@ -259,11 +366,36 @@ def ingest_file(
         data_lines=counts[0],
         rows_loaded=counts[1],
         rows_quarantined=counts[2],
-        extra_columns=extra,
+        extra_columns=tuple(extras),
     )
 
 
+def _parse(
+    con: duckdb.DuckDBPyConnection,
+    rel: str,
+    path: Path,
+    spec: SourceSpec,
+    columns: list[str],
+    extras: dict[str, str],
+    scratch: Path | None,
+) -> tuple[int, int, int]:
+    """:func:`_stage` the file; any DuckDB error while parsing it is the file's (it fails
+    alone), except :data:`STOPPING_ERRORS`."""
+    try:
+        with _readable(path, scratch) as file:
+            return _stage(con, rel, file, spec, columns, extras)
+    except STOPPING_ERRORS:
+        raise
+    except duckdb.Error as error:
+        raise IngestionError(
+            f"{rel}: could not be read as CSV — {_duckdb_message(error)}"
+        ) from error
+
+
 STAGING_TABLES = (
+    "_physical",
+    "_line_rejects",
+    "_line_reject_scans",
     "_lines",
     "_records",
     "_rejects",
@@ -274,42 +406,53 @@ STAGING_TABLES = (
     "_placed",
 )
 
-# Why a record was rejected by the CSV reader, readable: 'amount: "abc" is not a valid double'.
-REJECT_REASON = """
-    case when error_type = 'CAST' then column_name || ': ' || coalesce(
-            '"' || regexp_extract(error_message, 'string "(.*)" to', 1) || '" is not a valid '
-            || lower(regexp_extract(error_message, 'to ''(\\w+)''', 1)), error_message)
-         else lower(error_type) || ': ' || error_message end
-"""
+
+def _reject_reason_sql(spec: SourceSpec) -> str:
+    """Why the CSV reader rejected a record, from the kind of error and the column only (never
+    DuckDB's message, which quotes the value): 'amount: not a valid double'."""
+    kinds_sql = " ".join(
+        f"when column_name = {literal(c)} then {literal(t.lower())}"
+        for c, t in spec.columns.items()
+        if t != "VARCHAR"
+    )
+    return f"""
+        case error_type
+            when 'CAST' then column_name || ': not a valid '
+                || case when false then null {kinds_sql} else 'value' end
+            when 'INVALID ENCODING' then 'not UTF-8 text'
+            when 'LINE SIZE OVER MAXIMUM' then {literal(f"longer than {MAX_LINE_BYTES} bytes")}
+            else lower(error_type)
+        end
+    """
 
 
 def _stage(
-    con: duckdb.DuckDBPyConnection, path: Path, spec: SourceSpec, columns: list[str]
+    con: duckdb.DuckDBPyConnection,
+    rel: str,
+    file: Path,
+    spec: SourceSpec,
+    columns: list[str],
+    extras: dict[str, str],
 ) -> tuple[int, int, int]:
     """Parse the file into temporary tables: ``_placed`` (readable records with their line) and
     ``_quarantine`` (one row per rejected physical line). Return (lines, loaded, quarantined)."""
-    file = _literal(str(path))
-    types = ", ".join(f"{_literal(c)}: {_literal(spec.columns.get(c, 'VARCHAR'))}" for c in columns)
-
-    # Physical lines with their numbers: the unit of accounting (blank lines do not count).
-    con.execute(
-        f"""
-        create or replace temp table _lines as
-        with parts as (select string_split(content, chr(10)) as l from read_text({file}))
-        select line_number, raw_line from (
-            select unnest(l) as raw_line, generate_subscripts(l, 1) as line_number from parts
+    names = [extras.get(c, c) for c in columns]  # what DuckDB reads each column as, file order
+    labels = {name: shown(c) for c, name in extras.items()}  # how a reason names an extra
+    types_sql = ", ".join(f"{literal(n)}: {literal(spec.columns.get(n, 'VARCHAR'))}" for n in names)
+    data_lines, not_text = _read_lines(con, file)
+    if not_text and not_text * 2 > data_lines:
+        raise IngestionError(
+            f"{rel}: {not_text} of {data_lines} lines are not UTF-8 text — re-export the file as "
+            "UTF-8; nothing loaded"
         )
-        where line_number > 1 and trim(raw_line, chr(13) || ' ') <> ''
-        """
-    )
-    _read_records(con, path, types)
+    _read_records(con, file, types_sql)
     # Each rejected record covers one or more physical lines (an unterminated quote swallows
     # several); every covered line is quarantined with the record's reasons.
     con.execute(
         f"""
         create or replace temp table _quarantine as
         with rejected as (
-            select line, string_agg(distinct {REJECT_REASON}, '; ') as reason,
+            select line, string_agg(distinct {_reject_reason_sql(spec)}, '; ') as reason,
                 max(len(list_filter(string_split(csv_line, chr(10)),
                     lambda x: trim(x, chr(13) || ' ') <> ''))) as span
             from _rejects group by line
@@ -328,22 +471,33 @@ def _stage(
     )
     # Place readable records on the lines nobody else claimed: record k starts on the next free
     # line after the lines records 1..k-1 spanned (a quoted value may contain a line break).
-    varchar = [c for c in columns if spec.columns.get(c, "VARCHAR") == "VARCHAR"]
-    breaks = " + ".join(
-        f"coalesce(len({_ident(c)}) - len(replace({_ident(c)}, chr(10), '')), 0)" for c in varchar
+    # Expressions over all columns are flat (one function of n arguments): a chain of n
+    # operators would exceed DuckDB's expression depth at a few thousand columns.
+    text = [n for n in names if spec.columns.get(n, "VARCHAR") == "VARCHAR"]
+    joined_sql = "concat_ws('', " + ", ".join(ident(n) for n in text) + ")"
+    problems_sql = ", ".join(
+        [
+            f"case when {ident(c)} is null then {literal(f'{c} is empty')} end"
+            for c in spec.required_values
+        ]
+        + [
+            f"case when contains({ident(n)}, chr(10)) then "
+            f"{literal('line break inside the value of ' + labels.get(n, n))} end"
+            for n in text
+        ]
+        + [
+            f"case when contains({ident(n)}, chr(0)) then "
+            f"{literal('NUL character in the value of ' + labels.get(n, n))} end"
+            for n in text
+        ]
     )
-    problems = [
-        f"case when {_ident(c)} is null then '{c} is empty' end" for c in spec.required_values
-    ] + [
-        f"case when contains({_ident(c)}, chr(10)) then 'line break inside the value of {c}' end"
-        for c in varchar
-    ]
     con.execute(
         f"""
         create or replace temp table _placed as
         with records as (
-            select *, rowid as _record, 1 + {breaks} as _span,
-                   nullif(concat_ws('; ', {", ".join(problems)}), '') as _problem
+            select *, rowid as _record,
+                   1 + len({joined_sql}) - len(replace({joined_sql}, chr(10), '')) as _span,
+                   nullif(concat_ws('; ', {problems_sql}), '') as _problem
             from _records
         ),
         positioned as (
@@ -362,10 +516,58 @@ def _stage(
         """
     )
     return (
-        con.execute("select count(*) from _lines").fetchone()[0],
+        data_lines,
         con.execute("select count(*) from _placed where _problem is null").fetchone()[0],
         con.execute("select count(*) from _quarantine").fetchone()[0],
     )
+
+
+def _read_lines(con: duckdb.DuckDBPyConnection, file: Path) -> tuple[int, int]:
+    """The file's data lines (not the header, not blank) with their numbers into ``_lines``: the
+    unit of accounting. Return (data lines, lines that are not text: not UTF-8 or with a NUL).
+
+    DuckDB reads each line as one unquoted field, in C and streamed. A line that is not UTF-8
+    or longer than ``MAX_LINE_BYTES`` is a reject of that read, kept with DuckDB's copy of it
+    ('?' for bytes that are not UTF-8, the first 10,000 characters of a long line); a line with
+    the separator (U+0001) is a reject kept whole. Rows keep the file's order, so the k-th row
+    is on the k-th line number that is not a reject."""
+    for table in ("_line_rejects", "_line_reject_scans"):
+        con.execute(f"drop table if exists {qualified('temp', table)}")
+    con.execute(
+        f"""
+        create or replace temp table _physical as select raw_line from read_csv(
+            {literal(str(file))}, header = false, auto_detect = false, delim = chr(1),
+            quote = '', escape = '', strict_mode = true, columns = {{'raw_line': 'VARCHAR'}},
+            max_line_size = {int(MAX_LINE_BYTES)}, store_rejects = true,
+            rejects_table = '_line_rejects', rejects_scan = '_line_reject_scans')
+        """
+    )
+    con.execute(
+        """
+        create or replace temp table _lines as
+        with rejected as (
+            select line as line_number, trim(any_value(csv_line), chr(10) || chr(13)) as raw_line,
+                   bool_or(error_type = 'INVALID ENCODING') as not_utf8
+            from _line_rejects group by line
+        ),
+        numbered as (
+            select n as line_number, row_number() over (order by n) - 1 as k
+            from range(1, 1 + (select count(*) from _physical)
+                             + (select count(*) from rejected)) as t(n)
+            where n not in (select line_number from rejected)
+        ),
+        lines as (
+            select n.line_number, p.raw_line, false as not_utf8
+            from numbered n join (select rowid as k, raw_line from _physical) p using (k)
+            union all
+            select line_number, raw_line, not_utf8 from rejected
+        )
+        select line_number, raw_line, not_utf8 or contains(raw_line, chr(0)) as not_text
+        from lines
+        where line_number > 1 and trim(coalesce(raw_line, ''), chr(13) || ' ') <> ''
+        """
+    )
+    return con.execute("select count(*), count(*) filter (where not_text) from _lines").fetchone()
 
 
 @dataclass
@@ -376,19 +578,26 @@ class _Sealed:
     quarantine: pd.DataFrame
 
 
-def _extra_json(extra: tuple[str, ...]) -> str:
-    """SQL for the unknown columns of a record as one JSON object (null without any)."""
-    if not extra:
+def _extra_json_sql(extras: dict[str, str]) -> str:
+    """SQL for the extra columns of a record as one JSON object keyed by their header names
+    (null without any)."""
+    if not extras:
         return "null"
-    return "to_json(struct_pack(" + ", ".join(f"{_ident(c)} := {_ident(c)}" for c in extra) + "))"
+    return (
+        "json_object("
+        + ", ".join(f"{literal(header)}, {ident(name)}" for header, name in extras.items())
+        + ")"
+    )
 
 
 def _replace_rows(
     con: duckdb.DuckDBPyConnection,
     rel: str,
     spec: SourceSpec,
-    extra: tuple[str, ...],
+    extras: dict[str, str],
     sealed: _Sealed | None,
+    *,
+    replacing: bool = False,
 ) -> None:
     """Inside the caller's transaction: swap the file's earlier rows for the staged ones.
 
@@ -396,21 +605,25 @@ def _replace_rows(
     quarantined lines and identifiers only as ciphertext (``sealed``, made from the in-memory
     staging tables by :func:`_seal_personal_data`).
     """
-    source = _literal(rel)
-    con.execute(f"delete from raw.{spec.name} where _source_file = {source}")
-    con.execute(f"delete from quarantine.{spec.name} where source_file = {source}")
+    raw_sql, quarantine_sql = qualified("raw", spec.name), qualified("quarantine", spec.name)
+    con.execute(f"delete from {raw_sql} where _source_file = ?", [rel])
+    con.execute(f"delete from {quarantine_sql} where source_file = ?", [rel])
+    if replacing and spec.pseudonymise and not spec.identifiers:
+        # The earlier version's record extras (their lines may have moved).
+        con.execute(f"delete from {PII_TABLE} where starts_with(column_name, ?)", [_cell(rel, "")])
     # Quarantined lines: as read, or (personal data) only as ciphertext.
-    lines, stored = "_quarantine", "raw_line, null, null"
+    lines_sql, stored_sql = "_quarantine", "raw_line, null, null"
     if sealed is not None:
         con.register("_sealed_lines", sealed.quarantine)
-        lines, stored = "_sealed_lines", "null, ciphertext, key_version"
+        lines_sql, stored_sql = "_sealed_lines", "null, ciphertext, key_version"
     try:
         con.execute(
             f"""
-            insert into quarantine.{spec.name}
-            select {source}, line_number, reason, {stored}, now()
-            from {lines} order by line_number
-            """
+            insert into {quarantine_sql} ({QUARANTINE_COLUMNS_SQL})
+            select ?, line_number, reason, {stored_sql}, now()
+            from {lines_sql} order by line_number
+            """,
+            [rel],
         )
     finally:
         if sealed is not None:
@@ -418,18 +631,19 @@ def _replace_rows(
     if sealed is not None and sealed.pii is not None:
         write_sealed_pii(con, sealed.pii)
     # Unknown columns of a personal-data feed may identify: they go to the vault instead.
-    extra_json = "null" if spec.has_personal_data else _extra_json(extra)
-    key_join = "join _keys using (_record)" if spec.pseudonymise else ""
-    values = [
-        spec.generalised[c][1] if c in spec.generalised else _ident(c) for c in spec.raw_columns
-    ]
-    target = ", ".join(_ident(c) for c in [*spec.raw_columns, *LINEAGE_COLUMNS])
+    extra_json_sql = "null" if spec.has_personal_data else _extra_json_sql(extras)
+    key_join_sql = "join _keys using (_record)" if spec.pseudonymise else ""
+    values_sql = ", ".join(
+        spec.generalised[c][1] if c in spec.generalised else ident(c) for c in spec.raw_columns
+    )
+    target_sql = ", ".join(ident(c) for c in [*spec.raw_columns, *LINEAGE_COLUMNS])
     con.execute(
         f"""
-        insert into raw.{spec.name} ({target})
-        select {", ".join(values)}, {extra_json}, {source}, _line_number, now()
-        from _placed {key_join} where _problem is null order by _record
-        """
+        insert into {raw_sql} ({target_sql})
+        select {values_sql}, {extra_json_sql}, ?, _line_number, now()
+        from _placed {key_join_sql} where _problem is null order by _record
+        """,
+        [rel],
     )
 
 
@@ -438,17 +652,22 @@ def _seal_personal_data(
     rel: str,
     spec: SourceSpec,
     keyring: Keyring,
-    extra: tuple[str, ...],
+    extras: dict[str, str],
 ) -> _Sealed | None:
-    """Pseudonyms into ``_keys`` (temp); identifiers, unknown columns and quarantined lines
-    encrypted. None for a source without personal data."""
+    """Pseudonyms into ``_keys`` (temp); identifiers, extra columns and quarantined lines
+    encrypted. None for a source without personal data.
+
+    A feed with identifiers (one row per customer) keeps a customer's extras as one vault cell
+    beside their identifiers, the latest winning like theirs; an event feed keeps each
+    record's extras as a cell of its customer named by the record's line (:func:`_cell`)."""
     if not spec.has_personal_data:
         return None
     pii = None
     if spec.pseudonymise:
-        selected = [_ident(spec.pseudonymise), *map(_ident, spec.identifiers)]
+        selected_sql = ", ".join(ident(c) for c in [spec.pseudonymise, *spec.identifiers])
         frame = con.execute(
-            f"select _record, {', '.join(selected)}, {_extra_json(extra)} as _extra_columns "
+            f"select _record, _line_number, {selected_sql}, "
+            f"{_extra_json_sql(extras)} as _extra_columns "
             "from _placed where _problem is null order by _record"
         ).df()
         # One HMAC per id: pseudonyms are per value by nature (hashlib does the work in C).
@@ -458,6 +677,14 @@ def _seal_personal_data(
         con.unregister("_keys_frame")
         if spec.identifiers:
             pii = seal_customer_pii(keyring, frame, [*spec.identifiers, "_extra_columns"])
+        elif extras:
+            pii = encrypt_cells(
+                keyring,
+                PII_TABLE,
+                frame["customer_key"].tolist(),
+                [_cell(rel, line) for line in frame["_line_number"]],
+                frame["_extra_columns"].tolist(),
+            )
     lines = con.execute(
         "select line_number, reason, raw_line from _quarantine order by line_number"
     ).fetchall()
@@ -479,36 +706,27 @@ def _seal_personal_data(
     return _Sealed(pii, quarantine)
 
 
-def _read_records(con: duckdb.DuckDBPyConnection, path: Path, types: str) -> None:
+def _cell(rel: str, line: int | str) -> str:
+    """The vault column of an event feed's record extras: ``_extra_columns@<file>:<line>``."""
+    return f"{EXTRA_CELL}{rel}:{line}"
+
+
+def _read_records(con: duckdb.DuckDBPyConnection, file: Path, types_sql: str) -> None:
     """Read the file's records into ``_records``; unreadable ones land in ``_rejects``.
 
-    The reader runs in strict mode, so a line with too many fields is rejected rather than cut.
-    Strict mode refuses files that mix CRLF and LF line endings; those are read from a copy with
-    the endings normalised (the line count, and so every line number, stays the same).
-    """
-
-    def read(file: Path) -> None:
-        con.execute("drop table if exists temp._rejects")
-        con.execute("drop table if exists temp._reject_scans")
-        # A table keeps the reader's order, so rowid is the record's position in the file.
-        con.execute(
-            f"""
-            create or replace temp table _records as select * from read_csv({_literal(str(file))},
-                header = true, auto_detect = false, delim = ',', quote = '"', escape = '"',
-                strict_mode = true, columns = {{{types}}},
-                store_rejects = true, rejects_table = '_rejects', rejects_scan = '_reject_scans')
-            """
-        )
-
-    try:
-        read(path)
-    except duckdb.InvalidInputException as error:
-        if "state machine" not in str(error):
-            raise
-        with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as tmp:
-            normalised = Path(tmp) / path.name
-            normalised.write_bytes(path.read_bytes().replace(b"\r\n", b"\n"))
-            read(normalised)
+    The reader runs in strict mode, so a line with too many fields is rejected rather than cut
+    (the file's line endings are uniform: see :func:`_readable`)."""
+    for table in ("_rejects", "_reject_scans"):
+        con.execute(f"drop table if exists {qualified('temp', table)}")
+    # A table keeps the reader's order, so rowid is the record's position in the file.
+    con.execute(
+        f"""
+        create or replace temp table _records as select * from read_csv({literal(str(file))},
+            header = true, auto_detect = false, delim = ',', quote = '"', escape = '"',
+            strict_mode = true, columns = {{{types_sql}}}, max_line_size = {int(MAX_LINE_BYTES)},
+            store_rejects = true, rejects_table = '_rejects', rejects_scan = '_reject_scans')
+        """
+    )
 
 
 class _InOrder:
@@ -564,13 +782,21 @@ def ingest_source(
     *,
     force: bool = False,
     keyring: Keyring | None = None,
+    confined: bool = False,
 ) -> SourceResult:
     """Ingest every new or changed file of ``source``; a bad file fails alone, the rest go on.
 
     Files are pipelined: while one file's transaction commits, the next is parsed on another
     connection (DuckDB runs both at once). Transactions still run one at a time and in file
     order, so a later file's rows (and vault entries) win exactly as in a sequential load.
-    An error other than a bad file stops the load: files after it are not committed.
+    An error other than a bad file (the warehouse lost, the disk full) stops the load: files
+    after it are not committed.
+
+    ``confined``: before any file is read, the database of ``con`` loses access to every file
+    but the source's landing folder and this load's scratch folder, for good (``sql.confine``:
+    SQL that slipped through could not read the keyring or write a file). Only for a
+    connection opened for this load, as the Dagster step does: it affects every connection of
+    this process to the same database until all are closed.
 
     A missing or wrong keyring fails the whole source before anything is written."""
     spec = SOURCE_SPECS[source]
@@ -579,6 +805,22 @@ def ingest_source(
         if keyring is None:
             raise KeyringError(f"{source} carries personal data: a keyring is required")
         bind_keyring(con, keyring)
+    with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as scratch:
+        if confined:
+            confine(con, [str(Path(landing_dir) / source), scratch])
+        return _ingest_files(con, landing_dir, spec, partition_keys, force, keyring, Path(scratch))
+
+
+def _ingest_files(
+    con: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    spec: SourceSpec,
+    partition_keys: Iterable[str] | None,
+    force: bool,
+    keyring: Keyring | None,
+    scratch: Path,
+) -> SourceResult:
+    source = spec.name
     files = landing_files(landing_dir, source, partition_keys)
     order = _InOrder()
     local = threading.local()
@@ -600,6 +842,7 @@ def ingest_source(
                 force=force,
                 keyring=keyring,
                 turn=order.turn(index),
+                scratch=scratch,
             )
         except IngestionError as error:
             rel = path.relative_to(landing_dir).as_posix()
@@ -631,9 +874,12 @@ def unbalanced_ledger_rows(con: duckdb.DuckDBPyConnection, source: str) -> list[
     rows actually present in raw/quarantine for that file. Empty when the books balance."""
     return con.execute(
         f"""
-        with raw_rows as (select _source_file as path, count(*) as n from raw.{source} group by 1),
+        with raw_rows as (
+            select _source_file as path, count(*) as n from {qualified("raw", source)} group by 1
+        ),
         quarantined as (
-            select source_file as path, count(*) as n from quarantine.{source} group by 1
+            select source_file as path, count(*) as n
+            from {qualified("quarantine", source)} group by 1
         )
         select l.path, l.data_lines, l.rows_loaded, l.rows_quarantined,
                coalesce(r.n, 0) as in_raw, coalesce(q.n, 0) as in_quarantine

@@ -13,6 +13,7 @@ Personal data never reaches a raw table:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -174,6 +175,20 @@ SOURCE_SPECS: dict[str, SourceSpec] = {
         ),
     )
 }
+
+
+def identifier_name(column: str) -> str:
+    """A column name reduced for comparison with identifier names: ``Full Name`` -> full_name."""
+    return re.sub(r"[^a-z0-9]+", "_", column.strip().lower()).strip("_")
+
+
+# Names of the columns that identify a person in some feed (vaulted or pseudonymised there): a
+# feed without personal data refuses a file with an extra column so named.
+IDENTIFIER_COLUMNS = frozenset(
+    identifier_name(column)
+    for spec in SOURCE_SPECS.values()
+    for column in (*spec.identifiers, *filter(None, [spec.pseudonymise]))
+)
 
 # Columns the loader adds to every raw table: where each row came from.
 LINEAGE_COLUMNS = {

@@ -98,7 +98,7 @@ def test_unchanged_file_is_skipped_and_force_reload_replaces_not_duplicates(con,
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
-        ("A2,2025-02-01,yes,0", 'defaulted: "yes" is not a valid integer'),
+        ("A2,2025-02-01,yes,0", "defaulted: not a valid integer"),
         ("A2,2025-02-01,0", "missing columns"),
         ("A2,2025-02-01,0,0,surplus", "too many columns"),
         (",2025-02-01,0,0", "application_id is empty"),
@@ -174,8 +174,8 @@ def test_columns_in_another_order_and_extra_columns_are_kept(con, landing):
         ("2025-02-01.csv", HEADER.encode() + b",r\xe9gion\nA1,2025-02-01,0,0,x\n", "not UTF-8"),
         (
             "2025-02-01.csv",
-            f"{HEADER}\nA1,2025-02-01,0,0\n".encode() + b"A\xe92,x,0,0\n",
-            "line 3 is not UTF-8",
+            f"{HEADER}\nA1,2025-02-01,0,0\n".encode() + b"A\xe92,x,0,0\nA\xe93,x,0,0\n",
+            "2 of 3 lines are not UTF-8 text — re-export the file as UTF-8",
         ),
     ],
 )
@@ -224,10 +224,10 @@ def test_an_error_that_is_not_the_files_fault_stops_later_files_from_committing(
         write(landing, f"2025-03-{day:02d}.csv", f"{HEADER}\nA{day},2025-03-{day:02d},0,0\n")
     replace = loader._replace_rows
 
-    def failing(con, rel, *args):
+    def failing(con, rel, *args, **kwargs):
         if rel.endswith("2025-03-03.csv"):
             raise OSError("No space left on device")
-        return replace(con, rel, *args)
+        return replace(con, rel, *args, **kwargs)
 
     monkeypatch.setattr(loader, "_replace_rows", failing)
     with pytest.raises(OSError, match="No space left"):
