@@ -8,21 +8,35 @@ import os
 import sys
 import textwrap
 from datetime import date
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.settings import PROJECT_ROOT, get_settings
+from mlops_assets.text import printable
 
 app = typer.Typer(
     help="Operate the MLOps data platform: generate sample data, run the pipeline, open the UI.",
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(stderr=True)
+# Everything printed is text: names, values, paths and arguments are data, so Rich never reads
+# them as markup (`[/b]` would crash, `[link=…]` would become a hyperlink) nor highlights them.
+# Colour is given as a style (`style=`, `Text.assemble`), never written into the text.
+# Messages are not wrapped: a path broken across lines cannot be copied.
+console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+out = Console(markup=False, highlight=False)  # stdout: tables a person reads
+
+
+def _say(label: str, style: str, message: str) -> None:
+    """``label`` in ``style``, then ``message``."""
+    console.print(Text.assemble((label, style), " ", message))
 
 
 @app.command()
@@ -64,7 +78,7 @@ def generate(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     target = out or get_settings().landing_dir
-    with console.status(f"generating {days} days into {target}"):
+    with console.status(Text(f"generating {days} days into {target}")):
         report = write(config, target)
     table = Table(
         "source", "files", "data lines", "dirty records", title=f"Landing files in {target}"
@@ -105,26 +119,27 @@ def run(
 
         def on_event(kind: str, step: str) -> None:
             if kind == "start":
-                status.update(f"running {step}")
+                status.update(Text(f"running {step}"))
             else:
                 style = {"success": "green", "failure": "red", "skipped": "yellow"}[kind]
-                console.print(f"[{style}]{kind:>8}[/] {step}")
+                console.print(Text.assemble((f"{kind:>8}", style), f" {step}"))
 
         try:
             report = run_pipeline(settings, fetch_table_metadata=table_metadata, on_event=on_event)
         except RunSetupError as error:
-            console.print(f"[red]cannot run:[/] {error}", soft_wrap=True)
+            _say("cannot run:", "red", str(error))
             raise typer.Exit(2) from None
         except OSError as error:
             if error.errno not in STORAGE_ERRORS:
                 raise
             # The disk filled up (or went read-only) under Dagster's own bookkeeping: every
             # warehouse write is a transaction and the next run redoes this one's days.
-            console.print(
-                f"[red]run stopped:[/] {error.strerror} ({error.filename or settings.home}): "
-                "free space (or make MLOPS_HOME writable) and run again — nothing was left "
-                "half-written, and the next run redoes what this one did not finish",
-                soft_wrap=True,
+            _say(
+                "run stopped:",
+                "red",
+                f"{error.strerror} ({error.filename or settings.home}): free space (or make "
+                "MLOPS_HOME writable) and run again — nothing was left half-written, and the "
+                "next run redoes what this one did not finish",
             )
             raise typer.Exit(1) from None
     if json_output:
@@ -136,7 +151,7 @@ def run(
 
 def _print_report(report, settings) -> None:
     for notice in report.notices:
-        console.print(f"[yellow]{notice}[/]")
+        console.print(notice, style="yellow")
     for refused in report.refused_files:  # names from the landing folder: text, never markup
         console.print(f"refused, not ingested: {refused}", style="yellow", markup=False)
     days = report.ingested_days
@@ -152,38 +167,43 @@ def _print_report(report, settings) -> None:
     stages = Table("stage", "seconds", title="Time per stage")
     for stage, seconds in report.stage_seconds.items():
         stages.add_row(stage, f"{seconds:.1f}")
-    stages.add_row("[bold]total run[/]", f"{report.seconds:.1f}")
+    stages.add_row(Text("total run", style="bold"), f"{report.seconds:.1f}")
     console.print(stages)
     passed = sum(c.passed for c in report.checks)
     console.print(
-        f"checks: [green]{passed} passed[/], "
-        f"[red]{len(report.checks) - passed} failed[/] "
-        f"({len(report.failed_blocking_checks)} blocking)"
+        Text.assemble(
+            "checks: ",
+            (f"{passed} passed", "green"),
+            ", ",
+            (f"{len(report.checks) - passed} failed", "red"),
+            f" ({len(report.failed_blocking_checks)} blocking)",
+        )
     )
     for check in report.checks:
         if not check.passed:
-            kind = "[red]blocking[/]" if check.blocking else "[yellow]warning[/]"
-            console.print(f"  {kind} {check.asset} {check.name}")
+            kind = ("blocking", "red") if check.blocking else ("warning", "yellow")
+            console.print(Text.assemble("  ", kind, f" {check.asset} {check.name}"))
             if check.detail:
-                console.print(textwrap.indent(check.detail, "      "), markup=False)
+                console.print(textwrap.indent(check.detail, "      "))
     quarantined = sum(report.quarantined.values())
     console.print(
         f"quarantined rows: {quarantined:,} "
         + ", ".join(f"{k.split('.')[1]}={v:,}" for k, v in report.quarantined.items())
     )
     if report.drifted_days:
-        console.print(
-            f"[yellow]drift[/] on {len(report.drifted_days)} of the ingested days "
-            f"(from {report.drifted_days[0]}): {settings.reports_dir / 'drift'}/<day>.html, "
-            "monitoring.drift_reports"
+        _say(
+            "drift",
+            "yellow",
+            f"on {len(report.drifted_days)} of the ingested days (from "
+            f"{report.drifted_days[0]}): {settings.reports_dir / 'drift'}/<day>.html, "
+            "monitoring.drift_reports",
         )
     for step in report.failed_steps:
-        console.print(f"[red]failed step:[/] {step}")
+        _say("failed step:", "red", step)
     console.print(f"dbt and Dagster log of this run: {report.log_path}")
-    verdict = "[green]run succeeded[/]" if report.ok else "[red]run failed[/]"
-    console.print(
-        f"{verdict} in {report.seconds:.1f}s — run {report.run_id} "
-        "(open `make ui` to see it in Dagster)"
+    _say(
+        *(("run succeeded", "green") if report.ok else ("run failed", "red")),
+        f"in {report.seconds:.1f}s — run {report.run_id} (open `make ui` to see it in Dagster)",
     )
 
 
@@ -200,8 +220,9 @@ app.add_typer(models_app, name="models")
 
 
 def _fail(error: Exception, code: int = 1) -> None:
-    # Not wrapped: an error names files, and a path broken across lines cannot be copied.
-    console.print(f"[red]error:[/] {error}", soft_wrap=True)
+    # An error may quote a path or an argument: its control characters are shown escaped, its
+    # own line breaks kept.
+    _say("error:", "red", "\n".join(map(printable, str(error).splitlines())))
     raise typer.Exit(code)
 
 
@@ -251,10 +272,20 @@ def keys_status(
         console.print(f"  version {version}{active}: {used:,} encrypted values")
 
 
+# What the keys and pii commands refuse with a message (exit 1) rather than a traceback: the
+# keyring, the vault, or a home without a warehouse (nothing is created there).
+def _refusals() -> tuple[type[Exception], ...]:
+    from mlops_assets.security.keyring import KeyringError
+    from mlops_assets.security.vault import VaultError
+    from mlops_assets.warehouse import WarehouseMissingError
+
+    return KeyringError, VaultError, WarehouseMissingError
+
+
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Add a key version and re-encrypt every vault value with it, in one transaction."""
-    from mlops_assets.security.keyring import Keyring, KeyringError
+    from mlops_assets.security.keyring import Keyring
     from mlops_assets.security.vault import rotate
     from mlops_assets.warehouse import connection
 
@@ -263,7 +294,7 @@ def keys_rotate() -> None:
         keyring = Keyring.load(settings.keyring_path)
         with connection(settings.warehouse_path) as con:
             version, count = rotate(con, keyring)
-    except KeyringError as error:
+    except _refusals() as error:
         _fail(error)
     console.print(
         f"key version {version} is active; {count:,} values re-encrypted. Older "
@@ -274,8 +305,8 @@ def keys_rotate() -> None:
 @keys_app.command("retire")
 def keys_retire(version: Annotated[int, typer.Argument(help="Key version to remove.")]) -> None:
     """Remove a key version from the keyring; refused while any value still uses it."""
-    from mlops_assets.security.keyring import Keyring, KeyringError
-    from mlops_assets.security.vault import VaultError, retire
+    from mlops_assets.security.keyring import Keyring
+    from mlops_assets.security.vault import retire
     from mlops_assets.warehouse import connection
 
     settings = get_settings()
@@ -283,7 +314,7 @@ def keys_retire(version: Annotated[int, typer.Argument(help="Key version to remo
         keyring = Keyring.load(settings.keyring_path)
         with connection(settings.warehouse_path) as con:
             retire(con, keyring, version)
-    except (KeyringError, VaultError) as error:
+    except _refusals() as error:
         _fail(error)
     console.print(f"key version {version} retired")
 
@@ -294,9 +325,11 @@ def pii_reveal(
     reason: Annotated[str, typer.Option(help="Why: recorded in audit.pii_access.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
-    """Decrypt one customer's identifiers; the access is appended to audit.pii_access."""
-    from mlops_assets.security.keyring import Keyring, KeyringError
-    from mlops_assets.security.vault import VaultError, reveal
+    """Decrypt one customer's identifiers; the access is appended to audit.pii_access.
+    Values are shown as text, their control characters escaped (`\\x1b`); --json gives them
+    exactly."""
+    from mlops_assets.security.keyring import Keyring
+    from mlops_assets.security.vault import reveal
     from mlops_assets.warehouse import connection
 
     settings = get_settings()
@@ -304,7 +337,7 @@ def pii_reveal(
         keyring = Keyring.load(settings.keyring_path)
         with connection(settings.warehouse_path) as con:
             values = reveal(con, keyring, customer, reason)
-    except (KeyringError, VaultError) as error:
+    except _refusals() as error:
         _fail(error)
     if json_output:
         print(
@@ -313,59 +346,79 @@ def pii_reveal(
             )
         )
     else:
-        table = Table("column", "value", title=f"customer {customer} (access audited)")
+        table = Table("column", "value", title=f"customer {printable(customer)} (access audited)")
         for column, value in values.items():
-            table.add_row(column, value)
-        Console().print(table)
+            table.add_row(column, printable(value))
+        out.print(table)
     for column, why in values.unreadable.items():
-        console.print(f"[red]error:[/] {column} of {customer} is unreadable: {why}", soft_wrap=True)
+        _say("error:", "red", f"{column} of {printable(customer)} is unreadable: {why}")
     if values.unreadable:
         raise typer.Exit(1)
 
 
+# The feeds whose quarantined lines are stored encrypted: the only values --source takes.
+PersonalSource = StrEnum(
+    "PersonalSource", {name: name for name, spec in SOURCE_SPECS.items() if spec.has_personal_data}
+)
+
+
 @pii_app.command("quarantined-line")
 def pii_quarantined_line(
-    source: Annotated[str, typer.Option(help="customers or applications.")],
+    source: Annotated[PersonalSource, typer.Option(help="The feed the line came from.")],
     file: Annotated[str, typer.Option(help="Landing path, e.g. customers/2025-01-03.csv.")],
     line: Annotated[int, typer.Option(help="Line number in that file.")],
     reason: Annotated[str, typer.Option(help="Why: recorded in audit.pii_access.")],
 ) -> None:
-    """Decrypt one quarantined line of a personal-data feed, to fix it at the source (audited)."""
-    from mlops_assets.security.keyring import Keyring, KeyringError
-    from mlops_assets.security.vault import VaultError, reveal_quarantined_line
+    """Decrypt one quarantined line of a personal-data feed, to fix it at the source (audited).
+    Control characters are shown escaped (`\\x1b`, `\\t`; a backslash doubled). Exit 1 when the
+    line is unknown, or was erased with its customer (`mlops pii forget`)."""
+    from mlops_assets.security.keyring import Keyring
+    from mlops_assets.security.vault import reveal_quarantined_line
     from mlops_assets.warehouse import connection
 
     settings = get_settings()
     try:
         keyring = Keyring.load(settings.keyring_path)
         with connection(settings.warehouse_path) as con:
-            text = reveal_quarantined_line(con, keyring, source, file, line, reason)
-    except (KeyringError, VaultError) as error:
+            text = reveal_quarantined_line(con, keyring, source.value, file, line, reason)
+    except _refusals() as error:
         _fail(error)
-    print(text)
+    print(printable(text))
 
 
 @pii_app.command("forget")
 def pii_forget(
     customer: Annotated[str, typer.Option(help="The customer_key (pseudonym) to erase.")],
     reason: Annotated[
-        str, typer.Option(help="Why: recorded in audit.pii_access.")
+        str, typer.Option(help="Why: recorded in audit.pii_access (not empty).")
     ] = "right to erasure request",
 ) -> None:
-    """Right to erasure: delete the customer's vault entry for good (audited)."""
-    from mlops_assets.security.vault import VaultError, forget
+    """Right to erasure: delete the customer's vault entry and the quarantined lines that name
+    them, for good (audited). Exit 1 when nothing of theirs was found, or when a quarantined
+    line could not be decrypted to be checked."""
+    from mlops_assets.security.keyring import Keyring
+    from mlops_assets.security.vault import forget
     from mlops_assets.warehouse import connection
 
     settings = get_settings()
     try:
+        keyring = Keyring.load(settings.keyring_path)
         with connection(settings.warehouse_path) as con:
-            count = forget(con, customer, reason)
-    except VaultError as error:
+            erased = forget(con, keyring, customer, reason)
+    except _refusals() as error:
         _fail(error)
     console.print(
-        f"erased {count} values of customer {customer}; the pseudonym can no longer "
-        "be linked to a person, and later loads of their records keep it that way"
+        f"erased {erased.cells} values and {erased.lines} quarantined lines of customer "
+        f"{printable(customer)}; the pseudonym can no longer be linked to a person, and later "
+        "loads of their records keep it that way"
     )
+    if erased.unreadable_lines:
+        _fail(
+            RuntimeError(
+                f"{erased.unreadable_lines} quarantined lines failed authentication and could not "
+                "be checked for this customer: they are damaged or from another keyring"
+            )
+        )
 
 
 @models_app.command("list")
@@ -633,7 +686,7 @@ def ui(
     except RunSetupError as error:
         _fail(error, 2)
     if notice:
-        console.print(f"[yellow]{notice}[/]")
+        console.print(notice, style="yellow")
     settings.ensure_dagster_home()
     os.environ["MLOPS_HOME"] = str(settings.home)
     # dagster-dbt runs `dbt` from PATH: this environment's, even when the venv is not active.

@@ -36,14 +36,28 @@ def is_lock_error(error: BaseException | str) -> bool:
     return "could not set lock" in str(error).lower()
 
 
+class WarehouseMissingError(FileNotFoundError):
+    """No warehouse file where one was expected: MLOPS_HOME is wrong, or nothing ran yet."""
+
+
 def connect(
-    path: Path, *, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS
+    path: Path,
+    *,
+    read_only: bool = False,
+    create: bool = False,
+    wait_seconds: float = LOCK_WAIT_SECONDS,
 ) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, retrying while another process holds the lock."""
+    """Open the warehouse, retrying while another process holds the lock.
+
+    Only a writer that builds the warehouse (``create``: the pipeline's steps) makes a missing
+    file; every other caller is refused, so a mistyped MLOPS_HOME never gains an empty one."""
     path = Path(path)
-    if read_only and not path.exists():
-        raise FileNotFoundError(f"warehouse {path} does not exist yet: run `mlops run` first")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        if read_only or not create:
+            raise WarehouseMissingError(
+                f"no warehouse at {path}: check MLOPS_HOME, or run `mlops run` first to build it"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_seconds
     delay = 0.1
     while True:
@@ -71,10 +85,14 @@ def connect(
 
 @contextlib.contextmanager
 def connection(
-    path: Path, *, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS
+    path: Path,
+    *,
+    read_only: bool = False,
+    create: bool = False,
+    wait_seconds: float = LOCK_WAIT_SECONDS,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection that is always closed, so the file lock is released deterministically."""
-    con = connect(path, read_only=read_only, wait_seconds=wait_seconds)
+    con = connect(path, read_only=read_only, create=create, wait_seconds=wait_seconds)
     try:
         yield con
     finally:

@@ -4,10 +4,18 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import dagster as dg
 
+from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.resources import WarehouseResource
 from mlops_assets.security.scan import IDENTIFIER_PATTERNS, find_identifiers
 
 CHECK_NAME = "no_direct_identifiers"
+
+
+def _quarantine_of(key: dg.AssetKey) -> list[str]:
+    """The quarantine table the loader writes beside a raw table."""
+    if len(key.path) == 2 and key.path[0] == "raw" and key.path[1] in SOURCE_SPECS:
+        return [f"quarantine.{key.path[1]}"]
+    return []
 
 
 def build_identifier_checks(
@@ -17,11 +25,17 @@ def build_identifier_checks(
 ) -> dg.AssetChecksDefinition:
     """One blocking check per warehouse table asset (key = [schema, table]). ``also_scan``
     adds tables an asset writes beside its own (``schema.table``), e.g. its quarantine;
-    ``tables_of`` names the tables of an asset whose key is not a table."""
+    ``tables_of`` names the tables of an asset whose key is not a table. A raw table's
+    quarantine (``quarantine.<source>``: reasons and, for feeds without personal data, the
+    lines as read) is always scanned with it."""
     keys = list(keys)
     tables_of = dict(tables_of or {})
     also_scan = {
-        key: [*tables_of.get(key, [".".join(key.path)]), *(also_scan or {}).get(key, ())]
+        key: [
+            *tables_of.get(key, [".".join(key.path)]),
+            *_quarantine_of(key),
+            *(also_scan or {}).get(key, ()),
+        ]
         for key in keys
     }
     specs = [

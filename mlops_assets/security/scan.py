@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import duckdb
 
 from mlops_assets.ingestion.sources import SOURCE_SPECS
+from mlops_assets.sql import ident, literal, qualified
 
 # Columns that hold direct identifiers in the feeds; none may exist outside the vault.
 IDENTIFIER_COLUMNS = frozenset(
@@ -49,12 +50,12 @@ def find_identifiers(con: duckdb.DuckDBPyConnection, schema: str, table: str) ->
     text = [c for c, dtype in columns if dtype in ("VARCHAR", "JSON")]
     if not text:
         return findings
-    counts = ", ".join(
-        f"count(*) filter (where regexp_matches(\"{c}\"::varchar, '{pattern}'))"
+    counts_sql = ", ".join(
+        f"count(*) filter (where regexp_matches({ident(c)}::varchar, {literal(pattern)}))"
         for c in text
         for pattern in IDENTIFIER_PATTERNS.values()
     )
-    row = con.execute(f'select {counts} from "{schema}"."{table}"').fetchone()
+    row = con.execute(f"select {counts_sql} from {qualified(schema, table)}").fetchone()
     cells = [(c, kind) for c in text for kind in IDENTIFIER_PATTERNS]
     findings += [
         Finding(name, column, kind, n) for (column, kind), n in zip(cells, row, strict=True) if n

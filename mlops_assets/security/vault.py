@@ -8,16 +8,23 @@ sources that carry identifiers are encrypted the same way (``raw_line_encrypted`
 
 from __future__ import annotations
 
+import csv
 import getpass
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import duckdb
 import pandas as pd
 
 from mlops_assets.security.keyring import DecryptionError, Keyring, KeyringError
+from mlops_assets.sql import ident, qualified
 from mlops_assets.warehouse import scalar
 
+# The vault table: its name in the associated data, and quoted for SQL.
 PII_TABLE = "vault.customer_pii"
+PII_SCHEMA, PII_NAME = PII_TABLE.split(".")
+PII_TABLE_SQL = qualified(PII_SCHEMA, PII_NAME)
 
 
 class VaultError(RuntimeError):
@@ -30,12 +37,12 @@ def associated_data(table: str, column: str, row_key: str) -> bytes:
 
 def ensure_vault(con: duckdb.DuckDBPyConnection) -> None:
     for schema in ("vault", "audit"):
-        con.execute(f"create schema if not exists {schema}")
+        con.execute(f"create schema if not exists {ident(schema)}")
     # One row per (customer_key, column_name), kept so by store_customer_pii (delete, then
     # insert, in the caller's transaction). No primary key: DuckDB holds a key's index in
     # memory, and at 10M applications (44M cells) it would not fit the memory limit.
     con.execute(
-        f"create table if not exists {PII_TABLE} ("
+        f"create table if not exists {PII_TABLE_SQL} ("
         "customer_key varchar not null, column_name varchar not null, ciphertext blob not null, "
         "key_version integer not null, updated_at timestamp not null)"
     )
@@ -43,12 +50,13 @@ def ensure_vault(con: duckdb.DuckDBPyConnection) -> None:
         con,
         "select count(*) from duckdb_constraints() where schema_name = ? and table_name = ? "
         "and constraint_type = 'PRIMARY KEY'",
-        PII_TABLE.split("."),
+        [PII_SCHEMA, PII_NAME],
     ):
         # A vault made before the key was dropped: same rows, without the index.
-        con.execute(f"create table {PII_TABLE}_rebuilt as from {PII_TABLE}")
-        con.execute(f"drop table {PII_TABLE}")
-        con.execute(f"alter table {PII_TABLE}_rebuilt rename to {PII_TABLE.split('.')[1]}")
+        rebuilt_sql = qualified(PII_SCHEMA, PII_NAME + "_rebuilt")
+        con.execute(f"create table {rebuilt_sql} as from {PII_TABLE_SQL}")
+        con.execute(f"drop table {PII_TABLE_SQL}")
+        con.execute(f"alter table {rebuilt_sql} rename to {ident(PII_NAME)}")
     con.execute(
         "create table if not exists vault.erased_customers ("
         "customer_key varchar primary key, erased_at timestamp not null)"
@@ -62,6 +70,19 @@ def ensure_vault(con: duckdb.DuckDBPyConnection) -> None:
         "accessed_at timestamp not null, os_user varchar not null, action varchar not null, "
         "customer_key varchar not null, columns varchar[], reason varchar not null)"
     )
+    # Erasure marks the quarantined lines whose ciphertext it deleted: the encrypted quarantine
+    # tables (made by the loader) get the column here, older ones included.
+    marked = {
+        name
+        for (name,) in con.execute(
+            "select table_name from information_schema.columns "
+            "where table_schema = ? and column_name = 'erased_at'",
+            [QUARANTINE_SCHEMA],
+        ).fetchall()
+    }
+    for location in quarantine_locations(con):
+        if location.name not in marked:
+            con.execute(f"alter table {location.table_sql} add column erased_at timestamp")
 
 
 def bind_keyring(con: duckdb.DuckDBPyConnection, keyring: Keyring) -> None:
@@ -140,11 +161,11 @@ def write_sealed_pii(con: duckdb.DuckDBPyConnection, sealed: pd.DataFrame) -> in
             "where row_key not in (select customer_key from vault.erased_customers)"
         )
         con.execute(
-            f"delete from {PII_TABLE} as p using _sealed_kept as s "
+            f"delete from {PII_TABLE_SQL} as p using _sealed_kept as s "
             "where p.customer_key = s.row_key and p.column_name = s.column_name"
         )
         con.execute(
-            f"insert into {PII_TABLE} "
+            f"insert into {PII_TABLE_SQL} "
             "select row_key, column_name, ciphertext, key_version, now() from _sealed_kept"
         )
         return con.execute("select count(*) from _sealed_kept").fetchone()[0]
@@ -183,7 +204,7 @@ def reveal(
         raise VaultError("a reason is required to reveal personal data")
     ensure_vault(con)
     rows = con.execute(
-        f"select column_name, ciphertext, key_version from {PII_TABLE} "
+        f"select column_name, ciphertext, key_version from {PII_TABLE_SQL} "
         "where customer_key = ? order by column_name",
         [customer_key],
     ).fetchall()
@@ -206,81 +227,189 @@ def reveal(
     return Revealed(values, unreadable)
 
 
+@dataclass(frozen=True)
+class EncryptedColumn:
+    """A column of ciphertext, and SQL for the parts of each value's associated data that vary
+    by row (the row key and the column name)."""
+
+    schema: str
+    name: str
+    blob: str
+    row_key_sql: str
+    column_sql: str
+
+    @property
+    def table(self) -> str:
+        """The table's name as the associated data spells it."""
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def table_sql(self) -> str:
+        return qualified(self.schema, self.name)
+
+    @property
+    def blob_sql(self) -> str:
+        return ident(self.blob)
+
+
+QUARANTINE_SCHEMA = "quarantine"
+VAULT_CELLS = EncryptedColumn(PII_SCHEMA, PII_NAME, "ciphertext", "customer_key", "column_name")
+
+
+def quarantine_locations(con: duckdb.DuckDBPyConnection) -> list[EncryptedColumn]:
+    """The quarantine tables whose lines are stored encrypted (feeds with personal data)."""
+    names = con.execute(
+        "select table_name from information_schema.columns "
+        "where table_schema = ? and column_name = 'raw_line_encrypted' order by 1",
+        [QUARANTINE_SCHEMA],
+    ).fetchall()
+    return [
+        EncryptedColumn(
+            QUARANTINE_SCHEMA,
+            name,
+            "raw_line_encrypted",
+            "source_file || ':' || line_number",
+            "'raw_line'",
+        )
+        for (name,) in names
+    ]
+
+
+def encrypted_locations(con: duckdb.DuckDBPyConnection) -> list[EncryptedColumn]:
+    """Every encrypted column in the warehouse: rotation re-encrypts all of them."""
+    return [VAULT_CELLS, *quarantine_locations(con)]
+
+
+def _quarantine_location(con: duckdb.DuckDBPyConnection, source: str) -> EncryptedColumn:
+    locations = {location.name: location for location in quarantine_locations(con)}
+    if source not in locations:
+        raise VaultError(
+            f"{source!r} has no encrypted quarantined lines: the feeds with personal data are "
+            f"{', '.join(locations) or 'not loaded yet'}"
+        )
+    return locations[source]
+
+
 def reveal_quarantined_line(
     con: duckdb.DuckDBPyConnection, keyring: Keyring, source: str, path: str, line: int, reason: str
 ) -> str:
-    """Decrypt one quarantined line of a personal-data feed (to fix the feed), audited."""
+    """Decrypt one quarantined line of a personal-data feed (to fix the feed), audited.
+    A line erased with its customer (:func:`forget`) is refused, saying so."""
     if not reason.strip():
         raise VaultError("a reason is required to reveal personal data")
     ensure_vault(con)
-    table = f"quarantine.{source}"
+    location = _quarantine_location(con, source)
     row = con.execute(
-        f"select raw_line_encrypted, key_version from {table} "
-        "where source_file = ? and line_number = ? and raw_line_encrypted is not null",
+        f"select {location.blob_sql}, key_version, erased_at from {location.table_sql} "
+        "where source_file = ? and line_number = ?",
         [path, line],
     ).fetchone()
-    if row is None:
-        raise VaultError(f"no encrypted quarantined line {path}:{line} in {table}")
-    text = keyring.decrypt(row[0], row[1], associated_data(table, "raw_line", f"{path}:{line}"))
+    if row is not None and row[2] is not None:
+        raise VaultError(
+            f"quarantined line {path}:{line} was erased on {row[2]:%Y-%m-%d %H:%M} with its "
+            "customer's personal data (`mlops pii forget`): nothing left to show"
+        )
+    if row is None or row[0] is None:
+        raise VaultError(f"no encrypted quarantined line {path}:{line} in {location.table}")
+    key = f"{path}:{line}"
+    text = keyring.decrypt(row[0], row[1], associated_data(location.table, "raw_line", key))
     # The audit row names the line in place of a customer: the line's customer is unknown.
-    _audit(con, "reveal_quarantined_line", f"{path}:{line}", [f"{table}.raw_line"], reason)
+    _audit(con, "reveal_quarantined_line", key, [f"{location.table}.raw_line"], reason)
     return text
 
 
-def forget(con: duckdb.DuckDBPyConnection, customer_key: str, reason: str) -> int:
-    """Right to erasure: delete the customer's vault entry and keep them out of it for good."""
-    ensure_vault(con)
+def customer_keys_in_line(keyring: Keyring, line: str) -> set[str]:
+    """The pseudonyms of every field of a CSV line: whichever column holds the customer id (a
+    feed with swapped columns too), its customer_key is among them."""
+    try:
+        fields = next(csv.reader([line]), [])
+    except csv.Error:  # a line broken enough to be quarantined may not parse as CSV
+        fields = line.split(",")
+    return {keyring.pseudonym(field) for field in fields if field.strip()}
+
+
+class Erasure(NamedTuple):
+    cells: int  # vault cells deleted
+    lines: int  # quarantined lines whose ciphertext was deleted
+    unreadable_lines: int  # quarantined lines that failed authentication: not checked
+
+
+def _quarantined_lines_of(
+    con: duckdb.DuckDBPyConnection, keyring: Keyring, customer_key: str
+) -> tuple[dict[EncryptedColumn, list[tuple[int, str]]], int]:
+    """The quarantined lines naming the customer, per table as (rowid, ``file:line``), and how
+    many lines did not decrypt. One AES-GCM call per line: the quarantine is small."""
+    found: dict[EncryptedColumn, list[tuple[int, str]]] = {}
+    unreadable = 0
+    for location in quarantine_locations(con):
+        rows = con.execute(
+            f"select rowid, {location.row_key_sql}, {location.blob_sql}, key_version "
+            f"from {location.table_sql} where {location.blob_sql} is not null"
+        ).fetchall()
+        for rowid, row_key, blob, version in rows:
+            aad = associated_data(location.table, "raw_line", row_key)
+            try:
+                line = keyring.decrypt(blob, version, aad)
+            except DecryptionError:
+                unreadable += 1
+                continue
+            if customer_key in customer_keys_in_line(keyring, line):
+                found.setdefault(location, []).append((rowid, row_key))
+    return found, unreadable
+
+
+def forget(
+    con: duckdb.DuckDBPyConnection, keyring: Keyring, customer_key: str, reason: str
+) -> Erasure:
+    """Right to erasure: delete the customer's vault entry and the ciphertext of every
+    quarantined line that names them, and keep them out of the vault for good.
+
+    An erased line keeps its row (file, line number, reason, ``erased_at``), so the ledger's
+    counts still balance."""
+    if not reason.strip():
+        raise VaultError("a reason is required to erase personal data")
+    bind_keyring(con, keyring)
     con.execute("begin transaction")
     try:
         columns = [
             c
             for (c,) in con.execute(
-                f"select column_name from {PII_TABLE} where customer_key = ? order by 1",
+                f"select column_name from {PII_TABLE_SQL} where customer_key = ? order by 1",
                 [customer_key],
             ).fetchall()
         ]
-        if not columns:
-            raise VaultError(f"no personal data in the vault for customer_key {customer_key}")
-        con.execute(f"delete from {PII_TABLE} where customer_key = ?", [customer_key])
+        lines, unreadable = _quarantined_lines_of(con, keyring, customer_key)
+        if not columns and not lines:
+            raise VaultError(
+                f"no personal data in the vault or the quarantine for customer_key {customer_key}"
+            )
+        con.execute(f"delete from {PII_TABLE_SQL} where customer_key = ?", [customer_key])
+        for location, rows in lines.items():
+            con.execute(
+                f"update {location.table_sql} set {location.blob_sql} = null, key_version = null, "
+                "erased_at = now() where rowid in (select unnest(?))",
+                [[rowid for rowid, _ in rows]],
+            )
         con.execute(
             "insert or replace into vault.erased_customers values (?, now())", [customer_key]
         )
-        _audit(con, "forget", customer_key, columns, reason)
+        erased_lines = [f"{loc.table}:{key}" for loc, rows in lines.items() for _, key in rows]
+        _audit(con, "forget", customer_key, [*columns, *erased_lines], reason)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
-    return len(columns)
-
-
-# Every encrypted column in the warehouse: (table, key expression, ciphertext col, version col,
-# AAD column name). Rotation re-encrypts all of them.
-def encrypted_locations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str, str, str]]:
-    locations = [(PII_TABLE, "customer_key", "column_name", "ciphertext", "key_version")]
-    quarantined = con.execute(
-        "select table_schema || '.' || table_name from information_schema.columns "
-        "where table_schema = 'quarantine' and column_name = 'raw_line_encrypted'"
-    ).fetchall()
-    locations += [
-        (
-            table,
-            "source_file || ':' || line_number",
-            "'raw_line'",
-            "raw_line_encrypted",
-            "key_version",
-        )
-        for (table,) in quarantined
-    ]
-    return locations
+    return Erasure(len(columns), len(erased_lines), unreadable)
 
 
 def key_usage(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
     """How many encrypted values use each key version."""
     ensure_vault(con)
     usage: dict[int, int] = {}
-    for table, _, _, blob, version in encrypted_locations(con):
+    for location in encrypted_locations(con):
         for v, n in con.execute(
-            f"select {version}, count(*) from {table} where {blob} is not null group by 1"
+            f"select key_version, count(*) from {location.table_sql} "
+            f"where {location.blob_sql} is not null group by 1"
         ).fetchall():
             usage[v] = usage.get(v, 0) + n
     return usage
@@ -298,14 +427,15 @@ def rotate(con: duckdb.DuckDBPyConnection, keyring: Keyring) -> tuple[int, int]:
     total = 0
     con.execute("begin transaction")
     try:
-        for table, key, column, blob, version_col in encrypted_locations(con):
+        for location in encrypted_locations(con):
             rows = con.execute(
-                f"select rowid, {key}, {column}, {blob}, {version_col} from {table} "
-                f"where {blob} is not null"
+                f"select rowid, {location.row_key_sql}, {location.column_sql}, "
+                f"{location.blob_sql}, key_version from {location.table_sql} "
+                f"where {location.blob_sql} is not null"
             ).fetchall()
             resealed = []
             for rowid, row_key, column_name, ciphertext, old_version in rows:
-                aad = associated_data(table, column_name, row_key)
+                aad = associated_data(location.table, column_name, row_key)
                 plain = keyring.decrypt(ciphertext, old_version, aad)
                 new_blob, new_version = keyring.encrypt(plain, aad)
                 resealed.append((rowid, new_blob, new_version))
@@ -314,8 +444,9 @@ def rotate(con: duckdb.DuckDBPyConnection, keyring: Keyring) -> tuple[int, int]:
             frame = pd.DataFrame(resealed, columns=["row_id", "blob", "version"])
             con.register("_resealed", frame)
             con.execute(
-                f"update {table} set {blob} = r.blob, {version_col} = r.version "
-                f"from _resealed r where {table}.rowid = r.row_id"
+                f"update {location.table_sql} set {location.blob_sql} = r.blob, "
+                "key_version = r.version from _resealed r "
+                f"where {location.table_sql}.rowid = r.row_id"
             )
             con.unregister("_resealed")
             total += len(resealed)

@@ -1,0 +1,62 @@
+"""Right to erasure reaches the quarantine: `mlops pii forget` shreds the quarantined lines that
+name the customer, whichever column holds their id, and `quarantined-line` says so."""
+
+from __future__ import annotations
+
+import duckdb
+
+from tests.security.conftest import FILE
+
+ADA = ("Ada Lovelace", "ada@example.com", "+1-555-123-4567", "123-45-6789")
+
+
+def quarantined(home, line: int):
+    return home.invoke(
+        "pii", "quarantined-line", "--source", "customers", "--file", FILE,
+        "--line", str(line), "--reason", "fix the feed",
+    )  # fmt: skip
+
+
+def test_forget_erases_the_quarantined_lines_that_name_the_customer(home):
+    assert "Ada Lovelace" in quarantined(home, 3).output  # the swapped line, before
+
+    forgotten = home.invoke("pii", "forget", "--customer", home.key("CUS-0000001"))
+    assert forgotten.exit_code == 0, forgotten.output
+
+    shown = quarantined(home, 3)
+    assert shown.exit_code == 1
+    assert "was erased" in shown.output
+    assert not any(value in shown.output for value in ADA)
+    assert "erased 7 values and 1 quarantined lines" in forgotten.output
+    # Another customer's quarantined line is untouched.
+    assert "Alan Turing" in quarantined(home, 4).output
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        rows = con.execute(
+            "select line_number, raw_line_encrypted is null, erased_at is not null "
+            "from quarantine.customers order by 1"
+        ).fetchall()
+        ledger = con.execute("select rows_quarantined from audit.ingested_files").fetchone()
+        audit = con.execute(
+            "select columns from audit.pii_access where action = 'forget'"
+        ).fetchone()
+    # The row stays (the ledger still balances); only its ciphertext is gone.
+    assert rows == [(3, True, True), (4, False, False)] and ledger == (2,)
+    assert f"quarantine.customers:{FILE}:3" in audit[0]
+
+
+def test_a_customer_known_only_from_a_quarantined_line_can_be_forgotten(home):
+    forgotten = home.invoke("pii", "forget", "--customer", home.key("CUS-0000002"))
+    assert forgotten.exit_code == 0, forgotten.output
+    assert "erased 0 values and 1 quarantined lines" in forgotten.output
+    shown = quarantined(home, 4)
+    assert shown.exit_code == 1 and "Alan" not in shown.output
+
+
+def test_forget_requires_a_reason(home):
+    refused = home.invoke("pii", "forget", "--customer", home.key("CUS-0000001"), "--reason", " ")
+    assert refused.exit_code == 1
+    assert "a reason is required" in refused.output
+    revealed = home.invoke(
+        "pii", "reveal", "--customer", home.key("CUS-0000001"), "--reason", "still there?"
+    )
+    assert revealed.exit_code == 0 and "Ada Lovelace" in revealed.output

@@ -1,0 +1,49 @@
+"""`no_direct_identifiers` scans each raw table's quarantine with it: reasons and lines."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+
+from mlops_assets.resources import WarehouseResource
+from mlops_assets.security.checks import build_identifier_checks
+
+RAW = [dg.AssetKey(["raw", "customers"]), dg.AssetKey(["raw", "outcomes"])]
+
+
+def test_identifiers_in_a_quarantine_fail_the_raw_tables_check(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create schema raw")
+        con.execute("create schema quarantine")
+        for name in ("customers", "outcomes"):
+            con.execute(f"create table raw.{name} (customer_key varchar)")
+            con.execute(
+                f"create table quarantine.{name} (source_file varchar, line_number bigint, "
+                "reason varchar, raw_line varchar)"
+            )
+        con.execute(
+            "insert into quarantine.customers values "
+            "('customers/2025-01-01.csv', 2, 'dependents: \"123-45-6789\" is not a valid integer', "
+            "null)"
+        )
+        con.execute(
+            "insert into quarantine.outcomes values "
+            "('outcomes/2025-01-01.csv', 2, 'bad date', 'APP-1,bob@example.com,x')"
+        )
+
+    @dg.multi_asset(specs=[dg.AssetSpec(key) for key in RAW])
+    def raw_tables():
+        yield from (dg.MaterializeResult(asset_key=key) for key in RAW)
+
+    result = dg.materialize(
+        [raw_tables, build_identifier_checks(RAW)],
+        resources={"warehouse": WarehouseResource(path=str(warehouse))},
+        raise_on_error=False,
+    )
+    evaluations = {e.asset_key.path[1]: e for e in result.get_asset_check_evaluations()}
+    assert not evaluations["customers"].passed and not evaluations["outcomes"].passed
+    findings = {k: e.metadata["findings"].value for k, e in evaluations.items()}
+    assert "quarantine.customers.reason: national_id (1 rows)" in findings["customers"]
+    assert "quarantine.outcomes.raw_line: email (1 rows)" in findings["outcomes"]
+    assert "123-45" not in findings["customers"] and "bob@" not in findings["outcomes"]
