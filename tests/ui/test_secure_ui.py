@@ -247,6 +247,15 @@ def test_the_ui_loads_in_chromium_with_credentials(secure_ui: SecureUi, browser:
             page.wait_for_timeout(500)
     finally:
         context.close()
+    # Nothing the UI itself asked for was refused (the guard's rules cost it nothing).
+    browser_lines = [
+        line
+        for line in (secure_ui.guard / "access.log").read_text().splitlines()
+        if "HeadlessChrome" in line and " - mlops [" in line
+    ]
+    assert browser_lines
+    refused_lines = [line for line in browser_lines if re.search(r'" [45]\d\d ', line)]
+    assert not refused_lines, refused_lines
 
 
 def test_an_mlops_home_nginx_cannot_quote_is_refused(tmp_path: Path) -> None:
