@@ -163,14 +163,39 @@ class PipelineRun:
 CLUSTER_CHUNK_ROWS = 1_000
 
 
+# Landing entries `mlops run` must refuse by name, and survive (README "Trust boundary"): names
+# that are not a landing day, a day past the horizon, a link, a FIFO, a folder.
+ODD_LANDING_ENTRIES = (
+    "outcomes/2025-01-05.csv\n",
+    "outcomes/2025-02-30.csv",
+    "outcomes/\u0662\u0660\u0662\u0665-\u0660\u0661-\u0660\u0665.csv",
+    "outcomes/2099-01-01.csv",
+    "outcomes/2025-03-01.csv",  # a symbolic link
+    "outcomes/2025-03-02.csv",  # a FIFO
+    "outcomes/x.csv",  # a folder
+)
+
+
+def add_odd_landing_entries(landing: Path) -> None:
+    """The entries of ODD_LANDING_ENTRIES, beside the generated files (copies of a real one)."""
+    real = min((landing / "outcomes").iterdir())
+    for name in ODD_LANDING_ENTRIES[:4]:
+        (landing / name).write_bytes(real.read_bytes())
+    (landing / ODD_LANDING_ENTRIES[4]).symlink_to(real)
+    os.mkfifo(landing / ODD_LANDING_ENTRIES[5])
+    (landing / ODD_LANDING_ENTRIES[6]).mkdir()
+
+
 @pytest.fixture(scope="session")
 def pipeline_run(
     tmp_path_factory: pytest.TempPathFactory, dask_cluster: DaskCluster
 ) -> PipelineRun:
-    """A home with generated landing files and one full `mlops run --json` over them, its
-    parallel work on a real Dask cluster (DASK_SCHEDULER_ADDRESS)."""
+    """A home with generated landing files (and odd entries to refuse) and one full
+    `mlops run --json` over them, its parallel work on a real Dask cluster
+    (DASK_SCHEDULER_ADDRESS)."""
     home = tmp_path_factory.mktemp("mlops_home")
     generate(SMALL, home / "landing")
+    add_odd_landing_entries(home / "landing")
     result = mlops(
         "run",
         "--json",

@@ -9,7 +9,8 @@ import dagster as dg
 import duckdb
 
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
-from tests.conftest import CLUSTER_CHUNK_ROWS, SMALL, mlops
+from mlops_assets.text import printable
+from tests.conftest import CLUSTER_CHUNK_ROWS, ODD_LANDING_ENTRIES, SMALL, mlops
 
 SCHEMAS = ("raw", "staging", "intermediate", "marts", "quarantine", "audit")
 
@@ -54,6 +55,23 @@ def test_run_materializes_everything_and_reports_it(pipeline_run):
     assert tables["monitoring.drift_reports"] == SMALL.days  # one drift report per day
     drift_day = SMALL.start_date + timedelta(days=SMALL.drift_from_day)
     assert summary["drifted_days"] and min(summary["drifted_days"]) >= str(drift_day)
+
+
+def test_odd_landing_entries_are_refused_by_name_and_never_fail_the_run(pipeline_run):
+    """Before, `2025-02-30.csv` crashed the run while Dagster created it, and a name with a
+    trailing line break loaded its day twice."""
+    summary = pipeline_run.summary
+    assert summary["ok"] is True
+    refused = [r.split(": ", 1)[0] for r in summary["refused_files"]]
+    assert sorted(refused) == sorted(map(printable, ODD_LANDING_ENTRIES))
+    with duckdb.connect(str(pipeline_run.warehouse), read_only=True) as con:
+        ledger = con.execute("select path from audit.refused_files").fetchall()
+        loaded = con.execute("select distinct _source_file from raw.outcomes").fetchall()
+    assert sorted(p for (p,) in ledger) == sorted(refused)
+    # Exactly the other files were read: none twice under another name, none through a link.
+    landing = pipeline_run.home / "landing"
+    listed = {f"outcomes/{f.name}" for f in (landing / "outcomes").iterdir()}
+    assert {p for (p,) in loaded} == listed - set(ODD_LANDING_ENTRIES)
 
 
 def test_run_is_recorded_in_the_dagster_instance_under_mlops_home(pipeline_run):
