@@ -59,6 +59,7 @@ from mlops_assets.security.vault import (
     bind_keyring,
     encrypt_cells,
     seal_customer_pii,
+    shred_erased_lines,
     write_sealed_pii,
 )
 from mlops_assets.sql import confine, ident, literal, qualified
@@ -808,7 +809,12 @@ def ingest_source(
     with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as scratch:
         if confined:
             confine(con, [str(Path(landing_dir) / source), scratch])
-        return _ingest_files(con, landing_dir, spec, partition_keys, force, keyring, Path(scratch))
+        result = _ingest_files(
+            con, landing_dir, spec, partition_keys, force, keyring, Path(scratch)
+        )
+    if spec.has_personal_data:  # a customer erased before stays erased in the quarantine too
+        shred_erased_lines(con, keyring, source)
+    return result
 
 
 def _ingest_files(

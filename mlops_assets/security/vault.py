@@ -334,14 +334,20 @@ class Erasure(NamedTuple):
     unreadable_lines: int  # quarantined lines that failed authentication: not checked
 
 
-def _quarantined_lines_of(
-    con: duckdb.DuckDBPyConnection, keyring: Keyring, customer_key: str
+def _quarantined_lines_naming(
+    con: duckdb.DuckDBPyConnection,
+    keyring: Keyring,
+    customer_keys: set[str],
+    sources: Sequence[str] | None = None,
 ) -> tuple[dict[EncryptedColumn, list[tuple[int, str]]], int]:
-    """The quarantined lines naming the customer, per table as (rowid, ``file:line``), and how
-    many lines did not decrypt. One AES-GCM call per line: the quarantine is small."""
+    """The encrypted quarantined lines (of ``sources``, default all) that name one of
+    ``customer_keys``, per table as (rowid, ``file:line``), and how many lines did not decrypt.
+    One AES-GCM call per line: the quarantine is small."""
     found: dict[EncryptedColumn, list[tuple[int, str]]] = {}
     unreadable = 0
     for location in quarantine_locations(con):
+        if sources is not None and location.name not in sources:
+            continue
         rows = con.execute(
             f"select rowid, {location.row_key_sql}, {location.blob_sql}, key_version "
             f"from {location.table_sql} where {location.blob_sql} is not null"
@@ -353,16 +359,52 @@ def _quarantined_lines_of(
             except DecryptionError:
                 unreadable += 1
                 continue
-            if customer_key in customer_keys_in_line(keyring, line):
+            if customer_keys & customer_keys_in_line(keyring, line):
                 found.setdefault(location, []).append((rowid, row_key))
     return found, unreadable
+
+
+def _erase_lines(
+    con: duckdb.DuckDBPyConnection, lines: dict[EncryptedColumn, list[tuple[int, str]]]
+) -> list[str]:
+    """Delete the ciphertext of ``lines`` and mark them erased; returns ``table:file:line``
+    of each. Call inside the caller's transaction."""
+    for location, rows in lines.items():
+        con.execute(
+            f"update {location.table_sql} set {location.blob_sql} = null, key_version = null, "
+            "erased_at = now() where rowid in (select unnest(?))",
+            [[rowid for rowid, _ in rows]],
+        )
+    return [f"{location.table}:{key}" for location, rows in lines.items() for _, key in rows]
+
+
+def shred_erased_lines(con: duckdb.DuckDBPyConnection, keyring: Keyring, source: str) -> int:
+    """Erase the quarantined lines of ``source`` that name a customer erased before (a later
+    file that names them again): erasure stays complete. Free while nobody was erased.
+    Returns the lines erased."""
+    ensure_vault(con)
+    erased = {
+        k for (k,) in con.execute("select customer_key from vault.erased_customers").fetchall()
+    }
+    if not erased:
+        return 0
+    con.execute("begin transaction")
+    try:
+        lines, _ = _quarantined_lines_naming(con, keyring, erased, [source])
+        count = len(_erase_lines(con, lines))
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return count
 
 
 def forget(
     con: duckdb.DuckDBPyConnection, keyring: Keyring, customer_key: str, reason: str
 ) -> Erasure:
     """Right to erasure: delete the customer's vault entry and the ciphertext of every
-    quarantined line that names them, and keep them out of the vault for good.
+    quarantined line that names them, and keep them out for good (later loads: the vault
+    skips them, :func:`shred_erased_lines` erases their new quarantined lines).
 
     An erased line keeps its row (file, line number, reason, ``erased_at``), so the ledger's
     counts still balance."""
@@ -378,22 +420,16 @@ def forget(
                 [customer_key],
             ).fetchall()
         ]
-        lines, unreadable = _quarantined_lines_of(con, keyring, customer_key)
+        lines, unreadable = _quarantined_lines_naming(con, keyring, {customer_key})
         if not columns and not lines:
             raise VaultError(
                 f"no personal data in the vault or the quarantine for customer_key {customer_key}"
             )
         con.execute(f"delete from {PII_TABLE_SQL} where customer_key = ?", [customer_key])
-        for location, rows in lines.items():
-            con.execute(
-                f"update {location.table_sql} set {location.blob_sql} = null, key_version = null, "
-                "erased_at = now() where rowid in (select unnest(?))",
-                [[rowid for rowid, _ in rows]],
-            )
+        erased_lines = _erase_lines(con, lines)
         con.execute(
             "insert or replace into vault.erased_customers values (?, now())", [customer_key]
         )
-        erased_lines = [f"{loc.table}:{key}" for loc, rows in lines.items() for _, key in rows]
         _audit(con, "forget", customer_key, [*columns, *erased_lines], reason)
         con.execute("commit")
     except BaseException:

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import duckdb
 
-from tests.security.conftest import FILE
+from mlops_assets.ingestion.loader import ingest_source
+from tests.security.conftest import FILE, HEADER, SWAPPED
 
 ADA = ("Ada Lovelace", "ada@example.com", "+1-555-123-4567", "123-45-6789")
 
 
-def quarantined(home, line: int):
+def quarantined(home, line: int, file: str = FILE):
     return home.invoke(
-        "pii", "quarantined-line", "--source", "customers", "--file", FILE,
+        "pii", "quarantined-line", "--source", "customers", "--file", file,
         "--line", str(line), "--reason", "fix the feed",
     )  # fmt: skip
 
@@ -60,3 +61,14 @@ def test_forget_requires_a_reason(home):
         "pii", "reveal", "--customer", home.key("CUS-0000001"), "--reason", "still there?"
     )
     assert revealed.exit_code == 0 and "Ada Lovelace" in revealed.output
+
+
+def test_a_later_file_naming_an_erased_customer_keeps_them_erased(home):
+    assert home.invoke("pii", "forget", "--customer", home.key("CUS-0000001")).exit_code == 0
+    later = home.path / "landing" / "customers" / "2025-02-02.csv"
+    later.write_text(f"{HEADER}\n{SWAPPED}\n")
+    with duckdb.connect(str(home.warehouse)) as con:
+        ingest_source(con, home.path / "landing", "customers", keyring=home.keyring)
+    shown = quarantined(home, 2, "customers/2025-02-02.csv")
+    assert shown.exit_code == 1 and "was erased" in shown.output
+    assert not any(value in shown.output for value in ADA)
