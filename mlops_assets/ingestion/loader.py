@@ -683,7 +683,7 @@ def _seal_personal_data(
                 keyring,
                 PII_TABLE,
                 frame["customer_key"].tolist(),
-                [_cell(rel, line) for line in frame["_line_number"]],
+                [_cell(rel, int(line)) for line in frame["_line_number"]],
                 frame["_extra_columns"].tolist(),
             )
     lines = con.execute(
