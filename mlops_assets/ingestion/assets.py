@@ -109,6 +109,7 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         latest = latest_landing_day(get_settings().landing_horizon_days)
         refused = scan_landing(landing.directory, spec.name, latest).refused
         with warehouse.connect() as con:
+            record_refused(con, spec.name, refused)  # also when the load fails
             # The step owns this connection: confined to the source's landing folder for good.
             result = ingest_source(
                 con,
@@ -119,7 +120,6 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
                 keyring=secrets,
                 confined=True,
             )
-            record_refused(con, spec.name, refused)
             unbalanced = unbalanced_ledger_rows(con, spec.name)
             table_rows = con.execute(
                 f"select count(*) from {qualified('raw', spec.name)}"
