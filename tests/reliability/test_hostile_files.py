@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,3 +266,100 @@ def test_a_file_replaced_while_it_is_read_fails_alone_and_loads_on_the_next_run(
             ).fetchall()
         }
         assert ids == {f"APP-{HOSTILE_DAY}-{i:05d}" for i in range(10, 14)}
+
+
+# Header names: whatever a header says, it is data. Names close to SQL, terminal and markdown
+# syntax, and a crafted injection that ran statements through the loader's staging checks.
+PWNED = Path(tempfile.gettempdir()) / "mlops-hostile-header-pwned.csv"
+INJECTION = (
+    "x' end); delete from raw.customers; copy (select 1) to '" + str(PWNED) + "'; "
+    "select (case when 1 then 'x"
+)
+HOSTILE_NAMES = [
+    INJECTION,
+    "borrower's note",
+    "'; drop table raw.outcomes; --",
+    'a"b',
+    "semi;colon",
+    "-- comment",
+    "/* c */",
+    "٢٠٢٥",
+    "\uff11\uff12",  # fullwidth digits
+    "[b]bold[/b]",
+    "[link=http://evil.example]x[/link]",
+    "![img](http://evil.example/x.png)",
+    "[x](http://evil.example)",
+    "`code`",
+    "\x1b[31mred",
+    "bell\x07",
+    "tab\there",
+    "right\u202eleft",
+    "_extra_1",
+    "\\N",
+]
+OUTCOMES = list(SOURCE_SPECS["outcomes"].columns)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    names=st.lists(
+        st.one_of(st.sampled_from(HOSTILE_NAMES), st.text(min_size=1, max_size=30)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_a_hostile_header_name_is_data_and_its_file_loads_or_fails_alone(names):
+    with tempfile.TemporaryDirectory() as tmp, duckdb.connect() as con:
+        root = Path(tmp)
+        folder = root / "landing" / "outcomes"
+        folder.mkdir(parents=True)
+        (folder / f"{GOOD_DAY}.csv").write_text(
+            _csv_line(OUTCOMES) + _csv_line(["A0", GOOD_DAY, "0", "0"])
+        )
+        rows = [
+            [f"A{i}", HOSTILE_DAY, "1", "5"] + [f"v{j}" for j in range(len(names))] for i in (1, 2)
+        ]
+        content = _csv_line(OUTCOMES + names) + "".join(map(_csv_line, rows))
+        (folder / f"{HOSTILE_DAY}.csv").write_bytes(content.encode("utf-8", "surrogatepass"))
+        loader.ensure_schema(con)
+        con.execute("insert into raw.customers (customer_key) values ('sentinel')")
+        files_before = sorted(root.rglob("*"))
+
+        result = ingest_source(con, root / "landing", "outcomes")  # never raises
+
+        assert not PWNED.exists()
+        assert sorted(root.rglob("*")) == files_before  # no file written
+        assert con.execute("select customer_key from raw.customers").fetchall() == [("sentinel",)]
+        tables = con.execute(
+            "select table_schema || '.' || table_name from information_schema.tables "
+            "where table_catalog = current_database() order by 1"
+        ).fetchall()
+        expected = {f"{s}.{n}" for s in ("raw", "quarantine") for n in SOURCE_SPECS}
+        assert {t for (t,) in tables} == expected | {"audit.ingested_files"}
+        assert all(
+            con.execute(f"select count(*) from {t}").fetchone()[0] == 0
+            for t in expected - {"raw.outcomes", "quarantine.outcomes", "raw.customers"}
+        )
+        by_day = {f.partition_key: f for f in result.files}
+        assert by_day[GOOD_DAY].status == "loaded" and by_day[GOOD_DAY].rows_loaded == 1
+        hostile, rel = by_day[HOSTILE_DAY], f"outcomes/{HOSTILE_DAY}.csv"
+        event(f"hostile header {hostile.status}")
+        stored = con.execute(
+            "select application_id, _extra_columns from raw.outcomes where _source_file = ? "
+            "order by 1",
+            [rel],
+        ).fetchall()
+        if hostile.status == "failed":
+            assert hostile.error.startswith(rel), hostile.error
+            assert stored == []
+            assert con.execute("select count(*) from quarantine.outcomes").fetchone()[0] == 0
+            return
+        header = [n.strip().lower() for n in names]
+        assert list(hostile.extra_columns) == header
+        assert [(a, json.loads(e)) for a, e in stored] == [
+            (f"A{i}", {n: f"v{j}" for j, n in enumerate(header)}) for i in (1, 2)
+        ]
