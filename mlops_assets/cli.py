@@ -426,9 +426,12 @@ def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """Every registered model version, the champion marked."""
+    from rich.text import Text
+
     from mlops_assets.training.registry import Registry
 
-    registry = Registry(get_settings().models_dir)
+    settings = get_settings()
+    registry = Registry(settings.models_dir, settings.keyring_path)
     rows = []
     for model in registry.models():
         champion = registry.champion(model)
@@ -456,7 +459,7 @@ def models_list(
         table.add_column(column)
     for row in rows:
         key = "roc_auc" if row["model"] == "default_classifier" else "rmse"
-        table.add_row(
+        cells = (
             row["model"],
             row["version"],
             "★" if row["is_champion"] else "",
@@ -465,6 +468,7 @@ def models_list(
             row["training_data_version"],
             row["created_at"][:19],
         )
+        table.add_row(*(Text(str(cell)) for cell in cells))  # registry files: text, not markup
     Console().print(table)
 
 
@@ -474,19 +478,22 @@ def models_promote(
     version: Annotated[str, typer.Argument(help="A registered version (`mlops models list`).")],
     reason: Annotated[str, typer.Option(help="Why: recorded in the promotion history.")],
 ) -> None:
-    """Make VERSION the champion of MODEL by hand (recorded with who, when and why)."""
+    """Make VERSION the champion of MODEL by hand (recorded with who, when and why). Only a
+    sealed version of MODEL itself is accepted."""
     from mlops_assets.training.registry import Registry, RegistryError
 
-    registry = Registry(get_settings().models_dir)
-    before = registry.champion(model)
+    settings = get_settings()
+    registry = Registry(settings.models_dir, settings.keyring_path)
     try:
+        before = registry.champion(model)
         metrics_before = registry.card(model, before).metrics if before else None
         event = registry.promote(model, version, reason=reason, metrics_before=metrics_before)
     except RegistryError as error:
         _fail(error)
     console.print(
         f"{model}: champion {event['from_version'] or 'none'} -> {event['to_version']} "
-        f"by {event['by']}: {reason}"
+        f"by {event['by']}: {reason}",
+        markup=False,
     )
 
 
@@ -500,6 +507,8 @@ def explain(
 ) -> None:
     """Why the champion scored one application as it did: per-feature contributions (the
     prediction minus the prediction with that feature at its typical training value)."""
+    from rich.text import Text
+
     from mlops_assets.features.validation import FEATURE_TABLE
     from mlops_assets.training.dataset import FeatureSpec, as_model_input
     from mlops_assets.training.diagnostics import explain_row
@@ -508,8 +517,11 @@ def explain(
     from mlops_assets.warehouse import connection
 
     settings = get_settings()
-    registry = Registry(settings.models_dir)
-    version = registry.champion(model)
+    registry = Registry(settings.models_dir, settings.keyring_path)
+    try:
+        version = registry.champion(model)
+    except RegistryError as error:
+        _fail(error)
     if version is None:
         _fail(RuntimeError(f"{model} has no champion yet: run `mlops run` first"), 2)
     spec = FeatureSpec.from_contract()
@@ -518,12 +530,12 @@ def explain(
             f"select * from {FEATURE_TABLE} where application_id = ?", [application_id]
         ).df()
     if frame.empty:
-        _fail(KeyError(f"no application {application_id} in {FEATURE_TABLE}"), 1)
+        _fail(LookupError(f"no application {application_id} in {FEATURE_TABLE}"), 1)
     try:
         fitted = registry.load(model, version)
+        card = registry.verified_card(model, version)
     except RegistryError as error:
         _fail(error)
-    card = registry.card(model, version)
     table, prediction = explain_row(
         fitted, as_model_input(frame, spec), card.data["reference"], is_classifier(model)
     )
@@ -542,12 +554,14 @@ def explain(
             )
         )
         return
-    out = Table(title=f"{model} {version}: {application_id} scored {prediction:.4f}")
+    # The application id and values are data: Text, never markup.
+    shown = Table(title=Text(f"{model} {version}: {application_id} scored {prediction:.4f}"))
     for column in ("feature", "value", "typical value", "contribution"):
-        out.add_column(column)
+        shown.add_column(column)
     for row in table.head(12).itertuples():
-        out.add_row(row.feature, str(row.value), str(row.reference), f"{row.contribution:+.4f}")
-    Console().print(out)
+        cells = (row.feature, row.value, row.reference, f"{row.contribution:+.4f}")
+        shown.add_row(*(Text(str(cell)) for cell in cells))
+    Console().print(shown)
 
 
 @app.command()

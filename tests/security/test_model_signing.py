@@ -6,43 +6,19 @@ signing key) makes that detectable; the exact type list makes a file that calls 
 (``builtins.exec``, ``numpy.load(..., allow_pickle=True)``) fail before it runs, even one sealed
 by someone who holds the key."""
 
-import hashlib
-import io
 import json
 import pickle
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-import skops
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.linear_model import LogisticRegression
 
 from mlops_assets.security.keyring import Keyring
 from mlops_assets.training.registry import Registry, RegistryError, load_artefact
-from tests.training.conftest import home_registry
+from tests.training.conftest import forge, home_registry, register_tiny, skops_call
 
 MODEL = "default_classifier"
-
-
-def _node(cls: str, module: str, loader: str, **extra) -> dict:
-    return {"__class__": cls, "__module__": module, "__loader__": loader, **extra}
-
-
-def _json(value) -> dict:
-    kind = "str" if isinstance(value, str) else type(value).__name__
-    return _node(kind, "builtins", "JsonNode", content=json.dumps(value), is_json=True)
-
-
-def skops_call(module: str, function: str, *args) -> bytes:
-    """A skops file whose loading calls ``module.function(*args)``: what an attacker writes."""
-    tuple_node = _node("tuple", "builtins", "TupleNode", content=[_json(a) for a in args])
-    schema = _node(function, module, "ConstructorFromReduceNode", content=tuple_node)
-    schema.update(protocol=2, _skops_version=skops.__version__)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        archive.writestr("schema.json", json.dumps(schema))
-    return out.getvalue()
 
 
 class _Touch:
@@ -55,33 +31,17 @@ class _Touch:
         return (exec, (f"open({str(self.path)!r}, 'w').close()",))
 
 
-def _register(registry: Registry, model: str = MODEL, seed: int = 0) -> str:
-    x = np.random.default_rng(seed).normal(size=(40, 2))
-    estimator = (LogisticRegression() if model == MODEL else Ridge()).fit(x, np.arange(40) % 2)
-    card, _ = registry.register(
-        model,
-        estimator,
-        {"candidate": "tiny", "seed": seed},
-        {"metrics": {"roc_auc": 0.5}, "training_data_version": "t"},
-        attachments={"reference_profile.parquet": lambda path: path.write_bytes(b"profile")},
-    )
-    return card.version
-
-
 def _folder(registry: Registry, version: str, model: str = MODEL) -> Path:
     return registry.root / model / version
 
 
 def _rewrite(registry: Registry, version: str, content: bytes, *, reseal: bool = False, **card):
-    """Replace the artefact and update model.json as an attacker would: the sha256 recomputed,
-    and with ``reseal`` (an attacker who also holds the signing key) the seal too."""
+    """:func:`forge` by an attacker who, with ``reseal``, also holds the signing key."""
     folder = _folder(registry, version)
-    (folder / "model.skops").write_bytes(content)
-    data = json.loads((folder / "model.json").read_text())
-    data.update(sha256=hashlib.sha256(content).hexdigest(), **card)
+    data = forge(folder, content, **card)
     if reseal:
         data["seal"] = registry._seal(MODEL, version, data)
-    (folder / "model.json").write_text(json.dumps(data))
+        (folder / "model.json").write_text(json.dumps(data))
 
 
 @pytest.fixture
@@ -90,7 +50,7 @@ def registry(tmp_path) -> Registry:
 
 
 def test_a_model_rewritten_with_its_sha256_recomputed_is_refused(registry, tmp_path):
-    version = _register(registry)
+    version = register_tiny(registry)
     assert registry.load(MODEL, version).predict(np.zeros((1, 2))).shape == (1,)
     other = tmp_path / "other.skops"
     import skops.io as sio
@@ -104,7 +64,7 @@ def test_a_model_rewritten_with_its_sha256_recomputed_is_refused(registry, tmp_p
 
 
 def test_a_version_copied_over_another_or_to_another_model_is_refused(registry):
-    first, second = _register(registry, seed=0), _register(registry, seed=1)
+    first, second = register_tiny(registry, seed=0), register_tiny(registry, seed=1)
     source, target = _folder(registry, first), _folder(registry, second)
     for name in ("model.json", "model.skops"):
         (target / name).write_bytes((source / name).read_bytes())
@@ -119,7 +79,7 @@ def test_a_version_copied_over_another_or_to_another_model_is_refused(registry):
 
 
 def test_an_unsealed_version_and_another_keyring_are_refused(registry, tmp_path):
-    version = _register(registry)
+    version = register_tiny(registry)
     path = _folder(registry, version) / "model.json"
     sealed = json.loads(path.read_text())
     other = Registry(registry.root, Keyring.create(tmp_path / "other-keyring.json").path)
@@ -133,7 +93,7 @@ def test_an_unsealed_version_and_another_keyring_are_refused(registry, tmp_path)
 def test_a_registry_without_its_keyring_refuses_instead_of_trusting(tmp_path):
     registry = Registry(tmp_path / "models", tmp_path / "missing-keyring.json")
     with pytest.raises(RegistryError, match="cannot sign or verify models: no keyring"):
-        _register(registry)
+        register_tiny(registry)
     assert not (tmp_path / "models" / MODEL).exists()
 
 
@@ -167,7 +127,7 @@ def test_a_model_file_that_calls_a_function_is_refused_without_running_it(
         pickled = tmp_path / "payload.pkl"
         pickled.write_bytes(pickle.dumps(_Touch(marker)))
         artefact = skops_call("numpy", "load", str(pickled), None, True)
-    version = _register(registry)
+    version = register_tiny(registry)
     _rewrite(registry, version, artefact, reseal=True)
     function = "builtins.exec" if attack == "exec" else "numpy.load"
     with pytest.raises(RegistryError, match=rf"model\.skops names types .*{function}"):
@@ -187,7 +147,7 @@ def test_a_file_that_is_not_a_model_file_is_refused_clearly(tmp_path):
 
 @pytest.mark.parametrize("artefact", ["../../../x", "/etc/passwd", "..", "sub/model.skops"])
 def test_the_artefact_stays_inside_its_version_folder(registry, tmp_path, artefact):
-    version = _register(registry)
+    version = register_tiny(registry)
     outside = tmp_path / "x"
     outside.write_bytes((_folder(registry, version) / "model.skops").read_bytes())
     _rewrite(registry, version, outside.read_bytes(), reseal=True, artefact=artefact)
@@ -196,7 +156,7 @@ def test_the_artefact_stays_inside_its_version_folder(registry, tmp_path, artefa
 
 
 def test_links_out_of_the_version_folder_are_refused(registry, tmp_path):
-    version = _register(registry)
+    version = register_tiny(registry)
     folder = _folder(registry, version)
     for name in ("model.skops", "reference_profile.parquet"):
         target = tmp_path / name
@@ -210,7 +170,7 @@ def test_links_out_of_the_version_folder_are_refused(registry, tmp_path):
 
 
 def test_attachments_are_verified_and_confined(registry):
-    version = _register(registry)
+    version = register_tiny(registry)
     path = registry.attachment(MODEL, version, "reference_profile.parquet")
     assert path.read_bytes() == b"profile"
     with pytest.raises(RegistryError, match="not a file name inside the version folder"):
@@ -242,7 +202,7 @@ def test_model_names_and_versions_are_checked_before_they_become_paths(registry,
 
 
 def test_a_champion_file_pointing_elsewhere_is_refused(registry):
-    version = _register(registry)
+    version = register_tiny(registry)
     registry.promote(MODEL, version, reason="first")
     assert registry.champion(MODEL) == version
     (registry.root / MODEL / "champion.json").write_text(
@@ -253,7 +213,7 @@ def test_a_champion_file_pointing_elsewhere_is_refused(registry):
 
 
 def test_promote_takes_only_a_version_of_that_model(registry):
-    version = _register(registry, "loss_regressor")
+    version = register_tiny(registry, "loss_regressor")
     with pytest.raises(RegistryError, match="is not a version of default_classifier"):
         registry.promote(MODEL, f"../loss_regressor/{version}", reason="careless")
     with pytest.raises(RegistryError, match=f"default_classifier has no version {version}"):

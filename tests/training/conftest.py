@@ -1,7 +1,14 @@
+import hashlib
+import io
+import json
+import zipfile
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
+import skops
+from sklearn.linear_model import LogisticRegression, Ridge
 
 from mlops_assets.features.engineering import stage_features
 from mlops_assets.features.validation import apply_contract, publish
@@ -16,9 +23,56 @@ def home_registry(home: Path) -> Registry:
     return Registry(home / "models", keyring.path)
 
 
-def feature_warehouse(rows: int = 1_500, seed: int = 21) -> duckdb.DuckDBPyConnection:
-    """An in-memory warehouse with a published feature table."""
-    con = duckdb.connect()
+def register_tiny(registry: Registry, model: str = "default_classifier", seed: int = 0) -> str:
+    """Register a small fitted estimator (with an attachment) as a version of ``model``."""
+    x = np.random.default_rng(seed).normal(size=(40, 2))
+    classifier = model == "default_classifier"
+    estimator = (LogisticRegression() if classifier else Ridge()).fit(x, np.arange(40) % 2)
+    card, _ = registry.register(
+        model,
+        estimator,
+        {"candidate": "tiny", "seed": seed},
+        {"metrics": {"roc_auc": 0.5}, "training_data_version": "t"},
+        attachments={"reference_profile.parquet": lambda path: path.write_bytes(b"profile")},
+    )
+    return card.version
+
+
+def _node(cls: str, module: str, loader: str, **extra) -> dict:
+    return {"__class__": cls, "__module__": module, "__loader__": loader, **extra}
+
+
+def _json(value) -> dict:
+    kind = "str" if isinstance(value, str) else type(value).__name__
+    return _node(kind, "builtins", "JsonNode", content=json.dumps(value), is_json=True)
+
+
+def skops_call(module: str, function: str, *args) -> bytes:
+    """A skops file whose loading calls ``module.function(*args)``: what an attacker writes."""
+    tuple_node = _node("tuple", "builtins", "TupleNode", content=[_json(a) for a in args])
+    schema = _node(function, module, "ConstructorFromReduceNode", content=tuple_node)
+    schema.update(protocol=2, _skops_version=skops.__version__)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("schema.json", json.dumps(schema))
+    return out.getvalue()
+
+
+def forge(folder: Path, content: bytes, **card) -> dict:
+    """Replace a version's artefact as an attacker without the key would: the sha256 in
+    model.json recomputed (and any other ``card`` fields changed); returns the new card."""
+    (folder / "model.skops").write_bytes(content)
+    data = json.loads((folder / "model.json").read_text())
+    data.update(sha256=hashlib.sha256(content).hexdigest(), **card)
+    (folder / "model.json").write_text(json.dumps(data))
+    return data
+
+
+def feature_warehouse(
+    rows: int = 1_500, seed: int = 21, database: str = ":memory:"
+) -> duckdb.DuckDBPyConnection:
+    """A warehouse (in memory unless ``database`` names a file) with a published feature table."""
+    con = duckdb.connect(database)
     load_synthetic_mart(con, rows, seed=seed)
     stage_features(con)
     apply_contract(con)

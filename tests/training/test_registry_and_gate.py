@@ -2,17 +2,26 @@
 
 import json
 import os
+import shutil
 import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from mlops_assets.features.validation import FEATURE_TABLE
 from mlops_assets.training.dataset import load_training_data
 from mlops_assets.training.registry import Registry, RegistryError
 from mlops_assets.training.scoring import SCORES_TABLE, score_applications
 from mlops_assets.training.trainer import TrainingConfig, gate, train_model, trained_before
 from tests.conftest import BIN
-from tests.training.conftest import home_registry
+from tests.training.conftest import (
+    feature_warehouse,
+    forge,
+    home_registry,
+    register_tiny,
+    skops_call,
+)
 
 FAST = TrainingConfig(folds=2, bootstrap_rounds=20)
 SECOND = TrainingConfig(folds=2, bootstrap_rounds=20, seed=1)  # another seed: another version
@@ -189,3 +198,103 @@ def test_a_version_registered_by_a_run_that_died_before_the_gate_is_gated_next_r
     again = train_model(data, registry, FAST)  # same data: registered, decided, unchanged
     assert not again.new and not again.decision.promoted
     assert len(registry.history("default_classifier")) == 1
+
+
+def _home_copy(registry: Registry, tmp_path) -> tuple[Path, Registry]:
+    """A copy of the fixture's $MLOPS_HOME (models and keyring) to tamper with."""
+    home = tmp_path / "home"
+    shutil.copytree(registry.root.parent, home)
+    return home, Registry(home / "models", home / "keys" / "keyring.json")
+
+
+def _mlops(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLOPS_HOME": str(home)}
+    return subprocess.run(
+        [str(BIN / "mlops"), *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def _forge_champion(registry: Registry, marker: Path) -> Path:
+    """Replace the champion's model file with one that runs code on load, its sha256 recomputed
+    in model.json (all an attacker who can write the registry, but has no key, can do)."""
+    folder = registry.root / "default_classifier" / registry.champion("default_classifier")
+    forge(folder, skops_call("builtins", "exec", f"open({str(marker)!r}, 'w').close()"))
+    return folder / "model.json"
+
+
+def test_cli_promote_takes_only_a_version_of_that_model(trained, tmp_path):
+    registry, _, _ = trained
+    home, copy = _home_copy(registry, tmp_path)
+    regressor = register_tiny(copy, "loss_regressor")
+    champion = copy.champion("default_classifier")
+    outside = _mlops(
+        home, "models", "promote", "default_classifier", f"../loss_regressor/{regressor}",
+        "--reason", "careless",
+    )  # fmt: skip
+    assert outside.returncode == 1, outside.stderr
+    assert "is not a version of default_classifier" in outside.stderr
+    other = _mlops(home, "models", "promote", "default_classifier", regressor, "--reason", "x")
+    assert other.returncode == 1 and f"no version {regressor}" in other.stderr
+    assert "Traceback" not in outside.stderr + other.stderr
+    assert copy.champion("default_classifier") == champion
+    markup = _mlops(home, "models", "promote", "default_classifier", champion, "--reason", "[/b]")
+    assert markup.returncode == 0, markup.stderr
+    assert "[/b]" in markup.stderr and copy.history("default_classifier")[-1]["reason"] == "[/b]"
+
+
+def test_explain_prints_data_as_text_and_refuses_a_forged_model(trained, tmp_path):
+    registry, _, _ = trained
+    home, copy = _home_copy(registry, tmp_path)
+    con = feature_warehouse(rows=300, database=str(home / "warehouse.duckdb"))
+    con.execute(
+        f"insert into {FEATURE_TABLE} select * replace ('[/x]' as application_id) "
+        f"from {FEATURE_TABLE} limit 1"
+    )
+    con.close()
+    shown = _mlops(home, "explain", "[/x]")
+    assert shown.returncode == 0, shown.stderr
+    assert "[/x] scored" in shown.stdout
+    missing = _mlops(home, "explain", "[/y]")
+    assert missing.returncode == 1 and "no application [/y]" in missing.stderr
+    marker = tmp_path / "payload-ran"
+    card = _forge_champion(copy, marker)
+    refused = _mlops(home, "explain", "[/x]")
+    assert refused.returncode == 1
+    assert f"{card} does not match its seal" in refused.stderr
+    assert "Traceback" not in missing.stderr + refused.stderr
+    assert not marker.exists()
+
+
+def test_a_forged_model_fails_scoring_and_keeps_the_previous_scores(
+    challenged, features_con, tmp_path
+):
+    import dagster as dg
+
+    from mlops_assets.resources import DaskResource, RegistryResource, WarehouseResource
+    from mlops_assets.training.assets import loan_default_scores
+
+    registry, _, _ = challenged
+    home, copy = _home_copy(registry, tmp_path)
+    score_applications(features_con, copy)
+    scores = f"select mode, model_version, count(*), sum(score) from {SCORES_TABLE} group by all"
+    before = sorted(features_con.execute(scores).fetchall())
+    marker = tmp_path / "payload-ran"
+    card = _forge_champion(copy, marker)
+    with pytest.raises(RegistryError, match=f"{card} does not match its seal"):
+        score_applications(features_con, copy)
+    assert sorted(features_con.execute(scores).fetchall()) == before
+    # In a run, the scoring step fails (so `mlops run` does not report success).
+    feature_warehouse(rows=300, database=str(home / "warehouse.duckdb")).close()
+    result = dg.materialize(
+        [loan_default_scores],
+        resources={
+            "warehouse": WarehouseResource(path=str(home / "warehouse.duckdb")),
+            "registry": RegistryResource(path=str(copy.root), keyring_path=str(copy.keyring_path)),
+            "dask": DaskResource(),
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "does not match its seal" in failure.step_failure_data.error.cause.message
+    assert not marker.exists()
