@@ -12,6 +12,7 @@ are ignored. A refused entry never reaches the partitions, so it cannot fail a r
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -194,13 +195,26 @@ def pending_files(
     ]
 
 
+class NotARegularFile(OSError):
+    """A landing file was replaced by a link, a FIFO or a folder after the scan."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(errno.EINVAL, "not a regular file (replaced since it was found)", path)
+
+
 def sha256_of(path: Path) -> str:
     """The sha256 of a regular file's content. A symbolic link is not followed and anything
-    else (a FIFO put in the file's place) raises OSError at once instead of blocking."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    else (a FIFO put in the file's place) raises :class:`NotARegularFile` at once instead of
+    blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a symbolic link
+            raise NotARegularFile(path) from None
+        raise
     with open(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path.name}: not a regular file")
+            raise NotARegularFile(path)
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 

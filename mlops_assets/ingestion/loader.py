@@ -45,7 +45,12 @@ import duckdb
 import pandas as pd
 
 from mlops_assets.faults import crash_point
-from mlops_assets.ingestion.landing import landing_files, partition_key_of, sha256_of
+from mlops_assets.ingestion.landing import (
+    NotARegularFile,
+    landing_files,
+    partition_key_of,
+    sha256_of,
+)
 from mlops_assets.ingestion.sources import (
     IDENTIFIER_COLUMNS,
     LINEAGE_COLUMNS,
@@ -271,7 +276,7 @@ STOPPING_ERRORS = (
     duckdb.InterruptException,
 )
 # Errors reading a landing file itself (gone, unreadable): that file fails.
-FILE_ACCESS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError)
+FILE_ACCESS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotARegularFile)
 
 
 def _duckdb_message(error: BaseException) -> str:

@@ -14,6 +14,7 @@ import duckdb
 import pytest
 
 from mlops_assets.ingestion.landing import (
+    NotARegularFile,
     landing_files,
     latest_landing_day,
     partition_key_of,
@@ -102,6 +103,21 @@ def test_the_loader_refuses_a_file_not_named_for_a_landing_day_given_directly(tm
     assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 0
 
 
+@pytest.mark.parametrize("name", ["2025-01-06.csv", "2025-01-08.csv", "2025-01-09.csv"])
+def test_a_link_or_fifo_put_in_place_of_a_found_file_fails_that_file_alone(tmp_path, name):
+    """Between the scan and the load a file may be swapped: the loader never follows a link
+    to read, say, the keyring, nor waits on a FIFO."""
+    from mlops_assets.ingestion.loader import IngestionError, ensure_schema, ingest_file
+    from mlops_assets.ingestion.sources import SOURCE_SPECS
+
+    landing = odd_landing(tmp_path)
+    con = duckdb.connect()
+    ensure_schema(con)
+    with pytest.raises(IngestionError, match="not a regular file"):
+        ingest_file(con, landing, landing / "outcomes" / name, SOURCE_SPECS["outcomes"])
+    assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 0
+
+
 def test_the_horizon_is_today_plus_the_setting_and_accepts_tomorrow(tmp_path, monkeypatch):
     today = date.today()
     assert latest_landing_day(0) in (today, today + timedelta(days=1))  # UTC vs local
@@ -134,7 +150,7 @@ def test_sha256_never_follows_a_link_nor_blocks_on_a_fifo(tmp_path):
     folder = landing / "outcomes"
     assert len(sha256_of(folder / "2025-01-05.csv")) == 64
     for name in ("2025-01-06.csv", "2025-01-08.csv", "2025-01-09.csv"):
-        with pytest.raises(OSError):
+        with pytest.raises(NotARegularFile):
             sha256_of(folder / name)
 
 
