@@ -572,7 +572,8 @@ def drift(
         str | None, typer.Option("--json", help="Write the JSON report here ('-': stdout).")
     ] = None,
     html_out: Annotated[
-        Path | None, typer.Option("--html", help="Write the HTML report here.")
+        Path | None,
+        typer.Option("--html", dir_okay=False, writable=True, help="Write the HTML report here."),
     ] = None,
     stattest: Annotated[
         str | None,
@@ -635,18 +636,31 @@ def drift(
     if json_out == "-":
         print(json.dumps(data, indent=2))
     elif json_out:
-        Path(json_out).write_text(json.dumps(data, indent=2) + "\n")
+        _write_report(Path(json_out), json.dumps(data, indent=2) + "\n")
     if html_out:
-        html_out.write_text(to_html(report, f"Data drift: {current.name} vs {reference.name}"))
-    console.print(("[red]" if report.dataset_drift else "[green]") + summary_line(report))
+        _write_report(html_out, to_html(report, f"Data drift: {current.name} vs {reference.name}"))
+    # Column names come from the user's files: printed as text (no markup, no emoji codes,
+    # control characters escaped).
+    console.print(Text(summary_line(report), style="red" if report.dataset_drift else "green"))
     for column in data["columns"][:10]:
         if column["drifted"]:
             console.print(
-                f"  {column['column']}: {column['test']} {column['score']:.4g} "
-                f"(threshold {column['threshold']})"
+                Text(
+                    f"  {printable(column['column'])}: {column['test']} {column['score']:.4g} "
+                    f"(threshold {column['threshold']})"
+                )
             )
     if fail_on_drift and report.dataset_drift:
         raise typer.Exit(1)
+
+
+def _write_report(path: Path, text: str) -> None:
+    """Write a report the operator asked for; a path that cannot be written (a folder, a
+    missing parent, no permission, a full disk) is a bad parameter (exit 2), not a traceback."""
+    try:
+        path.write_text(text)
+    except OSError as error:
+        _fail(OSError(f"cannot write the report to {path}: {error.strerror or error}"), 2)
 
 
 def _split_assignment(text: str) -> tuple[str, str]:

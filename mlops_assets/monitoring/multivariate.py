@@ -14,30 +14,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlops_assets.sql import idents
-
 DEFAULT_THRESHOLD = 0.6
 SAMPLE_ROWS = 5_000
 
 
 def parquet_sample(path: Path, columns: list[str], rows: int = SAMPLE_ROWS, seed: int = 0):
     """A uniform sample of ``rows`` rows, streamed by DuckDB (bounded memory at any size).
-    Column names come from a user's file: they are quoted, and the database may read nothing
-    but the file's folder."""
-    from mlops_assets.monitoring.engine import DriftInputError
+
+    Column names come from a user's file, so no name enters the SQL: columns are selected by
+    position (DuckDB binds names case-insensitively, so ``a`` and ``A`` would both read ``a``),
+    in a database that may read nothing but the file's folder."""
+    import pyarrow.parquet as pq
+
     from mlops_assets.monitoring.files import confined_connection
 
     path = Path(path).resolve()
-    try:
-        columns_sql = idents(columns)
-    except ValueError as error:  # a NUL in a name
-        raise DriftInputError(f"{path}: {error}") from error
+    names = pq.read_schema(path).names
+    positions_sql = ", ".join(f"#{int(names.index(c)) + 1}" for c in columns)
     with confined_connection(path) as con:
-        return con.execute(
-            f"select {columns_sql} from read_parquet(?) "
+        frame = con.execute(
+            f"select {positions_sql} from read_parquet(?) "
             f"using sample reservoir({int(rows)} rows) repeatable ({int(seed)})",
             [str(path)],
         ).df()
+    frame.columns = columns
+    return frame
 
 
 def domain_classifier(

@@ -1,6 +1,7 @@
 """`mlops drift` on files: the JSON contract, exit codes, CSV and Parquet, reports, errors."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,11 @@ def files(tmp_path_factory):
 
 
 def _drift(*args, check_code=None):
-    result = subprocess.run([MLOPS, "drift", *map(str, args)], capture_output=True, text=True)
+    # Wide enough that no message is wrapped (a path broken across lines is not found).
+    env = {**os.environ, "COLUMNS": "400"}
+    result = subprocess.run(
+        [MLOPS, "drift", *map(str, args)], capture_output=True, text=True, env=env
+    )
     if check_code is not None:
         assert result.returncode == check_code, result.stdout + result.stderr[-2000:]
     return result
@@ -106,3 +111,37 @@ def test_unusable_inputs_exit_2_naming_the_problem(files, tmp_path):
     broken.write_bytes(b"PAR1 not really parquet")
     result = _drift(files / "ref.parquet", broken, check_code=2)
     assert f"{broken}: cannot read as Parquet" in result.stderr  # the path is never wrapped
+
+
+def test_drifted_column_names_are_printed_as_text(tmp_path):
+    """Column names come from the user's files: Rich markup (`[/x]` crashed the command), a
+    hyperlink, an emoji code and an escape sequence are shown as the text they are."""
+    names = ["[/x]", "[link=http://example.invalid]y[/link]", ":smile:", "esc\x1b[2J"]
+    rng = np.random.default_rng(0)
+    for name, shift in (("ref", 0), ("cur", 3)):
+        frame = pd.DataFrame({c: rng.normal(shift, 1, 300) for c in names})
+        frame.to_parquet(tmp_path / f"{name}.parquet", index=False)
+    result = _drift(tmp_path / "ref.parquet", tmp_path / "cur.parquet", check_code=0)
+    shown = result.stderr
+    for text in ("  [/x]: ", "  [link=http://example.invalid]y[/link]: ", "  :smile:: "):
+        assert text in shown
+    assert (
+        "  esc\\x1b[2J: " in shown and "\x1b" not in shown and "\U0001f604" not in shown
+    )  # :smile:
+
+
+@pytest.mark.parametrize(
+    ("option", "where"),
+    [("--html", "folder"), ("--html", "missing folder"), ("--html", "full disk"),
+     ("--json", "folder")],
+)  # fmt: skip
+def test_a_report_path_that_cannot_be_written_exits_2_with_a_message(files, tmp_path, option,
+                                                                     where):  # fmt: skip
+    target = {
+        "folder": tmp_path,
+        "missing folder": tmp_path / "nope" / "report",
+        "full disk": Path("/dev/full"),  # writable, but every write fails (ENOSPC)
+    }[where]
+    result = _drift(files / "ref.parquet", files / "same.parquet", option, target, check_code=2)
+    assert "Traceback" not in result.stderr
+    assert str(target) in result.stderr
