@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import grp
 import hashlib
 import ipaddress
 import os
-import pwd
 import re
 import secrets
 import shutil
@@ -100,8 +98,7 @@ def prepare(home: Path, port: int, upstream: int) -> Guard:
         "__GUARD__": str(folder),
         "__PORT__": str(port),
         "__UPSTREAM__": str(upstream),
-        "__USER__": pwd.getpwuid(os.geteuid()).pw_name,
-        "__GROUP__": grp.getgrgid(os.getegid()).gr_name,
+        "__USER__": 'user "root" "root";' if os.geteuid() == 0 else "",
     }.items():
         text = text.replace(placeholder, value)
     guard.config.write_text(text)
