@@ -685,7 +685,9 @@ def dbt_parse() -> None:
 
 @app.command()
 def ui(
-    port: Annotated[int, typer.Option(help="Port of the Dagster webserver.")] = 3000,
+    port: Annotated[
+        int, typer.Option(help="Port of the Dagster webserver (with --secure: of nginx).")
+    ] = 3000,
     secure: Annotated[
         bool,
         typer.Option(
