@@ -201,16 +201,12 @@ def test_the_ingestion_asset_records_and_lists_refused_files_as_markdown_text(tm
     (landing / "outcomes" / "2025-01-04.csv").write_text(f"{HEADER},{link},{link}\nA,b,0,0,1,2\n")
     [outcomes] = [a for a in raw_assets if a.key.path == ["raw", "outcomes"]]
     warehouse = tmp_path / "warehouse.duckdb"
-    result = dg.materialize(
-        [outcomes],
-        partition_key="2025-01-05",
-        resources={
-            "warehouse": WarehouseResource(path=str(warehouse)),
-            "landing": LandingZone(path=str(landing)),
-            "keyring": KeyringResource(path=str(keyring.path)),
-        },
-        raise_on_error=False,
-    )
+    resources = {
+        "warehouse": WarehouseResource(path=str(warehouse)),
+        "landing": LandingZone(path=str(landing)),
+        "keyring": KeyringResource(path=str(keyring.path)),
+    }
+    result = dg.materialize([outcomes], partition_key="2025-01-05", resources=resources)
     [materialization] = result.asset_materializations_for_node("raw__outcomes")
     metadata = materialization.metadata
     assert metadata["files_loaded"].value == 1
@@ -225,14 +221,7 @@ def test_the_ingestion_asset_records_and_lists_refused_files_as_markdown_text(tm
 
     # The file repeating a markdown image as a header fails (another day): its message is text.
     result = dg.materialize(
-        [outcomes],
-        partition_key="2025-01-04",
-        resources={
-            "warehouse": WarehouseResource(path=str(warehouse)),
-            "landing": LandingZone(path=str(landing)),
-            "keyring": KeyringResource(path=str(keyring.path)),
-        },
-        raise_on_error=False,
+        [outcomes], partition_key="2025-01-04", resources=resources, raise_on_error=False
     )
     [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "files_ingested"]
     assert not check.passed
