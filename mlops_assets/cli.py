@@ -19,7 +19,7 @@ from rich.text import Text
 
 from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.settings import PROJECT_ROOT, get_settings
-from mlops_assets.text import printable
+from mlops_assets.text import printable, printable_lines
 
 app = typer.Typer(
     help="Operate the MLOps data platform: generate sample data, run the pipeline, open the UI.",
@@ -151,9 +151,9 @@ def run(
 
 def _print_report(report, settings) -> None:
     for notice in report.notices:
-        console.print(notice, style="yellow")
+        console.print(printable_lines(notice), style="yellow")
     for refused in report.refused_files:  # names from the landing folder: text, never markup
-        console.print(f"refused, not ingested: {refused}", style="yellow", markup=False)
+        console.print(f"refused, not ingested: {printable(refused)}", style="yellow")
     days = report.ingested_days
     console.print(
         f"ingested landing days {days[0]} … {days[-1]} ({len(days)} with new or changed files)"
@@ -184,7 +184,7 @@ def _print_report(report, settings) -> None:
             kind = ("blocking", "red") if check.blocking else ("warning", "yellow")
             console.print(Text.assemble("  ", kind, f" {check.asset} {check.name}"))
             if check.detail:
-                console.print(textwrap.indent(check.detail, "      "))
+                console.print(textwrap.indent(printable_lines(check.detail), "      "))
     quarantined = sum(report.quarantined.values())
     console.print(
         f"quarantined rows: {quarantined:,} "
@@ -220,9 +220,8 @@ app.add_typer(models_app, name="models")
 
 
 def _fail(error: Exception, code: int = 1) -> None:
-    # An error may quote a path or an argument: its control characters are shown escaped, its
-    # own line breaks kept.
-    _say("error:", "red", "\n".join(map(printable, str(error).splitlines())))
+    # An error may quote a path or an argument: its control characters are shown escaped.
+    _say("error:", "red", printable_lines(str(error)))
     raise typer.Exit(code)
 
 

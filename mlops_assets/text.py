@@ -29,3 +29,8 @@ def printable(text: str) -> str:
     if text.isprintable() and "\\" not in text:
         return text
     return "".join(c if c.isprintable() and c != "\\" else _escape(c) for c in text)
+
+
+def printable_lines(text: str) -> str:
+    """:func:`printable` line by line, the line breaks kept: for messages that quote data."""
+    return "\n".join(map(printable, text.splitlines()))

@@ -68,3 +68,40 @@ def test_a_home_with_markup_in_its_path_works(tmp_path, monkeypatch):
     missing = home.invoke("pii", "reveal", "--customer", "x", "--reason", "r")
     assert missing.exit_code == 1 and isinstance(missing.exception, SystemExit)
     assert "no[/b]where" in missing.output
+
+
+def test_the_run_summary_prints_names_and_findings_as_text(capsys, tmp_path):
+    from types import SimpleNamespace
+
+    from mlops_assets.cli import _print_report
+
+    check = SimpleNamespace(
+        passed=False,
+        blocking=True,
+        asset="raw/customers",
+        name="no_direct_identifiers",
+        detail="- raw.customers.[/b]\x1b]8;;https://evil.example\x07x: email (1 rows)",
+    )
+    report = SimpleNamespace(
+        notices=["created a new keyring in [/b]home"],
+        refused_files=["customers/[/x]\x1b[2J.csv: not a date"],
+        ingested_days=["2025-01-01"],
+        tables={"raw.customers": 1},
+        stage_seconds={"ingestion": 1.0},
+        seconds=1.0,
+        checks=[check],
+        failed_blocking_checks=[check],
+        quarantined={"quarantine.customers": 0},
+        drifted_days=[],
+        failed_steps=[],
+        log_path=tmp_path / "[/b]run.log",
+        ok=False,
+        run_id="r1",
+    )
+    settings = SimpleNamespace(warehouse_path=tmp_path / "w[/i].duckdb", reports_dir=tmp_path)
+    _print_report(report, settings)
+    shown = capsys.readouterr().err
+    assert "\x1b" not in shown
+    assert "created a new keyring in [/b]home" in shown
+    assert "customers/[/x]\\x1b[2J.csv" in shown
+    assert "raw.customers.[/b]\\x1b]8;;https://evil.example\\x07x" in shown
