@@ -47,9 +47,11 @@ def markdown(report: DriftReport, limit: int = 40) -> str:
         text += f"\n\n{len(data['columns']) - limit} more columns in the HTML report."
     if report.multivariate:
         m = report.multivariate
-        text += (
-            f"\n\nDomain classifier (reference vs current) ROC-AUC {m['score']:.3f} "
-            f"(drift at >= {m['threshold']}): {'drift' if m['drifted'] else 'no drift'}."
+        text += "\n\nDomain classifier (reference vs current) " + (
+            f"ROC-AUC {m['score']:.3f} (drift at >= {m['threshold']}): "
+            f"{'drift' if m['drifted'] else 'no drift'}."
+            if m["score"] is not None
+            else f"gives no verdict: {m['note']}."  # too few rows or no columns
         )
     return text
 
@@ -90,10 +92,15 @@ def to_html(report: DriftReport, title: str = "Data drift report") -> str:
     multivariate = ""
     if report.multivariate:
         m = report.multivariate
-        multivariate = (
-            f"<p>Domain classifier (can a model tell current rows from reference rows?): "
+        verdict = (
             f"ROC-AUC <b>{m['score']:.3f}</b>, drift at &ge; {m['threshold']} &rarr; "
-            f"{'<b class=drift>drift</b>' if m['drifted'] else 'no drift'}.</p>"
+            f"{'<b class=drift>drift</b>' if m['drifted'] else 'no drift'}"
+            if m["score"] is not None
+            else f"no verdict: {html.escape(m['note'])}"  # too few rows or no columns
+        )
+        multivariate = (
+            "<p>Domain classifier (can a model tell current rows from reference rows?): "
+            f"{verdict}.</p>"
         )
     skipped = (
         f"<p>Not compared (time columns): {html.escape(', '.join(report.skipped))}</p>"
