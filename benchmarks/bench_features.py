@@ -27,7 +27,7 @@ from mlops_assets.warehouse import connection
 
 
 def build_mart(path: str, rows: int) -> None:
-    with connection(Path(path)) as con:
+    with connection(Path(path), create=True) as con:
         load_synthetic_mart(con, rows)
 
 

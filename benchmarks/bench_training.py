@@ -47,7 +47,7 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     with tempfile.TemporaryDirectory(prefix="mlops-bench-") as tmp:
-        with connection(Path(tmp) / "bench.duckdb") as con:
+        with connection(Path(tmp) / "bench.duckdb", create=True) as con:
             load_synthetic_mart(con, args.rows)
             stage_features(con)
             apply_contract(con)
