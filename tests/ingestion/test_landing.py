@@ -25,6 +25,7 @@ from mlops_assets.ingestion.landing import (
 from mlops_assets.runner import RunReport, landing_dates, refused_landing_files
 from mlops_assets.sample_data.generator import OUTCOME_COLUMNS
 from mlops_assets.settings import Settings, get_settings
+from mlops_assets.text import printable
 
 HEADER = ",".join(OUTCOME_COLUMNS)
 GOOD = f"{HEADER}\nA1,2025-01-05,0,0\n"
@@ -186,10 +187,11 @@ def test_the_run_plans_only_real_landing_days_and_names_the_refused(tmp_path):
 def test_the_run_summary_prints_refused_names_as_text(capsys):
     from mlops_assets.cli import _print_report, console
 
-    report = RunReport("r1", True, 1.0, refused_files=["outcomes/[/b][link=x]y.csv: a folder"])
+    refused = [printable("outcomes/[/b][link=x]y.csv\n: a folder")]  # as the runner makes it
+    report = RunReport("r1", True, 1.0, refused_files=refused)
     with console.capture() as captured:
         _print_report(report, Settings(home=Path("/nowhere")))
-    assert "refused, not ingested: outcomes/[/b][link=x]y.csv: a folder" in captured.get()
+    assert "refused, not ingested: outcomes/[/b][link=x]y.csv\\n: a folder" in captured.get()
 
 
 def test_the_ingestion_asset_records_and_lists_refused_files_as_markdown_text(tmp_path, keyring):
