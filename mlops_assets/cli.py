@@ -152,8 +152,8 @@ def run(
 def _print_report(report, settings) -> None:
     for notice in report.notices:
         console.print(printable_lines(notice), style="yellow")
-    for refused in report.refused_files:  # names from the landing folder: text, never markup
-        console.print(f"refused, not ingested: {printable(refused)}", style="yellow")
+    for refused in report.refused_files:  # already shown as text (escaped) by the runner
+        console.print(f"refused, not ingested: {refused}", style="yellow")
     days = report.ingested_days
     console.print(
         f"ingested landing days {days[0]} … {days[-1]} ({len(days)} with new or changed files)"
