@@ -604,7 +604,8 @@ def drift(
 ) -> None:
     """Data drift between two datasets, column by column (Evidently's DataDriftPreset tests).
 
-    Numeric columns are numerical, time columns are skipped, everything else is categorical.
+    Numeric columns are numerical, time and nested (list, struct, map) columns are skipped,
+    everything else is categorical.
     Exit 0 whether or not drift is found (1 with --fail-on-drift and dataset drift; 2 when the
     files cannot be compared)."""
     from mlops_assets.monitoring.engine import DriftInputError, DriftOptions, drift_files

@@ -93,7 +93,7 @@ class DriftReport:
     reference_rows: int
     current_rows: int
     correction: str = "none"
-    skipped: list[str] = field(default_factory=list)  # time columns: not compared
+    skipped: list[str] = field(default_factory=list)  # time and nested columns: not compared
     multivariate: dict | None = None
 
     @property
@@ -363,7 +363,7 @@ def run_tasks(task: Callable, items: list, client=None) -> list:
 
 
 def parquet_columns(path: Path) -> dict[str, str | None]:
-    """Column name -> kind (None: a time column, not compared)."""
+    """Column name -> kind (None: a time or nested column, not compared)."""
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as error:

@@ -32,8 +32,8 @@ QUANTILES = 10_000
 
 def column_kind(arrow_type: pa.DataType) -> str | None:
     """numerical for numbers, categorical for everything else, None for times (not compared:
-    time always moves)."""
-    if pa.types.is_temporal(arrow_type):
+    time always moves) and nested values (lists, structs, maps: no single value to count)."""
+    if pa.types.is_temporal(arrow_type) or pa.types.is_nested(arrow_type):
         return None
     numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
     return "numerical" if any(is_type(arrow_type) for is_type in numeric) else "categorical"

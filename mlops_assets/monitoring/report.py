@@ -103,7 +103,7 @@ def to_html(report: DriftReport, title: str = "Data drift report") -> str:
             f"{verdict}.</p>"
         )
     skipped = (
-        f"<p>Not compared (time columns): {html.escape(', '.join(report.skipped))}</p>"
+        f"<p>Not compared (time and nested columns): {html.escape(', '.join(report.skipped))}</p>"
         if report.skipped
         else ""
     )

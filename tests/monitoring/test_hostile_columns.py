@@ -135,3 +135,23 @@ def test_names_that_differ_only_by_case_or_hold_a_nul_are_sampled_by_position(tm
     sample = parquet_sample(data, ["A", "n\x00ul", "a"])
     assert list(sample.columns) == ["A", "n\x00ul", "a"]
     assert sample.iloc[0].tolist() == [2.0, 3.0, 1.0]
+
+
+def test_nested_columns_are_skipped_like_time_columns(tmp_path):
+    """A list, struct or map column has no single value to count (casting it to text raised
+    ArrowNotImplementedError out of `mlops drift`): it is listed as not compared."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "amount": pa.array(np.arange(50, dtype=float)),
+            "tags": pa.array([["a", "b"], ["c"]] * 25),
+            "address": pa.array([{"city": "x", "zip": 1}] * 50),
+            "extra": pa.array([[("k", 1)]] * 50, pa.map_(pa.string(), pa.int64())),
+        }
+    )
+    pq.write_table(table, tmp_path / "nested.parquet")
+    report, _ = drift_files(tmp_path / "nested.parquet", tmp_path / "nested.parquet")
+    assert [c.column for c in report.columns] == ["amount"]
+    assert report.skipped == ["tags", "address", "extra"]
