@@ -60,17 +60,20 @@ csv_names = _names(st.sampled_from(PIECES)).map(lambda ns: [n.strip() for n in n
 csv_names = csv_names.filter(lambda ns: all(ns) and len({n.casefold() for n in ns}) == len(ns))
 
 
-def _frames(names: list[str], injection: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _drift_over(folder: Path, names: list[str], suffix: str) -> None:
+    """Write reference and current files with columns ``names`` (and the injection) in
+    ``folder``, compare them and sample them: every column by its name, no file written."""
+    folder.mkdir(exist_ok=True)
+    injection = _injection(folder)
     rng = np.random.default_rng(0)
-    columns = [*names, injection]
-    reference = pd.DataFrame({c: rng.normal(0, 1, 60) for c in columns})
-    current = pd.DataFrame({c: rng.normal(0.5, 1, 40) for c in columns})
-    return reference, current
-
-
-def _check(folder: Path, reference: Path, current: Path, columns: list[str]) -> None:
+    columns = [*(n for n in names if n != injection), injection]
+    paths = []
+    for side, rows, shift in (("reference", 60, 0.0), ("current", 40, 0.5)):
+        frame = pd.DataFrame({c: rng.normal(shift, 1, rows) for c in columns})
+        paths.append(folder / f"{side}.{suffix}")
+        getattr(frame, f"to_{suffix}")(paths[-1], index=False)
     before = sorted(os.listdir(folder))
-    with as_parquet(reference, current) as (ref_path, cur_path):
+    with as_parquet(*paths) as (ref_path, cur_path):
         report, profile = drift_files(ref_path, cur_path)
         sample = parquet_sample(ref_path, columns)
     assert sorted(c.column for c in report.columns) == sorted(columns)
@@ -82,25 +85,13 @@ def _check(folder: Path, reference: Path, current: Path, columns: list[str]) -> 
 @HOSTILE
 @given(names=parquet_names)
 def test_parquet_column_names_are_compared_by_name_and_never_run(names, tmp_path):
-    folder = tmp_path / "parquet"
-    folder.mkdir(exist_ok=True)
-    injection = _injection(folder)
-    reference, current = _frames([n for n in names if n != injection], injection)
-    reference.to_parquet(folder / "reference.parquet", index=False)
-    current.to_parquet(folder / "current.parquet", index=False)
-    _check(folder, folder / "reference.parquet", folder / "current.parquet", list(reference))
+    _drift_over(tmp_path / "parquet", names, "parquet")
 
 
 @HOSTILE
 @given(names=csv_names)
 def test_csv_column_names_are_compared_by_name_and_never_run(names, tmp_path):
-    folder = tmp_path / "csv"
-    folder.mkdir(exist_ok=True)
-    injection = _injection(folder)
-    reference, current = _frames(names, injection)
-    reference.to_csv(folder / "reference.csv", index=False)
-    current.to_csv(folder / "current.csv", index=False)
-    _check(folder, folder / "reference.csv", folder / "current.csv", list(reference))
+    _drift_over(tmp_path / "csv", names, "csv")
 
 
 def test_the_engine_database_reaches_only_its_inputs_folder(tmp_path):
