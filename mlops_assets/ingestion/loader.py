@@ -275,8 +275,14 @@ STOPPING_ERRORS = (
     duckdb.TransactionException,
     duckdb.InterruptException,
 )
+# ... and DuckDB's IO errors that say the disk is full (spilling a large file), not the file.
+OUT_OF_SPACE = ("No space left on device", "disk is full", "Disk quota exceeded")
 # Errors reading a landing file itself (gone, unreadable): that file fails.
 FILE_ACCESS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotARegularFile)
+
+
+def _out_of_space(error: BaseException) -> bool:
+    return any(phrase in str(error) for phrase in OUT_OF_SPACE)
 
 
 def _duckdb_message(error: BaseException) -> str:
@@ -356,6 +362,8 @@ def ingest_file(
             crash_point("ingest.committed")
     except FILE_CONTENT_ERRORS as error:
         # What DuckDB says about the file's content: that file fails, nothing else.
+        if _out_of_space(error):
+            raise
         raise IngestionError(
             f"{rel}: could not be read as CSV — {_duckdb_message(error)}"
         ) from error
@@ -393,6 +401,8 @@ def _parse(
     except STOPPING_ERRORS:
         raise
     except duckdb.Error as error:
+        if _out_of_space(error):
+            raise
         raise IngestionError(
             f"{rel}: could not be read as CSV — {_duckdb_message(error)}"
         ) from error
@@ -758,7 +768,8 @@ class _InOrder:
         except BaseException as error:
             # Recorded before the next task's turn begins: it must see the failure and not
             # commit (recording it after the turn let a waiting task slip through).
-            if not isinstance(error, (IngestionError, _Abandoned, *FILE_CONTENT_ERRORS)):
+            files_fault = isinstance(error, (IngestionError, _Abandoned, *FILE_CONTENT_ERRORS))
+            if not files_fault or _out_of_space(error):
                 self.failure = self.failure or error
             raise
         finally:

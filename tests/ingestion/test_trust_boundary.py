@@ -201,15 +201,22 @@ def test_a_parse_error_fails_that_file_alone(con, tmp_path, monkeypatch):
     assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 3
 
 
-def test_a_broken_database_still_stops_the_load(con, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "error",
+    [
+        duckdb.FatalException("FATAL Error: database invalidated"),
+        duckdb.IOException('IO Error: Could not write file "x.tmp": No space left on device'),
+    ],
+)
+def test_a_broken_database_or_a_full_disk_still_stops_the_load(con, tmp_path, monkeypatch, error):
     landing = tmp_path / "landing"
     write(landing, "outcomes", "2025-03-01", f"{HEADER}\nA1,2025-03-01,0,0\n")
 
-    def fatal(con, file, types_sql):
-        raise duckdb.FatalException("FATAL Error: database invalidated")
+    def failing(con, file, types_sql):
+        raise error
 
-    monkeypatch.setattr(loader, "_read_records", fatal)
-    with pytest.raises(duckdb.FatalException):
+    monkeypatch.setattr(loader, "_read_records", failing)
+    with pytest.raises(type(error)):
         ingest_source(con, landing, "outcomes")
 
 
@@ -244,3 +251,21 @@ def test_a_feed_without_personal_data_refuses_an_identifier_named_extra(con, tmp
     tables = ["raw.outcomes", "quarantine.outcomes", "audit.ingested_files"]
     assert all(con.execute(f"select count(*) from {t}").fetchone()[0] == 0 for t in tables)
     assert path.exists()
+
+
+def test_a_full_disk_at_commit_stops_later_files_from_committing(con, tmp_path, monkeypatch):
+    landing = tmp_path / "landing"
+    for day in range(1, 5):
+        write(landing, "outcomes", f"2025-03-0{day}", f"{HEADER}\nA{day},2025-03-0{day},0,0\n")
+    replace = loader._replace_rows
+
+    def full(con, rel, *args, **kwargs):
+        if rel.endswith("2025-03-02.csv"):
+            raise duckdb.IOException("IO Error: Could not write to WAL: No space left on device")
+        return replace(con, rel, *args, **kwargs)
+
+    monkeypatch.setattr(loader, "_replace_rows", full)
+    with pytest.raises(duckdb.IOException, match="No space left"):
+        ingest_source(con, landing, "outcomes")
+    ledger = con.execute("select path from audit.ingested_files").fetchall()
+    assert ledger == [("outcomes/2025-03-01.csv",)]
