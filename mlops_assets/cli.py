@@ -424,29 +424,39 @@ def pii_forget(
 def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
-    """Every registered model version, the champion marked."""
+    """Every registered model version, the champion marked, and whether its seal holds (a
+    version that is not sealed by this keyring is never loaded)."""
     from rich.text import Text
 
-    from mlops_assets.training.registry import Registry
+    from mlops_assets.training.registry import Registry, RegistryError
 
     settings = get_settings()
     registry = Registry(settings.models_dir, settings.keyring_path)
     rows = []
-    for model in registry.models():
-        champion = registry.champion(model)
-        for card in registry.versions(model):
-            data = card.data
-            rows.append(
-                {
-                    "model": model,
-                    "version": card.version,
-                    "is_champion": card.version == champion,
-                    "candidate": data["candidate"],
-                    "metrics": data["metrics"],
-                    "training_data_version": data["training_data_version"],
-                    "created_at": data["created_at"],
-                }
-            )
+    try:
+        for model in registry.models():
+            champion = registry.champion(model)
+            for card in registry.versions(model):
+                data = card.data
+                try:
+                    registry.verified_card(model, card.version)
+                    sealed = True
+                except RegistryError:
+                    sealed = False
+                rows.append(
+                    {
+                        "model": model,
+                        "version": card.version,
+                        "is_champion": card.version == champion,
+                        "sealed": sealed,
+                        "candidate": data.get("candidate"),
+                        "metrics": data.get("metrics") or {},
+                        "training_data_version": data.get("training_data_version"),
+                        "created_at": data.get("created_at"),
+                    }
+                )
+    except RegistryError as error:
+        _fail(error)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -454,18 +464,21 @@ def models_list(
         console.print("no models registered yet: run `mlops run`")
         return
     table = Table(title="Registered models")
-    for column in ("model", "version", "champion", "candidate", "key metric", "data", "created"):
+    columns = ("model", "version", "champion", "sealed", "candidate", "key metric", "data")
+    for column in (*columns, "created"):
         table.add_column(column)
     for row in rows:
         key = "roc_auc" if row["model"] == "default_classifier" else "rmse"
+        value = row["metrics"].get(key)
         cells = (
             row["model"],
             row["version"],
             "★" if row["is_champion"] else "",
+            "yes" if row["sealed"] else "NO: refused",
             row["candidate"],
-            f"{key} {row['metrics'][key]:.4f}",
+            f"{key} {value:.4f}" if isinstance(value, int | float) else "-",
             row["training_data_version"],
-            row["created_at"][:19],
+            str(row["created_at"])[:19],
         )
         table.add_row(*(Text(str(cell)) for cell in cells))  # registry files: text, not markup
     Console().print(table)

@@ -153,7 +153,7 @@ class Registry:
         """Every registered version of ``model``, oldest first (folders named like a version)."""
         check_name(model)
         cards = [
-            ModelCard(json.loads(path.read_text()))
+            _read_card(path)
             for path in (self.root / model).glob("*/model.json")
             if VERSION.fullmatch(path.parent.name)
         ]
@@ -169,7 +169,7 @@ class Registry:
         if not path.exists():
             known = ", ".join(c.version for c in self.versions(model)) or "none"
             raise RegistryError(f"{model} has no version {version} (known: {known})")
-        return ModelCard(json.loads(path.read_text()))
+        return _read_card(path)
 
     def verified_card(self, model: str, version: str) -> ModelCard:
         """The card of ``version``, after checking its seal: it is the one this platform
@@ -179,19 +179,18 @@ class Registry:
         seal = card.data.get(SEAL)
         if not isinstance(seal, dict) or not isinstance(seal.get("hmac_sha256"), str):
             raise RegistryError(
-                f"{path} is not sealed (not registered by this platform, or before seals): "
-                "refusing to load it; retrain the model"
+                f"{path} is not sealed (registered before versions were sealed, or not by this "
+                f"platform): refusing to load it. To retrain {model} from scratch, move "
+                f"{self.root / model} aside and run `mlops run`"
             )
         expected = self._seal(model, version, card.data)
-        if not hmac.compare_digest(seal["hmac_sha256"], expected["hmac_sha256"]):
-            other_key = seal.get("key") != expected["key"]
+        if not hmac.compare_digest(seal["hmac_sha256"].encode(), expected["hmac_sha256"].encode()):
             raise RegistryError(
                 f"{path} does not match its seal "
                 + (
-                    f"(sealed with signing key {seal.get('key')}, this keyring's is "
-                    f"{expected['key']}: another keyring?)"
-                    if other_key
-                    else "(model.json was modified, or copied from another model or version)"
+                    "(model.json was modified, or copied from another model or version)"
+                    if seal.get("key") == expected["key"]
+                    else "(sealed with another signing key: another keyring?)"
                 )
                 + ": refusing to load it"
             )
@@ -328,6 +327,16 @@ class Registry:
         check_name(model)
         path = self.root / model / "promotions.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _read_card(path: Path) -> ModelCard:
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RegistryError(f"{path} is not a valid model.json: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("version"), str):
+        raise RegistryError(f"{path} is not a valid model.json: no version")
+    return ModelCard(data)
 
 
 def load_artefact(path: Path):

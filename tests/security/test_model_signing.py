@@ -219,3 +219,14 @@ def test_promote_takes_only_a_version_of_that_model(registry):
     with pytest.raises(RegistryError, match=f"default_classifier has no version {version}"):
         registry.promote(MODEL, version, reason="careless")
     assert registry.champion(MODEL) is None and registry.history(MODEL) == []
+
+
+def test_a_malformed_model_json_is_refused_naming_the_file(registry):
+    version = register_tiny(registry)
+    path = _folder(registry, version) / "model.json"
+    for text in ("{", "[]", '{"version": 1}', "\udcff"):
+        path.write_text(text, errors="surrogateescape")
+        with pytest.raises(RegistryError, match=f"{path} is not a valid model.json"):
+            registry.load(MODEL, version)
+        with pytest.raises(RegistryError, match=f"{path} is not a valid model.json"):
+            registry.versions(MODEL)

@@ -138,8 +138,9 @@ def test_cli_lists_and_promotes_with_a_reason(challenged):
         [str(BIN / "mlops"), "models", *args], env=env, capture_output=True, text=True, timeout=120
     )
     listed = json.loads(run("list", "--json").stdout)
-    assert {"model", "version", "is_champion", "metrics", "training_data_version",
+    assert {"model", "version", "is_champion", "sealed", "metrics", "training_data_version",
             "created_at"} <= set(listed[0])  # fmt: skip
+    assert all(r["sealed"] for r in listed)
     other = next(r["version"] for r in listed if not r["is_champion"])
     promoted = run("promote", "default_classifier", other, "--reason", "manual review")
     assert promoted.returncode == 0, promoted.stderr
@@ -263,6 +264,9 @@ def test_explain_prints_data_as_text_and_refuses_a_forged_model(trained, tmp_pat
     assert f"{card} does not match its seal" in refused.stderr
     assert "Traceback" not in missing.stderr + refused.stderr
     assert not marker.exists()
+    listed = json.loads(_mlops(home, "models", "list", "--json").stdout)
+    assert [r["sealed"] for r in listed if r["is_champion"]] == [False]
+    assert all(r["sealed"] for r in listed if not r["is_champion"])
 
 
 def test_a_forged_model_fails_scoring_and_keeps_the_previous_scores(
