@@ -4,6 +4,10 @@
 prefixed) and the key version. The associated data binds each ciphertext to its table, column
 and row key, so a value copied to another cell fails authentication. Quarantined lines of
 sources that carry identifiers are encrypted the same way (``raw_line_encrypted``).
+
+Erasure (:func:`forget`) deletes a customer's cells and the ciphertext of every quarantined line
+that names them — whichever column holds their id —, keeping the line's row (``erased_at``) so
+the ingestion ledger still balances.
 """
 
 from __future__ import annotations
