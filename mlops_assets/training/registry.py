@@ -267,7 +267,10 @@ class Registry:
         path = self.root / model / "champion.json"
         if not path.exists():
             return None
-        version = json.loads(path.read_text())["version"]
+        try:
+            version = json.loads(path.read_text())["version"]
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as error:
+            raise RegistryError(f"{path} is not a valid champion file: {error!r}") from None
         check_name(model, version)
         return version
 

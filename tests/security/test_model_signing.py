@@ -210,6 +210,9 @@ def test_a_champion_file_pointing_elsewhere_is_refused(registry):
     )
     with pytest.raises(RegistryError, match="is not a version of default_classifier"):
         registry.champion(MODEL)
+    (registry.root / MODEL / "champion.json").write_text("[]")
+    with pytest.raises(RegistryError, match=r"champion\.json is not a valid champion file"):
+        registry.champion(MODEL)
 
 
 def test_promote_takes_only_a_version_of_that_model(registry):
