@@ -84,7 +84,7 @@ def test_the_run_summary_prints_names_and_findings_as_text(capsys, tmp_path):
     )
     report = SimpleNamespace(
         notices=["created a new keyring in [/b]home"],
-        refused_files=["customers/[/x]\x1b[2J.csv: not a date"],
+        refused_files=[printable("customers/[/x]\x1b[2J.csv: not a date")],  # as the runner
         ingested_days=["2025-01-01"],
         tables={"raw.customers": 1},
         stage_seconds={"ingestion": 1.0},
