@@ -20,6 +20,7 @@ from functools import cache
 import yaml
 
 from mlops_assets.settings import DBT_PROJECT_DIR
+from mlops_assets.sql import ident, literal
 
 DIRECT_IDENTIFIER = "direct_identifier"
 QUASI_IDENTIFIER = "quasi_identifier"
@@ -36,20 +37,21 @@ def timestamp_formats() -> tuple[str, ...]:
 
 
 def parse_timestamp_sql(column: str) -> str:
-    formats = ", ".join("'" + f.replace("'", "''") + "'" for f in timestamp_formats())
-    return f"try_strptime(trim({column}), [{formats}])"
+    """SQL parsing the text column ``column`` with any of the feeds' date formats."""
+    formats_sql = ", ".join(literal(f) for f in timestamp_formats())
+    return f"try_strptime(trim({ident(column)}), [{formats_sql}])"
 
 
 def age_band_sql(birth: str, at: str) -> str:
     """Ten-year age band at ``at`` (e.g. registration) from a birth date, both feed text."""
-    age = (
+    age_sql = (
         f"floor(date_diff('day', {parse_timestamp_sql(birth)}, {parse_timestamp_sql(at)}) / 365.25)"
     )
     return (
-        f"case when {age} is null then null when {age} < 18 then 'under 18' "
-        f"when {age} < 25 then '18-24' when {age} < 35 then '25-34' "
-        f"when {age} < 45 then '35-44' when {age} < 55 then '45-54' "
-        f"when {age} < 65 then '55-64' else '65+' end"
+        f"case when {age_sql} is null then null when {age_sql} < 18 then 'under 18' "
+        f"when {age_sql} < 25 then '18-24' when {age_sql} < 35 then '25-34' "
+        f"when {age_sql} < 45 then '35-44' when {age_sql} < 55 then '45-54' "
+        f"when {age_sql} < 65 then '55-64' else '65+' end"
     )
 
 

@@ -14,6 +14,7 @@ from sklearn import metrics as skm
 from mlops_assets.faults import crash_point
 from mlops_assets.features.validation import FEATURE_TABLE, table_exists
 from mlops_assets.parallel import Placement, chunk_rows, map_chunks
+from mlops_assets.sql import idents
 from mlops_assets.training.dataset import FeatureSpec, as_model_input
 from mlops_assets.training.registry import Registry
 from mlops_assets.warehouse import scalar
@@ -59,7 +60,7 @@ def score_applications(
     models = {mode: (version, registry.load(MODEL, version)) for mode, version in versions.items()}
     total = scalar(con, f"select count(*) from {FEATURE_TABLE}")
     last = scalar(con, f"select coalesce(max(rowid), -1) from {FEATURE_TABLE}")
-    columns = ", ".join(f'"{c}"' for c in ["application_id", *spec.columns])
+    columns_sql = idents(["application_id", *spec.columns])
     con.execute(
         "create or replace temporary table _scores (application_id varchar, score double, "
         "model_version varchar, mode varchar)"
@@ -67,7 +68,7 @@ def score_applications(
     size = chunk_rows()
     frames = (
         con.execute(
-            f"select {columns} from {FEATURE_TABLE} where rowid between ? and ?",
+            f"select {columns_sql} from {FEATURE_TABLE} where rowid between ? and ?",
             [start, start + size - 1],
         ).df()
         for start in range(0, last + 1, size)
