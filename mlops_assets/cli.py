@@ -509,6 +509,29 @@ def models_promote(
     )
 
 
+@models_app.command("seal")
+def models_seal(
+    model: Annotated[str, typer.Argument(help="default_classifier or loss_regressor.")],
+    version: Annotated[str, typer.Argument(help="A registered version (`mlops models list`).")],
+    reason: Annotated[str, typer.Option(help="Why you vouch for it: recorded in its model.json.")],
+) -> None:
+    """Seal a version registered before versions were sealed, so it can be loaded again. Its
+    files must still match the sha256s of its model.json and hold only the types the platform
+    writes (checked without running anything); the seal records who vouched and why."""
+    from mlops_assets.training.registry import Registry, RegistryError
+
+    if not reason.strip():
+        raise typer.BadParameter("say why you vouch for this version", param_hint="--reason")
+    settings = get_settings()
+    registry = Registry(settings.models_dir, settings.keyring_path)
+    try:
+        _, sealed = registry.seal_unsealed(model, version, reason=reason)
+    except RegistryError as error:
+        _fail(error)
+    state = "sealed" if sealed else "was already sealed"
+    console.print(f"{model} {version}: {state}", markup=False)
+
+
 @app.command()
 def explain(
     application_id: Annotated[str, typer.Argument(help="The application to explain.")],

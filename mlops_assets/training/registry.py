@@ -180,8 +180,9 @@ class Registry:
         if not isinstance(seal, dict) or not isinstance(seal.get("hmac_sha256"), str):
             raise RegistryError(
                 f"{path} is not sealed (registered before versions were sealed, or not by this "
-                f"platform): refusing to load it. To retrain {model} from scratch, move "
-                f"{self.root / model} aside and run `mlops run`"
+                "platform): refusing to load it. If this platform registered it, seal it with "
+                f"`mlops models seal {model} {version} --reason ...` (its files are checked "
+                "first), or move the version folder aside and run `mlops run` to retrain"
             )
         expected = self._seal(model, version, card.data)
         if not hmac.compare_digest(seal["hmac_sha256"].encode(), expected["hmac_sha256"].encode()):
@@ -195,6 +196,34 @@ class Registry:
                 + ": refusing to load it"
             )
         return card
+
+    def seal_unsealed(self, model: str, version: str, *, reason: str, by: str | None = None):
+        """Seal a version registered before versions were sealed, once an operator vouches for
+        it (``reason``, recorded in the card). Its artefact and attachments must still match
+        the sha256s of ``model.json`` and the artefact must load with the exact type list, so
+        nothing in it runs; a version that is already sealed is left as it is. Returns the
+        card and whether it was sealed now."""
+        card = self.card(model, version).data
+        if card.get(SEAL) is not None:
+            return self.verified_card(model, version), False
+        directory = self._dir(model, version)
+        artefact = _inside(directory, card.get("artefact"))
+        files = {artefact.name: card.get("sha256"), **(card.get("attachments") or {})}
+        for name, expected in files.items():
+            path = _inside(directory, name)
+            if not path.is_file() or _sha256(path) != expected:
+                raise RegistryError(
+                    f"{path} is missing or differs from the sha256 in model.json: not sealing it"
+                )
+        load_artefact(artefact)
+        card["sealed_afterwards"] = {
+            "at": datetime.now(UTC).isoformat(),
+            "by": by or getpass.getuser(),
+            "reason": reason,
+        }
+        card[SEAL] = self._seal(model, version, card)
+        _write_atomic(directory / "model.json", json.dumps(card, indent=2, sort_keys=True))
+        return ModelCard(card), True
 
     def register(
         self,

@@ -90,6 +90,30 @@ def test_an_unsealed_version_and_another_keyring_are_refused(registry, tmp_path)
         registry.load(MODEL, version)
 
 
+def test_a_version_from_before_sealing_is_sealed_by_an_operator_only_if_its_files_hold(registry):
+    # A home upgraded from before sealing: its versions load again once an operator seals
+    # them, but only while their files match model.json and hold nothing that runs.
+    version, tampered = register_tiny(registry, seed=0), register_tiny(registry, seed=1)
+    for v in (version, tampered):
+        path = _folder(registry, v) / "model.json"
+        unsealed = {k: val for k, val in json.loads(path.read_text()).items() if k != "seal"}
+        path.write_text(json.dumps(unsealed))
+    with pytest.raises(RegistryError, match=f"mlops models seal {MODEL} {version}"):
+        registry.load(MODEL, version)
+    card, sealed = registry.seal_unsealed(MODEL, version, reason="ours, trained in March")
+    assert sealed and card.data["sealed_afterwards"]["reason"] == "ours, trained in March"
+    assert registry.load(MODEL, version).predict(np.zeros((1, 2))).shape == (1,)
+    assert registry.seal_unsealed(MODEL, version, reason="again")[1] is False
+    (_folder(registry, tampered) / "reference_profile.parquet").write_bytes(b"swapped")
+    with pytest.raises(RegistryError, match=r"differs from the sha256 in model\.json"):
+        registry.seal_unsealed(MODEL, tampered, reason="looks fine")
+    (_folder(registry, tampered) / "reference_profile.parquet").write_bytes(b"profile")
+    forge(_folder(registry, tampered), skops_call("builtins", "exec", "1"))
+    with pytest.raises(RegistryError, match=r"builtins\.exec"):
+        registry.seal_unsealed(MODEL, tampered, reason="looks fine")
+    assert "seal" not in json.loads((_folder(registry, tampered) / "model.json").read_text())
+
+
 def test_a_registry_without_its_keyring_refuses_instead_of_trusting(tmp_path):
     registry = Registry(tmp_path / "models", tmp_path / "missing-keyring.json")
     with pytest.raises(RegistryError, match="cannot sign or verify models: no keyring"):
