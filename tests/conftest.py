@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from mlops_assets.security.keyring import Keyring
+from mlops_assets.security.ui_guard import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -90,13 +90,6 @@ def keyring(tmp_path) -> Keyring:
 class DaskCluster:
     address: str  # the scheduler, tcp://127.0.0.1:<port>
     workers: frozenset[str]  # the workers' addresses
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (for the servers tests start)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
