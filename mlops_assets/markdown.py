@@ -8,6 +8,7 @@ from mlops_assets.text import printable
 
 # Characters that make markdown (links, images, code, emphasis, HTML, table cells) out of text.
 _MARKDOWN_PUNCTUATION = re.compile(r"[\\`*_\[\]()!<>|#~]")
+_ESCAPED_PUNCTUATION = re.compile(r"\\([\\`*_\[\]()!<>|#~])")
 
 
 def md_text(value: object) -> str:
@@ -17,6 +18,12 @@ def md_text(value: object) -> str:
     Control characters and line breaks are shown as escapes first (:func:`printable`), then
     markdown punctuation is backslash-escaped."""
     return _MARKDOWN_PUNCTUATION.sub(r"\\\g<0>", printable(str(value)))
+
+
+def md_plain(markdown: str) -> str:
+    """The text :func:`md_text` escaped, for a terminal: the markdown escapes undone (control
+    characters stay shown as escapes)."""
+    return _ESCAPED_PUNCTUATION.sub(r"\g<1>", markdown)
 
 
 def md_table(header: tuple[str, ...], rows: list[tuple]) -> str:

@@ -439,11 +439,13 @@ def _describe(metadata: dict) -> str:
     checks write (the failed files, the unbalanced ledger rows)."""
     import dagster as dg
 
+    from mlops_assets.markdown import md_plain
+
     if "dagster_dbt/failed_row_count" in metadata:
         rows = metadata["dagster_dbt/failed_row_count"].value
         return f"{rows} failing row(s); the test's SQL is under $MLOPS_HOME/dbt/target/compiled/"
     texts = [
-        value.value
+        md_plain(value.value) if isinstance(value, dg.MarkdownMetadataValue) else value.value
         for value in metadata.values()
         if isinstance(value, dg.MarkdownMetadataValue | dg.TextMetadataValue)
         and value.value not in ("", "none")

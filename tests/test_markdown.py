@@ -44,3 +44,16 @@ def test_md_table_escapes_every_cell_and_keeps_its_shape():
 def test_md_list_escapes_items():
     assert md_list([]) == "none"
     assert md_list(["![i](http://e/i.png)"]) == "- \\!\\[i\\]\\(http://e/i.png\\)"
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_the_terminal_gets_the_text_back_without_markdown_escapes(text):
+    # The run summary prints what a failed check's markdown says: as the text, control
+    # characters still shown escaped, no backslashes added for markdown.
+    import dagster as dg
+
+    from mlops_assets.runner import _describe
+    from mlops_assets.text import printable
+
+    metadata = {"failed_files": dg.MetadataValue.md(md_list([text]))}
+    assert _describe(metadata) == "- " + printable(text)
