@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlops_assets.ingestion.landing import (
     NotARegularFile,
@@ -230,3 +233,79 @@ def test_the_ingestion_asset_records_and_lists_refused_files_as_markdown_text(tm
     for markdown in (check.metadata["failed_files"].value, listed):
         # No markdown punctuation is left unescaped: no link, no image the UI would fetch.
         assert not re.search(r"(?<!\\)[\[\]()!]", re.sub(r"\\\\", "", markdown)), markdown
+
+
+# Names a feed or a careless operator may drop into a landing folder: near-dates, other scripts'
+# digits, SQL, markup, control characters, bytes that are not UTF-8 (from os.fsencode).
+_NAME_PARTS = st.sampled_from(
+    [
+        "2025-01-05",
+        "2025-02-30",
+        "2025-1-5",
+        "\u0662\u0660\u0662\u0665",  # Arabic-Indic digits
+        "\uff12\uff10\uff12\uff15",  # fullwidth digits
+        "'",
+        '"',
+        ";",
+        "--",
+        "drop table x",
+        "[/b]",
+        "[link=http://x]",
+        "![i](http://x/i.png)",
+        "`",
+        "\x1b[2J",
+        "\u202e",
+        "\n",
+        "\r",
+        "\t",
+        ".csv",
+        ".CSV",
+        " ",
+        "\udcff",  # a byte that is not UTF-8, as os.fsdecode shows it
+        "%00",
+        "$(touch x)",
+        "*",
+        "?",
+    ]
+)
+hostile_names = st.lists(
+    st.one_of(_NAME_PARTS, st.text(min_size=1, max_size=8)), min_size=1, max_size=5
+).map("".join)
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(names=st.lists(hostile_names, min_size=1, max_size=6, unique=True))
+def test_a_hostile_file_name_is_a_landing_day_or_refused_by_name_and_never_runs(tmp_path, names):
+    """The hostile-input invariant for file names: the scan never raises; each entry is either a
+    landing day's file (ASCII date, calendar date, not after the horizon) or refused under its
+    own name; the ledger of refusals stores names as data (no other statement runs); the run
+    plans only real days."""
+    home = Path(tempfile.mkdtemp(dir=tmp_path))
+    folder = home / "landing" / "outcomes"
+    folder.mkdir(parents=True)
+    created = set()
+    for name in names:
+        raw = os.fsencode(name)
+        if b"/" in raw or b"\x00" in raw or name in (".", "..") or len(raw) > 255:
+            continue
+        if name.startswith("."):
+            continue  # hidden files are ignored, by design
+        (folder / name).write_text(GOOD)
+        created.add(name)
+    scan = scan_landing(home / "landing", "outcomes", LATEST)
+    accepted = {p.name for p in scan.files}
+    refused = {r.path for r in scan.refused}
+    assert accepted | {p.removeprefix("outcomes/") for p in refused} == created
+    for name in accepted:
+        assert re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\.csv", name, re.ASCII)
+        assert date.fromisoformat(name[:10]) <= LATEST
+    con = duckdb.connect()
+    con.execute("create table canary as select 1 as x")
+    record_refused(con, "outcomes", scan.refused)
+    stored = {p for (p,) in con.execute("select path from audit.refused_files").fetchall()}
+    assert stored == {printable(p) for p in refused}
+    assert con.execute("select count(*) from canary").fetchone()[0] == 1
+    days = landing_dates(Settings(home=home))
+    assert days == sorted(name[:10] for name in accepted if name[:10] >= "2025-01-01")
