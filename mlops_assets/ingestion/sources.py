@@ -14,6 +14,7 @@ Personal data never reaches a raw table:
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -180,8 +181,11 @@ SOURCE_SPECS: dict[str, SourceSpec] = {
 
 
 def identifier_name(column: str) -> str:
-    """A column name reduced for comparison with identifier names: ``Full Name`` -> full_name."""
-    return re.sub(r"[^a-z0-9]+", "_", column.strip().lower()).strip("_")
+    """A column name reduced for comparison with identifier names, whatever its spelling:
+    compatibility forms and accents decomposed (fullwidth letters, ``é``), case folded, then only
+    a-z and digits kept: ``E-Mail``, ``EMAIL``, fullwidth Email -> email; ``FullName`` -> fullname.
+    """
+    return re.sub(r"[^a-z0-9]+", "", unicodedata.normalize("NFKD", column).casefold())
 
 
 # Names of the columns that identify a person in some feed (vaulted or pseudonymised there): a
