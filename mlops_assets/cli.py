@@ -424,38 +424,36 @@ def pii_forget(
 def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
-    """Every registered model version, the champion marked, and whether its seal holds (a
-    version that is not sealed by this keyring is never loaded)."""
+    """Every registered model version, the champion marked, and whether it verifies (its seal
+    under this keyring holds and its files match): one that does not is never loaded, and the
+    model's next training (`mlops run`) replaces it."""
     from rich.text import Text
 
     from mlops_assets.training.registry import Registry, RegistryError
+    from mlops_assets.warehouse import WarehouseMissingError, require_warehouse
 
     settings = get_settings()
     registry = Registry(settings.models_dir, settings.keyring_path)
     rows = []
     try:
+        require_warehouse(settings.warehouse_path)
         for model in registry.models():
             champion = registry.champion(model)
             for card in registry.versions(model):
                 data = card.data
-                try:
-                    registry.verified_card(model, card.version)
-                    sealed = True
-                except RegistryError:
-                    sealed = False
                 rows.append(
                     {
                         "model": model,
                         "version": card.version,
                         "is_champion": card.version == champion,
-                        "sealed": sealed,
+                        "sealed": registry.verifies(model, card.version),
                         "candidate": data.get("candidate"),
-                        "metrics": data.get("metrics") or {},
+                        "metrics": card.metrics,
                         "training_data_version": data.get("training_data_version"),
                         "created_at": data.get("created_at"),
                     }
                 )
-    except RegistryError as error:
+    except (RegistryError, WarehouseMissingError) as error:
         _fail(error)
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -480,7 +478,8 @@ def models_list(
             row["training_data_version"],
             str(row["created_at"])[:19],
         )
-        table.add_row(*(Text(str(cell)) for cell in cells))  # registry files: text, not markup
+        # Registry files: text, not markup, control characters escaped.
+        table.add_row(*(Text(printable(str(cell))) for cell in cells))
     Console().print(table)
 
 
@@ -494,6 +493,8 @@ def models_promote(
     sealed version of MODEL itself is accepted."""
     from mlops_assets.training.registry import Registry, RegistryError
 
+    if not reason.strip():
+        raise typer.BadParameter("say why this version becomes the champion", param_hint="--reason")
     settings = get_settings()
     registry = Registry(settings.models_dir, settings.keyring_path)
     try:
@@ -507,29 +508,6 @@ def models_promote(
         f"by {event['by']}: {reason}",
         markup=False,
     )
-
-
-@models_app.command("seal")
-def models_seal(
-    model: Annotated[str, typer.Argument(help="default_classifier or loss_regressor.")],
-    version: Annotated[str, typer.Argument(help="A registered version (`mlops models list`).")],
-    reason: Annotated[str, typer.Option(help="Why you vouch for it: recorded in its model.json.")],
-) -> None:
-    """Seal a version registered before versions were sealed, so it can be loaded again. Its
-    files must still match the sha256s of its model.json and hold only the types the platform
-    writes (checked without running anything); the seal records who vouched and why."""
-    from mlops_assets.training.registry import Registry, RegistryError
-
-    if not reason.strip():
-        raise typer.BadParameter("say why you vouch for this version", param_hint="--reason")
-    settings = get_settings()
-    registry = Registry(settings.models_dir, settings.keyring_path)
-    try:
-        _, sealed = registry.seal_unsealed(model, version, reason=reason)
-    except RegistryError as error:
-        _fail(error)
-    state = "sealed" if sealed else "was already sealed"
-    console.print(f"{model} {version}: {state}", markup=False)
 
 
 @app.command()

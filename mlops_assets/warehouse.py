@@ -40,6 +40,15 @@ class WarehouseMissingError(FileNotFoundError):
     """No warehouse file where one was expected: MLOPS_HOME is wrong, or nothing ran yet."""
 
 
+def require_warehouse(path: Path) -> None:
+    """Refuse a home without a warehouse (a command that does not build one, under a mistyped
+    MLOPS_HOME or before the first run)."""
+    if not Path(path).exists():
+        raise WarehouseMissingError(
+            f"no warehouse at {path}: check MLOPS_HOME, or run `mlops run` first to build it"
+        )
+
+
 def connect(
     path: Path,
     *,
@@ -54,9 +63,7 @@ def connect(
     path = Path(path)
     if not path.exists():
         if read_only or not create:
-            raise WarehouseMissingError(
-                f"no warehouse at {path}: check MLOPS_HOME, or run `mlops run` first to build it"
-            )
+            require_warehouse(path)
         path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_seconds
     delay = 0.1

@@ -206,7 +206,8 @@ def build_model_asset(model: str) -> dg.AssetsDefinition:
             # winner. Same data version, so nothing downstream counts it as new. A version
             # whose run died before the gate decided on it is decided now.
             settled = settle(models, data, previous, training)
-            context.log.info(
+            log = context.log.warning if settled and settled.champion_refused else context.log.info
+            log(
                 f"{model}: training data {data.version} unchanged since version "
                 f"{previous.version}: not retrained"
                 + (f"; gate: {settled.reason}" if settled else "")
@@ -226,7 +227,8 @@ def build_model_asset(model: str) -> dg.AssetsDefinition:
             return
         with dask.client() as client:
             outcome = train_model(data, models, training, client=client, manifest=manifest)
-        context.log.info(f"{model} {outcome.card.version}: {outcome.decision.reason}")
+        log = context.log.warning if outcome.decision.champion_refused else context.log.info
+        log(f"{model} {outcome.card.version}: {outcome.decision.reason}")
         metadata = _metadata(outcome, model)
         plots_dir = settings.reports_dir / model / outcome.card.version
         if outcome.new or not plots_dir.exists():

@@ -5,6 +5,7 @@
     <model>/<version>/<attachment>  files stored with the model (the drift reference profile)
     <model>/champion.json           the current champion's version
     <model>/promotions.jsonl        append-only history: when, who, why, metrics before/after
+    <model>/refused/<version>-<time>/  a version folder that did not verify, replaced by training
 
 A version is a content hash of what defines the model (training-data version, candidate and
 parameters, seed, feature signature, dbt manifest, code and library versions): the same data,
@@ -16,7 +17,9 @@ canonical rest of ``model.json`` (which holds the sha256 of the artefact and of 
 attachment). Rewriting the artefact and ``model.json`` together, or copying one version's folder
 over another's, is refused without the key. Model names and versions are checked against a
 pattern before they become paths, file names must stay inside their version folder, and the
-artefact is loaded by skops with an exact list of the types the platform writes.
+artefact is loaded by skops with an exact list of the types the platform writes. A version that
+does not verify is never loaded and never counts as trained before: the next training of its
+model registers a genuine one (replacing the folder when the version is the same).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import hmac
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +56,11 @@ MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 VERSION = re.compile(r"[0-9a-f]{16}")  # content_version()
 FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # artefact and attachments
 SEAL = "seal"  # model.json's field with the HMAC; everything else in model.json is sealed
+# What becomes of a version that does not verify (Registry.register, trainer.trained_before).
+REPLACED = (
+    "it is never loaded, and the model's next training (`mlops run`) replaces it with a "
+    "genuine version (a refused champion is gated as if absent)"
+)
 
 
 class RegistryError(RuntimeError):
@@ -120,7 +129,10 @@ class ModelCard:
 
     @property
     def metrics(self) -> dict:
-        return self.data["metrics"]
+        """The holdout metrics; empty when ``model.json`` holds none (an unverified card may
+        hold anything JSON can)."""
+        metrics = self.data.get("metrics")
+        return metrics if isinstance(metrics, dict) else {}
 
 
 class Registry:
@@ -180,9 +192,7 @@ class Registry:
         if not isinstance(seal, dict) or not isinstance(seal.get("hmac_sha256"), str):
             raise RegistryError(
                 f"{path} is not sealed (registered before versions were sealed, or not by this "
-                "platform): refusing to load it. If this platform registered it, seal it with "
-                f"`mlops models seal {model} {version} --reason ...` (its files are checked "
-                "first), or move the version folder aside and run `mlops run` to retrain"
+                f"platform): refusing to load it; {REPLACED}"
             )
         expected = self._seal(model, version, card.data)
         if not hmac.compare_digest(seal["hmac_sha256"].encode(), expected["hmac_sha256"].encode()):
@@ -193,37 +203,34 @@ class Registry:
                     if seal.get("key") == expected["key"]
                     else "(sealed with another signing key: another keyring?)"
                 )
-                + ": refusing to load it"
+                + f": refusing to load it; {REPLACED}"
             )
         return card
 
-    def seal_unsealed(self, model: str, version: str, *, reason: str, by: str | None = None):
-        """Seal a version registered before versions were sealed, once an operator vouches for
-        it (``reason``, recorded in the card). Its artefact and attachments must still match
-        the sha256s of ``model.json`` and the artefact must load with the exact type list, so
-        nothing in it runs; a version that is already sealed is left as it is. Returns the
-        card and whether it was sealed now."""
-        card = self.card(model, version).data
-        if card.get(SEAL) is not None:
-            return self.verified_card(model, version), False
+    def verify(self, model: str, version: str) -> ModelCard:
+        """The card of ``version`` once its seal holds and its artefact and attachments match
+        the sha256s it seals (nothing is loaded)."""
+        card = self.verified_card(model, version)
         directory = self._dir(model, version)
-        artefact = _inside(directory, card.get("artefact"))
-        files = {artefact.name: card.get("sha256"), **(card.get("attachments") or {})}
+        attachments = card.data.get("attachments") or {}
+        files = {card.data.get("artefact"): card.data.get("sha256"), **attachments}
         for name, expected in files.items():
             path = _inside(directory, name)
             if not path.is_file() or _sha256(path) != expected:
                 raise RegistryError(
-                    f"{path} is missing or differs from the sha256 in model.json: not sealing it"
+                    f"{path} is missing or was modified after registration (sha256 differs "
+                    f"from model.json): refusing to load it; {REPLACED}"
                 )
-        load_artefact(artefact)
-        card["sealed_afterwards"] = {
-            "at": datetime.now(UTC).isoformat(),
-            "by": by or getpass.getuser(),
-            "reason": reason,
-        }
-        card[SEAL] = self._seal(model, version, card)
-        _write_atomic(directory / "model.json", json.dumps(card, indent=2, sort_keys=True))
-        return ModelCard(card), True
+        return card
+
+    def verifies(self, model: str, version: str) -> bool:
+        """Whether ``version`` passes :meth:`verify`: only such a version is loaded, counts as
+        trained before, or runs in shadow."""
+        try:
+            self.verify(model, version)
+        except RegistryError:
+            return False
+        return True
 
     def register(
         self,
@@ -236,26 +243,55 @@ class Registry:
         """Store ``estimator``; returns its card and whether it is new. ``definition`` is what
         the version hashes; ``details`` (metrics, timings) are recorded but not hashed.
         ``attachments`` (file name -> writer) are written beside the model and hashed into the
-        card, so they are verified like the model file."""
+        card, so they are verified like the model file.
+
+        A version that is registered and verifies is kept. One that does not verify (unsealed,
+        a seal that does not hold, a file changed) is replaced: the new version is written into
+        a staging folder beside it and renamed into place, the refused folder moved to
+        ``<model>/refused/<version>-<time>`` (never loaded; kept for whoever investigates)."""
         version = content_version(definition)
         directory = self._dir(model, version)
-        if (directory / "model.json").exists():
+        if (directory / "model.json").exists() and self.verifies(model, version):
             return self.card(model, version), False
         self._key()  # no keyring: refuse before writing anything
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{version}."))
+        try:
+            card = self._write_version(
+                model, version, staging, estimator, {**definition, **details}, attachments or {}
+            )
+            if directory.exists():
+                refused = directory.parent / "refused"
+                refused.mkdir(exist_ok=True)
+                directory.rename(refused / f"{version}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}")
+            staging.rename(directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return card, True
+
+    def _write_version(
+        self,
+        model: str,
+        version: str,
+        directory: Path,
+        estimator,
+        fields: dict,
+        attachments: dict[str, Callable[[Path], object]],
+    ) -> ModelCard:
+        """Write the artefact, the attachments and, last, the sealed card into ``directory``."""
         artefact = directory / "model.skops"
         import skops.io as sio  # 1-3 s to import (it lists every estimator): only here
 
         sio.dump(estimator, artefact)
         files = {}
-        for name, write in (attachments or {}).items():
+        for name, write in attachments.items():
             write(_inside(directory, name))
             files[name] = _sha256(directory / name)
         card = {
             "model": model,
             "version": version,
-            **definition,
-            **details,
+            **fields,
             "artefact": artefact.name,
             "sha256": _sha256(artefact),
             "attachments": files,
@@ -266,28 +302,18 @@ class Registry:
         _write_atomic(
             directory / "model.json", json.dumps(card, indent=2, sort_keys=True, default=str)
         )
-        return ModelCard(card), True
+        return ModelCard(card)
 
     def load(self, model: str, version: str):
-        """The fitted estimator, after verifying the version's seal and the file's sha256."""
-        card = self.verified_card(model, version)
-        artefact = _inside(self._dir(model, version), card.data.get("artefact"))
-        if not artefact.is_file() or _sha256(artefact) != card.data["sha256"]:
-            raise RegistryError(
-                f"{artefact} is missing or was modified after registration (sha256 differs "
-                "from model.json): refusing to load it"
-            )
-        return load_artefact(artefact)
+        """The fitted estimator, after :meth:`verify`."""
+        card = self.verify(model, version)
+        return load_artefact(_inside(self._dir(model, version), card.data["artefact"]))
 
     def attachment(self, model: str, version: str, name: str) -> Path:
-        """The path of a file stored with the model, after verifying it is unchanged."""
+        """The path of a file stored with the model, after :meth:`verify`."""
         path = _inside(self._dir(model, version), name)
-        card = self.verified_card(model, version)
-        expected = card.data.get("attachments", {}).get(name)
-        if expected is None:
+        if name not in (self.verify(model, version).data.get("attachments") or {}):
             raise RegistryError(f"{model} {version} has no {name} (trained before it existed?)")
-        if not path.is_file() or _sha256(path) != expected:
-            raise RegistryError(f"{path} is missing or was modified after registration")
         return path
 
     # --- champion ------------------------------------------------------------------------
@@ -314,8 +340,8 @@ class Registry:
         metrics_after: dict | None = None,
     ) -> dict:
         """Make ``version`` the champion and append the decision to the history. Only a sealed
-        version of ``model`` itself can be promoted."""
-        self.verified_card(model, version)
+        version of ``model`` itself, whose files match its seal, can be promoted."""
+        self.verify(model, version)
         event = {
             "at": datetime.now(UTC).isoformat(),
             "model": model,
@@ -351,14 +377,37 @@ class Registry:
         by a gate before verdicts were recorded counts as decided."""
         path = self._dir(model, version) / "gate.json"
         if path.exists():
-            return json.loads(path.read_text())
-        promoted = [e for e in self.history(model) if e["to_version"] == version]
-        return {"promoted": True, "reason": promoted[-1]["reason"]} if promoted else None
+            return _read_object(path, _read_text(path))
+        promoted = [e for e in self.history(model) if e.get("to_version") == version]
+        return {"promoted": True, "reason": promoted[-1].get("reason")} if promoted else None
 
     def history(self, model: str) -> list[dict]:
         check_name(model)
         path = self.root / model / "promotions.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        if not path.exists():
+            return []
+        lines = _read_text(path).splitlines()
+        return [_read_object(path, line, number) for number, line in enumerate(lines, 1)]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as error:
+        raise RegistryError(f"{path} is not text: {error}") from None
+
+
+def _read_object(path: Path, text: str, line: int | None = None) -> dict:
+    """The JSON object in ``text`` (a registry file, or its ``line``), or a RegistryError
+    naming the file and line."""
+    where = f"{path} line {line}" if line else str(path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RegistryError(f"{where} is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise RegistryError(f"{where} is not a JSON object")
+    return value
 
 
 def _read_card(path: Path) -> ModelCard:

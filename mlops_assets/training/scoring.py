@@ -24,10 +24,13 @@ SCORES_TABLE = "predictions.loan_default_scores"
 
 
 def challenger_version(registry: Registry, model: str = MODEL) -> str | None:
-    """The newest registered version that is not the champion."""
+    """The newest registered version that is not the champion, among those that verify (one
+    that does not is never loaded: see `mlops models list`)."""
     champion = registry.champion(model)
-    others = [c.version for c in registry.versions(model) if c.version != champion]
-    return others[-1] if others else None
+    for card in reversed(registry.versions(model)):
+        if card.version != champion and registry.verifies(model, card.version):
+            return card.version
+    return None
 
 
 @dataclass

@@ -17,7 +17,7 @@ from mlops_assets.faults import crash_point
 from mlops_assets.monitoring.reference import reference_attachments
 from mlops_assets.training import metrics as m
 from mlops_assets.training.dataset import TrainingData
-from mlops_assets.training.registry import ModelCard, Registry
+from mlops_assets.training.registry import ModelCard, Registry, RegistryError
 from mlops_assets.training.search import SearchResult, is_classifier, make_model, predict, search
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -64,12 +64,17 @@ def library_versions() -> dict[str, str]:
     }
 
 
+# The champion's version, its metrics on the holdout, and why it was refused (if it was).
+Champion = tuple[str | None, dict | None, str | None]
+
+
 @dataclass
 class Decision:
     promoted: bool
     reason: str
     champion_version: str | None
     champion_metrics: dict | None = None
+    champion_refused: str | None = None  # why the champion did not verify (gated as absent)
 
 
 @dataclass
@@ -150,11 +155,13 @@ def trained_before(
     registry: Registry, data: TrainingData, config: TrainingConfig, manifest: Path | None
 ) -> ModelCard | None:
     """The registered version this training would reproduce, if any: the search is
-    deterministic for a seed, so the same definition gives the same winner and version."""
+    deterministic for a seed, so the same definition gives the same winner and version. A
+    version that does not verify (unsealed, tampered) does not count: the model is retrained
+    and :meth:`Registry.register` replaces it."""
     wanted = json.loads(json.dumps(training_definition(data, config, manifest), default=str))
     for card in reversed(registry.versions(data.model)):
         if all(card.data.get(name) == value for name, value in wanted.items()):
-            return card
+            return card if registry.verifies(data.model, card.version) else None
     return None
 
 
@@ -163,16 +170,26 @@ def _decide(
     model: str,
     card: ModelCard,
     holdout: dict,
-    champion_version: str | None,
-    champion_metrics: dict | None,
+    champion: Champion,
     config: TrainingConfig,
 ) -> Decision:
     """The champion/challenger gate on a registered version; the verdict is recorded with the
-    version, last, so a run that dies before it is decided again by the next run."""
+    version, last, so a run that dies before it is decided again by the next run.
+
+    A champion that does not verify is gated as absent. That gives whoever can write the
+    registry nothing more than deleting champion.json would, while failing here would keep the
+    refused champion in place, and every scoring failing, until a person intervened; the
+    version promoted over it is one this training registered and sealed."""
+    champion_version, champion_metrics, refused = champion
     if card.version == champion_version:
-        decision = Decision(False, "already champion", champion_version, champion_metrics)
+        reason = "already champion" + (
+            f"; its refused files were replaced by this training ({refused})" if refused else ""
+        )
+        decision = Decision(False, reason, champion_version, champion_metrics, refused)
     else:
         promote, reason = gate(model, holdout, champion_metrics, config)
+        if refused:
+            reason = f"champion {champion_version} gated as absent, it does not verify: {refused}"
         if promote:
             registry.promote(
                 model,
@@ -182,34 +199,39 @@ def _decide(
                 metrics_before=champion_metrics,
                 metrics_after=holdout,
             )
-        decision = Decision(promote, reason, champion_version, champion_metrics)
+        decision = Decision(promote, reason, champion_version, champion_metrics, refused)
         crash_point("training.promoted")
     registry.record_verdict(model, card.version, decision.promoted, decision.reason)
     return decision
 
 
-def _champion_on(registry: Registry, data: TrainingData) -> tuple[str | None, dict | None]:
+def _champion_on(registry: Registry, data: TrainingData) -> Champion:
     """The current champion's version and its metrics on ``data``'s holdout (None, None when
-    there is no champion yet): what a challenger is gated against."""
+    there is no champion yet): what a challenger is gated against. A champion that does not
+    verify has no metrics, and the reason it was refused."""
     version = registry.champion(data.model)
     if version is None:
-        return None, None
-    champion = registry.load(data.model, version)
+        return None, None, None
+    try:
+        champion = registry.load(data.model, version)
+    except RegistryError as error:
+        return version, None, str(error)
     threshold = registry.card(data.model, version).data.get("threshold")
-    return version, evaluate(data.model, champion, data, threshold)
+    return version, evaluate(data.model, champion, data, threshold), None
 
 
 def settle(
     registry: Registry, data: TrainingData, card: ModelCard, config: TrainingConfig
 ) -> Decision | None:
     """Gate a version that :func:`trained_before` found registered but never decided on (its
-    run died in between); None when it was decided."""
-    if registry.verdict(data.model, card.version) is not None:
+    run died in between), or decided on against a champion that no longer verifies; None when
+    there is nothing to decide."""
+    champion = registry.champion(data.model)
+    if registry.verdict(data.model, card.version) is not None and (
+        champion is None or registry.verifies(data.model, champion)
+    ):
         return None
-    champion_version, champion_metrics = _champion_on(registry, data)
-    return _decide(
-        registry, data.model, card, card.metrics, champion_version, champion_metrics, config
-    )
+    return _decide(registry, data.model, card, card.metrics, _champion_on(registry, data), config)
 
 
 def train_model(
@@ -252,7 +274,7 @@ def train_model(
         "params": winner.params,
         **training_definition(data, config, manifest),
     }
-    champion_version, champion_metrics = _champion_on(registry, data)
+    champion = _champion_on(registry, data)
     details = {
         "metrics": holdout,
         "metric_intervals": intervals,
@@ -282,17 +304,10 @@ def train_model(
     )
     seconds["register"] = time.perf_counter() - started
     crash_point("training.registered")
-    if not new and registry.verdict(data.model, card.version) is not None:
-        decision = Decision(
-            False,
-            "unchanged: this version is already registered",
-            champion_version,
-            champion_metrics,
-        )
-    else:  # new, or registered by a run that died before the gate decided on it
-        decision = _decide(
-            registry, data.model, card, holdout, champion_version, champion_metrics, config
-        )
+    if not new and registry.verdict(data.model, card.version) is not None and not champion[2]:
+        decision = Decision(False, "unchanged: this version is already registered", *champion)
+    else:  # new, registered by a run that died before the gate, or the champion is refused
+        decision = _decide(registry, data.model, card, holdout, champion, config)
     return TrainingOutcome(
         card, new, result, holdout, intervals, decision, seconds, model, threshold
     )

@@ -86,32 +86,107 @@ def test_an_unsealed_version_and_another_keyring_are_refused(registry, tmp_path)
     with pytest.raises(RegistryError, match="another keyring"):
         other.load(MODEL, version)
     path.write_text(json.dumps({k: v for k, v in sealed.items() if k != "seal"}))
-    with pytest.raises(RegistryError, match=f"{path} is not sealed"):
+    with pytest.raises(RegistryError, match=f"{path} is not sealed") as refused:
         registry.load(MODEL, version)
+    assert "models seal" not in str(refused.value)
 
 
-def test_a_version_from_before_sealing_is_sealed_by_an_operator_only_if_its_files_hold(registry):
-    # A home upgraded from before sealing: its versions load again once an operator seals
-    # them, but only while their files match model.json and hold nothing that runs.
-    version, tampered = register_tiny(registry, seed=0), register_tiny(registry, seed=1)
-    for v in (version, tampered):
-        path = _folder(registry, v) / "model.json"
-        unsealed = {k: val for k, val in json.loads(path.read_text()).items() if k != "seal"}
-        path.write_text(json.dumps(unsealed))
-    with pytest.raises(RegistryError, match=f"mlops models seal {MODEL} {version}"):
+def _dummy_skops(tmp_path: Path) -> bytes:
+    """A model of trusted types only that predicts one class: what an attacker substitutes."""
+    import skops.io as sio
+    from sklearn.dummy import DummyClassifier
+
+    path = tmp_path / "dummy.skops"
+    sio.dump(DummyClassifier(strategy="constant", constant=0).fit(np.eye(2), [0, 1]), path)
+    return path.read_bytes()
+
+
+def _unseal(registry: Registry, version: str) -> Path:
+    path = _folder(registry, version) / "model.json"
+    card = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in card.items() if k != "seal"}))
+    return path
+
+
+@pytest.mark.parametrize("damage", ["unsealed", "forged and unsealed", "seal broken", "file"])
+def test_a_version_that_does_not_verify_is_refused_and_replaced_by_the_next_registration(
+    registry, tmp_path, damage
+):
+    # An attacker who can write the registry swaps in a model of trusted types, recomputes its
+    # sha256, fakes its metrics and deletes the seal; or a home from before sealing.
+    version = register_tiny(registry)
+    folder = _folder(registry, version)
+    if damage == "forged and unsealed":
+        forge(folder, _dummy_skops(tmp_path), metrics={"roc_auc": 0.99})
+    if damage in ("unsealed", "forged and unsealed"):
+        _unseal(registry, version)
+    elif damage == "seal broken":
+        forge(folder, _dummy_skops(tmp_path), metrics={"roc_auc": 0.99})
+    else:
+        (folder / "reference_profile.parquet").write_bytes(b"swapped")
+    refused = json.loads((folder / "model.json").read_text())
+    with pytest.raises(RegistryError) as error:
         registry.load(MODEL, version)
-    card, sealed = registry.seal_unsealed(MODEL, version, reason="ours, trained in March")
-    assert sealed and card.data["sealed_afterwards"]["reason"] == "ours, trained in March"
-    assert registry.load(MODEL, version).predict(np.zeros((1, 2))).shape == (1,)
-    assert registry.seal_unsealed(MODEL, version, reason="again")[1] is False
-    (_folder(registry, tampered) / "reference_profile.parquet").write_bytes(b"swapped")
-    with pytest.raises(RegistryError, match=r"differs from the sha256 in model\.json"):
-        registry.seal_unsealed(MODEL, tampered, reason="looks fine")
-    (_folder(registry, tampered) / "reference_profile.parquet").write_bytes(b"profile")
-    forge(_folder(registry, tampered), skops_call("builtins", "exec", "1"))
-    with pytest.raises(RegistryError, match=r"builtins\.exec"):
-        registry.seal_unsealed(MODEL, tampered, reason="looks fine")
-    assert "seal" not in json.loads((_folder(registry, tampered) / "model.json").read_text())
+    message = str(error.value)
+    assert "refusing to load it" in message and "next training (`mlops run`) replaces" in message
+    assert "seal it" not in message and "models seal" not in message
+    assert not registry.verifies(MODEL, version)
+    with pytest.raises(RegistryError):
+        registry.promote(MODEL, version, reason="it says 0.99")
+    assert register_tiny(registry) == version  # the same definition, trained again
+    assert registry.verifies(MODEL, version)
+    genuine = registry.load(MODEL, version)
+    assert type(genuine).__name__ == "LogisticRegression"
+    assert registry.card(MODEL, version).metrics == {"roc_auc": 0.5}
+    assert registry.attachment(MODEL, version, "reference_profile.parquet").read_bytes() == (
+        b"profile"
+    )
+    # The refused folder is kept aside for whoever investigates, where nothing loads it.
+    [aside] = (registry.root / MODEL / "refused").iterdir()
+    assert aside.name.startswith(f"{version}-")
+    assert json.loads((aside / "model.json").read_text()) == refused
+    assert [c.version for c in registry.versions(MODEL)] == [version]
+    assert not [p for p in (registry.root / MODEL).iterdir() if p.name.startswith(".")]
+
+
+def test_a_version_that_verifies_is_kept_by_the_next_registration(registry):
+    version = register_tiny(registry)
+    card = (_folder(registry, version) / "model.json").read_bytes()
+    assert register_tiny(registry) == version
+    assert (_folder(registry, version) / "model.json").read_bytes() == card
+    assert not (registry.root / MODEL / "refused").exists()
+
+
+def test_a_failed_registration_leaves_the_refused_version_and_no_staging_folder(registry):
+    version = register_tiny(registry)
+    path = _unseal(registry, version)
+    unsealed = path.read_text()
+
+    def fails(target: Path) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        registry.register(
+            MODEL,
+            LogisticRegression().fit(np.eye(2), [0, 1]),
+            {"candidate": "tiny", "seed": 0},
+            {"metrics": {"roc_auc": 0.5}},
+            attachments={"reference_profile.parquet": fails},
+        )
+    assert path.read_text() == unsealed
+    assert sorted(p.name for p in (registry.root / MODEL).iterdir()) == [version]
+
+
+def test_the_shadow_is_the_newest_version_that_verifies(registry):
+    from mlops_assets.training.scoring import challenger_version
+
+    older, champion, newest = (register_tiny(registry, seed=s) for s in (0, 1, 2))
+    registry.promote(MODEL, champion, reason="r")
+    assert challenger_version(registry) == newest
+    _unseal(registry, newest)  # e.g. a home upgraded from before sealing
+    assert challenger_version(registry) == older
+    _unseal(registry, older)
+    assert challenger_version(registry) is None
 
 
 def test_a_registry_without_its_keyring_refuses_instead_of_trusting(tmp_path):
