@@ -7,8 +7,11 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+import duckdb
 import pytest
+from typer.testing import CliRunner
 
+from mlops_assets.cli import app
 from mlops_assets.features.validation import FEATURE_TABLE
 from mlops_assets.training.dataset import load_training_data
 from mlops_assets.training.registry import Registry, RegistryError
@@ -133,6 +136,7 @@ def test_scores_trace_to_the_champion_and_the_challenger_runs_in_shadow(challeng
 def test_cli_lists_and_promotes_with_a_reason(challenged):
     registry, _, _ = challenged
     champion = registry.champion("default_classifier")  # whichever the gate left in place
+    duckdb.connect(str(registry.root.parent / "warehouse.duckdb")).close()  # a built home
     env = {**os.environ, "MLOPS_HOME": str(registry.root.parent)}
     run = lambda *args: subprocess.run(  # noqa: E731
         [str(BIN / "mlops"), "models", *args], env=env, capture_output=True, text=True, timeout=120
@@ -302,3 +306,105 @@ def test_a_forged_model_fails_scoring_and_keeps_the_previous_scores(
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "does not match its seal" in failure.step_failure_data.error.cause.message
     assert not marker.exists()
+
+
+def _attack(registry: Registry, version: str, tmp_path: Path) -> None:
+    """What an attacker who can write the registry, but has no key, does to ``version``: a
+    model of trusted types that predicts one class, its sha256 recomputed, metrics faked, the
+    seal deleted."""
+    import skops.io as sio
+    from sklearn.dummy import DummyClassifier
+
+    dummy = tmp_path / "dummy.skops"
+    sio.dump(DummyClassifier(strategy="constant", constant=0).fit([[0], [1]], [0, 1]), dummy)
+    folder = registry.root / "default_classifier" / version
+    card = forge(folder, dummy.read_bytes(), metrics={"roc_auc": 0.99})
+    del card["seal"]
+    (folder / "model.json").write_text(json.dumps(card))
+
+
+def test_a_tampered_version_is_retrained_and_replaced_by_the_genuine_one(trained, tmp_path):
+    registry, data, first = trained
+    _, copy = _home_copy(registry, tmp_path)
+    version = first.card.version
+    assert copy.champion("default_classifier") == version
+    _attack(copy, version, tmp_path)
+    with pytest.raises(RegistryError, match="is not sealed"):
+        copy.load("default_classifier", version)
+    # Not "trained on the same data before": the models asset retrains.
+    assert trained_before(copy, data, FAST, None) is None
+    again = train_model(data, copy, FAST)
+    assert again.new and again.card.version == version
+    assert again.decision.reason.startswith("already champion; its refused files were replaced")
+    assert copy.champion("default_classifier") == version
+    assert type(copy.load("default_classifier", version)).__name__ != "DummyClassifier"
+    assert copy.card("default_classifier", version).metrics == first.card.metrics
+    assert trained_before(copy, data, FAST, None).version == version
+
+
+def test_an_unverifiable_champion_is_gated_as_absent(trained, tmp_path):
+    registry, data, _ = trained
+    _, copy = _home_copy(registry, tmp_path)
+    champion = copy.champion("default_classifier")
+    _attack(copy, champion, tmp_path)
+    outcome = train_model(data, copy, SECOND)  # another version; the champion is refused
+    assert outcome.card.version != champion
+    decision = outcome.decision
+    assert decision.promoted and decision.champion_refused and decision.champion_metrics is None
+    assert decision.reason.startswith(f"champion {champion} gated as absent, it does not verify")
+    assert copy.champion("default_classifier") == outcome.card.version
+    event = copy.history("default_classifier")[-1]
+    assert event["from_version"] == champion and event["metrics_before"] is None
+
+
+def test_the_models_cli_refuses_an_empty_reason_a_home_without_warehouse_and_odd_metrics(
+    trained, tmp_path, monkeypatch
+):
+    registry, _, first = trained
+    home, copy = _home_copy(registry, tmp_path)
+    (home / "warehouse.duckdb").unlink(missing_ok=True)
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    monkeypatch.delenv("MLOPS_KEYRING", raising=False)
+    invoke = lambda *args: CliRunner().invoke(app, list(args))  # noqa: E731
+    history = copy.history("default_classifier")
+    for reason in ("", "  \t"):
+        shown = invoke("models", "promote", "default_classifier", first.card.version,
+                       "--reason", reason)  # fmt: skip
+        assert shown.exit_code == 2 and "--reason" in shown.output, shown.output
+    assert copy.history("default_classifier") == history
+    missing = invoke("models", "list")
+    assert missing.exit_code == 1 and isinstance(missing.exception, SystemExit)
+    assert f"no warehouse at {home / 'warehouse.duckdb'}" in missing.output
+    duckdb.connect(str(home / "warehouse.duckdb")).close()
+    path = home / "models" / "default_classifier" / first.card.version / "model.json"
+    for metrics in ([0.9], "0.9", None, 3):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "metrics": metrics}))
+        shown = invoke("models", "list")
+        assert shown.exit_code == 0 and shown.exception is None, shown.output
+        listed = json.loads(invoke("models", "list", "--json").stdout)
+        [row] = [r for r in listed if r["version"] == first.card.version]
+        assert row["metrics"] == {} and row["sealed"] is False
+
+
+def test_a_damaged_gate_or_promotion_history_is_refused_naming_the_file(tmp_path):
+    registry = home_registry(tmp_path)
+    version = register_tiny(registry)
+    registry.promote("default_classifier", version, reason="first")
+    gate_file = registry.root / "default_classifier" / version / "gate.json"
+    for content in (b"{", b"[]", b"\xff"):
+        gate_file.write_bytes(content)
+        with pytest.raises(RegistryError, match=f"{gate_file} is not"):
+            registry.verdict("default_classifier", version)
+    gate_file.unlink()
+    assert registry.verdict("default_classifier", version)["promoted"] is True
+    history = registry.root / "default_classifier" / "promotions.jsonl"
+    good = history.read_text()
+    for line in ("{", "[1]", "7"):
+        history.write_text(good + line + "\n")
+        with pytest.raises(RegistryError, match=f"{history} line 2 is not"):
+            registry.history("default_classifier")
+        with pytest.raises(RegistryError, match=f"{history} line 2 is not"):
+            registry.verdict("default_classifier", version)
+    history.write_bytes(good.encode() + b"\xff\n")
+    with pytest.raises(RegistryError, match=f"{history} is not text"):
+        registry.history("default_classifier")
