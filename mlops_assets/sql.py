@@ -9,9 +9,14 @@ interpolated value that does not come through these helpers.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from pathlib import Path
 
 import duckdb
+
+# What DuckDB's file readers (read_csv, read_parquet) take as glob syntax in a path.
+GLOB_CHARACTERS = re.compile(r"([\[\]*?])")
 
 
 def ident(name: str) -> str:
@@ -39,6 +44,13 @@ def idents(names: Iterable[str]) -> str:
     return ", ".join(ident(n) for n in names)
 
 
+def glob_literal(path: str | Path) -> str:
+    """``path`` as the pattern DuckDB's file readers take, matching that one file only: they
+    expand ``[1]``, ``*`` and ``?`` anywhere in a path (``lit[12].csv`` would read ``lit1.csv``
+    and ``lit2.csv``), so each such character is put in a bracket class of its own."""
+    return GLOB_CHARACTERS.sub(r"[\1]", str(path))
+
+
 def confine(con: duckdb.DuckDBPyConnection, folders: Iterable[str] = ()) -> None:
     """Switch the database's access to other files off for good: from here on its connections
     reach only the folders in ``folders`` (besides the database itself and its spill files).
@@ -46,8 +58,11 @@ def confine(con: duckdb.DuckDBPyConnection, folders: Iterable[str] = ()) -> None
     slips through cannot read the keyring or write a file elsewhere.
 
     The setting belongs to the database instance, which every connection of this process to the
-    same file shares: confine only a connection that owns its database for the step."""
-    allowed = [str(f).rstrip("/") + "/" for f in folders]
+    same file shares: confine only a connection that owns its database for the step.
+
+    DuckDB checks a reader's pattern as well as the files it names, so a folder is allowed in
+    its :func:`glob_literal` form too."""
+    allowed = sorted({p.rstrip("/") + "/" for f in folders for p in (str(f), glob_literal(f))})
     if allowed:
         con.execute("set allowed_directories = ?", [allowed])
     con.execute("set enable_external_access = false")

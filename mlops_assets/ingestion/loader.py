@@ -67,7 +67,7 @@ from mlops_assets.security.vault import (
     shred_erased_lines,
     write_sealed_pii,
 )
-from mlops_assets.sql import confine, ident, literal, qualified
+from mlops_assets.sql import confine, glob_literal, ident, literal, qualified
 
 # The header line must end within the first SNIFF_BYTES of a file.
 SNIFF_BYTES = 256 * 1024
@@ -552,7 +552,7 @@ def _read_lines(con: duckdb.DuckDBPyConnection, file: Path) -> tuple[int, int]:
     con.execute(
         f"""
         create or replace temp table _physical as select raw_line from read_csv(
-            {literal(str(file))}, header = false, auto_detect = false, delim = chr(1),
+            {literal(glob_literal(file))}, header = false, auto_detect = false, delim = chr(1),
             quote = '', escape = '', strict_mode = true, columns = {{'raw_line': 'VARCHAR'}},
             max_line_size = {int(MAX_LINE_BYTES)}, store_rejects = true,
             rejects_table = '_line_rejects', rejects_scan = '_line_reject_scans')
@@ -737,7 +737,8 @@ def _read_records(con: duckdb.DuckDBPyConnection, file: Path, types_sql: str) ->
     # A table keeps the reader's order, so rowid is the record's position in the file.
     con.execute(
         f"""
-        create or replace temp table _records as select * from read_csv({literal(str(file))},
+        create or replace temp table _records as select * from read_csv(
+            {literal(glob_literal(file))},
             header = true, auto_detect = false, delim = ',', quote = '"', escape = '"',
             strict_mode = true, columns = {{{types_sql}}}, max_line_size = {int(MAX_LINE_BYTES)},
             store_rejects = true, rejects_table = '_rejects', rejects_scan = '_reject_scans')

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlops_assets.monitoring.engine import DriftInputError
-from mlops_assets.sql import confine
+from mlops_assets.sql import confine, glob_literal
 
 if TYPE_CHECKING:
     import duckdb
@@ -55,7 +55,7 @@ def _convert(path: Path, target: Path) -> Path:
         try:
             con.execute(
                 "copy (select * from read_csv(?, header = true)) to ? (format parquet)",
-                [str(path), str(target)],
+                [glob_literal(path), str(target)],
             )
         except duckdb.Error as error:
             raise DriftInputError(f"{path}: cannot read as CSV: {error}") from error

@@ -27,6 +27,7 @@ def parquet_sample(path: Path, columns: list[str], rows: int = SAMPLE_ROWS, seed
     import pyarrow.parquet as pq
 
     from mlops_assets.monitoring.files import confined_connection
+    from mlops_assets.sql import glob_literal
 
     path = Path(path).resolve()
     names = pq.read_schema(path).names
@@ -35,7 +36,7 @@ def parquet_sample(path: Path, columns: list[str], rows: int = SAMPLE_ROWS, seed
         frame = con.execute(
             f"select {positions_sql} from read_parquet(?) "
             f"using sample reservoir({int(rows)} rows) repeatable ({int(seed)})",
-            [str(path)],
+            [glob_literal(path)],
         ).df()
     frame.columns = columns
     return frame

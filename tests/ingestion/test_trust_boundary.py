@@ -283,3 +283,23 @@ def test_a_full_disk_at_commit_stops_later_files_from_committing(con, tmp_path, 
         ingest_source(con, landing, "outcomes")
     ledger = con.execute("select path from audit.ingested_files").fetchall()
     assert ledger == [("outcomes/2025-03-01.csv",)]
+
+
+# --- glob characters in a path are the path's, never a pattern --------------------------------
+
+
+@pytest.mark.parametrize(("folder", "decoy"), [("g[1]", "g1"), ("a*b", "axb"), ("a?b", "axb"),
+                                               ("c{a,b}", "ca")])  # fmt: skip
+@pytest.mark.parametrize("confined", [False, True])
+def test_a_landing_path_with_glob_characters_reads_that_file_only(
+    tmp_path, folder, decoy, confined, keyring
+):
+    """DuckDB's readers expand ``[1]``, ``*`` and ``?``: a home named ``g[1]`` read the files of
+    ``g1``, or failed every file once confined."""
+    landing = tmp_path / folder / "landing"
+    write(landing, "outcomes", "2025-02-01", f"{HEADER}\nA1,2025-02-01,0,0\n")
+    write(tmp_path / decoy / "landing", "outcomes", "2025-02-01", f"{HEADER}\nA9,2025-02-01,1,9\n")
+    with duckdb.connect() as con:
+        [loaded] = ingest_source(con, landing, "outcomes", confined=confined, keyring=keyring).files
+        assert loaded.status == "loaded", loaded.error
+        assert con.execute("select application_id from raw.outcomes").fetchall() == [("A1",)]

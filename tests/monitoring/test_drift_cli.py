@@ -145,3 +145,22 @@ def test_a_report_path_that_cannot_be_written_exits_2_with_a_message(files, tmp_
     result = _drift(files / "ref.parquet", files / "same.parquet", option, target, check_code=2)
     assert "Traceback" not in result.stderr
     assert str(target) in result.stderr
+
+
+def test_paths_with_glob_characters_name_those_files_only(tmp_path):
+    """DuckDB's readers expand ``[12]``, ``*`` and ``?``: ``lit[12].csv`` in ``g[1]*?`` read the
+    decoys ``g1x/lit1.csv`` instead (drift where there is none)."""
+    folder, decoys = tmp_path / "g[1]*?{a,b}", tmp_path / "g1x{a,b}"
+    folder.mkdir()
+    decoys.mkdir()
+    same, moved = _frame(1500, 1, 0), _frame(1500, 3, 0.5)
+    same.to_parquet(folder / "lit[12].parquet", index=False)
+    same.to_csv(folder / "lit[12].csv", index=False)
+    moved.to_parquet(decoys / "lit1.parquet", index=False)
+    moved.to_csv(decoys / "lit1.csv", index=False)
+    out = tmp_path / "r.json"
+    ref, cur = folder / "lit[12].parquet", folder / "lit[12].csv"
+    _drift(ref, cur, "--multivariate", "--json", out, check_code=0)
+    report = json.loads(out.read_text())
+    assert report["n_drifted_columns"] == 0
+    assert report["multivariate"]["drifted"] is False
