@@ -355,20 +355,18 @@ def pii_reveal(
         raise typer.Exit(1)
 
 
-# The feeds whose quarantined lines are stored encrypted: the only values --source takes.
-PersonalSource = StrEnum(
-    "PersonalSource", {name: name for name, spec in SOURCE_SPECS.items() if spec.has_personal_data}
-)
+# The feeds --source takes: the quarantined lines of every feed are stored encrypted.
+Source = StrEnum("Source", {name: name for name in SOURCE_SPECS})
 
 
 @pii_app.command("quarantined-line")
 def pii_quarantined_line(
-    source: Annotated[PersonalSource, typer.Option(help="The feed the line came from.")],
+    source: Annotated[Source, typer.Option(help="The feed the line came from.")],
     file: Annotated[str, typer.Option(help="Landing path, e.g. customers/2025-01-03.csv.")],
     line: Annotated[int, typer.Option(help="Line number in that file.")],
     reason: Annotated[str, typer.Option(help="Why: recorded in audit.pii_access.")],
 ) -> None:
-    """Decrypt one quarantined line of a personal-data feed, to fix it at the source (audited).
+    """Decrypt one quarantined line of a feed, to fix it at the source (audited).
     Control characters are shown escaped (`\\x1b`, `\\t`; a backslash doubled). Exit 1 when the
     line is unknown, or was erased with its customer (`mlops pii forget`)."""
     from mlops_assets.security.keyring import Keyring
@@ -670,7 +668,10 @@ def drift(
 
 def _write_report(path: Path, text: str) -> None:
     """Write a report the operator asked for; a path that cannot be written (a folder, a
-    missing parent, no permission, a full disk) is a bad parameter (exit 2), not a traceback."""
+    missing parent, no permission, a full disk) is a bad parameter (exit 2), not a traceback.
+    An existing path that is not a regular file (a FIFO would block forever) is refused."""
+    if path.exists() and not path.is_file():
+        _fail(OSError(f"cannot write the report to {path}: not a regular file"), 2)
     try:
         path.write_text(text)
     except OSError as error:

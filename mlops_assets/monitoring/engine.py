@@ -368,6 +368,9 @@ def parquet_columns(path: Path) -> dict[str, str | None]:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as error:
         raise DriftInputError(f"{path}: cannot read as Parquet: {error}") from error
+    repeated = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if repeated:
+        raise DriftInputError(f"{path}: repeated column name(s) {', '.join(map(repr, repeated))}")
     return {f.name: column_kind(f.type) for f in schema}
 
 

@@ -43,7 +43,7 @@ def _drift(*args, check_code=None):
     # Wide enough that no message is wrapped (a path broken across lines is not found).
     env = {**os.environ, "COLUMNS": "400"}
     result = subprocess.run(
-        [MLOPS, "drift", *map(str, args)], capture_output=True, text=True, env=env
+        [MLOPS, "drift", *map(str, args)], capture_output=True, text=True, env=env, timeout=300
     )
     if check_code is not None:
         assert result.returncode == check_code, result.stdout + result.stderr[-2000:]
@@ -164,3 +164,21 @@ def test_paths_with_glob_characters_name_those_files_only(tmp_path):
     report = json.loads(out.read_text())
     assert report["n_drifted_columns"] == 0
     assert report["multivariate"]["drifted"] is False
+
+
+def test_a_parquet_file_with_repeated_column_names_is_exit_2(files, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "dup.parquet"
+    pq.write_table(pa.table([[1.0, 2.0], [3.0, 4.0]], names=["income", "income"]), path)
+    result = _drift(files / "ref.parquet", path, check_code=2)
+    assert "repeated column name(s) 'income'" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("option", ["--json", "--html"])
+def test_a_report_path_that_is_not_a_regular_file_is_exit_2(files, tmp_path, option):
+    fifo = tmp_path / "report.fifo"
+    os.mkfifo(fifo)
+    result = _drift(files / "ref.parquet", files / "same.parquet", option, fifo, check_code=2)
+    assert "not a regular file" in result.stderr + result.stdout
