@@ -87,9 +87,7 @@ def test_a_modified_model_file_is_refused(trained, tmp_path):
     copy = Registry(tmp_path, registry.keyring_path)
     source = registry.root / "default_classifier" / first.card.version
     target = tmp_path / "default_classifier" / first.card.version
-    target.mkdir(parents=True)
-    for name in ("model.skops", "model.json"):
-        (target / name).write_bytes((source / name).read_bytes())
+    shutil.copytree(source, target)
     assert copy.load("default_classifier", first.card.version) is not None
     with (target / "model.skops").open("ab") as handle:
         handle.write(b"tampered")
