@@ -21,6 +21,7 @@ import duckdb
 from mlops_assets.ingestion.loader import ingest_source
 from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
+from mlops_assets.security.keyring import Keyring
 
 
 def main() -> None:
@@ -39,7 +40,8 @@ def main() -> None:
 
         con = duckdb.connect(str(Path(tmp) / "bench.duckdb"))
         started = time.perf_counter()
-        result = ingest_source(con, landing, "applications")
+        keyring = Keyring.create(Path(tmp) / "keyring.json")
+        result = ingest_source(con, landing, "applications", keyring=keyring)
         ingest_s = time.perf_counter() - started
         assert not result.failed, result.failed
 

@@ -105,7 +105,7 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         # The run's days: one (schedule, landing sensor, a day from the UI) or a range.
         partitioned = context.has_partition_key or context.has_partition_key_range
         keys = context.partition_keys if partitioned else None
-        secrets = keyring.load() if spec.has_personal_data else None
+        secrets = keyring.load()
         latest = latest_landing_day(get_settings().landing_horizon_days)
         refused = scan_landing(landing.directory, spec.name, latest).refused
         with warehouse.connect() as con:

@@ -5,7 +5,8 @@ Every file is loaded in one DuckDB transaction with DuckDB's native CSV reader:
 * the ledger ``audit.ingested_files`` decides what is new: a file whose sha256 is already
   recorded is skipped, a file whose content changed replaces its earlier rows;
 * every non-blank data line of a file ends up either in ``raw.<source>`` or in
-  ``quarantine.<source>`` (one row per physical line, with the reason), so
+  ``quarantine.<source>`` (one row per physical line, with the reason and the line encrypted:
+  unparsed, it may hold anything, whatever the feed), so
   ``rows_loaded + rows_quarantined = data_lines`` holds for every file and is recorded;
 * a file that cannot be read at all raises :class:`IngestionError` naming the file and the problem,
   and the transaction is rolled back, leaving the warehouse as it was.
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Literal
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from mlops_assets.faults import crash_point
@@ -76,6 +78,12 @@ MAX_COLUMNS = 2_000
 MAX_LINE_BYTES = 1 << 20
 # A header name shown as it is in messages; any other is shown JSON-escaped.
 PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# What ``str.strip()`` removes (the customer id's normalisation): a required value made only of
+# these is empty.
+BLANK_CHARS = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 # The vault cell of an event feed's record extras: ``_extra_columns@<file>:<line>``.
 EXTRA_CELL = "_extra_columns@"
 # The columns the loader writes to a quarantine table, named in its insert: erasure adds
@@ -134,7 +142,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         columns = {**spec.raw_columns, **LINEAGE_COLUMNS}
         ddl_sql = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())
         con.execute(f"create table if not exists {qualified('raw', spec.name)} ({ddl_sql})")
-        # raw_line is null and raw_line_encrypted set for feeds that carry personal data.
+        # A quarantined line is unparsed and may hold anything: raw_line_encrypted is set, for
+        # every feed; raw_line stays null.
         con.execute(
             f"create table if not exists {qualified('quarantine', spec.name)} ("
             "source_file varchar not null, line_number bigint, reason varchar not null, "
@@ -305,13 +314,14 @@ def ingest_file(
 ) -> FileResult:
     """Load one landing file into ``raw.<source>`` exactly once; see the module docstring.
 
-    The tables must exist (:func:`ensure_schema`). ``keyring`` is required for sources with
-    personal data (pseudonyms, vault). ``turn`` is held around the file's transaction (the
-    parsing before it needs none): :func:`ingest_source` uses it to commit files in order.
+    The tables must exist (:func:`ensure_schema`). ``keyring`` is required (pseudonyms, vault,
+    and the quarantined lines of every feed, stored encrypted). ``turn`` is held around the
+    file's transaction (the parsing before it needs none): :func:`ingest_source` uses it to
+    commit files in order.
     ``scratch`` is where a copy with normalised line endings may be written (default: the
     system's temporary folder)."""
-    if spec.has_personal_data and keyring is None:
-        raise KeyringError(f"{spec.name} carries personal data: a keyring is required")
+    if keyring is None:
+        raise KeyringError(f"{spec.name}: a keyring is required (quarantined lines are encrypted)")
     rel = path.relative_to(landing_dir).as_posix()
     partition_key = partition_key_of(path)
     try:
@@ -343,7 +353,7 @@ def ingest_file(
             )
         # Identifiers are pseudonymised and encrypted from the staging tables, before the
         # transaction (and outside the commit turn: the slow Python part of a customers file).
-        sealed = _seal_personal_data(con, rel, spec, keyring, extras)
+        sealed = _seal(con, rel, spec, keyring, extras)
         crash_point("ingest.staged")
         with turn or contextlib.nullcontext():
             con.execute("begin transaction")
@@ -462,22 +472,48 @@ def _stage(
             "UTF-8; nothing loaded"
         )
     _read_records(con, file, types_sql)
-    # Each rejected record covers one or more physical lines (an unterminated quote swallows
-    # several); every covered line is quarantined with the record's reasons.
-    con.execute(
-        f"""
-        create or replace temp table _quarantine as
-        with rejected as (
-            select line, string_agg(distinct {_reject_reason_sql(spec)}, '; ') as reason,
-                max(len(list_filter(string_split(csv_line, chr(10)),
-                    lambda x: trim(x, chr(13) || ' ') <> ''))) as span
-            from _rejects group by line
-        )
-        select l.line_number, r.reason, l.raw_line
-        from rejected r join _lines l
-          on l.line_number between r.line and r.line + greatest(r.span, 1) - 1
-        """
+    # Each rejected record covers one or more data lines (a quoted line break, an unterminated
+    # quote); every covered line is quarantined with the record's reasons. DuckDB's ``line``
+    # counts records, not lines, once a value held a line break: a record is placed by its
+    # byte position instead (:func:`_lines_at`), on the first data line from there on (blank
+    # lines before a record are part of its text to DuckDB), and covers the data lines it spans.
+    positions = [
+        p for (p,) in con.execute("select distinct line_byte_position from _rejects").fetchall()
+    ]
+    con.register(
+        "_reject_positions",
+        pd.DataFrame({"position": positions, "line_number": _lines_at(file, positions)}),
     )
+    try:
+        con.execute(
+            f"""
+            create or replace temp table _quarantine as
+            with rejected as (
+                select line_byte_position as position,
+                    string_agg(distinct reason, '; ' order by reason) as reason,
+                    max(len(list_filter(string_split(csv_line, chr(10)),
+                        lambda x: trim(x, chr(13) || ' ') <> ''))) as span
+                from (select *, {_reject_reason_sql(spec)} as reason from _rejects)
+                group by line_byte_position
+            ),
+            ordered as (
+                select *, row_number() over (order by line_number) as ordinal from _lines
+            ),
+            started as (  -- a record of blanks (a line of spaces) is no data line
+                select r.reason, coalesce(r.span, 1) as span, o.ordinal
+                from rejected r join _reject_positions p using (position)
+                asof join ordered o on o.line_number >= p.line_number
+                where coalesce(r.span, 1) > 0
+            )
+            select l.line_number, any_value(s.reason order by s.ordinal) as reason,
+                any_value(l.raw_line) as raw_line
+            from started s join ordered l
+              on l.ordinal between s.ordinal and s.ordinal + s.span - 1
+            group by l.line_number
+            """
+        )
+    finally:
+        con.unregister("_reject_positions")
     con.execute(
         """
         create or replace temp table _free as
@@ -486,14 +522,30 @@ def _stage(
         """
     )
     # Place readable records on the lines nobody else claimed: record k starts on the next free
-    # line after the lines records 1..k-1 spanned (a quoted value may contain a line break).
+    # line after the data lines records 1..k-1 spanned (a quoted value may contain a line break;
+    # a blank line inside a value is no data line).
     # Expressions over all columns are flat (one function of n arguments): a chain of n
     # operators would exceed DuckDB's expression depth at a few thousand columns.
     text = [n for n in names if spec.columns.get(n, "VARCHAR") == "VARCHAR"]
     joined_sql = "concat_ws('', " + ", ".join(ident(n) for n in text) + ")"
+    blank_inside_sql = (
+        "list_sum(["
+        + ", ".join(
+            f"len(list_filter(string_split({ident(n)}, chr(10))[2:-2], "
+            "lambda x: trim(x, chr(13) || ' ') = ''))"
+            for n in text
+        )
+        + "])"
+    )
     problems_sql = ", ".join(
         [
-            f"case when {ident(c)} is null then {literal(f'{c} is empty')} end"
+            f"case when {ident(c)} is null"
+            + (
+                f" or trim({ident(c)}, {literal(BLANK_CHARS)}) = ''"
+                if spec.columns[c] == "VARCHAR"
+                else ""
+            )
+            + f" then {literal(f'{c} is empty')} end"
             for c in spec.required_values
         ]
         + [
@@ -512,7 +564,10 @@ def _stage(
         create or replace temp table _placed as
         with records as (
             select *, rowid as _record,
-                   1 + len({joined_sql}) - len(replace({joined_sql}, chr(10), '')) as _span,
+                   case when contains({joined_sql}, chr(10))
+                        then 1 + len({joined_sql}) - len(replace({joined_sql}, chr(10), ''))
+                             - {blank_inside_sql}
+                        else 1 end as _span,
                    nullif(concat_ws('; ', {problems_sql}), '') as _problem
             from _records
         ),
@@ -536,6 +591,25 @@ def _stage(
         con.execute("select count(*) from _placed where _problem is null").fetchone()[0],
         con.execute("select count(*) from _quarantine").fetchone()[0],
     )
+
+
+def _lines_at(file: Path, positions: list[int]) -> np.ndarray:
+    """The physical line (1-based) of each of DuckDB's ``line_byte_position``: one plus the
+    line breaks before it. The position is 1-based, of the first byte after the previous
+    record's line break (of the LF of a CRLF: DuckDB ends a line at its CR), so the breaks at
+    0-based offsets below it come before; blank lines may follow before the record's text. One
+    streamed pass, the breaks found and counted by numpy."""
+    wanted = np.asarray(positions, dtype=np.int64)
+    before = np.zeros(len(wanted), dtype=np.int64)
+    if not positions:
+        return before
+    offset = 0
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            breaks = np.flatnonzero(np.frombuffer(block, np.uint8) == ord("\n")) + offset
+            before += np.searchsorted(breaks, wanted, side="left")
+            offset += len(block)
+    return before + 1
 
 
 def _read_lines(con: duckdb.DuckDBPyConnection, file: Path) -> tuple[int, int]:
@@ -588,7 +662,7 @@ def _read_lines(con: duckdb.DuckDBPyConnection, file: Path) -> tuple[int, int]:
 
 @dataclass
 class _Sealed:
-    """A personal-data file's vault cells and quarantined lines, encrypted."""
+    """A file's vault cells (feeds with personal data) and quarantined lines, encrypted."""
 
     pii: pd.DataFrame | None
     quarantine: pd.DataFrame
@@ -611,15 +685,15 @@ def _replace_rows(
     rel: str,
     spec: SourceSpec,
     extras: dict[str, str],
-    sealed: _Sealed | None,
+    sealed: _Sealed,
     *,
     replacing: bool = False,
 ) -> None:
     """Inside the caller's transaction: swap the file's earlier rows for the staged ones.
 
-    For a source with personal data, only pseudonyms and generalised values are written to raw,
-    quarantined lines and identifiers only as ciphertext (``sealed``, made from the in-memory
-    staging tables by :func:`_seal_personal_data`).
+    Quarantined lines are written only as ciphertext; for a source with personal data, only
+    pseudonyms and generalised values are written to raw, identifiers only as ciphertext
+    (``sealed``, made from the in-memory staging tables by :func:`_seal`).
     """
     raw_sql, quarantine_sql = qualified("raw", spec.name), qualified("quarantine", spec.name)
     con.execute(f"delete from {raw_sql} where _source_file = ?", [rel])
@@ -627,24 +701,19 @@ def _replace_rows(
     if replacing and spec.pseudonymise and not spec.identifiers:
         # The earlier version's record extras (their lines may have moved).
         con.execute(f"delete from {PII_TABLE} where starts_with(column_name, ?)", [_cell(rel, "")])
-    # Quarantined lines: as read, or (personal data) only as ciphertext.
-    lines_sql, stored_sql = "_quarantine", "raw_line, null, null"
-    if sealed is not None:
-        con.register("_sealed_lines", sealed.quarantine)
-        lines_sql, stored_sql = "_sealed_lines", "null, ciphertext, key_version"
+    con.register("_sealed_lines", sealed.quarantine)
     try:
         con.execute(
             f"""
             insert into {quarantine_sql} ({QUARANTINE_COLUMNS_SQL})
-            select ?, line_number, reason, {stored_sql}, now()
-            from {lines_sql} order by line_number
+            select ?, line_number, reason, null, ciphertext, key_version, now()
+            from _sealed_lines order by line_number
             """,
             [rel],
         )
     finally:
-        if sealed is not None:
-            con.unregister("_sealed_lines")
-    if sealed is not None and sealed.pii is not None:
+        con.unregister("_sealed_lines")
+    if sealed.pii is not None:
         write_sealed_pii(con, sealed.pii)
     # Unknown columns of a personal-data feed may identify: they go to the vault instead.
     extra_json_sql = "null" if spec.has_personal_data else _extra_json_sql(extras)
@@ -663,21 +732,20 @@ def _replace_rows(
     )
 
 
-def _seal_personal_data(
+def _seal(
     con: duckdb.DuckDBPyConnection,
     rel: str,
     spec: SourceSpec,
     keyring: Keyring,
     extras: dict[str, str],
-) -> _Sealed | None:
-    """Pseudonyms into ``_keys`` (temp); identifiers, extra columns and quarantined lines
-    encrypted. None for a source without personal data.
+) -> _Sealed:
+    """Quarantined lines encrypted (of every feed: an unparsed line may hold anything); for a
+    feed with personal data also pseudonyms into ``_keys`` (temp) and identifiers and extra
+    columns encrypted.
 
     A feed with identifiers (one row per customer) keeps a customer's extras as one vault cell
     beside their identifiers, the latest winning like theirs; an event feed keeps each
     record's extras as a cell of its customer named by the record's line (:func:`_cell`)."""
-    if not spec.has_personal_data:
-        return None
     pii = None
     if spec.pseudonymise:
         selected_sql = ", ".join(ident(c) for c in [spec.pseudonymise, *spec.identifiers])
@@ -819,18 +887,17 @@ def ingest_source(
     A missing or wrong keyring fails the whole source before anything is written."""
     spec = SOURCE_SPECS[source]
     ensure_schema(con)
-    if spec.has_personal_data:
-        if keyring is None:
-            raise KeyringError(f"{source} carries personal data: a keyring is required")
-        bind_keyring(con, keyring)
+    if keyring is None:
+        raise KeyringError(f"{source}: a keyring is required (quarantined lines are encrypted)")
+    bind_keyring(con, keyring)
     with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as scratch:
         if confined:
             confine(con, [str(Path(landing_dir) / source), scratch])
         result = _ingest_files(
             con, landing_dir, spec, partition_keys, force, keyring, Path(scratch)
         )
-    if spec.has_personal_data:  # a customer erased before stays erased in the quarantine too
-        shred_erased_lines(con, keyring, source)
+    # A customer erased before stays erased in the quarantine too (of any feed).
+    shred_erased_lines(con, keyring, source)
     return result
 
 

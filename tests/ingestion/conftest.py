@@ -2,6 +2,8 @@ import duckdb
 import pytest
 
 from mlops_assets.ingestion.loader import ensure_schema
+from mlops_assets.security.keyring import Keyring
+from mlops_assets.security.vault import associated_data
 
 
 @pytest.fixture
@@ -11,3 +13,23 @@ def con():
     ensure_schema(connection)
     yield connection
     connection.close()
+
+
+def quarantined_lines(con, keyring: Keyring, source: str = "outcomes") -> list[tuple]:
+    """(line_number, reason, line) of every quarantined line of ``source``, the line decrypted;
+    asserts that no line is stored in plaintext."""
+    rows = con.execute(
+        "select source_file, line_number, reason, raw_line, raw_line_encrypted, key_version "
+        f"from quarantine.{source} order by source_file, line_number"
+    ).fetchall()
+    assert all(raw is None for _, _, _, raw, _, _ in rows)
+    return [
+        (
+            line,
+            reason,
+            keyring.decrypt(
+                blob, version, associated_data(f"quarantine.{source}", "raw_line", f"{file}:{line}")
+            ),
+        )
+        for file, line, reason, _, blob, version in rows
+    ]

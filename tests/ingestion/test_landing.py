@@ -93,7 +93,9 @@ def test_a_file_name_is_a_landing_day_only_in_ascii_digits_for_a_real_date():
 
 
 @pytest.mark.parametrize("name", ["outcomes-feb.csv", "2025-02-30.csv", "2025-01-05.csv\n"])
-def test_the_loader_refuses_a_file_not_named_for_a_landing_day_given_directly(tmp_path, name):
+def test_the_loader_refuses_a_file_not_named_for_a_landing_day_given_directly(
+    tmp_path, name, keyring
+):
     from mlops_assets.ingestion.loader import IngestionError, ensure_schema, ingest_file
     from mlops_assets.ingestion.sources import SOURCE_SPECS
 
@@ -103,12 +105,12 @@ def test_the_loader_refuses_a_file_not_named_for_a_landing_day_given_directly(tm
     con = duckdb.connect()
     ensure_schema(con)
     with pytest.raises(IngestionError, match=r"YYYY-MM-DD\.csv"):
-        ingest_file(con, tmp_path, path, SOURCE_SPECS["outcomes"])
+        ingest_file(con, tmp_path, path, SOURCE_SPECS["outcomes"], keyring=keyring)
     assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 0
 
 
 @pytest.mark.parametrize("name", ["2025-01-06.csv", "2025-01-08.csv", "2025-01-09.csv"])
-def test_a_link_or_fifo_put_in_place_of_a_found_file_fails_that_file_alone(tmp_path, name):
+def test_a_link_or_fifo_put_in_place_of_a_found_file_fails_that_file_alone(tmp_path, name, keyring):
     """Between the scan and the load a file may be swapped: the loader never follows a link
     to read, say, the keyring, nor waits on a FIFO."""
     from mlops_assets.ingestion.loader import IngestionError, ensure_schema, ingest_file
@@ -118,7 +120,9 @@ def test_a_link_or_fifo_put_in_place_of_a_found_file_fails_that_file_alone(tmp_p
     con = duckdb.connect()
     ensure_schema(con)
     with pytest.raises(IngestionError, match="not a regular file"):
-        ingest_file(con, landing, landing / "outcomes" / name, SOURCE_SPECS["outcomes"])
+        ingest_file(
+            con, landing, landing / "outcomes" / name, SOURCE_SPECS["outcomes"], keyring=keyring
+        )
     assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 0
 
 

@@ -13,6 +13,7 @@ from mlops_assets.ingestion.loader import (
 )
 from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.sample_data.generator import OUTCOME_COLUMNS, GeneratorConfig, generate
+from tests.ingestion.conftest import quarantined_lines
 
 HEADER = ",".join(OUTCOME_COLUMNS)
 SPEC = SOURCE_SPECS["outcomes"]
@@ -38,12 +39,6 @@ def snapshot(con) -> dict[str, list]:
     """Everything the loader may write, to prove a failed file changed nothing."""
     tables = ["raw.outcomes", "quarantine.outcomes", "audit.ingested_files"]
     return {t: sorted(map(str, con.execute(f"select * from {t}").fetchall())) for t in tables}
-
-
-def quarantine(con) -> list[tuple]:
-    return con.execute(
-        "select line_number, reason, raw_line from quarantine.outcomes order by line_number"
-    ).fetchall()
 
 
 def test_generated_landing_is_loaded_exactly_once(con, tmp_path, keyring):
@@ -74,11 +69,11 @@ def test_generated_landing_is_loaded_exactly_once(con, tmp_path, keyring):
     assert all("annual_income" in r or "columns" in r for r in reasons)
 
 
-def test_changed_file_replaces_its_rows_in_one_go(con, landing):
+def test_changed_file_replaces_its_rows_in_one_go(con, landing, keyring):
     path = write(landing, "2025-02-01.csv", f"{HEADER}\nA1,2025-02-01,0,0\nA2,2025-02-01,1,50\n")
-    assert ingest_file(con, landing, path, SPEC).status == "loaded"
+    assert ingest_file(con, landing, path, SPEC, keyring=keyring).status == "loaded"
     write(landing, "2025-02-01.csv", f"{HEADER}\nA1,2025-02-01,1,10\n")
-    result = ingest_file(con, landing, path, SPEC)
+    result = ingest_file(con, landing, path, SPEC, keyring=keyring)
     assert result.status == "replaced"
     assert con.execute("select application_id, defaulted from raw.outcomes").fetchall() == [
         ("A1", 1)
@@ -87,11 +82,11 @@ def test_changed_file_replaces_its_rows_in_one_go(con, landing):
     assert ledger == [(1, 1)]
 
 
-def test_unchanged_file_is_skipped_and_force_reload_replaces_not_duplicates(con, landing):
+def test_unchanged_file_is_skipped_and_force_reload_replaces_not_duplicates(con, landing, keyring):
     path = write(landing, "2025-02-01.csv", f"{HEADER}\nA1,2025-02-01,0,0\n")
-    ingest_file(con, landing, path, SPEC)
-    assert ingest_file(con, landing, path, SPEC).status == "unchanged"
-    assert ingest_file(con, landing, path, SPEC, force=True).status == "replaced"
+    ingest_file(con, landing, path, SPEC, keyring=keyring)
+    assert ingest_file(con, landing, path, SPEC, keyring=keyring).status == "unchanged"
+    assert ingest_file(con, landing, path, SPEC, force=True, keyring=keyring).status == "replaced"
     assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 1
 
 
@@ -105,13 +100,13 @@ def test_unchanged_file_is_skipped_and_force_reload_replaces_not_duplicates(con,
         ('A2,2025-02-01,0,"unterminated', "unquoted value"),
     ],
 )
-def test_bad_lines_are_quarantined_with_reason_and_line(con, landing, line, reason):
+def test_bad_lines_are_quarantined_with_reason_and_line(con, landing, line, reason, keyring):
     text = f"{HEADER}\nA1,2025-02-01,0,0\n{line}\nA3,2025-02-01,1,5\n"
     if "unterminated" in line:
         text = f"{HEADER}\nA1,2025-02-01,0,0\n{line}\n"  # it swallows the rest of the file
     path = write(landing, "2025-02-01.csv", text)
-    result = ingest_file(con, landing, path, SPEC)
-    rows = quarantine(con)
+    result = ingest_file(con, landing, path, SPEC, keyring=keyring)
+    rows = quarantined_lines(con, keyring)
     assert rows[0][0] == 3
     assert reason in rows[0][1]
     assert rows[0][2] == line
@@ -120,11 +115,11 @@ def test_bad_lines_are_quarantined_with_reason_and_line(con, landing, line, reas
     assert "A1" in loaded and "A2" not in loaded
 
 
-def test_a_line_break_inside_a_value_quarantines_every_line_it_spans(con, landing):
+def test_a_line_break_inside_a_value_quarantines_every_line_it_spans(con, landing, keyring):
     text = f'{HEADER}\nA1,2025-02-01,0,0\n"A2\nsecond half",2025-02-01,0,0\nA3,2025-02-01,1,5\n'
     path = write(landing, "2025-02-01.csv", text)
-    result = ingest_file(con, landing, path, SPEC)
-    assert [(n, r) for n, r, _ in quarantine(con)] == [
+    result = ingest_file(con, landing, path, SPEC, keyring=keyring)
+    assert [(n, r) for n, r, _ in quarantined_lines(con, keyring)] == [
         (3, "line break inside the value of application_id"),
         (4, "line break inside the value of application_id"),
     ]
@@ -135,10 +130,10 @@ def test_a_line_break_inside_a_value_quarantines_every_line_it_spans(con, landin
     assert (result.data_lines, result.rows_loaded, result.rows_quarantined) == (4, 2, 2)
 
 
-def test_mixed_line_endings_and_blank_lines_are_read(con, landing):
+def test_mixed_line_endings_and_blank_lines_are_read(con, landing, keyring):
     text = f"{HEADER}\r\nA1,2025-02-01,0,0\n\nA2,2025-02-01,1,5\r\nA3,2025-02-01,0,0,x\n"
     path = write(landing, "2025-02-01.csv", text)
-    result = ingest_file(con, landing, path, SPEC)
+    result = ingest_file(con, landing, path, SPEC, keyring=keyring)
     assert (result.data_lines, result.rows_loaded, result.rows_quarantined) == (3, 2, 1)
     assert con.execute("select _line_number from raw.outcomes order by 1").fetchall() == [
         (2,),
@@ -146,10 +141,10 @@ def test_mixed_line_endings_and_blank_lines_are_read(con, landing):
     ]
 
 
-def test_columns_in_another_order_and_extra_columns_are_kept(con, landing):
+def test_columns_in_another_order_and_extra_columns_are_kept(con, landing, keyring):
     text = "loss_amount,Defaulted ,application_id,observed_at,branch\n12.5,1,A1,2025-02-01,north\n"
     path = write(landing, "2025-02-01.csv", text)
-    result = ingest_file(con, landing, path, SPEC)
+    result = ingest_file(con, landing, path, SPEC, keyring=keyring)
     assert result.extra_columns == ("branch",)
     row = con.execute(
         "select application_id, defaulted, loss_amount, _extra_columns from raw.outcomes"
@@ -179,42 +174,44 @@ def test_columns_in_another_order_and_extra_columns_are_kept(con, landing):
         ),
     ],
 )
-def test_unreadable_file_fails_alone_naming_file_and_problem(con, landing, name, content, problem):
+def test_unreadable_file_fails_alone_naming_file_and_problem(
+    con, landing, name, content, problem, keyring
+):
     good = write(landing, "2025-01-31.csv", f"{HEADER}\nA0,2025-01-31,0,0\n")
-    ingest_file(con, landing, good, SPEC)
+    ingest_file(con, landing, good, SPEC, keyring=keyring)
     before = snapshot(con)
     bad = write(landing, name, content)
     with pytest.raises(IngestionError) as failure:
-        ingest_file(con, landing, bad, SPEC)
+        ingest_file(con, landing, bad, SPEC, keyring=keyring)
     assert str(failure.value).startswith(f"outcomes/{name}: ")
     assert problem in str(failure.value)
     assert snapshot(con) == before
 
     # Through ingest_source the bad file is reported and the others still load.
     write(landing, "2025-02-02.csv", f"{HEADER}\nA9,2025-02-02,1,3\n")
-    result = ingest_source(con, landing, "outcomes")
+    result = ingest_source(con, landing, "outcomes", keyring=keyring)
     assert [f.path for f in result.failed] == [f"outcomes/{name}"]
     assert result.count("loaded") == 1
 
 
-def test_partition_keys_select_the_days_to_load(con, landing):
+def test_partition_keys_select_the_days_to_load(con, landing, keyring):
     for day in ("2025-02-01", "2025-02-02", "2025-02-03"):
         write(landing, f"{day}.csv", f"{HEADER}\nA{day},{day},0,0\n")
-    result = ingest_source(con, landing, "outcomes", ["2025-02-02"])
+    result = ingest_source(con, landing, "outcomes", ["2025-02-02"], keyring=keyring)
     assert [f.path for f in result.files] == ["outcomes/2025-02-02.csv"]
     assert result.files[0].partition_key == "2025-02-02"
 
 
-def test_ledger_check_detects_rows_that_disappeared(con, landing):
+def test_ledger_check_detects_rows_that_disappeared(con, landing, keyring):
     path = write(landing, "2025-02-01.csv", f"{HEADER}\nA1,2025-02-01,0,0\nA2,2025-02-01,0,0\n")
-    ingest_file(con, landing, path, SPEC)
+    ingest_file(con, landing, path, SPEC, keyring=keyring)
     assert unbalanced_ledger_rows(con, "outcomes") == []
     con.execute("delete from raw.outcomes where application_id = 'A2'")
     assert unbalanced_ledger_rows(con, "outcomes") == [("outcomes/2025-02-01.csv", 2, 2, 0, 1, 0)]
 
 
 def test_an_error_that_is_not_the_files_fault_stops_later_files_from_committing(
-    con, landing, monkeypatch
+    con, landing, monkeypatch, keyring
 ):
     """Files after a failed commit are parsed already (two at a time) but never committed: the
     load stops as a sequential one would, and the ledger holds exactly the files before."""
@@ -231,12 +228,12 @@ def test_an_error_that_is_not_the_files_fault_stops_later_files_from_committing(
 
     monkeypatch.setattr(loader, "_replace_rows", failing)
     with pytest.raises(OSError, match="No space left"):
-        ingest_source(con, landing, "outcomes")
+        ingest_source(con, landing, "outcomes", keyring=keyring)
     ledger = con.execute("select path from audit.ingested_files order by path").fetchall()
     assert [p for (p,) in ledger] == ["outcomes/2025-03-01.csv", "outcomes/2025-03-02.csv"]
     assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 2
 
     monkeypatch.setattr(loader, "_replace_rows", replace)
-    again = ingest_source(con, landing, "outcomes")
+    again = ingest_source(con, landing, "outcomes", keyring=keyring)
     assert [f.status for f in again.files] == ["unchanged"] * 2 + ["loaded"] * 4
     assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 6

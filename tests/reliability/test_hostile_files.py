@@ -312,7 +312,7 @@ OUTCOMES = list(SOURCE_SPECS["outcomes"].columns)
         max_size=4,
     )
 )
-def test_a_hostile_header_name_is_data_and_its_file_loads_or_fails_alone(names):
+def test_a_hostile_header_name_is_data_and_its_file_loads_or_fails_alone(names, keyring):
     with tempfile.TemporaryDirectory() as tmp, duckdb.connect() as con:
         root = Path(tmp)
         folder = root / "landing" / "outcomes"
@@ -329,7 +329,7 @@ def test_a_hostile_header_name_is_data_and_its_file_loads_or_fails_alone(names):
         con.execute("insert into raw.customers (customer_key) values ('sentinel')")
         files_before = sorted(root.rglob("*"))
 
-        result = ingest_source(con, root / "landing", "outcomes")  # never raises
+        result = ingest_source(con, root / "landing", "outcomes", keyring=keyring)  # never raises
 
         assert not PWNED.exists()
         assert sorted(root.rglob("*")) == files_before  # no file written
@@ -339,7 +339,11 @@ def test_a_hostile_header_name_is_data_and_its_file_loads_or_fails_alone(names):
             "where table_catalog = current_database() order by 1"
         ).fetchall()
         expected = {f"{s}.{n}" for s in ("raw", "quarantine") for n in SOURCE_SPECS}
-        assert {t for (t,) in tables} == expected | {"audit.ingested_files"}
+        vault = {"vault.customer_pii", "vault.erased_customers", "vault.keyring_binding"}
+        assert {t for (t,) in tables} == expected | vault | {
+            "audit.ingested_files",
+            "audit.pii_access",
+        }
         assert all(
             con.execute(f"select count(*) from {t}").fetchone()[0] == 0
             for t in expected - {"raw.outcomes", "quarantine.outcomes", "raw.customers"}
