@@ -227,11 +227,15 @@ def _fail(error: Exception, code: int = 1) -> None:
 
 @keys_app.command("init")
 def keys_init() -> None:
-    """Create the keyring ($MLOPS_KEYRING or $MLOPS_HOME/keys/keyring.json, mode 0600)."""
+    """Create the keyring ($MLOPS_KEYRING or $MLOPS_HOME/keys/keyring.json, mode 0600).
+    Refused (exit 1) when one exists, or when the home's warehouse was built with another."""
     from mlops_assets.security.keyring import Keyring, KeyringError
+    from mlops_assets.security.vault import refuse_lost_keyring
 
-    path = get_settings().keyring_path
+    settings = get_settings()
+    path = settings.keyring_path
     try:
+        refuse_lost_keyring(path, settings.warehouse_path)
         Keyring.create(path)
     except KeyringError as error:
         _fail(error)
@@ -243,13 +247,13 @@ def keys_status(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Key versions in the keyring and how many encrypted values use each."""
-    from mlops_assets.security.keyring import Keyring, KeyringError
+    from mlops_assets.security.keyring import KeyringError
     from mlops_assets.security.vault import key_usage
     from mlops_assets.warehouse import connection
 
     settings = get_settings()
     try:
-        keyring = Keyring.load(settings.keyring_path)
+        keyring = _keyring(settings)
     except KeyringError as error:
         _fail(error)
     usage = {}
@@ -281,16 +285,24 @@ def _refusals() -> tuple[type[Exception], ...]:
     return KeyringError, VaultError, WarehouseMissingError
 
 
+def _keyring(settings):
+    """The keyring; a lost one of a warehouse built with it is to be restored (said so)."""
+    from mlops_assets.security.keyring import Keyring
+    from mlops_assets.security.vault import refuse_lost_keyring
+
+    refuse_lost_keyring(settings.keyring_path, settings.warehouse_path)
+    return Keyring.load(settings.keyring_path)
+
+
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Add a key version and re-encrypt every vault value with it, in one transaction."""
-    from mlops_assets.security.keyring import Keyring
     from mlops_assets.security.vault import rotate
     from mlops_assets.warehouse import connection
 
     settings = get_settings()
     try:
-        keyring = Keyring.load(settings.keyring_path)
+        keyring = _keyring(settings)
         with connection(settings.warehouse_path) as con:
             version, count = rotate(con, keyring)
     except _refusals() as error:
@@ -304,13 +316,12 @@ def keys_rotate() -> None:
 @keys_app.command("retire")
 def keys_retire(version: Annotated[int, typer.Argument(help="Key version to remove.")]) -> None:
     """Remove a key version from the keyring; refused while any value still uses it."""
-    from mlops_assets.security.keyring import Keyring
     from mlops_assets.security.vault import retire
     from mlops_assets.warehouse import connection
 
     settings = get_settings()
     try:
-        keyring = Keyring.load(settings.keyring_path)
+        keyring = _keyring(settings)
         with connection(settings.warehouse_path) as con:
             retire(con, keyring, version)
     except _refusals() as error:
@@ -327,13 +338,12 @@ def pii_reveal(
     """Decrypt one customer's identifiers; the access is appended to audit.pii_access.
     Values are shown as text, their control characters escaped (`\\x1b`); --json gives them
     exactly."""
-    from mlops_assets.security.keyring import Keyring
     from mlops_assets.security.vault import reveal
     from mlops_assets.warehouse import connection
 
     settings = get_settings()
     try:
-        keyring = Keyring.load(settings.keyring_path)
+        keyring = _keyring(settings)
         with connection(settings.warehouse_path) as con:
             values = reveal(con, keyring, customer, reason)
     except _refusals() as error:
@@ -369,13 +379,12 @@ def pii_quarantined_line(
     """Decrypt one quarantined line of a feed, to fix it at the source (audited).
     Control characters are shown escaped (`\\x1b`, `\\t`; a backslash doubled). Exit 1 when the
     line is unknown, or was erased with its customer (`mlops pii forget`)."""
-    from mlops_assets.security.keyring import Keyring
     from mlops_assets.security.vault import reveal_quarantined_line
     from mlops_assets.warehouse import connection
 
     settings = get_settings()
     try:
-        keyring = Keyring.load(settings.keyring_path)
+        keyring = _keyring(settings)
         with connection(settings.warehouse_path) as con:
             text = reveal_quarantined_line(con, keyring, source.value, file, line, reason)
     except _refusals() as error:
@@ -390,24 +399,28 @@ def pii_forget(
         str, typer.Option(help="Why: recorded in audit.pii_access (not empty).")
     ] = "right to erasure request",
 ) -> None:
-    """Right to erasure: delete the customer's vault entry and the quarantined lines that name
-    them, for good (audited). Exit 1 when nothing of theirs was found, or when a quarantined
-    line could not be decrypted to be checked."""
-    from mlops_assets.security.keyring import Keyring
+    """Right to erasure: delete the customer's vault entry and the quarantined records that
+    name them (audited), then rewrite the warehouse file so their ciphertexts are gone from its
+    bytes too. Exit 1 when nothing of theirs was found, or when a quarantined line could not be
+    decrypted to be checked."""
     from mlops_assets.security.vault import forget
-    from mlops_assets.warehouse import connection
+    from mlops_assets.warehouse import connection, rewrite_file
 
     settings = get_settings()
     try:
-        keyring = Keyring.load(settings.keyring_path)
+        keyring = _keyring(settings)
         with connection(settings.warehouse_path) as con:
             erased = forget(con, keyring, customer, reason)
+        with console.status("rewriting the warehouse file without the erased data"):
+            rewrite_file(settings.warehouse_path)
     except _refusals() as error:
         _fail(error)
     console.print(
         f"erased {erased.cells} values and {erased.lines} quarantined lines of customer "
-        f"{printable(customer)}; the pseudonym can no longer be linked to a person, and later "
-        "loads of their records keep it that way"
+        f"{printable(customer)}, and rewrote the warehouse file without them; later loads of "
+        "their records are erased too. The pseudonym stays in raw and the marts: anyone holding "
+        "the keyring and their customer id can recompute it. Backups made before now still "
+        "hold the erased data"
     )
     if erased.unreadable_lines:
         _fail(

@@ -28,6 +28,7 @@ from mlops_assets.ingestion.landing import (
 )
 from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.security.keyring import Keyring
+from mlops_assets.security.vault import bound_fingerprint
 from mlops_assets.settings import Settings
 from mlops_assets.text import printable
 from mlops_assets.warehouse import connection, table_row_counts
@@ -148,29 +149,12 @@ def refused_landing_files(settings: Settings) -> list[RefusedFile]:
     ]
 
 
-def _bound_fingerprint(settings: Settings) -> str | None:
-    """Fingerprint of the keyring the warehouse was built with, if it was built at all."""
-    if not settings.warehouse_path.exists():
-        return None
-    with connection(settings.warehouse_path, read_only=True) as con:
-        exists = con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = 'vault' and table_name = 'keyring_binding'"
-        ).fetchone()[0]
-        row = (
-            con.execute("select fingerprint from vault.keyring_binding").fetchone()
-            if exists
-            else None
-        )
-    return row[0] if row else None
-
-
 def ensure_keyring(settings: Settings) -> str | None:
     """Create the keyring on a fresh home (returns what to tell the user); refuse to replace
     a lost one for a warehouse that was built with it."""
     if settings.keyring_path.exists():
         return None
-    bound = _bound_fingerprint(settings)
+    bound = bound_fingerprint(settings.warehouse_path)
     if bound:
         raise RunSetupError(
             f"no keyring at {settings.keyring_path}, but this warehouse's pseudonyms and "

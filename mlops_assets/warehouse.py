@@ -8,16 +8,18 @@ with a message that says what holds the lock and what to do.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 
-from mlops_assets.sql import qualified
+from mlops_assets.sql import ident, literal, qualified
 
 LOCK_WAIT_SECONDS = 60.0
 # DuckDB's memory budget per process (dbt's profile reads the same variable): above it, joins,
@@ -171,3 +173,56 @@ def replace_rows(
     except BaseException:
         con.execute("rollback")
         raise
+
+
+def rewrite_file(path: Path, *, wait_seconds: float = LOCK_WAIT_SECONDS) -> None:
+    """Rewrite the warehouse into a new file and put it in place of the old one, so no freed
+    block of the old file survives: DuckDB neither zeroes nor returns the blocks of deleted
+    rows (VACUUM and CHECKPOINT included), and erased ciphertexts would stay in its bytes.
+
+    ``COPY FROM DATABASE`` carries schemas, tables, views, sequences, macros, types and
+    constraints. Between closing DuckDB and the rename the old file stays locked the way DuckDB
+    locks it (``fcntl``), so no writer slips in a change that the new file would lose; a writer
+    that took the lock first makes us copy again. The new file keeps the old one's mode."""
+    path = Path(path)
+    require_warehouse(path)
+    fresh = path.with_name(f".{path.name}.rewrite")
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        for leftover in (fresh, Path(f"{fresh}.wal")):  # from an interrupted rewrite
+            leftover.unlink(missing_ok=True)
+        with connection(path, wait_seconds=max(deadline - time.monotonic(), 0.0)) as con:
+            database = scalar(con, "select current_database()")
+            con.execute(f"attach {literal(str(fresh))} as _rewrite")
+            try:
+                con.execute(f"copy from database {ident(database)} to _rewrite")
+                con.execute("checkpoint _rewrite")
+            finally:
+                con.execute("detach _rewrite")
+        descriptor = os.open(path, os.O_RDWR)
+        try:
+            try:
+                fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                if time.monotonic() >= deadline:
+                    fresh.unlink(missing_ok=True)
+                    raise WarehouseLockedError(
+                        f"warehouse {path} was reopened by another process before its rewrite "
+                        f"took its place; waited {wait_seconds:.0f}s — retry when it has finished"
+                    ) from None
+                continue
+            os.chmod(fresh, stat.S_IMODE(os.fstat(descriptor).st_mode))
+            with open(fresh, "rb+") as handle:
+                os.fsync(handle.fileno())
+            # Closing DuckDB checkpointed; a write-ahead log left over would be replayed on
+            # the new file, so it goes before the rename.
+            Path(f"{path}.wal").unlink(missing_ok=True)
+            os.replace(fresh, path)
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+            return
+        finally:
+            os.close(descriptor)

@@ -16,6 +16,7 @@ import csv
 import getpass
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import duckdb
@@ -23,7 +24,7 @@ import pandas as pd
 
 from mlops_assets.security.keyring import DecryptionError, Keyring, KeyringError
 from mlops_assets.sql import ident, qualified
-from mlops_assets.warehouse import scalar
+from mlops_assets.warehouse import connection, scalar
 
 # The vault table: its name in the associated data, and quoted for SQL.
 PII_TABLE = "vault.customer_pii"
@@ -100,6 +101,36 @@ def bind_keyring(con: duckdb.DuckDBPyConnection, keyring: Keyring) -> None:
             f"keyring {keyring.path} (fingerprint {keyring.fingerprint}) is not the one this "
             f"warehouse was built with (fingerprint {bound[0]}): restore that keyring or set "
             "MLOPS_KEYRING to its path — nothing was written"
+        )
+
+
+def bound_fingerprint(warehouse: Path) -> str | None:
+    """Fingerprint of the keyring the warehouse at ``warehouse`` was built with (None: no
+    warehouse, or none bound yet)."""
+    if not Path(warehouse).exists():
+        return None
+    with connection(warehouse, read_only=True) as con:
+        if not scalar(
+            con,
+            "select count(*) from information_schema.tables "
+            "where table_schema = 'vault' and table_name = 'keyring_binding'",
+        ):
+            return None
+        row = con.execute("select fingerprint from vault.keyring_binding").fetchone()
+    return row[0] if row else None
+
+
+def refuse_lost_keyring(keyring_path: Path, warehouse: Path) -> None:
+    """A missing keyring of a warehouse bound to one is to be restored, never replaced: a new
+    keyring could neither read the vault nor make the same pseudonyms."""
+    if keyring_path.exists():
+        return
+    bound = bound_fingerprint(warehouse)
+    if bound:
+        raise KeyringError(
+            f"no keyring at {keyring_path}, but the warehouse {warehouse} was built with keyring "
+            f"{bound}: restore that keyring file from its backup or set MLOPS_KEYRING to its "
+            "path (a new keyring would not match)"
         )
 
 
@@ -322,14 +353,26 @@ def reveal_quarantined_line(
     return text
 
 
-def customer_keys_in_line(keyring: Keyring, line: str) -> set[str]:
-    """The pseudonyms of every field of a CSV line: whichever column holds the customer id (a
-    feed with swapped columns too), its customer_key is among them."""
+def _records_naming(keyring: Keyring, lines: list[str]) -> list[tuple[int, int, set[str]]]:
+    """Consecutive quarantined lines of one file -> their records as (first, end) line indexes
+    with the pseudonyms of every field: a quoted field spanning lines (``"First\nSecond"``)
+    makes one record of them, so a continuation line without the id is still its customer's.
+    From a line that does not parse as CSV, the rest of ``lines`` is one record of its
+    comma-separated fields, erased together (erasing too much beats missing a line)."""
+    records: list[tuple[int, list[str]]] = []  # (first line, fields)
+    reader = csv.reader(lines)
+    start = 0
     try:
-        fields = next(csv.reader([line]), [])
-    except csv.Error:  # a line broken enough to be quarantined may not parse as CSV
-        fields = line.split(",")
-    return {keyring.pseudonym(field) for field in fields if field.strip()}
+        for fields in reader:
+            records.append((start, fields))
+            start = reader.line_num
+    except csv.Error:
+        records.append((start, [f for line in lines[start:] for f in line.split(",")]))
+    ends = [first for first, _ in records[1:]] + [len(lines)]
+    return [
+        (first, end, {keyring.pseudonym(field) for field in fields if field.strip()})
+        for (first, fields), end in zip(records, ends, strict=True)
+    ]
 
 
 class Erasure(NamedTuple):
@@ -344,27 +387,41 @@ def _quarantined_lines_naming(
     customer_keys: set[str],
     sources: Sequence[str] | None = None,
 ) -> tuple[dict[EncryptedColumn, list[tuple[int, str]]], int]:
-    """The encrypted quarantined lines (of ``sources``, default all) that name one of
-    ``customer_keys``, per table as (rowid, ``file:line``), and how many lines did not decrypt.
-    One AES-GCM call per line: the quarantine is small."""
+    """The encrypted quarantined lines (of ``sources``, default all) of the records that name
+    one of ``customer_keys``, per table as (rowid, ``file:line``), and how many lines did not
+    decrypt. The loader keeps one row per physical line: a file's consecutive quarantined lines
+    are parsed together, so every line of a record spanning several is found (a line that did
+    not decrypt ends the run). One AES-GCM call per line: the quarantine is small."""
     found: dict[EncryptedColumn, list[tuple[int, str]]] = {}
     unreadable = 0
     for location in quarantine_locations(con):
         if sources is not None and location.name not in sources:
             continue
         rows = con.execute(
-            f"select rowid, {location.row_key_sql}, {location.blob_sql}, key_version "
-            f"from {location.table_sql} where {location.blob_sql} is not null"
+            f"select rowid, source_file, line_number, {location.row_key_sql}, "
+            f"{location.blob_sql}, key_version from {location.table_sql} "
+            f"where {location.blob_sql} is not null order by source_file, line_number"
         ).fetchall()
-        for rowid, row_key, blob, version in rows:
+        runs: list[list[tuple[int, str, str]]] = []  # (rowid, file:line, text), consecutive
+        previous = None
+        for rowid, source_file, line_number, row_key, blob, version in rows:
             aad = associated_data(location.table, "raw_line", row_key)
             try:
-                line = keyring.decrypt(blob, version, aad)
+                text = keyring.decrypt(blob, version, aad)
             except DecryptionError:
                 unreadable += 1
+                previous = None
                 continue
-            if customer_keys & customer_keys_in_line(keyring, line):
-                found.setdefault(location, []).append((rowid, row_key))
+            if line_number is None or previous != (source_file, line_number - 1):
+                runs.append([])
+            runs[-1].append((rowid, row_key, text))
+            previous = (source_file, line_number)
+        for run in runs:
+            for first, end, keys in _records_naming(keyring, [text for *_, text in run]):
+                if customer_keys & keys:
+                    found.setdefault(location, []).extend(
+                        (rowid, row_key) for rowid, row_key, _ in run[first:end]
+                    )
     return found, unreadable
 
 

@@ -1,12 +1,19 @@
-"""Right to erasure reaches the quarantine: `mlops pii forget` shreds the quarantined lines that
-name the customer, whichever column holds their id, and `quarantined-line` says so."""
+"""Right to erasure reaches the quarantine: `mlops pii forget` shreds the quarantined records that
+name the customer, whichever column holds their id and however many lines they span, and
+`quarantined-line` says so; the warehouse file is rewritten so no erased ciphertext stays in its
+bytes."""
 
 from __future__ import annotations
+
+import stat
+from pathlib import Path
 
 import duckdb
 
 from mlops_assets.ingestion.loader import ingest_source
-from tests.security.conftest import FILE, HEADER, SWAPPED
+from mlops_assets.security.vault import associated_data
+from mlops_assets.warehouse import table_row_counts
+from tests.security.conftest import CLEAN, FILE, HEADER, OTHER, SWAPPED, build_home
 
 ADA = ("Ada Lovelace", "ada@example.com", "+1-555-123-4567", "123-45-6789")
 
@@ -72,3 +79,83 @@ def test_a_later_file_naming_an_erased_customer_keeps_them_erased(home):
     shown = quarantined(home, 2, "customers/2025-02-02.csv")
     assert shown.exit_code == 1 and "was erased" in shown.output
     assert not any(value in shown.output for value in ADA)
+
+
+def ciphertexts(home, customer_id: str) -> list[bytes]:
+    """The vault cells of the customer and every quarantined line's ciphertext that holds any
+    of their identifiers, read before erasure."""
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        cells = con.execute(
+            "select ciphertext from vault.customer_pii where customer_key = ?",
+            [home.key(customer_id)],
+        ).fetchall()
+        lines = con.execute(
+            "select source_file, line_number, raw_line_encrypted, key_version "
+            "from quarantine.customers where raw_line_encrypted is not null"
+        ).fetchall()
+    named = [
+        blob
+        for file, line, blob, version in lines
+        if any(
+            value
+            in home.keyring.decrypt(
+                blob, version, associated_data("quarantine.customers", "raw_line", f"{file}:{line}")
+            )
+            for value in (customer_id, *ADA, "Grace", "Hopper", "grace@", "Navy Yard", "Arlington")
+        )
+    ]
+    return [bytes(blob) for (blob,) in cells] + [bytes(blob) for blob in named]
+
+
+def test_forget_leaves_no_erased_ciphertext_in_the_file_and_the_rest_intact(home):
+    erased = ciphertexts(home, "CUS-0000001")
+    assert len(erased) == 8  # 7 vault cells, the swapped line
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        counts = table_row_counts(con, ("raw", "quarantine", "vault", "audit"))
+    home.warehouse.chmod(0o640)
+
+    forgotten = home.invoke("pii", "forget", "--customer", home.key("CUS-0000001"))
+    assert forgotten.exit_code == 0, forgotten.output
+
+    data = home.warehouse.read_bytes()
+    assert not [blob for blob in erased if blob in data]
+    assert not Path(f"{home.warehouse}.wal").exists()
+    assert stat.S_IMODE(home.warehouse.stat().st_mode) == 0o640
+    assert not list(home.path.glob(".warehouse.duckdb.rewrite*"))
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        after = table_row_counts(con, ("raw", "quarantine", "vault", "audit"))
+    # One audit row more (the forget), 7 vault cells fewer, one customer erased: nothing else.
+    assert after == counts | {
+        "audit.pii_access": counts["audit.pii_access"] + 1,
+        "vault.customer_pii": counts["vault.customer_pii"] - 7,
+        "vault.erased_customers": 1,
+    }
+    assert "Alan Turing" in quarantined(home, 4).output
+    # The message says what is true: the pseudonym remains, recomputable with the keyring.
+    assert "can no longer be linked" not in forgotten.output
+    assert "keyring" in forgotten.output and "Backups" in forgotten.output
+
+
+GRACE = (
+    'CUS-0000003,"Grace\nHopper",grace@example.com,+1-555-000-1111,111-22-3333,1906-12-09,'
+    '"1 Navy Yard\nArlington",Arlington,south,doctorate,single,lots,2025-02-01 11:00:00'
+)
+
+
+def test_forget_erases_every_line_of_a_record_that_spans_lines(tmp_path, monkeypatch):
+    # Grace's record covers lines 3-5 (quoted newlines); only line 3 holds her id. Alan's
+    # quarantined line follows at 6 and is not hers.
+    home = build_home(tmp_path / "home", [CLEAN, GRACE, OTHER], monkeypatch)
+    assert "Hopper" in quarantined(home, 4).output
+    erased = ciphertexts(home, "CUS-0000003")
+    assert len(erased) == 3
+
+    forgotten = home.invoke("pii", "forget", "--customer", home.key("CUS-0000003"))
+    assert forgotten.exit_code == 0, forgotten.output
+    assert "erased 0 values and 3 quarantined lines" in forgotten.output
+    for line in (3, 4, 5):
+        shown = quarantined(home, line)
+        assert shown.exit_code == 1 and "was erased" in shown.output
+    assert "Alan Turing" in quarantined(home, 6).output
+    data = home.warehouse.read_bytes()
+    assert not [blob for blob in erased if blob in data]
