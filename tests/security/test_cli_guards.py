@@ -98,3 +98,25 @@ def test_the_chmod_advice_for_an_open_keyring_quotes_its_path(tmp_path):
         Keyring.load(path)
     assert f"`chmod 600 '{path}'`" in str(error.value)
     assert json.loads(path.read_text())["pseudonym_key"]  # untouched
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("keys", "init"),
+        ("pii", "reveal", "--customer", "abc", "--reason", "check"),
+        ("pii", "forget", "--customer", "abc"),
+        ("keys", "status"),
+    ],
+)
+def test_a_lost_keyring_of_a_built_warehouse_is_to_be_restored_never_replaced(
+    home, tmp_path, monkeypatch, command
+):
+    # MLOPS_KEYRING points at a missing file; the warehouse remembers its keyring's fingerprint.
+    monkeypatch.setenv("MLOPS_KEYRING", str(tmp_path / "lost" / "keyring.json"))
+    result = home.invoke(*command)
+    assert result.exit_code == 1
+    said = " ".join(result.output.split())
+    assert "restore that keyring" in said and home.keyring.fingerprint in said
+    assert "keys init" not in said
+    assert not (tmp_path / "lost").exists()
