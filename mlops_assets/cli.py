@@ -403,24 +403,39 @@ def pii_forget(
     name them (audited), then rewrite the warehouse file so their ciphertexts are gone from its
     bytes too. Exit 1 when nothing of theirs was found, or when a quarantined line could not be
     decrypted to be checked."""
+    import duckdb
+
     from mlops_assets.security.vault import forget
-    from mlops_assets.warehouse import connection, rewrite_file
+    from mlops_assets.warehouse import WarehouseLockedError, connection, rewrite_file
 
     settings = get_settings()
     try:
         keyring = _keyring(settings)
         with connection(settings.warehouse_path) as con:
             erased = forget(con, keyring, customer, reason)
-        with console.status("rewriting the warehouse file without the erased data"):
-            rewrite_file(settings.warehouse_path)
     except _refusals() as error:
         _fail(error)
+    try:
+        with console.status("rewriting the warehouse file without the erased data"):
+            rewrite_file(settings.warehouse_path)
+    except (WarehouseLockedError, OSError, duckdb.Error) as error:
+        _fail(
+            RuntimeError(
+                f"the erasure is recorded, but the warehouse file could not be rewritten "
+                f"({error}): its free blocks may still hold the erased ciphertexts. Run this "
+                "command again once nothing else uses the warehouse"
+            )
+        )
+    done = (
+        f"customer {printable(customer)} was erased before; rewrote the warehouse file"
+        if erased.already_erased
+        else f"erased {erased.cells} values and {erased.lines} quarantined lines of customer "
+        f"{printable(customer)}, and rewrote the warehouse file without them"
+    )
     console.print(
-        f"erased {erased.cells} values and {erased.lines} quarantined lines of customer "
-        f"{printable(customer)}, and rewrote the warehouse file without them; later loads of "
-        "their records are erased too. The pseudonym stays in raw and the marts: anyone holding "
-        "the keyring and their customer id can recompute it. Backups made before now still "
-        "hold the erased data"
+        f"{done}; later loads of their records are erased too. The pseudonym stays in raw and "
+        "the marts: anyone holding the keyring and their customer id can recompute it. Backups "
+        "made before the erasure still hold the erased data"
     )
     if erased.unreadable_lines:
         _fail(

@@ -379,6 +379,7 @@ class Erasure(NamedTuple):
     cells: int  # vault cells deleted
     lines: int  # quarantined lines whose ciphertext was deleted
     unreadable_lines: int  # quarantined lines that failed authentication: not checked
+    already_erased: bool = False  # erased before, nothing of theirs left
 
 
 def _quarantined_lines_naming(
@@ -483,6 +484,13 @@ def forget(
         ]
         lines, unreadable = _quarantined_lines_naming(con, keyring, {customer_key})
         if not columns and not lines:
+            if scalar(
+                con,
+                "select count(*) from vault.erased_customers where customer_key = ?",
+                [customer_key],
+            ):
+                con.execute("rollback")
+                return Erasure(0, 0, unreadable, already_erased=True)
             raise VaultError(
                 f"no personal data in the vault or the quarantine for customer_key {customer_key}"
             )

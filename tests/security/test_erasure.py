@@ -159,3 +159,30 @@ def test_forget_erases_every_line_of_a_record_that_spans_lines(tmp_path, monkeyp
     assert "Alan Turing" in quarantined(home, 6).output
     data = home.warehouse.read_bytes()
     assert not [blob for blob in erased if blob in data]
+
+
+def test_a_rewrite_that_fails_says_so_and_forgetting_again_rewrites(home, monkeypatch):
+    # The erasure commits first; a writer holding the warehouse through the whole rewrite must
+    # not leave the operator with a traceback or a false "rewrote", and the retry must work
+    # although nothing of the customer is left to erase.
+    import mlops_assets.warehouse as warehouse
+
+    erased = ciphertexts(home, "CUS-0000001")
+    rewrite = warehouse.rewrite_file
+
+    def locked(path, **_):
+        raise warehouse.WarehouseLockedError(f"warehouse {path} is locked by process 4242")
+
+    monkeypatch.setattr(warehouse, "rewrite_file", locked)
+    failed = home.invoke("pii", "forget", "--customer", home.key("CUS-0000001"))
+    assert failed.exit_code == 1 and "Traceback" not in failed.output
+    assert "erasure is recorded" in failed.output and "Run this command again" in failed.output
+    assert "rewrote" not in failed.output
+    monkeypatch.setattr(warehouse, "rewrite_file", rewrite)
+    again = home.invoke("pii", "forget", "--customer", home.key("CUS-0000001"))
+    assert again.exit_code == 0, again.output
+    assert "was erased before; rewrote the warehouse file" in again.output
+    data = home.warehouse.read_bytes()
+    assert not [blob for blob in erased if blob in data]
+    unknown = home.invoke("pii", "forget", "--customer", home.key("CUS-9999999"))
+    assert unknown.exit_code == 1 and "no personal data" in unknown.output
