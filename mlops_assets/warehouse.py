@@ -175,6 +175,12 @@ def replace_rows(
         raise
 
 
+def _file_state(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a process writes the file: inode, size, modification and change time."""
+    info = os.stat(path)
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
 def rewrite_file(path: Path, *, wait_seconds: float = LOCK_WAIT_SECONDS) -> None:
     """Rewrite the warehouse into a new file and put it in place of the old one, so no freed
     block of the old file survives: DuckDB neither zeroes nor returns the blocks of deleted
@@ -183,7 +189,8 @@ def rewrite_file(path: Path, *, wait_seconds: float = LOCK_WAIT_SECONDS) -> None
     ``COPY FROM DATABASE`` carries schemas, tables, views, sequences, macros, types and
     constraints. Between closing DuckDB and the rename the old file stays locked the way DuckDB
     locks it (``fcntl``), so no writer slips in a change that the new file would lose; a writer
-    that took the lock first makes us copy again. The new file keeps the old one's mode."""
+    that took the lock first, or wrote the file between DuckDB closing it and our lock (its
+    size or times changed), makes us copy again. The new file keeps the old one's mode."""
     path = Path(path)
     require_warehouse(path)
     fresh = path.with_name(f".{path.name}.rewrite")
@@ -199,10 +206,13 @@ def rewrite_file(path: Path, *, wait_seconds: float = LOCK_WAIT_SECONDS) -> None
                 con.execute("checkpoint _rewrite")
             finally:
                 con.execute("detach _rewrite")
+        copied = _file_state(path)  # as the copy left it, taken the moment DuckDB let go
         descriptor = os.open(path, os.O_RDWR)
         try:
             try:
                 fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if _file_state(path) != copied:  # a writer came and went before our lock
+                    raise BlockingIOError
             except OSError:
                 if time.monotonic() >= deadline:
                     fresh.unlink(missing_ok=True)
