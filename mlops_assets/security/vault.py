@@ -292,7 +292,7 @@ VAULT_CELLS = EncryptedColumn(PII_SCHEMA, PII_NAME, "ciphertext", "customer_key"
 
 
 def quarantine_locations(con: duckdb.DuckDBPyConnection) -> list[EncryptedColumn]:
-    """The quarantine tables whose lines are stored encrypted (feeds with personal data)."""
+    """The quarantine tables of the loaded feeds (every feed's lines are stored encrypted)."""
     names = con.execute(
         "select table_name from information_schema.columns "
         "where table_schema = ? and column_name = 'raw_line_encrypted' order by 1",
@@ -319,8 +319,8 @@ def _quarantine_location(con: duckdb.DuckDBPyConnection, source: str) -> Encrypt
     locations = {location.name: location for location in quarantine_locations(con)}
     if source not in locations:
         raise VaultError(
-            f"{source!r} has no encrypted quarantined lines: the feeds with personal data are "
-            f"{', '.join(locations) or 'not loaded yet'}"
+            f"{source!r} has no encrypted quarantined lines: the loaded feeds are "
+            f"{', '.join(locations) or 'none yet'}"
         )
     return locations[source]
 
