@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import getpass
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,9 +371,24 @@ def _records_naming(keyring: Keyring, lines: list[str]) -> list[tuple[int, int, 
         records.append((start, [f for line in lines[start:] for f in line.split(",")]))
     ends = [first for first, _ in records[1:]] + [len(lines)]
     return [
-        (first, end, {keyring.pseudonym(field) for field in fields if field.strip()})
+        (first, end, {keyring.pseudonym(value) for value in _values(fields, lines[first:end])})
         for (first, fields), end in zip(records, ends, strict=True)
     ]
+
+
+# A quarantined line did not parse the way the loader reads CSV: besides its CSV fields, every
+# token between separators DuckDB or a careless export may use, with quotes and blanks stripped,
+# may be the id (`;` or tab as separator, ` "CUS-1"` quoted after a space, a stray quote that
+# makes Python's reader fold the lines after it into one field).
+_LOOSE_SEPARATORS = re.compile(r"[,;\t|]")
+_LOOSE_STRIP = " \t\r\"'"
+
+
+def _values(fields: list[str], lines: list[str]) -> set[str]:
+    """Every value that may be a customer id in a record: its CSV fields and its lines' loose
+    tokens."""
+    tokens = (t.strip(_LOOSE_STRIP) for line in lines for t in _LOOSE_SEPARATORS.split(line))
+    return {v for v in (*fields, *tokens) if v.strip()}
 
 
 class Erasure(NamedTuple):

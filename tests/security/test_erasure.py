@@ -186,3 +186,22 @@ def test_a_rewrite_that_fails_says_so_and_forgetting_again_rewrites(home, monkey
     assert not [blob for blob in erased if blob in data]
     unknown = home.invoke("pii", "forget", "--customer", home.key("CUS-9999999"))
     assert unknown.exit_code == 1 and "no personal data" in unknown.output
+
+
+def test_forget_finds_the_id_however_a_quarantined_line_is_broken(tmp_path, monkeypatch):
+    # Lines that Python's CSV reader does not read as the loader does: `;` as separator, the id
+    # quoted after a space, and a line after a stray quote (Python folds everything after the
+    # quote into one field). Each names CUS-0000001 and must be erased.
+    semicolons = CLEAN.replace(",", ";")
+    spaced = ' "CUS-0000001",' + CLEAN.split(",", 1)[1].replace(",0,", ",lots,")
+    broken = 'CUS-0000777,"Broken quote,' + OTHER.split(",", 2)[2]
+    after = CLEAN.replace(",0,", ",lots,")
+    home = build_home(tmp_path / "home", [CLEAN, semicolons, spaced, broken, after], monkeypatch)
+    for line in (3, 4, 6):
+        assert "Ada Lovelace" in quarantined(home, line).output, line
+
+    forgotten = home.invoke("pii", "forget", "--customer", home.key("CUS-0000001"))
+    assert forgotten.exit_code == 0, forgotten.output
+    for line in (3, 4, 6):
+        shown = quarantined(home, line)
+        assert shown.exit_code == 1 and "was erased" in shown.output, (line, shown.output)
