@@ -24,6 +24,7 @@ model registers a genuine one (replacing the folder when the version is the same
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import hmac
@@ -162,13 +163,16 @@ class Registry:
         return {"key": keyring.model_signing_key_id, "hmac_sha256": mac.hexdigest()}
 
     def versions(self, model: str) -> list[ModelCard]:
-        """Every registered version of ``model``, oldest first (folders named like a version)."""
+        """Every registered version of ``model`` whose card can be read, oldest first (folders
+        named like a version). A card that cannot be read is left out, not fatal: it is never
+        loaded, and one junk folder must not stop training and scoring (the next training of
+        that version replaces it)."""
         check_name(model)
-        cards = [
-            _read_card(path)
-            for path in (self.root / model).glob("*/model.json")
-            if VERSION.fullmatch(path.parent.name)
-        ]
+        cards = []
+        for path in (self.root / model).glob("*/model.json"):
+            if VERSION.fullmatch(path.parent.name):
+                with contextlib.suppress(RegistryError):
+                    cards.append(_read_card(path))
         return sorted(cards, key=lambda c: (str(c.data.get("created_at")), c.version))
 
     def models(self) -> list[str]:
@@ -305,9 +309,18 @@ class Registry:
         return ModelCard(card)
 
     def load(self, model: str, version: str):
-        """The fitted estimator, after :meth:`verify`."""
+        """The fitted estimator, after :meth:`verify`. The artefact is read once: the bytes whose
+        sha256 is checked are the bytes loaded (a file swapped between a check and a second
+        read would otherwise be loaded unchecked)."""
         card = self.verify(model, version)
-        return load_artefact(_inside(self._dir(model, version), card.data["artefact"]))
+        path = _inside(self._dir(model, version), card.data["artefact"])
+        content = path.read_bytes()
+        if hashlib.sha256(content).hexdigest() != card.data["sha256"]:
+            raise RegistryError(
+                f"{path} changed while it was loaded (sha256 differs from model.json): "
+                f"refusing to load it; {REPLACED}"
+            )
+        return load_artefact(path, content)
 
     def attachment(self, model: str, version: str, name: str) -> Path:
         """The path of a file stored with the model, after :meth:`verify`."""
@@ -413,20 +426,22 @@ def _read_object(path: Path, text: str, line: int | None = None) -> dict:
 def _read_card(path: Path) -> ModelCard:
     try:
         data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # a folder, not JSON, nested deep
         raise RegistryError(f"{path} is not a valid model.json: {error}") from None
     if not isinstance(data, dict) or not isinstance(data.get("version"), str):
         raise RegistryError(f"{path} is not a valid model.json: no version")
     return ModelCard(data)
 
 
-def load_artefact(path: Path):
-    """The estimator in a skops file, refused (without constructing anything) if the file names a
-    type outside skops' safe defaults and :data:`TRUSTED_TYPES`."""
+def load_artefact(path: Path, content: bytes | None = None):
+    """The estimator in a skops file (``content``: its bytes, already read), refused (without
+    constructing anything) if it names a type outside skops' safe defaults and
+    :data:`TRUSTED_TYPES`."""
     import skops.io as sio  # 1-3 s to import (it lists every estimator): only here
 
+    content = Path(path).read_bytes() if content is None else content
     try:
-        foreign = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+        foreign = sorted(set(sio.get_untrusted_types(data=content)) - set(TRUSTED_TYPES))
     except Exception as error:  # a damaged or foreign zip, JSON or schema: not a model file
         raise RegistryError(f"{path} is not a readable model file: {error}") from None
     if foreign:
@@ -434,4 +449,4 @@ def load_artefact(path: Path):
             f"{path} names types this platform never writes: {', '.join(foreign)}: "
             "refusing to load it"
         )
-    return sio.load(path, trusted=list(TRUSTED_TYPES))
+    return sio.loads(content, trusted=list(TRUSTED_TYPES))
