@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import textwrap
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -46,7 +46,7 @@ def generate(
         int, typer.Option(min=1, help="Average applications per day (weekends are quieter).")
     ] = 1100,
     seed: Annotated[
-        int, typer.Option(help="Random seed; same arguments give identical files.")
+        int, typer.Option(min=0, help="Random seed; same arguments give identical files.")
     ] = 42,
     drift_from_day: Annotated[
         int | None,
@@ -75,11 +75,15 @@ def generate(
             drift_from_day=drift_from_day,
             start_date=date.fromisoformat(start_date),
         )
-    except ValueError as error:
+        config.start_date + timedelta(days=days)  # its last day must be a date too
+    except (ValueError, OverflowError) as error:
         raise typer.BadParameter(str(error)) from None
     target = out or get_settings().landing_dir
-    with console.status(Text(f"generating {days} days into {target}")):
-        report = write(config, target)
+    try:
+        with console.status(Text(f"generating {days} days into {target}")):
+            report = write(config, target)
+    except OSError as error:  # --out is a file, or cannot be written
+        _fail(error)
     table = Table(
         "source", "files", "data lines", "dirty records", title=f"Landing files in {target}"
     )

@@ -178,3 +178,25 @@ def test_invalid_arguments_are_refused():
         GeneratorConfig(days=10, drift_from_day=10)
     with pytest.raises(ValueError, match="days"):
         GeneratorConfig(days=0)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code", "said"),
+    [
+        (["--seed", "-1"], 2, "--seed"),
+        (["--days", "2", "--start-date", "9999-12-31"], 2, "out of range"),
+        (["--days", "1", "--rows-per-day", "5", "--out", "{file}"], 1, "Not a directory"),
+    ],
+)
+def test_the_cli_refuses_bad_arguments_without_a_traceback(tmp_path, arguments, code, said):
+    from typer.testing import CliRunner
+
+    from mlops_assets.cli import app
+
+    file = tmp_path / "a-file"
+    file.write_text("")
+    arguments = [a.replace("{file}", str(file)) for a in arguments]
+    result = CliRunner().invoke(app, ["generate", *arguments], env={"MLOPS_HOME": str(tmp_path)})
+    assert result.exit_code == code, result.output
+    assert said in result.output
+    assert isinstance(result.exception, SystemExit)  # an exit, not an exception's traceback
