@@ -54,9 +54,11 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class LandingZone(dg.ConfigurableResource):
-    """Where landing files arrive: ``<path>/<source>/<YYYY-MM-DD>.csv``."""
+    """Where landing files arrive: ``<path>/<source>/<YYYY-MM-DD>.csv``, dated at most
+    ``horizon_days`` after today (later files are refused)."""
 
     path: str
+    horizon_days: int = 1
 
     @property
     def directory(self) -> Path:
@@ -160,7 +162,9 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     settings = get_settings()
     return {
         "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
-        "landing": LandingZone(path=str(settings.landing_dir)),
+        "landing": LandingZone(
+            path=str(settings.landing_dir), horizon_days=settings.landing_horizon_days
+        ),
         "keyring": KeyringResource(path=str(settings.keyring_path)),
         "dbt": dbt_resource(),
         "dask": DaskResource(),

@@ -106,7 +106,7 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         partitioned = context.has_partition_key or context.has_partition_key_range
         keys = context.partition_keys if partitioned else None
         secrets = keyring.load()
-        latest = latest_landing_day(get_settings().landing_horizon_days)
+        latest = latest_landing_day(landing.horizon_days)
         refused = scan_landing(landing.directory, spec.name, latest).refused
         with warehouse.connect() as con:
             record_refused(con, spec.name, refused)  # also when the load fails
