@@ -203,7 +203,7 @@ def test_forget_erases_the_customer_for_good_and_audits_it(con, keyring):
     frame = customers(keyring, 2)
     store_customer_pii(con, keyring, frame, COLUMNS)
     key = frame["customer_key"][0]
-    assert forget(con, keyring, key, "erasure request 9") == (2, 0, 0)
+    assert forget(con, keyring, key, "erasure request 9") == (2, 0, 0, False)
     with pytest.raises(VaultError, match="no personal data"):
         reveal(con, keyring, key, "after erasure")
     # A later load of the same customer's record does not bring the identifiers back.

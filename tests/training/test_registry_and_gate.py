@@ -341,11 +341,13 @@ def test_a_tampered_version_is_retrained_and_replaced_by_the_genuine_one(trained
 
 
 def test_an_unverifiable_champion_is_gated_as_absent(trained, tmp_path):
-    registry, data, _ = trained
+    registry, data, first = trained
     _, copy = _home_copy(registry, tmp_path)
     champion = copy.champion("default_classifier")
     _attack(copy, champion, tmp_path)
-    outcome = train_model(data, copy, SECOND)  # another version; the champion is refused
+    # Another version than the champion (`challenged` may have promoted SECOND before this).
+    other = SECOND if champion == first.card.version else FAST
+    outcome = train_model(data, copy, other)  # the champion is refused
     assert outcome.card.version != champion
     decision = outcome.decision
     assert decision.promoted and decision.champion_refused and decision.champion_metrics is None
