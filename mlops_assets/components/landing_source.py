@@ -1,0 +1,108 @@
+"""``LandingSource``: one landing feed, declared in YAML.
+
+Files arrive as ``<landing>/<name>/<YYYY-MM-DD>.csv`` and load into ``raw.<name>``, with
+everything a feed gets: the ledger (each file exactly once), line accounting, quarantine with
+reasons, personal data sealed before anything is written, the landing sensor, the identifier
+scan, and the table's column schema in the UI.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from mlops_assets.ingestion.sources import SourceSpec, age_band_sql
+
+Classification = Literal["direct_identifier", "quasi_identifier", "sensitive", "none"]
+
+
+class Generalised(dg.Model, dg.Resolvable):
+    """A replacement that may leave the vault instead of an identifier: ``age_band`` is the
+    ten-year band of the age at ``at`` of someone born on ``birth`` (two text date columns)."""
+
+    kind: Literal["age_band"]
+    birth: str
+    at: str
+
+
+class PersonalData(dg.Model, dg.Resolvable):
+    pseudonymise: str | None = Field(
+        default=None,
+        description="Id column replaced by a keyed hash (customer_key): joins work, the id "
+        "never reaches the warehouse.",
+    )
+    identifiers: list[str] = Field(
+        default_factory=list, description="Columns that go encrypted to the vault, never to raw."
+    )
+    generalised: dict[str, Generalised] = Field(
+        default_factory=dict, description="Columns added in place of identifiers."
+    )
+    classification: dict[str, Classification] = Field(
+        default_factory=dict, description="Class of each raw column (default: none)."
+    )
+
+
+class LandingSourceScaffolder(dg.Scaffolder):
+    """``dg scaffold defs mlops_assets.components.LandingSource sources/<name>``."""
+
+    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        name = request.target_path.name
+        request.target_path.mkdir(parents=True, exist_ok=True)
+        (request.target_path / "defs.yaml").write_text(
+            textwrap.dedent(
+                f"""\
+                type: {request.type_name}
+
+                attributes:
+                  name: {name}                  # <landing>/{name}/<YYYY-MM-DD>.csv -> raw.{name}
+                  description: What one row of this feed is.
+                  columns:                      # header name -> DuckDB type it is cast to
+                    id: VARCHAR
+                    created_at: VARCHAR         # dates stay text in raw: staging parses them
+                    amount: DOUBLE
+                  required: [id, created_at]    # a line with one of these empty is quarantined
+                  # personal_data:
+                  #   pseudonymise: customer_id
+                  #   identifiers: [full_name, email]
+                  #   classification: {{amount: sensitive}}
+                """
+            )
+        )
+
+
+@dg.scaffold_with(LandingSourceScaffolder)
+class LandingSource(dg.Component, dg.Resolvable, dg.Model):
+    """One landing feed loaded into ``raw.<name>``."""
+
+    name: str = Field(description="Feed name: landing folder, raw table and asset key.")
+    description: str = ""
+    columns: dict[str, str] = Field(description="Expected header -> DuckDB type.")
+    required: list[str] = Field(default_factory=list, description="Columns never empty.")
+    personal_data: PersonalData | None = None
+
+    @property
+    def spec(self) -> SourceSpec:
+        personal = self.personal_data or PersonalData()
+        return SourceSpec(
+            name=self.name,
+            columns=dict(self.columns),
+            required_values=tuple(self.required),
+            description=self.description,
+            pseudonymise=personal.pseudonymise,
+            identifiers=tuple(personal.identifiers),
+            generalised={
+                column: ("VARCHAR", age_band_sql(g.birth, g.at))
+                for column, g in personal.generalised.items()
+            },
+            classification=dict(personal.classification),
+        )
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        from mlops_assets.ingestion.assets import build_source_defs
+        from mlops_assets.ingestion.sources import identifier_names
+
+        feeds = [c.spec for c in context.component_tree.get_all_components(of_type=LandingSource)]
+        return build_source_defs(self.spec, identifier_names(feeds))
