@@ -32,7 +32,7 @@ import duckdb
 import psutil
 
 from mlops_assets.ingestion.sources import SOURCE_SPECS
-from mlops_assets.monitoring.health import ASSETS_TABLE
+from mlops_assets.ops.health import ASSETS_TABLE
 
 BIN = Path(sys.executable).parent
 DAYS = 90
@@ -123,7 +123,7 @@ def stage_table(home: Path, run_id: str) -> dict[str, dict]:
     and the seconds of all steps, checks included, from the run's event log."""
     import dagster as dg
 
-    from mlops_assets.monitoring.health import step_durations
+    from mlops_assets.ops.health import step_durations
 
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         steps = step_durations(instance, run_id)

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from mlops_assets import automation
-from mlops_assets.alerting import alerting_sensors
+from mlops_assets.ops.alerting import alerting_sensors
 from mlops_assets.automation import with_policies
 from mlops_assets.features.assets import FEATURES_KEY, feature_assets
 from mlops_assets.features.validation import QUARANTINE_TABLE

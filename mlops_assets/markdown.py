@@ -1,10 +1,17 @@
-"""Metadata for the Dagster UI: markdown tables and the row-flow numbers every stage reports."""
+"""Metadata for the Dagster UI: markdown tables and the row-flow numbers every stage reports.
+
+The markdown helpers are plain text (the Dagster-free drift library uses them): Dagster is
+imported only by the functions that build its metadata values."""
+
+from __future__ import annotations
 
 import re
-
-import dagster as dg
+from typing import TYPE_CHECKING
 
 from mlops_assets.text import printable
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 # Characters that make markdown (links, images, code, emphasis, HTML, table cells) out of text.
 _MARKDOWN_PUNCTUATION = re.compile(r"[\\`*_\[\]()!<>|#~]")
@@ -41,6 +48,8 @@ def md_list(items: list[str]) -> str:
 def flow_metadata(rows_in: int, rows_out: int) -> dict:
     """Rows in, rows out, rows quarantined and the quarantine rate of a stage's run: the same
     keys on every asset that quarantines, read by pipeline health (monitoring.pipeline_runs)."""
+    import dagster as dg
+
     quarantined = rows_in - rows_out
     return {
         "rows_in": rows_in,
@@ -53,4 +62,6 @@ def flow_metadata(rows_in: int, rows_out: int) -> dict:
 def placement_metadata(placement: dict[str, int]) -> dg.JsonMetadataValue:
     """Tasks per place (a Dask worker address, or ``local``): where a stage's parallel work ran,
     the same key on every asset that fans out."""
+    import dagster as dg
+
     return dg.MetadataValue.json(dict(sorted(placement.items())))

@@ -214,7 +214,7 @@ def run_pipeline(
     import dagster as dg
     from dagster._core.utils import make_new_run_id
 
-    from mlops_assets.monitoring.health import record_run, step_durations
+    from mlops_assets.ops.health import record_run, step_durations
     from mlops_assets.resources import start_local_cluster
 
     for module in ("automation", "features.assets", "monitoring.assets", "training.assets"):

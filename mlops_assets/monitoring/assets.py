@@ -8,12 +8,12 @@ from datetime import date
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.alerts import alert
+from mlops_assets.ops.alerts import alert
 from mlops_assets.faults import crash_point
 from mlops_assets.features.assets import FEATURES_KEY
 from mlops_assets.ingestion.assets import landing_days
 from mlops_assets.markdown import md_table, placement_metadata
-from mlops_assets.monitoring import report as drift_report_text
+from mlops_assets.drift import report as drift_report_text
 from mlops_assets.monitoring.daily import (
     MONITOR_DRIFT_SHARE,
     REPORTS_TABLE,
@@ -23,8 +23,8 @@ from mlops_assets.monitoring.daily import (
     monitor_options,
     store,
 )
-from mlops_assets.monitoring.health import ASSETS_TABLE, HEALTH_KEY, RUNS_TABLE, record_run
-from mlops_assets.monitoring.multivariate import DEFAULT_THRESHOLD
+from mlops_assets.ops.health import ASSETS_TABLE, HEALTH_KEY, RUNS_TABLE, record_run
+from mlops_assets.drift.multivariate import DEFAULT_THRESHOLD
 from mlops_assets.parallel import Placement
 from mlops_assets.resources import (
     WRITER_POOL,

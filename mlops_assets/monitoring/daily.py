@@ -17,9 +17,9 @@ import duckdb
 import pandas as pd
 
 from mlops_assets.features.validation import FEATURE_TABLE, table_exists
-from mlops_assets.monitoring.engine import DriftOptions, DriftReport, compare_profiles
-from mlops_assets.monitoring.multivariate import DEFAULT_THRESHOLD, domain_classifier
-from mlops_assets.monitoring.profile import Profile, profile_frame
+from mlops_assets.drift.engine import DriftOptions, DriftReport, compare_profiles
+from mlops_assets.drift.multivariate import DEFAULT_THRESHOLD, domain_classifier
+from mlops_assets.drift.profile import Profile, profile_frame
 from mlops_assets.monitoring.reference import PROFILE_FILE, SAMPLE_FILE, SCORE, kinds_of
 from mlops_assets.parallel import Placement, map_chunks
 from mlops_assets.sql import ident

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlops_assets.monitoring.profile import Profile, profile_column, profile_frame
+from mlops_assets.drift.profile import Profile, profile_column, profile_frame
 
 PROFILE_FILE = "reference_profile.parquet"
 SAMPLE_FILE = "reference_sample.parquet"

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 
 from mlops_assets.monitoring.daily import COLUMNS_TABLE, REPORTS_TABLE, DayDrift, store
-from mlops_assets.monitoring.engine import DriftOptions, compare_columns, finish
-from mlops_assets.monitoring.profile import profile_column
+from mlops_assets.drift.engine import DriftOptions, compare_columns, finish
+from mlops_assets.drift.profile import profile_column
 
 
 def _report(shift: float):
@@ -68,7 +68,7 @@ def test_a_small_day_whose_sparse_column_has_no_value_gets_its_report():
     import pandas as pd
 
     from mlops_assets.monitoring.daily import MonitorConfig, day_report
-    from mlops_assets.monitoring.profile import profile_frame
+    from mlops_assets.drift.profile import profile_frame
     from mlops_assets.monitoring.reference import SCORE
 
     rng = np.random.default_rng(7)

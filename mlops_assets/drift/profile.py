@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mlops_assets.monitoring.stattests import FEW_VALUES, Sample
+from mlops_assets.drift.stattests import FEW_VALUES, Sample
 
 EXACT_ROWS = 10_000
 QUANTILES = 10_000

@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlops_assets.monitoring import stattests as st
-from mlops_assets.monitoring.profile import (
+from mlops_assets.drift import stattests as st
+from mlops_assets.drift.profile import (
     ColumnProfile,
     Profile,
     column_kind,

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlops_assets.monitoring.engine import drift_files
-from mlops_assets.monitoring.files import as_parquet, confined_connection
-from mlops_assets.monitoring.multivariate import parquet_sample
+from mlops_assets.drift.engine import drift_files
+from mlops_assets.drift.files import as_parquet, confined_connection
+from mlops_assets.drift.multivariate import parquet_sample
 
 PIECES = [
     '"', "'", ";", "--", "/*", "*/", "(", ")", ",", "`", "\\", "٢٠٢٥", "१२", "\x01", "\x1b[2J",

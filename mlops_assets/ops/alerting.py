@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mlops_assets.alerts import alert
+from mlops_assets.ops.alerts import alert
 
 
 def failed_checks(instance, run_id: str) -> list[str]:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlops_assets.monitoring.engine import DriftInputError
+from mlops_assets.drift.engine import DriftInputError
 from mlops_assets.sql import confine, glob_literal
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ import duckdb
 
 from mlops_assets.markdown import flow_metadata
 from mlops_assets.monitoring.assets import monitoring_sensors
-from mlops_assets.monitoring.health import HEALTH_KEY
+from mlops_assets.ops.health import HEALTH_KEY
 
 
 @dg.asset(

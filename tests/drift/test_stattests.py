@@ -7,9 +7,9 @@ import pytest
 from scipy import stats
 from scipy.spatial import distance
 
-from mlops_assets.monitoring import stattests as st
-from mlops_assets.monitoring.engine import DriftOptions, compare_columns
-from mlops_assets.monitoring.profile import EXACT_ROWS, profile_column
+from mlops_assets.drift import stattests as st
+from mlops_assets.drift.engine import DriftOptions, compare_columns
+from mlops_assets.drift.profile import EXACT_ROWS, profile_column
 
 rng = np.random.default_rng(0)
 

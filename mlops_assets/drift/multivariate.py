@@ -26,7 +26,7 @@ def parquet_sample(path: Path, columns: list[str], rows: int = SAMPLE_ROWS, seed
     in a database that may read nothing but the file's folder."""
     import pyarrow.parquet as pq
 
-    from mlops_assets.monitoring.files import confined_connection
+    from mlops_assets.drift.files import confined_connection
     from mlops_assets.sql import glob_literal
 
     path = Path(path).resolve()

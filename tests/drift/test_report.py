@@ -3,10 +3,10 @@
 import numpy as np
 import pandas as pd
 
-from mlops_assets.monitoring.engine import compare_profiles
-from mlops_assets.monitoring.multivariate import domain_classifier
-from mlops_assets.monitoring.profile import profile_frame
-from mlops_assets.monitoring.report import markdown, to_html
+from mlops_assets.drift.engine import compare_profiles
+from mlops_assets.drift.multivariate import domain_classifier
+from mlops_assets.drift.profile import profile_frame
+from mlops_assets.drift.report import markdown, to_html
 
 HOSTILE = "<script>alert(1)</script>[/x]![a](http://x)"
 

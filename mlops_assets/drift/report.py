@@ -11,7 +11,7 @@ import html
 from datetime import UTC, datetime
 
 from mlops_assets.markdown import md_table
-from mlops_assets.monitoring.engine import DriftReport
+from mlops_assets.drift.engine import DriftReport
 
 REF_COLOUR, CUR_COLOUR = "#4c78a8", "#f58518"
 

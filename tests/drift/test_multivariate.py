@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlops_assets.monitoring.engine import compare_profiles
-from mlops_assets.monitoring.multivariate import domain_classifier, informative_columns
-from mlops_assets.monitoring.profile import profile_frame
+from mlops_assets.drift.engine import compare_profiles
+from mlops_assets.drift.multivariate import domain_classifier, informative_columns
+from mlops_assets.drift.profile import profile_frame
 
 KINDS = {"a": "numerical", "b": "numerical", "segment": "categorical"}
 

@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import dagster as dg
 import pytest
 
-from mlops_assets.alerting import alert_on_run_failure
-from mlops_assets.alerts import WEBHOOK_ENV, alert
+from mlops_assets.ops.alerting import alert_on_run_failure
+from mlops_assets.ops.alerts import WEBHOOK_ENV, alert
 
 
 @pytest.fixture
