@@ -65,6 +65,19 @@ class LandingZone(dg.ConfigurableResource):
         return Path(self.path)
 
 
+class ReportsResource(dg.ConfigurableResource):
+    """Where stages write files for people to read (``$MLOPS_HOME/reports``): drift reports,
+    model plots."""
+
+    path: str
+
+    def directory(self, *parts: str) -> Path:
+        """``<path>/<parts...>``, created if missing."""
+        directory = Path(self.path).joinpath(*parts)
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+
 class KeyringResource(dg.ConfigurableResource):
     """The keyring file (pseudonym key and vault keys); see mlops_assets.security.keyring."""
 
@@ -166,6 +179,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             path=str(settings.landing_dir), horizon_days=settings.landing_horizon_days
         ),
         "keyring": KeyringResource(path=str(settings.keyring_path)),
+        "reports": ReportsResource(path=str(settings.reports_dir)),
         "dbt": dbt_resource(),
         "dask": DaskResource(),
         "registry": RegistryResource(
