@@ -267,7 +267,7 @@ def test_run_trains_registers_and_scores_and_explains(pipeline_run):
                     / "model.json").read_text())["signature"]["features"]
     )  # fmt: skip
     missing = mlops("explain", "APP-NOPE", home=pipeline_run.home)
-    assert missing.returncode == 1 and "no application APP-NOPE" in missing.stderr
+    assert missing.returncode == 1 and "no row with application_id APP-NOPE" in missing.stderr
 
 
 def test_drift_is_reported_per_day_and_detected_from_the_drift_day(pipeline_run):

@@ -96,16 +96,17 @@ def test_a_file_name_is_a_landing_day_only_in_ascii_digits_for_a_real_date():
 def test_the_loader_refuses_a_file_not_named_for_a_landing_day_given_directly(
     tmp_path, name, keyring
 ):
-    from mlops_assets.ingestion.loader import IngestionError, ensure_schema, ingest_file
-    from mlops_assets.ingestion.sources import SOURCE_SPECS
+    from mlops_assets.ingestion.files import IngestionError
+    from mlops_assets.ingestion.loader import ingest_file
+    from tests.ingestion.conftest import IDENTIFIERS, SOURCES, ensure_tables
 
     (tmp_path / "outcomes").mkdir()
     path = tmp_path / "outcomes" / name
     path.write_text(GOOD)
     con = duckdb.connect()
-    ensure_schema(con)
+    ensure_tables(con)
     with pytest.raises(IngestionError, match=r"YYYY-MM-DD\.csv"):
-        ingest_file(con, tmp_path, path, SOURCE_SPECS["outcomes"], keyring=keyring)
+        ingest_file(con, tmp_path, path, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
     assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 0
 
 
@@ -113,15 +114,21 @@ def test_the_loader_refuses_a_file_not_named_for_a_landing_day_given_directly(
 def test_a_link_or_fifo_put_in_place_of_a_found_file_fails_that_file_alone(tmp_path, name, keyring):
     """Between the scan and the load a file may be swapped: the loader never follows a link
     to read, say, the keyring, nor waits on a FIFO."""
-    from mlops_assets.ingestion.loader import IngestionError, ensure_schema, ingest_file
-    from mlops_assets.ingestion.sources import SOURCE_SPECS
+    from mlops_assets.ingestion.files import IngestionError
+    from mlops_assets.ingestion.loader import ingest_file
+    from tests.ingestion.conftest import IDENTIFIERS, SOURCES, ensure_tables
 
     landing = odd_landing(tmp_path)
     con = duckdb.connect()
-    ensure_schema(con)
+    ensure_tables(con)
     with pytest.raises(IngestionError, match="not a regular file"):
         ingest_file(
-            con, landing, landing / "outcomes" / name, SOURCE_SPECS["outcomes"], keyring=keyring
+            con,
+            landing,
+            landing / "outcomes" / name,
+            SOURCES["outcomes"],
+            IDENTIFIERS,
+            keyring=keyring,
         )
     assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 0
 
@@ -192,12 +199,13 @@ def test_the_run_plans_only_real_landing_days_and_names_the_refused(tmp_path):
 
 
 def test_the_run_summary_prints_refused_names_as_text(capsys):
-    from mlops_assets.cli import _print_report, console
+    from mlops_assets.cli.common import console
+    from mlops_assets.cli.pipeline import print_report
 
     refused = [printable("outcomes/[/b][link=x]y.csv\n: a folder")]  # as the runner makes it
     report = RunReport("r1", True, 1.0, refused_files=refused)
     with console.capture() as captured:
-        _print_report(report, Settings(home=Path("/nowhere")))
+        print_report(report, Settings(home=Path("/nowhere")))
     assert "refused, not ingested: outcomes/[/b][link=x]y.csv\\n: a folder" in captured.get()
 
 

@@ -73,7 +73,7 @@ def test_a_home_with_markup_in_its_path_works(tmp_path, monkeypatch):
 def test_the_run_summary_prints_names_and_findings_as_text(capsys, tmp_path):
     from types import SimpleNamespace
 
-    from mlops_assets.cli import _print_report
+    from mlops_assets.cli.pipeline import print_report
 
     check = SimpleNamespace(
         passed=False,
@@ -99,7 +99,7 @@ def test_the_run_summary_prints_names_and_findings_as_text(capsys, tmp_path):
         run_id="r1",
     )
     settings = SimpleNamespace(warehouse_path=tmp_path / "w[/i].duckdb", reports_dir=tmp_path)
-    _print_report(report, settings)
+    print_report(report, settings)
     shown = capsys.readouterr().err
     assert "\x1b" not in shown
     assert "created a new keyring in [/b]home" in shown

@@ -258,7 +258,7 @@ def test_explain_prints_data_as_text_and_refuses_a_forged_model(trained, tmp_pat
     assert shown.returncode == 0, shown.stderr
     assert "[/x] scored" in shown.stdout
     missing = _mlops(home, "explain", "[/y]")
-    assert missing.returncode == 1 and "no application [/y]" in missing.stderr
+    assert missing.returncode == 1 and "no row with application_id [/y]" in missing.stderr
     marker = tmp_path / "payload-ran"
     card = _forge_champion(copy, marker)
     refused = _mlops(home, "explain", "[/x]")

@@ -1,0 +1,23 @@
+"""The `mlops` command: thin wrappers that parse arguments and call the stage functions, one
+module per command group. Importing it is cheap: each command imports what it needs."""
+
+from __future__ import annotations
+
+import typer
+
+from mlops_assets.cli import drift, keys, models, pii, pipeline
+
+app = typer.Typer(
+    help="Operate the MLOps data platform: generate sample data, run the pipeline, open the UI.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(pipeline.app)
+app.add_typer(models.root)
+app.add_typer(drift.app)
+app.add_typer(keys.app, name="keys")
+app.add_typer(pii.app, name="pii")
+app.add_typer(models.app, name="models")
+
+if __name__ == "__main__":
+    app()

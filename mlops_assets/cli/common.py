@@ -1,0 +1,87 @@
+"""What every command shares: the consoles, how a refusal is said and ends the command, and the
+keyring with a warehouse connection. Cheap to import: heavy modules load inside the functions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, NoReturn
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from mlops_assets.text import printable_lines
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from mlops_assets.security.keyring import Keyring
+    from mlops_assets.settings import Settings
+
+# Everything printed is text: names, values, paths and arguments are data, so Rich never reads
+# them as markup (`[/b]` would crash, `[link=…]` would become a hyperlink) nor highlights them.
+# Colour is given as a style (`style=`, `Text.assemble`), never written into the text.
+# Messages are not wrapped: a path broken across lines cannot be copied.
+console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+out = Console(markup=False, highlight=False)  # stdout: tables a person reads
+
+
+def say(label: str, style: str, message: str) -> None:
+    """``label`` in ``style``, then ``message``."""
+    console.print(Text.assemble((label, style), " ", message))
+
+
+def fail(error: Exception, code: int = 1, label: str = "error:") -> NoReturn:
+    """Say ``error`` and end the command with ``code``. An error may quote a path or an
+    argument: its control characters are shown escaped."""
+    say(label, "red", printable_lines(str(error)))
+    raise typer.Exit(code)
+
+
+@contextmanager
+def failing(*errors: type[Exception], code: int = 1, label: str = "error:") -> Iterator[None]:
+    """An error of these types raised inside ends the command with its message and ``code``."""
+    try:
+        yield
+    except errors as error:
+        fail(error, code, label)
+
+
+def refusals() -> tuple[type[Exception], ...]:
+    """What the keys and pii commands refuse with a message (exit 1) rather than a traceback:
+    the keyring, the vault, or a home without a warehouse (nothing is created there)."""
+    from mlops_assets.security.keyring import KeyringError
+    from mlops_assets.security.vault import VaultError
+    from mlops_assets.warehouse import WarehouseMissingError
+
+    return KeyringError, VaultError, WarehouseMissingError
+
+
+def settings() -> Settings:
+    """The home this command works on ($MLOPS_HOME and friends)."""
+    from mlops_assets.settings import get_settings
+
+    return get_settings()
+
+
+def load_keyring(home: Settings) -> Keyring:
+    """The home's keyring; a lost one of a warehouse built with it is to be restored (said so),
+    never replaced."""
+    from mlops_assets.security.keyring import Keyring
+    from mlops_assets.security.vault import refuse_lost_keyring
+
+    refuse_lost_keyring(home.keyring_path, home.warehouse_path)
+    return Keyring.load(home.keyring_path)
+
+
+@contextmanager
+def vault(home: Settings) -> Iterator[tuple[Keyring, duckdb.DuckDBPyConnection]]:
+    """The keyring and a connection to the home's warehouse (which must exist). A refusal of
+    either, or of the vault inside, ends the command with its message (exit 1)."""
+    from mlops_assets.warehouse import connection
+
+    with failing(*refusals()):
+        keyring = load_keyring(home)
+        with connection(home.warehouse_path) as con:
+            yield keyring, con

@@ -1,0 +1,192 @@
+"""`mlops models` and `mlops explain`: the registry's versions and champions of every declared
+model, a promotion by hand, and why a champion scored one row as it did."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from mlops_assets.cli.common import console, fail, failing, out, settings
+from mlops_assets.text import printable
+
+if TYPE_CHECKING:
+    from mlops_assets.settings import Settings
+    from mlops_assets.training.registry import Registry
+    from mlops_assets.training.spec import ModelSpec
+
+app = typer.Typer(help="The model registry: versions, champions, promotions.", no_args_is_help=True)
+root = typer.Typer()  # `mlops explain` sits at the top level
+
+
+def declared(name: str | None) -> ModelSpec:
+    """The declared model called ``name`` (None: the first declared); an undeclared name is a
+    usage error (exit 2) that lists the declared models."""
+    from mlops_assets import catalogue
+
+    if name is None:
+        return next(iter(catalogue.models().values()))
+    with failing(catalogue.UnknownModel, code=2):
+        return catalogue.model(name)
+
+
+def registry(home: Settings) -> Registry:
+    from mlops_assets.training.registry import Registry
+
+    return Registry(home.models_dir, home.keyring_path)
+
+
+@app.command("list")
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """Every registered version of every declared model, the champion marked, its primary
+    metric, and whether it verifies (its seal under this keyring holds and its files match): one
+    that does not is never loaded, and the model's next training (`mlops run`) replaces it."""
+    from mlops_assets import catalogue
+    from mlops_assets.training.registry import RegistryError
+    from mlops_assets.warehouse import WarehouseMissingError, require_warehouse
+
+    home = settings()
+    models = registry(home)
+    rows = []
+    with failing(RegistryError, WarehouseMissingError):
+        require_warehouse(home.warehouse_path)
+        for spec in catalogue.models().values():
+            champion = models.champion(spec.name)
+            for card in models.versions(spec.name):
+                data = card.data
+                rows.append(
+                    {
+                        "model": spec.name,
+                        "version": card.version,
+                        "is_champion": card.version == champion,
+                        "sealed": models.verifies(spec.name, card.version),
+                        "candidate": data.get("candidate"),
+                        "primary_metric": spec.primary,
+                        "metrics": card.metrics,
+                        "training_data_version": data.get("training_data_version"),
+                        "created_at": data.get("created_at"),
+                    }
+                )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        console.print("no models registered yet: run `mlops run`")
+        return
+    table = Table(title="Registered models")
+    columns = ("model", "version", "champion", "sealed", "candidate", "key metric", "data")
+    for column in (*columns, "created"):
+        table.add_column(column)
+    for row in rows:
+        key = row["primary_metric"]
+        value = row["metrics"].get(key)
+        cells = (
+            row["model"],
+            row["version"],
+            "★" if row["is_champion"] else "",
+            "yes" if row["sealed"] else "NO: refused",
+            row["candidate"],
+            f"{key} {value:.4f}" if isinstance(value, int | float) else "-",
+            row["training_data_version"],
+            str(row["created_at"])[:19],
+        )
+        # Registry files: text, not markup, control characters escaped.
+        table.add_row(*(Text(printable(str(cell))) for cell in cells))
+    out.print(table)
+
+
+@app.command("promote")
+def models_promote(
+    model: Annotated[str, typer.Argument(help="A declared model (`mlops models list`).")],
+    version: Annotated[str, typer.Argument(help="A registered version (`mlops models list`).")],
+    reason: Annotated[str, typer.Option(help="Why: recorded in the promotion history.")],
+) -> None:
+    """Make VERSION the champion of MODEL by hand (recorded with who, when and why). Only a
+    sealed version of MODEL itself is accepted."""
+    from mlops_assets.training.registry import RegistryError
+
+    if not reason.strip():
+        raise typer.BadParameter("say why this version becomes the champion", param_hint="--reason")
+    name = declared(model).name
+    models = registry(settings())
+    with failing(RegistryError):
+        before = models.champion(name)
+        metrics_before = models.card(name, before).metrics if before else None
+        event = models.promote(name, version, reason=reason, metrics_before=metrics_before)
+    console.print(
+        f"{name}: champion {event['from_version'] or 'none'} -> {event['to_version']} "
+        f"by {event['by']}: {reason}"
+    )
+
+
+@root.command()
+def explain(
+    row_id: Annotated[str, typer.Argument(metavar="ID", help="The row (its id) to explain.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="The declared model whose champion explains [default: the first]."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Why the champion scored one row of its model's table (an application) as it did:
+    per-feature contributions (the prediction minus the prediction with that feature at its
+    typical training value)."""
+    from mlops_assets.sql import ident, qualified
+    from mlops_assets.training.dataset import as_model_input, feature_spec
+    from mlops_assets.training.diagnostics import explain_row
+    from mlops_assets.training.registry import RegistryError
+    from mlops_assets.training.spec import SpecError
+    from mlops_assets.warehouse import WarehouseMissingError, connection
+
+    spec = declared(model)
+    home = settings()
+    models = registry(home)
+    with failing(RegistryError):
+        version = models.champion(spec.name)
+    if version is None:
+        fail(RuntimeError(f"{spec.name} has no champion yet: run `mlops run` first"), 2)
+    with (
+        failing(SpecError, WarehouseMissingError),
+        connection(home.warehouse_path, read_only=True) as con,
+    ):
+        frame = con.execute(
+            f"select * from {qualified(*spec.table.split('.'))} where {ident(spec.id_column)} = ?",
+            [row_id],
+        ).df()
+        features = feature_spec(con, spec)
+    if frame.empty:
+        fail(LookupError(f"no row with {spec.id_column} {row_id} in {spec.table}"))
+    with failing(RegistryError):
+        fitted = models.load(spec.name, version)
+        card = models.verified_card(spec.name, version)
+    table, prediction = explain_row(
+        fitted, as_model_input(frame, features), card.data["reference"], spec.is_classifier
+    )
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    spec.id_column: row_id,
+                    "model": spec.name,
+                    "model_version": version,
+                    "prediction": prediction,
+                    "contributions": table.to_dict("records"),
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return
+    # The id and values are data: Text, never markup.
+    shown = Table(title=Text(f"{spec.name} {version}: {row_id} scored {prediction:.4f}"))
+    for column in ("feature", "value", "typical value", "contribution"):
+        shown.add_column(column)
+    for row in table.head(12).itertuples():
+        cells = (row.feature, row.value, row.reference, f"{row.contribution:+.4f}")
+        shown.add_row(*(Text(str(cell)) for cell in cells))
+    out.print(shown)

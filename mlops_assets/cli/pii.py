@@ -1,0 +1,126 @@
+"""`mlops pii`: personal data in the vault, one customer at a time, every access audited."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mlops_assets.cli.common import console, fail, out, say, settings, vault
+from mlops_assets.text import printable
+
+app = typer.Typer(
+    help="Personal data in the vault: one customer at a time, audited.", no_args_is_help=True
+)
+
+
+def _feed(name: str) -> str:
+    """A declared feed's name (read when the command runs: the catalogue is not cheap)."""
+    from mlops_assets import catalogue
+
+    feeds = catalogue.sources()
+    if name not in feeds:
+        raise typer.BadParameter(f"{name!r} is not a feed: {', '.join(feeds)}")
+    return name
+
+
+@app.command("reveal")
+def pii_reveal(
+    customer: Annotated[str, typer.Option(help="The customer_key (pseudonym) to reveal.")],
+    reason: Annotated[str, typer.Option(help="Why: recorded in audit.pii_access.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Decrypt one customer's identifiers; the access is appended to audit.pii_access.
+    Values are shown as text, their control characters escaped (`\\x1b`); --json gives them
+    exactly."""
+    from mlops_assets.security.vault import reveal
+
+    with vault(settings()) as (keyring, con):
+        values = reveal(con, keyring, customer, reason)
+    if json_output:
+        print(
+            json.dumps(
+                {"customer_key": customer, **values, "unreadable": values.unreadable}, indent=2
+            )
+        )
+    else:
+        table = Table("column", "value", title=f"customer {printable(customer)} (access audited)")
+        for column, value in values.items():
+            table.add_row(column, printable(value))
+        out.print(table)
+    for column, why in values.unreadable.items():
+        say("error:", "red", f"{column} of {printable(customer)} is unreadable: {why}")
+    if values.unreadable:
+        raise typer.Exit(1)
+
+
+@app.command("quarantined-line")
+def pii_quarantined_line(
+    # Any declared feed: the quarantined lines of every feed are stored encrypted.
+    source: Annotated[
+        str, typer.Option(parser=_feed, metavar="FEED", help="The feed the line came from.")
+    ],
+    file: Annotated[str, typer.Option(help="Landing path, e.g. customers/2025-01-03.csv.")],
+    line: Annotated[int, typer.Option(help="Line number in that file.")],
+    reason: Annotated[str, typer.Option(help="Why: recorded in audit.pii_access.")],
+) -> None:
+    """Decrypt one quarantined line of a feed, to fix it at the source (audited).
+    Control characters are shown escaped (`\\x1b`, `\\t`; a backslash doubled). Exit 1 when the
+    line is unknown, or was erased with its customer (`mlops pii forget`)."""
+    from mlops_assets.security.vault import reveal_quarantined_line
+
+    with vault(settings()) as (keyring, con):
+        text = reveal_quarantined_line(con, keyring, source, file, line, reason)
+    print(printable(text))
+
+
+@app.command("forget")
+def pii_forget(
+    customer: Annotated[str, typer.Option(help="The customer_key (pseudonym) to erase.")],
+    reason: Annotated[
+        str, typer.Option(help="Why: recorded in audit.pii_access (not empty).")
+    ] = "right to erasure request",
+) -> None:
+    """Right to erasure: delete the customer's vault entry and the quarantined records that
+    name them (audited), then rewrite the warehouse file so their ciphertexts are gone from its
+    bytes too. Exit 1 when nothing of theirs was found, or when a quarantined line could not be
+    decrypted to be checked."""
+    import duckdb
+
+    from mlops_assets.security.vault import forget
+    from mlops_assets.warehouse import WarehouseLockedError, rewrite_file
+
+    home = settings()
+    with vault(home) as (keyring, con):
+        erased = forget(con, keyring, customer, reason)
+    try:
+        with console.status("rewriting the warehouse file without the erased data"):
+            rewrite_file(home.warehouse_path)
+    except (WarehouseLockedError, OSError, duckdb.Error) as error:
+        fail(
+            RuntimeError(
+                f"the erasure is recorded, but the warehouse file could not be rewritten "
+                f"({error}): its free blocks may still hold the erased ciphertexts. Run this "
+                "command again once nothing else uses the warehouse"
+            )
+        )
+    done = (
+        f"customer {printable(customer)} was erased before; rewrote the warehouse file"
+        if erased.already_erased
+        else f"erased {erased.cells} values and {erased.lines} quarantined lines of customer "
+        f"{printable(customer)}, and rewrote the warehouse file without them"
+    )
+    console.print(
+        f"{done}; later loads of their records are erased too. The pseudonym stays in raw and "
+        "the marts: anyone holding the keyring and their customer id can recompute it. Backups "
+        "made before the erasure still hold the erased data"
+    )
+    if erased.unreadable_lines:
+        fail(
+            RuntimeError(
+                f"{erased.unreadable_lines} quarantined lines failed authentication and could not "
+                "be checked for this customer: they are damaged or from another keyring"
+            )
+        )

@@ -1,0 +1,261 @@
+"""Running the platform: sample landing files, the pipeline and its summary, the dbt manifest,
+the Dagster UI."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+import textwrap
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from mlops_assets.cli.common import console, fail, failing, say, settings
+from mlops_assets.text import printable_lines
+
+app = typer.Typer()
+
+# Full disk, read-only file system, no permission, quota: the storage's fault, not the data's.
+STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT}
+
+
+@app.command()
+def generate(
+    days: Annotated[int, typer.Option(min=1, help="Number of landing days.")] = 90,
+    rows_per_day: Annotated[
+        int, typer.Option(min=1, help="Average applications per day (weekends are quieter).")
+    ] = 1100,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Random seed; same arguments give identical files.")
+    ] = 42,
+    drift_from_day: Annotated[
+        int | None,
+        typer.Option(
+            help="From this day on (0-based): lower incomes, a new purpose, and "
+            "debt-to-income matters more for default."
+        ),
+    ] = None,
+    start_date: Annotated[
+        str, typer.Option(help="Date of the first landing day (YYYY-MM-DD).")
+    ] = "2025-01-01",
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory [default: $MLOPS_HOME/landing].")
+    ] = None,
+) -> None:
+    """Write realistic landing files: <out>/<source>/<YYYY-MM-DD>.csv for customers,
+    applications and outcomes (delayed labels), with the dirt real feeds have."""
+    from mlops_assets.sample_data.generator import SOURCES, GeneratorConfig
+    from mlops_assets.sample_data.generator import generate as write
+
+    try:
+        config = GeneratorConfig(
+            days=days,
+            rows_per_day=rows_per_day,
+            seed=seed,
+            drift_from_day=drift_from_day,
+            start_date=date.fromisoformat(start_date),
+        )
+        config.start_date + timedelta(days=days)  # its last day must be a date too
+    except (ValueError, OverflowError) as error:
+        raise typer.BadParameter(str(error)) from None
+    target = out or settings().landing_dir
+    with (
+        failing(OSError),  # --out is a file, or cannot be written
+        console.status(Text(f"generating {days} days into {target}")),
+    ):
+        report = write(config, target)
+    table = Table(
+        "source", "files", "data lines", "dirty records", title=f"Landing files in {target}"
+    )
+    for source in SOURCES:
+        files = sum(1 for f in report.files if f.parent.name == source)
+        dirty = sum(n for (src, _), n in report.dirty.items() if src == source)
+        table.add_row(
+            source,
+            str(files),
+            f"{report.rows[source]:,}",
+            f"{dirty:,} ({report.dirty_rate(source):.1%})",
+        )
+    console.print(table)
+
+
+@app.command()
+def run(
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the run summary as JSON on stdout.")
+    ] = False,
+    table_metadata: Annotated[
+        bool, typer.Option(help="Attach dbt row counts and column lineage to the assets.")
+    ] = True,
+) -> None:
+    """Materialize every asset (ingestion -> dbt) in-process and print a summary.
+
+    Exit code 0 when every step and every blocking check passed, 1 otherwise, 2 when the run
+    could not start."""
+    from mlops_assets.runner import RunSetupError, run_pipeline
+
+    home = settings()
+    with console.status("starting…") as status:
+
+        def on_event(kind: str, step: str) -> None:
+            if kind == "start":
+                status.update(Text(f"running {step}"))
+            else:
+                style = {"success": "green", "failure": "red", "skipped": "yellow"}[kind]
+                console.print(Text.assemble((f"{kind:>8}", style), f" {step}"))
+
+        try:
+            with failing(RunSetupError, code=2, label="cannot run:"):
+                report = run_pipeline(home, fetch_table_metadata=table_metadata, on_event=on_event)
+        except OSError as error:
+            if error.errno not in STORAGE_ERRORS:
+                raise
+            # The disk filled up (or went read-only) under Dagster's own bookkeeping: every
+            # warehouse write is a transaction and the next run redoes this one's days.
+            fail(
+                OSError(
+                    f"{error.strerror} ({error.filename or home.home}): free space (or make "
+                    "MLOPS_HOME writable) and run again — nothing was left half-written, and the "
+                    "next run redoes what this one did not finish"
+                ),
+                label="run stopped:",
+            )
+    if json_output:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print_report(report, home)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def print_report(report, home) -> None:
+    """The run summary a person reads (stderr): every name and finding printed as text."""
+    for notice in report.notices:
+        console.print(printable_lines(notice), style="yellow")
+    for refused in report.refused_files:  # already shown as text (escaped) by the runner
+        console.print(f"refused, not ingested: {refused}", style="yellow")
+    days = report.ingested_days
+    console.print(
+        f"ingested landing days {days[0]} … {days[-1]} ({len(days)} with new or changed files)"
+        if days
+        else "no new or changed landing files: ingestion skipped, dbt models rebuilt"
+    )
+    tables = Table("table", "rows", title=f"Warehouse {home.warehouse_path}")
+    for name, rows in report.tables.items():
+        tables.add_row(name, f"{rows:,}")
+    console.print(tables)
+    stages = Table("stage", "seconds", title="Time per stage")
+    for stage, seconds in report.stage_seconds.items():
+        stages.add_row(stage, f"{seconds:.1f}")
+    stages.add_row(Text("total run", style="bold"), f"{report.seconds:.1f}")
+    console.print(stages)
+    passed = sum(c.passed for c in report.checks)
+    console.print(
+        Text.assemble(
+            "checks: ",
+            (f"{passed} passed", "green"),
+            ", ",
+            (f"{len(report.checks) - passed} failed", "red"),
+            f" ({len(report.failed_blocking_checks)} blocking)",
+        )
+    )
+    for check in report.checks:
+        if not check.passed:
+            kind = ("blocking", "red") if check.blocking else ("warning", "yellow")
+            console.print(Text.assemble("  ", kind, f" {check.asset} {check.name}"))
+            if check.detail:
+                console.print(textwrap.indent(printable_lines(check.detail), "      "))
+    quarantined = sum(report.quarantined.values())
+    console.print(
+        f"quarantined rows: {quarantined:,} "
+        + ", ".join(f"{k.split('.')[1]}={v:,}" for k, v in report.quarantined.items())
+    )
+    if report.drifted_days:
+        say(
+            "drift",
+            "yellow",
+            f"on {len(report.drifted_days)} of the ingested days (from "
+            f"{report.drifted_days[0]}): {home.reports_dir / 'drift'}/<day>.html, "
+            "monitoring.drift_reports",
+        )
+    for step in report.failed_steps:
+        say("failed step:", "red", step)
+    console.print(f"dbt and Dagster log of this run: {report.log_path}")
+    say(
+        *(("run succeeded", "green") if report.ok else ("run failed", "red")),
+        f"in {report.seconds:.1f}s — run {report.run_id} (open `make ui` to see it in Dagster)",
+    )
+
+
+@app.command("dbt-parse")
+def dbt_parse() -> None:
+    """Write dbt_project/target/dagster/manifest.json (what Dagster loads the dbt assets from)."""
+    from mlops_assets.transform.parse import DbtParseError, prepare_dbt_manifest
+
+    with failing(DbtParseError, code=2):
+        console.print(f"manifest: {prepare_dbt_manifest()}")
+
+
+@app.command()
+def ui(
+    port: Annotated[
+        int, typer.Option(help="Port of the Dagster webserver (with --secure: of nginx).")
+    ] = 3000,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="Serve it through nginx on https://127.0.0.1:PORT: basic auth (user mlops, "
+            "password in $MLOPS_HOME/ui-guard/password), TLS with a self-signed certificate, "
+            "only its own Host, GraphQL mutations only by POST with JSON.",
+        ),
+    ] = False,
+) -> None:
+    """Serve the Dagster UI (dagster dev) on 127.0.0.1 against $MLOPS_HOME."""
+    from mlops_assets.runner import RunSetupError, ensure_keyring
+    from mlops_assets.security import ui_guard
+    from mlops_assets.settings import PROJECT_ROOT
+    from mlops_assets.transform.parse import DbtParseError, prepare_dbt_manifest
+
+    home = settings()
+    guard = None
+    if secure:
+        with failing(ui_guard.UiGuardError, code=2):
+            guard = ui_guard.prepare(home.home, port, ui_guard.free_port())
+            ui_guard.check_config(guard)
+    with failing(RunSetupError, code=2):
+        notice = ensure_keyring(home)
+    if notice:
+        console.print(notice, style="yellow")
+    home.ensure_dagster_home()
+    os.environ["MLOPS_HOME"] = str(home.home)
+    # dagster-dbt runs `dbt` from PATH: this environment's, even when the venv is not active.
+    bin_dir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+    with failing(DbtParseError, code=2):
+        prepare_dbt_manifest()
+    dagster = Path(bin_dir) / "dagster"
+    args = [
+        str(dagster),
+        "dev",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(guard.upstream if guard else port),
+        "-w",
+        str(PROJECT_ROOT / "workspace.yaml"),
+    ]
+    if guard is None:
+        os.execv(args[0], args)
+    console.print(
+        f"Dagster UI at {guard.url} (nginx in front of 127.0.0.1:{guard.upstream}): user "
+        f"{ui_guard.USER}, password in {guard.password_file}, self-signed certificate "
+        f"{guard.certificate}. Ctrl-C stops both."
+    )
+    with failing(ui_guard.UiGuardError):
+        ui_guard.serve(args, guard)
