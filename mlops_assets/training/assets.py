@@ -1,61 +1,75 @@
-"""Dagster wiring of training and scoring: `models/default_classifier`, `models/loss_regressor`,
-`predictions/loan_default_scores`."""
+"""Dagster wiring of one declared model: ``build_model_defs(spec)`` gives its training asset
+`models/<name>` with its robustness check, and its scores asset (keyed like its scores table)
+with the scores table's identifier check."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.features.assets import FEATURES_KEY
-from mlops_assets.features.validation import FEATURE_TABLE, table_exists
+from mlops_assets import catalogue
+from mlops_assets.features.validation import table_exists
 from mlops_assets.markdown import md_table, placement_metadata
 from mlops_assets.resources import WRITER_POOL, DaskResource, RegistryResource, WarehouseResource
-from mlops_assets.settings import get_settings
+from mlops_assets.security.checks import build_identifier_checks
+from mlops_assets.sql import qualified
+from mlops_assets.training.candidates import check_candidates
 from mlops_assets.training.dataset import NotEnoughLabels, load_training_data
 from mlops_assets.training.diagnostics import markdown_image, plot_model, robustness
 from mlops_assets.training.registry import content_version
-from mlops_assets.training.scoring import (
-    MODEL,
-    SCORES_TABLE,
-    challenger_version,
-    score_applications,
-)
-from mlops_assets.training.search import CV_STRATEGIES, is_classifier
+from mlops_assets.training.scoring import challenger_version, score_model
+from mlops_assets.training.search import CV_STRATEGIES
+from mlops_assets.training.spec import ModelSpec
 from mlops_assets.training.trainer import (
-    PRIMARY,
     TrainingConfig,
     TrainingOutcome,
     settle,
     train_model,
     trained_before,
 )
+from mlops_assets.transform.resource import PlatformDbtCli
 from mlops_assets.warehouse import scalar, table_version
-
-MODELS = ("default_classifier", "loss_regressor")
-SCORES_KEY = dg.AssetKey(["predictions", "loan_default_scores"])
 
 
 class TrainConfig(dg.Config):
-    cv: str = Field(default="stratified_kfold", description=f"One of {', '.join(CV_STRATEGIES)}.")
-    folds: int = Field(default=3, ge=2, description="Folds of k-fold or time-series CV.")
-    holdout_share: float = Field(default=0.2, gt=0, lt=1, description="Latest share held out.")
-    max_rows: int = Field(
-        default=100_000,
+    """Run-time overrides of the model's declared validation and gate (unset: as declared)."""
+
+    cv: str | None = Field(default=None, description=f"One of {', '.join(CV_STRATEGIES)}.")
+    folds: int | None = Field(default=None, ge=2, description="Folds of k-fold or time-series CV.")
+    holdout_share: float | None = Field(
+        default=None, gt=0, lt=1, description="Latest share held out."
+    )
+    max_rows: int | None = Field(
+        default=None,
         ge=100,
         description="Labelled rows trained on: above this, a uniform sample (the same rows every "
         "run), still split by time. Bounds training memory and time; scoring covers every row.",
     )
     seed: int = 42
     bootstrap_rounds: int = Field(default=200, ge=10)
-    margin: float = Field(
-        default=0.005, description="Relative gain on the primary metric the challenger needs."
+    margin: float | None = Field(
+        default=None, description="Relative gain on the primary metric the challenger needs."
     )
-    guard_tolerance: float = Field(
-        default=0.02, description="Relative loss allowed on any guard metric."
+    guard_tolerance: float | None = Field(
+        default=None, description="Relative loss allowed on any guard metric."
     )
 
+    def training(self, spec: ModelSpec) -> TrainingConfig:
+        set_here = {name: v for name, v in self.model_dump().items() if v is not None}
+        return TrainingConfig.for_model(spec, **set_here)
 
-def _metadata(outcome: TrainingOutcome, model: str) -> dict:
+
+def model_key(spec: ModelSpec) -> dg.AssetKey:
+    return dg.AssetKey(["models", spec.name])
+
+
+def table_key(table: str) -> dg.AssetKey:
+    """The asset of a warehouse table ``schema.name``: its key mirrors the table."""
+    return dg.AssetKey(table.split("."))
+
+
+def _metadata(outcome: TrainingOutcome, spec: ModelSpec) -> dict:
     card = outcome.card.data
     trials = sorted(outcome.search.trials, key=lambda t: (t.candidate, str(t.params)))
     metadata = {
@@ -109,7 +123,7 @@ def _metadata(outcome: TrainingOutcome, model: str) -> dict:
     }
     for name, value in outcome.holdout_metrics.items():
         metadata[f"holdout/{name}"] = dg.MetadataValue.float(float(value))
-    metadata["primary_metric"] = PRIMARY[model]
+    metadata["primary_metric"] = spec.primary
     return metadata
 
 
@@ -117,10 +131,10 @@ ROBUSTNESS = "robustness"
 ROBUSTNESS_ROWS = 1_000
 
 
-def build_robustness_check(model: str) -> dg.AssetChecksDefinition:
+def build_robustness_check(spec: ModelSpec) -> dg.AssetChecksDefinition:
     """Blocking check of the version the model asset last materialized (a separate step, so it
     is skipped, not failed, when there were too few labels to train)."""
-    key = dg.AssetKey(["models", model])
+    key = model_key(spec)
 
     @dg.asset_check(
         asset=key,
@@ -136,14 +150,14 @@ def build_robustness_check(model: str) -> dg.AssetChecksDefinition:
     ) -> dg.AssetCheckResult:
         event = context.instance.get_latest_materialization_event(key)
         version = event.asset_materialization.metadata["version"].value
-        fitted = registry.open().load(model, version)
+        fitted = registry.open().load(spec.name, version)
         with warehouse.connect(read_only=True) as con:
             # The newest labelled rows of a sample: no need to read the whole table.
             data = load_training_data(
-                con, model, max_rows=5 * ROBUSTNESS_ROWS, max_population=ROBUSTNESS_ROWS
+                con, spec, max_rows=5 * ROBUSTNESS_ROWS, max_population=ROBUSTNESS_ROWS
             )
         report = robustness(
-            fitted, data.x_holdout.head(ROBUSTNESS_ROWS), data.spec, is_classifier(model), seed=0
+            fitted, data.x_holdout.head(ROBUSTNESS_ROWS), data.spec, spec.is_classifier, seed=0
         )
         failed = [name for name, r in report.items() if not (r["finite"] and r["in_range"])]
         return dg.AssetCheckResult(
@@ -166,18 +180,20 @@ def build_robustness_check(model: str) -> dg.AssetChecksDefinition:
     return robustness_check
 
 
-def build_model_asset(model: str) -> dg.AssetsDefinition:
-    key = dg.AssetKey(["models", model])
+def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    model = spec.name
 
     @dg.asset(
-        key=key,
+        key=model_key(spec),
         output_required=False,  # too few labels yet: nothing to materialize, and no failure
-        deps=[FEATURES_KEY],
+        deps=[table_key(spec.table)],
         group_name="training",
         kinds={"scikit-learn", "dask"},
-        description=f"Trains `{model}`: candidates cross-validated on Dask, the winner refit "
-        "and judged on a time-ordered holdout, registered under $MLOPS_HOME/models, and "
-        "promoted only if it beats the champion (champion/challenger gate).",
+        description=(spec.description + "\n\n" if spec.description else "")
+        + f"Trains `{model}` ({spec.task} of `{spec.target}` on `{spec.table}`): candidates "
+        "cross-validated on Dask, the winner refit and judged on a time-ordered holdout, "
+        "registered, and promoted only if it beats the champion on "
+        f"{spec.primary} (champion/challenger gate).",
     )
     def train(
         context: dg.AssetExecutionContext,
@@ -185,20 +201,20 @@ def build_model_asset(model: str) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         dask: DaskResource,
         registry: RegistryResource,
+        dbt: PlatformDbtCli,
     ) -> Iterator[dg.MaterializeResult]:
+        training = config.training(spec)
         with warehouse.connect(read_only=True) as con:
             try:
                 data = load_training_data(
-                    con, model, holdout_share=config.holdout_share, max_rows=config.max_rows
+                    con, spec, holdout_share=training.holdout_share, max_rows=training.max_rows
                 )
             except NotEnoughLabels as reason:
-                # Not a failure: labels arrive weeks after applications. Nothing is
-                # materialized, so scoring waits too, and the previous champion stays.
+                # Not a failure: labels arrive weeks after the rows. Nothing is materialized,
+                # so scoring waits too, and the previous champion stays.
                 context.log.warning(f"{model} not trained: {reason}")
                 return
-        settings = get_settings()
-        training = TrainingConfig(**config.model_dump())
-        manifest = settings.dbt_target_dir / "manifest.json"
+        manifest = Path(dbt.target_dir) / "manifest.json"
         models = registry.open()
         previous = trained_before(models, data, training, manifest)
         if previous is not None:
@@ -229,10 +245,10 @@ def build_model_asset(model: str) -> dg.AssetsDefinition:
             outcome = train_model(data, models, training, client=client, manifest=manifest)
         log = context.log.warning if outcome.decision.champion_refused else context.log.info
         log(f"{model} {outcome.card.version}: {outcome.decision.reason}")
-        metadata = _metadata(outcome, model)
-        plots_dir = settings.reports_dir / model / outcome.card.version
+        metadata = _metadata(outcome, spec)
+        plots_dir = Path(registry.reports_path) / model / outcome.card.version
         if outcome.new or not plots_dir.exists():
-            plot_model(outcome.model, data, outcome.threshold, plots_dir, seed=config.seed)
+            plot_model(outcome.model, data, outcome.threshold, plots_dir, seed=training.seed)
         for path in sorted(plots_dir.glob("*.png")):
             metadata[f"plot/{path.stem}"] = dg.MetadataValue.md(markdown_image(path))
         metadata["reports"] = dg.MetadataValue.path(str(plots_dir))
@@ -244,73 +260,83 @@ def build_model_asset(model: str) -> dg.AssetsDefinition:
     return train
 
 
-model_assets = [build_model_asset(model) for model in MODELS]
-model_checks = [build_robustness_check(model) for model in MODELS]
+def build_scores_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    key = table_key(spec.scores)
+    model = spec.name
+    score = "probability of the positive class" if spec.is_classifier else "prediction"
+    metric = "roc_auc" if spec.is_classifier else "rmse"
 
-
-@dg.asset(
-    key=SCORES_KEY,
-    deps=[FEATURES_KEY, dg.AssetKey(["models", "default_classifier"])],
-    group_name="scoring",
-    pool=WRITER_POOL,
-    output_required=False,  # no champion yet (a new deployment): nothing to score with
-    kinds={"duckdb", "scikit-learn", "dask"},
-    description="Default scores of every application by the champion, and by the challenger in "
-    "shadow mode (`mode = 'shadow'`): application_id, score, model_version, mode, scored_at.",
-)
-def loan_default_scores(
-    context: dg.AssetExecutionContext,
-    warehouse: WarehouseResource,
-    registry: RegistryResource,
-    dask: DaskResource,
-) -> Iterator[dg.MaterializeResult]:
-    models = registry.open()
-    champion = models.champion(MODEL)
-    if champion is None:
-        # Not a failure: the daily pipeline runs before the first (weekly) training does.
-        context.log.warning(f"{MODEL} has no champion yet: nothing scored")
-        return
-    with warehouse.connect() as con:
-        # What the scores are a function of: the features and the two model versions.
-        inputs = content_version(
-            {
-                "features": table_version(con, FEATURE_TABLE),
-                "champion": champion,
-                "shadow": challenger_version(models),
-            }
-        )
-        if inputs == _latest_metadata(context, SCORES_KEY, "inputs_version") and table_exists(
-            con, SCORES_TABLE
-        ):
-            context.log.info("features and models unchanged since the last scoring: not re-scored")
-            yield dg.MaterializeResult(
-                metadata={
-                    "inputs_version": inputs,
-                    "rescored": False,
-                    "dagster/row_count": scalar(con, f"select count(*) from {SCORES_TABLE}"),
-                },
-                data_version=dg.DataVersion(inputs),
-            )
+    @dg.asset(
+        key=key,
+        deps=[table_key(spec.table), model_key(spec)],
+        group_name="scoring",
+        pool=WRITER_POOL,
+        output_required=False,  # no champion yet (a new deployment): nothing to score with
+        kinds={"duckdb", "scikit-learn", "dask"},
+        description=f"`{model}`'s scores ({score}) of every row of `{spec.table}` by the "
+        "champion, and by the challenger in shadow mode (`mode = 'shadow'`): "
+        f"{spec.id_column}, score, model_version, mode, scored_at.",
+    )
+    def scores(
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        registry: RegistryResource,
+        dask: DaskResource,
+    ) -> Iterator[dg.MaterializeResult]:
+        models = registry.open()
+        champion = models.champion(model)
+        if champion is None:
+            # Not a failure: the daily pipeline runs before the first (weekly) training does.
+            context.log.warning(f"{model} has no champion yet: nothing scored")
             return
-        report = score_applications(con, models, client_factory=dask.client)
-    metadata = {
-        "inputs_version": inputs,
-        "rescored": True,
-        "dagster/row_count": report.rows,
-        "champion": report.champion,
-        "shadow": report.challenger or "none",
-        "dagster/table_name": SCORES_TABLE,
-        "placement": placement_metadata(report.placement),
-        "ab_comparison": dg.MetadataValue.md(
-            md_table(
-                ("mode", "labelled applications", "roc_auc"),
-                [(mode, v["labelled"], f"{v['roc_auc']:.4f}") for mode, v in report.ab.items()],
+        with warehouse.connect() as con:
+            # What the scores are a function of: the model's table and the two model versions.
+            inputs = content_version(
+                {
+                    "features": table_version(con, spec.table),
+                    "champion": champion,
+                    "shadow": challenger_version(models, model),
+                }
             )
-        ),
-    }
-    for mode, values in report.ab.items():
-        metadata[f"live_roc_auc/{mode}"] = dg.MetadataValue.float(values["roc_auc"])
-    yield dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(inputs))
+            if inputs == _latest_metadata(context, key, "inputs_version") and (
+                table_exists(con, spec.scores)
+            ):
+                context.log.info(
+                    f"{spec.table} and {model}'s versions unchanged since the last scoring: "
+                    "not re-scored"
+                )
+                yield dg.MaterializeResult(
+                    metadata={
+                        "inputs_version": inputs,
+                        "rescored": False,
+                        "dagster/row_count": scalar(
+                            con, f"select count(*) from {qualified(*spec.scores.split('.'))}"
+                        ),
+                    },
+                    data_version=dg.DataVersion(inputs),
+                )
+                return
+            report = score_model(con, models, spec, client_factory=dask.client)
+        metadata = {
+            "inputs_version": inputs,
+            "rescored": True,
+            "dagster/row_count": report.rows,
+            "champion": report.champion,
+            "shadow": report.challenger or "none",
+            "dagster/table_name": spec.scores,
+            "placement": placement_metadata(report.placement),
+            "ab_comparison": dg.MetadataValue.md(
+                md_table(
+                    ("mode", "labelled rows", metric),
+                    [(mode, v["labelled"], f"{v['value']:.4f}") for mode, v in report.ab.items()],
+                )
+            ),
+        }
+        for mode, values in report.ab.items():
+            metadata[f"live_{metric}/{mode}"] = dg.MetadataValue.float(values["value"])
+        yield dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(inputs))
+
+    return scores
 
 
 def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey, name: str):
@@ -320,4 +346,25 @@ def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey, name: 
     return value.value if value is not None else None
 
 
-scoring_assets = [loan_default_scores]
+def build_model_defs(spec: ModelSpec, identifier_names: frozenset[str]) -> dg.Definitions:
+    """Everything Dagster runs for the model ``spec``: its training asset and robustness
+    check, its scores asset, and the check that the scores table holds no column named like
+    one of ``identifier_names`` (every feed's) and no identifier-shaped value."""
+    check_candidates(spec)
+    scores = build_scores_asset(spec)
+    return dg.Definitions(
+        assets=[build_model_asset(spec), scores],
+        asset_checks=[
+            build_robustness_check(spec),
+            build_identifier_checks(scores.keys, identifier_names),
+        ],
+    )
+
+
+# TEMPORARY, until definitions.py is built from the defs folder: every declared model's assets
+# and checks as module-level lists, and the scores the monitor reads (the first classifier's).
+_specs = list(catalogue.models().values())
+model_assets = [build_model_asset(spec) for spec in _specs]
+model_checks = [build_robustness_check(spec) for spec in _specs]
+scoring_assets = [build_scores_asset(spec) for spec in _specs]
+SCORES_KEY = next(table_key(spec.scores) for spec in _specs if spec.is_classifier)

@@ -13,9 +13,12 @@ from itertools import product
 
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
+    AdaBoostClassifier,
+    AdaBoostRegressor,
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
     RandomForestClassifier,
+    RandomForestRegressor,
     StackingClassifier,
 )
 from sklearn.impute import SimpleImputer
@@ -25,6 +28,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mlops_assets.training.dataset import FeatureSpec
+from mlops_assets.training.spec import CLASSIFICATION, REGRESSION, ModelSpec, SpecError
 
 
 def preprocessor(spec: FeatureSpec) -> ColumnTransformer:
@@ -46,10 +50,11 @@ def preprocessor(spec: FeatureSpec) -> ColumnTransformer:
 
 @dataclass(frozen=True)
 class Candidate:
-    """An estimator family and the small grid searched for it."""
+    """An estimator family, the tasks it serves and the small grid searched for it."""
 
     name: str
     family: str  # what the mission calls it: regularisation, bagging, boosting, stacking
+    tasks: frozenset[str]
     grid: dict[str, list] = field(default_factory=dict)
     # Relative cost of one fit (about seconds per fit of 20k rows on this machine). The search
     # starts the longest fits first, so the workers finish together instead of one waiting
@@ -64,38 +69,120 @@ class Candidate:
         ]
 
 
-CLASSIFIER_CANDIDATES = (
-    # liblinear's L1 slows down fast as C grows (0.6 s at 0.01, 3.5 s at 0.5 on 30k rows) while
-    # the AUC stops moving above 0.05.
-    Candidate("logistic_l1", "regularisation (L1, lasso)", {"C": [0.01, 0.1]}, cost=0.5),
-    Candidate("logistic_l2", "regularisation (L2, ridge)", {"C": [0.05, 0.5]}, cost=0.4),
-    Candidate(
-        "random_forest", "bagging", {"max_depth": [6, 10], "min_samples_leaf": [20]}, cost=0.7
-    ),
-    # Learning rate 0.05 scored the same cross-validated AUC as 0.1 on the demo data (0.7927)
-    # and took 1.6x as long (more rounds before early stopping); 0.2 is the cheaper neighbour.
-    Candidate(
-        "hist_gradient_boosting",
-        "boosting",
-        {"learning_rate": [0.1, 0.2], "max_leaf_nodes": [15]},
-        cost=0.7,
-    ),
-)
+BOTH = frozenset({CLASSIFICATION, REGRESSION})
 STACKING = "stacking"
-REGRESSOR_CANDIDATES = (
-    Candidate("ridge", "regularisation (L2)", {"alpha": [1.0, 10.0]}, cost=0.1),
-    Candidate("lasso", "regularisation (L1)", {"alpha": [1.0, 10.0]}, cost=0.1),
-    Candidate(
-        "gradient_boosting",
-        "boosting",
-        {"learning_rate": [0.05, 0.1], "max_leaf_nodes": [15]},
-        cost=0.6,
+# Every candidate a model may name, by name.
+CATALOGUE = {
+    c.name: c
+    for c in (
+        # liblinear's L1 slows down fast as C grows (0.6 s at 0.01, 3.5 s at 0.5 on 30k rows)
+        # while the AUC stops moving above 0.05.
+        Candidate(
+            "logistic_l1",
+            "regularisation (L1, lasso)",
+            frozenset({CLASSIFICATION}),
+            {"C": [0.01, 0.1]},
+            cost=0.5,
+        ),
+        Candidate(
+            "logistic_l2",
+            "regularisation (L2, ridge)",
+            frozenset({CLASSIFICATION}),
+            {"C": [0.05, 0.5]},
+            cost=0.4,
+        ),
+        Candidate(
+            "random_forest",
+            "bagging",
+            BOTH,
+            {"max_depth": [6, 10], "min_samples_leaf": [20]},
+            cost=0.7,
+        ),
+        # Learning rate 0.05 scored the same cross-validated AUC as 0.1 on the demo data
+        # (0.7927) and took 1.6x as long (more rounds before early stopping); 0.2 is the
+        # cheaper neighbour.
+        Candidate(
+            "hist_gradient_boosting",
+            "boosting",
+            frozenset({CLASSIFICATION}),
+            {"learning_rate": [0.1, 0.2], "max_leaf_nodes": [15]},
+            cost=0.7,
+        ),
+        Candidate("adaboost", "boosting", BOTH, {"learning_rate": [0.5, 1.0]}, cost=0.6),
+        # Scored on the base candidates' out-of-fold probabilities (see search.py): no grid.
+        Candidate(STACKING, "stacking", frozenset({CLASSIFICATION})),
+        Candidate(
+            "ridge",
+            "regularisation (L2)",
+            frozenset({REGRESSION}),
+            {"alpha": [1.0, 10.0]},
+            cost=0.1,
+        ),
+        Candidate(
+            "lasso",
+            "regularisation (L1)",
+            frozenset({REGRESSION}),
+            {"alpha": [1.0, 10.0]},
+            cost=0.1,
+        ),
+        # Histogram gradient boosting for regression (its name kept so versions compare).
+        Candidate(
+            "gradient_boosting",
+            "boosting",
+            frozenset({REGRESSION}),
+            {"learning_rate": [0.05, 0.1], "max_leaf_nodes": [15]},
+            cost=0.6,
+        ),
+    )
+}
+# What a model searches when it names no candidates.
+DEFAULT_CANDIDATES = {
+    CLASSIFICATION: (
+        "logistic_l1", "logistic_l2", "random_forest", "hist_gradient_boosting", STACKING,
     ),
-)
+    REGRESSION: ("ridge", "lasso", "gradient_boosting"),
+}  # fmt: skip
 
 
-def estimator(name: str, params: dict, *, seed: int):
-    """The bare estimator of a candidate with ``params``."""
+def check_candidates(spec: ModelSpec) -> None:
+    """SpecError, naming the model and the candidate, for a candidate that is not in the
+    catalogue or does not serve the model's task, or a stacking ensemble with nothing to
+    stack."""
+    names = candidate_names(spec)
+    for name in names:
+        candidate = CATALOGUE.get(name)
+        if candidate is None:
+            raise SpecError(
+                f"model {spec.name}: unknown candidate {name!r}; the candidates are "
+                f"{', '.join(CATALOGUE)}"
+            )
+        if spec.task not in candidate.tasks:
+            serving = [n for n, c in CATALOGUE.items() if spec.task in c.tasks]
+            raise SpecError(
+                f"model {spec.name}: candidate {name!r} is not a {spec.task} candidate "
+                f"({', '.join(serving)})"
+            )
+    if not [n for n in names if n != STACKING]:
+        raise SpecError(f"model {spec.name}: name at least one candidate besides stacking")
+
+
+def candidate_names(spec: ModelSpec) -> tuple[str, ...]:
+    return spec.candidates if spec.candidates is not None else DEFAULT_CANDIDATES[spec.task]
+
+
+def base_candidates(spec: ModelSpec) -> tuple[Candidate, ...]:
+    """The candidates ``spec`` searches a grid of (all but the stacking ensemble), checked."""
+    check_candidates(spec)
+    return tuple(CATALOGUE[n] for n in candidate_names(spec) if n != STACKING)
+
+
+def stacks(spec: ModelSpec) -> bool:
+    """Whether ``spec`` also scores a stacking ensemble of its best candidates."""
+    return STACKING in candidate_names(spec)
+
+
+def estimator(name: str, params: dict, *, seed: int, classifier: bool):
+    """The bare estimator of a candidate with ``params``, for a classifier or a regressor."""
     if name in ("logistic_l1", "logistic_l2"):
         l1 = name == "logistic_l1"
         return LogisticRegression(
@@ -110,11 +197,13 @@ def estimator(name: str, params: dict, *, seed: int):
         # than 150 full ones with the same holdout AUC on the demo data (0.7855 vs 0.7858 at
         # depth 10, 0.7803 vs 0.7795 at depth 6), and 60 trees 1.6x faster again for 0.001
         # less cross-validated AUC (0.7821 vs 0.7830 at depth 10).
-        return RandomForestClassifier(
-            n_estimators=60, max_samples=0.3, random_state=seed, n_jobs=1, **params
-        )
+        forest = RandomForestClassifier if classifier else RandomForestRegressor
+        return forest(n_estimators=60, max_samples=0.3, random_state=seed, n_jobs=1, **params)
     if name == "hist_gradient_boosting":
         return HistGradientBoostingClassifier(max_iter=200, random_state=seed, **params)
+    if name == "adaboost":
+        boost = AdaBoostClassifier if classifier else AdaBoostRegressor
+        return boost(n_estimators=50, random_state=seed, **params)
     if name == "ridge":
         return Ridge(**params)
     if name == "lasso":
@@ -124,9 +213,14 @@ def estimator(name: str, params: dict, *, seed: int):
     raise ValueError(f"unknown candidate {name}")
 
 
-def build_pipeline(name: str, params: dict, spec: FeatureSpec, *, seed: int) -> Pipeline:
+def build_pipeline(
+    name: str, params: dict, spec: FeatureSpec, *, seed: int, classifier: bool
+) -> Pipeline:
     return Pipeline(
-        [("prepare", preprocessor(spec)), ("model", estimator(name, params, seed=seed))]
+        [
+            ("prepare", preprocessor(spec)),
+            ("model", estimator(name, params, seed=seed, classifier=classifier)),
+        ]
     )
 
 
@@ -148,7 +242,9 @@ def build_stacking(
     meta-model over their out-of-fold probabilities. Each base model is a whole pipeline, so
     its preprocessing is fitted inside each fold, exactly as in the search."""
     return StackingClassifier(
-        estimators=[(n, build_pipeline(n, p, spec, seed=seed)) for n, p in best.items()],
+        estimators=[
+            (n, build_pipeline(n, p, spec, seed=seed, classifier=True)) for n, p in best.items()
+        ],
         final_estimator=meta_model(),
         cv=stacking_folds(folds, seed),
         stack_method="predict_proba",

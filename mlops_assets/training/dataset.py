@@ -1,6 +1,6 @@
-"""Training data from the feature table: labelled rows, a time-ordered holdout, a data version.
+"""Training data from a model's table: labelled rows, a time-ordered holdout, a data version.
 
-The holdout is the latest ``holdout_share`` of labelled applications by ``applied_at``: models
+The holdout is the latest ``holdout_share`` of labelled rows by the model's time column: models
 are trained on the past and judged on the future, never on a random split.
 """
 
@@ -13,22 +13,43 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from mlops_assets.features.validation import FEATURE_TABLE, contract_columns
-from mlops_assets.sql import idents
+from mlops_assets.sql import ident, idents, qualified
+from mlops_assets.training.spec import ModelSpec, SpecError
 from mlops_assets.warehouse import scalar
 
-TARGETS = {"default_classifier": "defaulted", "loss_regressor": "loss_amount"}
 MIN_ROWS = 10  # below this no split can train and judge a model
 MAX_POPULATION = 500_000  # rows of the drift reference profile (a uniform sample above this)
+# DuckDB column types read as numbers; every other type (VARCHAR, BOOLEAN, DATE...) is a category.
+NUMERIC_TYPES = frozenset(
+    {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+     "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "REAL", "DOUBLE"}
+)  # fmt: skip
 
 
 class NotEnoughLabels(ValueError):
     """Too few labelled rows to train and judge a model (normal in a feed's first weeks)."""
 
 
+def is_numeric_type(duckdb_type: str) -> bool:
+    return duckdb_type in NUMERIC_TYPES or duckdb_type.startswith("DECIMAL")
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    """``table``'s (``schema.name``) columns and DuckDB types, in table order; empty when there
+    is no such table or view."""
+    schema, name = table.split(".")
+    return dict(
+        con.execute(
+            "select column_name, data_type from information_schema.columns "
+            "where table_schema = ? and table_name = ? order by ordinal_position",
+            [schema, name],
+        ).fetchall()
+    )
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
-    """The model's input signature, read from the feature contract's roles and dtypes."""
+    """The model's input signature: its features, numeric or categorical by their column type."""
 
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
@@ -37,32 +58,66 @@ class FeatureSpec:
     def columns(self) -> list[str]:
         return [*self.numeric, *self.categorical]
 
-    @classmethod
-    def from_contract(cls) -> FeatureSpec:
-        features = [c for c in contract_columns() if c.role == "feature"]
-        return cls(
-            numeric=tuple(c.name for c in features if c.duckdb_type != "VARCHAR"),
-            categorical=tuple(c.name for c in features if c.duckdb_type == "VARCHAR"),
-        )
-
     def dtypes(self) -> dict[str, str]:
         return {**dict.fromkeys(self.numeric, "float64"), **dict.fromkeys(self.categorical, "str")}
 
 
+def feature_spec(con: duckdb.DuckDBPyConnection, model: ModelSpec) -> FeatureSpec:
+    """``model``'s input signature read from its table: the declared features in their order
+    (default: every column but the id, time, target and ``where`` columns). SpecError, naming
+    the model and the column, when a declared column is not in the table or the target is not
+    a number."""
+    types = table_columns(con, model.table)
+    if not types:
+        raise SpecError(f"model {model.name}: table {model.table} does not exist")
+    keys = (model.id_column, model.time_column, model.target, *model.where)
+    declared = model.features if model.features is not None else ()
+    missing = [c for c in (*keys, *declared) if c not in types]
+    if missing:
+        raise SpecError(f"model {model.name}: {', '.join(missing)} not in table {model.table}")
+    if model.features is None:
+        declared = tuple(c for c in types if c not in keys)
+    if not is_numeric_type(types[model.target]) and types[model.target] != "BOOLEAN":
+        not_numbers = scalar(
+            con,
+            f"select count(*) from {qualified(*model.table.split('.'))} "
+            f"where {ident(model.target)} is not null "
+            f"and try_cast({ident(model.target)} as double) is null",
+        )
+        if not_numbers:
+            raise SpecError(
+                f"model {model.name}: target {model.target} of {model.table} has "
+                f"{not_numbers} values that are not numbers"
+            )
+    return FeatureSpec(
+        numeric=tuple(c for c in declared if is_numeric_type(types[c])),
+        categorical=tuple(c for c in declared if not is_numeric_type(types[c])),
+    )
+
+
+def labelled_filter(model: ModelSpec, alias: str = "") -> tuple[str, list]:
+    """The SQL condition of ``model``'s labelled rows and its parameters: the target is known
+    and every ``where`` column equals its value (columns of the table aliased ``alias``)."""
+    prefix = f"{ident(alias)}." if alias else ""
+    conditions = [f"{prefix}{ident(model.target)} is not null"]
+    conditions += [f"{prefix}{ident(column)} = ?" for column in model.where]
+    return " and ".join(conditions), list(model.where.values())
+
+
 @dataclass(frozen=True)
 class TrainingData:
-    model: str
+    model: ModelSpec
     spec: FeatureSpec
     x_train: pd.DataFrame
     y_train: np.ndarray
     x_holdout: pd.DataFrame
     y_holdout: np.ndarray
     ids_holdout: np.ndarray
-    split_at: pd.Timestamp  # first applied_at of the holdout
-    applied_until: pd.Timestamp  # last applied_at of the labelled rows used
-    # Every application of the training period (labelled or not), the drift reference:
-    # labels arrive sooner for some loans than others, so the labelled rows are a biased
-    # sample of the traffic. ``unseen`` marks the rows the model is not trained on.
+    split_at: pd.Timestamp  # first time of the holdout
+    applied_until: pd.Timestamp  # last time of the labelled rows used
+    # Every row of the training period (labelled or not), the drift reference: labels arrive
+    # sooner for some rows than others (a loan's default weeks after its application), so the
+    # labelled rows are a biased sample of the traffic. ``unseen``: rows not trained on.
     population: pd.DataFrame
     unseen: np.ndarray
     version: str  # content hash of the labelled rows used (train + holdout)
@@ -92,48 +147,49 @@ def data_version(frame: pd.DataFrame) -> str:
 
 def load_training_data(
     con: duckdb.DuckDBPyConnection,
-    model: str,
+    model: ModelSpec,
     *,
     holdout_share: float = 0.2,
     max_rows: int | None = None,
     max_population: int | None = MAX_POPULATION,
 ) -> TrainingData:
-    """Labelled rows for ``model`` (defaults for the classifier, defaulted loans for the loss
-    regressor), split by time.
+    """``model``'s labelled rows, split by time; the target an integer class (classification)
+    or a float (regression).
 
     Above ``max_rows`` labelled rows, a uniform sample of ``max_rows`` of them is used (the
-    same rows every time: the lowest hashes of the application id), still split by time; the
-    drift reference (every application of the period) is sampled the same way above
-    ``max_population``. Memory and search time then stop growing with the table, while
-    scoring and monitoring still cover every row."""
-    spec = FeatureSpec.from_contract()
-    target = TARGETS[model]
-    labelled_sql = "is_labelled and defaulted" if model == "loss_regressor" else "is_labelled"
-    columns_sql = idents(["application_id", "applied_at", *spec.columns, target])
-    labelled = scalar(con, f"select count(*) from {FEATURE_TABLE} where {labelled_sql}")
-    frame = con.execute(_sampled_sql(columns_sql, labelled_sql, max_rows)).df()
+    same rows every time: the lowest hashes of the id), still split by time; the drift
+    reference (every row of the period) is sampled the same way above ``max_population``.
+    Memory and search time then stop growing with the table, while scoring and monitoring
+    still cover every row."""
+    spec = feature_spec(con, model)
+    key, time = model.id_column, model.time_column
+    labelled_sql, params = labelled_filter(model)
+    columns_sql = idents([key, time, *spec.columns, model.target])
+    table_sql = qualified(*model.table.split("."))
+    labelled = scalar(con, f"select count(*) from {table_sql} where {labelled_sql}", params)
+    frame = con.execute(_sampled_sql(model, columns_sql, labelled_sql, max_rows), params).df()
     if len(frame) < MIN_ROWS:
         raise NotEnoughLabels(
-            f"{model}: only {len(frame)} labelled rows in {FEATURE_TABLE}; need at least "
-            f"{MIN_ROWS} (labels arrive 4-12 weeks after the application)"
+            f"{model.name}: only {len(frame)} labelled rows in {model.table}; need at least "
+            f"{MIN_ROWS} (labels can arrive weeks after the rows)"
         )
     cut = round(len(frame) * (1 - holdout_share))
     x = as_model_input(frame, spec)
-    until = frame["applied_at"].iloc[-1]
+    until = frame[time].iloc[-1]
     population = con.execute(
-        _sampled_sql(columns_sql, "applied_at <= ?", max_population), [until]
+        _sampled_sql(model, columns_sql, f"{ident(time)} <= ?", max_population), [until]
     ).df()
-    unseen = ~population["application_id"].isin(frame["application_id"].iloc[:cut]).to_numpy()
-    y = frame[target].astype("float64" if model == "loss_regressor" else "int64").to_numpy()
+    unseen = ~population[key].isin(frame[key].iloc[:cut]).to_numpy()
+    y = pd.to_numeric(frame[model.target]).astype("int64" if model.is_classifier else "float64")
     return TrainingData(
         model=model,
         spec=spec,
         x_train=x.iloc[:cut].reset_index(drop=True),
-        y_train=y[:cut],
+        y_train=y.to_numpy()[:cut],
         x_holdout=x.iloc[cut:].reset_index(drop=True),
-        y_holdout=y[cut:],
-        ids_holdout=frame["application_id"].iloc[cut:].to_numpy(),
-        split_at=frame["applied_at"].iloc[cut],
+        y_holdout=y.to_numpy()[cut:],
+        ids_holdout=frame[key].iloc[cut:].to_numpy(),
+        split_at=frame[time].iloc[cut],
         applied_until=until,
         population=as_model_input(population, spec),
         unseen=unseen,
@@ -142,16 +198,15 @@ def load_training_data(
     )
 
 
-def _sampled_sql(columns_sql: str, where_sql: str, limit: int | None) -> str:
+def _sampled_sql(model: ModelSpec, columns_sql: str, where_sql: str, limit: int | None) -> str:
     """The rows matching ``where_sql`` in time order; with ``limit``, the ``limit`` rows of
-    lowest application-id hash (a uniform sample, stable from run to run)."""
+    lowest id hash (a uniform sample, stable from run to run)."""
+    table_sql = qualified(*model.table.split("."))
+    order = idents([model.time_column, model.id_column])
     if limit is None:
-        return (
-            f"select {columns_sql} from {FEATURE_TABLE} where {where_sql} "
-            "order by applied_at, application_id"
-        )
+        return f"select {columns_sql} from {table_sql} where {where_sql} order by {order}"
+    id_sql = ident(model.id_column)
     return (
-        f"select * from (select {columns_sql} from {FEATURE_TABLE} where {where_sql} "
-        f"order by hash(application_id), application_id limit {int(limit)}) "
-        "order by applied_at, application_id"
+        f"select * from (select {columns_sql} from {table_sql} where {where_sql} "
+        f"order by hash({id_sql}), {id_sql} limit {int(limit)}) order by {order}"
     )

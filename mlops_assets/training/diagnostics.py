@@ -4,7 +4,7 @@ Plots are PNG files under ``$MLOPS_HOME/reports/<model>/<version>/`` and markdow
 the Dagster UI. Robustness feeds the model noisy, missing, extreme and unseen inputs and checks
 the predictions stay finite and in range. Explanations replace one feature at a time with its
 typical training value and report how much the prediction moves (per-feature contributions for
-one application, whatever the model family).
+one row, whatever the model family).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.training.dataset import FeatureSpec, TrainingData
-from mlops_assets.training.search import is_classifier, predict, score
+from mlops_assets.training.search import predict, score
 
 UNSEEN = "__unseen__"
 
@@ -65,7 +65,7 @@ def top_features(model, data: TrainingData, *, seed: int, repeats: int = 3) -> p
     """Permutation importance on (a sample of) the holdout: the drop in the selection score
     (ROC-AUC or minus the RMSE) when a column is shuffled, averaged over ``repeats`` shuffles,
     largest first."""
-    classifier = is_classifier(data.model)
+    classifier = data.model.is_classifier
     x, y = _sample(data, seed)
     rng = np.random.default_rng(seed)
     variants = [x]
@@ -103,7 +103,7 @@ def plot_model(model, data: TrainingData, threshold: float | None, out: Path, *,
     """Every plot of the model as PNG files in ``out``; returns name -> path."""
     from sklearn import calibration, metrics
 
-    classifier = is_classifier(data.model)
+    classifier = data.model.is_classifier
     prediction = predict(model, data.x_holdout, classifier)
     paths: dict[str, Path] = {}
     if classifier:
@@ -131,7 +131,7 @@ def plot_model(model, data: TrainingData, threshold: float | None, out: Path, *,
         plt, fig, ax = _figure()
         ax.scatter(prediction, data.y_holdout - prediction, s=6, alpha=0.5)
         ax.axhline(0, color="grey", linewidth=1)
-        ax.set_xlabel("predicted loss")
+        ax.set_xlabel(f"predicted {data.model.target}")
         ax.set_ylabel("residual (actual - predicted)")
         ax.set_title("Residuals (holdout)")
         paths["residuals"] = _save(plt, fig, out / "residuals.png")
@@ -149,7 +149,9 @@ def plot_model(model, data: TrainingData, threshold: float | None, out: Path, *,
             ax.plot(grid, average)
             ax.set_xlabel(feature)
         np.atleast_1d(axes)[0].set_ylabel(
-            "average P(default)" if classifier else "average predicted loss"
+            f"average P({data.model.target})"
+            if classifier
+            else f"average predicted {data.model.target}"
         )
         fig.suptitle("Partial dependence (holdout sample)")
         paths["partial_dependence"] = _save(plt, fig, out / "partial_dependence.png")

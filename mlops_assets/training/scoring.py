@@ -1,5 +1,7 @@
-"""Batch scoring: the champion scores every application; the challenger scores the same ones in
-shadow mode, so the two are compared on live traffic once labels arrive."""
+"""Batch scoring: the champion scores every row of its model's table; the challenger scores the
+same rows in shadow mode, so the two are compared on live traffic once labels arrive.
+
+A classifier's score is its probability of the positive class, a regressor's its prediction."""
 
 from __future__ import annotations
 
@@ -12,20 +14,18 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from mlops_assets.faults import crash_point
-from mlops_assets.features.validation import FEATURE_TABLE, table_exists
 from mlops_assets.parallel import Placement, chunk_rows, map_chunks
-from mlops_assets.sql import idents
-from mlops_assets.training.dataset import FeatureSpec, as_model_input
+from mlops_assets.sql import ident, idents, qualified
+from mlops_assets.training.dataset import FeatureSpec, as_model_input, feature_spec, labelled_filter
 from mlops_assets.training.registry import Registry
+from mlops_assets.training.search import predict
+from mlops_assets.training.spec import ModelSpec
 from mlops_assets.warehouse import scalar
 
-MODEL = "default_classifier"
-SCORES_TABLE = "predictions.loan_default_scores"
 
-
-def challenger_version(registry: Registry, model: str = MODEL) -> str | None:
-    """The newest registered version that is not the champion, among those that verify (one
-    that does not is never loaded: see `mlops models list`)."""
+def challenger_version(registry: Registry, model: str) -> str | None:
+    """The newest registered version of ``model`` that is not the champion, among those that
+    verify (one that does not is never loaded: see `mlops models list`)."""
     champion = registry.champion(model)
     for card in reversed(registry.versions(model)):
         if card.version != champion and registry.verifies(model, card.version):
@@ -38,90 +38,120 @@ class ScoringReport:
     champion: str
     challenger: str | None
     rows: int
-    ab: dict  # mode -> {"labelled": n, "roc_auc": x}
+    ab: dict  # mode -> {"labelled": n, "metric": "roc_auc" | "rmse", "value": x}
     placement: Placement  # chunks per worker
 
 
-def score_applications(
-    con: duckdb.DuckDBPyConnection, registry: Registry, client_factory=None
+def score_model(
+    con: duckdb.DuckDBPyConnection, registry: Registry, spec: ModelSpec, client_factory=None
 ) -> ScoringReport:
-    """Replace ``predictions.loan_default_scores`` with champion and shadow scores of every
-    application in the feature table, in one transaction.
+    """Replace ``spec.scores`` with champion and shadow scores of every row of ``spec.table``,
+    in one transaction: ``<id column>, score, model_version, mode, scored_at``.
 
     The table is read in rowid ranges of ``chunk_rows()`` rows (MLOPS_CHUNK_ROWS); a table of
     several chunks is scored on the Dask client ``client_factory()`` gives (the models sent
     to each worker once), a bounded number of chunks in flight, so memory follows the chunk,
     not the table."""
-    champion = registry.champion(MODEL)
+    champion = registry.champion(spec.name)
     if champion is None:
-        raise RuntimeError(f"{MODEL} has no champion: train it (or `mlops models promote`) first")
+        raise RuntimeError(
+            f"{spec.name} has no champion: train it (or `mlops models promote`) first"
+        )
     versions = {"champion": champion}
-    shadow = challenger_version(registry)
+    shadow = challenger_version(registry, spec.name)
     if shadow:
         versions["shadow"] = shadow
-    spec = FeatureSpec.from_contract()
-    models = {mode: (version, registry.load(MODEL, version)) for mode, version in versions.items()}
-    total = scalar(con, f"select count(*) from {FEATURE_TABLE}")
-    last = scalar(con, f"select coalesce(max(rowid), -1) from {FEATURE_TABLE}")
-    columns_sql = idents(["application_id", *spec.columns])
+    features = feature_spec(con, spec)
+    models = {mode: (v, registry.load(spec.name, v)) for mode, v in versions.items()}
+    id_sql = ident(spec.id_column)
+    source = _rowid_source(con, spec, idents([spec.id_column, *features.columns]))
+    total = scalar(con, f"select count(*) from {source}")
+    last = scalar(con, f"select coalesce(max(rowid), -1) from {source}")
     con.execute(
-        "create or replace temporary table _scores (application_id varchar, score double, "
-        "model_version varchar, mode varchar)"
+        f"create or replace temporary table _scores as select {id_sql}, 0.0::double as score, "
+        f"''::varchar as model_version, ''::varchar as mode from {source} limit 0"
     )
     size = chunk_rows()
     frames = (
         con.execute(
-            f"select {columns_sql} from {FEATURE_TABLE} where rowid between ? and ?",
+            f"select {id_sql}, {idents(features.columns)} from {source} "
+            "where rowid between ? and ?",
             [start, start + size - 1],
         ).df()
         for start in range(0, last + 1, size)
     )
     placement = Placement()
     use_cluster = client_factory is not None and last + 1 > size
+    shared = (models, features, spec.id_column, spec.is_classifier)
     with client_factory() if use_cluster else contextlib.nullcontext() as client:
         for scores in map_chunks(
-            score_chunk, frames, shared=(models, spec), client=client, placement=placement
+            score_chunk, frames, shared=shared, client=client, placement=placement
         ):
             con.register("_chunk_scores", scores)
             con.execute("insert into _scores select * from _chunk_scores")
             con.unregister("_chunk_scores")
     con.execute("alter table _scores add column scored_at timestamp with time zone")
     con.execute("update _scores set scored_at = current_timestamp")
-    if table_exists(con, SCORES_TABLE):
+    schema, table = spec.scores.split(".")
+    scores_sql = qualified(schema, table)
+    if _relation_type(con, spec.scores) is not None:
         # The same model giving the same score keeps the time it was first scored: a re-run on
         # unchanged data and models changes nothing.
         con.execute(
             f"""
-            update _scores as s set scored_at = old.scored_at from {SCORES_TABLE} as old
-            where old.application_id = s.application_id and old.mode = s.mode
+            update _scores as s set scored_at = old.scored_at from {scores_sql} as old
+            where old.{id_sql} = s.{id_sql} and old.mode = s.mode
               and old.model_version = s.model_version and old.score = s.score
             """
         )
     crash_point("scoring.scored")
     con.execute("begin transaction")
     try:
-        con.execute("create schema if not exists predictions")
+        con.execute(f"create schema if not exists {ident(schema)}")
         con.execute(
-            f"create or replace table {SCORES_TABLE} as "
-            "select * from _scores order by mode, application_id"
+            f"create or replace table {scores_sql} as select * from _scores order by mode, {id_sql}"
         )
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
     crash_point("scoring.written")
-    return ScoringReport(champion, shadow, total, ab_comparison(con), placement)
+    return ScoringReport(champion, shadow, total, ab_comparison(con, spec), placement)
 
 
-def score_chunk(frame: pd.DataFrame, models: dict, spec: FeatureSpec) -> pd.DataFrame:
-    """Scores of one chunk of features by every ``mode -> (version, model)``."""
+def _relation_type(con: duckdb.DuckDBPyConnection, table: str) -> str | None:
+    """``BASE TABLE``, ``VIEW``..., or None when ``table`` (``schema.name``) does not exist."""
+    rows = con.execute(
+        "select table_type from information_schema.tables "
+        "where table_schema = ? and table_name = ?",
+        table.split("."),
+    ).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _rowid_source(con: duckdb.DuckDBPyConnection, spec: ModelSpec, columns_sql: str) -> str:
+    """What scoring reads in rowid ranges: the model's table, or, for a view (a dbt staging
+    model has no rowid), its id and feature columns copied to a temporary table."""
+    table_sql = qualified(*spec.table.split("."))
+    if _relation_type(con, spec.table) == "BASE TABLE":
+        return table_sql
+    con.execute(
+        f"create or replace temporary table _score_input as select {columns_sql} from {table_sql}"
+    )
+    return "_score_input"
+
+
+def score_chunk(
+    frame: pd.DataFrame, models: dict, spec: FeatureSpec, id_column: str, classifier: bool
+) -> pd.DataFrame:
+    """Scores of one chunk of rows by every ``mode -> (version, model)``."""
     x = as_model_input(frame, spec)
     return pd.concat(
         [
             pd.DataFrame(
                 {
-                    "application_id": frame["application_id"],
-                    "score": model.predict_proba(x)[:, 1],
+                    id_column: frame[id_column],
+                    "score": predict(model, x, classifier),
                     "model_version": version,
                     "mode": mode,
                 }
@@ -132,22 +162,30 @@ def score_chunk(frame: pd.DataFrame, models: dict, spec: FeatureSpec) -> pd.Data
     )
 
 
-def ab_comparison(con: duckdb.DuckDBPyConnection) -> dict:
-    """ROC-AUC of each mode's scores on the applications whose label has arrived (one mode's
-    two numeric columns in memory at a time)."""
-    modes = [m for (m,) in con.execute(f"select distinct mode from {SCORES_TABLE}").fetchall()]
+def ab_comparison(con: duckdb.DuckDBPyConnection, spec: ModelSpec) -> dict:
+    """Each mode's live metric on the labelled rows (ROC-AUC of a classifier, RMSE of a
+    regressor), one mode's two numeric columns in memory at a time."""
+    scores_sql = qualified(*spec.scores.split("."))
+    table_sql = qualified(*spec.table.split("."))
+    labelled_sql, params = labelled_filter(spec, alias="t")
+    id_sql = ident(spec.id_column)
+    modes = [m for (m,) in con.execute(f"select distinct mode from {scores_sql}").fetchall()]
+    metric = "roc_auc" if spec.is_classifier else "rmse"
     result = {}
     for mode in sorted(modes):
         y, score = (
             con.execute(
-                f"select cast(f.defaulted as integer) as y, s.score from {SCORES_TABLE} s "
-                f"join {FEATURE_TABLE} f using (application_id) "
-                "where f.is_labelled and s.mode = ?",
-                [mode],
+                f"select cast(t.{ident(spec.target)} as double) as y, s.score "
+                f"from {scores_sql} s join {table_sql} t on t.{id_sql} = s.{id_sql} "
+                f"where s.mode = ? and {labelled_sql}",
+                [mode, *params],
             )
             .fetchnumpy()
             .values()
         )
-        auc = skm.roc_auc_score(y, score) if len(np.unique(y)) == 2 else float("nan")
-        result[mode] = {"labelled": len(y), "roc_auc": float(auc)}
+        if spec.is_classifier:
+            value = skm.roc_auc_score(y, score) if len(np.unique(y)) == 2 else float("nan")
+        else:
+            value = float(np.sqrt(skm.mean_squared_error(y, score))) if len(y) else float("nan")
+        result[mode] = {"labelled": len(y), "metric": metric, "value": float(value)}
     return result

@@ -30,12 +30,12 @@ from threadpoolctl import threadpool_limits
 
 from mlops_assets.parallel import LOCAL, Placement, located
 from mlops_assets.training.candidates import (
-    CLASSIFIER_CANDIDATES,
-    REGRESSOR_CANDIDATES,
     STACKING,
+    base_candidates,
     build_pipeline,
     build_stacking,
     meta_model,
+    stacks,
 )
 from mlops_assets.training.dataset import FeatureSpec, TrainingData
 
@@ -46,10 +46,6 @@ STACKED = 3  # the best candidates that enter the stacking ensemble
 # Rows the train score (for the over/under-fitting gap) is measured on: predicting every
 # training row cost 15-20 % of each fit, for a number that moves in the third decimal.
 TRAIN_SCORE_ROWS = 5_000
-
-
-def is_classifier(model: str) -> bool:
-    return model == "default_classifier"
 
 
 def cv_splits(
@@ -88,10 +84,12 @@ def predict(model, x: pd.DataFrame, classifier: bool) -> np.ndarray:
     return model.predict_proba(x)[:, 1] if classifier else model.predict(x)
 
 
-def make_model(name: str, params: dict, spec: FeatureSpec, seed: int, folds: int = 3):
+def make_model(
+    name: str, params: dict, spec: FeatureSpec, seed: int, classifier: bool, folds: int = 3
+):
     if name == STACKING:
         return build_stacking(params, spec, seed=seed, folds=folds)
-    return build_pipeline(name, params, spec, seed=seed)
+    return build_pipeline(name, params, spec, seed=seed, classifier=classifier)
 
 
 def fit_fold(
@@ -109,7 +107,7 @@ def fit_fold(
     most ``TRAIN_SCORE_ROWS`` evenly spaced training rows. Native thread pools are limited to
     one thread: parallelism is the workers', not OpenMP's."""
     with threadpool_limits(1):
-        model = make_model(name, params, spec, seed).fit(x.iloc[train], y[train])
+        model = make_model(name, params, spec, seed, classifier).fit(x.iloc[train], y[train])
     scored = train[:: max(1, math.ceil(len(train) / TRAIN_SCORE_ROWS))]
     train_score = score(y[scored], predict(model, x.iloc[scored], classifier), classifier)
     return predict(model, x.iloc[val], classifier), train_score
@@ -182,12 +180,11 @@ def run_fits(
 
 
 def search(data: TrainingData, *, cv: str, folds: int, seed: int, client=None) -> SearchResult:
-    """Cross-validate every candidate's grid, then (classifier) a stacking ensemble of the best
-    ``STACKED`` candidates."""
-    classifier = is_classifier(data.model)
+    """Cross-validate the grid of every candidate of the model, then (when it names
+    ``stacking``) a stacking ensemble of the best ``STACKED`` candidates."""
+    classifier = data.model.is_classifier
     splits = cv_splits(cv, data.y_train, folds=folds, seed=seed, classifier=classifier)
-    candidates = CLASSIFIER_CANDIDATES if classifier else REGRESSOR_CANDIDATES
-    configs = [(c, params) for c in candidates for params in c.param_sets()]
+    configs = [(c, params) for c in base_candidates(data.model) for params in c.param_sets()]
     calls, costs = [], []
     for candidate, params in configs:
         for train, val in splits:
@@ -205,7 +202,7 @@ def search(data: TrainingData, *, cv: str, folds: int, seed: int, client=None) -
         train_score = float(np.nanmean([t for _, t in folds_out]))
         result.trials.append(Trial(candidate.name, params, cv_score, train_score))
         level_one[len(result.trials) - 1] = (index, prediction)
-    if classifier:
+    if stacks(data.model):
         best: dict[str, int] = {}  # candidate -> index of its best trial
         for i, trial in enumerate(result.trials):
             j = best.get(trial.candidate)

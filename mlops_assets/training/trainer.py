@@ -18,7 +18,8 @@ from mlops_assets.monitoring.reference import reference_attachments
 from mlops_assets.training import metrics as m
 from mlops_assets.training.dataset import TrainingData
 from mlops_assets.training.registry import ModelCard, Registry, RegistryError
-from mlops_assets.training.search import SearchResult, is_classifier, make_model, predict, search
+from mlops_assets.training.search import SearchResult, make_model, predict, search
+from mlops_assets.training.spec import ModelSpec
 
 PACKAGE = Path(__file__).resolve().parents[1]
 LIBRARIES = ("scikit-learn", "skops", "numpy", "pandas", "duckdb", "pandera", "dask")
@@ -26,6 +27,9 @@ LIBRARIES = ("scikit-learn", "skops", "numpy", "pandas", "duckdb", "pandera", "d
 
 @dataclass(frozen=True)
 class TrainingConfig:
+    """How one training runs: the model's declared validation and gate (see
+    :meth:`for_model`), the seed and the bootstrap."""
+
     cv: str = "stratified_kfold"
     folds: int = 3
     holdout_share: float = 0.2
@@ -35,9 +39,18 @@ class TrainingConfig:
     margin: float = 0.005  # relative gain on the primary metric the challenger needs
     guard_tolerance: float = 0.02  # relative loss allowed on any guard metric
 
-
-PRIMARY = {"default_classifier": "roc_auc", "loss_regressor": "rmse"}
-GUARDS = {"default_classifier": ("pr_auc", "brier", "log_loss"), "loss_regressor": ("mae", "r2")}
+    @classmethod
+    def for_model(cls, spec: ModelSpec, **overrides) -> TrainingConfig:
+        """The configuration ``spec`` declares (validation and gate), ``overrides`` on top."""
+        declared = {
+            "cv": spec.validation.cv,
+            "folds": spec.validation.folds,
+            "holdout_share": spec.validation.holdout_share,
+            "max_rows": spec.validation.max_rows,
+            "margin": spec.gate.margin,
+            "guard_tolerance": spec.gate.guard_tolerance,
+        }
+        return cls(**{**declared, **overrides})
 
 
 def code_version() -> str:
@@ -90,28 +103,29 @@ class TrainingOutcome:
     threshold: float | None = None
 
 
-def evaluate(model_name: str, model, data: TrainingData, threshold: float | None) -> dict:
-    prediction = predict(model, data.x_holdout, is_classifier(model_name))
-    if is_classifier(model_name):
+def evaluate(model, data: TrainingData, threshold: float | None) -> dict:
+    """``model``'s metrics on ``data``'s holdout."""
+    prediction = predict(model, data.x_holdout, data.model.is_classifier)
+    if data.model.is_classifier:
         return m.classification_metrics(data.y_holdout, prediction, threshold)
     return m.regression_metrics(data.y_holdout, prediction)
 
 
 def _relative_gain(metric: str, new: float, old: float) -> float:
     """How much better ``new`` is than ``old``, as a share of ``old`` (positive = better)."""
-    sign = -1 if metric in m.LOWER_IS_BETTER else 1
+    sign = 1 if ModelSpec.higher_is_better(metric) else -1
     return sign * (new - old) / max(abs(old), 1e-12)
 
 
 def gate(
-    model_name: str, challenger: dict, champion: dict | None, config: TrainingConfig
+    spec: ModelSpec, challenger: dict, champion: dict | None, config: TrainingConfig
 ) -> tuple[bool, str]:
     """Promote only when the challenger beats the champion on the primary metric by the margin
     and loses no more than the tolerance on any guard metric (both relative to the champion's
     value, so they mean the same for an AUC and for an RMSE in currency)."""
     if champion is None:
         return True, "first model: no champion yet"
-    primary = PRIMARY[model_name]
+    primary = spec.primary
     gain = _relative_gain(primary, challenger[primary], champion[primary])
     if gain < config.margin:
         return (
@@ -119,7 +133,7 @@ def gate(
             f"{primary} {challenger[primary]:.4f} vs champion {champion[primary]:.4f}: "
             f"gain {gain:+.2%} < margin {config.margin:.2%}",
         )
-    for guard in GUARDS[model_name]:
+    for guard in spec.guards:
         loss = -_relative_gain(guard, challenger[guard], champion[guard])
         if loss > config.guard_tolerance:
             return (
@@ -134,9 +148,14 @@ def gate(
 
 
 def training_definition(data: TrainingData, config: TrainingConfig, manifest: Path | None) -> dict:
-    """What defines a model version before the search picks the winner: the data, the
-    validation, the seed, the feature signature, the dbt manifest, code and libraries."""
+    """What defines a model version before the search picks the winner: the task, table and
+    target, the data, the validation, the seed, the feature signature, the dbt manifest, code
+    and libraries."""
     return {
+        "task": data.model.task,
+        "table": data.model.table,
+        "target": data.model.target,
+        "where": data.model.where,
         "seed": config.seed,
         "validation": {
             "cv": config.cv,
@@ -159,15 +178,16 @@ def trained_before(
     version that does not verify (unsealed, tampered) does not count: the model is retrained
     and :meth:`Registry.register` replaces it."""
     wanted = json.loads(json.dumps(training_definition(data, config, manifest), default=str))
-    for card in reversed(registry.versions(data.model)):
-        if all(card.data.get(name) == value for name, value in wanted.items()):
-            return card if registry.verifies(data.model, card.version) else None
+    name = data.model.name
+    for card in reversed(registry.versions(name)):
+        if all(card.data.get(field) == value for field, value in wanted.items()):
+            return card if registry.verifies(name, card.version) else None
     return None
 
 
 def _decide(
     registry: Registry,
-    model: str,
+    spec: ModelSpec,
     card: ModelCard,
     holdout: dict,
     champion: Champion,
@@ -181,13 +201,14 @@ def _decide(
     refused champion in place, and every scoring failing, until a person intervened; the
     version promoted over it is one this training registered and sealed."""
     champion_version, champion_metrics, refused = champion
+    model = spec.name
     if card.version == champion_version:
         reason = "already champion" + (
             f"; its refused files were replaced by this training ({refused})" if refused else ""
         )
         decision = Decision(False, reason, champion_version, champion_metrics, refused)
     else:
-        promote, reason = gate(model, holdout, champion_metrics, config)
+        promote, reason = gate(spec, holdout, champion_metrics, config)
         if refused:
             reason = f"champion {champion_version} gated as absent, it does not verify: {refused}"
         if promote:
@@ -209,15 +230,16 @@ def _champion_on(registry: Registry, data: TrainingData) -> Champion:
     """The current champion's version and its metrics on ``data``'s holdout (None, None when
     there is no champion yet): what a challenger is gated against. A champion that does not
     verify has no metrics, and the reason it was refused."""
-    version = registry.champion(data.model)
+    name = data.model.name
+    version = registry.champion(name)
     if version is None:
         return None, None, None
     try:
-        champion = registry.load(data.model, version)
+        champion = registry.load(name, version)
     except RegistryError as error:
         return version, None, str(error)
-    threshold = registry.card(data.model, version).data.get("threshold")
-    return version, evaluate(data.model, champion, data, threshold), None
+    threshold = registry.card(name, version).data.get("threshold")
+    return version, evaluate(champion, data, threshold), None
 
 
 def settle(
@@ -226,9 +248,10 @@ def settle(
     """Gate a version that :func:`trained_before` found registered but never decided on (its
     run died in between), or decided on against a champion that no longer verifies; None when
     there is nothing to decide."""
-    champion = registry.champion(data.model)
-    if registry.verdict(data.model, card.version) is not None and (
-        champion is None or registry.verifies(data.model, champion)
+    name = data.model.name
+    champion = registry.champion(name)
+    if registry.verdict(name, card.version) is not None and (
+        champion is None or registry.verifies(name, champion)
     ):
         return None
     return _decide(registry, data.model, card, card.metrics, _champion_on(registry, data), config)
@@ -243,7 +266,7 @@ def train_model(
     manifest: Path | None = None,
 ) -> TrainingOutcome:
     seconds: dict[str, float] = {}
-    classifier = is_classifier(data.model)
+    classifier = data.model.is_classifier
     started = time.perf_counter()
     result = search(data, cv=config.cv, folds=config.folds, seed=config.seed, client=client)
     seconds["search"] = time.perf_counter() - started
@@ -251,15 +274,15 @@ def train_model(
     winner = max(result.best().values(), key=lambda t: np.nan_to_num(t.cv_score, nan=-np.inf))
 
     started = time.perf_counter()
-    model = make_model(winner.candidate, winner.params, data.spec, config.seed, config.folds).fit(
-        data.x_train, data.y_train
-    )
+    model = make_model(
+        winner.candidate, winner.params, data.spec, config.seed, classifier, config.folds
+    ).fit(data.x_train, data.y_train)
     seconds["refit"] = time.perf_counter() - started
     started = time.perf_counter()
     threshold = (
         m.best_threshold(data.y_train, predict(model, data.x_train, True)) if classifier else None
     )
-    holdout = evaluate(data.model, model, data, threshold)
+    holdout = evaluate(model, data, threshold)
     intervals = m.bootstrap_intervals(
         data.y_holdout,
         predict(model, data.x_holdout, classifier),
@@ -292,7 +315,7 @@ def train_model(
     }
     started = time.perf_counter()
     card, new = registry.register(
-        data.model,
+        data.model.name,
         model,
         definition,
         details,
@@ -304,7 +327,7 @@ def train_model(
     )
     seconds["register"] = time.perf_counter() - started
     crash_point("training.registered")
-    if not new and registry.verdict(data.model, card.version) is not None and not champion[2]:
+    if not new and registry.verdict(data.model.name, card.version) is not None and not champion[2]:
         decision = Decision(False, "unchanged: this version is already registered", *champion)
     else:  # new, registered by a run that died before the gate, or the champion is refused
         decision = _decide(registry, data.model, card, holdout, champion, config)
