@@ -12,8 +12,10 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
+from mlops_assets import catalogue
 from mlops_assets.cli import app
 from mlops_assets.ingestion.loader import ingest_source
+from mlops_assets.ingestion.sources import identifier_names
 from mlops_assets.sample_data.generator import CUSTOMER_COLUMNS
 from mlops_assets.security.keyring import Keyring
 
@@ -56,7 +58,11 @@ def build_home(path: Path, lines: list[str], monkeypatch: pytest.MonkeyPatch) ->
     (folder / "2025-02-01.csv").write_text("\n".join([HEADER, *lines]) + "\n")
     keyring = Keyring.create(path / "keys" / "keyring.json")
     with duckdb.connect(str(path / "warehouse.duckdb")) as con:
-        ingest_source(con, path / "landing", "customers", keyring=keyring)
+        feeds = catalogue.sources()
+        ingest_source(
+            con, path / "landing", feeds["customers"], identifier_names(feeds.values()),
+            keyring=keyring,
+        )  # fmt: skip
     monkeypatch.setenv("MLOPS_HOME", str(path))
     monkeypatch.delenv("MLOPS_KEYRING", raising=False)
     runner = CliRunner()
