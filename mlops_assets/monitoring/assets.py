@@ -1,49 +1,55 @@
-"""Dagster wiring of monitoring: the daily-partitioned `monitoring/drift_report` asset and the
-`retrain_on_drift` sensor."""
+"""Dagster wiring of the model monitor, per model: its daily-partitioned drift report
+``monitoring/<model>/drift_report``, its ``retrain_<model>_on_drift`` sensor and the identifier
+check on the monitoring tables (:func:`build_monitor_defs`)."""
 
 import json
 import warnings
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.ops.alerts import alert
-from mlops_assets.faults import crash_point
-from mlops_assets.features.assets import FEATURES_KEY
-from mlops_assets.ingestion.assets import landing_days
-from mlops_assets.markdown import md_table, placement_metadata
 from mlops_assets.drift import report as drift_report_text
+from mlops_assets.drift.multivariate import DEFAULT_THRESHOLD
+from mlops_assets.faults import crash_point
+from mlops_assets.markdown import md_table, placement_metadata
 from mlops_assets.monitoring.daily import (
+    COLUMNS_TABLE,
     MONITOR_DRIFT_SHARE,
     REPORTS_TABLE,
+    DayDrift,
     MonitorConfig,
     NoChampion,
     monitor_days,
     monitor_options,
     store,
 )
-from mlops_assets.ops.health import ASSETS_TABLE, HEALTH_KEY, RUNS_TABLE, record_run
-from mlops_assets.drift.multivariate import DEFAULT_THRESHOLD
+from mlops_assets.ops.alerts import alert
+from mlops_assets.ops.assets import build_ops_defs
 from mlops_assets.parallel import Placement
+from mlops_assets.partitions import LANDING_DAYS
 from mlops_assets.resources import (
     WRITER_POOL,
     DaskResource,
     RegistryResource,
     WarehouseResource,
 )
-from mlops_assets.settings import get_settings
-from mlops_assets.training.assets import SCORES_KEY
-from mlops_assets.warehouse import connection as warehouse_connection
+from mlops_assets.security.checks import build_identifier_checks
+from mlops_assets.training.spec import ModelSpec
 
-DRIFT_KEY = dg.AssetKey(["monitoring", "drift_report"])
-# What a drift episode retrains: both models and the scores (the drift report is partitioned
-# by day and follows with the next daily run).
-RETRAIN = dg.AssetSelection.assets(
-    dg.AssetKey(["models", "default_classifier"]),
-    dg.AssetKey(["models", "loss_regressor"]),
-    SCORES_KEY,
-)
+
+def drift_key(spec: ModelSpec) -> dg.AssetKey:
+    """The model's drift report asset: ``monitoring/<model>/drift_report``."""
+    return dg.AssetKey(["monitoring", spec.name, "drift_report"])
+
+
+def _model_key(spec: ModelSpec) -> dg.AssetKey:
+    return dg.AssetKey(["models", spec.name])
+
+
+def _table_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(table.split("."))
 
 
 class DriftConfig(dg.Config):
@@ -62,7 +68,11 @@ class DriftConfig(dg.Config):
     performance_window_days: int = Field(default=30, ge=1)
     min_labelled: int = Field(default=200, ge=10)
     performance_tolerance: float = Field(
-        default=0.05, description="ROC-AUC drop below the champion's holdout that is drift."
+        default=0.05, description="Classifier: ROC-AUC drop below its holdout's that is drift."
+    )
+    rmse_tolerance: float = Field(
+        default=0.2,
+        description="Regressor: RMSE rise over its holdout's, relative, that is drift.",
     )
 
     def monitor_config(self) -> MonitorConfig:
@@ -78,15 +88,19 @@ class DriftConfig(dg.Config):
             performance_window_days=self.performance_window_days,
             min_labelled=self.min_labelled,
             performance_tolerance=self.performance_tolerance,
+            rmse_tolerance=self.rmse_tolerance,
         )
 
 
 def _plottable(summary: dict) -> dict:
     """Numbers and flags of one day, as metadata the UI plots over partitions."""
     out = {}
-    for key in ("share_drifted_columns", "domain_classifier_auc", "live_roc_auc"):
+    for key in ("share_drifted_columns", "domain_classifier_auc"):
         if summary[key] is not None:
             out[key] = dg.MetadataValue.float(float(summary[key]))
+    if summary["live_metric"] is not None:  # live_roc_auc or live_rmse
+        live = f"live_{summary['performance_metric']}"
+        out[live] = dg.MetadataValue.float(float(summary["live_metric"]))
     flags = ("drifted", "dataset_drift", "prediction_drift", "multivariate_drift")
     for key in (*flags, "performance_drift"):
         out[key] = dg.MetadataValue.bool(bool(summary[key]))
@@ -95,113 +109,130 @@ def _plottable(summary: dict) -> dict:
     return out
 
 
-def _drift_report(
-    context: dg.AssetExecutionContext,
-    config: DriftConfig,
-    warehouse: WarehouseResource,
-    registry: RegistryResource,
-    dask: DaskResource,
-):
-    days = [date.fromisoformat(key) for key in context.partition_keys]
-    placement = Placement()
-    with warehouse.connect() as con:
-        try:
-            results = monitor_days(
-                con,
-                registry.open(),
-                days,
-                config.monitor_config(),
-                client_factory=dask.client,
-                placement=placement,
-            )
-        except NoChampion as reason:
-            context.log.warning(f"drift report skipped: {reason}")
-            return
-        store(con, results)
-        crash_point("drift.stored")
-    reports_dir = get_settings().reports_dir / "drift"
-    reports_dir.mkdir(parents=True, exist_ok=True)
+def _report_rows(results: list[DayDrift]) -> list[list]:
     rows = []
     for result in results:
         summary = result.summary()
-        # One observation per day, so the UI plots each day's numbers even when a backfill
-        # materializes a range of days in one run.
-        context.log_event(
-            dg.AssetObservation(
-                asset_key=DRIFT_KEY, partition=str(result.day), metadata=_plottable(summary)
-            )
-        )
-        if result.report:
-            path = reports_dir / f"{result.day}.html"
-            path.write_text(drift_report_text.to_html(result.report, f"Drift on {result.day}"))
         flags = [k for k in ("dataset", "prediction", "multivariate", "performance")
                  if summary[f"{k}_drift"]]  # fmt: skip
         rows.append(
             [
                 str(result.day),
                 result.rows,
-                "-"
-                if summary["share_drifted_columns"] is None
-                else f"{summary['share_drifted_columns']:.0%}",
-                "-"
-                if summary["domain_classifier_auc"] is None
-                else f"{summary['domain_classifier_auc']:.3f}",
-                "-" if summary["live_roc_auc"] is None else f"{summary['live_roc_auc']:.3f}",
+                _fmt(summary["share_drifted_columns"], "{:.0%}"),
+                _fmt(summary["domain_classifier_auc"], "{:.3f}"),
+                _fmt(summary["live_metric"], "{:.3f}"),
                 ", ".join(flags) or "none",
             ]
         )
-    drifted = [r for r in results if r.drifted]
-    if drifted:
-        alert(
-            "drift",
-            f"drift on {len(drifted)} of {len(results)} days "
-            f"({drifted[0].day} … {drifted[-1].day}), champion {drifted[0].model_version}",
-            {"days": [_alert_row(r) for r in drifted], "reports": str(reports_dir)},
-            logger=context.log,
-        )
-    last = results[-1]
-    metadata = {
-        **_plottable(last.summary()),
-        "days": dg.MetadataValue.md(
-            md_table(
-                ["day", "rows", "drifted columns", "domain AUC", "live ROC-AUC", "drift"],
-                rows[-60:],
+    return rows
+
+
+def _fmt(value, pattern: str) -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def build_drift_report(spec: ModelSpec) -> dg.AssetsDefinition:
+    """The model's daily drift report asset."""
+    key = drift_key(spec)
+
+    def drift_report(
+        context: dg.AssetExecutionContext,
+        config: DriftConfig,
+        warehouse: WarehouseResource,
+        registry: RegistryResource,
+        dask: DaskResource,
+    ):
+        days = [date.fromisoformat(partition) for partition in context.partition_keys]
+        placement = Placement()
+        with warehouse.connect() as con:
+            try:
+                results = monitor_days(
+                    con,
+                    registry.open(),
+                    spec,
+                    days,
+                    config.monitor_config(),
+                    client_factory=dask.client,
+                    placement=placement,
+                )
+            except NoChampion as reason:
+                context.log.warning(f"drift report skipped: {reason}")
+                return
+            if store(con, spec.name, results):
+                context.log.warning(
+                    f"{REPORTS_TABLE} and {COLUMNS_TABLE} predated per-model reports: rebuilt "
+                    "from these days (materialize earlier days again to restore them)"
+                )
+            crash_point("drift.stored")
+        reports_dir = Path(registry.reports_path) / "drift" / spec.name
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        for result in results:
+            # One observation per day, so the UI plots each day's numbers even when a
+            # backfill materializes a range of days in one run.
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=key,
+                    partition=str(result.day),
+                    metadata=_plottable(result.summary()),
+                )
             )
-        ),
-        "drifted_days": dg.MetadataValue.int(sum(r.drifted for r in results)),
-        "placement": placement_metadata(placement),
-        "dagster/table_name": REPORTS_TABLE,
-    }
-    if last.report:
-        metadata["latest"] = dg.MetadataValue.md(drift_report_text.markdown(last.report))
-        metadata["html_report"] = dg.MetadataValue.path(str(reports_dir / f"{last.day}.html"))
-    yield dg.MaterializeResult(metadata=metadata)
+            if result.report:
+                title = f"{spec.name}: drift on {result.day}"
+                html = drift_report_text.to_html(result.report, title)
+                (reports_dir / f"{result.day}.html").write_text(html)
+        drifted = [r for r in results if r.drifted]
+        if drifted:
+            alert(
+                "drift",
+                f"{spec.name}: drift on {len(drifted)} of {len(results)} days "
+                f"({drifted[0].day} … {drifted[-1].day}), champion {drifted[0].model_version}",
+                {
+                    "model": spec.name,
+                    "days": [_alert_row(r) for r in drifted],
+                    "reports": str(reports_dir),
+                },
+                logger=context.log,
+            )
+        last = results[-1]
+        header = ["day", "rows", "drifted columns", "domain AUC", "live metric", "drift"]
+        metadata = {
+            **_plottable(last.summary()),
+            "days": dg.MetadataValue.md(md_table(header, _report_rows(results)[-60:])),
+            "drifted_days": dg.MetadataValue.int(sum(r.drifted for r in results)),
+            "placement": placement_metadata(placement),
+            "dagster/table_name": REPORTS_TABLE,
+        }
+        if last.report:
+            metadata["latest"] = dg.MetadataValue.md(drift_report_text.markdown(last.report))
+            metadata["html_report"] = dg.MetadataValue.path(str(reports_dir / f"{last.day}.html"))
+        yield dg.MaterializeResult(metadata=metadata)
+
+    with warnings.catch_warnings():
+        # Single-run backfills (beta) let one run report a whole range of days.
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.asset(
+            key=key,
+            deps=[_table_key(spec.table), _table_key(spec.scores)],
+            partitions_def=LANDING_DAYS,
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            group_name="monitoring",
+            pool=WRITER_POOL,
+            output_required=False,
+            kinds={"duckdb", "dask"},
+            description=f"Each day's rows of {spec.table} ({spec.name}'s inputs and champion "
+            "scores) against the champion's training reference: per-column drift (Evidently's "
+            "DataDriftPreset tests), a domain classifier, prediction drift and, once labels "
+            "arrive, performance drift "
+            f"({'ROC-AUC' if spec.is_classifier else 'RMSE'} against the holdout's). Rows in "
+            f"{REPORTS_TABLE} and {COLUMNS_TABLE} (model = {spec.name}); HTML reports under "
+            f"$MLOPS_HOME/reports/drift/{spec.name}/.",
+        )(drift_report)
 
 
-with warnings.catch_warnings():
-    # Single-run backfills (beta) let one run report a whole range of days.
-    warnings.simplefilter("ignore", dg.BetaWarning)
-    drift_report = dg.asset(
-        key=DRIFT_KEY,
-        # raw/applications, day for day: each report covers that landing day's applications,
-        # and a backfill of the raw days ("Materialize all" in the UI) includes the reports.
-        deps=[FEATURES_KEY, SCORES_KEY, dg.AssetKey(["raw", "applications"])],
-        partitions_def=landing_days,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name="monitoring",
-        pool=WRITER_POOL,
-        output_required=False,
-        kinds={"duckdb", "dask"},
-        description="Each day's applications (features and champion scores) against the "
-        "champion's training reference: per-column drift (Evidently's DataDriftPreset tests), "
-        "a domain classifier, prediction drift and, once labels arrive, performance drift. "
-        f"Rows in {REPORTS_TABLE}; HTML reports under $MLOPS_HOME/reports/drift/.",
-    )(_drift_report)
-
-
-def _alert_row(result) -> dict:
+def _alert_row(result: DayDrift) -> dict:
     summary = result.summary()
-    keys = ("dataset_drift", "share_drifted_columns", "performance_drift", "live_roc_auc")
+    keys = ("dataset_drift", "share_drifted_columns", "performance_drift", "live_metric")
     return {"day": str(result.day), **{k: summary[k] for k in keys}}
 
 
@@ -243,84 +274,90 @@ def episodes(observations: list[tuple[str, bool]], cursor: RetrainCursor) -> lis
     return triggers
 
 
-@dg.sensor(
-    name="retrain_on_drift",
-    asset_selection=RETRAIN,
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Retrains both models and re-scores when a day's drift report shows dataset "
-    "drift or performance drift: once per drift episode, at most once per "
-    f"{COOLDOWN_DAYS} days of data.",
-)
-def retrain_on_drift(context: dg.SensorEvaluationContext):
-    cursor = RetrainCursor(context.cursor)
-    result = context.instance.fetch_observations(
-        DRIFT_KEY, limit=1000, cursor=cursor.after, ascending=True
-    )
+def drift_observations(instance: dg.DagsterInstance, key: dg.AssetKey, cursor: RetrainCursor):
+    """The (day, drifted) of the drift report observations after the cursor, and the records'
+    cursor (None when there are none)."""
+    result = instance.fetch_observations(key, limit=1000, cursor=cursor.after, ascending=True)
     observations = []
     for record in result.records:
         observation = record.asset_observation
         metadata = observation.metadata
         drifted = any(
-            metadata[key].value for key in ("dataset_drift", "performance_drift") if key in metadata
+            metadata[k].value for k in ("dataset_drift", "performance_drift") if k in metadata
         )
         observations.append((observation.partition, drifted))
-    triggers = episodes(observations, cursor)
-    if result.records:
-        cursor.after = result.cursor
-    # Episodes found together (a backfill of past days) would retrain on the same data: one
-    # run, keyed by the latest of them.
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                run_key=f"drift-{triggers[-1]}",
-                tags={"mlops/trigger": f"drift on {', '.join(triggers)}"},
-            )
-        ]
-        if triggers
-        else [],
-        skip_reason=None
-        if triggers
-        else f"no new drift episode in {len(observations)} new drift reports",
-        cursor=cursor.dumps(),
+    return observations, result.cursor if result.records else None
+
+
+def build_retrain_sensor(spec: ModelSpec) -> dg.SensorDefinition:
+    """Retrains the model and re-scores when a day of its drift report shows dataset or
+    performance drift: once per drift episode, at most once per ``COOLDOWN_DAYS`` of data."""
+    key = drift_key(spec)
+
+    def retrain_on_drift(context: dg.SensorEvaluationContext):
+        cursor = RetrainCursor(context.cursor)
+        observations, after = drift_observations(context.instance, key, cursor)
+        triggers = episodes(observations, cursor)
+        if after:
+            cursor.after = after
+        # Episodes found together (a backfill of past days) would retrain on the same data:
+        # one run, keyed by the latest of them.
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"drift-{triggers[-1]}",
+                    tags={"mlops/trigger": f"{spec.name} drift on {', '.join(triggers)}"},
+                )
+            ]
+            if triggers
+            else [],
+            skip_reason=None
+            if triggers
+            else f"no new drift episode in {len(observations)} new drift reports",
+            cursor=cursor.dumps(),
+        )
+
+    return dg.sensor(
+        name=f"retrain_{spec.name}_on_drift",
+        # The drift report is partitioned by day and follows with the next daily run.
+        asset_selection=dg.AssetSelection.assets(_model_key(spec), _table_key(spec.scores)),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Retrains {spec.name} and re-scores {spec.scores} when a day's drift "
+        "report shows dataset drift or performance drift: once per drift episode, at most once "
+        f"per {COOLDOWN_DAYS} days of data.",
+    )(retrain_on_drift)
+
+
+def build_monitor_defs(spec: ModelSpec, identifier_names: frozenset[str]) -> dg.Definitions:
+    """The model's monitor: its daily drift report, its retrain-on-drift sensor and the
+    identifier check on the monitoring tables it writes (no column named like one of
+    ``identifier_names``, every feed's, and no identifier-shaped value)."""
+    report = build_drift_report(spec)
+    checks = build_identifier_checks(
+        [report.key], identifier_names, tables_of={report.key: [REPORTS_TABLE, COLUMNS_TABLE]}
+    )
+    return dg.Definitions(
+        assets=[report], sensors=[build_retrain_sensor(spec)], asset_checks=[checks]
     )
 
 
-pipeline_runs = dg.AssetSpec(
-    HEALTH_KEY,
-    group_name="monitoring",
-    kinds={"duckdb"},
-    description=f"Pipeline health, one record per run: `{RUNS_TABLE}` (status, duration, rows "
-    f"quarantined, checks) and `{ASSETS_TABLE}` (per asset: step duration, rows in and out, "
-    "quarantine rate, checks). Written after every run by `mlops run` and by the "
-    "`record_pipeline_health` sensor.",
-    metadata={"dagster/table_name": RUNS_TABLE},
-)
+# Until definitions.py loads the defs folder (where each TrainedModel builds its own monitor):
+# the monitors of the declared models, and pipeline health.
+def _declared_monitors() -> list[dg.Definitions]:
+    from mlops_assets import catalogue
+    from mlops_assets.ingestion.sources import identifier_names
+
+    names = identifier_names(catalogue.sources().values())
+    return [build_monitor_defs(spec, names) for spec in catalogue.models().values() if spec.monitor]
 
 
-def _record_health(context: dg.RunStatusSensorContext) -> None:
-    settings = get_settings()
-    if not settings.warehouse_path.exists():
-        return
-    run_id = context.dagster_run.run_id
-    # A writer may hold the lock: wait a while; a tick that fails is evaluated again.
-    with warehouse_connection(settings.warehouse_path, wait_seconds=30) as con:
-        materialization = record_run(context.instance, run_id, con)
-    context.instance.report_runless_asset_event(materialization)
-
-
-def _health_sensor(status: dg.DagsterRunStatus) -> dg.SensorDefinition:
-    return dg.run_status_sensor(
-        run_status=status,
-        name=f"record_pipeline_health_{status.value.lower()}",
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Records every {status.value.lower()} run in {RUNS_TABLE} and {ASSETS_TABLE}.",
-    )(_record_health)
-
-
-monitoring_assets = [drift_report]
-monitoring_specs = [pipeline_runs]
+_monitors = _declared_monitors()
+_ops = build_ops_defs()
+monitoring_assets = [asset for defs in _monitors for asset in defs.assets]
+monitoring_checks = [check for defs in _monitors for check in defs.asset_checks]
+monitoring_specs = list(_ops.assets)
 monitoring_sensors = [
-    retrain_on_drift,
-    *(_health_sensor(s) for s in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)),
+    *(sensor for defs in _monitors for sensor in defs.sensors),
+    *(s for s in _ops.sensors if s.name.startswith("record_pipeline_health")),
 ]

@@ -1,44 +1,52 @@
-"""Daily monitoring of the champion: each day's applications (features and champion scores)
-against the champion's training reference, and its live performance once labels arrive.
+"""Daily monitoring of a model's champion: each day's rows of the model's table (its inputs and
+champion scores) against the champion's training reference, and its live performance once
+labels arrive (ROC-AUC for a classifier, RMSE for a regressor, against the holdout's).
 
-Results go to two warehouse tables, replaced per day (a re-run of a day replaces its rows):
+Results of every model go to two warehouse tables, replaced per model and day (a re-run of a
+day replaces that model's rows of that day):
 
-    monitoring.drift_reports   one row per day: verdicts and scores
-    monitoring.drift_columns   one row per day and column: test, score, threshold, drifted
+    monitoring.drift_reports   one row per model and day: verdicts and scores
+    monitoring.drift_columns   one row per model, day and column: test, score, threshold, drifted
+
+Tables written before reports were per model (no ``model`` column) are rebuilt: they are
+derived data, and re-materializing the days restores them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import duckdb
+import numpy as np
 import pandas as pd
 
-from mlops_assets.features.validation import FEATURE_TABLE, table_exists
 from mlops_assets.drift.engine import DriftOptions, DriftReport, compare_profiles
 from mlops_assets.drift.multivariate import DEFAULT_THRESHOLD, domain_classifier
 from mlops_assets.drift.profile import Profile, profile_frame
-from mlops_assets.monitoring.reference import PROFILE_FILE, SAMPLE_FILE, SCORE, kinds_of
+from mlops_assets.features.validation import table_exists
+from mlops_assets.monitoring.reference import PROFILE_FILE, SAMPLE_FILE, SCORE
 from mlops_assets.parallel import Placement, map_chunks
-from mlops_assets.sql import ident
-from mlops_assets.training.dataset import FeatureSpec
+from mlops_assets.sql import ident, qualified
+from mlops_assets.training.dataset import labelled_filter
 from mlops_assets.training.registry import Registry, RegistryError
-from mlops_assets.training.scoring import MODEL, SCORES_TABLE
+from mlops_assets.training.spec import ModelSpec
 from mlops_assets.warehouse import replace_rows
 
 REPORTS_TABLE = "monitoring.drift_reports"
 WINDOW = "_drift_window"  # temporary: the monitored days, sorted by day
 COLUMNS_TABLE = "monitoring.drift_columns"
 TABLE_COLUMNS = {
-    REPORTS_TABLE: "day date, model_version varchar, rows bigint, dataset_drift boolean, "
-    "share_drifted_columns double, n_drifted_columns bigint, n_columns bigint, "
-    "prediction_drift boolean, domain_classifier_auc double, multivariate_drift boolean, "
-    "live_roc_auc double, holdout_roc_auc double, labelled bigint, performance_drift boolean, "
-    "drifted boolean, created_at timestamp with time zone",
-    COLUMNS_TABLE: "day date, model_version varchar, column_name varchar, kind varchar, "
-    "test varchar, score double, threshold double, drifted boolean",
+    REPORTS_TABLE: "model varchar, day date, model_version varchar, rows bigint, "
+    "dataset_drift boolean, share_drifted_columns double, n_drifted_columns bigint, "
+    "n_columns bigint, prediction_drift boolean, domain_classifier_auc double, "
+    "multivariate_drift boolean, performance_metric varchar, live_metric double, "
+    "holdout_metric double, labelled bigint, performance_drift boolean, drifted boolean, "
+    "created_at timestamp with time zone",
+    COLUMNS_TABLE: "model varchar, day date, model_version varchar, column_name varchar, "
+    "kind varchar, test varchar, score double, threshold double, drifted boolean",
 }
 
 
@@ -61,8 +69,14 @@ class MonitorConfig:
     multivariate: bool = True
     domain_auc_threshold: float = DEFAULT_THRESHOLD
     performance_window_days: int = 30
-    min_labelled: int = 200  # labelled applications needed to judge live performance
-    performance_tolerance: float = 0.05  # ROC-AUC drop below the holdout's that is drift
+    min_labelled: int = 200  # labelled rows needed to judge live performance
+    performance_tolerance: float = 0.05  # classifier: ROC-AUC drop below the holdout's
+    rmse_tolerance: float = 0.2  # regressor: RMSE rise over the holdout's, relative
+
+
+def performance_metric(spec: ModelSpec) -> str:
+    """The metric live performance is judged on: ROC-AUC (classifier) or RMSE (regressor)."""
+    return "roc_auc" if spec.is_classifier else "rmse"
 
 
 @dataclass
@@ -113,8 +127,9 @@ class DayDrift:
             "prediction_drift": self.prediction_drift,
             "domain_classifier_auc": multivariate.get("score"),
             "multivariate_drift": self.multivariate_drift,
-            "live_roc_auc": self.performance.get("roc_auc"),
-            "holdout_roc_auc": self.performance.get("holdout_roc_auc"),
+            "performance_metric": self.performance.get("metric"),
+            "live_metric": self.performance.get("live"),
+            "holdout_metric": self.performance.get("holdout"),
             "labelled": self.performance.get("labelled", 0),
             "performance_drift": self.performance_drift,
             "drifted": self.drifted,
@@ -131,30 +146,32 @@ PARALLEL_FROM_DAYS = 8  # fewer days run in-process: starting workers would cost
 def monitor_days(
     con: duckdb.DuckDBPyConnection,
     registry: Registry,
+    spec: ModelSpec,
     days: list[date],
     config: MonitorConfig,
     client_factory=None,
     placement: Placement | None = None,
 ) -> list[DayDrift]:
-    """Drift of each of ``days`` against the champion's reference. From
+    """Drift of each of ``days`` of ``spec``'s table against its champion's reference. From
     ``PARALLEL_FROM_DAYS`` days on, days are Dask tasks on the client ``client_factory()``
     gives (a context manager, such as ``DaskResource.client``): the reference is sent to the
     workers once, each task gets its day's rows."""
-    version = registry.champion(MODEL)
-    if version is None or not table_exists(con, SCORES_TABLE):
-        raise NoChampion(f"{MODEL} has no champion and scores yet: nothing to monitor")
+    version = registry.champion(spec.name)
+    if version is None or not table_exists(con, spec.scores):
+        raise NoChampion(f"{spec.name} has no champion and scores yet: nothing to monitor")
     try:
-        reference = Profile.load(registry.attachment(MODEL, version, PROFILE_FILE))
-        sample = pd.read_parquet(registry.attachment(MODEL, version, SAMPLE_FILE))
+        reference = Profile.load(registry.attachment(spec.name, version, PROFILE_FILE))
+        sample = pd.read_parquet(registry.attachment(spec.name, version, SAMPLE_FILE))
     except RegistryError as error:
         raise NoChampion(f"champion {version} has no drift reference: {error}") from error
-    card = registry.card(MODEL, version).data
-    spec = FeatureSpec.from_contract()
-    labelled = _labelled(con, version, card)
-    _window(con, spec, min(days), max(days))
+    card = registry.card(spec.name, version).data
+    labelled = _labelled(con, spec, version, card)
+    # The champion's own inputs, as its reference profiled them (the table may have changed).
+    features = [name for name in reference.columns if name != SCORE]
+    _window(con, spec, features, min(days), max(days))
     # One day's rows at a time (the window is sorted by day, so each read is a range).
     frames = (
-        con.execute(f"select * exclude (day) from {WINDOW} where day = ?", [day]).df()
+        con.execute(f"select * exclude (_day) from {WINDOW} where _day = ?", [day]).df()
         for day in days
     )
     try:
@@ -164,91 +181,115 @@ def monitor_days(
                 map_chunks(
                     day_report,
                     frames,
-                    shared=(reference, sample, spec, config),
+                    shared=(reference, sample, config),
                     client=client,
                     placement=placement,
                 )
             )
     finally:
         con.execute(f"drop table if exists {WINDOW}")
+    metric = performance_metric(spec)
     return [
-        DayDrift(day, version, rows, report, _performance(labelled, day, card, config))
+        DayDrift(day, version, rows, report, _performance(labelled, day, card, config, metric))
         for day, (rows, report) in zip(days, reports, strict=True)
     ]
 
 
 def day_report(
-    current: pd.DataFrame, reference: Profile, sample: pd.DataFrame, spec, config: MonitorConfig
+    current: pd.DataFrame, reference: Profile, sample: pd.DataFrame, config: MonitorConfig
 ) -> tuple[int, DriftReport | None]:
-    """One day's applications against the reference: every column, then the domain
-    classifier. Returns the day's rows and the report (None for a day without rows)."""
+    """One day's rows against the reference: every column the reference profiles (the model's
+    inputs and its score), then the domain classifier on the inputs. Returns the day's rows
+    and the report (None for a day without rows)."""
     if current.empty:
         return 0, None
-    kinds = {**kinds_of(spec), SCORE: "numerical"}
+    kinds = {name: column.kind for name, column in reference.columns.items()}
     report = compare_profiles(
         reference, profile_frame(current, kinds, exact=True), config.drift, parallel=False
     )
     if config.multivariate:
-        features = list(spec.columns)
+        features = [name for name in kinds if name != SCORE]
         report.multivariate = domain_classifier(
             sample[features], current[features], threshold=config.domain_auc_threshold
         )
     return len(current), report
 
 
-def _window(con, spec: FeatureSpec, first: date, last: date) -> None:
-    """The monitored days' features and champion scores, in the temporary table ``WINDOW``,
+def _table(name: str) -> str:
+    return qualified(*name.split("."))
+
+
+def _window(con, spec: ModelSpec, features: list[str], first: date, last: date) -> None:
+    """The monitored days' inputs and champion scores, in the temporary table ``WINDOW``,
     sorted by day."""
-    columns_sql = ", ".join(f"f.{ident(c)}" for c in spec.columns)
+    columns_sql = ", ".join(f"f.{ident(c)}" for c in features)
+    time, key = ident(spec.time_column), ident(spec.id_column)
     con.execute(
         f"""
         create or replace temporary table {WINDOW} as
-        select cast(f.applied_at as date) as day, {columns_sql}, s.score as {ident(SCORE)}
-        from {FEATURE_TABLE} as f
-        join {SCORES_TABLE} as s on s.application_id = f.application_id and s.mode = 'champion'
-        where cast(f.applied_at as date) between ? and ?
-        order by day
+        select cast(f.{time} as date) as _day, {columns_sql}, s.score as {ident(SCORE)}
+        from {_table(spec.table)} as f
+        join {_table(spec.scores)} as s on s.{key} = f.{key} and s.mode = 'champion'
+        where cast(f.{time} as date) between ? and ?
+        order by _day
         """,
         [first, last],
     )
 
 
-def _labelled(con, version: str, card: dict) -> pd.DataFrame:
-    """Labelled applications the champion never saw (applied after its training data), with
-    their champion scores."""
+def _labelled(con, spec: ModelSpec, version: str, card: dict) -> pd.DataFrame:
+    """Labelled rows the champion never saw (after its training data), with their target as a
+    number and their champion scores."""
     until = card.get("applied_until") or card["split_at"]
+    condition, params = labelled_filter(spec, alias="f")
+    time, key = ident(spec.time_column), ident(spec.id_column)
     return con.execute(
         f"""
-        select cast(f.applied_at as date) as day, cast(f.defaulted as integer) as y, s.score
-        from {FEATURE_TABLE} as f
-        join {SCORES_TABLE} as s on s.application_id = f.application_id
+        select cast(f.{time} as date) as day, cast(f.{ident(spec.target)} as double) as y,
+            s.score
+        from {_table(spec.table)} as f
+        join {_table(spec.scores)} as s on s.{key} = f.{key}
             and s.mode = 'champion' and s.model_version = ?
-        where f.is_labelled and f.applied_at > cast(? as timestamp)
+        where {condition} and f.{time} > cast(? as timestamp)
         """,
-        [version, until],
+        [version, *params, until],
     ).df()
 
 
-def _performance(labelled: pd.DataFrame, day: date, card: dict, config: MonitorConfig) -> dict:
-    """Champion ROC-AUC on the labelled applications of the trailing window ending ``day``,
-    against its holdout ROC-AUC."""
-    from sklearn.metrics import roc_auc_score
-
+def _performance(
+    labelled: pd.DataFrame, day: date, card: dict, config: MonitorConfig, metric: str
+) -> dict:
+    """The champion's ``metric`` (roc_auc or rmse) on the labelled rows of the trailing window
+    ending ``day``, against its holdout's: drift when ROC-AUC drops by more than
+    ``performance_tolerance``, or RMSE rises by more than ``rmse_tolerance`` of the holdout's."""
     start = pd.Timestamp(day - timedelta(days=config.performance_window_days - 1))
     window = labelled[(labelled["day"] >= start) & (labelled["day"] <= pd.Timestamp(day))]
-    holdout = card["metrics"]["roc_auc"]
-    result = {"labelled": len(window), "holdout_roc_auc": holdout}
-    if len(window) < config.min_labelled or window["y"].nunique() < 2:
+    holdout = card["metrics"][metric]
+    result = {"metric": metric, "labelled": len(window), "holdout": holdout}
+    if len(window) < config.min_labelled:
         return result
-    auc = float(roc_auc_score(window["y"], window["score"]))
-    drop = holdout - auc
-    result.update(roc_auc=auc, drop=drop, drifted=drop > config.performance_tolerance)
+    if metric == "roc_auc":
+        if window["y"].nunique() < 2:
+            return result
+        from sklearn.metrics import roc_auc_score
+
+        live = float(roc_auc_score(window["y"], window["score"]))
+        drifted = holdout - live > config.performance_tolerance
+    else:
+        live = float(np.sqrt(np.mean((window["y"] - window["score"]) ** 2)))
+        drifted = not math.isclose(holdout, 0.0) and (
+            (live - holdout) / holdout > config.rmse_tolerance
+        )
+    result.update(live=live, change=live - holdout, drifted=bool(drifted))
     return result
 
 
-def store(con: duckdb.DuckDBPyConnection, results: list[DayDrift]) -> None:
-    """Replace the rows of these days in the monitoring tables, in one transaction."""
+def store(con: duckdb.DuckDBPyConnection, model: str, results: list[DayDrift]) -> bool:
+    """Replace ``model``'s rows of these days in the monitoring tables, in one transaction.
+    Tables from before reports were per model are dropped first (they are rebuilt as days are
+    materialized again): returns whether that happened."""
     summaries = pd.DataFrame([r.summary() for r in results])
+    names = [part.strip().split()[0] for part in TABLE_COLUMNS[COLUMNS_TABLE].split(",")]
     columns = pd.DataFrame(
         [
             {
@@ -265,29 +306,51 @@ def store(con: duckdb.DuckDBPyConnection, results: list[DayDrift]) -> None:
             if r.report
             for c in r.report.columns
         ],
-        columns=[
-            "day",
-            "model_version",
-            "column_name",
-            "kind",
-            "test",
-            "score",
-            "threshold",
-            "drifted",
-        ],
+        columns=names[1:],
     )
+    summaries.insert(0, "model", model)
+    columns.insert(0, "model", model)
     summaries["created_at"] = pd.Timestamp.now(tz="UTC")
+    rebuilt = _drop_unnamed_tables(con)
     days = [r.day for r in results]
     tables = ((REPORTS_TABLE, summaries), (COLUMNS_TABLE, columns))
     replace_rows(
         con,
         {table: (TABLE_COLUMNS[table], frame) for table, frame in tables},
-        "day in (select unnest(?::date[]))",
-        [days],
+        "model = ? and day in (select unnest(?::date[]))",
+        [model, days],
     )
+    return rebuilt
 
 
-def history(con: duckdb.DuckDBPyConnection, limit: int = 60) -> pd.DataFrame:
+def _drop_unnamed_tables(con: duckdb.DuckDBPyConnection) -> bool:
+    """Drop the monitoring tables when they predate the ``model`` column."""
+    schema, name = REPORTS_TABLE.split(".")
+    columns = {
+        c
+        for (c,) in con.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = ? and table_name = ?",
+            [schema, name],
+        ).fetchall()
+    }
+    if not columns or "model" in columns:
+        return False
+    for table in (REPORTS_TABLE, COLUMNS_TABLE):
+        con.execute(f"drop table if exists {_table(table)}")
+    return True
+
+
+def drifted_days(con: duckdb.DuckDBPyConnection, first: date, last: date) -> dict[str, list[date]]:
+    """Model -> the days between ``first`` and ``last`` whose report retrains (``drifted``)."""
     if not table_exists(con, REPORTS_TABLE):
-        return pd.DataFrame()
-    return con.execute(f"select * from {REPORTS_TABLE} order by day desc limit {int(limit)}").df()
+        return {}
+    rows = con.execute(
+        f"select model, day from {_table(REPORTS_TABLE)} where drifted "
+        "and day between ? and ? order by model, day",
+        [first, last],
+    ).fetchall()
+    result: dict[str, list[date]] = {}
+    for model, day in rows:
+        result.setdefault(model, []).append(day)
+    return result

@@ -1,5 +1,6 @@
-"""The monitoring tables: a re-run of a day replaces its rows; a day without applications is
-recorded with empty scores, not an error."""
+"""The monitoring tables: a re-run of a model's day replaces its rows (and no other model's); a
+day without rows is recorded with empty scores, not an error. Live performance: ROC-AUC of a
+classifier, RMSE of a regressor, against the holdout's."""
 
 from datetime import date
 
@@ -7,9 +8,15 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from mlops_assets.monitoring.daily import COLUMNS_TABLE, REPORTS_TABLE, DayDrift, store
 from mlops_assets.drift.engine import DriftOptions, compare_columns, finish
 from mlops_assets.drift.profile import profile_column
+from mlops_assets.monitoring.daily import (
+    COLUMNS_TABLE,
+    REPORTS_TABLE,
+    DayDrift,
+    drifted_days,
+    store,
+)
 
 
 def _report(shift: float):
@@ -22,14 +29,48 @@ def _report(shift: float):
 def test_store_replaces_a_days_rows_and_records_empty_days():
     con = duckdb.connect()
     day, quiet = date(2025, 3, 1), date(2025, 3, 2)
-    store(con, [DayDrift(day, "v1", 500, _report(0.0)), DayDrift(quiet, "v1", 0, None)])
-    store(con, [DayDrift(day, "v1", 500, _report(1.0))])  # the day again: replaced
+    store(con, "m", [DayDrift(day, "v1", 500, _report(0.0)), DayDrift(quiet, "v1", 0, None)])
+    store(con, "m", [DayDrift(day, "v1", 500, _report(1.0))])  # the day again: replaced
     rows = con.execute(
-        f"select day, rows, dataset_drift, n_columns from {REPORTS_TABLE} order by day"
+        f"select model, day, rows, dataset_drift, n_columns from {REPORTS_TABLE} order by day"
     ).fetchall()
-    assert rows == [(day, 500, True, 1), (quiet, 0, False, None)]
+    assert rows == [("m", day, 500, True, 1), ("m", quiet, 0, False, None)]
     columns = con.execute(f"select day, column_name, drifted from {COLUMNS_TABLE}").fetchall()
     assert columns == [(day, "income", True)]
+
+
+def test_two_models_reports_coexist_and_a_rerun_replaces_only_its_own():
+    con = duckdb.connect()
+    day = date(2025, 3, 1)
+    store(con, "first", [DayDrift(day, "a1", 500, _report(0.0))])
+    store(con, "second", [DayDrift(day, "b1", 400, _report(1.0))])
+    store(con, "first", [DayDrift(day, "a2", 500, _report(0.0))])  # first's day again
+    rows = con.execute(
+        f"select model, model_version, rows, drifted from {REPORTS_TABLE} order by model"
+    ).fetchall()
+    assert rows == [("first", "a2", 500, False), ("second", "b1", 400, True)]
+    columns = con.execute(
+        f"select model, model_version, drifted from {COLUMNS_TABLE} order by model"
+    ).fetchall()
+    assert columns == [("first", "a2", False), ("second", "b1", True)]
+    assert drifted_days(con, day, day) == {"second": [day]}
+
+
+def test_tables_from_before_per_model_reports_are_rebuilt():
+    """A warehouse monitored before reports had a ``model`` column: its tables are dropped and
+    rebuilt (derived data), instead of failing the insert or leaving rows of no model."""
+    con = duckdb.connect()
+    con.execute("create schema monitoring")
+    con.execute(
+        f"create table {REPORTS_TABLE} (day date, model_version varchar, live_roc_auc double)"
+    )
+    con.execute(f"insert into {REPORTS_TABLE} values ('2025-02-01', 'old', 0.7)")
+    con.execute(f"create table {COLUMNS_TABLE} (day date, model_version varchar)")
+    day = date(2025, 3, 1)
+    assert store(con, "m", [DayDrift(day, "v1", 500, _report(0.0))])
+    assert con.execute(f"select model, day from {REPORTS_TABLE}").fetchall() == [("m", day)]
+    assert con.execute(f"select count(*) from {COLUMNS_TABLE} where model = 'm'").fetchone() == (1,)
+    assert not store(con, "m", [DayDrift(day, "v1", 500, _report(0.0))])
 
 
 def test_performance_drift_once_enough_labels_arrive():
@@ -46,15 +87,41 @@ def test_performance_drift_once_enough_labels_arrive():
     card = {"metrics": {"roc_auc": 0.8}}
     config = MonitorConfig()
     day = date(2025, 3, 30)
-    fine = _performance(pd.DataFrame({"day": days, "y": y, "score": good}), day, card, config)
-    assert fine["labelled"] == 3000 and abs(fine["roc_auc"] - 0.8) < 0.05
+
+    def performance(frame):
+        return _performance(frame, day, card, config, "roc_auc")
+
+    fine = performance(pd.DataFrame({"day": days, "y": y, "score": good}))
+    assert fine["labelled"] == 3000 and abs(fine["live"] - 0.8) < 0.05
     assert not fine["drifted"]
     noise = rng.uniform(0, 1, 3000)  # the model lost its signal: AUC about 0.5
-    worse = _performance(pd.DataFrame({"day": days, "y": y, "score": noise}), day, card, config)
-    assert worse["drifted"] and worse["drop"] > 0.2
-    few = _performance(pd.DataFrame({"day": days[:150], "y": y[:150], "score": noise[:150]}),
-                       day, card, config)  # fmt: skip
-    assert "roc_auc" not in few and not few.get("drifted")
+    worse = performance(pd.DataFrame({"day": days, "y": y, "score": noise}))
+    assert worse["drifted"] and worse["change"] < -0.2
+    few = performance(pd.DataFrame({"day": days[:150], "y": y[:150], "score": noise[:150]}))
+    assert "live" not in few and not few.get("drifted")
+
+
+def test_regressor_performance_drift_is_an_rmse_rise_over_the_holdouts():
+    import pandas as pd
+
+    from mlops_assets.monitoring.daily import MonitorConfig, _performance
+
+    rng = np.random.default_rng(4)
+    days = pd.to_datetime("2025-03-01") + pd.to_timedelta(rng.integers(0, 30, 1000), "D")
+    y = rng.gamma(2.0, 1000.0, 1000)
+    card = {"metrics": {"rmse": 100.0}}
+    config = MonitorConfig(rmse_tolerance=0.2)
+    day = date(2025, 3, 30)
+
+    def performance(error_scale: float) -> dict:
+        score = y + rng.normal(0, error_scale, len(y))
+        return _performance(pd.DataFrame({"day": days, "y": y, "score": score}), day, card,
+                            config, "rmse")  # fmt: skip
+
+    fine = performance(105.0)  # about the holdout's error
+    assert fine["metric"] == "rmse" and abs(fine["live"] - 105) < 10 and not fine["drifted"]
+    worse = performance(150.0)  # half again the holdout's error
+    assert worse["drifted"] and worse["change"] > 30
 
 
 def test_a_small_day_whose_sparse_column_has_no_value_gets_its_report():
@@ -63,17 +130,13 @@ def test_a_small_day_whose_sparse_column_has_no_value_gets_its_report():
     value, here on both sides (days since a prior application, in a home whose training period
     had no returning customer). Every column is compared and the domain classifier, which
     raised "window shape cannot be larger than input array shape", gives its verdict."""
-    from types import SimpleNamespace
-
     import pandas as pd
 
-    from mlops_assets.monitoring.daily import MonitorConfig, day_report
     from mlops_assets.drift.profile import profile_frame
+    from mlops_assets.monitoring.daily import MonitorConfig, day_report
     from mlops_assets.monitoring.reference import SCORE
 
     rng = np.random.default_rng(7)
-    spec = SimpleNamespace(numeric=["amount", "days_since_prior"], categorical=["purpose"])
-    spec.columns = [*spec.numeric, *spec.categorical]
 
     def applications(rows: int, prior_share: float) -> pd.DataFrame:
         prior = rng.exponential(4, rows)
@@ -90,7 +153,7 @@ def test_a_small_day_whose_sparse_column_has_no_value_gets_its_report():
     sample = applications(1_600, 0.0)
     kinds = {"amount": "numerical", "days_since_prior": "numerical", "purpose": "categorical"}
     reference = profile_frame(sample, {**kinds, SCORE: "numerical"})
-    rows, report = day_report(applications(53, 0.0), reference, sample, spec, MonitorConfig())
+    rows, report = day_report(applications(53, 0.0), reference, sample, MonitorConfig())
     assert rows == 53
     assert {c.column for c in report.columns} == {*kinds, SCORE}
     empty = next(c for c in report.columns if c.column == "days_since_prior")

@@ -1,31 +1,81 @@
-"""The retraining sensor fires once per drift episode, with a cooldown, and never twice for
-the same report."""
+"""Each model's retraining sensor fires once per drift episode of its own drift report, with a
+cooldown, never twice for the same report, and retrains that model and its scores only."""
 
 import dagster as dg
 
 from mlops_assets.monitoring.assets import (
     COOLDOWN_DAYS,
-    DRIFT_KEY,
     RetrainCursor,
+    build_monitor_defs,
+    build_retrain_sensor,
+    drift_key,
     episodes,
-    retrain_on_drift,
 )
+from mlops_assets.resources import DaskResource, RegistryResource, WarehouseResource
+from mlops_assets.training.spec import ModelSpec
+
+COMMON = dict(table="features.things", id_column="thing_id", time_column="seen_at")
+CLASSIFIER = ModelSpec(name="churn", task="classification", target="churned", **COMMON)
+REGRESSOR = ModelSpec(
+    name="spend", task="regression", target="amount", scores_table="scores.spend", **COMMON
+)
+SENSOR = build_retrain_sensor(CLASSIFIER)
 
 
-def _observe(instance, day: str, dataset: bool, performance: bool = False) -> None:
+def _observe(instance, day: str, dataset: bool, performance: bool = False, spec=CLASSIFIER):
     instance.report_runless_asset_event(
         dg.AssetObservation(
-            asset_key=DRIFT_KEY,
+            asset_key=drift_key(spec),
             partition=day,
             metadata={"dataset_drift": dataset, "performance_drift": performance},
         )
     )
 
 
-def _tick(instance, cursor):
+def _tick(instance, cursor, sensor=SENSOR):
     context = dg.build_sensor_context(instance=instance, cursor=cursor)
-    result = retrain_on_drift(context)
+    result = sensor(context)
     return [r.run_key for r in result.run_requests or []], result.cursor
+
+
+def test_each_model_is_monitored_by_its_own_report_and_sensor():
+    """Drift of one model's inputs retrains that model and re-scores its table, not the other."""
+    names = frozenset({"email"})
+    classifier, regressor = (
+        build_monitor_defs(CLASSIFIER, names),
+        build_monitor_defs(REGRESSOR, names),
+    )
+    assert [a.key for a in classifier.assets] == [
+        dg.AssetKey(["monitoring", "churn", "drift_report"])
+    ]
+    [report] = regressor.assets
+    assert report.key == dg.AssetKey(["monitoring", "spend", "drift_report"])
+    assert set(report.dependency_keys) == {
+        dg.AssetKey(["features", "things"]),
+        dg.AssetKey(["scores", "spend"]),
+    }
+    [check] = regressor.asset_checks
+    assert [k.asset_key for k in check.check_keys] == [report.key]
+    [sensor] = regressor.sensors
+    assert sensor.name == "retrain_spend_on_drift"
+    others = [["models", "churn"], ["models", "spend"], ["predictions", "churn"],
+              ["scores", "spend"], ["features", "things"]]  # fmt: skip
+    graph = dg.Definitions(
+        assets=[*classifier.assets, *regressor.assets, *(dg.AssetSpec(k) for k in others)],
+        resources={
+            "warehouse": WarehouseResource(path="w.duckdb"),
+            "registry": RegistryResource(path="m", keyring_path="k", reports_path="r"),
+            "dask": DaskResource(),
+        },
+    ).resolve_asset_graph()
+    assert sensor.asset_selection.resolve(graph) == {
+        dg.AssetKey(["models", "spend"]),
+        dg.AssetKey(["scores", "spend"]),
+    }
+    with dg.instance_for_test() as instance:
+        _observe(instance, "2025-01-01", True, spec=REGRESSOR)
+        assert _tick(instance, None)[0] == []  # the classifier's sensor: nothing of its own
+        assert _tick(instance, None, sensor)[0] == ["drift-2025-01-01"]
 
 
 def test_one_retraining_per_episode_and_none_for_reports_already_read():
