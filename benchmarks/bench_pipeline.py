@@ -43,7 +43,7 @@ STAGES = {
     "features + contract": ("features/",),
     "training (2 models)": ("models/",),
     "scoring": ("predictions/",),
-    "drift": ("monitoring/drift_report",),
+    "drift": ("monitoring/",),  # every model's drift report
 }
 
 
