@@ -120,7 +120,8 @@ class TrainedModel(dg.Component, dg.Resolvable, dg.Model):
 
         spec = self.spec
         feeds = [c.spec for c in context.component_tree.get_all_components(of_type=LandingSource)]
-        parts = [build_model_defs(spec, identifier_names(feeds))]
+        names = identifier_names(feeds)
+        parts = [build_model_defs(spec, names)]
         if spec.monitor:
-            parts.append(build_monitor_defs(spec))
+            parts.append(build_monitor_defs(spec, names))
         return dg.Definitions.merge(*parts)
