@@ -28,7 +28,10 @@ def declared(name: str | None) -> ModelSpec:
     from mlops_assets import catalogue
 
     if name is None:
-        return next(iter(catalogue.models().values()))
+        first = next(iter(catalogue.models().values()), None)
+        if first is None:
+            fail(LookupError("no model is declared (a TrainedModel under mlops_assets/defs/)"), 2)
+        return first
     with failing(catalogue.UnknownModel, code=2):
         return catalogue.model(name)
 

@@ -79,3 +79,10 @@ def test_each_model_is_listed_with_its_own_primary_metric(home, monkeypatch):
     rows = {line.split()[1]: line for line in shown.output.splitlines() if line.count("│") > 2}
     for spec in catalogue.models().values():
         assert f"{spec.primary} {metrics[spec.primary]:.4f}" in rows[spec.name]
+
+
+def test_explain_without_a_declared_model_says_so(home, monkeypatch):
+    monkeypatch.setattr(catalogue, "models", dict)
+    shown = invoke("explain", "APP-1")
+    assert shown.exit_code == 2 and isinstance(shown.exception, SystemExit), shown.output
+    assert "no model is declared" in shown.output

@@ -92,7 +92,7 @@ def test_the_run_summary_prints_names_and_findings_as_text(capsys, tmp_path):
         checks=[check],
         failed_blocking_checks=[check],
         quarantined={"quarantine.customers": 0},
-        drifted_days=[],
+        drifted_days={},
         failed_steps=[],
         log_path=tmp_path / "[/b]run.log",
         ok=False,
