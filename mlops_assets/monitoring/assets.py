@@ -25,7 +25,7 @@ from mlops_assets.monitoring.daily import (
     monitor_options,
     store,
 )
-from mlops_assets.ops.alerts import alert
+from mlops_assets.ops.alerting import AlertsResource
 from mlops_assets.ops.assets import build_ops_defs
 from mlops_assets.parallel import Placement
 from mlops_assets.partitions import LANDING_DAYS
@@ -142,6 +142,7 @@ def build_drift_report(spec: ModelSpec) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         registry: RegistryResource,
         dask: DaskResource,
+        alerts: AlertsResource,
     ):
         days = [date.fromisoformat(partition) for partition in context.partition_keys]
         placement = Placement()
@@ -183,7 +184,7 @@ def build_drift_report(spec: ModelSpec) -> dg.AssetsDefinition:
                 (reports_dir / f"{result.day}.html").write_text(html)
         drifted = [r for r in results if r.drifted]
         if drifted:
-            alert(
+            alerts.send(
                 "drift",
                 f"{spec.name}: drift on {len(drifted)} of {len(results)} days "
                 f"({drifted[0].day} … {drifted[-1].day}), champion {drifted[0].model_version}",

@@ -5,6 +5,15 @@ import dagster as dg
 from mlops_assets.ops.alerts import alert
 
 
+class AlertsResource(dg.ConfigurableResource):
+    """Where alerts go besides the log: ``webhook_url`` (``MLOPS_ALERT_WEBHOOK``), or nowhere."""
+
+    webhook_url: str | None = None
+
+    def send(self, kind: str, summary: str, details: dict | None = None, logger=None) -> dict:
+        return alert(kind, summary, details, logger=logger, webhook=self.webhook_url)
+
+
 def failed_checks(instance, run_id: str) -> list[str]:
     """``asset:check`` of every check that failed in the run, blocking ones marked."""
     records = instance.get_records_for_run(
@@ -26,10 +35,10 @@ def failed_checks(instance, run_id: str) -> list[str]:
     description="Logs every failed run, with its error and failed checks, and posts it to "
     "MLOPS_ALERT_WEBHOOK when set.",
 )
-def alert_on_run_failure(context: dg.RunFailureSensorContext):
+def alert_on_run_failure(context: dg.RunFailureSensorContext, alerts: AlertsResource):
     run = context.dagster_run
     checks = failed_checks(context.instance, run.run_id)
-    alert(
+    alerts.send(
         "run_failed",
         f"run {run.run_id} ({run.job_name}) failed: {context.failure_event.message}",
         {

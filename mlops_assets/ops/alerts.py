@@ -1,4 +1,6 @@
-"""Alerts: always logged, and posted as JSON to ``MLOPS_ALERT_WEBHOOK`` when it is set.
+"""Alerts: always logged, and posted as JSON to a webhook when one is set
+(``MLOPS_ALERT_WEBHOOK``, which steps and sensors get as the ``alerts`` resource,
+:class:`~mlops_assets.ops.alerting.AlertsResource`).
 
     {"kind": "drift" | "run_failed", "summary": "...", "at": "2026-...Z", "details": {...}}
 
@@ -10,18 +12,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 
 log = logging.getLogger("mlops.alerts")
-WEBHOOK_ENV = "MLOPS_ALERT_WEBHOOK"
 TIMEOUT_SECONDS = 5
 
 
-def alert(kind: str, summary: str, details: dict | None = None, logger=None) -> dict:
-    """Log the alert (on ``logger`` too, e.g. a Dagster context's) and post it to the webhook."""
+def alert(
+    kind: str, summary: str, details: dict | None = None, logger=None, webhook: str | None = None
+) -> dict:
+    """Log the alert (on ``logger`` too, e.g. a Dagster context's) and post it to ``webhook``."""
     payload = {
         "kind": kind,
         "summary": summary,
@@ -30,9 +32,8 @@ def alert(kind: str, summary: str, details: dict | None = None, logger=None) -> 
     }
     for target in {log, logger or log}:
         target.warning(f"ALERT {kind}: {summary}")
-    url = os.environ.get(WEBHOOK_ENV)
-    if url:
-        _post(url, payload, logger or log)
+    if webhook:
+        _post(webhook, payload, logger or log)
     return payload
 
 
@@ -47,4 +48,4 @@ def _post(url: str, payload: dict, logger) -> None:
         with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
             response.read()
     except (urllib.error.URLError, OSError) as error:
-        logger.warning(f"alert not delivered to {WEBHOOK_ENV} ({url}): {error}")
+        logger.warning(f"alert not delivered to the webhook ({url}): {error}")

@@ -1,6 +1,8 @@
 """Each model's retraining sensor fires once per drift episode of its own drift report, with a
 cooldown, never twice for the same report, and retrains that model and its scores only."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from mlops_assets.monitoring.assets import (
@@ -11,7 +13,8 @@ from mlops_assets.monitoring.assets import (
     drift_key,
     episodes,
 )
-from mlops_assets.resources import DaskResource, RegistryResource, WarehouseResource
+from mlops_assets.resources import default_resources
+from mlops_assets.settings import Settings
 from mlops_assets.training.spec import ModelSpec
 
 COMMON = dict(table="features.things", id_column="thing_id", time_column="seen_at")
@@ -62,11 +65,7 @@ def test_each_model_is_monitored_by_its_own_report_and_sensor():
               ["scores", "spend"], ["features", "things"]]  # fmt: skip
     graph = dg.Definitions(
         assets=[*classifier.assets, *regressor.assets, *(dg.AssetSpec(k) for k in others)],
-        resources={
-            "warehouse": WarehouseResource(path="w.duckdb"),
-            "registry": RegistryResource(path="m", keyring_path="k", reports_path="r"),
-            "dask": DaskResource(),
-        },
+        resources=default_resources(Settings(home=Path("home"))),
     ).resolve_asset_graph()
     assert sensor.asset_selection.resolve(graph) == {
         dg.AssetKey(["models", "spend"]),
