@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 
 from mlops_assets.ingestion.loader import ingest_source
-from mlops_assets.ingestion.sources import SOURCE_SPECS
+from mlops_assets.ingestion.sources import SOURCE_SPECS, identifier_names
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from mlops_assets.security.keyring import Keyring
 
@@ -41,7 +41,13 @@ def main() -> None:
         con = duckdb.connect(str(Path(tmp) / "bench.duckdb"))
         started = time.perf_counter()
         keyring = Keyring.create(Path(tmp) / "keyring.json")
-        result = ingest_source(con, landing, "applications", keyring=keyring)
+        result = ingest_source(
+            con,
+            landing,
+            SOURCE_SPECS["applications"],
+            identifier_names(SOURCE_SPECS.values()),
+            keyring=keyring,
+        )
         ingest_s = time.perf_counter() - started
         assert not result.failed, result.failed
 

@@ -14,7 +14,8 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.ingestion.sources import SourceSpec, age_band_sql
+from mlops_assets.ingestion.generalise import Generaliser
+from mlops_assets.ingestion.sources import SourceSpec
 
 Classification = Literal["direct_identifier", "quasi_identifier", "sensitive", "none"]
 
@@ -94,7 +95,7 @@ class LandingSource(dg.Component, dg.Resolvable, dg.Model):
             pseudonymise=personal.pseudonymise,
             identifiers=tuple(personal.identifiers),
             generalised={
-                column: ("VARCHAR", age_band_sql(g.birth, g.at))
+                column: Generaliser(g.kind, {"birth": g.birth, "at": g.at})
                 for column, g in personal.generalised.items()
             },
             classification=dict(personal.classification),

@@ -8,52 +8,51 @@ Personal data never reaches a raw table:
 * ``identifiers``: direct identifiers — and the quasi-identifiers that the models get only in
   generalised form — go encrypted to ``vault.customer_pii``;
 * ``generalised``: what may leave the vault boundary instead (age band for date of birth; the
-  region, already in the feed, stands for the address and city).
+  region, already in the feed, stands for the address and city), declared as data
+  (:mod:`mlops_assets.ingestion.generalise`).
+
+A spec is validated when it is made, from code or from plain data (:meth:`SourceSpec.from_data`,
+what a LandingSource component's YAML gives): names are plain, types are from
+:data:`COLUMN_TYPES`, and every column it refers to is one of its columns.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from enum import StrEnum
+from typing import Any
 
-import yaml
-
-from mlops_assets.settings import DBT_PROJECT_DIR
-from mlops_assets.sql import ident, literal
-
-DIRECT_IDENTIFIER = "direct_identifier"
-QUASI_IDENTIFIER = "quasi_identifier"
-SENSITIVE = "sensitive"
-NOT_PERSONAL = "none"
-CLASSIFICATIONS = (DIRECT_IDENTIFIER, QUASI_IDENTIFIER, SENSITIVE, NOT_PERSONAL)
+from mlops_assets.ingestion.generalise import Generaliser, SpecError, check_name, shown
 
 
-@cache
-def timestamp_formats() -> tuple[str, ...]:
-    """The date formats the feeds use: one list, kept in dbt_project.yml for dbt and Python."""
-    project = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())
-    return tuple(project["vars"]["timestamp_formats"])
+class Classification(StrEnum):
+    """How personal a raw column is (the UI's column tags)."""
+
+    DIRECT_IDENTIFIER = "direct_identifier"
+    QUASI_IDENTIFIER = "quasi_identifier"
+    SENSITIVE = "sensitive"
+    NONE = "none"
 
 
-def parse_timestamp_sql(column: str) -> str:
-    """SQL parsing the text column ``column`` with any of the feeds' date formats."""
-    formats_sql = ", ".join(literal(f) for f in timestamp_formats())
-    return f"try_strptime(trim({ident(column)}), [{formats_sql}])"
-
-
-def age_band_sql(birth: str, at: str) -> str:
-    """Ten-year age band at ``at`` (e.g. registration) from a birth date, both feed text."""
-    age_sql = (
-        f"floor(date_diff('day', {parse_timestamp_sql(birth)}, {parse_timestamp_sql(at)}) / 365.25)"
-    )
-    return (
-        f"case when {age_sql} is null then null when {age_sql} < 18 then 'under 18' "
-        f"when {age_sql} < 25 then '18-24' when {age_sql} < 35 then '25-34' "
-        f"when {age_sql} < 45 then '35-44' when {age_sql} < 55 then '45-54' "
-        f"when {age_sql} < 65 then '55-64' else '65+' end"
-    )
+# The DuckDB types a landing column may be cast to on load.
+COLUMN_TYPES = (
+    "VARCHAR",
+    "BOOLEAN",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "FLOAT",
+    "DOUBLE",
+    "DATE",
+    "TIMESTAMP",
+)
+PSEUDONYM = "customer_key"
+# The keys of a feed declared as data (:meth:`SourceSpec.from_data`).
+SOURCE_KEYS = frozenset({"name", "description", "columns", "required", "personal_data"})
+PERSONAL_DATA_KEYS = frozenset({"pseudonymise", "identifiers", "generalised", "classification"})
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,94 @@ class SourceSpec:
     description: str
     pseudonymise: str | None = None  # id column replaced by customer_key
     identifiers: tuple[str, ...] = ()  # columns that go to the vault, never to raw
-    generalised: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (type, SQL)
-    classification: dict[str, str] = field(default_factory=dict)  # raw column -> class
+    generalised: dict[str, Generaliser] = field(default_factory=dict)  # raw column -> how
+    classification: dict[str, Classification] = field(default_factory=dict)  # raw column -> class
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "source name")
+        where = f"source {self.name}"
+        if len(self.columns) < 2:
+            raise SpecError(f"{where}: declare at least two columns (a CSV file has two or more)")
+        for column, dtype in self.columns.items():
+            check_name(column, f"{where}: column")
+            if dtype not in COLUMN_TYPES:
+                raise SpecError(
+                    f"{where}: column {column} has type {shown(dtype)}; the types are "
+                    f"{', '.join(COLUMN_TYPES)}"
+                )
+        for what, names in (
+            ("required", self.required_values),
+            ("identifiers", self.identifiers),
+            ("pseudonymise", [self.pseudonymise] if self.pseudonymise is not None else []),
+            *(
+                (f"generalised {name} ({g.kind})", list(g.columns.values()))
+                for name, g in self.generalised.items()
+            ),
+        ):
+            unknown = [c for c in names if not isinstance(c, str) or c not in self.columns]
+            if unknown:
+                raise SpecError(
+                    f"{where}: {what} names {', '.join(map(shown, unknown))}, not a declared column"
+                )
+        if self.identifiers and not self.pseudonymise:
+            raise SpecError(
+                f"{where}: identifiers go to the vault under the pseudonym — declare the column "
+                "to pseudonymise too"
+            )
+        if self.pseudonymise in self.identifiers:
+            raise SpecError(f"{where}: {self.pseudonymise} is pseudonymised, not an identifier")
+        kept = [c for c in self.columns if c not in self.identifiers and c != self.pseudonymise]
+        for name in self.generalised:
+            check_name(name, f"{where}: generalised value")
+            if name in kept or (self.pseudonymise and name == PSEUDONYM):
+                raise SpecError(f"{where}: generalised {name} would replace a raw column")
+        if self.pseudonymise and PSEUDONYM in kept:
+            raise SpecError(f"{where}: column {PSEUDONYM} is the pseudonym's; rename it")
+        for column, kind in self.classification.items():
+            if column not in self.raw_columns:
+                raise SpecError(f"{where}: classification names {shown(column)}, not a raw column")
+            if kind not in set(Classification):
+                raise SpecError(
+                    f"{where}: classification {shown(kind)} of {column} is unknown: the "
+                    f"classes are {', '.join(Classification)}"
+                )
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> SourceSpec:
+        """A spec from plain data, as a LandingSource component declares it::
+
+            name: payments
+            description: Card payments, one file per day.
+            columns: {payment_id: VARCHAR, customer_id: VARCHAR, amount: DOUBLE, ...}
+            required: [payment_id]
+            personal_data:  # optional
+              pseudonymise: customer_id
+              identifiers: [full_name, date_of_birth]
+              generalised: {age_band: {kind: age_band, birth: date_of_birth, at: paid_at}}
+              classification: {customer_key: quasi_identifier, amount: sensitive}
+
+        Types may be written in any case. :class:`SpecError` says what is wrong."""
+        data = _mapping(data, "a source", SOURCE_KEYS, {"name", "columns"})
+        where = f"source {shown(data['name'])}"
+        columns = _mapping(data["columns"], f"{where}: columns")
+        personal = _mapping(
+            data.get("personal_data") or {},
+            f"{where}: personal_data",
+            PERSONAL_DATA_KEYS,
+        )
+        generalised = _mapping(personal.get("generalised") or {}, f"{where}: generalised")
+        return cls(
+            name=data["name"],
+            columns={c: t.upper() if isinstance(t, str) else t for c, t in columns.items()},
+            required_values=tuple(_names(data.get("required"), f"{where}: required")),
+            description=str(data.get("description") or ""),
+            pseudonymise=personal.get("pseudonymise"),
+            identifiers=tuple(_names(personal.get("identifiers"), f"{where}: identifiers")),
+            generalised={n: Generaliser.from_data(g) for n, g in generalised.items()},
+            classification=dict(
+                _mapping(personal.get("classification") or {}, f"{where}: classification")
+            ),
+        )
 
     @property
     def table(self) -> str:
@@ -85,11 +170,39 @@ class SourceSpec:
             for c, t in self.columns.items()
             if c not in self.identifiers and c != self.pseudonymise
         }
-        key = {"customer_key": "VARCHAR"} if self.pseudonymise else {}
-        return {**key, **kept, **{c: t for c, (t, _) in self.generalised.items()}}
+        key = {PSEUDONYM: "VARCHAR"} if self.pseudonymise else {}
+        return {**key, **kept, **{c: g.type for c, g in self.generalised.items()}}
 
     def classify(self, column: str) -> str:
-        return self.classification.get(column, NOT_PERSONAL)
+        return str(self.classification.get(column, Classification.NONE))
+
+
+def _mapping(
+    value: Any,
+    what: str,
+    allowed: frozenset[str] | None = None,
+    needed: frozenset[str] | set[str] = frozenset(),
+) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{what} must be a mapping")
+    unknown = [k for k in value if allowed is not None and k not in allowed]
+    if unknown:
+        raise SpecError(
+            f"{what}: unknown key(s) {', '.join(map(shown, unknown))}; the keys are "
+            f"{', '.join(sorted(allowed or ()))}"
+        )
+    missing = sorted(needed - set(value))
+    if missing:
+        raise SpecError(f"{what}: missing {', '.join(missing)}")
+    return value
+
+
+def _names(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise SpecError(f"{what} must be a list of column names")
+    return list(value)
 
 
 # Dates stay text in raw: feeds mix formats, and parsing them is staging's job (dbt), so raw keeps
@@ -126,13 +239,17 @@ SOURCE_SPECS: dict[str, SourceSpec] = {
                 "date_of_birth",
                 "city",
             ),
-            generalised={"age_band": ("VARCHAR", age_band_sql("date_of_birth", "registered_at"))},
+            generalised={
+                "age_band": Generaliser(
+                    "age_band", {"birth": "date_of_birth", "at": "registered_at"}
+                )
+            },
             classification={
-                "customer_key": QUASI_IDENTIFIER,
-                "age_band": QUASI_IDENTIFIER,
-                "region": QUASI_IDENTIFIER,
-                "dependents": SENSITIVE,
-                "marital_status": SENSITIVE,
+                "customer_key": Classification.QUASI_IDENTIFIER,
+                "age_band": Classification.QUASI_IDENTIFIER,
+                "region": Classification.QUASI_IDENTIFIER,
+                "dependents": Classification.SENSITIVE,
+                "marital_status": Classification.SENSITIVE,
             },
         ),
         SourceSpec(
@@ -157,11 +274,11 @@ SOURCE_SPECS: dict[str, SourceSpec] = {
             description="Loan applications as submitted, one file per day.",
             pseudonymise="customer_id",
             classification={
-                "customer_key": QUASI_IDENTIFIER,
-                "annual_income": SENSITIVE,
-                "debt_to_income": SENSITIVE,
-                "bureau_score": SENSITIVE,
-                "delinq_2yrs": SENSITIVE,
+                "customer_key": Classification.QUASI_IDENTIFIER,
+                "annual_income": Classification.SENSITIVE,
+                "debt_to_income": Classification.SENSITIVE,
+                "bureau_score": Classification.SENSITIVE,
+                "delinq_2yrs": Classification.SENSITIVE,
             },
         ),
         SourceSpec(
@@ -174,7 +291,10 @@ SOURCE_SPECS: dict[str, SourceSpec] = {
             },
             required_values=("application_id", "observed_at", "defaulted"),
             description="Default labels and loss amounts, arriving weeks after the application.",
-            classification={"defaulted": SENSITIVE, "loss_amount": SENSITIVE},
+            classification={
+                "defaulted": Classification.SENSITIVE,
+                "loss_amount": Classification.SENSITIVE,
+            },
         ),
     )
 }
@@ -188,13 +308,16 @@ def identifier_name(column: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", unicodedata.normalize("NFKD", column).casefold())
 
 
-# Names of the columns that identify a person in some feed (vaulted or pseudonymised there): a
-# feed without personal data refuses a file with an extra column so named.
-IDENTIFIER_COLUMNS = frozenset(
-    identifier_name(column)
-    for spec in SOURCE_SPECS.values()
-    for column in (*spec.identifiers, *filter(None, [spec.pseudonymise]))
-)
+def identifier_names(specs: Iterable[SourceSpec]) -> frozenset[str]:
+    """The :func:`identifier_name` of every column that identifies a person in one of ``specs``
+    (vaulted or pseudonymised there): a feed without personal data refuses a file with an extra
+    column so named, and no warehouse table may have a column so named."""
+    return frozenset(
+        identifier_name(column)
+        for spec in specs
+        for column in (*spec.identifiers, *filter(None, [spec.pseudonymise]))
+    )
+
 
 # Columns the loader adds to every raw table: where each row came from.
 LINEAGE_COLUMNS = {

@@ -408,8 +408,6 @@ def _empty_outcomes() -> pd.DataFrame:
 
 # --- dirt -------------------------------------------------------------------------------------
 
-_ALT_TIMESTAMP = "alt_timestamp"
-
 
 def _alternative_date_format(values: pd.Series, rng: np.random.Generator) -> pd.Series:
     """ISO 'YYYY-MM-DD[ HH:MM:SS]' rewritten as 'YYYY-MM-DDTHH:MM:SSZ' or 'DD/MM/YYYY[ ...]'."""

@@ -1,10 +1,10 @@
 """Dagster wiring: every table downstream of the vault is checked for direct identifiers."""
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import dagster as dg
 
-from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.resources import WarehouseResource
 from mlops_assets.security.scan import IDENTIFIER_PATTERNS, find_identifiers
 
@@ -12,22 +12,32 @@ CHECK_NAME = "no_direct_identifiers"
 
 
 def _quarantine_of(key: dg.AssetKey) -> list[str]:
-    """The quarantine table the loader writes beside a raw table."""
-    if len(key.path) == 2 and key.path[0] == "raw" and key.path[1] in SOURCE_SPECS:
+    """The quarantine table the loader writes beside a raw table (a table that does not exist
+    is scanned as empty)."""
+    if len(key.path) == 2 and key.path[0] == "raw":
         return [f"quarantine.{key.path[1]}"]
     return []
 
 
+def _op_name(keys: Sequence[dg.AssetKey]) -> str:
+    """A name for the check's op, unique per set of keys: several sets (per feed, per model)
+    may sit in one code location."""
+    tables = "__".join("_".join(key.path) for key in keys)
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"{CHECK_NAME}__{tables}")
+
+
 def build_identifier_checks(
     keys: Iterable[dg.AssetKey],
+    identifier_names: frozenset[str],
     also_scan: Mapping[dg.AssetKey, Sequence[str]] | None = None,
     tables_of: Mapping[dg.AssetKey, Sequence[str]] | None = None,
 ) -> dg.AssetChecksDefinition:
-    """One blocking check per warehouse table asset (key = [schema, table]). ``also_scan``
-    adds tables an asset writes beside its own (``schema.table``), e.g. its quarantine;
-    ``tables_of`` names the tables of an asset whose key is not a table. A raw table's
-    quarantine (``quarantine.<source>``: reasons and, for feeds without personal data, the
-    lines as read) is always scanned with it."""
+    """One blocking check per warehouse table asset (key = [schema, table]): no column named
+    like one of ``identifier_names`` (``ingestion.sources.identifier_names`` of every feed) and
+    no identifier-shaped value. ``also_scan`` adds tables an asset writes beside its own
+    (``schema.table``), e.g. its quarantine; ``tables_of`` names the tables of an asset whose
+    key is not a table. A raw table's quarantine (``quarantine.<source>``: reasons and the
+    lines, encrypted) is always scanned with it."""
     keys = list(keys)
     tables_of = dict(tables_of or {})
     also_scan = {
@@ -43,8 +53,8 @@ def build_identifier_checks(
             CHECK_NAME,
             asset=key,
             blocking=True,
-            description="No identifier column (name, email, phone, national id, address, date "
-            "of birth, city, customer id) and no identifier-shaped value "
+            description="No identifier column (named like a vaulted or pseudonymised column of "
+            "any feed) and no identifier-shaped value "
             f"({', '.join(IDENTIFIER_PATTERNS)})"
             + " in "
             + ", ".join(also_scan[key])
@@ -53,7 +63,7 @@ def build_identifier_checks(
         for key in keys
     ]
 
-    @dg.multi_asset_check(specs=specs, can_subset=True, name="no_direct_identifiers")
+    @dg.multi_asset_check(specs=specs, can_subset=True, name=_op_name(keys))
     def no_direct_identifiers(
         context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
     ) -> Iterator[dg.AssetCheckResult]:
@@ -62,7 +72,7 @@ def build_identifier_checks(
                 findings = [
                     finding
                     for name in also_scan[check_key.asset_key]
-                    for finding in find_identifiers(con, *name.split("."))
+                    for finding in find_identifiers(con, *name.split("."), identifier_names)
                 ]
                 yield dg.AssetCheckResult(
                     asset_key=check_key.asset_key,

@@ -6,15 +6,8 @@ from dataclasses import dataclass
 
 import duckdb
 
-from mlops_assets.ingestion.sources import SOURCE_SPECS
+from mlops_assets.ingestion.sources import identifier_name
 from mlops_assets.sql import ident, literal, qualified
-
-# Columns that hold direct identifiers in the feeds; none may exist outside the vault.
-IDENTIFIER_COLUMNS = frozenset(
-    column
-    for spec in SOURCE_SPECS.values()
-    for column in (*spec.identifiers, *([spec.pseudonymise] if spec.pseudonymise else []))
-)
 
 # Shapes of direct identifiers, matched against every text value.
 IDENTIFIER_PATTERNS = {
@@ -35,7 +28,12 @@ class Finding:
         return f"{self.table}.{self.column}: {self.kind} ({self.rows} rows)"
 
 
-def find_identifiers(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[Finding]:
+def find_identifiers(
+    con: duckdb.DuckDBPyConnection, schema: str, table: str, identifier_names: frozenset[str]
+) -> list[Finding]:
+    """The identifier columns of ``schema.table`` (named, in any spelling, like one of
+    ``identifier_names``: ``ingestion.sources.identifier_names``) and its text columns holding
+    identifier-shaped values (:data:`IDENTIFIER_PATTERNS`). A missing table has none."""
     columns = con.execute(
         "select column_name, data_type from information_schema.columns "
         "where table_schema = ? and table_name = ? order by ordinal_position",
@@ -45,7 +43,7 @@ def find_identifiers(con: duckdb.DuckDBPyConnection, schema: str, table: str) ->
     findings = [
         Finding(name, column, "identifier column", 0)
         for column, _ in columns
-        if column in IDENTIFIER_COLUMNS
+        if identifier_name(column) in identifier_names
     ]
     text = [c for c, dtype in columns if dtype in ("VARCHAR", "JSON")]
     if not text:

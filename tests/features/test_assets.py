@@ -4,9 +4,11 @@ import dagster as dg
 import duckdb
 import pytest
 
+from mlops_assets import catalogue
 from mlops_assets.features.assets import FEATURES_KEY, loan_features
 from mlops_assets.features.contract import LoanFeatures
 from mlops_assets.features.validation import QUARANTINE_TABLE
+from mlops_assets.ingestion.sources import identifier_names
 from mlops_assets.resources import DaskResource, WarehouseResource
 from mlops_assets.sample_data.marts import load_synthetic_mart
 from mlops_assets.security.checks import build_identifier_checks
@@ -163,7 +165,11 @@ def test_a_changed_mart_fails_naming_the_column_and_writes_nothing(warehouse, ch
 
 def test_identifier_check_also_scans_the_feature_quarantine(warehouse):
     corrupt_purposes(warehouse, 1, value="jane.doe@example.com")  # a feed bug: an email
-    checks = build_identifier_checks([FEATURES_KEY], also_scan={FEATURES_KEY: [QUARANTINE_TABLE]})
+    checks = build_identifier_checks(
+        [FEATURES_KEY],
+        identifier_names(catalogue.sources().values()),
+        also_scan={FEATURES_KEY: [QUARANTINE_TABLE]},
+    )
     result = materialize(warehouse, checks)
     by_name = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert not by_name["no_direct_identifiers"].passed

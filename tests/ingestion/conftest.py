@@ -1,16 +1,28 @@
 import duckdb
 import pytest
 
-from mlops_assets.ingestion.loader import ensure_schema
+from mlops_assets import catalogue
+from mlops_assets.ingestion.commit import ensure_schema
+from mlops_assets.ingestion.sources import identifier_names
 from mlops_assets.security.keyring import Keyring
 from mlops_assets.security.vault import associated_data
+
+# The declared feeds, and the identifier names of all of them (what wiring hands the stages).
+SOURCES = catalogue.sources()
+IDENTIFIERS = identifier_names(SOURCES.values())
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Every feed's raw and quarantine tables, and the ledger."""
+    for spec in SOURCES.values():
+        ensure_schema(con, spec)
 
 
 @pytest.fixture
 def con():
     """An in-memory warehouse with the raw, quarantine and audit tables."""
     connection = duckdb.connect()
-    ensure_schema(connection)
+    ensure_tables(connection)
     yield connection
     connection.close()
 

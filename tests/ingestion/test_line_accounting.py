@@ -12,12 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlops_assets.ingestion.loader import ensure_schema, ingest_file, ingest_source
-from mlops_assets.ingestion.sources import SOURCE_SPECS
+from mlops_assets.ingestion.loader import ingest_file, ingest_source
 from mlops_assets.sample_data.generator import CUSTOMER_COLUMNS, OUTCOME_COLUMNS
 from mlops_assets.security.keyring import KeyringError
 from mlops_assets.security.vault import forget
-from tests.ingestion.conftest import quarantined_lines
+from tests.ingestion.conftest import IDENTIFIERS, SOURCES, ensure_tables, quarantined_lines
 
 HEADER = ",".join([*OUTCOME_COLUMNS, "note"])
 DAY = "2025-01-01"
@@ -50,8 +49,8 @@ def load_outcomes(content: bytes, keyring) -> tuple[duckdb.DuckDBPyConnection, o
     path.parent.mkdir()
     path.write_bytes(content)
     con = duckdb.connect()
-    ensure_schema(con)
-    return con, ingest_file(con, tmp, path, SOURCE_SPECS["outcomes"], keyring=keyring)
+    ensure_tables(con)
+    return con, ingest_file(con, tmp, path, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
 
 
 @settings(
@@ -108,7 +107,7 @@ def test_a_required_value_that_is_blank_is_empty_and_quarantined(tmp_path, keyri
         f"{','.join(CUSTOMER_COLUMNS)}\n{ada}{rest}\n{alan}{rest}\n"
     )
     with duckdb.connect() as con:
-        ingest_source(con, landing, "customers", keyring=keyring)
+        ingest_source(con, landing, SOURCES["customers"], IDENTIFIERS, keyring=keyring)
         assert con.execute("select count(*) from raw.customers").fetchone()[0] == 0
         assert con.execute("select count(*) from vault.customer_pii").fetchone()[0] == 0
         assert [(n, r) for n, r, _ in quarantined_lines(con, keyring, "customers")] == [
@@ -128,8 +127,10 @@ def test_quarantined_lines_of_a_feed_without_personal_data_are_stored_encrypted(
     (landing / "outcomes" / f"{DAY}.csv").write_text(f"{HEADER}\n{pasted},x\n")
     with duckdb.connect() as con:
         with pytest.raises(KeyringError, match="keyring is required"):
-            ingest_source(con, landing, "outcomes")
-        [loaded] = ingest_source(con, landing, "outcomes", keyring=keyring).files
+            ingest_source(con, landing, SOURCES["outcomes"], IDENTIFIERS)
+        [loaded] = ingest_source(
+            con, landing, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring
+        ).files
         assert (loaded.status, loaded.rows_quarantined) == ("loaded", 1)
         stored = con.execute("select * from quarantine.outcomes").fetchall()
         assert "Ada" not in repr(stored) and "CUS-0000001" not in repr(stored)

@@ -5,18 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.ingestion.loader import (
-    IngestionError,
-    ingest_file,
-    ingest_source,
-    unbalanced_ledger_rows,
-)
-from mlops_assets.ingestion.sources import SOURCE_SPECS
+from mlops_assets.ingestion.files import IngestionError
+from mlops_assets.ingestion.ledger import unbalanced_ledger_rows
+from mlops_assets.ingestion.loader import ingest_file, ingest_source
 from mlops_assets.sample_data.generator import OUTCOME_COLUMNS, GeneratorConfig, generate
-from tests.ingestion.conftest import quarantined_lines
+from tests.ingestion.conftest import IDENTIFIERS, SOURCES, quarantined_lines
 
 HEADER = ",".join(OUTCOME_COLUMNS)
-SPEC = SOURCE_SPECS["outcomes"]
+SPEC = SOURCES["outcomes"]
 
 
 @pytest.fixture
@@ -44,21 +40,27 @@ def snapshot(con) -> dict[str, list]:
 def test_generated_landing_is_loaded_exactly_once(con, tmp_path, keyring):
     landing = tmp_path / "landing"
     report = generate(GeneratorConfig(days=33, rows_per_day=120, seed=5), landing)
-    first = {s: ingest_source(con, landing, s, keyring=keyring) for s in SOURCE_SPECS}
-    counts = {s: con.execute(f"select count(*) from raw.{s}").fetchone()[0] for s in SOURCE_SPECS}
+    first = {
+        s: ingest_source(con, landing, spec, IDENTIFIERS, keyring=keyring)
+        for s, spec in SOURCES.items()
+    }
+    counts = {s: con.execute(f"select count(*) from raw.{s}").fetchone()[0] for s in SOURCES}
     assert all(r.count("failed") == 0 for r in first.values())
     assert counts["applications"] > 1000
 
-    again = {s: ingest_source(con, landing, s, keyring=keyring) for s in SOURCE_SPECS}
+    again = {
+        s: ingest_source(con, landing, spec, IDENTIFIERS, keyring=keyring)
+        for s, spec in SOURCES.items()
+    }
     assert all(r.count("unchanged") == len(r.files) for r in again.values())
     assert counts == {
-        s: con.execute(f"select count(*) from raw.{s}").fetchone()[0] for s in SOURCE_SPECS
+        s: con.execute(f"select count(*) from raw.{s}").fetchone()[0] for s in SOURCES
     }
     for source, result in first.items():
         assert result.total("rows_loaded") + result.total("rows_quarantined") == result.total(
             "data_lines"
         )
-        assert unbalanced_ledger_rows(con, source) == []
+        assert unbalanced_ledger_rows(con, SOURCES[source]) == []
     # Exactly the generator's malformed and non-numeric lines are in quarantine.
     reasons = [r[0] for r in con.execute("select reason from quarantine.applications").fetchall()]
     unreadable = (
@@ -71,9 +73,9 @@ def test_generated_landing_is_loaded_exactly_once(con, tmp_path, keyring):
 
 def test_changed_file_replaces_its_rows_in_one_go(con, landing, keyring):
     path = write(landing, "2025-02-01.csv", f"{HEADER}\nA1,2025-02-01,0,0\nA2,2025-02-01,1,50\n")
-    assert ingest_file(con, landing, path, SPEC, keyring=keyring).status == "loaded"
+    assert ingest_file(con, landing, path, SPEC, IDENTIFIERS, keyring=keyring).status == "loaded"
     write(landing, "2025-02-01.csv", f"{HEADER}\nA1,2025-02-01,1,10\n")
-    result = ingest_file(con, landing, path, SPEC, keyring=keyring)
+    result = ingest_file(con, landing, path, SPEC, IDENTIFIERS, keyring=keyring)
     assert result.status == "replaced"
     assert con.execute("select application_id, defaulted from raw.outcomes").fetchall() == [
         ("A1", 1)
@@ -84,9 +86,12 @@ def test_changed_file_replaces_its_rows_in_one_go(con, landing, keyring):
 
 def test_unchanged_file_is_skipped_and_force_reload_replaces_not_duplicates(con, landing, keyring):
     path = write(landing, "2025-02-01.csv", f"{HEADER}\nA1,2025-02-01,0,0\n")
-    ingest_file(con, landing, path, SPEC, keyring=keyring)
-    assert ingest_file(con, landing, path, SPEC, keyring=keyring).status == "unchanged"
-    assert ingest_file(con, landing, path, SPEC, force=True, keyring=keyring).status == "replaced"
+    ingest_file(con, landing, path, SPEC, IDENTIFIERS, keyring=keyring)
+    assert ingest_file(con, landing, path, SPEC, IDENTIFIERS, keyring=keyring).status == "unchanged"
+    assert (
+        ingest_file(con, landing, path, SPEC, IDENTIFIERS, force=True, keyring=keyring).status
+        == "replaced"
+    )
     assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 1
 
 
@@ -105,7 +110,7 @@ def test_bad_lines_are_quarantined_with_reason_and_line(con, landing, line, reas
     if "unterminated" in line:
         text = f"{HEADER}\nA1,2025-02-01,0,0\n{line}\n"  # it swallows the rest of the file
     path = write(landing, "2025-02-01.csv", text)
-    result = ingest_file(con, landing, path, SPEC, keyring=keyring)
+    result = ingest_file(con, landing, path, SPEC, IDENTIFIERS, keyring=keyring)
     rows = quarantined_lines(con, keyring)
     assert rows[0][0] == 3
     assert reason in rows[0][1]
@@ -118,7 +123,7 @@ def test_bad_lines_are_quarantined_with_reason_and_line(con, landing, line, reas
 def test_a_line_break_inside_a_value_quarantines_every_line_it_spans(con, landing, keyring):
     text = f'{HEADER}\nA1,2025-02-01,0,0\n"A2\nsecond half",2025-02-01,0,0\nA3,2025-02-01,1,5\n'
     path = write(landing, "2025-02-01.csv", text)
-    result = ingest_file(con, landing, path, SPEC, keyring=keyring)
+    result = ingest_file(con, landing, path, SPEC, IDENTIFIERS, keyring=keyring)
     assert [(n, r) for n, r, _ in quarantined_lines(con, keyring)] == [
         (3, "line break inside the value of application_id"),
         (4, "line break inside the value of application_id"),
@@ -133,7 +138,7 @@ def test_a_line_break_inside_a_value_quarantines_every_line_it_spans(con, landin
 def test_mixed_line_endings_and_blank_lines_are_read(con, landing, keyring):
     text = f"{HEADER}\r\nA1,2025-02-01,0,0\n\nA2,2025-02-01,1,5\r\nA3,2025-02-01,0,0,x\n"
     path = write(landing, "2025-02-01.csv", text)
-    result = ingest_file(con, landing, path, SPEC, keyring=keyring)
+    result = ingest_file(con, landing, path, SPEC, IDENTIFIERS, keyring=keyring)
     assert (result.data_lines, result.rows_loaded, result.rows_quarantined) == (3, 2, 1)
     assert con.execute("select _line_number from raw.outcomes order by 1").fetchall() == [
         (2,),
@@ -144,7 +149,7 @@ def test_mixed_line_endings_and_blank_lines_are_read(con, landing, keyring):
 def test_columns_in_another_order_and_extra_columns_are_kept(con, landing, keyring):
     text = "loss_amount,Defaulted ,application_id,observed_at,branch\n12.5,1,A1,2025-02-01,north\n"
     path = write(landing, "2025-02-01.csv", text)
-    result = ingest_file(con, landing, path, SPEC, keyring=keyring)
+    result = ingest_file(con, landing, path, SPEC, IDENTIFIERS, keyring=keyring)
     assert result.extra_columns == ("branch",)
     row = con.execute(
         "select application_id, defaulted, loss_amount, _extra_columns from raw.outcomes"
@@ -178,18 +183,18 @@ def test_unreadable_file_fails_alone_naming_file_and_problem(
     con, landing, name, content, problem, keyring
 ):
     good = write(landing, "2025-01-31.csv", f"{HEADER}\nA0,2025-01-31,0,0\n")
-    ingest_file(con, landing, good, SPEC, keyring=keyring)
+    ingest_file(con, landing, good, SPEC, IDENTIFIERS, keyring=keyring)
     before = snapshot(con)
     bad = write(landing, name, content)
     with pytest.raises(IngestionError) as failure:
-        ingest_file(con, landing, bad, SPEC, keyring=keyring)
+        ingest_file(con, landing, bad, SPEC, IDENTIFIERS, keyring=keyring)
     assert str(failure.value).startswith(f"outcomes/{name}: ")
     assert problem in str(failure.value)
     assert snapshot(con) == before
 
     # Through ingest_source the bad file is reported and the others still load.
     write(landing, "2025-02-02.csv", f"{HEADER}\nA9,2025-02-02,1,3\n")
-    result = ingest_source(con, landing, "outcomes", keyring=keyring)
+    result = ingest_source(con, landing, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
     assert [f.path for f in result.failed] == [f"outcomes/{name}"]
     assert result.count("loaded") == 1
 
@@ -197,17 +202,19 @@ def test_unreadable_file_fails_alone_naming_file_and_problem(
 def test_partition_keys_select_the_days_to_load(con, landing, keyring):
     for day in ("2025-02-01", "2025-02-02", "2025-02-03"):
         write(landing, f"{day}.csv", f"{HEADER}\nA{day},{day},0,0\n")
-    result = ingest_source(con, landing, "outcomes", ["2025-02-02"], keyring=keyring)
+    result = ingest_source(
+        con, landing, SOURCES["outcomes"], IDENTIFIERS, ["2025-02-02"], keyring=keyring
+    )
     assert [f.path for f in result.files] == ["outcomes/2025-02-02.csv"]
     assert result.files[0].partition_key == "2025-02-02"
 
 
 def test_ledger_check_detects_rows_that_disappeared(con, landing, keyring):
     path = write(landing, "2025-02-01.csv", f"{HEADER}\nA1,2025-02-01,0,0\nA2,2025-02-01,0,0\n")
-    ingest_file(con, landing, path, SPEC, keyring=keyring)
-    assert unbalanced_ledger_rows(con, "outcomes") == []
+    ingest_file(con, landing, path, SPEC, IDENTIFIERS, keyring=keyring)
+    assert unbalanced_ledger_rows(con, SPEC) == []
     con.execute("delete from raw.outcomes where application_id = 'A2'")
-    assert unbalanced_ledger_rows(con, "outcomes") == [("outcomes/2025-02-01.csv", 2, 2, 0, 1, 0)]
+    assert unbalanced_ledger_rows(con, SPEC) == [("outcomes/2025-02-01.csv", 2, 2, 0, 1, 0)]
 
 
 def test_an_error_that_is_not_the_files_fault_stops_later_files_from_committing(
@@ -215,25 +222,25 @@ def test_an_error_that_is_not_the_files_fault_stops_later_files_from_committing(
 ):
     """Files after a failed commit are parsed already (two at a time) but never committed: the
     load stops as a sequential one would, and the ledger holds exactly the files before."""
-    import mlops_assets.ingestion.loader as loader
+    from mlops_assets.ingestion import commit
 
     for day in range(1, 7):
         write(landing, f"2025-03-{day:02d}.csv", f"{HEADER}\nA{day},2025-03-{day:02d},0,0\n")
-    replace = loader._replace_rows
+    replace = commit.replace_rows
 
     def failing(con, rel, *args, **kwargs):
         if rel.endswith("2025-03-03.csv"):
             raise OSError("No space left on device")
         return replace(con, rel, *args, **kwargs)
 
-    monkeypatch.setattr(loader, "_replace_rows", failing)
+    monkeypatch.setattr(commit, "replace_rows", failing)
     with pytest.raises(OSError, match="No space left"):
-        ingest_source(con, landing, "outcomes", keyring=keyring)
+        ingest_source(con, landing, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
     ledger = con.execute("select path from audit.ingested_files order by path").fetchall()
     assert [p for (p,) in ledger] == ["outcomes/2025-03-01.csv", "outcomes/2025-03-02.csv"]
     assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 2
 
-    monkeypatch.setattr(loader, "_replace_rows", replace)
-    again = ingest_source(con, landing, "outcomes", keyring=keyring)
+    monkeypatch.setattr(commit, "replace_rows", replace)
+    again = ingest_source(con, landing, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
     assert [f.status for f in again.files] == ["unchanged"] * 2 + ["loaded"] * 4
     assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 6

@@ -8,7 +8,6 @@ import duckdb
 import pytest
 
 from mlops_assets.ingestion.loader import ingest_file, ingest_source
-from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.sample_data.generator import CUSTOMER_COLUMNS, GeneratorConfig, generate
 from mlops_assets.security.keyring import Keyring, KeyringError
 from mlops_assets.security.scan import find_identifiers
@@ -18,6 +17,7 @@ from mlops_assets.security.vault import (
     reveal,
     reveal_quarantined_line,
 )
+from tests.ingestion.conftest import IDENTIFIERS, SOURCES
 
 HEADER = ",".join(CUSTOMER_COLUMNS)
 GOOD = (
@@ -28,7 +28,7 @@ BAD = (
     "CUS-0000002,Alan Turing,alan@example.com,+1-555-765-4321,987-65-4321,1990-06-23,"
     "7 Elm Road,Dover,east,master,single,lots,2025-02-01 09:00:00"
 )
-SPEC = SOURCE_SPECS["customers"]
+SPEC = SOURCES["customers"]
 
 
 @pytest.fixture
@@ -40,18 +40,18 @@ def landing(tmp_path):
 
 
 def test_raw_keeps_the_pseudonym_and_generalised_values_only(con, keyring, landing):
-    ingest_source(con, landing, "customers", keyring=keyring)
+    ingest_source(con, landing, SOURCES["customers"], IDENTIFIERS, keyring=keyring)
     row = con.execute("select * from raw.customers").df().iloc[0].to_dict()
     assert row["customer_key"] == keyring.pseudonym("CUS-0000001")
     assert row["age_band"] == "35-44"  # born 1985-12-10, registered 2025-02-01
     assert row["region"] == "north"
     assert row["_extra_columns"] is None  # unknown columns of this feed may identify: vaulted
     assert not {"customer_id", "full_name", "email", "city", "date_of_birth"} & set(row)
-    assert find_identifiers(con, "raw", "customers") == []
+    assert find_identifiers(con, "raw", "customers", IDENTIFIERS) == []
 
 
 def test_identifiers_and_unknown_columns_are_in_the_vault_encrypted(con, keyring, landing):
-    ingest_source(con, landing, "customers", keyring=keyring)
+    ingest_source(con, landing, SOURCES["customers"], IDENTIFIERS, keyring=keyring)
     key = keyring.pseudonym("CUS-0000001")
     values = reveal(con, keyring, key, "test")
     assert values["email"] == "ada@example.com"
@@ -62,7 +62,7 @@ def test_identifiers_and_unknown_columns_are_in_the_vault_encrypted(con, keyring
 
 
 def test_a_quarantined_line_with_identifiers_is_stored_encrypted(con, keyring, landing):
-    ingest_source(con, landing, "customers", keyring=keyring)
+    ingest_source(con, landing, SOURCES["customers"], IDENTIFIERS, keyring=keyring)
     source_file, line, reason, raw_line, blob, version = con.execute(
         "select source_file, line_number, reason, raw_line, raw_line_encrypted, key_version "
         "from quarantine.customers"
@@ -89,7 +89,7 @@ def test_applications_carry_the_same_pseudonym_as_customers(con, keyring, tmp_pa
     )
     line = "APP-1, cus-0000001 ,2025-02-01 10:00:00,5000,36,car,50000,2 years,RENT,10,700,3,0,web"
     (folder / "2025-02-01.csv").write_text(f"{header}\n{line}\n")
-    ingest_source(con, tmp_path, "applications", keyring=keyring)
+    ingest_source(con, tmp_path, SOURCES["applications"], IDENTIFIERS, keyring=keyring)
     key = con.execute("select customer_key from raw.applications").fetchone()[0]
     assert key == keyring.pseudonym("CUS-0000001")
 
@@ -97,13 +97,13 @@ def test_applications_carry_the_same_pseudonym_as_customers(con, keyring, tmp_pa
 def test_no_keyring_or_another_keyring_writes_nothing(con, keyring, landing, tmp_path):
     path = landing / "customers" / "2025-02-01.csv"
     with pytest.raises(KeyringError, match="keyring is required"):
-        ingest_file(con, landing, path, SPEC)
-    ingest_source(con, landing, "customers", keyring=keyring)
+        ingest_file(con, landing, path, SPEC, IDENTIFIERS)
+    ingest_source(con, landing, SOURCES["customers"], IDENTIFIERS, keyring=keyring)
     before = con.execute("select count(*) from raw.customers").fetchone()[0]
     path.write_text(f"{HEADER}\n{GOOD.replace('CUS-0000001', 'CUS-0000009')}\n")
     impostor = Keyring.create(tmp_path / "impostor.json")
     with pytest.raises(KeyringError, match="not the one this warehouse was built with"):
-        ingest_source(con, landing, "customers", keyring=impostor)
+        ingest_source(con, landing, SOURCES["customers"], IDENTIFIERS, keyring=impostor)
     assert con.execute("select count(*) from raw.customers").fetchone()[0] == before
 
 
@@ -113,7 +113,7 @@ def test_the_identifier_check_finds_columns_and_values_without_printing_them(con
         "create table marts.leaky as select 'x' as email, 'call +1-555-123-4567' as note, "
         "'id 123-45-6789' as comment, 'fine' as other"
     )
-    findings = [str(f) for f in find_identifiers(con, "marts", "leaky")]
+    findings = [str(f) for f in find_identifiers(con, "marts", "leaky", IDENTIFIERS)]
     assert findings == [
         "marts.leaky.email: identifier column (0 rows)",
         "marts.leaky.note: phone (1 rows)",
@@ -157,7 +157,7 @@ def test_files_commit_in_day_order_so_the_latest_identifiers_win(con, keyring, l
             "2025-02-01 08:00:00", f"2025-02-{day:02d} 08:00:00"
         )
         (folder / f"2025-02-{day:02d}.csv").write_text(f"{HEADER}\n{moved}\n")
-    result = ingest_source(con, landing, "customers", keyring=keyring)
+    result = ingest_source(con, landing, SOURCES["customers"], IDENTIFIERS, keyring=keyring)
     assert [f.path for f in result.files] == sorted(f.path for f in result.files)
     assert [f.status for f in result.files] == ["loaded"] * 12
     key = keyring.pseudonym("CUS-0000001")
@@ -172,10 +172,10 @@ def test_files_commit_in_day_order_so_the_latest_identifiers_win(con, keyring, l
 def test_an_erased_customer_stays_erased_when_a_later_file_names_them(con, keyring, landing):
     from mlops_assets.security.vault import forget
 
-    ingest_source(con, landing, "customers", keyring=keyring)
+    ingest_source(con, landing, SOURCES["customers"], IDENTIFIERS, keyring=keyring)
     key = keyring.pseudonym("CUS-0000001")
     forget(con, keyring, key, "erasure request")
     (landing / "customers" / "2025-02-02.csv").write_text(f"{HEADER}\n{GOOD}\n")
-    ingest_source(con, landing, "customers", keyring=keyring)
+    ingest_source(con, landing, SOURCES["customers"], IDENTIFIERS, keyring=keyring)
     stored = con.execute(f"select count(*) from {PII_TABLE} where customer_key = ?", [key])
     assert stored.fetchone()[0] == 0

@@ -10,19 +10,20 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mlops_assets.ingestion import loader
-from mlops_assets.ingestion.loader import MAX_COLUMNS, MAX_LINE_BYTES, ingest_file, ingest_source
-from mlops_assets.ingestion.sources import SOURCE_SPECS
+from mlops_assets.ingestion import commit, staging
+from mlops_assets.ingestion.files import MAX_COLUMNS, shown
+from mlops_assets.ingestion.loader import ingest_file, ingest_source
+from mlops_assets.ingestion.staging import MAX_LINE_BYTES
 from mlops_assets.sample_data.generator import CUSTOMER_COLUMNS, OUTCOME_COLUMNS
 from mlops_assets.security.vault import PII_TABLE, reveal
-from tests.ingestion.conftest import quarantined_lines
+from tests.ingestion.conftest import IDENTIFIERS, SOURCES, quarantined_lines
 
 HEADER = ",".join(OUTCOME_COLUMNS)
 CUSTOMER = (
     "CUS-0000001,Ada Lovelace,ada@example.com,+1-555-123-4567,123-45-6789,1985-12-10,"
     "12 Oak Street,Salem,north,master,single,0,2025-02-01 08:00:00"
 )
-APPLICATION_HEADER = ",".join(SOURCE_SPECS["applications"].columns)
+APPLICATION_HEADER = ",".join(SOURCES["applications"].columns)
 
 
 def application(application_id: str, customer_id: str = "CUS-0000001") -> str:
@@ -54,7 +55,7 @@ def test_a_header_name_is_data_never_sql(con, tmp_path, keyring):
     whole step."""
     landing = tmp_path / "landing"
     write(landing, "customers", "2025-02-01", f"{','.join(CUSTOMER_COLUMNS)}\n{CUSTOMER}\n")
-    ingest_source(con, landing, "customers", keyring=keyring)
+    ingest_source(con, landing, SOURCES["customers"], IDENTIFIERS, keyring=keyring)
     stolen = tmp_path / "stolen.csv"
     attack = (
         f"x' end); delete from raw.customers; copy (select 1) to '{stolen}'; "
@@ -62,7 +63,7 @@ def test_a_header_name_is_data_never_sql(con, tmp_path, keyring):
     )
     header = f'{HEADER},"{attack}",borrower\'s note'
     write(landing, "outcomes", "2025-02-01", f"{header}\nA1,2025-02-01,0,0,evil,fine\n")
-    result = ingest_source(con, landing, "outcomes", keyring=keyring)
+    result = ingest_source(con, landing, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
     [loaded] = result.files
     assert loaded.status == "loaded", loaded.error
     assert con.execute("select count(*) from raw.customers").fetchone()[0] == 1
@@ -77,7 +78,9 @@ def test_a_confined_load_cannot_touch_other_files(tmp_path, keyring):
     landing = tmp_path / "landing"
     write(landing, "outcomes", "2025-02-01", f"{HEADER}\r\nA1,2025-02-01,0,0\nA2,2025-02-01,0,0\n")
     with duckdb.connect() as con:
-        result = ingest_source(con, landing, "outcomes", confined=True, keyring=keyring)
+        result = ingest_source(
+            con, landing, SOURCES["outcomes"], IDENTIFIERS, confined=True, keyring=keyring
+        )
         assert [f.rows_loaded for f in result.files] == [2]  # mixed endings: read from a copy
         with pytest.raises(duckdb.PermissionException):
             con.execute("select * from read_text(?)", [str(keyring.path)])
@@ -97,7 +100,7 @@ def test_reasons_never_quote_a_value(con, tmp_path, keyring):
     i, j = swapped.index("full_name"), swapped.index("dependents")
     swapped[i], swapped[j] = swapped[j], swapped[i]
     write(landing, "customers", "2025-02-01", f"{','.join(swapped)}\n{CUSTOMER}\n{CUSTOMER},x\n")
-    ingest_source(con, landing, "customers", keyring=keyring)
+    ingest_source(con, landing, SOURCES["customers"], IDENTIFIERS, keyring=keyring)
     assert quarantined(con, "customers") == [
         (2, "dependents: not a valid integer"),
         (3, "dependents: not a valid integer; too many columns"),
@@ -108,7 +111,7 @@ def test_reasons_never_quote_a_value(con, tmp_path, keyring):
         "customer_id,applied_at,amount", "amount,applied_at,customer_id"
     )
     write(landing, "applications", "2025-02-01", "\n".join([header, *lines]) + "\n")
-    ingest_source(con, landing, "applications", keyring=keyring)
+    ingest_source(con, landing, SOURCES["applications"], IDENTIFIERS, keyring=keyring)
     reasons = " ".join(r for _, r in quarantined(con, "applications"))
     assert "amount: not a valid double" in reasons
     assert "CUS-" not in reasons and "Ada" not in reasons
@@ -120,7 +123,7 @@ def test_reasons_never_quote_a_value(con, tmp_path, keyring):
 def test_a_cr_only_file_is_read(con, tmp_path, keyring):
     landing = tmp_path / "landing"
     path = write(landing, "outcomes", "2025-02-01", f"{HEADER}\rA1,2025-02-01,0,0\r\rA2,x,1,y\r")
-    result = ingest_file(con, landing, path, SOURCE_SPECS["outcomes"], keyring=keyring)
+    result = ingest_file(con, landing, path, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
     assert (result.data_lines, result.rows_loaded, result.rows_quarantined) == (2, 1, 1)
     assert quarantined(con) == [(4, "loss_amount: not a valid double")]
 
@@ -140,7 +143,7 @@ def test_lines_that_are_not_text_or_too_long_are_quarantined_and_the_rest_loads(
         + b"Z1,2025-02-01,1,5\n"
     )
     path = write(landing, "outcomes", "2025-02-01", content)
-    result = ingest_file(con, landing, path, SOURCE_SPECS["outcomes"], keyring=keyring)
+    result = ingest_file(con, landing, path, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
     assert (result.data_lines, result.rows_loaded, result.rows_quarantined) == (6004, 6001, 3)
     assert quarantined(con) == [
         (6002, "NUL character in the value of application_id"),
@@ -157,7 +160,7 @@ def test_lines_that_are_not_text_or_too_long_are_quarantined_and_the_rest_loads(
 def test_a_nul_in_an_early_data_line_costs_that_line(con, tmp_path, keyring):
     landing = tmp_path / "landing"
     path = write(landing, "outcomes", "2025-02-01", f"{HEADER}\nA\x001,x,0,0\nA2,x,0,0\n")
-    result = ingest_file(con, landing, path, SOURCE_SPECS["outcomes"], keyring=keyring)
+    result = ingest_file(con, landing, path, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
     assert (result.status, result.rows_loaded, result.rows_quarantined) == ("loaded", 1, 1)
 
 
@@ -168,7 +171,7 @@ def test_a_file_wider_than_the_limit_fails_alone(con, tmp_path, columns, keyring
     names = [f"c{i}" for i in range(columns - 4)]
     write(landing, "outcomes", "2025-02-02", f"{HEADER},{','.join(names)}\n")
     write(landing, "outcomes", "2025-02-03", f"{HEADER}\nA3,2025-02-03,0,0\n")
-    result = ingest_source(con, landing, "outcomes", keyring=keyring)
+    result = ingest_source(con, landing, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
     assert [f.status for f in result.files] == ["loaded", "failed", "loaded"]
     assert result.files[1].error == (
         f"outcomes/2025-02-02.csv: {columns} columns — at most {MAX_COLUMNS} are accepted; "
@@ -182,7 +185,10 @@ def test_a_file_as_wide_as_the_limit_loads(con, tmp_path, keyring):
     row = ",".join(["A1", "2025-02-01", "0", "0", *("v" for _ in extras)])
     path = write(landing, "outcomes", "2025-02-01", f"{HEADER},{','.join(extras)}\n{row}\n")
     assert (
-        ingest_file(con, landing, path, SOURCE_SPECS["outcomes"], keyring=keyring).rows_loaded == 1
+        ingest_file(
+            con, landing, path, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring
+        ).rows_loaded
+        == 1
     )
 
 
@@ -192,15 +198,15 @@ def test_a_parse_error_fails_that_file_alone(con, tmp_path, monkeypatch, keyring
     landing = tmp_path / "landing"
     for day in range(1, 5):
         write(landing, "outcomes", f"2025-03-0{day}", f"{HEADER}\nA{day},2025-03-0{day},0,0\n")
-    read_records = loader._read_records
+    read_records = staging.read_records
 
     def unexpected(con, file, types_sql):
         if file.name == "2025-03-02.csv":
             raise duckdb.BinderException("Binder Error: something unforeseen")
         return read_records(con, file, types_sql)
 
-    monkeypatch.setattr(loader, "_read_records", unexpected)
-    result = ingest_source(con, landing, "outcomes", keyring=keyring)
+    monkeypatch.setattr(staging, "read_records", unexpected)
+    result = ingest_source(con, landing, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
     assert [f.status for f in result.files] == ["loaded", "failed", "loaded", "loaded"]
     assert result.files[1].error.startswith("outcomes/2025-03-02.csv: could not be read as CSV")
     assert con.execute("select count(*) from raw.outcomes").fetchone()[0] == 3
@@ -222,9 +228,9 @@ def test_a_broken_database_or_a_full_disk_still_stops_the_load(
     def failing(con, file, types_sql):
         raise error
 
-    monkeypatch.setattr(loader, "_read_records", failing)
+    monkeypatch.setattr(staging, "read_records", failing)
     with pytest.raises(type(error)):
-        ingest_source(con, landing, "outcomes", keyring=keyring)
+        ingest_source(con, landing, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
 
 
 # --- finding 9: extras of every feed are kept, never in plaintext when they may identify ------
@@ -234,14 +240,14 @@ def test_extras_of_an_event_feed_with_personal_data_are_kept_in_the_vault(con, t
     landing = tmp_path / "landing"
     content = f"{APPLICATION_HEADER},branch\n{application('APP-1')},north\n"
     path = write(landing, "applications", "2025-02-01", content)
-    ingest_source(con, landing, "applications", keyring=keyring)
+    ingest_source(con, landing, SOURCES["applications"], IDENTIFIERS, keyring=keyring)
     assert con.execute("select _extra_columns from raw.applications").fetchall() == [(None,)]
     key = keyring.pseudonym("CUS-0000001")
     cell = "_extra_columns@applications/2025-02-01.csv:2"
     assert json.loads(reveal(con, keyring, key, "test")[cell]) == {"branch": "north"}
     # A new version of the file replaces its cells: none is left from lines that moved.
     path.write_text(f"{APPLICATION_HEADER},branch\n\n{application('APP-1')},south\n")
-    ingest_source(con, landing, "applications", keyring=keyring)
+    ingest_source(con, landing, SOURCES["applications"], IDENTIFIERS, keyring=keyring)
     cells = con.execute(f"select column_name from {PII_TABLE} where customer_key = ?", [key])
     assert cells.fetchall() == [("_extra_columns@applications/2025-02-01.csv:3",)]
 
@@ -267,10 +273,10 @@ def test_a_feed_without_personal_data_refuses_an_identifier_named_extra(
     landing = tmp_path / "landing"
     content = f"{HEADER},{column}\nA1,2025-02-01,0,0,Ada Lovelace\n"
     path = write(landing, "outcomes", "2025-02-01", content)
-    [failed] = ingest_source(con, landing, "outcomes", keyring=keyring).files
+    [failed] = ingest_source(con, landing, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring).files
     assert failed.status == "failed"
     assert failed.error.startswith("outcomes/2025-02-01.csv: column(s) ")
-    assert loader.shown(column.lower()) in failed.error and "Ada" not in failed.error
+    assert shown(column.lower()) in failed.error and "Ada" not in failed.error
     tables = ["raw.outcomes", "quarantine.outcomes", "audit.ingested_files"]
     assert all(con.execute(f"select count(*) from {t}").fetchone()[0] == 0 for t in tables)
     assert path.exists()
@@ -282,16 +288,16 @@ def test_a_full_disk_at_commit_stops_later_files_from_committing(
     landing = tmp_path / "landing"
     for day in range(1, 5):
         write(landing, "outcomes", f"2025-03-0{day}", f"{HEADER}\nA{day},2025-03-0{day},0,0\n")
-    replace = loader._replace_rows
+    replace = commit.replace_rows
 
     def full(con, rel, *args, **kwargs):
         if rel.endswith("2025-03-02.csv"):
             raise duckdb.IOException("IO Error: Could not write to WAL: No space left on device")
         return replace(con, rel, *args, **kwargs)
 
-    monkeypatch.setattr(loader, "_replace_rows", full)
+    monkeypatch.setattr(commit, "replace_rows", full)
     with pytest.raises(duckdb.IOException, match="No space left"):
-        ingest_source(con, landing, "outcomes", keyring=keyring)
+        ingest_source(con, landing, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
     ledger = con.execute("select path from audit.ingested_files").fetchall()
     assert ledger == [("outcomes/2025-03-01.csv",)]
 
@@ -311,6 +317,8 @@ def test_a_landing_path_with_glob_characters_reads_that_file_only(
     write(landing, "outcomes", "2025-02-01", f"{HEADER}\nA1,2025-02-01,0,0\n")
     write(tmp_path / decoy / "landing", "outcomes", "2025-02-01", f"{HEADER}\nA9,2025-02-01,1,9\n")
     with duckdb.connect() as con:
-        [loaded] = ingest_source(con, landing, "outcomes", confined=confined, keyring=keyring).files
+        [loaded] = ingest_source(
+            con, landing, SOURCES["outcomes"], IDENTIFIERS, confined=confined, keyring=keyring
+        ).files
         assert loaded.status == "loaded", loaded.error
         assert con.execute("select application_id from raw.outcomes").fetchall() == [("A1",)]

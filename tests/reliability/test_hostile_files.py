@@ -22,12 +22,18 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from mlops_assets.ingestion import loader
-from mlops_assets.ingestion.loader import ingest_source, sha256_of
-from mlops_assets.ingestion.sources import SOURCE_SPECS
+from mlops_assets import catalogue
+from mlops_assets.ingestion import staging
+from mlops_assets.ingestion.commit import ensure_schema
+from mlops_assets.ingestion.landing import sha256_of
+from mlops_assets.ingestion.loader import ingest_source
+from mlops_assets.ingestion.sources import identifier_names
 from mlops_assets.security.keyring import Keyring
 
-HEADER = list(SOURCE_SPECS["applications"].columns)
+SOURCES = catalogue.sources()
+IDENTIFIERS = identifier_names(SOURCES.values())
+
+HEADER = list(SOURCES["applications"].columns)
 TEXT_COLUMNS = ["purpose", "employment_length", "home_ownership", "channel"]
 NUMBER_COLUMNS = ["amount", "term_months", "annual_income", "bureau_score", "open_accounts"]
 GOOD_DAY, HOSTILE_DAY = "2025-01-01", "2025-01-02"
@@ -182,7 +188,9 @@ def _count(con, sql: str, *params) -> int:
 def test_a_hostile_file_is_loaded_with_its_bad_lines_quarantined_or_fails_alone(hostile, keyring):
     with tempfile.TemporaryDirectory() as tmp, duckdb.connect() as con:
         landing = _landing(Path(tmp), hostile.content)
-        result = ingest_source(con, landing, "applications", keyring=keyring)  # never raises
+        result = ingest_source(
+            con, landing, SOURCES["applications"], IDENTIFIERS, keyring=keyring
+        )  # never raises
         by_day = {f.partition_key: f for f in result.files}
         good, bad = by_day[GOOD_DAY], by_day[HOSTILE_DAY]
         rel = f"applications/{HOSTILE_DAY}.csv"
@@ -236,7 +244,7 @@ def test_a_file_replaced_while_it_is_read_fails_alone_and_loads_on_the_next_run(
     replacement = _csv_line(HEADER) + "".join(
         _csv_line(list(good_row(i, HOSTILE_DAY).values())) for i in range(10, 14)
     )
-    read_records = loader._read_records
+    read_records = staging.read_records
 
     def replaced_midway(con, file, types):
         if Path(file) == path:  # the producer rewrites the file between DuckDB's two reads
@@ -245,17 +253,19 @@ def test_a_file_replaced_while_it_is_read_fails_alone_and_loads_on_the_next_run(
             staged.replace(path)
         return read_records(con, file, types)
 
-    monkeypatch.setattr(loader, "_read_records", replaced_midway)
+    monkeypatch.setattr(staging, "read_records", replaced_midway)
     with duckdb.connect() as con:
-        result = ingest_source(con, landing, "applications", keyring=keyring)
+        result = ingest_source(con, landing, SOURCES["applications"], IDENTIFIERS, keyring=keyring)
         failed = {f.partition_key: f for f in result.files}[HOSTILE_DAY]
         assert failed.status == "failed" and "changed or removed while" in failed.error
         rel = f"applications/{HOSTILE_DAY}.csv"
         assert _count(con, "select count(*) from raw.applications where _source_file = ?", rel) == 0
-        monkeypatch.setattr(loader, "_read_records", read_records)
+        monkeypatch.setattr(staging, "read_records", read_records)
         again = {
             f.partition_key: f
-            for f in ingest_source(con, landing, "applications", keyring=keyring).files
+            for f in ingest_source(
+                con, landing, SOURCES["applications"], IDENTIFIERS, keyring=keyring
+            ).files
         }
         assert again[HOSTILE_DAY].status == "loaded" and again[HOSTILE_DAY].rows_loaded == 4
         assert again[GOOD_DAY].status == "unchanged"
@@ -297,7 +307,7 @@ HOSTILE_NAMES = [
     "_extra_1",
     "\\N",
 ]
-OUTCOMES = list(SOURCE_SPECS["outcomes"].columns)
+OUTCOMES = list(SOURCES["outcomes"].columns)
 
 
 @settings(
@@ -325,11 +335,14 @@ def test_a_hostile_header_name_is_data_and_its_file_loads_or_fails_alone(names, 
         ]
         content = _csv_line(OUTCOMES + names) + "".join(map(_csv_line, rows))
         (folder / f"{HOSTILE_DAY}.csv").write_bytes(content.encode("utf-8", "surrogatepass"))
-        loader.ensure_schema(con)
+        for spec in SOURCES.values():
+            ensure_schema(con, spec)
         con.execute("insert into raw.customers (customer_key) values ('sentinel')")
         files_before = sorted(root.rglob("*"))
 
-        result = ingest_source(con, root / "landing", "outcomes", keyring=keyring)  # never raises
+        result = ingest_source(
+            con, root / "landing", SOURCES["outcomes"], IDENTIFIERS, keyring=keyring
+        )  # never raises
 
         assert not PWNED.exists()
         assert sorted(root.rglob("*")) == files_before  # no file written
@@ -338,7 +351,7 @@ def test_a_hostile_header_name_is_data_and_its_file_loads_or_fails_alone(names, 
             "select table_schema || '.' || table_name from information_schema.tables "
             "where table_catalog = current_database() order by 1"
         ).fetchall()
-        expected = {f"{s}.{n}" for s in ("raw", "quarantine") for n in SOURCE_SPECS}
+        expected = {f"{s}.{n}" for s in ("raw", "quarantine") for n in SOURCES}
         vault = {"vault.customer_pii", "vault.erased_customers", "vault.keyring_binding"}
         assert {t for (t,) in tables} == expected | vault | {
             "audit.ingested_files",

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import duckdb
 
+from mlops_assets import catalogue
 from mlops_assets.ingestion.loader import ingest_source
+from mlops_assets.ingestion.sources import identifier_names
 from mlops_assets.security.vault import associated_data
 from mlops_assets.warehouse import table_row_counts
 from tests.security.conftest import CLEAN, FILE, HEADER, OTHER, SWAPPED, build_home
@@ -75,7 +77,14 @@ def test_a_later_file_naming_an_erased_customer_keeps_them_erased(home):
     later = home.path / "landing" / "customers" / "2025-02-02.csv"
     later.write_text(f"{HEADER}\n{SWAPPED}\n")
     with duckdb.connect(str(home.warehouse)) as con:
-        ingest_source(con, home.path / "landing", "customers", keyring=home.keyring)
+        sources = catalogue.sources()
+        ingest_source(
+            con,
+            home.path / "landing",
+            sources["customers"],
+            identifier_names(sources.values()),
+            keyring=home.keyring,
+        )
     shown = quarantined(home, 2, "customers/2025-02-02.csv")
     assert shown.exit_code == 1 and "was erased" in shown.output
     assert not any(value in shown.output for value in ADA)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dagster as dg
 import duckdb
 
+from mlops_assets import catalogue
+from mlops_assets.ingestion.sources import identifier_names
 from mlops_assets.resources import WarehouseResource
 from mlops_assets.security.checks import build_identifier_checks
 
@@ -37,7 +39,7 @@ def test_identifiers_in_a_quarantine_fail_the_raw_tables_check(tmp_path):
         yield from (dg.MaterializeResult(asset_key=key) for key in RAW)
 
     result = dg.materialize(
-        [raw_tables, build_identifier_checks(RAW)],
+        [raw_tables, build_identifier_checks(RAW, identifier_names(catalogue.sources().values()))],
         resources={"warehouse": WarehouseResource(path=str(warehouse))},
         raise_on_error=False,
     )

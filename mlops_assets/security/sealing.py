@@ -1,0 +1,136 @@
+"""Sealing a staged landing file's personal data before its transaction: pseudonyms for the
+id column, identifiers and unknown columns encrypted for the vault, and every quarantined line
+encrypted (unparsed, a line may hold anything, whatever the feed).
+
+The work runs on the staging tables (:mod:`mlops_assets.ingestion.staging`) outside the
+file's commit turn — it is the slow Python part of a customers file — and
+:func:`write_sealed` writes the result inside the file's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+
+from mlops_assets.ingestion.sources import SourceSpec
+from mlops_assets.ingestion.staging import extra_json_sql
+from mlops_assets.security.keyring import Keyring
+from mlops_assets.security.vault import (
+    PII_TABLE,
+    encrypt_cells,
+    seal_customer_pii,
+    write_sealed_pii,
+)
+from mlops_assets.sql import ident, qualified
+
+# The vault cell of an event feed's record extras: ``_extra_columns@<file>:<line>``.
+EXTRA_CELL = "_extra_columns@"
+# The columns the loader writes to a quarantine table, named in its insert: erasure adds
+# ``erased_at`` (security/vault.py) to the tables of feeds with personal data.
+QUARANTINE_COLUMNS_SQL = (
+    "source_file, line_number, reason, raw_line, raw_line_encrypted, key_version, quarantined_at"
+)
+
+
+@dataclass
+class Sealed:
+    """A file's vault cells (feeds with personal data) and quarantined lines, encrypted."""
+
+    pii: pd.DataFrame | None
+    quarantine: pd.DataFrame
+
+
+def record_cell(rel: str, line: int | str) -> str:
+    """The vault column of an event feed's record extras: ``_extra_columns@<file>:<line>``."""
+    return f"{EXTRA_CELL}{rel}:{line}"
+
+
+def seal(
+    con: duckdb.DuckDBPyConnection,
+    rel: str,
+    spec: SourceSpec,
+    keyring: Keyring,
+    extras: dict[str, str],
+) -> Sealed:
+    """Quarantined lines encrypted (of every feed: an unparsed line may hold anything); for a
+    feed with personal data also pseudonyms into ``_keys`` (temp) and identifiers and extra
+    columns encrypted.
+
+    A feed with identifiers (one row per customer) keeps a customer's extras as one vault cell
+    beside their identifiers, the latest winning like theirs; an event feed keeps each
+    record's extras as a cell of its customer named by the record's line (:func:`record_cell`)."""
+    pii = None
+    if spec.pseudonymise:
+        selected_sql = ", ".join(ident(c) for c in [spec.pseudonymise, *spec.identifiers])
+        frame = con.execute(
+            f"select _record, _line_number, {selected_sql}, "
+            f"{extra_json_sql(extras)} as _extra_columns "
+            "from _placed where _problem is null order by _record"
+        ).df()
+        # One HMAC per id: pseudonyms are per value by nature (hashlib does the work in C).
+        frame["customer_key"] = [keyring.pseudonym(v) for v in frame[spec.pseudonymise]]
+        con.register("_keys_frame", frame[["_record", "customer_key"]])
+        con.execute("create or replace temp table _keys as select * from _keys_frame")
+        con.unregister("_keys_frame")
+        if spec.identifiers:
+            pii = seal_customer_pii(keyring, frame, [*spec.identifiers, "_extra_columns"])
+        elif extras:
+            pii = encrypt_cells(
+                keyring,
+                PII_TABLE,
+                frame["customer_key"].tolist(),
+                [record_cell(rel, int(line)) for line in frame["_line_number"]],
+                frame["_extra_columns"].tolist(),
+            )
+    lines = con.execute(
+        "select line_number, reason, raw_line from _quarantine order by line_number"
+    ).fetchall()
+    cells = encrypt_cells(
+        keyring,
+        f"quarantine.{spec.name}",
+        [f"{rel}:{n}" for n, _, _ in lines],
+        ["raw_line"] * len(lines),
+        [raw for _, _, raw in lines],
+    )
+    quarantine = pd.DataFrame(
+        {
+            "line_number": pd.Series([n for n, _, _ in lines], dtype="int64"),
+            "reason": pd.Series([reason for _, reason, _ in lines], dtype="object"),
+            "ciphertext": pd.Series(list(cells["ciphertext"]), dtype="object"),
+            "key_version": pd.Series(list(cells["key_version"]), dtype="int64"),
+        }
+    )
+    return Sealed(pii, quarantine)
+
+
+def write_sealed(
+    con: duckdb.DuckDBPyConnection,
+    rel: str,
+    spec: SourceSpec,
+    sealed: Sealed,
+    *,
+    replacing: bool = False,
+) -> None:
+    """Inside the file's transaction, after its earlier rows are deleted: its quarantined lines
+    (ciphertext only) and vault cells. ``replacing``: the earlier version's record extras go
+    first (their lines may have moved)."""
+    if replacing and spec.pseudonymise and not spec.identifiers:
+        con.execute(
+            f"delete from {PII_TABLE} where starts_with(column_name, ?)", [record_cell(rel, "")]
+        )
+    con.register("_sealed_lines", sealed.quarantine)
+    try:
+        con.execute(
+            f"""
+            insert into {qualified("quarantine", spec.name)} ({QUARANTINE_COLUMNS_SQL})
+            select ?, line_number, reason, null, ciphertext, key_version, now()
+            from _sealed_lines order by line_number
+            """,
+            [rel],
+        )
+    finally:
+        con.unregister("_sealed_lines")
+    if sealed.pii is not None:
+        write_sealed_pii(con, sealed.pii)
