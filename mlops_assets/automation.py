@@ -3,10 +3,10 @@
 * ``daily_pipeline`` (partitioned by landing day) ingests a day, rebuilds the dbt models and
   the features, re-scores, and reports that day's drift; its schedule runs it every morning for
   the previous day, and a backfill of any range of days works from the UI.
-* ``weekly_retraining`` retrains both models (the champion/challenger gate decides) and
-  re-scores, every Monday.
+* ``weekly_retraining`` retrains every declared model (the champion/challenger gate decides)
+  and re-scores, every Monday.
 * Freshness policies: the marts and the features must be refreshed within 36 h (warn at 26 h),
-  the champion model within 9 days (warn at 8): the UI shows what is late.
+  every model within 9 days (warn at 8): the UI shows what is late.
 
 * Declarative automation (``AUTOMATION``): the dbt models and the features update after
   every ingestion; scores and drift update only when the data versions of the features or of
@@ -21,25 +21,20 @@ landing files arrive daily.
 
 import hashlib
 import json
+from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 
-from mlops_assets.features.assets import FEATURES_KEY
-from mlops_assets.ingestion.assets import landing_days
+from mlops_assets import catalogue
 from mlops_assets.ingestion.landing import (
     landing_files,
     latest_landing_day,
     partition_key_of,
     sha256_or_none,
 )
-from mlops_assets.ingestion.sources import SOURCE_SPECS
 from mlops_assets.resources import LandingZone
-from mlops_assets.settings import get_settings
-
-MARTS = dg.AssetKey(["marts", "loan_applications"])
-CLASSIFIER = dg.AssetKey(["models", "default_classifier"])
 
 DAILY = dg.FreshnessPolicy.time_window(
     fail_window=timedelta(hours=36), warn_window=timedelta(hours=26)
@@ -47,7 +42,8 @@ DAILY = dg.FreshnessPolicy.time_window(
 WEEKLY = dg.FreshnessPolicy.time_window(
     fail_window=timedelta(days=9), warn_window=timedelta(days=8)
 )
-FRESHNESS = {MARTS: DAILY, FEATURES_KEY: DAILY, CLASSIFIER: WEEKLY}
+# By the schema of the asset's table (its key's first part): every mart, feature table, model.
+FRESHNESS = {"marts": DAILY, "features": DAILY, "models": WEEKLY}
 
 
 def on_upstream_change(*, data_versions: bool) -> dg.AutomationCondition:
@@ -87,12 +83,12 @@ AUTOMATION = {
 
 
 def with_policies(assets: list) -> list:
-    """``assets`` with the freshness policies of ``FRESHNESS`` and the automation conditions of
-    ``AUTOMATION`` (by group) attached to their specs."""
+    """``assets`` with the freshness policies of ``FRESHNESS`` (by key prefix) and the
+    automation conditions of ``AUTOMATION`` (by group) attached to their specs."""
 
     def attach(spec: dg.AssetSpec) -> dg.AssetSpec:
         return spec.replace_attributes(
-            freshness_policy=FRESHNESS.get(spec.key, spec.freshness_policy),
+            freshness_policy=FRESHNESS.get(spec.key.path[0], spec.freshness_policy),
             automation_condition=AUTOMATION.get(spec.group_name, spec.automation_condition),
         )
 
@@ -101,14 +97,14 @@ def with_policies(assets: list) -> list:
 
 daily_pipeline = dg.define_asset_job(
     "daily_pipeline",
+    # Partitioned by landing day: the partitions of the assets it runs.
     selection=dg.AssetSelection.all().materializable() - dg.AssetSelection.groups("training"),
-    partitions_def=landing_days,
     description="One landing day: ingest, dbt, features, scores, drift report.",
 )
 weekly_retraining = dg.define_asset_job(
     "weekly_retraining",
     selection=dg.AssetSelection.groups("training", "scoring"),
-    description="Retrain both models (gated champion/challenger) and re-score.",
+    description="Retrain every model (gated champion/challenger) and re-score.",
 )
 
 
@@ -124,15 +120,15 @@ def daily_pipeline_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
 
 
 def changed_files(
-    landing_dir: Path, seen: dict[str, str], first: str, latest: date
+    landing_dir: Path, feeds: Iterable[str], seen: dict[str, str], first: str, latest: date
 ) -> dict[str, list[str]]:
-    """Landing day -> the files of that day that are new or changed since ``seen`` (path ->
-    sha256), which is updated. Only days from ``first`` to ``latest`` (the partitions): refused
-    entries (not a landing day, a link, a FIFO…) are left to ingestion, which reports them, and
-    never make the tick fail."""
+    """Landing day -> the files of ``feeds`` of that day that are new or changed since ``seen``
+    (path -> sha256), which is updated. Only days from ``first`` to ``latest`` (the
+    partitions): refused entries (not a landing day, a link, a FIFO…) are left to ingestion,
+    which reports them, and never make the tick fail."""
     days: dict[str, list[str]] = {}
-    for source in SOURCE_SPECS:
-        for path in landing_files(landing_dir, source, latest=latest):
+    for feed in feeds:
+        for path in landing_files(landing_dir, feed, latest=latest):
             day = partition_key_of(path)
             name = path.relative_to(landing_dir).as_posix()
             digest = sha256_or_none(path)  # None: gone or replaced since the scan
@@ -151,12 +147,12 @@ def changed_files(
 )
 def landing_file_sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
     seen = json.loads(context.cursor) if context.cursor else {}
-    settings = get_settings()
     days = changed_files(
         landing.directory,
+        catalogue.sources(),
         seen,
-        settings.first_landing_date,
-        latest_landing_day(settings.landing_horizon_days),
+        landing.first_day,
+        latest_landing_day(landing.horizon_days),
     )
     return dg.SensorResult(
         run_requests=[

@@ -9,7 +9,7 @@ materialization here). Everything else is Dagster's: the same files, schema, mig
 watchers and locking; connections are still opened per transaction (``NullPool``), so other
 processes (webserver, daemon, runs) see every commit at once, as before.
 
-dagster.yaml names this class (``mlops_assets.settings.dagster_yaml``); PostgreSQL storage
+dagster.yaml names this class (``mlops_assets.run.instance.dagster_yaml``); PostgreSQL storage
 (``MLOPS_DAGSTER_PG_URL``) does not use it.
 """
 

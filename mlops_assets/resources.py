@@ -1,9 +1,15 @@
-"""Dagster resources shared by every stage: the warehouse file and the landing zone."""
+"""Dagster resources shared by every stage (the warehouse file, the landing zone, the keyring,
+Dask, the model registry), and :func:`bind`, which gives definitions the paths and landing days
+of one environment's :class:`~mlops_assets.settings.Settings` when they load.
+
+Steps never resolve settings themselves: whatever they need of the environment is a field of
+a resource here.
+"""
 
 import contextlib
 import importlib
-import os
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +17,10 @@ import dagster as dg
 import duckdb
 
 from mlops_assets import warehouse
+from mlops_assets.ops.alerting import AlertsResource
+from mlops_assets.partitions import LANDING_DAYS, landing_days
 from mlops_assets.security.keyring import Keyring
-from mlops_assets.settings import get_settings
+from mlops_assets.settings import Settings
 
 # DuckDB allows one writing process per file: every asset that writes runs in this pool, whose
 # limit is 1 (set in the instance's dagster.yaml).
@@ -54,10 +62,12 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class LandingZone(dg.ConfigurableResource):
-    """Where landing files arrive: ``<path>/<source>/<YYYY-MM-DD>.csv``, dated at most
-    ``horizon_days`` after today (later files are refused)."""
+    """Where landing files arrive: ``<path>/<source>/<YYYY-MM-DD>.csv``, dated from
+    ``first_day`` (the first landing-day partition) to at most ``horizon_days`` after today
+    (later files are refused)."""
 
     path: str
+    first_day: str = LANDING_DAYS.start.date().isoformat()
     horizon_days: int = 1
 
     @property
@@ -88,8 +98,8 @@ class KeyringResource(dg.ConfigurableResource):
 
 
 class DaskResource(dg.ConfigurableResource):
-    """Where parallel work runs: the scheduler at ``scheduler_address`` (default: the
-    DASK_SCHEDULER_ADDRESS variable), or a LocalCluster of ``n_workers`` single-threaded worker
+    """Where parallel work runs: the scheduler at ``scheduler_address`` (the
+    DASK_SCHEDULER_ADDRESS setting), or a LocalCluster of ``n_workers`` single-threaded worker
     processes, started once per process and shared by the steps of a run (starting workers
     costs seconds of imports), closed when the process exits."""
 
@@ -100,8 +110,7 @@ class DaskResource(dg.ConfigurableResource):
     def client(self) -> Iterator:
         from distributed import Client  # heavy: only when a step needs it
 
-        address = self.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS")
-        with Client(address or _local_cluster(self.n_workers)) as client:
+        with Client(self.scheduler_address or _local_cluster(self.n_workers)) as client:
             yield client
 
 
@@ -138,13 +147,14 @@ def _import_on_worker(modules: tuple[str, ...]) -> None:
         importlib.import_module(module)
 
 
-def start_local_cluster(n_workers: int = DaskResource.model_fields["n_workers"].default) -> None:
+def start_local_cluster(dask: DaskResource) -> None:
     """Start the LocalCluster the run's steps will share, and the workers' imports, on a
     background thread, so that they happen while ingestion and dbt keep one core busy instead
-    of when the first parallel step waits for them. Nothing to do with DASK_SCHEDULER_ADDRESS
+    of when the first parallel step waits for them. Nothing to do with a scheduler address
     (that cluster is already running)."""
-    if os.environ.get("DASK_SCHEDULER_ADDRESS"):
+    if dask.scheduler_address:
         return
+    n_workers = dask.n_workers
 
     def start() -> None:
         from distributed import Client
@@ -156,11 +166,13 @@ def start_local_cluster(n_workers: int = DaskResource.model_fields["n_workers"].
 
 
 class RegistryResource(dg.ConfigurableResource):
-    """The model registry directory (``$MLOPS_HOME/models``) and the keyring whose model signing
-    key seals and verifies its versions."""
+    """The model registry directory (``$MLOPS_HOME/models``), the keyring whose model signing
+    key seals and verifies its versions, and where reports on the models go
+    (``$MLOPS_HOME/reports``)."""
 
     path: str
     keyring_path: str
+    reports_path: str
 
     def open(self):
         from mlops_assets.training.registry import Registry
@@ -168,21 +180,40 @@ class RegistryResource(dg.ConfigurableResource):
         return Registry(Path(self.path), Path(self.keyring_path))
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource]:
-    """Resources bound to $MLOPS_HOME, resolved when the code location loads."""
-    from mlops_assets.transform.assets import dbt_resource
-
-    settings = get_settings()
+def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The resources of every stage, bound to ``settings``' paths (the dbt resource comes with
+    the dbt assets: :func:`mlops_assets.transform.assets.build_dbt_defs`)."""
     return {
         "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
         "landing": LandingZone(
-            path=str(settings.landing_dir), horizon_days=settings.landing_horizon_days
+            path=str(settings.landing_dir),
+            first_day=settings.first_landing_date,
+            horizon_days=settings.landing_horizon_days,
         ),
         "keyring": KeyringResource(path=str(settings.keyring_path)),
         "reports": ReportsResource(path=str(settings.reports_dir)),
-        "dbt": dbt_resource(),
-        "dask": DaskResource(),
+        "dask": DaskResource(scheduler_address=settings.dask_scheduler_address),
+        "alerts": AlertsResource(webhook_url=settings.alert_webhook),
         "registry": RegistryResource(
-            path=str(settings.models_dir), keyring_path=str(settings.keyring_path)
+            path=str(settings.models_dir),
+            keyring_path=str(settings.keyring_path),
+            reports_path=str(settings.reports_dir),
         ),
     }
+
+
+def bind(defs: dg.Definitions, settings: Settings) -> dg.Definitions:
+    """``defs`` as ``settings`` configure them, once, when the definitions load: the resources
+    on its paths, and the landing days (assets partitioned by
+    :data:`~mlops_assets.partitions.LANDING_DAYS`) from its first landing date to its horizon."""
+    days = landing_days(settings.first_landing_date, settings.landing_horizon_days)
+
+    def configure(spec: dg.AssetSpec) -> dg.AssetSpec:
+        if spec.partitions_def != LANDING_DAYS or days == LANDING_DAYS:
+            return spec
+        return spec.replace_attributes(partitions_def=days)
+
+    with warnings.catch_warnings():  # Dagster calls its own map_asset_specs a preview
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        defs = defs.map_asset_specs(func=configure)
+    return defs.with_resources(default_resources(settings))

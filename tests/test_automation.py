@@ -8,9 +8,9 @@ from mlops_assets.resources import LandingZone
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
 
 
-def _tick(landing, cursor):
+def _tick(landing, cursor, **zone):
     context = dg.build_sensor_context(
-        cursor=cursor, resources={"landing": LandingZone(path=str(landing))}
+        cursor=cursor, resources={"landing": LandingZone(path=str(landing), **zone)}
     )
     result = landing_file_sensor(context)
     return result.run_requests, result.cursor
@@ -33,6 +33,14 @@ def test_new_and_changed_files_launch_their_day_once(tmp_path):
     assert not {r.run_key for r in requests} & first_keys  # a changed day is a new run
     assert "applications/2025-01-02.csv" in requests[0].tags["mlops/trigger"]
     assert _tick(landing, cursor)[0] == []
+
+
+def test_the_sensor_takes_the_first_landing_day_from_its_resource(tmp_path):
+    """Before, it resolved MLOPS_FIRST_LANDING_DATE from the environment on every tick."""
+    landing = tmp_path / "landing"
+    generate(GeneratorConfig(days=3, rows_per_day=5, seed=1), landing)
+    requests, _ = _tick(landing, None, first_day="2025-01-02")
+    assert [r.partition_key for r in requests] == ["2025-01-02", "2025-01-03"]
 
 
 def test_odd_landing_entries_never_reach_a_run_request(tmp_path):
@@ -61,8 +69,9 @@ def _requested(defs, instance, cursor):
 
 
 def test_downstream_updates_only_when_upstream_data_changed(tmp_path):
-    from mlops_assets.definitions import defs
+    from mlops_assets.definitions import defs as load
 
+    defs = load()
     features = dg.AssetKey(["features", "loan_features"])
     scores = dg.AssetKey(["predictions", "loan_default_scores"])
     classifier = dg.AssetKey(["models", "default_classifier"])
@@ -98,3 +107,39 @@ def test_downstream_updates_only_when_upstream_data_changed(tmp_path):
         _materialized(instance, classifier, "model-b")
         requested, cursor = _requested(defs, instance, cursor)
         assert "predictions/loan_default_scores" in requested
+
+
+def test_definitions_take_paths_and_landing_days_from_the_settings_they_are_built_for(tmp_path):
+    """Before, resources and partitions resolved MLOPS_HOME and MLOPS_FIRST_LANDING_DATE from
+    the environment at import; now the settings given when the definitions load decide."""
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.settings import Settings
+
+    settings = Settings(home=tmp_path, first_landing_date="2024-06-01", landing_horizon_days=3)
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    partitioned = [node for node in graph.asset_nodes if node.partitions_def]
+    assert {node.key.path[0] for node in partitioned} >= {"raw"}
+    for node in partitioned:
+        assert node.partitions_def.get_first_partition_key() == "2024-06-01", node.key
+    job = defs.resolve_job_def("daily_pipeline")
+    assert job.partitions_def.get_first_partition_key() == "2024-06-01"
+    assert defs.resources["warehouse"].path == str(settings.warehouse_path)
+    assert defs.resources["landing"].first_day == "2024-06-01"
+    assert defs.resources["landing"].horizon_days == 3
+    assert defs.resources["dbt"].target_dir == str(settings.dbt_target_dir)
+
+
+def test_every_declared_model_retrains_weekly_and_is_watched_for_freshness():
+    from mlops_assets import catalogue
+    from mlops_assets.automation import WEEKLY
+    from mlops_assets.definitions import defs as load
+
+    defs = load()
+    graph = defs.resolve_asset_graph()
+    weekly = defs.resolve_job_def("weekly_retraining")
+    retrained = set(weekly.asset_layer.selected_asset_keys)
+    for name, spec in catalogue.models().items():
+        key = dg.AssetKey(["models", name])
+        assert graph.get(key).freshness_policy == WEEKLY
+        assert {key, dg.AssetKey(spec.scores.split("."))} <= retrained

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from mlops_assets.settings import PROJECT_ROOT
-from mlops_assets.transform.assets import LoanPlatformTranslator
+from mlops_assets.transform.assets import PlatformTranslator
 from mlops_assets.transform.parse import prepare_dbt_manifest
 from tests.conftest import BIN
 
@@ -22,7 +22,7 @@ def defs() -> dg.Definitions:
     prepare_dbt_manifest()
     from mlops_assets.definitions import defs
 
-    return defs
+    return defs()
 
 
 def describe_graph(defs: dg.Definitions) -> str:
@@ -66,9 +66,9 @@ def test_error_severity_dbt_tests_block_and_warnings_do_not(defs):
 
 
 def test_translator_keys_mirror_schema_and_table():
-    translator = LoanPlatformTranslator()
+    translator = PlatformTranslator()
     model = {"resource_type": "model", "schema": "marts", "name": "loan_applications"}
-    source = {"resource_type": "source", "source_name": "raw", "name": "applications"}
+    source = {"resource_type": "source", "source_name": "raw", "schema": "raw", "name": "applications"}
     assert translator.get_asset_key(model) == dg.AssetKey(["marts", "loan_applications"])
     assert translator.get_asset_key(source) == dg.AssetKey(["raw", "applications"])
     assert translator.get_group_name(model) == "transform"

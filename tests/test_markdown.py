@@ -52,8 +52,8 @@ def test_the_terminal_gets_the_text_back_without_markdown_escapes(text):
     # characters still shown escaped, no backslashes added for markdown.
     import dagster as dg
 
-    from mlops_assets.runner import _describe
+    from mlops_assets.run.report import describe
     from mlops_assets.text import printable
 
     metadata = {"failed_files": dg.MetadataValue.md(md_list([text]))}
-    assert _describe(metadata) == "- " + printable(text)
+    assert describe(metadata) == "- " + printable(text)

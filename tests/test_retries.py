@@ -111,7 +111,8 @@ def test_dbt_retries_a_busy_lock_but_not_a_failing_build(tmp_path, hold_lock, mo
     """The real dbt assets: the first attempt meets the lock (retried); the second reaches an
     empty warehouse, where the build fails for good (missing sources: not retried)."""
     from mlops_assets.settings import get_settings
-    from mlops_assets.transform.assets import build_dbt_assets, dbt_resource
+    from mlops_assets.transform.assets import build_dbt_assets
+    from mlops_assets.transform.resource import dbt_resource
 
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     monkeypatch.setenv("MLOPS_DBT_CONNECT_ATTEMPTS", "1")
@@ -128,7 +129,7 @@ def test_dbt_retries_a_busy_lock_but_not_a_failing_build(tmp_path, hold_lock, mo
     monkeypatch.setattr(WarehouseResource, "retry_on_lock", release_then_retry)
     result = dg.materialize(
         [build_dbt_assets()],
-        resources={"dbt": dbt_resource(), "warehouse": _warehouse(path)},
+        resources={"dbt": dbt_resource(tmp_path / "dbt"), "warehouse": _warehouse(path)},
         run_config={"ops": {"dbt_models": {"config": {"fetch_table_metadata": False}}}},
         raise_on_error=False,
     )

@@ -26,6 +26,7 @@ import yaml
 
 from mlops_assets.instance_storage import SqliteEventLogStorage
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
+from mlops_assets.run.instance import ensure_dagster_home
 from mlops_assets.settings import DAGSTER_PG_URL_VARIABLE, get_settings
 from tests.conftest import free_port
 
@@ -62,8 +63,8 @@ def _dagster_yaml(home: Path, monkeypatch: pytest.MonkeyPatch, url: str | None) 
         monkeypatch.setenv(DAGSTER_PG_URL_VARIABLE, url)
     else:
         monkeypatch.delenv(DAGSTER_PG_URL_VARIABLE, raising=False)
-    dagster_home = get_settings().ensure_dagster_home()
-    assert os.environ["DAGSTER_HOME"] == str(dagster_home)
+    dagster_home = ensure_dagster_home(get_settings())
+    assert "DAGSTER_HOME" not in os.environ  # the instance is opened from its path
     return dagster_home / "dagster.yaml"
 
 

@@ -98,7 +98,7 @@ def run(
 
     Exit code 0 when every step and every blocking check passed, 1 otherwise, 2 when the run
     could not start."""
-    from mlops_assets.runner import RunSetupError, run_pipeline
+    from mlops_assets.run import RunSetupError, run_pipeline
 
     home = settings()
     with console.status("starting…") as status:
@@ -175,13 +175,12 @@ def print_report(report, home) -> None:
         f"quarantined rows: {quarantined:,} "
         + ", ".join(f"{k.split('.')[1]}={v:,}" for k, v in report.quarantined.items())
     )
-    if report.drifted_days:
+    for model, drifted in report.drifted_days.items():
         say(
-            "drift",
+            f"drift ({model})",
             "yellow",
-            f"on {len(report.drifted_days)} of the ingested days (from "
-            f"{report.drifted_days[0]}): {home.reports_dir / 'drift'}/<day>.html, "
-            "monitoring.drift_reports",
+            f"on {len(drifted)} of the ingested days (from {drifted[0]}): "
+            f"{home.reports_dir / 'drift' / model}/<day>.html, monitoring.drift_reports",
         )
     for step in report.failed_steps:
         say("failed step:", "red", step)
@@ -217,8 +216,10 @@ def ui(
     ] = False,
 ) -> None:
     """Serve the Dagster UI (dagster dev) on 127.0.0.1 against $MLOPS_HOME."""
-    from mlops_assets.runner import RunSetupError, ensure_keyring
+    from mlops_assets.run.instance import ensure_dagster_home
     from mlops_assets.security import ui_guard
+    from mlops_assets.security.keyring import KeyringError
+    from mlops_assets.security.vault import ensure_keyring
     from mlops_assets.settings import PROJECT_ROOT
     from mlops_assets.transform.parse import DbtParseError, prepare_dbt_manifest
 
@@ -228,11 +229,11 @@ def ui(
         with failing(ui_guard.UiGuardError, code=2):
             guard = ui_guard.prepare(home.home, port, ui_guard.free_port())
             ui_guard.check_config(guard)
-    with failing(RunSetupError, code=2):
-        notice = ensure_keyring(home)
+    with failing(KeyringError, code=2):
+        notice = ensure_keyring(home.keyring_path, home.warehouse_path)
     if notice:
         console.print(notice, style="yellow")
-    home.ensure_dagster_home()
+    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home))  # for `dagster dev`
     os.environ["MLOPS_HOME"] = str(home.home)
     # dagster-dbt runs `dbt` from PATH: this environment's, even when the venv is not active.
     bin_dir = str(Path(sys.executable).parent)

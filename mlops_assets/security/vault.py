@@ -135,6 +135,19 @@ def refuse_lost_keyring(keyring_path: Path, warehouse: Path) -> None:
         )
 
 
+def ensure_keyring(keyring_path: Path, warehouse: Path) -> str | None:
+    """Create the keyring of a fresh home and return what to tell the user (None: it exists).
+    A lost keyring of a warehouse bound to one is refused (:func:`refuse_lost_keyring`)."""
+    if keyring_path.exists():
+        return None
+    refuse_lost_keyring(keyring_path, warehouse)
+    Keyring.create(keyring_path)
+    return (
+        f"created a new keyring at {keyring_path} — back it up, apart from the "
+        "warehouse: without it the vault cannot be read and new pseudonyms will not match"
+    )
+
+
 def encrypt_cells(
     keyring: Keyring,
     table: str,

@@ -1,13 +1,13 @@
 """dbt models as Dagster assets: one lineage graph from landing files to marts.
 
-The SQL lives in ``dbt_project/``. dbt sources map onto the Python raw assets (source ``raw``,
-table ``applications`` -> ``raw/applications``), models get keys that mirror their schema and table
-(``marts/loan_applications``), and dbt tests become asset checks, blocking for error severity.
+The SQL lives in ``dbt_project/``. A dbt source table in schema ``raw`` is the raw asset of the
+feed it is loaded from (``raw/<table>``, whatever the dbt source is called), models get keys that
+mirror their schema and table (``marts/loan_applications``), and dbt tests become asset checks,
+blocking for error severity.
 """
 
-import os
+import json
 from collections.abc import Iterator, Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -16,53 +16,26 @@ from dagster_dbt import (
     DagsterDbtCliRuntimeError,
     DagsterDbtTranslator,
     DbtCliInvocation,
-    DbtCliResource,
     DbtProject,
     dbt_assets,
 )
-from packaging import version
 
 from mlops_assets.faults import crash_point
 from mlops_assets.resources import WRITER_POOL, WarehouseResource
-from mlops_assets.settings import DBT_PROJECT_DIR, get_settings
-from mlops_assets.transform.parse import TARGET_PATH, VENV_DBT, dbt_executable
+from mlops_assets.transform.resource import PlatformDbtCli, dbt_project, dbt_resource
 from mlops_assets.transform.table_metadata import attach_table_metadata
 from mlops_assets.warehouse import is_lock_error
 
-dbt_project = DbtProject(
-    project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=TARGET_PATH
-)
 
-
-class PlatformDbtCli(DbtCliResource):
-    """dagster-dbt's resource, told the dbt version instead of asking `dbt --version` (a
-    3-second dbt start) on every invocation: the dbt next to this Python is the installed
-    dbt-core package. Any other dbt executable is still asked.
-
-    It sets up no dbt adapter in this process (~2 s per invocation): dagster-dbt uses one only
-    to fetch table metadata, which :mod:`mlops_assets.transform.table_metadata` reads from
-    DuckDB directly."""
-
-    def _initialize_dbt_core_adapter(self, args):
-        return None
-
-    @property
-    def _cli_version(self) -> version.Version:
-        if Path(self.dbt_executable) == VENV_DBT:
-            return version.parse(metadata.version("dbt-core"))
-        return super()._cli_version
-
-
-def dbt_resource() -> DbtCliResource:
-    return PlatformDbtCli(project_dir=dbt_project, dbt_executable=dbt_executable())
-
-
-class LoanPlatformTranslator(DagsterDbtTranslator):
-    """Asset keys mirror warehouse tables; all dbt models form the `transform` group."""
+class PlatformTranslator(DagsterDbtTranslator):
+    """Asset keys mirror warehouse tables, ``[schema, table]``: a source table in schema
+    ``raw`` is then the raw asset of its feed, whatever the dbt source is named. All dbt models
+    form the `transform` group."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] == "source":
-            return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
+            table = dbt_resource_props.get("identifier") or dbt_resource_props["name"]
+            return dg.AssetKey([dbt_resource_props["schema"], table])
         return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
@@ -105,13 +78,14 @@ class DbtBuildConfig(dg.Config):
 
 
 def _manifest_path() -> Path:
-    if not dbt_project.manifest_path.exists():
+    manifest = dbt_project().manifest_path
+    if not manifest.exists():
         # Composition must not run dbt on import; say how to produce the manifest instead.
         raise FileNotFoundError(
-            f"{dbt_project.manifest_path} is missing: run `mlops dbt-parse` (or `make ui`, "
+            f"{manifest} is missing: run `mlops dbt-parse` (or `make ui`, "
             "`make demo`), which runs `dbt parse` to produce it"
         )
-    return dbt_project.manifest_path
+    return manifest
 
 
 def _with_table_metadata(
@@ -146,32 +120,29 @@ def _with_table_metadata(
 
 
 def build_dbt_assets() -> dg.AssetsDefinition:
+    project = dbt_project()
     # Under `dagster dev` only: re-parse so edits to the SQL show up on reload.
-    dbt_project.prepare_if_dev()
+    project.prepare_if_dev()
 
     @dbt_assets(
         manifest=_manifest_path(),
-        project=dbt_project,
-        dagster_dbt_translator=LoanPlatformTranslator(),
+        project=project,
+        dagster_dbt_translator=PlatformTranslator(),
         pool=WRITER_POOL,
         name="dbt_models",
     )
     def dbt_models(
         context: dg.AssetExecutionContext,
-        dbt: DbtCliResource,
+        dbt: PlatformDbtCli,
         warehouse: WarehouseResource,
         config: DbtBuildConfig,
     ) -> Iterator[Any]:
-        # dbt resolves the warehouse from MLOPS_HOME; pass the absolute path of this process's.
-        settings = get_settings()
-        os.environ["MLOPS_HOME"] = str(settings.home)
+        # dbt builds the warehouse file of the warehouse resource (profiles.yml reads the var).
         # A subset of the models (a backfill launches each model once its raw days are in) runs
-        # only the tests whose every parent is in the subset: a relationships test between
-        # stg_applications and stg_customers waits for a build of both, rather than erroring
-        # on a view that does not exist yet. A full build still runs every test.
-        os.environ.setdefault("DBT_INDIRECT_SELECTION", "cautious")
-        # One target directory under MLOPS_HOME (writers run one at a time), not one per run.
-        invocation = dbt.cli(["build"], context=context, target_path=settings.dbt_target_dir)
+        # only the tests whose every parent is in the subset: `indirect_selection: cautious`
+        # in dbt_project.yml.
+        args = ["build", "--vars", json.dumps({"warehouse_path": warehouse.path})]
+        invocation = dbt.cli(args, context=context, target_path=Path(dbt.target_dir))
         try:
             if config.fetch_table_metadata:
                 yield from _with_table_metadata(invocation, warehouse)
@@ -184,3 +155,9 @@ def build_dbt_assets() -> dg.AssetsDefinition:
             raise
 
     return dbt_models
+
+
+def build_dbt_defs(target_dir: Path) -> dg.Definitions:
+    """The dbt models as assets (their tests as checks) and the resource that builds them,
+    writing compiled SQL and run results to ``target_dir``."""
+    return dg.Definitions(assets=[build_dbt_assets()], resources={"dbt": dbt_resource(target_dir)})

@@ -25,7 +25,8 @@ from mlops_assets.ingestion.landing import (
     scan_landing,
     sha256_of,
 )
-from mlops_assets.runner import RunReport, landing_dates, refused_landing_files
+from mlops_assets.run.plan import landing_dates, refused_landing_files
+from mlops_assets.run.report import RunReport
 from mlops_assets.sample_data.generator import OUTCOME_COLUMNS
 from mlops_assets.settings import Settings, get_settings
 from mlops_assets.text import printable
@@ -154,10 +155,11 @@ def test_the_horizon_is_today_plus_the_setting_and_accepts_tomorrow(tmp_path, mo
 
 
 def test_the_partitions_end_on_the_latest_landing_day():
-    from mlops_assets.ingestion.assets import landing_days
+    from mlops_assets.partitions import landing_days
 
-    last = landing_days.get_last_partition_key()
-    assert last == str(latest_landing_day(get_settings().landing_horizon_days))
+    for horizon in (0, 1, 7):
+        last = landing_days("2025-01-01", horizon).get_last_partition_key()
+        assert last == str(latest_landing_day(horizon))
 
 
 def test_sha256_never_follows_a_link_nor_blocks_on_a_fifo(tmp_path):

@@ -12,7 +12,7 @@ import psutil
 from dagster._core.storage.dagster_run import DagsterRun
 
 from mlops_assets.resources import WRITER_POOL
-from mlops_assets.runner import PROCESS_TAG, _this_process, fail_dead_runs
+from mlops_assets.run.recovery import PROCESS_TAG, fail_dead_runs, this_process
 
 
 def _started_run(instance, run_id: str, process: str) -> None:
@@ -30,13 +30,13 @@ def _started_run(instance, run_id: str, process: str) -> None:
 def test_a_killed_runs_slot_is_freed_and_live_or_foreign_runs_are_left_alone():
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    host = _this_process().split(":")[0]
+    host = this_process().split(":")[0]
     reused = psutil.Process()  # this pid is alive, but started at another time than recorded
     with dg.instance_for_test() as instance:
         instance.event_log_storage.set_concurrency_slots(WRITER_POOL, 4)
         _started_run(instance, "killed", f"{host}:{gone.pid}:{psutil.Process().create_time()}")
         _started_run(instance, "reused-pid", f"{host}:{reused.pid}:{reused.create_time() - 60}")
-        _started_run(instance, "live", _this_process())
+        _started_run(instance, "live", this_process())
         _started_run(instance, "elsewhere", f"another-host:{gone.pid}:1.0")
         notices = fail_dead_runs(instance)
 

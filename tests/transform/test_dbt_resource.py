@@ -6,16 +6,16 @@ from importlib import metadata
 import dagster_dbt.core.resource as dbt_core_resource
 import pytest
 
-from mlops_assets.transform.assets import PlatformDbtCli, dbt_project, dbt_resource
+from mlops_assets.transform.resource import PlatformDbtCli, dbt_project, dbt_resource
 from mlops_assets.transform.parse import MANIFEST
 
 
-def test_the_venvs_dbt_version_is_the_installed_package_without_running_dbt(monkeypatch):
+def test_the_venvs_dbt_version_is_the_installed_package_without_running_dbt(monkeypatch, tmp_path):
     def no_dbt(*args, **kwargs):
         raise AssertionError(f"dbt was started: {args}")
 
     monkeypatch.setattr(dbt_core_resource, "check_output", no_dbt)
-    resource = dbt_resource()
+    resource = dbt_resource(tmp_path)
     assert str(resource._cli_version) == metadata.version("dbt-core")
 
 
@@ -30,13 +30,15 @@ def test_another_dbt_executable_is_still_asked(monkeypatch, tmp_path):
         return b"Core:\n  - installed: 1.10.3\n"
 
     monkeypatch.setattr(dbt_core_resource, "check_output", fake_dbt)
-    resource = PlatformDbtCli(project_dir=dbt_project, dbt_executable=str(other))
+    resource = PlatformDbtCli(
+        project_dir=dbt_project(), dbt_executable=str(other), target_dir=str(tmp_path)
+    )
     assert str(resource._cli_version) == "1.10.3"
     assert asked == [[str(other), "--version"]]
 
 
 def test_the_early_parse_writes_the_manifest_dagster_loads():
-    assert dbt_project.manifest_path == MANIFEST
+    assert dbt_project().manifest_path == MANIFEST
 
 
 def test_a_project_that_does_not_parse_fails_with_dbts_message(monkeypatch, tmp_path):

@@ -1,0 +1,164 @@
+"""`mlops run`: materialize the whole asset graph in this process and summarise what happened.
+
+In-process execution avoids paying Dagster's per-step subprocess start-up; the run still goes
+through the Dagster instance under $MLOPS_HOME/dagster, so it shows in the UI with its events.
+The definitions are built for the caller's settings (:func:`mlops_assets.resources.bind`) and
+the instance is opened from its home: nothing is passed through the environment, except the
+one switch Dagster reads only from there (below).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from mlops_assets.run.plan import RunSetupError, plan_run
+from mlops_assets.run.recovery import PROCESS_TAG, TRIGGER, TRIGGER_TAG, recover, this_process
+from mlops_assets.run.report import RunReport, read_events, read_warehouse
+from mlops_assets.settings import Settings
+
+
+def run_pipeline(
+    settings: Settings,
+    *,
+    fetch_table_metadata: bool = True,
+    on_event: Callable[[str, str], None] | None = None,
+) -> RunReport:
+    """Ingest every landing day with new or changed files and build everything downstream,
+    in one in-process run. With nothing new to ingest, only the unpartitioned assets (the dbt
+    models and what follows) are rebuilt.
+
+    ``on_event(kind, step)`` is called from a watcher thread as steps start and finish.
+    """
+    plan = plan_run(settings)
+    # One "planned" event per asset for the range of days, not one per asset and day: on the
+    # SQLite instance each event is its own write, and 90 days x 14 assets cost ~20 s before
+    # the first step. The price: if the run fails, its days are not marked failed in the UI's
+    # partition view (the run itself, its failed step and pipeline health still say so).
+    # Dagster reads this switch from the environment only.
+    os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
+
+    from mlops_assets.transform.parse import DbtParse, DbtParseError
+
+    # Overlap the start-up: dbt parses in its process while this one imports the platform
+    # (Dagster, dagster-dbt and every stage); only the dbt assets wait for the manifest.
+    parsing = DbtParse()
+    from dagster._core.utils import make_new_run_id
+
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.resources import start_local_cluster
+    from mlops_assets.run.instance import dagster_instance
+
+    try:
+        parsing.wait()
+    except DbtParseError as error:
+        raise RunSetupError(str(error)) from error
+    defs = build_definitions(settings)
+    instance = dagster_instance(settings)
+    pending, notices = recover(instance, plan.new_days)
+    graph = defs.resolve_asset_graph()
+    job = defs.resolve_implicit_global_asset_job_def()
+    if pending:
+        # One run over the range of pending days (single-run backfill of the partitioned
+        # assets: raw tables and drift reports).
+        selection = None
+        tags = {
+            "dagster/asset_partition_range_start": pending[0],
+            "dagster/asset_partition_range_end": pending[-1],
+        }
+        # With new days to train and monitor on, the Dask workers start and import while
+        # ingestion and dbt run; not earlier, where they took the CPU from the start-up above.
+        start_local_cluster(defs.resources["dask"])
+    else:
+        selection = [
+            n.key for n in graph.asset_nodes if n.is_materializable and not n.is_partitioned
+        ]
+        tags = {}
+    selected_keys = set(selection) if selection else {n.key for n in graph.asset_nodes}
+    run_id = make_new_run_id()
+    watcher = _StepWatcher(instance, run_id, on_event) if on_event else None
+    log_path = settings.home / "logs" / f"run-{run_id}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    if watcher:
+        watcher.start()
+    # dbt's own log lines go to a file, not the terminal (the summary says where).
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log):
+        try:
+            result = job.execute_in_process(
+                instance=instance,
+                run_id=run_id,
+                raise_on_error=False,
+                asset_selection=selection,
+                tags={**tags, TRIGGER_TAG: TRIGGER, PROCESS_TAG: this_process()},
+                run_config={
+                    "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+                    "ops": {
+                        "dbt_models": {"config": {"fetch_table_metadata": fetch_table_metadata}},
+                    },
+                },
+            )
+        finally:
+            if watcher:
+                watcher.stop()
+    report = RunReport(
+        run_id=run_id,
+        success=result.success,
+        seconds=time.monotonic() - started,
+        log_path=log_path,
+        ingested_days=plan.new_days,
+        notices=[*plan.notices, *notices],
+        refused_files=plan.refused,
+    )
+    read_events(report, result, graph, instance, selected_keys)
+    if settings.warehouse_path.exists():
+        from mlops_assets.ops.health import record_run
+        from mlops_assets.warehouse import connection
+
+        with connection(settings.warehouse_path) as con:
+            # Not a step of the run: recorded after it, with its outcome.
+            instance.report_runless_asset_event(record_run(instance, run_id, con))
+            read_warehouse(report, con, pending)
+    return report
+
+
+class _StepWatcher:
+    """Polls the run's event log and reports step starts and ends (for progress display)."""
+
+    def __init__(self, instance, run_id: str, on_event: Callable[[str, str], None]) -> None:
+        self._instance, self._run_id, self._on_event = instance, run_id, on_event
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="mlops-run-watcher", daemon=True)
+        self._seen = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._poll()  # whatever arrived after the last tick
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self._poll()
+
+    def _poll(self) -> None:
+        from dagster import DagsterEventType
+
+        kinds = {
+            DagsterEventType.STEP_START: "start",
+            DagsterEventType.STEP_SUCCESS: "success",
+            DagsterEventType.STEP_FAILURE: "failure",
+            DagsterEventType.STEP_SKIPPED: "skipped",
+        }
+        try:
+            entries = self._instance.all_logs(self._run_id, of_type=set(kinds))
+        except Exception:  # the run may not be registered yet
+            return
+        for entry in entries[self._seen :]:
+            self._on_event(kinds[entry.dagster_event.event_type], entry.step_key or "")
+        self._seen = len(entries)
