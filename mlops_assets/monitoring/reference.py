@@ -1,8 +1,8 @@
-"""The drift reference stored with every model when it is trained: a profile of every
-application of its training period (labelled or not: labels arrive sooner for some loans, so
-the labelled rows alone are a biased sample of the traffic), of its scores on the ones it was
-not trained on, and a small sample of rows for the domain classifier. Monitoring reads these
-and the current window only, never the training data."""
+"""The drift reference stored with every model when it is trained: a profile of every row of
+its training period (labelled or not: labels arrive sooner for some rows, so the labelled rows
+alone are a biased sample of the traffic), of its scores on the rows it was not trained on, and
+a small sample of rows for the domain classifier. Monitoring reads these and the current window
+only, never the training data; the profile's columns and kinds are the champion's inputs."""
 
 from __future__ import annotations
 
