@@ -18,8 +18,9 @@ from pathlib import Path
 
 import duckdb
 
+from mlops_assets import catalogue
 from mlops_assets.ingestion.loader import ingest_source
-from mlops_assets.ingestion.sources import SOURCE_SPECS, identifier_names
+from mlops_assets.ingestion.sources import identifier_names
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from mlops_assets.security.keyring import Keyring
 
@@ -44,14 +45,16 @@ def main() -> None:
         result = ingest_source(
             con,
             landing,
-            SOURCE_SPECS["applications"],
-            identifier_names(SOURCE_SPECS.values()),
+            catalogue.sources()["applications"],
+            identifier_names(catalogue.sources().values()),
             keyring=keyring,
         )
         ingest_s = time.perf_counter() - started
         assert not result.failed, result.failed
 
-        types = ", ".join(f"'{c}': '{t}'" for c, t in SOURCE_SPECS["applications"].columns.items())
+        types = ", ".join(
+            f"'{c}': '{t}'" for c, t in catalogue.sources()["applications"].columns.items()
+        )
         started = time.perf_counter()
         con.execute(
             f"create table plain as select * from read_csv('{landing}/applications/*.csv', "

@@ -31,7 +31,7 @@ from pathlib import Path
 import duckdb
 import psutil
 
-from mlops_assets.ingestion.sources import SOURCE_SPECS
+from mlops_assets import catalogue
 from mlops_assets.ops.health import ASSETS_TABLE
 
 BIN = Path(sys.executable).parent
@@ -156,7 +156,9 @@ def stage_table(home: Path, run_id: str) -> dict[str, dict]:
 
 def duckdb_read_csv(home: Path) -> float:
     """Rows/s of DuckDB reading the applications landing files into a table: the floor."""
-    types = ", ".join(f"'{c}': '{t}'" for c, t in SOURCE_SPECS["applications"].columns.items())
+    types = ", ".join(
+        f"'{c}': '{t}'" for c, t in catalogue.sources()["applications"].columns.items()
+    )
     with duckdb.connect() as con:
         started = time.perf_counter()
         con.execute(

@@ -106,7 +106,7 @@ def test_a_feed_without_personal_data_refuses_an_extra_named_like_any_feeds_iden
 
 
 def test_the_loan_feeds_read_the_same_declared_as_data():
-    """What the customers feed's YAML instance says is the spec the loader has used."""
+    """The customers feed declared as plain data is the spec its component instance gives."""
     customers = SourceSpec.from_data(
         {
             "name": "customers",
