@@ -75,19 +75,6 @@ class LandingZone(dg.ConfigurableResource):
         return Path(self.path)
 
 
-class ReportsResource(dg.ConfigurableResource):
-    """Where stages write files for people to read (``$MLOPS_HOME/reports``): drift reports,
-    model plots."""
-
-    path: str
-
-    def directory(self, *parts: str) -> Path:
-        """``<path>/<parts...>``, created if missing."""
-        directory = Path(self.path).joinpath(*parts)
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory
-
-
 class KeyringResource(dg.ConfigurableResource):
     """The keyring file (pseudonym key and vault keys); see mlops_assets.security.keyring."""
 
@@ -191,7 +178,6 @@ def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             horizon_days=settings.landing_horizon_days,
         ),
         "keyring": KeyringResource(path=str(settings.keyring_path)),
-        "reports": ReportsResource(path=str(settings.reports_dir)),
         "dask": DaskResource(scheduler_address=settings.dask_scheduler_address),
         "alerts": AlertsResource(webhook_url=settings.alert_webhook),
         "registry": RegistryResource(
