@@ -10,8 +10,8 @@ from __future__ import annotations
 import html
 from datetime import UTC, datetime
 
-from mlops_assets.markdown import md_table
 from mlops_assets.drift.engine import DriftReport
+from mlops_assets.markdown import md_table
 
 REF_COLOUR, CUR_COLOUR = "#4c78a8", "#f58518"
 
