@@ -2,7 +2,7 @@
 
     python benchmarks/bench_features.py --rows 1000000
 
-Builds a mart-shaped table of synthetic applications (mlops_assets.sample_data.marts) in one
+Builds a mart-shaped table of synthetic applications (tests/sample_data/marts.py) in one
 process, then times each stage of `features/loan_features` on it in a fresh process per chunk
 size, so each peak RSS is the feature layer's own. The contract figure is the issue's target
 (<= 3 s for 1M rows on 2 cores): reading the chunks out of DuckDB plus validating every check.
@@ -15,15 +15,19 @@ import multiprocessing
 import os
 import platform
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+# The repository root: the mart generator is test data (tests/), not part of the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from mlops_assets.features.engineering import stage_features
 from mlops_assets.features.quality import measure_quality
 from mlops_assets.features.validation import apply_contract, publish
-from mlops_assets.sample_data.marts import load_synthetic_mart
 from mlops_assets.warehouse import connection
+from tests.sample_data.marts import load_synthetic_mart
 
 
 def build_mart(path: str, rows: int) -> None:

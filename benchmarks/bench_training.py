@@ -4,7 +4,7 @@
     python benchmarks/bench_training.py --rows 100000            # with the 1- vs 2-worker search
     python benchmarks/bench_training.py --rows 1000000 --no-speedup
 
-Rows are synthetic mart rows (mlops_assets.sample_data.marts) turned into features by the real
+Rows are synthetic mart rows (tests/sample_data/marts.py) turned into features by the real
 feature layer; about half are labelled by the end of the period. Every worker is single-
 threaded and whole fits are Dask tasks with the data scattered once; the 1- and 2-worker
 searches must give identical scores.
@@ -16,18 +16,22 @@ import argparse
 import os
 import platform
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+# The repository root: the mart generator is test data (tests/), not part of the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from mlops_assets.features.engineering import stage_features
 from mlops_assets.features.validation import apply_contract, publish
-from mlops_assets.sample_data.marts import load_synthetic_mart
 from mlops_assets.training.dataset import load_training_data
 from mlops_assets.training.registry import Registry
 from mlops_assets.training.search import search
 from mlops_assets.training.trainer import TrainingConfig, train_model
 from mlops_assets.warehouse import connection
+from tests.sample_data.marts import load_synthetic_mart
 
 
 def main() -> None:

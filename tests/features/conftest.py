@@ -2,7 +2,7 @@ import duckdb
 import pytest
 
 from mlops_assets.features.engineering import stage_features
-from mlops_assets.sample_data.marts import load_synthetic_mart
+from tests.sample_data.marts import load_synthetic_mart
 
 ROWS = 600  # enough labelled rows (> 200) for the statistical check to judge
 

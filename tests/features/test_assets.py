@@ -10,8 +10,8 @@ from mlops_assets.features.contract import LoanFeatures
 from mlops_assets.features.validation import QUARANTINE_TABLE
 from mlops_assets.ingestion.sources import identifier_names
 from mlops_assets.resources import DaskResource, WarehouseResource
-from mlops_assets.sample_data.marts import load_synthetic_mart
 from mlops_assets.security.checks import build_identifier_checks
+from tests.sample_data.marts import load_synthetic_mart
 
 OP = "features__loan_features"
 

@@ -8,7 +8,7 @@ import pytest
 
 from mlops_assets.features.engineering import feature_sql, stage_features
 from mlops_assets.features.validation import apply_contract, publish
-from mlops_assets.sample_data.marts import load_synthetic_mart, synthetic_mart
+from tests.sample_data.marts import load_synthetic_mart, synthetic_mart
 
 
 def features_of(mart: pd.DataFrame) -> pd.DataFrame:

@@ -12,9 +12,9 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 from mlops_assets.features.engineering import stage_features
 from mlops_assets.features.validation import apply_contract, publish
-from mlops_assets.sample_data.marts import load_synthetic_mart
 from mlops_assets.security.keyring import Keyring
 from mlops_assets.training.registry import Registry
+from tests.sample_data.marts import load_synthetic_mart
 
 
 def home_registry(home: Path) -> Registry:

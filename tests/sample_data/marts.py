@@ -1,8 +1,9 @@
 """Mart-shaped synthetic rows: `marts.loan_applications` without the landing/dbt round trip.
 
-For tests and benchmarks of the feature layer at sizes the full pipeline would take minutes to
-reach. Values are valid under the feature contract; history is consistent (returning customers,
-outcomes 4-12 weeks after the application, losses only on defaults).
+For tests and benchmarks of the feature and training layers at sizes the full pipeline would
+take minutes to reach (test data: not shipped with the package). Values are valid under the
+feature contract; history is consistent (returning customers, outcomes 4-12 weeks after the
+application, losses only on defaults).
 """
 
 from __future__ import annotations
