@@ -9,24 +9,11 @@ scan, and the table's column schema in the UI.
 from __future__ import annotations
 
 import textwrap
-from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.ingestion.generalise import Generaliser
 from mlops_assets.ingestion.sources import SourceSpec
-
-Classification = Literal["direct_identifier", "quasi_identifier", "sensitive", "none"]
-
-
-class Generalised(dg.Model, dg.Resolvable):
-    """A replacement that may leave the vault instead of an identifier: ``age_band`` is the
-    ten-year band of the age at ``at`` of someone born on ``birth`` (two text date columns)."""
-
-    kind: Literal["age_band"]
-    birth: str
-    at: str
 
 
 class PersonalData(dg.Model, dg.Resolvable):
@@ -38,11 +25,16 @@ class PersonalData(dg.Model, dg.Resolvable):
     identifiers: list[str] = Field(
         default_factory=list, description="Columns that go encrypted to the vault, never to raw."
     )
-    generalised: dict[str, Generalised] = Field(
-        default_factory=dict, description="Columns added in place of identifiers."
+    generalised: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Columns that leave the vault instead of identifiers, each a registered "
+        "kind over declared columns, e.g. {kind: age_band, birth: date_of_birth, at: "
+        "registered_at} (mlops_assets/ingestion/generalise.py).",
     )
-    classification: dict[str, Classification] = Field(
-        default_factory=dict, description="Class of each raw column (default: none)."
+    classification: dict[str, str] = Field(
+        default_factory=dict,
+        description="Class of each raw column: direct_identifier, quasi_identifier, sensitive "
+        "or none (the default).",
     )
 
 
@@ -86,20 +78,8 @@ class LandingSource(dg.Component, dg.Resolvable, dg.Model):
 
     @property
     def spec(self) -> SourceSpec:
-        personal = self.personal_data or PersonalData()
-        return SourceSpec(
-            name=self.name,
-            columns=dict(self.columns),
-            required_values=tuple(self.required),
-            description=self.description,
-            pseudonymise=personal.pseudonymise,
-            identifiers=tuple(personal.identifiers),
-            generalised={
-                column: Generaliser(g.kind, {"birth": g.birth, "at": g.at})
-                for column, g in personal.generalised.items()
-            },
-            classification=dict(personal.classification),
-        )
+        """The feed as a plain spec, checked: plain names, known types and generalisers."""
+        return SourceSpec.from_data(self.model_dump(exclude_none=True))
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         from mlops_assets.ingestion.assets import build_source_defs
