@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.inspection import partial_dependence as sklearn_partial_dependence
 
+from mlops_assets import catalogue
 from mlops_assets.training.candidates import build_pipeline
 from mlops_assets.training.dataset import load_training_data
 from mlops_assets.training.diagnostics import _sample, partial_dependence, top_features
@@ -16,17 +17,19 @@ from mlops_assets.training.search import predict, score
 
 @pytest.fixture(scope="module", params=["default_classifier", "loss_regressor"])
 def fitted(request, features_con):
-    data = load_training_data(features_con, request.param)
+    data = load_training_data(features_con, catalogue.model(request.param))
     name = (
         "hist_gradient_boosting" if request.param == "default_classifier" else "gradient_boosting"
     )
-    model = build_pipeline(name, {"max_leaf_nodes": 7}, data.spec, seed=3)
+    model = build_pipeline(
+        name, {"max_leaf_nodes": 7}, data.spec, seed=3, classifier=data.model.is_classifier
+    )
     return model.fit(data.x_train, data.y_train), data
 
 
 def test_permutation_importance_is_the_mean_score_drop_of_each_shuffle(fitted):
     model, data = fitted
-    classifier = data.model == "default_classifier"
+    classifier = data.model.is_classifier
     importance = top_features(model, data, seed=5, repeats=2)
 
     x, y = _sample(data, 5)
@@ -49,7 +52,7 @@ def test_permutation_importance_is_the_mean_score_drop_of_each_shuffle(fitted):
 
 def test_partial_dependence_matches_scikit_learn_on_the_same_grid(fitted):
     model, data = fitted
-    classifier = data.model == "default_classifier"
+    classifier = data.model.is_classifier
     x = _sample(data, 5)[0]
     for feature in ("annual_income", "term_months"):
         grid, average = partial_dependence(model, x, feature, classifier)

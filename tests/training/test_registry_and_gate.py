@@ -11,11 +11,12 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
+from mlops_assets import catalogue
 from mlops_assets.cli import app
 from mlops_assets.features.validation import FEATURE_TABLE
 from mlops_assets.training.dataset import load_training_data
 from mlops_assets.training.registry import Registry, RegistryError
-from mlops_assets.training.scoring import SCORES_TABLE, score_applications
+from mlops_assets.training.scoring import score_model
 from mlops_assets.training.trainer import TrainingConfig, gate, train_model, trained_before
 from tests.conftest import BIN
 from tests.training.conftest import (
@@ -26,6 +27,8 @@ from tests.training.conftest import (
     skops_call,
 )
 
+CLASSIFIER = catalogue.model("default_classifier")
+REGRESSOR = catalogue.model("loss_regressor")
 FAST = TrainingConfig(folds=2, bootstrap_rounds=20)
 SECOND = TrainingConfig(folds=2, bootstrap_rounds=20, seed=1)  # another seed: another version
 
@@ -33,7 +36,7 @@ SECOND = TrainingConfig(folds=2, bootstrap_rounds=20, seed=1)  # another seed: a
 @pytest.fixture(scope="module")
 def trained(features_con, tmp_path_factory):
     registry = home_registry(tmp_path_factory.mktemp("home"))
-    data = load_training_data(features_con, "default_classifier")
+    data = load_training_data(features_con, CLASSIFIER)
     first = train_model(data, registry, FAST)
     return registry, data, first
 
@@ -98,35 +101,37 @@ def test_a_modified_model_file_is_refused(trained, tmp_path):
 def test_gate_needs_the_margin_and_respects_the_guards():
     config = TrainingConfig(margin=0.01, guard_tolerance=0.005)
     champion = {"roc_auc": 0.80, "pr_auc": 0.40, "brier": 0.12, "log_loss": 0.40}
-    assert gate("default_classifier", champion, None, config)[0]
-    assert not gate("default_classifier", {**champion, "roc_auc": 0.805}, champion, config)[0]
-    assert gate("default_classifier", {**champion, "roc_auc": 0.82}, champion, config)[0]
+    assert gate(CLASSIFIER, champion, None, config)[0]
+    assert not gate(CLASSIFIER, {**champion, "roc_auc": 0.805}, champion, config)[0]
+    assert gate(CLASSIFIER, {**champion, "roc_auc": 0.82}, champion, config)[0]
     worse_brier = {**champion, "roc_auc": 0.82, "brier": 0.13}
-    promoted, reason = gate("default_classifier", worse_brier, champion, config)
+    promoted, reason = gate(CLASSIFIER, worse_brier, champion, config)
     assert not promoted and "brier" in reason
     regressor = {"rmse": 100.0, "mae": 80.0, "r2": 0.3}
-    assert gate("loss_regressor", {**regressor, "rmse": 90.0}, regressor, config)[0]
-    assert not gate("loss_regressor", {**regressor, "rmse": 99.5}, regressor, config)[0]
+    assert gate(REGRESSOR, {**regressor, "rmse": 90.0}, regressor, config)[0]
+    assert not gate(REGRESSOR, {**regressor, "rmse": 99.5}, regressor, config)[0]
 
 
 def test_scores_trace_to_the_champion_and_the_challenger_runs_in_shadow(challenged, features_con):
     registry, _, _ = challenged
     champion = registry.champion("default_classifier")
-    report = score_applications(features_con, registry)
+    report = score_model(features_con, registry, CLASSIFIER)
     rows = dict(
-        features_con.execute(f"select mode, count(*) from {SCORES_TABLE} group by 1").fetchall()
+        features_con.execute(
+            f"select mode, count(*) from {CLASSIFIER.scores} group by 1"
+        ).fetchall()
     )
     features = features_con.execute("select count(*) from features.loan_features").fetchall()[0][0]
     assert rows == {"champion": features, "shadow": features}
     versions = dict(
         features_con.execute(
-            f"select mode, any_value(model_version) from {SCORES_TABLE} group by 1"
+            f"select mode, any_value(model_version) from {CLASSIFIER.scores} group by 1"
         ).fetchall()
     )
     assert versions["champion"] == champion and versions["shadow"] == report.challenger != champion
     assert set(report.ab) == {"champion", "shadow"} and report.ab["champion"]["labelled"] > 0
     bad = features_con.execute(
-        f"select count(*) from {SCORES_TABLE} where not (score between 0 and 1)"
+        f"select count(*) from {CLASSIFIER.scores} where not (score between 0 and 1)"
     ).fetchall()[0][0]
     assert bad == 0
 
@@ -159,14 +164,16 @@ def test_scoring_without_a_champion_skips_instead_of_failing(tmp_path):
     import dagster as dg
 
     from mlops_assets.resources import DaskResource, RegistryResource, WarehouseResource
-    from mlops_assets.training.assets import loan_default_scores
+    from mlops_assets.training.assets import build_scores_asset
 
     result = dg.materialize(
-        [loan_default_scores],
+        [build_scores_asset(CLASSIFIER)],
         resources={
             "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
             "registry": RegistryResource(
-                path=str(tmp_path / "models"), keyring_path=str(tmp_path / "keyring.json")
+                path=str(tmp_path / "models"),
+                keyring_path=str(tmp_path / "keyring.json"),
+                reports_path=str(tmp_path / "reports"),
             ),
             "dask": DaskResource(),
         },
@@ -182,7 +189,7 @@ def test_a_version_registered_by_a_run_that_died_before_the_gate_is_gated_next_r
     from mlops_assets.training.trainer import settle
 
     registry = home_registry(tmp_path)
-    data = load_training_data(features_con, "default_classifier")
+    data = load_training_data(features_con, CLASSIFIER)
 
     def dies(*args, **kwargs):
         raise KeyboardInterrupt  # the process ends between registering and deciding
@@ -277,25 +284,31 @@ def test_a_forged_model_fails_scoring_and_keeps_the_previous_scores(
     import dagster as dg
 
     from mlops_assets.resources import DaskResource, RegistryResource, WarehouseResource
-    from mlops_assets.training.assets import loan_default_scores
+    from mlops_assets.training.assets import build_scores_asset
 
     registry, _, _ = challenged
     home, copy = _home_copy(registry, tmp_path)
-    score_applications(features_con, copy)
-    scores = f"select mode, model_version, count(*), sum(score) from {SCORES_TABLE} group by all"
+    score_model(features_con, copy, CLASSIFIER)
+    scores = (
+        f"select mode, model_version, count(*), sum(score) from {CLASSIFIER.scores} group by all"
+    )
     before = sorted(features_con.execute(scores).fetchall())
     marker = tmp_path / "payload-ran"
     card = _forge_champion(copy, marker)
     with pytest.raises(RegistryError, match=f"{card} does not match its seal"):
-        score_applications(features_con, copy)
+        score_model(features_con, copy, CLASSIFIER)
     assert sorted(features_con.execute(scores).fetchall()) == before
     # In a run, the scoring step fails (so `mlops run` does not report success).
     feature_warehouse(rows=300, database=str(home / "warehouse.duckdb")).close()
     result = dg.materialize(
-        [loan_default_scores],
+        [build_scores_asset(CLASSIFIER)],
         resources={
             "warehouse": WarehouseResource(path=str(home / "warehouse.duckdb")),
-            "registry": RegistryResource(path=str(copy.root), keyring_path=str(copy.keyring_path)),
+            "registry": RegistryResource(
+                path=str(copy.root),
+                keyring_path=str(copy.keyring_path),
+                reports_path=str(home / "reports"),
+            ),
             "dask": DaskResource(),
         },
         raise_on_error=False,

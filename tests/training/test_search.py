@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 
+from mlops_assets import catalogue
 from mlops_assets.training.dataset import load_training_data
 from mlops_assets.training.search import LEAVE_ONE_OUT_MAX_ROWS, cv_splits, search
 
 
 @pytest.fixture(scope="module")
 def data(features_con):
-    return load_training_data(features_con, "default_classifier")
+    return load_training_data(features_con, catalogue.model("default_classifier"))
 
 
 def test_holdout_is_the_latest_applications_never_a_random_split(features_con, data):
