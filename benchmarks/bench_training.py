@@ -24,6 +24,7 @@ from pathlib import Path
 # The repository root: the mart generator is test data (tests/), not part of the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mlops_assets import catalogue
 from mlops_assets.features.engineering import stage_features
 from mlops_assets.features.validation import apply_contract, publish
 from mlops_assets.training.dataset import load_training_data
@@ -56,7 +57,7 @@ def main() -> None:
             stage_features(con)
             apply_contract(con)
             publish(con)
-            data = load_training_data(con, "default_classifier")
+            data = load_training_data(con, catalogue.model("default_classifier"))
         print(
             f"applications: {args.rows:,}; labelled: {data.rows:,} "
             f"(train {len(data.y_train):,}, holdout {len(data.y_holdout):,})"

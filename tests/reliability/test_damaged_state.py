@@ -93,18 +93,20 @@ def test_the_cli_shows_the_readable_cells_and_names_the_damaged_one(tmp_path):
 
 
 def test_scoring_refuses_a_model_file_altered_after_registration_and_writes_nothing(tmp_path):
+    from mlops_assets import catalogue
     from mlops_assets.training.dataset import load_training_data
     from mlops_assets.training.registry import RegistryError
-    from mlops_assets.training.scoring import SCORES_TABLE, score_applications
+    from mlops_assets.training.scoring import score_model
     from mlops_assets.training.trainer import TrainingConfig, train_model
     from tests.training.conftest import feature_warehouse, home_registry
 
     con = feature_warehouse()
     registry = home_registry(tmp_path)
-    data = load_training_data(con, "default_classifier")
+    spec = catalogue.model("default_classifier")
+    data = load_training_data(con, spec)
     version = train_model(data, registry, TrainingConfig(folds=2, bootstrap_rounds=20)).card.version
-    score_applications(con, registry)
-    scores = f"select count(*), sum(score), any_value(model_version) from {SCORES_TABLE}"
+    score_model(con, registry, spec)
+    scores = f"select count(*), sum(score), any_value(model_version) from {spec.scores}"
     before = con.execute(scores).fetchone()
     with (tmp_path / "models" / "default_classifier" / version / "model.skops").open("r+b") as f:
         f.seek(200)
@@ -112,6 +114,6 @@ def test_scoring_refuses_a_model_file_altered_after_registration_and_writes_noth
         f.seek(200)
         f.write(bytes([byte[0] ^ 0xFF]))  # same size, one byte different
     with pytest.raises(RegistryError, match=f"{version}.*modified after registration"):
-        score_applications(con, registry)
+        score_model(con, registry, spec)
     assert con.execute(scores).fetchone() == before
     con.close()

@@ -182,11 +182,11 @@ def test_the_shadow_is_the_newest_version_that_verifies(registry):
 
     older, champion, newest = (register_tiny(registry, seed=s) for s in (0, 1, 2))
     registry.promote(MODEL, champion, reason="r")
-    assert challenger_version(registry) == newest
+    assert challenger_version(registry, MODEL) == newest
     _unseal(registry, newest)  # e.g. a home upgraded from before sealing
-    assert challenger_version(registry) == older
+    assert challenger_version(registry, MODEL) == older
     _unseal(registry, older)
-    assert challenger_version(registry) is None
+    assert challenger_version(registry, MODEL) is None
 
 
 def test_a_registry_without_its_keyring_refuses_instead_of_trusting(tmp_path):
