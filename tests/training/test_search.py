@@ -76,7 +76,9 @@ def test_stacking_refit_learns_the_meta_model_the_search_scored(data):
     stacking = next(t for t in result.trials if t.candidate == "stacking")
     assert len(stacking.params) == 3
     assert not np.isnan(stacking.train_score)
-    refit = make_model("stacking", stacking.params, data.spec, 7, 3).fit(data.x_train, data.y_train)
+    refit = make_model("stacking", stacking.params, data.spec, 7, True, 3).fit(
+        data.x_train, data.y_train
+    )
     splits = cv_splits("stratified_kfold", data.y_train, folds=3, seed=7, classifier=True)
     level_one = np.zeros((len(data.y_train), 3))
     for column, (name, params) in enumerate(stacking.params.items()):
@@ -113,7 +115,7 @@ def test_the_train_score_is_measured_on_evenly_spaced_training_rows(data, monkey
 
     train, val = cv_splits("stratified_kfold", data.y_train, folds=3, seed=7, classifier=True)[0]
     args = ("logistic_l2", {"C": 0.5}, data.spec, 7, True, train, val)
-    model = make_model("logistic_l2", {"C": 0.5}, data.spec, 7).fit(
+    model = make_model("logistic_l2", {"C": 0.5}, data.spec, 7, True).fit(
         data.x_train.iloc[train], data.y_train[train]
     )
 
