@@ -1,0 +1,254 @@
+"""Models come from their declaration (ModelSpec): any table, any column names, either task; no
+model name is special."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_assets import catalogue
+from mlops_assets.features.validation import contract_columns
+from mlops_assets.training.candidates import check_candidates
+from mlops_assets.training.dataset import feature_spec, load_training_data
+from mlops_assets.training.scoring import score_model
+from mlops_assets.training.spec import ModelSpec, SpecError, ValidationSpec
+from mlops_assets.training.trainer import TrainingConfig, train_model
+from tests.training.conftest import home_registry
+
+ROWS = 240
+UNLABELLED = 40  # the latest orders: their basket is not known yet
+TOWN = "King's Lynn"  # a `where` value with a quote in it
+
+
+def orders(rows: int = ROWS, seed: int = 3) -> pd.DataFrame:
+    """A small shop table, nothing like the loan features: other names, other types."""
+    rng = np.random.default_rng(seed)
+    items = rng.integers(1, 9, rows)
+    member = rng.random(rows) < 0.4
+    channel = rng.choice(["web", "app", "store"], rows)
+    basket = 12.5 * items + 20 * member + rng.normal(0, 5, rows)
+    frame = pd.DataFrame(
+        {
+            "order_ref": [f"o-{i:04d}" for i in range(rows)],
+            "placed": pd.date_range("2025-01-01", periods=rows, freq="6h"),
+            "items": items.astype("int32"),
+            "channel": channel,
+            "member": member,
+            "town": rng.choice([TOWN, "Ely"], rows),
+            "basket": basket,
+            "returned": (basket + rng.normal(0, 15, rows) > 60).astype(object),
+        }
+    )
+    frame.loc[rows - UNLABELLED :, ["basket", "returned"]] = None
+    return frame
+
+
+def shop(database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(database)
+    con.register("frame", orders())
+    con.execute("create schema shop")
+    con.execute(
+        "create table shop.orders (order_ref varchar, placed timestamp, items integer, "
+        "channel varchar, member boolean, town varchar, basket double, returned boolean)"
+    )
+    con.execute("insert into shop.orders select * from frame")
+    return con
+
+
+BASKET = ModelSpec(
+    name="basket_value",
+    task="regression",
+    table="shop.orders",
+    id_column="order_ref",
+    time_column="placed",
+    target="basket",
+    features=("items", "channel", "member"),
+    candidates=("ridge", "adaboost"),
+    validation=ValidationSpec(folds=2),
+)
+# A classifier whose name says nothing: its task makes it one.
+RETURNS = ModelSpec(
+    name="will_return",
+    task="classification",
+    table="shop.orders",
+    id_column="order_ref",
+    time_column="placed",
+    target="returned",
+    features=("items", "channel", "member"),
+    candidates=("logistic_l2", "random_forest", "stacking"),
+    validation=ValidationSpec(folds=2),
+    scores_table="marts.return_scores",
+)
+
+
+@pytest.fixture
+def shop_con():
+    con = shop()
+    yield con
+    con.close()
+
+
+def test_features_none_is_every_column_but_id_time_target_and_where(shop_con):
+    spec = ModelSpec(
+        name="basket_all",
+        task="regression",
+        table="shop.orders",
+        id_column="order_ref",
+        time_column="placed",
+        target="basket",
+        where={"town": TOWN},
+    )
+    signature = feature_spec(shop_con, spec)
+    # By column type: numbers are numeric; VARCHAR and BOOLEAN are categories.
+    assert signature.numeric == ("items",)
+    assert signature.categorical == ("channel", "member", "returned")
+
+
+def test_the_loan_models_keep_the_contracts_signature(features_con):
+    """The signature read from the table equals the one the feature contract declared (same
+    columns, same order, same numeric/categorical split)."""
+    features = [c for c in contract_columns() if c.role == "feature"]
+    for spec in catalogue.models().values():
+        signature = feature_spec(features_con, spec)
+        assert signature.numeric == tuple(c.name for c in features if c.duckdb_type != "VARCHAR")
+        assert signature.categorical == tuple(
+            c.name for c in features if c.duckdb_type == "VARCHAR"
+        )
+
+
+def test_declared_columns_missing_or_a_target_that_is_no_number_are_refused_by_name(shop_con):
+    missing = ModelSpec(
+        name="basket_value",
+        task="regression",
+        table="shop.orders",
+        id_column="order_ref",
+        time_column="placed_at",
+        target="basket",
+        features=("items", "colour"),
+    )
+    with pytest.raises(SpecError, match="model basket_value: placed_at, colour not in table"):
+        load_training_data(shop_con, missing)
+    absent = replace(BASKET, table="shop.baskets")
+    with pytest.raises(SpecError, match=r"basket_value: table shop\.baskets does not exist"):
+        load_training_data(shop_con, absent)
+    words = replace(BASKET, target="town")
+    with pytest.raises(SpecError, match=r"basket_value: target town of shop\.orders") as error:
+        load_training_data(shop_con, words)
+    assert TOWN not in str(error.value) and "Ely" not in str(error.value)  # no data quoted
+
+
+def test_a_where_value_is_a_parameter_and_may_hold_a_quote(shop_con):
+    spec = replace(BASKET, where={"town": TOWN, "member": True})
+    data = load_training_data(shop_con, spec)
+    frame = orders()
+    labelled = frame[frame["basket"].notna() & (frame["town"] == TOWN) & frame["member"]]
+    assert data.labelled_rows == data.rows == len(labelled)
+    assert sorted([*data.ids_holdout]) == sorted(
+        labelled.sort_values("placed")["order_ref"].iloc[-len(data.ids_holdout) :]
+    )
+
+
+def test_unknown_or_wrong_task_candidates_are_refused_when_the_spec_is_checked():
+    check_candidates(BASKET)
+    check_candidates(RETURNS)
+    with pytest.raises(SpecError, match="basket_value: unknown candidate 'xgboost'; the"):
+        check_candidates(replace(BASKET, candidates=("ridge", "xgboost")))
+    with pytest.raises(
+        SpecError, match="basket_value: candidate 'stacking' is not a regression candidate"
+    ):
+        check_candidates(replace(BASKET, candidates=("ridge", "stacking")))
+    with pytest.raises(SpecError, match="will_return: candidate 'lasso' is not a classification"):
+        check_candidates(replace(RETURNS, candidates=("lasso",)))
+    with pytest.raises(SpecError, match="will_return: name at least one candidate besides"):
+        check_candidates(replace(RETURNS, candidates=("stacking",)))
+
+
+def test_a_classifier_is_known_by_its_task_not_its_name(shop_con, tmp_path):
+    """``will_return`` is trained, gated and scored as a classifier: integer classes, the
+    stacking ensemble, classification metrics, probabilities as scores, live ROC-AUC."""
+    registry = home_registry(tmp_path)
+    data = load_training_data(shop_con, RETURNS)
+    assert data.y_train.dtype == np.int64 and set(np.unique(data.y_train)) == {0, 1}
+    outcome = train_model(data, registry, TrainingConfig.for_model(RETURNS, bootstrap_rounds=20))
+    assert {t.candidate for t in outcome.search.trials} == {
+        "logistic_l2", "random_forest", "stacking"
+    }  # fmt: skip
+    assert "roc_auc" in outcome.holdout_metrics and outcome.threshold is not None
+    assert outcome.card.data["task"] == "classification"
+    report = score_model(shop_con, registry, RETURNS)
+    assert report.ab["champion"]["metric"] == "roc_auc"
+    assert report.ab["champion"]["labelled"] == ROWS - UNLABELLED
+    low, high, rows = shop_con.execute(
+        "select min(score), max(score), count(*) from marts.return_scores"
+    ).fetchone()
+    assert 0 <= low < high <= 1 and rows == ROWS
+
+
+def test_a_third_model_by_spec_trains_registers_gates_and_scores_to_its_own_table(
+    tmp_path, dask_client
+):
+    """A regression on a shop table, declared and nothing else: its Dagster definitions train,
+    register and gate it, check it, and score every order into ``predictions.basket_value``."""
+    from mlops_assets.resources import DaskResource, RegistryResource, WarehouseResource
+    from mlops_assets.training.assets import build_model_defs
+    from mlops_assets.transform.resource import dbt_resource
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    shop(str(warehouse)).close()
+    registry = home_registry(tmp_path)
+    defs = build_model_defs(BASKET, frozenset({"email"}))
+    resources = {
+        "warehouse": WarehouseResource(path=str(warehouse)),
+        "registry": RegistryResource(
+            path=str(registry.root),
+            keyring_path=str(registry.keyring_path),
+            reports_path=str(tmp_path / "reports"),
+        ),
+        "dask": DaskResource(scheduler_address=dask_client.scheduler.address),
+        "dbt": dbt_resource(tmp_path / "dbt"),
+    }
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks, dg.AssetSpec(["shop", "orders"])],
+        resources=resources,
+        selection=dg.AssetSelection.groups("training", "scoring"),
+    )
+    assert result.success
+    [trained] = result.asset_materializations_for_node("models__basket_value")
+    version = trained.metadata["version"].value
+    assert registry.champion("basket_value") == version
+    card = registry.card("basket_value", version).data
+    assert (card["task"], card["table"], card["target"]) == ("regression", "shop.orders", "basket")
+    assert trained.metadata["primary_metric"].value == "rmse"
+    assert (tmp_path / "reports" / "basket_value" / version / "residuals.png").exists()
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"robustness": True, "no_direct_identifiers": True}
+    [scored] = result.asset_materializations_for_node("predictions__basket_value")
+    assert scored.metadata["dagster/row_count"].value == ROWS
+    assert scored.metadata["live_rmse/champion"].value > 0
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute(
+            "select count(distinct order_ref), any_value(mode), any_value(model_version) "
+            "from predictions.basket_value"
+        ).fetchone() == (ROWS, "champion", version)
+
+
+def test_a_model_on_a_view_is_scored_too(shop_con, tmp_path):
+    """A dbt staging model is a view, which has no rowid to read in ranges: its rows are
+    scored all the same."""
+    shop_con.execute("create schema staging")
+    shop_con.execute("create view staging.stg_orders as select * from shop.orders")
+    spec = replace(BASKET, table="staging.stg_orders", candidates=("ridge",))
+    registry = home_registry(tmp_path)
+    train_model(
+        load_training_data(shop_con, spec),
+        registry,
+        TrainingConfig.for_model(spec, bootstrap_rounds=20),
+    )
+    report = score_model(shop_con, registry, spec)
+    assert report.rows == ROWS and report.ab["champion"]["metric"] == "rmse"
+    assert shop_con.execute("select count(*) from predictions.basket_value").fetchone() == (ROWS,)
