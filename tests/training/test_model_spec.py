@@ -72,16 +72,12 @@ BASKET = ModelSpec(
     validation=ValidationSpec(folds=2),
 )
 # A classifier whose name says nothing: its task makes it one.
-RETURNS = ModelSpec(
+RETURNS = replace(
+    BASKET,
     name="will_return",
     task="classification",
-    table="shop.orders",
-    id_column="order_ref",
-    time_column="placed",
     target="returned",
-    features=("items", "channel", "member"),
     candidates=("logistic_l2", "random_forest", "stacking"),
-    validation=ValidationSpec(folds=2),
     scores_table="marts.return_scores",
 )
 
