@@ -5,10 +5,6 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
-CLASSIFICATION = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "brier", "log_loss")
-REGRESSION = ("mse", "rmse", "mae", "r2")
-LOWER_IS_BETTER = frozenset({"brier", "log_loss", "mse", "rmse", "mae"})
-
 
 def classification_metrics(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
     predicted = (score >= threshold).astype(int)

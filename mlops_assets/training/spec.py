@@ -11,14 +11,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mlops_assets.training import metrics
-
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 Task = Literal["classification", "regression"]
 
-# The holdout metrics of each task: the gate ranks on one and guards others.
-METRICS = {CLASSIFICATION: metrics.CLASSIFICATION, REGRESSION: metrics.REGRESSION}
+# The holdout metrics of each task (mlops_assets.training.metrics computes them): the gate
+# ranks on one and guards others.
+METRICS = {
+    CLASSIFICATION: (
+        *("accuracy", "precision", "recall", "f1"),
+        *("roc_auc", "pr_auc", "brier", "log_loss"),
+    ),
+    REGRESSION: ("mse", "rmse", "mae", "r2"),
+}
+LOWER_IS_BETTER = frozenset({"brier", "log_loss", "mse", "rmse", "mae"})
 DEFAULT_PRIMARY = {CLASSIFICATION: "roc_auc", REGRESSION: "rmse"}
 DEFAULT_GUARDS = {CLASSIFICATION: ("pr_auc", "brier", "log_loss"), REGRESSION: ("mae", "r2")}
 
@@ -112,4 +118,4 @@ class ModelSpec:
 
     @staticmethod
     def higher_is_better(metric: str) -> bool:
-        return metric not in metrics.LOWER_IS_BETTER
+        return metric not in LOWER_IS_BETTER
