@@ -8,6 +8,7 @@ from datetime import date, timedelta
 import dagster as dg
 import duckdb
 
+from mlops_assets import catalogue
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from mlops_assets.text import printable
 from tests.conftest import CLUSTER_CHUNK_ROWS, ODD_LANDING_ENTRIES, SMALL, mlops
@@ -27,6 +28,11 @@ def fingerprint(warehouse) -> dict[str, tuple]:
             t: con.execute(f"select count(*), sum(hash(x)::hugeint) from {t} as x").fetchone()
             for (t,) in tables
         }
+
+
+def _monitored() -> set[str]:
+    """The models whose daily drift report the run writes."""
+    return {name for name, spec in catalogue.models().items() if spec.monitor}
 
 
 def test_run_materializes_everything_and_reports_it(pipeline_run):
@@ -52,9 +58,13 @@ def test_run_materializes_everything_and_reports_it(pipeline_run):
     assert tables["features.loan_features"] > 0
     # The first run has a champion and no challenger yet: one score per application.
     assert tables["predictions.loan_default_scores"] == tables["features.loan_features"]
-    assert tables["monitoring.drift_reports"] == SMALL.days  # one drift report per day
+    monitored = _monitored()
+    # One drift report per monitored model and day.
+    assert tables["monitoring.drift_reports"] == SMALL.days * len(monitored)
     drift_day = SMALL.start_date + timedelta(days=SMALL.drift_from_day)
-    assert summary["drifted_days"] and min(summary["drifted_days"]) >= str(drift_day)
+    drifted = summary["drifted_days"]  # model -> the run's days its monitor found drifted
+    assert drifted and set(drifted) <= monitored
+    assert all(min(days) >= str(drift_day) for days in drifted.values()), drifted
 
 
 def test_odd_landing_entries_are_refused_by_name_and_never_fail_the_run(pipeline_run):
@@ -100,12 +110,13 @@ def test_parallel_work_ran_on_the_cluster_at_dask_scheduler_address(pipeline_run
     instance = dg.DagsterInstance.from_config(str(pipeline_run.home / "dagster"))
     workers = pipeline_run.cluster.workers
     placements, metadata = {}, {}
+    drift_reports = [f"monitoring/{name}/drift_report" for name in _monitored()]
     for key in (
         "features/loan_features",
         "models/default_classifier",
         "models/loss_regressor",
         "predictions/loan_default_scores",
-        "monitoring/drift_report",
+        *drift_reports,
     ):
         event = instance.get_latest_materialization_event(dg.AssetKey(key.split("/")))
         metadata[key] = event.asset_materialization.metadata
@@ -121,7 +132,8 @@ def test_parallel_work_ran_on_the_cluster_at_dask_scheduler_address(pipeline_run
     assert sum(placements["predictions/loan_default_scores"].values()) == -(
         -scored // CLUSTER_CHUNK_ROWS
     )
-    assert sum(placements["monitoring/drift_report"].values()) == SMALL.days
+    for key in drift_reports:
+        assert sum(placements[key].values()) == SMALL.days, key
 
 
 def test_every_run_is_recorded_in_pipeline_health(pipeline_run):
@@ -275,9 +287,14 @@ def test_drift_is_reported_per_day_and_detected_from_the_drift_day(pipeline_run)
     daily reports find those columns drifted from that day on and not before, the run
     retrains once for the episode, and every day has its HTML report."""
     drift_day = SMALL.start_date + timedelta(days=SMALL.drift_from_day)
+    model = "default_classifier"  # its inputs are the features that drift
     with duckdb.connect(str(pipeline_run.warehouse), read_only=True) as con:
-        reports = con.execute("select * from monitoring.drift_reports order by day").df()
-        columns = con.execute("select * from monitoring.drift_columns").df()
+        reports = con.execute(
+            "select * from monitoring.drift_reports where model = ? order by day", [model]
+        ).df()
+        columns = con.execute(
+            "select * from monitoring.drift_columns where model = ?", [model]
+        ).df()
     landing_days = [SMALL.start_date + timedelta(days=i) for i in range(SMALL.days)]
     assert [d.date() for d in reports["day"]] == landing_days
     assert (reports["rows"] > 0).all() and reports["model_version"].nunique() == 1
@@ -289,16 +306,18 @@ def test_drift_is_reported_per_day_and_detected_from_the_drift_day(pipeline_run)
     after = reports[reports["day"].dt.date >= drift_day]
     assert not before["dataset_drift"].any(), before[before["dataset_drift"]]
     assert after["dataset_drift"].mean() >= 0.5, after[["day", "share_drifted_columns"]]
-    html = sorted((pipeline_run.home / "reports" / "drift").glob("*.html"))
+    html = sorted((pipeline_run.home / "reports" / "drift" / model).glob("*.html"))
     assert len(html) == SMALL.days and max(p.stat().st_size for p in html) < 2_000_000
     # The sensor, evaluated on the run's own Dagster instance, retrains once for the episode.
-    from mlops_assets.monitoring.assets import retrain_on_drift
+    from mlops_assets.monitoring.assets import build_retrain_sensor
 
+    retrain_on_drift = build_retrain_sensor(catalogue.model(model))
     with dg.DagsterInstance.from_config(str(pipeline_run.home / "dagster")) as instance:
         first = retrain_on_drift(dg.build_sensor_context(instance=instance))
         again = retrain_on_drift(dg.build_sensor_context(instance=instance, cursor=first.cursor))
         messages = [e.user_message or "" for e in instance.all_logs(pipeline_run.summary["run_id"])]
-    assert any(m.startswith("ALERT drift: drift on") for m in messages)  # logged (and posted)
+    # Logged (and posted).
+    assert any(m.startswith(f"ALERT drift: {model}: drift on") for m in messages)
     requested = [r.run_key for r in first.run_requests]
     assert len(requested) == 1 and requested[0] >= f"drift-{drift_day}", requested
     assert not again.run_requests
