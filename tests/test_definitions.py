@@ -10,7 +10,6 @@ import dagster as dg
 import pytest
 
 from mlops_assets.settings import PROJECT_ROOT
-from mlops_assets.transform.assets import PlatformTranslator
 from mlops_assets.transform.parse import prepare_dbt_manifest
 from tests.conftest import BIN
 
@@ -65,15 +64,6 @@ def test_error_severity_dbt_tests_block_and_warnings_do_not(defs):
     assert not checks[purpose].blocking
 
 
-def test_translator_keys_mirror_schema_and_table():
-    translator = PlatformTranslator()
-    model = {"resource_type": "model", "schema": "marts", "name": "loan_applications"}
-    source = {"resource_type": "source", "source_name": "raw", "schema": "raw", "name": "applications"}
-    assert translator.get_asset_key(model) == dg.AssetKey(["marts", "loan_applications"])
-    assert translator.get_asset_key(source) == dg.AssetKey(["raw", "applications"])
-    assert translator.get_group_name(model) == "transform"
-
-
 def test_dagster_definitions_validate_passes(tmp_path, defs):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "MLOPS_HOME": str(tmp_path)}
     result = subprocess.run(
@@ -122,8 +112,9 @@ def test_every_table_downstream_of_the_vault_has_the_identifier_check(defs):
 def test_schedules_are_partition_aware_and_freshness_is_declared(defs):
     from datetime import datetime
 
-    from mlops_assets.automation import CLASSIFIER, FEATURES_KEY, MARTS
-
+    classifier = dg.AssetKey(["models", "default_classifier"])
+    marts = dg.AssetKey(["marts", "loan_applications"])
+    features = dg.AssetKey(["features", "loan_features"])
     daily = defs.resolve_schedule_def("daily_pipeline_schedule")
     context = dg.build_schedule_context(
         scheduled_execution_time=datetime(2025, 3, 18, 6), repository_def=defs.get_repository_def()
@@ -131,17 +122,17 @@ def test_schedules_are_partition_aware_and_freshness_is_declared(defs):
     [request] = daily.evaluate_tick(context).run_requests
     assert request.partition_key == "2025-03-17"  # yesterday's landing day
     daily_keys = defs.resolve_job_def("daily_pipeline").asset_layer.selected_asset_keys
-    assert dg.AssetKey(["monitoring", "drift_report"]) in daily_keys
+    assert dg.AssetKey(["monitoring", "default_classifier", "drift_report"]) in daily_keys
     assert dg.AssetKey(["predictions", "loan_default_scores"]) in daily_keys
-    assert CLASSIFIER not in daily_keys  # retraining is weekly, not daily
+    assert classifier not in daily_keys  # retraining is weekly, not daily
     weekly = defs.resolve_schedule_def("weekly_retraining_schedule")
     assert weekly.cron_schedule == "0 7 * * 1"
     weekly_keys = defs.resolve_job_def("weekly_retraining").asset_layer.selected_asset_keys
     assert (
-        CLASSIFIER in weekly_keys
+        classifier in weekly_keys
         and dg.AssetKey(["predictions", "loan_default_scores"]) in weekly_keys
     )
     graph = defs.resolve_asset_graph()
-    for key, hours in ((MARTS, 36), (FEATURES_KEY, 36), (CLASSIFIER, 9 * 24)):
+    for key, hours in ((marts, 36), (features, 36), (classifier, 9 * 24)):
         policy = graph.get(key).freshness_policy
         assert policy.fail_window.to_timedelta().total_seconds() == hours * 3600
