@@ -194,21 +194,21 @@ def test_one_model_builds_alone_on_a_fresh_warehouse_without_erroring_cross_mode
     import dagster as dg
 
     from mlops_assets.resources import WarehouseResource
-    from mlops_assets.transform.assets import build_dbt_defs
+    from mlops_assets.transform.assets import build_dbt_assets
+    from mlops_assets.transform.resource import dbt_resource
 
     shutil.copy(pipeline_run.warehouse, tmp_path / "warehouse.duckdb")
     # dbt builds the warehouse resource's file, whatever MLOPS_HOME says.
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "elsewhere"))
     monkeypatch.delenv("DBT_INDIRECT_SELECTION", raising=False)
-    dbt_defs = build_dbt_defs(tmp_path / "dbt" / "target")
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as writer:
         for view in ("stg_applications", "stg_customers", "stg_outcomes"):
             writer.execute(f"drop view staging.{view} cascade")
     result = dg.materialize(
-        dbt_defs.assets,
+        [build_dbt_assets()],
         selection=[dg.AssetKey(["staging", "stg_applications"])],
         resources={
-            **dbt_defs.resources,
+            "dbt": dbt_resource(tmp_path / "dbt" / "target"),
             "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
         },
         run_config={"ops": {"dbt_models": {"config": {"fetch_table_metadata": False}}}},
