@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from mlops_assets.instance_storage import SqliteEventLogStorage
-from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from mlops_assets.run.instance import ensure_dagster_home
+from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from mlops_assets.settings import DAGSTER_PG_URL_VARIABLE, get_settings
 from tests.conftest import free_port
 

@@ -6,8 +6,8 @@ from importlib import metadata
 import dagster_dbt.core.resource as dbt_core_resource
 import pytest
 
-from mlops_assets.transform.resource import PlatformDbtCli, dbt_project, dbt_resource
 from mlops_assets.transform.parse import MANIFEST
+from mlops_assets.transform.resource import PlatformDbtCli, dbt_project, dbt_resource
 
 
 def test_the_venvs_dbt_version_is_the_installed_package_without_running_dbt(monkeypatch, tmp_path):
