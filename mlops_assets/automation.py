@@ -82,17 +82,13 @@ AUTOMATION = {
 }
 
 
-def with_policies(assets: list) -> list:
-    """``assets`` with the freshness policies of ``FRESHNESS`` (by key prefix) and the
-    automation conditions of ``AUTOMATION`` (by group) attached to their specs."""
-
-    def attach(spec: dg.AssetSpec) -> dg.AssetSpec:
-        return spec.replace_attributes(
-            freshness_policy=FRESHNESS.get(spec.key.path[0], spec.freshness_policy),
-            automation_condition=AUTOMATION.get(spec.group_name, spec.automation_condition),
-        )
-
-    return list(dg.map_asset_specs(attach, assets))
+def with_policies(spec: dg.AssetSpec) -> dg.AssetSpec:
+    """``spec`` with the freshness policy of ``FRESHNESS`` (by key prefix) and the automation
+    condition of ``AUTOMATION`` (by group) attached."""
+    return spec.replace_attributes(
+        freshness_policy=FRESHNESS.get(spec.key.path[0], spec.freshness_policy),
+        automation_condition=AUTOMATION.get(spec.group_name, spec.automation_condition),
+    )
 
 
 daily_pipeline = dg.define_asset_job(

@@ -20,7 +20,7 @@ from mlops_assets import warehouse
 from mlops_assets.ops.alerting import AlertsResource
 from mlops_assets.partitions import LANDING_DAYS, landing_days
 from mlops_assets.security.keyring import Keyring
-from mlops_assets.settings import Settings
+from mlops_assets.settings import DEFAULT_MEMORY_LIMIT, Settings
 
 # DuckDB allows one writing process per file: every asset that writes runs in this pool, whose
 # limit is 1 (set in the instance's dagster.yaml).
@@ -36,6 +36,7 @@ class WarehouseResource(dg.ConfigurableResource):
     """
 
     path: str
+    memory_limit: str = DEFAULT_MEMORY_LIMIT  # DuckDB spills to disk beyond it
     lock_wait_seconds: float = warehouse.LOCK_WAIT_SECONDS
     lock_retries: int = 3
     retry_delay_seconds: float = 60.0
@@ -49,6 +50,7 @@ class WarehouseResource(dg.ConfigurableResource):
                 read_only=read_only,
                 create=not read_only,
                 wait_seconds=self.lock_wait_seconds,
+                memory_limit=self.memory_limit,
             ) as con:
                 yield con
         except warehouse.WarehouseLockedError as error:
@@ -168,10 +170,13 @@ class RegistryResource(dg.ConfigurableResource):
 
 
 def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
-    """The resources of every stage, bound to ``settings``' paths (the dbt resource comes with
-    the dbt assets: :func:`mlops_assets.transform.assets.build_dbt_defs`)."""
+    """The resources of every stage, bound to ``settings``' paths."""
+    from mlops_assets.transform.resource import dbt_resource
+
     return {
-        "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
+        "warehouse": WarehouseResource(
+            path=str(settings.warehouse_path), memory_limit=settings.duckdb_memory_limit
+        ),
         "landing": LandingZone(
             path=str(settings.landing_dir),
             first_day=settings.first_landing_date,
@@ -180,6 +185,7 @@ def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "keyring": KeyringResource(path=str(settings.keyring_path)),
         "dask": DaskResource(scheduler_address=settings.dask_scheduler_address),
         "alerts": AlertsResource(webhook_url=settings.alert_webhook),
+        "dbt": dbt_resource(settings.dbt_target_dir),
         "registry": RegistryResource(
             path=str(settings.models_dir),
             keyring_path=str(settings.keyring_path),

@@ -112,9 +112,11 @@ def test_every_table_downstream_of_the_vault_has_the_identifier_check(defs):
 def test_schedules_are_partition_aware_and_freshness_is_declared(defs):
     from datetime import datetime
 
-    classifier = dg.AssetKey(["models", "default_classifier"])
-    marts = dg.AssetKey(["marts", "loan_applications"])
-    features = dg.AssetKey(["features", "loan_features"])
+    from mlops_assets import catalogue
+
+    models = [dg.AssetKey(["models", name]) for name in catalogue.models()]
+    scores = [dg.AssetKey(spec.scores.split(".")) for spec in catalogue.models().values()]
+    reports = [dg.AssetKey(["monitoring", name, "drift_report"]) for name in catalogue.models()]
     daily = defs.resolve_schedule_def("daily_pipeline_schedule")
     context = dg.build_schedule_context(
         scheduled_execution_time=datetime(2025, 3, 18, 6), repository_def=defs.get_repository_def()
@@ -122,17 +124,15 @@ def test_schedules_are_partition_aware_and_freshness_is_declared(defs):
     [request] = daily.evaluate_tick(context).run_requests
     assert request.partition_key == "2025-03-17"  # yesterday's landing day
     daily_keys = defs.resolve_job_def("daily_pipeline").asset_layer.selected_asset_keys
-    assert dg.AssetKey(["monitoring", "default_classifier", "drift_report"]) in daily_keys
-    assert dg.AssetKey(["predictions", "loan_default_scores"]) in daily_keys
-    assert classifier not in daily_keys  # retraining is weekly, not daily
+    assert set(reports) | set(scores) <= daily_keys
+    assert not set(models) & daily_keys  # retraining is weekly, not daily
     weekly = defs.resolve_schedule_def("weekly_retraining_schedule")
     assert weekly.cron_schedule == "0 7 * * 1"
     weekly_keys = defs.resolve_job_def("weekly_retraining").asset_layer.selected_asset_keys
-    assert (
-        classifier in weekly_keys
-        and dg.AssetKey(["predictions", "loan_default_scores"]) in weekly_keys
-    )
+    assert set(models) | set(scores) <= weekly_keys
     graph = defs.resolve_asset_graph()
-    for key, hours in ((marts, 36), (features, 36), (classifier, 9 * 24)):
+    marts = dg.AssetKey(["marts", "loan_applications"])
+    features = dg.AssetKey(["features", "loan_features"])
+    for key, hours in ((marts, 36), (features, 36), *((model, 9 * 24) for model in models)):
         policy = graph.get(key).freshness_policy
         assert policy.fail_window.to_timedelta().total_seconds() == hours * 3600

@@ -6,7 +6,8 @@
 * ``DbtProject``: the dbt project, its models as assets with table metadata.
 """
 
+from mlops_assets.components.dbt_project import DbtProject
 from mlops_assets.components.landing_source import LandingSource
 from mlops_assets.components.trained_model import TrainedModel
 
-__all__ = ["LandingSource", "TrainedModel"]
+__all__ = ["DbtProject", "LandingSource", "TrainedModel"]

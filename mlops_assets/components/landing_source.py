@@ -83,7 +83,18 @@ class LandingSource(dg.Component, dg.Resolvable, dg.Model):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         from mlops_assets.ingestion.assets import build_source_defs
-        from mlops_assets.ingestion.sources import identifier_names
 
-        feeds = [c.spec for c in context.component_tree.get_all_components(of_type=LandingSource)]
-        return build_source_defs(self.spec, identifier_names(feeds))
+        return build_source_defs(self.spec, feed_identifier_names(context))
+
+
+def declared_feeds(context: dg.ComponentLoadContext) -> list[SourceSpec]:
+    """Every LandingSource instance of the project ``context`` loads."""
+    return [c.spec for c in context.component_tree.get_all_components(of_type=LandingSource)]
+
+
+def feed_identifier_names(context: dg.ComponentLoadContext) -> frozenset[str]:
+    """The identifier column names of every declared feed: what no table downstream of the
+    vault may have (the ``no_direct_identifiers`` checks)."""
+    from mlops_assets.ingestion.sources import identifier_names
+
+    return identifier_names(declared_feeds(context))

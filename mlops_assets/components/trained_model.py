@@ -113,14 +113,14 @@ class TrainedModel(dg.Component, dg.Resolvable, dg.Model):
         )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        from mlops_assets.components.landing_source import LandingSource
-        from mlops_assets.ingestion.sources import identifier_names
+        from mlops_assets.components.landing_source import feed_identifier_names
         from mlops_assets.monitoring.assets import build_monitor_defs
         from mlops_assets.training.assets import build_model_defs
+        from mlops_assets.training.candidates import check_candidates
 
         spec = self.spec
-        feeds = [c.spec for c in context.component_tree.get_all_components(of_type=LandingSource)]
-        names = identifier_names(feeds)
+        check_candidates(spec)
+        names = feed_identifier_names(context)
         parts = [build_model_defs(spec, names)]
         if spec.monitor:
             parts.append(build_monitor_defs(spec, names))

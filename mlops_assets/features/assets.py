@@ -176,6 +176,3 @@ def loan_features(
         data_version=dg.DataVersion(version),
         check_results=[contract_check_result(report, config.max_failure_rate)],
     )
-
-
-feature_assets = [loan_features]

@@ -6,7 +6,6 @@ import warnings
 
 import dagster as dg
 
-from mlops_assets import catalogue
 from mlops_assets.ingestion.landing import latest_landing_day, record_refused, scan_landing
 from mlops_assets.ingestion.ledger import unbalanced_ledger_rows
 from mlops_assets.ingestion.loader import ingest_source
@@ -14,7 +13,6 @@ from mlops_assets.ingestion.sources import (
     LINEAGE_COLUMNS,
     LINEAGE_DESCRIPTIONS,
     SourceSpec,
-    identifier_names,
 )
 from mlops_assets.markdown import flow_metadata, md_list
 from mlops_assets.partitions import LANDING_DAYS
@@ -200,9 +198,3 @@ def build_source_defs(spec: SourceSpec, identifier_names: frozenset[str]) -> dg.
         assets=[landing_spec(spec), raw],
         asset_checks=[build_identifier_checks([raw.key], identifier_names)],
     )
-
-
-# Until definitions.py merges build_source_defs per declared feed: the feeds' assets as lists.
-_SOURCES = catalogue.sources()
-landing_assets = [landing_spec(spec) for spec in _SOURCES.values()]
-raw_assets = [_raw_asset(spec, identifier_names(_SOURCES.values())) for spec in _SOURCES.values()]

@@ -26,7 +26,6 @@ from mlops_assets.monitoring.daily import (
     store,
 )
 from mlops_assets.ops.alerting import AlertsResource
-from mlops_assets.ops.assets import build_ops_defs
 from mlops_assets.parallel import Placement
 from mlops_assets.partitions import LANDING_DAYS
 from mlops_assets.resources import (
@@ -341,24 +340,3 @@ def build_monitor_defs(spec: ModelSpec, identifier_names: frozenset[str]) -> dg.
     return dg.Definitions(
         assets=[report], sensors=[build_retrain_sensor(spec)], asset_checks=[checks]
     )
-
-
-# Until definitions.py loads the defs folder (where each TrainedModel builds its own monitor):
-# the monitors of the declared models, and pipeline health.
-def _declared_monitors() -> list[dg.Definitions]:
-    from mlops_assets import catalogue
-    from mlops_assets.ingestion.sources import identifier_names
-
-    names = identifier_names(catalogue.sources().values())
-    return [build_monitor_defs(spec, names) for spec in catalogue.models().values() if spec.monitor]
-
-
-_monitors = _declared_monitors()
-_ops = build_ops_defs()
-monitoring_assets = [asset for defs in _monitors for asset in defs.assets]
-monitoring_checks = [check for defs in _monitors for check in defs.asset_checks]
-monitoring_specs = list(_ops.assets)
-monitoring_sensors = [
-    *(sensor for defs in _monitors for sensor in defs.sensors),
-    *(s for s in _ops.sensors if s.name.startswith("record_pipeline_health")),
-]

@@ -8,7 +8,6 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets import catalogue
 from mlops_assets.features.validation import table_exists
 from mlops_assets.markdown import md_table, placement_metadata
 from mlops_assets.resources import WRITER_POOL, DaskResource, RegistryResource, WarehouseResource
@@ -359,12 +358,3 @@ def build_model_defs(spec: ModelSpec, identifier_names: frozenset[str]) -> dg.De
             build_identifier_checks(scores.keys, identifier_names),
         ],
     )
-
-
-# TEMPORARY, until definitions.py is built from the defs folder: every declared model's assets
-# and checks as module-level lists, and the scores the monitor reads (the first classifier's).
-_specs = list(catalogue.models().values())
-model_assets = [build_model_asset(spec) for spec in _specs]
-model_checks = [build_robustness_check(spec) for spec in _specs]
-scoring_assets = [build_scores_asset(spec) for spec in _specs]
-SCORES_KEY = next(table_key(spec.scores) for spec in _specs if spec.is_classifier)

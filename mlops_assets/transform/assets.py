@@ -22,7 +22,7 @@ from dagster_dbt import (
 
 from mlops_assets.faults import crash_point
 from mlops_assets.resources import WRITER_POOL, WarehouseResource
-from mlops_assets.transform.resource import PlatformDbtCli, dbt_project, dbt_resource
+from mlops_assets.transform.resource import PlatformDbtCli, dbt_project
 from mlops_assets.transform.table_metadata import attach_table_metadata
 from mlops_assets.warehouse import is_lock_error
 
@@ -137,11 +137,13 @@ def build_dbt_assets() -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         config: DbtBuildConfig,
     ) -> Iterator[Any]:
-        # dbt builds the warehouse file of the warehouse resource (profiles.yml reads the var).
+        # dbt builds the warehouse file of the warehouse resource, within its memory limit
+        # (profiles.yml reads the vars).
         # A subset of the models (a backfill launches each model once its raw days are in) runs
         # only the tests whose every parent is in the subset: `indirect_selection: cautious`
         # in dbt_project.yml.
-        args = ["build", "--vars", json.dumps({"warehouse_path": warehouse.path})]
+        warehouse_vars = {"warehouse_path": warehouse.path, "memory_limit": warehouse.memory_limit}
+        args = ["build", "--vars", json.dumps(warehouse_vars)]
         invocation = dbt.cli(args, context=context, target_path=Path(dbt.target_dir))
         try:
             if config.fetch_table_metadata:
@@ -155,9 +157,3 @@ def build_dbt_assets() -> dg.AssetsDefinition:
             raise
 
     return dbt_models
-
-
-def build_dbt_defs(target_dir: Path) -> dg.Definitions:
-    """The dbt models as assets (their tests as checks) and the resource that builds them,
-    writing compiled SQL and run results to ``target_dir``."""
-    return dg.Definitions(assets=[build_dbt_assets()], resources={"dbt": dbt_resource(target_dir)})

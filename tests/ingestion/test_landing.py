@@ -212,13 +212,20 @@ def test_the_run_summary_prints_refused_names_as_text(capsys):
 
 
 def test_the_ingestion_asset_records_and_lists_refused_files_as_markdown_text(tmp_path, keyring):
-    from mlops_assets.ingestion.assets import raw_assets
+    from mlops_assets import catalogue
+    from mlops_assets.ingestion.assets import build_source_defs
+    from mlops_assets.ingestion.sources import identifier_names
     from mlops_assets.resources import KeyringResource, LandingZone, WarehouseResource
 
     landing = odd_landing(tmp_path)
     link = "![x](http://evil.example/i.png)"
     (landing / "outcomes" / "2025-01-04.csv").write_text(f"{HEADER},{link},{link}\nA,b,0,0,1,2\n")
-    [outcomes] = [a for a in raw_assets if a.key.path == ["raw", "outcomes"]]
+    feeds = catalogue.sources()
+    [outcomes] = [
+        a
+        for a in build_source_defs(feeds["outcomes"], identifier_names(feeds.values())).assets
+        if a.key.path == ["raw", "outcomes"]
+    ]
     warehouse = tmp_path / "warehouse.duckdb"
     resources = {
         "warehouse": WarehouseResource(path=str(warehouse)),

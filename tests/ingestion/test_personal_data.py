@@ -126,11 +126,18 @@ def test_a_run_for_one_day_loads_that_days_files_only(tmp_path, keyring):
     """What the daily schedule and the landing sensor launch: one partition, one day's files."""
     import dagster as dg
 
-    from mlops_assets.ingestion.assets import raw_assets
+    from mlops_assets import catalogue
+    from mlops_assets.ingestion.assets import build_source_defs
+    from mlops_assets.ingestion.sources import identifier_names
     from mlops_assets.resources import KeyringResource, LandingZone, WarehouseResource
 
     generate(GeneratorConfig(days=3, rows_per_day=10, seed=4), tmp_path / "landing")
-    [applications] = [a for a in raw_assets if a.key.path == ["raw", "applications"]]
+    feeds = catalogue.sources()
+    [applications] = [
+        a
+        for a in build_source_defs(feeds["applications"], identifier_names(feeds.values())).assets
+        if a.key.path == ["raw", "applications"]
+    ]
     result = dg.materialize(
         [applications],
         partition_key="2025-01-02",
