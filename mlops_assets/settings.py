@@ -23,6 +23,11 @@ DEFAULT_FIRST_LANDING_DATE = "2025-01-01"
 # A landing file dated later than today (UTC) plus this many days is refused, not ingested.
 DEFAULT_LANDING_HORIZON_DAYS = 1
 WAREHOUSE_FILE = "warehouse.duckdb"
+# DuckDB's memory budget per connection (the platform's and dbt's): above it, joins, sorts and
+# aggregations spill to <warehouse>.tmp/ instead of growing. DuckDB's own default is 80% of RAM,
+# which leaves nothing for the Dask workers beside it.
+MEMORY_LIMIT_VARIABLE = "MLOPS_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "2GB"
 
 # The Dagster instance: SQLite under $MLOPS_HOME/dagster (embedded default), or PostgreSQL when
 # this variable holds a URL (mlops_assets.run.instance writes the dagster.yaml naming it).
@@ -37,6 +42,7 @@ class Settings:
     keyring_override: Path | None = None  # MLOPS_KEYRING: keep the keys away from the data
     dagster_postgres: bool = False  # MLOPS_DAGSTER_PG_URL is set: a shared Dagster instance
     dask_scheduler_address: str | None = None  # DASK_SCHEDULER_ADDRESS: a running Dask cluster
+    duckdb_memory_limit: str = DEFAULT_MEMORY_LIMIT  # MLOPS_DUCKDB_MEMORY_LIMIT
     alert_webhook: str | None = None  # MLOPS_ALERT_WEBHOOK: where alerts are posted
 
     @property
@@ -89,6 +95,7 @@ def get_settings() -> Settings:
         ),
         dagster_postgres=bool(os.environ.get(DAGSTER_PG_URL_VARIABLE)),
         dask_scheduler_address=os.environ.get("DASK_SCHEDULER_ADDRESS") or None,
+        duckdb_memory_limit=os.environ.get(MEMORY_LIMIT_VARIABLE) or DEFAULT_MEMORY_LIMIT,
         alert_webhook=os.environ.get("MLOPS_ALERT_WEBHOOK") or None,
     )
 

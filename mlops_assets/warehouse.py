@@ -19,14 +19,10 @@ from pathlib import Path
 
 import duckdb
 
+from mlops_assets.settings import DEFAULT_MEMORY_LIMIT
 from mlops_assets.sql import ident, literal, qualified
 
 LOCK_WAIT_SECONDS = 60.0
-# DuckDB's memory budget per process (dbt's profile reads the same variable): above it, joins,
-# sorts and aggregations spill to <warehouse>.tmp/ instead of growing. DuckDB's own default is
-# 80% of RAM, which leaves nothing for the Dask workers beside it.
-MEMORY_LIMIT_VARIABLE = "MLOPS_DUCKDB_MEMORY_LIMIT"
-DEFAULT_MEMORY_LIMIT = "2GB"
 
 
 class WarehouseLockedError(RuntimeError):
@@ -57,8 +53,10 @@ def connect(
     read_only: bool = False,
     create: bool = False,
     wait_seconds: float = LOCK_WAIT_SECONDS,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
 ) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, retrying while another process holds the lock.
+    """Open the warehouse, retrying while another process holds the lock. DuckDB spills to
+    disk beyond ``memory_limit`` (the MLOPS_DUCKDB_MEMORY_LIMIT setting).
 
     Only a writer that builds the warehouse (``create``: the pipeline's steps) makes a missing
     file; every other caller is refused, so a mistyped MLOPS_HOME never gains an empty one."""
@@ -73,10 +71,7 @@ def connect(
         try:
             con = duckdb.connect(str(path), read_only=read_only)
             con.execute("set enable_progress_bar = false")  # no bars in run logs
-            con.execute(
-                "set memory_limit = ?",
-                [os.environ.get(MEMORY_LIMIT_VARIABLE) or DEFAULT_MEMORY_LIMIT],
-            )
+            con.execute("set memory_limit = ?", [memory_limit])
             return con
         except duckdb.IOException as error:
             if not is_lock_error(error) or time.monotonic() >= deadline:
@@ -99,9 +94,16 @@ def connection(
     read_only: bool = False,
     create: bool = False,
     wait_seconds: float = LOCK_WAIT_SECONDS,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection that is always closed, so the file lock is released deterministically."""
-    con = connect(path, read_only=read_only, create=create, wait_seconds=wait_seconds)
+    con = connect(
+        path,
+        read_only=read_only,
+        create=create,
+        wait_seconds=wait_seconds,
+        memory_limit=memory_limit,
+    )
     try:
         yield con
     finally:
@@ -181,7 +183,12 @@ def _file_state(path: Path) -> tuple[int, int, int, int]:
     return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
-def rewrite_file(path: Path, *, wait_seconds: float = LOCK_WAIT_SECONDS) -> None:
+def rewrite_file(
+    path: Path,
+    *,
+    wait_seconds: float = LOCK_WAIT_SECONDS,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+) -> None:
     """Rewrite the warehouse into a new file and put it in place of the old one, so no freed
     block of the old file survives: DuckDB neither zeroes nor returns the blocks of deleted
     rows (VACUUM and CHECKPOINT included), and erased ciphertexts would stay in its bytes.
@@ -198,7 +205,8 @@ def rewrite_file(path: Path, *, wait_seconds: float = LOCK_WAIT_SECONDS) -> None
     while True:
         for leftover in (fresh, Path(f"{fresh}.wal")):  # from an interrupted rewrite
             leftover.unlink(missing_ok=True)
-        with connection(path, wait_seconds=max(deadline - time.monotonic(), 0.0)) as con:
+        wait = max(deadline - time.monotonic(), 0.0)
+        with connection(path, wait_seconds=wait, memory_limit=memory_limit) as con:
             database = scalar(con, "select current_database()")
             con.execute(f"attach {literal(str(fresh))} as _rewrite")
             try:

@@ -19,7 +19,6 @@ ENVIRONMENT_ENTRIES = ("settings", "cli", "run.execute")
 ENVIRONMENT_KNOBS = {
     "faults": "MLOPS_CRASH_AT: the crash tests' fault injection, set in a child process",
     "parallel": "MLOPS_CHUNK_ROWS: rows per task, read by the stages that fan out",
-    "warehouse": "MLOPS_DUCKDB_MEMORY_LIMIT: every DuckDB connection's memory limit",
 }
 
 

@@ -83,5 +83,5 @@ def vault(home: Settings) -> Iterator[tuple[Keyring, duckdb.DuckDBPyConnection]]
 
     with failing(*refusals()):
         keyring = load_keyring(home)
-        with connection(home.warehouse_path) as con:
+        with connection(home.warehouse_path, memory_limit=home.duckdb_memory_limit) as con:
             yield keyring, con

@@ -40,7 +40,7 @@ def keys_status(
         keyring = load_keyring(home)
     usage = {}
     if home.warehouse_path.exists():
-        with connection(home.warehouse_path) as con:
+        with connection(home.warehouse_path, memory_limit=home.duckdb_memory_limit) as con:
             usage = key_usage(con)
     status = {
         "keyring": str(keyring.path),

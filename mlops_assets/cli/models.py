@@ -155,7 +155,9 @@ def explain(
         fail(RuntimeError(f"{spec.name} has no champion yet: run `mlops run` first"), 2)
     with (
         failing(SpecError, WarehouseMissingError),
-        connection(home.warehouse_path, read_only=True) as con,
+        connection(
+            home.warehouse_path, read_only=True, memory_limit=home.duckdb_memory_limit
+        ) as con,
     ):
         frame = con.execute(
             f"select * from {qualified(*spec.table.split('.'))} where {ident(spec.id_column)} = ?",

@@ -97,7 +97,7 @@ def pii_forget(
         erased = forget(con, keyring, customer, reason)
     try:
         with console.status("rewriting the warehouse file without the erased data"):
-            rewrite_file(home.warehouse_path)
+            rewrite_file(home.warehouse_path, memory_limit=home.duckdb_memory_limit)
     except (WarehouseLockedError, OSError, duckdb.Error) as error:
         fail(
             RuntimeError(

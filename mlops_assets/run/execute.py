@@ -118,7 +118,7 @@ def run_pipeline(
         from mlops_assets.ops.health import record_run
         from mlops_assets.warehouse import connection
 
-        with connection(settings.warehouse_path) as con:
+        with connection(settings.warehouse_path, memory_limit=settings.duckdb_memory_limit) as con:
             # Not a step of the run: recorded after it, with its outcome.
             instance.report_runless_asset_event(record_run(instance, run_id, con))
             read_warehouse(report, con, pending)

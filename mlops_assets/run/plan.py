@@ -64,7 +64,9 @@ def landing_dates(settings: Settings, *, pending_only: bool = False) -> list[str
     landing = settings.landing_dir
     feeds = catalogue.sources()
     if pending_only and settings.warehouse_path.exists():
-        with connection(settings.warehouse_path, read_only=True) as con:
+        with connection(
+            settings.warehouse_path, read_only=True, memory_limit=settings.duckdb_memory_limit
+        ) as con:
             paths = [p for feed in feeds for p in pending_files(con, landing, feed, latest)]
     else:
         paths = [p for feed in feeds for p in landing_files(landing, feed, latest=latest)]

@@ -1,0 +1,37 @@
+"""What steps know of the environment comes in their resources, from the settings resolved
+when the definitions load."""
+
+from __future__ import annotations
+
+import duckdb
+
+from mlops_assets.resources import default_resources
+from mlops_assets.settings import get_settings
+
+
+def _limit(con: duckdb.DuckDBPyConnection) -> str:
+    return con.execute("select current_setting('memory_limit')").fetchone()[0]
+
+
+def test_the_warehouse_memory_limit_is_a_setting_the_resource_carries(tmp_path, monkeypatch):
+    """Before, every connection read MLOPS_DUCKDB_MEMORY_LIMIT from the environment when it
+    opened, inside the steps."""
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("MLOPS_DUCKDB_MEMORY_LIMIT", "300MB")
+    warehouse = default_resources(get_settings())["warehouse"]
+    monkeypatch.setenv("MLOPS_DUCKDB_MEMORY_LIMIT", "900MB")  # read once, not per connection
+    with warehouse.connect() as con:
+        limit = _limit(con)
+    reference = duckdb.connect()
+    reference.execute("set memory_limit = '300MB'")
+    assert limit == _limit(reference)
+
+
+def test_steps_get_dask_and_landing_settings_from_their_resources(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:1")
+    monkeypatch.setenv("MLOPS_FIRST_LANDING_DATE", "2024-03-01")
+    resources = default_resources(get_settings())
+    assert resources["dask"].scheduler_address == "tcp://127.0.0.1:1"
+    assert resources["landing"].first_day == "2024-03-01"
+    assert resources["landing"].path == str(tmp_path.resolve() / "landing")
