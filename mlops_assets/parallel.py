@@ -21,19 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 LOCAL = "local"  # the placement of work that ran in the calling process
-CHUNK_ROWS_VARIABLE = "MLOPS_CHUNK_ROWS"
-DEFAULT_CHUNK_ROWS = 250_000
-
-
-def chunk_rows() -> int:
-    """Rows per chunk of the stages that fan out (validation, scoring): MLOPS_CHUNK_ROWS, else
-    250,000. Memory per task follows it; a table of one chunk is processed in-process."""
-    value = os.environ.get(CHUNK_ROWS_VARIABLE, "")
-    if not value:
-        return DEFAULT_CHUNK_ROWS
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{CHUNK_ROWS_VARIABLE} must be a positive number of rows, not {value!r}")
-    return int(value)
 
 
 class Placement(Counter):

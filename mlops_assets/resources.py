@@ -20,7 +20,7 @@ from mlops_assets import warehouse
 from mlops_assets.ops.alerting import AlertsResource
 from mlops_assets.partitions import LANDING_DAYS, landing_days
 from mlops_assets.security.keyring import Keyring
-from mlops_assets.settings import DEFAULT_MEMORY_LIMIT, Settings
+from mlops_assets.settings import DEFAULT_CHUNK_ROWS, DEFAULT_MEMORY_LIMIT, Settings
 
 # DuckDB allows one writing process per file: every asset that writes runs in this pool, whose
 # limit is 1 (set in the instance's dagster.yaml).
@@ -94,6 +94,7 @@ class DaskResource(dg.ConfigurableResource):
 
     scheduler_address: str | None = None
     n_workers: int = 2
+    chunk_rows: int = DEFAULT_CHUNK_ROWS  # rows per task of the stages that fan out
 
     @contextlib.contextmanager
     def client(self) -> Iterator:
@@ -183,7 +184,9 @@ def default_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             horizon_days=settings.landing_horizon_days,
         ),
         "keyring": KeyringResource(path=str(settings.keyring_path)),
-        "dask": DaskResource(scheduler_address=settings.dask_scheduler_address),
+        "dask": DaskResource(
+            scheduler_address=settings.dask_scheduler_address, chunk_rows=settings.chunk_rows
+        ),
         "alerts": AlertsResource(webhook_url=settings.alert_webhook),
         "dbt": dbt_resource(settings.dbt_target_dir),
         "registry": RegistryResource(

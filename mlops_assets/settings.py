@@ -28,6 +28,10 @@ WAREHOUSE_FILE = "warehouse.duckdb"
 # which leaves nothing for the Dask workers beside it.
 MEMORY_LIMIT_VARIABLE = "MLOPS_DUCKDB_MEMORY_LIMIT"
 DEFAULT_MEMORY_LIMIT = "2GB"
+# Rows per chunk of the stages that fan out (validation, scoring): the memory of one task. A
+# table of one chunk is processed in-process.
+CHUNK_ROWS_VARIABLE = "MLOPS_CHUNK_ROWS"
+DEFAULT_CHUNK_ROWS = 250_000
 
 # The Dagster instance: SQLite under $MLOPS_HOME/dagster (embedded default), or PostgreSQL when
 # this variable holds a URL (mlops_assets.run.instance writes the dagster.yaml naming it).
@@ -43,6 +47,7 @@ class Settings:
     dagster_postgres: bool = False  # MLOPS_DAGSTER_PG_URL is set: a shared Dagster instance
     dask_scheduler_address: str | None = None  # DASK_SCHEDULER_ADDRESS: a running Dask cluster
     duckdb_memory_limit: str = DEFAULT_MEMORY_LIMIT  # MLOPS_DUCKDB_MEMORY_LIMIT
+    chunk_rows: int = DEFAULT_CHUNK_ROWS  # MLOPS_CHUNK_ROWS
     alert_webhook: str | None = None  # MLOPS_ALERT_WEBHOOK: where alerts are posted
 
     @property
@@ -96,6 +101,7 @@ def get_settings() -> Settings:
         dagster_postgres=bool(os.environ.get(DAGSTER_PG_URL_VARIABLE)),
         dask_scheduler_address=os.environ.get("DASK_SCHEDULER_ADDRESS") or None,
         duckdb_memory_limit=os.environ.get(MEMORY_LIMIT_VARIABLE) or DEFAULT_MEMORY_LIMIT,
+        chunk_rows=_chunk_rows(os.environ.get(CHUNK_ROWS_VARIABLE)),
         alert_webhook=os.environ.get("MLOPS_ALERT_WEBHOOK") or None,
     )
 
@@ -108,4 +114,13 @@ def _horizon_days(text: str | None) -> int:
         raise ValueError(
             f"MLOPS_LANDING_HORIZON_DAYS must be a whole number of days (0 to 9999), not {text!r}"
         )
+    return int(text)
+
+
+def _chunk_rows(text: str | None) -> int:
+    """MLOPS_CHUNK_ROWS: a positive number of rows (250,000 when unset)."""
+    if not text:
+        return DEFAULT_CHUNK_ROWS
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{CHUNK_ROWS_VARIABLE} must be a positive number of rows, not {text!r}")
     return int(text)

@@ -18,7 +18,6 @@ ENVIRONMENT_ENTRIES = ("settings", "cli", "run.execute")
 # Process-wide knobs read where they apply, not settings of a home. Each is named, with why.
 ENVIRONMENT_KNOBS = {
     "faults": "MLOPS_CRASH_AT: the crash tests' fault injection, set in a child process",
-    "parallel": "MLOPS_CHUNK_ROWS: rows per task, read by the stages that fan out",
 }
 
 

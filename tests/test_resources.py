@@ -4,6 +4,7 @@ when the definitions load."""
 from __future__ import annotations
 
 import duckdb
+import pytest
 
 from mlops_assets.resources import default_resources
 from mlops_assets.settings import get_settings
@@ -35,3 +36,13 @@ def test_steps_get_dask_and_landing_settings_from_their_resources(tmp_path, monk
     assert resources["dask"].scheduler_address == "tcp://127.0.0.1:1"
     assert resources["landing"].first_day == "2024-03-01"
     assert resources["landing"].path == str(tmp_path.resolve() / "landing")
+
+
+def test_rows_per_task_are_a_setting_the_dask_resource_carries(tmp_path, monkeypatch):
+    """Before, validation and scoring read MLOPS_CHUNK_ROWS from the environment in the step."""
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("MLOPS_CHUNK_ROWS", "1000")
+    assert default_resources(get_settings())["dask"].chunk_rows == 1000
+    monkeypatch.setenv("MLOPS_CHUNK_ROWS", "-5")
+    with pytest.raises(ValueError, match="MLOPS_CHUNK_ROWS must be a positive number of rows"):
+        get_settings()

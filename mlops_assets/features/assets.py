@@ -37,7 +37,8 @@ class FeatureConfig(dg.Config):
         default=None,
         gt=0,
         description="Rows per validation chunk: bounds memory, whatever the table size "
-        "(default: MLOPS_CHUNK_ROWS, else 250,000). Several chunks are validated on Dask.",
+        "(default: the dask resource's, MLOPS_CHUNK_ROWS, else 250,000). Several chunks are "
+        "validated on Dask.",
     )
 
 
@@ -146,7 +147,9 @@ def loan_features(
     with warehouse.connect() as con:
         stage_features(con)
         quality = measure_quality(con)
-        report = apply_contract(con, chunk_rows=config.chunk_rows, client_factory=dask.client)
+        report = apply_contract(
+            con, chunk_rows=config.chunk_rows or dask.chunk_rows, client_factory=dask.client
+        )
         passed = report.passed(config.max_failure_rate)
         crash_point("features.staged")
         publish(con, replace_features=passed)

@@ -35,7 +35,7 @@ import pyarrow as pa_types
 from mlops_assets.features.contract import LoanFeatures
 from mlops_assets.features.engineering import STAGED
 from mlops_assets.parallel import Placement, map_chunks
-from mlops_assets.parallel import chunk_rows as default_chunk_rows
+from mlops_assets.settings import DEFAULT_CHUNK_ROWS
 from mlops_assets.sql import ident, idents, qualified
 from mlops_assets.warehouse import column_types, scalar
 
@@ -278,7 +278,7 @@ def apply_contract(
     :func:`mlops_assets.parallel.map_chunks`). ``report.placement`` says where chunks ran.
     """
     rows = scalar(con, f"select count(*) from {qualified(*table.split('.'))}")
-    chunks = max(1, math.ceil(rows / (chunk_rows or default_chunk_rows())))
+    chunks = max(1, math.ceil(rows / (chunk_rows or DEFAULT_CHUNK_ROWS)))
     columns = staged_columns(con, table)
     chunk_of_row_sql = "hash(application_id)" if "application_id" in columns else "rowid"
     con.execute(f'create or replace temporary table {FAILURES} (_row bigint, "check" varchar)')

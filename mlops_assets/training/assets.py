@@ -315,7 +315,9 @@ def build_scores_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                     data_version=dg.DataVersion(inputs),
                 )
                 return
-            report = score_model(con, models, spec, client_factory=dask.client)
+            report = score_model(
+                con, models, spec, client_factory=dask.client, chunk_rows=dask.chunk_rows
+            )
         metadata = {
             "inputs_version": inputs,
             "rescored": True,

@@ -14,7 +14,8 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from mlops_assets.faults import crash_point
-from mlops_assets.parallel import Placement, chunk_rows, map_chunks
+from mlops_assets.parallel import Placement, map_chunks
+from mlops_assets.settings import DEFAULT_CHUNK_ROWS
 from mlops_assets.sql import ident, idents, qualified
 from mlops_assets.training.dataset import FeatureSpec, as_model_input, feature_spec, labelled_filter
 from mlops_assets.training.registry import Registry
@@ -43,12 +44,16 @@ class ScoringReport:
 
 
 def score_model(
-    con: duckdb.DuckDBPyConnection, registry: Registry, spec: ModelSpec, client_factory=None
+    con: duckdb.DuckDBPyConnection,
+    registry: Registry,
+    spec: ModelSpec,
+    client_factory=None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> ScoringReport:
     """Replace ``spec.scores`` with champion and shadow scores of every row of ``spec.table``,
     in one transaction: ``<id column>, score, model_version, mode, scored_at``.
 
-    The table is read in rowid ranges of ``chunk_rows()`` rows (MLOPS_CHUNK_ROWS); a table of
+    The table is read in rowid ranges of ``chunk_rows`` rows (MLOPS_CHUNK_ROWS); a table of
     several chunks is scored on the Dask client ``client_factory()`` gives (the models sent
     to each worker once), a bounded number of chunks in flight, so memory follows the chunk,
     not the table."""
@@ -71,7 +76,7 @@ def score_model(
         f"create or replace temporary table _scores as select {id_sql}, 0.0::double as score, "
         f"''::varchar as model_version, ''::varchar as mode from {source} limit 0"
     )
-    size = chunk_rows()
+    size = chunk_rows
     frames = (
         con.execute(
             f"select {id_sql}, {idents(features.columns)} from {source} "
