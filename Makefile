@@ -32,7 +32,7 @@ help:
 	@echo "make ui-secure  the same behind nginx on https://127.0.0.1:3000: basic auth, TLS,"
 	@echo "                own Host only, GraphQL mutations only by POST with JSON"
 	@echo "make dbt-build  run the dbt project with the dbt CLI against \$$MLOPS_HOME"
-	@echo "make validate   dagster definitions validate -w workspace.yaml"
+	@echo "make validate   dg check defs, then dagster definitions validate -w workspace.yaml"
 	@echo "make bench      benchmarks: mlops run at 100k/1M/10M, ingestion, features, training, drift vs Evidently"
 	@echo "make bench-pipeline  only mlops run end to end at 100k, 1M and 10M applications"
 	@echo "make clean      remove \$$MLOPS_HOME ($(MLOPS_HOME)) and build output"
@@ -111,8 +111,12 @@ ui-secure: $(STAMP) $(NGINX)
 dbt-build: $(STAMP)
 	cd dbt_project && ../$(BIN)/dbt build --profiles-dir .
 
+# `dg check defs`: every component instance's YAML against its type, then every definition
+# loads; `dagster definitions validate` loads the same code location through workspace.yaml.
 validate: $(STAMP)
 	$(BIN)/mlops dbt-parse
+	PATH="$(CURDIR)/$(BIN):$$PATH" VIRTUAL_ENV="$(CURDIR)/$(VENV)" DAGSTER_HOME="$(MLOPS_HOME)/dagster" \
+		$(BIN)/dg check defs
 	DAGSTER_HOME="$(MLOPS_HOME)/dagster" $(BIN)/dagster definitions validate -w workspace.yaml
 
 # `mlops run` end to end from an empty MLOPS_HOME at 100k, 1M and 10M applications (README

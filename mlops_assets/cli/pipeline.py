@@ -215,7 +215,7 @@ def ui(
         ),
     ] = False,
 ) -> None:
-    """Serve the Dagster UI (dagster dev) on 127.0.0.1 against $MLOPS_HOME."""
+    """Serve the Dagster UI (dg dev) on 127.0.0.1 against $MLOPS_HOME."""
     from mlops_assets.run.instance import ensure_dagster_home
     from mlops_assets.security import ui_guard
     from mlops_assets.security.keyring import KeyringError
@@ -233,23 +233,26 @@ def ui(
         notice = ensure_keyring(home.keyring_path, home.warehouse_path)
     if notice:
         console.print(notice, style="yellow")
-    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home))  # for `dagster dev`
+    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home))  # for `dg dev`
     os.environ["MLOPS_HOME"] = str(home.home)
     # dagster-dbt runs `dbt` from PATH: this environment's, even when the venv is not active.
     bin_dir = str(Path(sys.executable).parent)
     os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
     with failing(DbtParseError, code=2):
         prepare_dbt_manifest()
-    dagster = Path(bin_dir) / "dagster"
+    # `dg dev`: the project's defs folder (YAML checked first), the webserver and the daemon,
+    # run by this environment's Python whichever virtualenv is active.
+    os.environ["VIRTUAL_ENV"] = sys.prefix
     args = [
-        str(dagster),
+        str(Path(bin_dir) / "dg"),
         "dev",
+        "--use-active-venv",
+        "--target-path",
+        str(PROJECT_ROOT),
         "-h",
         "127.0.0.1",
         "-p",
         str(guard.upstream if guard else port),
-        "-w",
-        str(PROJECT_ROOT / "workspace.yaml"),
     ]
     if guard is None:
         os.execv(args[0], args)

@@ -5,7 +5,7 @@ any page the operator visits can delete runs with an ``<img src>``, and DNS rebi
 The guard serves the UI on ``https://127.0.0.1:<port>`` with basic auth (a generated password),
 a self-signed certificate, a Host and Origin allow-list, and /graphql only by POST with a JSON
 body or the UI's websocket (nginx.conf.template). Everything it writes lives in
-``$MLOPS_HOME/ui-guard/``; nginx and `dagster dev` run as the current user, in the foreground.
+``$MLOPS_HOME/ui-guard/``; nginx and `dg dev` run as the current user, in the foreground.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ USER = "mlops"
 TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 CERTIFICATE_DAYS = 365
 RENEW_BEFORE = timedelta(days=30)
-STOP_TIMEOUT = 60  # seconds for `dagster dev` to stop its webserver, daemon and runs
+STOP_TIMEOUT = 60  # seconds for `dg dev` to stop its webserver, daemon and runs
 START_TIMEOUT = 15  # seconds for nginx to listen
 # Ctrl-C arrives as SIGINT (KeyboardInterrupt); these are turned into one too.
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -123,15 +123,15 @@ def check_config(guard: Guard) -> None:
 
 
 def serve(dagster: list[str], guard: Guard) -> None:
-    """Run `dagster dev` and nginx until this process gets SIGINT, SIGTERM or SIGHUP (then
+    """Run `dg dev` and nginx until this process gets SIGINT, SIGTERM or SIGHUP (then
     returns) or one of them stops on its own (UiGuardError); both are stopped either way.
 
     Each runs in a session of its own, so a Ctrl-C reaches them only through here, once: a
-    second SIGINT would cut `dagster dev` short while it stops its webserver and daemon."""
+    second SIGINT would cut `dg dev` short while it stops its webserver and daemon."""
     handlers = {sig: signal.signal(sig, signal.default_int_handler) for sig in _STOP_SIGNALS}
     processes: dict[str, subprocess.Popen] = {}
     try:
-        processes["dagster dev"] = subprocess.Popen(dagster, start_new_session=True)
+        processes["dg dev"] = subprocess.Popen(dagster, start_new_session=True)
         processes["nginx"] = subprocess.Popen(
             nginx_command(guard), stdin=subprocess.DEVNULL, start_new_session=True
         )
@@ -168,7 +168,7 @@ def _wait_listening(guard: Guard, nginx: subprocess.Popen) -> None:
 
 
 def _stop(processes: Iterable[subprocess.Popen]) -> None:
-    """SIGTERM each (`dagster dev` stops its webserver and daemon, nginx its workers); whatever
+    """SIGTERM each (`dg dev` stops its webserver and daemon, nginx its workers); whatever
     is left after STOP_TIMEOUT is killed with its whole session."""
     running = [process for process in processes if process.poll() is None]
     for process in running:
