@@ -8,11 +8,10 @@ scan, and the table's column schema in the UI.
 
 from __future__ import annotations
 
-import textwrap
-
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.components.scaffold import DefsYamlScaffolder
 from mlops_assets.ingestion.sources import SourceSpec
 
 
@@ -38,32 +37,25 @@ class PersonalData(dg.Model, dg.Resolvable):
     )
 
 
-class LandingSourceScaffolder(dg.Scaffolder):
+class LandingSourceScaffolder(DefsYamlScaffolder):
     """``dg scaffold defs mlops_assets.components.LandingSource sources/<name>``."""
 
-    def scaffold(self, request: dg.ScaffoldRequest) -> None:
-        name = request.target_path.name
-        request.target_path.mkdir(parents=True, exist_ok=True)
-        (request.target_path / "defs.yaml").write_text(
-            textwrap.dedent(
-                f"""\
-                type: {request.type_name}
+    TEMPLATE = """\
+    type: {type}
 
-                attributes:
-                  name: {name}                  # <landing>/{name}/<YYYY-MM-DD>.csv -> raw.{name}
-                  description: What one row of this feed is.
-                  columns:                      # header name -> DuckDB type it is cast to
-                    id: VARCHAR
-                    created_at: VARCHAR         # dates stay text in raw: staging parses them
-                    amount: DOUBLE
-                  required: [id, created_at]    # a line with one of these empty is quarantined
-                  # personal_data:
-                  #   pseudonymise: customer_id
-                  #   identifiers: [full_name, email]
-                  #   classification: {{amount: sensitive}}
-                """
-            )
-        )
+    attributes:
+      name: {name}                  # <landing>/{name}/<YYYY-MM-DD>.csv -> raw.{name}
+      description: What one row of this feed is.
+      columns:                      # header name -> DuckDB type it is cast to
+        id: VARCHAR
+        created_at: VARCHAR         # dates stay text in raw: staging parses them
+        amount: DOUBLE
+      required: [id, created_at]    # a line with one of these empty is quarantined
+      # personal_data:
+      #   pseudonymise: customer_id
+      #   identifiers: [full_name, email]
+      #   classification: {{amount: sensitive}}
+    """
 
 
 @dg.scaffold_with(LandingSourceScaffolder)

@@ -7,12 +7,12 @@ plots, scoring by champion and shadow, and the daily drift report of its inputs 
 
 from __future__ import annotations
 
-import textwrap
 from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.components.scaffold import DefsYamlScaffolder
 from mlops_assets.training.spec import GateSpec, ModelSpec, ValidationSpec
 
 
@@ -30,36 +30,29 @@ class Gate(dg.Model, dg.Resolvable):
     guard_tolerance: float = Field(default=0.02, ge=0)
 
 
-class TrainedModelScaffolder(dg.Scaffolder):
+class TrainedModelScaffolder(DefsYamlScaffolder):
     """``dg scaffold defs mlops_assets.components.TrainedModel models/<name>``: a defs.yaml
     to fill in, every optional attribute shown with its default."""
 
-    def scaffold(self, request: dg.ScaffoldRequest) -> None:
-        name = request.target_path.name
-        request.target_path.mkdir(parents=True, exist_ok=True)
-        (request.target_path / "defs.yaml").write_text(
-            textwrap.dedent(
-                f"""\
-                type: {request.type_name}
+    TEMPLATE = """\
+    type: {type}
 
-                attributes:
-                  name: {name}
-                  description: What the model predicts, for whom.
-                  task: classification          # or regression
-                  table: schema.table           # a warehouse table or dbt model
-                  id_column: id                 # one row per id
-                  time_column: created_at       # the holdout is the latest rows by this
-                  target: label                 # labelled rows: target is not null
-                  # features: [a, b, c]         # default: every other column
-                  # where: {{column: value}}      # only these labelled rows are learnt from
-                  # candidates: [logistic_l2, random_forest, hist_gradient_boosting]
-                  # validation: {{cv: stratified_kfold, folds: 3, holdout_share: 0.2}}
-                  # gate: {{primary: roc_auc, margin: 0.005, guard_tolerance: 0.02}}
-                  # scores_table: predictions.{name}
-                  # monitor: true
-                """
-            )
-        )
+    attributes:
+      name: {name}
+      description: What the model predicts, for whom.
+      task: classification          # or regression
+      table: schema.table           # a warehouse table or dbt model
+      id_column: id                 # one row per id
+      time_column: created_at       # the holdout is the latest rows by this
+      target: label                 # labelled rows: target is not null
+      # features: [a, b, c]         # default: every other column
+      # where: {{column: value}}      # only these labelled rows are learnt from
+      # candidates: [logistic_l2, random_forest, hist_gradient_boosting]
+      # validation: {{cv: stratified_kfold, folds: 3, holdout_share: 0.2}}
+      # gate: {{primary: roc_auc, margin: 0.005, guard_tolerance: 0.02}}
+      # scores_table: predictions.{name}
+      # monitor: true
+    """
 
 
 @dg.scaffold_with(TrainedModelScaffolder)
