@@ -31,6 +31,11 @@ def qualified(*parts: str) -> str:
     return ".".join(ident(p) for p in parts)
 
 
+def table(dotted: str) -> str:
+    """A ``schema.table`` name, quoted: ``table("raw.customers")`` -> ``"raw"."customers"``."""
+    return qualified(*dotted.split("."))
+
+
 def literal(text: str) -> str:
     """``text`` as an SQL string literal (single quotes doubled, NUL refused). Only where DuckDB
     takes no parameter; prefer ``?``."""

@@ -29,7 +29,7 @@ from mlops_assets.drift.profile import Profile, profile_frame
 from mlops_assets.features.validation import table_exists
 from mlops_assets.monitoring.reference import PROFILE_FILE, SAMPLE_FILE, SCORE
 from mlops_assets.parallel import Placement, map_chunks
-from mlops_assets.sql import ident, qualified
+from mlops_assets.sql import ident, table
 from mlops_assets.training.dataset import labelled_filter
 from mlops_assets.training.registry import Registry, RegistryError
 from mlops_assets.training.spec import ModelSpec
@@ -215,22 +215,18 @@ def day_report(
     return len(current), report
 
 
-def _table(name: str) -> str:
-    return qualified(*name.split("."))
-
-
 def _window(con, spec: ModelSpec, features: list[str], first: date, last: date) -> None:
     """The monitored days' inputs and champion scores, in the temporary table ``WINDOW``,
     sorted by day."""
     columns_sql = ", ".join(f"f.{ident(c)}" for c in features)
-    time, key = ident(spec.time_column), ident(spec.id_column)
+    time_sql, key_sql = ident(spec.time_column), ident(spec.id_column)
     con.execute(
         f"""
         create or replace temporary table {WINDOW} as
-        select cast(f.{time} as date) as _day, {columns_sql}, s.score as {ident(SCORE)}
-        from {_table(spec.table)} as f
-        join {_table(spec.scores)} as s on s.{key} = f.{key} and s.mode = 'champion'
-        where cast(f.{time} as date) between ? and ?
+        select cast(f.{time_sql} as date) as _day, {columns_sql}, s.score as {ident(SCORE)}
+        from {table(spec.table)} as f
+        join {table(spec.scores)} as s on s.{key_sql} = f.{key_sql} and s.mode = 'champion'
+        where cast(f.{time_sql} as date) between ? and ?
         order by _day
         """,
         [first, last],
@@ -241,16 +237,16 @@ def _labelled(con, spec: ModelSpec, version: str, card: dict) -> pd.DataFrame:
     """Labelled rows the champion never saw (after its training data), with their target as a
     number and their champion scores."""
     until = card.get("applied_until") or card["split_at"]
-    condition, params = labelled_filter(spec, alias="f")
-    time, key = ident(spec.time_column), ident(spec.id_column)
+    condition_sql, params = labelled_filter(spec, alias="f")
+    time_sql, key_sql = ident(spec.time_column), ident(spec.id_column)
     return con.execute(
         f"""
-        select cast(f.{time} as date) as day, cast(f.{ident(spec.target)} as double) as y,
+        select cast(f.{time_sql} as date) as day, cast(f.{ident(spec.target)} as double) as y,
             s.score
-        from {_table(spec.table)} as f
-        join {_table(spec.scores)} as s on s.{key} = f.{key}
+        from {table(spec.table)} as f
+        join {table(spec.scores)} as s on s.{key_sql} = f.{key_sql}
             and s.mode = 'champion' and s.model_version = ?
-        where {condition} and f.{time} > cast(? as timestamp)
+        where {condition_sql} and f.{time_sql} > cast(? as timestamp)
         """,
         [version, *params, until],
     ).df()
@@ -316,7 +312,7 @@ def store(con: duckdb.DuckDBPyConnection, model: str, results: list[DayDrift]) -
     tables = ((REPORTS_TABLE, summaries), (COLUMNS_TABLE, columns))
     replace_rows(
         con,
-        {table: (TABLE_COLUMNS[table], frame) for table, frame in tables},
+        {name: (TABLE_COLUMNS[name], frame) for name, frame in tables},
         "model = ? and day in (select unnest(?::date[]))",
         [model, days],
     )
@@ -336,8 +332,8 @@ def _drop_unnamed_tables(con: duckdb.DuckDBPyConnection) -> bool:
     }
     if not columns or "model" in columns:
         return False
-    for table in (REPORTS_TABLE, COLUMNS_TABLE):
-        con.execute(f"drop table if exists {_table(table)}")
+    for dotted in (REPORTS_TABLE, COLUMNS_TABLE):
+        con.execute(f"drop table if exists {table(dotted)}")
     return True
 
 
@@ -346,7 +342,7 @@ def drifted_days(con: duckdb.DuckDBPyConnection, first: date, last: date) -> dic
     if not table_exists(con, REPORTS_TABLE):
         return {}
     rows = con.execute(
-        f"select model, day from {_table(REPORTS_TABLE)} where drifted "
+        f"select model, day from {table(REPORTS_TABLE)} where drifted "
         "and day between ? and ? order by model, day",
         [first, last],
     ).fetchall()

@@ -20,10 +20,12 @@ def _quarantine_of(key: dg.AssetKey) -> list[str]:
 
 
 def _op_name(keys: Sequence[dg.AssetKey]) -> str:
-    """A name for the check's op, unique per set of keys: several sets (per feed, per model)
-    may sit in one code location."""
-    tables = "__".join("_".join(key.path) for key in keys)
-    return re.sub(r"[^A-Za-z0-9_]", "_", f"{CHECK_NAME}__{tables}")
+    """A name for the check's op, unique per set of keys (several sets, per feed and per model,
+    sit in one code location, and an asset has one such check) and the same whatever order the
+    keys come in: a run's worker process rebuilds the definitions and must find the same op."""
+    first, *others = sorted("_".join(key.path) for key in keys)
+    more = f"__and_{len(others)}_more" if others else ""
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"{CHECK_NAME}__{first}{more}")
 
 
 def build_identifier_checks(

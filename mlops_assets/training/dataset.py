@@ -13,7 +13,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from mlops_assets.sql import ident, idents, qualified
+from mlops_assets.sql import ident, idents, qualified, table
 from mlops_assets.training.spec import ModelSpec, SpecError
 from mlops_assets.warehouse import scalar
 
@@ -165,7 +165,7 @@ def load_training_data(
     key, time = model.id_column, model.time_column
     labelled_sql, params = labelled_filter(model)
     columns_sql = idents([key, time, *spec.columns, model.target])
-    table_sql = qualified(*model.table.split("."))
+    table_sql = table(model.table)
     labelled = scalar(con, f"select count(*) from {table_sql} where {labelled_sql}", params)
     frame = con.execute(_sampled_sql(model, columns_sql, labelled_sql, max_rows), params).df()
     if len(frame) < MIN_ROWS:
@@ -201,12 +201,12 @@ def load_training_data(
 def _sampled_sql(model: ModelSpec, columns_sql: str, where_sql: str, limit: int | None) -> str:
     """The rows matching ``where_sql`` in time order; with ``limit``, the ``limit`` rows of
     lowest id hash (a uniform sample, stable from run to run)."""
-    table_sql = qualified(*model.table.split("."))
-    order = idents([model.time_column, model.id_column])
+    table_sql = table(model.table)
+    order_sql = idents([model.time_column, model.id_column])
     if limit is None:
-        return f"select {columns_sql} from {table_sql} where {where_sql} order by {order}"
+        return f"select {columns_sql} from {table_sql} where {where_sql} order by {order_sql}"
     id_sql = ident(model.id_column)
     return (
         f"select * from (select {columns_sql} from {table_sql} where {where_sql} "
-        f"order by hash({id_sql}), {id_sql} limit {int(limit)}) order by {order}"
+        f"order by hash({id_sql}), {id_sql} limit {int(limit)}) order by {order_sql}"
     )

@@ -16,7 +16,7 @@ from sklearn import metrics as skm
 from mlops_assets.faults import crash_point
 from mlops_assets.parallel import Placement, map_chunks
 from mlops_assets.settings import DEFAULT_CHUNK_ROWS
-from mlops_assets.sql import ident, idents, qualified
+from mlops_assets.sql import ident, idents, qualified, table
 from mlops_assets.training.dataset import FeatureSpec, as_model_input, feature_spec, labelled_filter
 from mlops_assets.training.registry import Registry
 from mlops_assets.training.search import predict
@@ -69,17 +69,17 @@ def score_model(
     features = feature_spec(con, spec)
     models = {mode: (v, registry.load(spec.name, v)) for mode, v in versions.items()}
     id_sql = ident(spec.id_column)
-    source = _rowid_source(con, spec, idents([spec.id_column, *features.columns]))
-    total = scalar(con, f"select count(*) from {source}")
-    last = scalar(con, f"select coalesce(max(rowid), -1) from {source}")
+    source_sql = _rowid_source_sql(con, spec, idents([spec.id_column, *features.columns]))
+    total = scalar(con, f"select count(*) from {source_sql}")
+    last = scalar(con, f"select coalesce(max(rowid), -1) from {source_sql}")
     con.execute(
         f"create or replace temporary table _scores as select {id_sql}, 0.0::double as score, "
-        f"''::varchar as model_version, ''::varchar as mode from {source} limit 0"
+        f"''::varchar as model_version, ''::varchar as mode from {source_sql} limit 0"
     )
     size = chunk_rows
     frames = (
         con.execute(
-            f"select {id_sql}, {idents(features.columns)} from {source} "
+            f"select {id_sql}, {idents(features.columns)} from {source_sql} "
             "where rowid between ? and ?",
             [start, start + size - 1],
         ).df()
@@ -97,8 +97,8 @@ def score_model(
             con.unregister("_chunk_scores")
     con.execute("alter table _scores add column scored_at timestamp with time zone")
     con.execute("update _scores set scored_at = current_timestamp")
-    schema, table = spec.scores.split(".")
-    scores_sql = qualified(schema, table)
+    schema, name = spec.scores.split(".")
+    scores_sql = qualified(schema, name)
     if _relation_type(con, spec.scores) is not None:
         # The same model giving the same score keeps the time it was first scored: a re-run on
         # unchanged data and models changes nothing.
@@ -134,10 +134,10 @@ def _relation_type(con: duckdb.DuckDBPyConnection, table: str) -> str | None:
     return rows[0][0] if rows else None
 
 
-def _rowid_source(con: duckdb.DuckDBPyConnection, spec: ModelSpec, columns_sql: str) -> str:
+def _rowid_source_sql(con: duckdb.DuckDBPyConnection, spec: ModelSpec, columns_sql: str) -> str:
     """What scoring reads in rowid ranges: the model's table, or, for a view (a dbt staging
     model has no rowid), its id and feature columns copied to a temporary table."""
-    table_sql = qualified(*spec.table.split("."))
+    table_sql = table(spec.table)
     if _relation_type(con, spec.table) == "BASE TABLE":
         return table_sql
     con.execute(
@@ -170,8 +170,8 @@ def score_chunk(
 def ab_comparison(con: duckdb.DuckDBPyConnection, spec: ModelSpec) -> dict:
     """Each mode's live metric on the labelled rows (ROC-AUC of a classifier, RMSE of a
     regressor), one mode's two numeric columns in memory at a time."""
-    scores_sql = qualified(*spec.scores.split("."))
-    table_sql = qualified(*spec.table.split("."))
+    scores_sql = table(spec.scores)
+    table_sql = table(spec.table)
     labelled_sql, params = labelled_filter(spec, alias="t")
     id_sql = ident(spec.id_column)
     modes = [m for (m,) in con.execute(f"select distinct mode from {scores_sql}").fetchall()]

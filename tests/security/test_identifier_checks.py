@@ -49,3 +49,19 @@ def test_identifiers_in_a_quarantine_fail_the_raw_tables_check(tmp_path):
     assert "quarantine.customers.reason: national_id (1 rows)" in findings["customers"]
     assert "quarantine.outcomes.raw_line: email (1 rows)" in findings["outcomes"]
     assert "123-45" not in findings["customers"] and "bob@" not in findings["outcomes"]
+
+
+def test_the_checks_op_is_named_the_same_whatever_order_its_keys_come_in():
+    """A launched run's worker process rebuilds the definitions: with the op named after the
+    keys in set order (dbt models come as a set), it did not find its own step."""
+    keys = [dg.AssetKey(["staging", name]) for name in ("stg_b", "stg_a", "stg_c")]
+    names = frozenset({"email"})
+    forward = build_identifier_checks(keys, names)
+    backward = build_identifier_checks(list(reversed(keys)), names)
+    assert (
+        forward.node_def.name
+        == backward.node_def.name
+        == ("no_direct_identifiers__staging_stg_a__and_2_more")
+    )
+    [single] = [build_identifier_checks(keys[:1], names).node_def.name]
+    assert single == "no_direct_identifiers__staging_stg_b"

@@ -33,7 +33,7 @@ SQL_TEXT = re.compile(
     r"|\bcase\s+when\b|\balter\s+table\b|\bread_(csv|parquet|text|json)\w*\s*\(|\bupdate\s+\S+\s+set\b",
     re.IGNORECASE | re.DOTALL,
 )
-HELPERS = {"ident", "qualified", "literal", "idents"}
+HELPERS = {"ident", "qualified", "table", "literal", "idents"}
 NUMBERS = {"int", "float", "len"}
 
 

@@ -338,7 +338,9 @@ def test_a_tampered_version_is_retrained_and_replaced_by_the_genuine_one(trained
     registry, data, first = trained
     _, copy = _home_copy(registry, tmp_path)
     version = first.card.version
-    assert copy.champion("default_classifier") == version
+    # The first version is champion whatever other tests of the shared registry promoted.
+    if copy.champion("default_classifier") != version:
+        copy.promote("default_classifier", version, reason="the version this test attacks")
     _attack(copy, version, tmp_path)
     with pytest.raises(RegistryError, match="is not sealed"):
         copy.load("default_classifier", version)

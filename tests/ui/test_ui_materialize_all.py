@@ -39,7 +39,7 @@ LINEAGE = (
     "features/loan_features",
     "models/default_classifier",
     "predictions/loan_default_scores",
-    "monitoring/drift_report",
+    "monitoring/default_classifier/drift_report",
 )
 
 BACKFILL_TIMEOUT = 600  # seconds
@@ -195,7 +195,7 @@ def test_materialize_everything_from_the_ui_and_follow_the_lineage(ui_server: Ui
     backfills = [wait_for_backfill(ui_server, page, shot, backfill_id, "materialize_all")]
 
     # Dagster's asset backfill gives partitions only to the partitioned assets it reaches from
-    # the root partitions through partitioned assets: monitoring/drift_report hangs below the
+    # the root partitions through partitioned assets: a model's drift_report hangs below the
     # unpartitioned features and scores, so "Materialize all" leaves its partitions out. What
     # it left out is launched from the asset's own page, every partition, one backfill each.
     left_out = [key for key in materializable if key not in backfill_targets(backfills[0])]
