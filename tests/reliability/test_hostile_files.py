@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from mlops_assets import catalogue
@@ -151,6 +151,11 @@ def hostile_files(draw) -> Hostile:
             if application_id:
                 good[application_id] = amount
     if shape == "latin-1":
+        # The line that gets the Latin-1 byte is not UTF-8: quarantined, so no longer good.
+        at = text.find("car")
+        if at >= 0:
+            line = text[text.rfind("\n", 0, at) + 1 : text.find("\n", at)]
+            good = {a: amount for a, amount in good.items() if a not in line}
         return Hostile(text.replace("car", "caf\xe9", 1).encode("latin-1", "replace"), good)
     if shape == "utf-16":
         return Hostile(text.encode("utf-16"), good)
@@ -185,6 +190,17 @@ def _count(con, sql: str, *params) -> int:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(hostile=hostile_files())
+# Found by CI: a good row given a Latin-1 byte is quarantined, the next row still loads.
+@example(
+    hostile=Hostile(
+        (
+            _csv_line(HEADER)
+            + _csv_line(list(good_row(0, HOSTILE_DAY).values())).replace("car", "caf\xe9")
+            + _csv_line(list(good_row(1, HOSTILE_DAY).values()))
+        ).encode("latin-1"),
+        {good_row(1, HOSTILE_DAY)["application_id"]: float(good_row(1, HOSTILE_DAY)["amount"])},
+    )
+)
 def test_a_hostile_file_is_loaded_with_its_bad_lines_quarantined_or_fails_alone(hostile, keyring):
     with tempfile.TemporaryDirectory() as tmp, duckdb.connect() as con:
         landing = _landing(Path(tmp), hostile.content)
