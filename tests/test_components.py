@@ -85,7 +85,7 @@ def test_a_scaffolded_instance_is_valid_as_written_and_named_after_its_folder(co
             type_name=f"mlops_assets.components.{component.__name__}",
             target_path=target,
             scaffold_format="yaml",
-            project_root=tmp_path,
+            project_root=None,  # not in a project: the template alone
             params=None,
         )
     )
@@ -142,3 +142,29 @@ def test_a_model_with_an_unknown_candidate_fails_when_its_definitions_build():
 
 def test_the_dbt_project_component_has_no_attributes_to_get_wrong():
     assert DbtProject.resolve_from_yaml("{}") is not None
+
+
+def test_a_feed_named_like_the_feature_table_is_refused():
+    """Its quarantine table would be the feature table's: the feature step failed on it."""
+    from mlops_assets.defs.features import refuse_clashing_feeds
+
+    refuse_clashing_feeds(["cell_samples", *catalogue.sources()])
+    with pytest.raises(ValueError, match="feed loan_features: its quarantine would be"):
+        refuse_clashing_feeds(["cell_samples", "loan_features"])
+
+
+def test_a_scaffold_outside_the_defs_folder_is_refused(tmp_path):
+    """`dg scaffold defs ... ../../escape` wrote a defs.yaml outside mlops_assets/defs/."""
+    from dagster.components.scaffold.scaffold import get_scaffolder
+
+    with pytest.raises(ValueError, match="an instance goes under"):
+        get_scaffolder(TrainedModel).scaffold(
+            dg.ScaffoldRequest(
+                type_name="mlops_assets.components.TrainedModel",
+                target_path=PROJECT_ROOT / "mlops_assets" / "defs" / ".." / ".." / "escape",
+                scaffold_format="yaml",
+                project_root=PROJECT_ROOT,
+                params=None,
+            )
+        )
+    assert not (PROJECT_ROOT / "escape").exists()

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mlops_assets.components.landing_source import feed_identifier_names
+from mlops_assets.components.landing_source import declared_feeds, feed_identifier_names
 from mlops_assets.features.assets import FEATURES_KEY, loan_features
 from mlops_assets.features.validation import QUARANTINE_TABLE
 from mlops_assets.security.checks import build_identifier_checks
@@ -10,6 +10,7 @@ from mlops_assets.security.checks import build_identifier_checks
 
 @dg.definitions
 def features(context: dg.ComponentLoadContext) -> dg.Definitions:
+    refuse_clashing_feeds(f.name for f in declared_feeds(context))
     return dg.Definitions(
         assets=[loan_features],
         asset_checks=[
@@ -20,3 +21,14 @@ def features(context: dg.ComponentLoadContext) -> dg.Definitions:
             )
         ],
     )
+
+
+def refuse_clashing_feeds(feeds) -> None:
+    """A feed's quarantine is ``quarantine.<feed>``: a feed named like the feature table would
+    share its quarantine table (and break the feature step, or lose its quarantined lines)."""
+    for feed in feeds:
+        if f"quarantine.{feed}" == QUARANTINE_TABLE:
+            raise ValueError(
+                f"feed {feed}: its quarantine would be {QUARANTINE_TABLE}, the feature "
+                "table's: name the feed otherwise"
+            )

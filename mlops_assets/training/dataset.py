@@ -13,7 +13,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from mlops_assets.sql import ident, idents, qualified, table
+from mlops_assets.sql import ident, idents, table
 from mlops_assets.training.spec import ModelSpec, SpecError
 from mlops_assets.warehouse import scalar
 
@@ -75,12 +75,18 @@ def feature_spec(con: duckdb.DuckDBPyConnection, model: ModelSpec) -> FeatureSpe
     missing = [c for c in (*keys, *declared) if c not in types]
     if missing:
         raise SpecError(f"model {model.name}: {', '.join(missing)} not in table {model.table}")
-    if model.features is None:
-        declared = tuple(c for c in types if c not in keys)
+    if model.features is None:  # dates and times are no model input: leave them out
+        declared = tuple(c for c in types if c not in keys and not _is_temporal(types[c]))
+    temporal = [c for c in declared if _is_temporal(types[c])]
+    if temporal:
+        raise SpecError(
+            f"model {model.name}: {', '.join(temporal)} are dates or times, not model inputs: "
+            "derive a number from them (e.g. an age in days) in the table"
+        )
     if not is_numeric_type(types[model.target]) and types[model.target] != "BOOLEAN":
         not_numbers = scalar(
             con,
-            f"select count(*) from {qualified(*model.table.split('.'))} "
+            f"select count(*) from {table(model.table)} "
             f"where {ident(model.target)} is not null "
             f"and try_cast({ident(model.target)} as double) is null",
         )
@@ -89,10 +95,24 @@ def feature_spec(con: duckdb.DuckDBPyConnection, model: ModelSpec) -> FeatureSpe
                 f"model {model.name}: target {model.target} of {model.table} has "
                 f"{not_numbers} values that are not numbers"
             )
+    if model.is_classifier:
+        labels_sql = (
+            f"select count(*) from {table(model.table)} where {ident(model.target)} is not null "
+            f"and try_cast({ident(model.target)} as double) not in (0, 1)"
+        )
+        if scalar(con, labels_sql):
+            raise SpecError(
+                f"model {model.name}: a classification target must be 0/1 or true/false; "
+                f"{model.target} of {model.table} has other values"
+            )
     return FeatureSpec(
         numeric=tuple(c for c in declared if is_numeric_type(types[c])),
         categorical=tuple(c for c in declared if not is_numeric_type(types[c])),
     )
+
+
+def _is_temporal(duckdb_type: str) -> bool:
+    return duckdb_type.startswith(("DATE", "TIME", "INTERVAL"))
 
 
 def labelled_filter(model: ModelSpec, alias: str = "") -> tuple[str, list]:

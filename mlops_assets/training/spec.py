@@ -34,6 +34,12 @@ NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 
 
+# Columns of a scores table and of the monitor's window, which a model's own columns may not be.
+RESERVED_COLUMNS = frozenset({"score", "mode", "model_version", "scored_at"})
+# Schemas the platform writes itself: no model's scores go there.
+PLATFORM_SCHEMAS = frozenset({"raw", "vault", "audit", "quarantine", "monitoring"})
+
+
 class SpecError(ValueError):
     """A model declaration that cannot work (named in the message, no data quoted)."""
 
@@ -84,7 +90,18 @@ class ModelSpec:
         for label, table in (("table", self.table), ("scores_table", self.scores)):
             if not TABLE.match(table):
                 raise SpecError(f"model {self.name}: {label} must be schema.table")
+        if self.scores.split(".")[0] in PLATFORM_SCHEMAS or self.scores == self.table:
+            raise SpecError(
+                f"model {self.name}: scores_table may not be its own table nor in the "
+                f"platform's schemas ({', '.join(sorted(PLATFORM_SCHEMAS))})"
+            )
         named = [self.id_column, self.time_column, self.target, *self.where]
+        reserved = sorted(RESERVED_COLUMNS & {*named, *(self.features or ())})
+        if reserved:
+            raise SpecError(
+                f"model {self.name}: {', '.join(reserved)} are the scores' own column names: "
+                "rename them in the table"
+            )
         if len(set(named[:3])) < 3:
             raise SpecError(f"model {self.name}: id, time and target must be three columns")
         if self.features is not None and set(self.features) & set(named[:3]):

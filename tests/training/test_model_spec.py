@@ -248,3 +248,39 @@ def test_a_model_on_a_view_is_scored_too(shop_con, tmp_path):
     report = score_model(shop_con, registry, spec)
     assert report.rows == ROWS and report.ab["champion"]["metric"] == "rmse"
     assert shop_con.execute("select count(*) from predictions.basket_value").fetchone() == (ROWS,)
+
+
+def test_dates_are_left_out_of_default_features_and_refused_when_declared(shop_con):
+    """A timestamp reached the fitted pipeline as pandas.Timestamp objects, which the registry
+    then refused to load: a champion nobody could use."""
+    shop_con.execute("alter table shop.orders add column shipped timestamp")
+    shop_con.execute("update shop.orders set shipped = placed")
+    default = feature_spec(shop_con, replace(BASKET, features=None))
+    assert "shipped" not in (*default.numeric, *default.categorical)
+    with pytest.raises(SpecError, match="basket_value: shipped are dates or times"):
+        feature_spec(shop_con, replace(BASKET, features=("items", "shipped")))
+
+
+def test_a_classification_target_other_than_0_1_is_refused_before_the_search(shop_con):
+    shop_con.execute("alter table shop.orders add column grade integer")
+    shop_con.execute("update shop.orders set grade = items % 3")
+    with pytest.raises(SpecError, match="will_return: a classification target must be 0/1"):
+        feature_spec(shop_con, replace(RETURNS, target="grade"))
+    assert feature_spec(shop_con, RETURNS).numeric  # a boolean target is fine
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"id_column": "mode"}, "mode are the scores' own column names"),
+        ({"features": ("items", "score")}, "score are the scores' own column names"),
+        ({"scores_table": "vault.customer_pii"}, "platform's schemas"),
+        ({"scores_table": "audit.ingested_files"}, "platform's schemas"),
+        ({"scores_table": "shop.orders"}, "its own table"),
+    ],
+)
+def test_a_model_may_not_write_its_scores_over_platform_tables_or_shadow_their_columns(
+    change, message
+):
+    with pytest.raises(SpecError, match=message):
+        replace(BASKET, **change)
