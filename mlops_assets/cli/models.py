@@ -139,7 +139,7 @@ def explain(
     """Why the champion scored one row of its model's table (an application) as it did:
     per-feature contributions (the prediction minus the prediction with that feature at its
     typical training value)."""
-    from mlops_assets.sql import ident, qualified
+    from mlops_assets.sql import ident, table
     from mlops_assets.training.dataset import as_model_input, feature_spec
     from mlops_assets.training.diagnostics import explain_row
     from mlops_assets.training.registry import RegistryError
@@ -160,7 +160,7 @@ def explain(
         ) as con,
     ):
         frame = con.execute(
-            f"select * from {qualified(*spec.table.split('.'))} where {ident(spec.id_column)} = ?",
+            f"select * from {table(spec.table)} where {ident(spec.id_column)} = ?",
             [row_id],
         ).df()
         features = feature_spec(con, spec)

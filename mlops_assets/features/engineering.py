@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import duckdb
 
-from mlops_assets.sql import qualified
+from mlops_assets.sql import table
 from mlops_assets.warehouse import column_types, scalar
 
 SOURCE_TABLE = "marts.loan_applications"
@@ -151,7 +151,7 @@ def check_source(con: duckdb.DuckDBPyConnection, source: str = SOURCE_TABLE) -> 
 
 def feature_sql(source: str = SOURCE_TABLE) -> str:
     """The feature SELECT over ``source`` (a table or view with the mart's columns)."""
-    return FEATURE_SQL.format(source=qualified(*source.split(".")))
+    return FEATURE_SQL.format(source=table(source))
 
 
 def stage_features(con: duckdb.DuckDBPyConnection, *, source: str = SOURCE_TABLE) -> int:

@@ -12,7 +12,7 @@ from mlops_assets.features.validation import table_exists
 from mlops_assets.markdown import md_table, placement_metadata
 from mlops_assets.resources import WRITER_POOL, DaskResource, RegistryResource, WarehouseResource
 from mlops_assets.security.checks import build_identifier_checks
-from mlops_assets.sql import qualified
+from mlops_assets.sql import table
 from mlops_assets.training.candidates import check_candidates
 from mlops_assets.training.dataset import NotEnoughLabels, load_training_data
 from mlops_assets.training.diagnostics import markdown_image, plot_model, robustness
@@ -309,7 +309,7 @@ def build_scores_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                         "inputs_version": inputs,
                         "rescored": False,
                         "dagster/row_count": scalar(
-                            con, f"select count(*) from {qualified(*spec.scores.split('.'))}"
+                            con, f"select count(*) from {table(spec.scores)}"
                         ),
                     },
                     data_version=dg.DataVersion(inputs),
