@@ -13,7 +13,7 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.components.scaffold import DefsYamlScaffolder
-from mlops_assets.training.spec import GateSpec, ModelSpec, ValidationSpec
+from mlops_assets.training.spec import CardSpec, FairnessSpec, GateSpec, ModelSpec, ValidationSpec
 
 
 class Validation(dg.Model, dg.Resolvable):
@@ -28,6 +28,25 @@ class Gate(dg.Model, dg.Resolvable):
     guards: list[str] | None = None
     margin: float = Field(default=0.005, ge=0)
     guard_tolerance: float = Field(default=0.02, ge=0)
+    significance: float = Field(
+        default=0.05, gt=0, lt=1, description="Level of the paired test the gain must pass."
+    )
+
+
+class Fairness(dg.Model, dg.Resolvable):
+    min_disparate_impact: float = Field(
+        default=0.8, ge=0, le=1, description="Four-fifths rule: lowest/highest approval rate."
+    )
+    max_equalized_odds_difference: float = Field(default=0.1, ge=0, le=1)
+    tolerance: float = Field(
+        default=0.02, ge=0, description="Worsening against the champion the gate allows."
+    )
+
+
+class Card(dg.Model, dg.Resolvable):
+    intended_use: str = ""
+    out_of_scope_use: str = ""
+    limitations: list[str] = Field(default_factory=list)
 
 
 class TrainedModelScaffolder(DefsYamlScaffolder):
@@ -52,6 +71,15 @@ class TrainedModelScaffolder(DefsYamlScaffolder):
       # gate: {{primary: roc_auc, margin: 0.005, guard_tolerance: 0.02}}
       # scores_table: predictions.{name}
       # monitor: true
+      # protected_attributes: [age_band]   # fairness measured on; no model input unless...
+      # use_protected: []                  # ...listed here, with a justification:
+      # use_protected_justification: ""
+      # fairness: {{min_disparate_impact: 0.8, max_equalized_odds_difference: 0.1, tolerance: 0.02}}
+      # card:
+      #   intended_use: Who may use the scores, for what.
+      #   out_of_scope_use: What they must not be used for.
+      #   limitations: [What the model does not know.]
+      # reasons: {{feature: Human-readable reason when it raises the score}}
     """
 
 
@@ -80,6 +108,21 @@ class TrainedModel(dg.Component, dg.Resolvable, dg.Model):
     gate: Gate = Field(default_factory=Gate)
     scores_table: str | None = Field(default=None, description="Default predictions.<name>.")
     monitor: bool = True
+    protected_attributes: list[str] = Field(
+        default_factory=list,
+        description="Columns fairness is measured on: no model input unless in use_protected.",
+    )
+    use_protected: list[str] = Field(
+        default_factory=list, description="Protected attributes used as inputs all the same."
+    )
+    use_protected_justification: str = Field(
+        default="", description="Why use_protected is needed: required with it, in the card."
+    )
+    fairness: Fairness = Field(default_factory=Fairness)
+    card: Card = Field(default_factory=Card)
+    reasons: dict[str, str] = Field(
+        default_factory=dict, description="Feature -> adverse reason text (default generated)."
+    )
 
     @property
     def spec(self) -> ModelSpec:
@@ -103,6 +146,14 @@ class TrainedModel(dg.Component, dg.Resolvable, dg.Model):
             scores_table=self.scores_table,
             monitor=self.monitor,
             description=self.description,
+            protected_attributes=tuple(self.protected_attributes),
+            use_protected=tuple(self.use_protected),
+            use_protected_justification=self.use_protected_justification,
+            fairness=FairnessSpec(**self.fairness.model_dump()),
+            card=CardSpec(
+                **{**self.card.model_dump(), "limitations": tuple(self.card.limitations)}
+            ),
+            reasons=dict(self.reasons),
         )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

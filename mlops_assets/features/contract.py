@@ -1,7 +1,9 @@
 """The feature contract: one Pandera model is the single source of truth.
 
 It declares every column of ``features.loan_features`` — dtype, nullability, range, allowed
-categories, its description, its role for the models (``key``, ``feature``, ``label``) and its
+categories, its description, its role for the models (``key``, ``feature``, ``label``, or
+``protected``: a protected attribute, whose groups fairness is measured on, no model input by
+default) and its
 privacy classification — plus the cross-column rules and a statistical check. Validation, the
 column schema the Dagster UI shows, and the list of model inputs are all read from it.
 
@@ -67,7 +69,7 @@ def _field(
     """A contract column. A nullable feature must be mostly present (``min_completeness``)
     unless ``may_be_empty``: a column that is legitimately empty in some data (no returning
     customer yet, no label yet) is exempt."""
-    if checks.get("nullable") and role == "feature" and not may_be_empty:
+    if checks.get("nullable") and role in ("feature", "protected") and not may_be_empty:
         checks["min_completeness"] = MIN_COMPLETENESS
     return pa.Field(
         description=description,
@@ -162,19 +164,25 @@ class LoanFeatures(pa.DataFrameModel):
     channel: Series[str] = _field("Application channel.", isin=list(CHANNELS))
     age_band: Series[str] = _field(
         "Age band at registration (generalised from the date of birth).",
+        role="protected",
         classification="quasi_identifier",
         nullable=True,
         isin=list(AGE_BANDS),
     )
     region: Series[str] = _field(
         "Coarse region of residence.",
+        role="protected",
         classification="quasi_identifier",
         nullable=True,
         isin=list(REGIONS),
     )
     education: Series[str] = _field("Highest education level.", nullable=True, isin=list(EDUCATION))
     marital_status: Series[str] = _field(
-        "Marital status.", classification="sensitive", nullable=True, isin=list(MARITAL_STATUS)
+        "Marital status.",
+        role="protected",
+        classification="sensitive",
+        nullable=True,
+        isin=list(MARITAL_STATUS),
     )
     dependents: Series[pd.Int64Dtype] = _field(
         "Number of dependents.", classification="sensitive", nullable=True, ge=0, le=20

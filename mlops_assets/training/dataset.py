@@ -49,10 +49,12 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """The model's input signature: its features, numeric or categorical by their column type."""
+    """The model's input signature: its features, numeric or categorical by their column type,
+    and the protected attributes kept out of them (read for fairness measurement only)."""
 
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
+    protected: tuple[str, ...] = ()  # measured only: never a model input
 
     @property
     def columns(self) -> list[str]:
@@ -72,11 +74,12 @@ def feature_spec(con: duckdb.DuckDBPyConnection, model: ModelSpec) -> FeatureSpe
         raise SpecError(f"model {model.name}: table {model.table} does not exist")
     keys = (model.id_column, model.time_column, model.target, *model.where)
     declared = model.features if model.features is not None else ()
-    missing = [c for c in (*keys, *declared) if c not in types]
+    missing = [c for c in (*keys, *declared, *model.protected_attributes) if c not in types]
     if missing:
         raise SpecError(f"model {model.name}: {', '.join(missing)} not in table {model.table}")
-    if model.features is None:  # dates and times are no model input: leave them out
-        declared = tuple(c for c in types if c not in keys and not _is_temporal(types[c]))
+    if model.features is None:  # dates, times and protected attributes are no model input
+        left_out = {*keys, *model.measured_only}
+        declared = tuple(c for c in types if c not in left_out and not _is_temporal(types[c]))
     temporal = [c for c in declared if _is_temporal(types[c])]
     if temporal:
         raise SpecError(
@@ -108,6 +111,7 @@ def feature_spec(con: duckdb.DuckDBPyConnection, model: ModelSpec) -> FeatureSpe
     return FeatureSpec(
         numeric=tuple(c for c in declared if is_numeric_type(types[c])),
         categorical=tuple(c for c in declared if not is_numeric_type(types[c])),
+        protected=model.measured_only,
     )
 
 
@@ -133,6 +137,9 @@ class TrainingData:
     x_holdout: pd.DataFrame
     y_holdout: np.ndarray
     ids_holdout: np.ndarray
+    # The holdout rows' protected attributes (every one declared, used as input or not), the
+    # groups fairness is measured on; no column when the model declares none.
+    groups_holdout: pd.DataFrame
     split_at: pd.Timestamp  # first time of the holdout
     applied_until: pd.Timestamp  # last time of the labelled rows used
     # Every row of the training period (labelled or not), the drift reference: labels arrive
@@ -184,7 +191,7 @@ def load_training_data(
     spec = feature_spec(con, model)
     key, time = model.id_column, model.time_column
     labelled_sql, params = labelled_filter(model)
-    columns_sql = idents([key, time, *spec.columns, model.target])
+    columns_sql = idents([key, time, *spec.columns, *spec.protected, model.target])
     table_sql = table(model.table)
     labelled = scalar(con, f"select count(*) from {table_sql} where {labelled_sql}", params)
     frame = con.execute(_sampled_sql(model, columns_sql, labelled_sql, max_rows), params).df()
@@ -209,6 +216,7 @@ def load_training_data(
         x_holdout=x.iloc[cut:].reset_index(drop=True),
         y_holdout=y.to_numpy()[cut:],
         ids_holdout=frame[key].iloc[cut:].to_numpy(),
+        groups_holdout=frame[list(model.protected_attributes)].iloc[cut:].reset_index(drop=True),
         split_at=frame[time].iloc[cut],
         applied_until=until,
         population=as_model_input(population, spec),

@@ -58,6 +58,30 @@ class GateSpec:
     guards: tuple[str, ...] | None = None  # default: the task's other metrics
     margin: float = 0.005  # relative gain on the primary metric the challenger needs
     guard_tolerance: float = 0.02  # relative loss allowed on any guard metric
+    # The challenger's gain on the primary metric must be significant at this level on the
+    # same holdout (a paired test: DeLong for ROC-AUC, a paired bootstrap otherwise).
+    significance: float = 0.05
+
+
+@dataclass(frozen=True)
+class FairnessSpec:
+    """Bounds on every protected attribute's group metrics (the ``fairness`` check) and how much
+    worse than the champion's a challenger's may be (the gate)."""
+
+    # Four-fifths rule: the lowest group's approval rate (score below the threshold) over the
+    # highest group's.
+    min_disparate_impact: float = 0.8
+    max_equalized_odds_difference: float = 0.1
+    tolerance: float = 0.02  # absolute worsening of either allowed against the champion
+
+
+@dataclass(frozen=True)
+class CardSpec:
+    """What the model card says about use, in the team's words."""
+
+    intended_use: str = ""
+    out_of_scope_use: str = ""
+    limitations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +102,16 @@ class ModelSpec:
     scores_table: str | None = None  # default: predictions.<name>
     monitor: bool = True
     description: str = ""
+    # Columns of the table whose groups fairness is measured on. They are no model input unless
+    # listed in ``use_protected``, which needs a written justification (shown in the card).
+    protected_attributes: tuple[str, ...] = ()
+    use_protected: tuple[str, ...] = ()
+    use_protected_justification: str = ""
+    fairness: FairnessSpec = field(default_factory=FairnessSpec)
+    card: CardSpec = field(default_factory=CardSpec)
+    # Feature -> the human-readable adverse reason shown when it raises a score most (default:
+    # generated from the feature's name and value).
+    reasons: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):
@@ -106,6 +140,19 @@ class ModelSpec:
             raise SpecError(f"model {self.name}: id, time and target must be three columns")
         if self.features is not None and set(self.features) & set(named[:3]):
             raise SpecError(f"model {self.name}: features may not include the id, time or target")
+        self._check_protected(named[:3])
+        if not 0 < self.gate.significance < 1:
+            raise SpecError(f"model {self.name}: gate significance must be between 0 and 1")
+        bounds = self.fairness
+        if not (
+            0 <= bounds.min_disparate_impact <= 1
+            and 0 <= bounds.max_equalized_odds_difference <= 1
+            and bounds.tolerance >= 0
+        ):
+            raise SpecError(
+                f"model {self.name}: fairness bounds: min_disparate_impact and "
+                "max_equalized_odds_difference between 0 and 1, tolerance at least 0"
+            )
         metrics = METRICS[self.task]
         for metric in (self.primary, *self.guards):
             if metric not in metrics:
@@ -113,6 +160,37 @@ class ModelSpec:
                     f"model {self.name}: {metric!r} is not a {self.task} metric "
                     f"({', '.join(metrics)})"
                 )
+
+    def _check_protected(self, keys: list[str]) -> None:
+        protected = set(self.protected_attributes)
+        if protected & set(keys):
+            raise SpecError(
+                f"model {self.name}: the id, time and target cannot be protected attributes"
+            )
+        unknown = sorted(set(self.use_protected) - protected)
+        if unknown:
+            raise SpecError(
+                f"model {self.name}: use_protected names {', '.join(unknown)}, which are not "
+                "among its protected_attributes"
+            )
+        if self.use_protected and not self.use_protected_justification.strip():
+            raise SpecError(
+                f"model {self.name}: using protected attributes as inputs "
+                f"({', '.join(self.use_protected)}) needs use_protected_justification"
+            )
+        listed = sorted(set(self.features or ()) & set(self.measured_only))
+        if listed:
+            raise SpecError(
+                f"model {self.name}: {', '.join(listed)} are protected attributes, measured "
+                "for fairness and no model input: remove them from features, or list them in "
+                "use_protected with a justification"
+            )
+
+    @property
+    def measured_only(self) -> tuple[str, ...]:
+        """The protected attributes kept out of the model's inputs (fairness is measured on
+        them)."""
+        return tuple(a for a in self.protected_attributes if a not in self.use_protected)
 
     @property
     def is_classifier(self) -> bool:

@@ -163,7 +163,15 @@ def training_definition(data: TrainingData, config: TrainingConfig, manifest: Pa
             "holdout_share": config.holdout_share,
         },
         "training_data_version": data.version,
-        "signature": {"features": data.spec.columns, "dtypes": data.spec.dtypes()},
+        "signature": {
+            "features": data.spec.columns,
+            "dtypes": data.spec.dtypes(),
+            "protected": {
+                "measured_only": list(data.spec.protected),
+                "used_as_input": list(data.model.use_protected),
+                "justification": data.model.use_protected_justification,
+            },
+        },
         "dbt_manifest_version": manifest_version(manifest) if manifest else None,
         "code_version": code_version(),
         "libraries": library_versions(),

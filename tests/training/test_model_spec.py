@@ -107,10 +107,15 @@ def test_features_none_is_every_column_but_id_time_target_and_where(shop_con):
 
 def test_the_loan_models_keep_the_contracts_signature(features_con):
     """The signature read from the table equals the one the feature contract declared (same
-    columns, same order, same numeric/categorical split)."""
+    columns, same order, same numeric/categorical split), and the columns the contract marks
+    protected are measured only, no model input."""
     features = [c for c in contract_columns() if c.role == "feature"]
+    protected = {c.name for c in contract_columns() if c.role == "protected"}
+    assert protected == {"age_band", "marital_status", "region"}
     for spec in catalogue.models().values():
         signature = feature_spec(features_con, spec)
+        assert set(signature.protected) == protected
+        assert not protected & set(signature.columns)
         assert signature.numeric == tuple(c.name for c in features if c.duckdb_type != "VARCHAR")
         assert signature.categorical == tuple(
             c.name for c in features if c.duckdb_type == "VARCHAR"
