@@ -326,18 +326,42 @@ def build_scores_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             "shadow": report.challenger or "none",
             "dagster/table_name": spec.scores,
             "placement": placement_metadata(report.placement),
-            "ab_comparison": dg.MetadataValue.md(
-                md_table(
-                    ("mode", "labelled rows", metric),
-                    [(mode, v["labelled"], f"{v['value']:.4f}") for mode, v in report.ab.items()],
-                )
-            ),
+            "ab_comparison": dg.MetadataValue.md(_ab_table(report.ab, metric)),
         }
         for mode, values in report.ab.items():
             metadata[f"live_{metric}/{mode}"] = dg.MetadataValue.float(values["value"])
+        test = report.ab.get("shadow", {}).get("test")
+        if test and test["p_value"] is not None:
+            metadata[f"live_{metric}/shadow_gain"] = dg.MetadataValue.float(test["difference"])
+            metadata[f"live_{metric}/shadow_p_value"] = dg.MetadataValue.float(test["p_value"])
         yield dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(inputs))
 
     return scores
+
+
+def _ab_table(ab: dict, metric: str) -> str:
+    """The live A/B comparison: each mode's metric, and the shadow's paired test against the
+    champion (its gain, 95 % interval and p-value)."""
+    rows = []
+    for mode, values in ab.items():
+        test = values.get("test") or {}
+        cells = ("", "", "", "")
+        if test:
+            cells = ("n/a", "", "", test["method"])  # one class only, or no paired rows
+        if test.get("p_value") is not None:
+            low, high = test["ci"]
+            cells = (
+                f"{test['difference']:+.4f}",
+                f"[{low:+.4f}, {high:+.4f}]",
+                f"{test['p_value']:.3g}",
+                "DeLong" if test["method"] == "delong" else "paired bootstrap",
+            )
+        rows.append((mode, values["labelled"], f"{values['value']:.4f}", *cells))
+    return md_table(
+        ("mode", "labelled rows", metric, "gain over champion (positive = better)",
+         "95 % interval", "p-value (not better)", "test"),
+        rows,
+    )  # fmt: skip
 
 
 def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey, name: str):

@@ -56,6 +56,7 @@ TRUSTED_TYPES = (
 MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 VERSION = re.compile(r"[0-9a-f]{16}")  # content_version()
 FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # artefact and attachments
+TEST_FIELDS = ("metric", "method", "difference", "ci", "p_value", "level")  # gate.json's test
 SEAL = "seal"  # model.json's field with the HMAC; everything else in model.json is sealed
 # What becomes of a version that does not verify (Registry.register, trainer.trained_before).
 REPLACED = (
@@ -376,23 +377,44 @@ class Registry:
         )
         return event
 
-    def record_verdict(self, model: str, version: str, promoted: bool, reason: str) -> None:
-        """Record the champion/challenger gate's verdict on ``version`` (after any promotion)."""
+    def record_verdict(
+        self,
+        model: str,
+        version: str,
+        promoted: bool,
+        reason: str,
+        *,
+        test: dict | None = None,
+        fairness: dict | None = None,
+    ) -> None:
+        """Record the champion/challenger gate's verdict on ``version`` (after any promotion):
+        the paired ``test`` of the primary metric and the ``fairness`` comparison
+        (``{"worse": [...]}``) against the champion, None when there was no champion."""
         _write_atomic(
             self._dir(model, version) / "gate.json",
             json.dumps(
-                {"promoted": promoted, "reason": reason, "at": datetime.now(UTC).isoformat()}
+                {
+                    "promoted": promoted,
+                    "reason": reason,
+                    "at": datetime.now(UTC).isoformat(),
+                    "test": test,
+                    "fairness": fairness,
+                }
             ),
         )
 
     def verdict(self, model: str, version: str) -> dict | None:
-        """The gate's verdict on ``version``; None if no gate decided on it. A version promoted
-        by a gate before verdicts were recorded counts as decided."""
+        """The gate's verdict on ``version`` (promoted, reason, at, test, fairness); None if no
+        gate decided on it. A version promoted by a gate before verdicts were recorded counts as
+        decided. gate.json is not sealed: a field not of the shape the gate writes reads as None
+        (the verdict is shown, never trusted)."""
         path = self._dir(model, version) / "gate.json"
         if path.exists():
-            return _read_object(path, _read_text(path))
+            return _verdict_fields(_read_object(path, _read_text(path)))
         promoted = [e for e in self.history(model) if e.get("to_version") == version]
-        return {"promoted": True, "reason": promoted[-1].get("reason")} if promoted else None
+        if not promoted:
+            return None
+        return _verdict_fields({"promoted": True, "reason": promoted[-1].get("reason")})
 
     def history(self, model: str) -> list[dict]:
         check_name(model)
@@ -421,6 +443,36 @@ def _read_object(path: Path, text: str, line: int | None = None) -> dict:
     if not isinstance(value, dict):
         raise RegistryError(f"{where} is not a JSON object")
     return value
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _verdict_fields(value: dict) -> dict:
+    """``value`` (gate.json) with every field of the shape :meth:`Registry.record_verdict`
+    writes, or None."""
+    test = value.get("test")
+    test = {k: test.get(k) for k in TEST_FIELDS} if isinstance(test, dict) else {}
+    ci = test.get("ci")
+    fairness = value.get("fairness")
+    worse = fairness.get("worse") if isinstance(fairness, dict) else None
+    return {
+        "promoted": value.get("promoted") if isinstance(value.get("promoted"), bool) else None,
+        "reason": value.get("reason") if isinstance(value.get("reason"), str) else None,
+        "at": value.get("at") if isinstance(value.get("at"), str) else None,
+        "test": test
+        if isinstance(test.get("metric"), str)
+        and test.get("method") in ("delong", "paired_bootstrap")
+        and all(test[k] is None or _number(test[k]) for k in ("difference", "p_value", "level"))
+        and isinstance(ci, list)
+        and len(ci) == 2
+        and all(v is None or _number(v) for v in ci)
+        else None,
+        "fairness": {"worse": worse}
+        if isinstance(worse, list) and all(isinstance(w, str) for w in worse)
+        else None,
+    }
 
 
 def _read_card(path: Path) -> ModelCard:

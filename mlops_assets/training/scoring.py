@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
+from sklearn.metrics import roc_auc_score
 
 from mlops_assets.faults import crash_point
 from mlops_assets.parallel import Placement, map_chunks
@@ -20,6 +20,7 @@ from mlops_assets.sql import ident, idents, qualified, table
 from mlops_assets.training.dataset import FeatureSpec, as_model_input, feature_spec, labelled_filter
 from mlops_assets.training.registry import Registry
 from mlops_assets.training.search import predict
+from mlops_assets.training.significance import paired_test
 from mlops_assets.training.spec import ModelSpec
 from mlops_assets.warehouse import scalar
 
@@ -39,7 +40,7 @@ class ScoringReport:
     champion: str
     challenger: str | None
     rows: int
-    ab: dict  # mode -> {"labelled": n, "metric": "roc_auc" | "rmse", "value": x}
+    ab: dict  # mode -> {"labelled": n, "metric": "roc_auc" | "rmse", "value": x}, shadow + "test"
     placement: Placement  # chunks per worker
 
 
@@ -167,30 +168,53 @@ def score_chunk(
     )
 
 
+AB_ROUNDS = 200  # bootstrap resamples of the live regression comparison
+AB_SEED = 0
+
+
 def ab_comparison(con: duckdb.DuckDBPyConnection, spec: ModelSpec) -> dict:
     """Each mode's live metric on the labelled rows (ROC-AUC of a classifier, RMSE of a
-    regressor), one mode's two numeric columns in memory at a time."""
+    regressor) and, for the shadow, the paired test of its difference from the champion on the
+    rows both scored (paired by id): DeLong's for ROC-AUC, a paired bootstrap for RMSE, the
+    difference signed so that positive means the shadow is better, with its 95 % interval and
+    the p-value that the shadow is not better."""
     scores_sql = table(spec.scores)
-    table_sql = table(spec.table)
-    labelled_sql, params = labelled_filter(spec, alias="t")
     id_sql = ident(spec.id_column)
-    modes = [m for (m,) in con.execute(f"select distinct mode from {scores_sql}").fetchall()]
+    labelled_sql, params = labelled_filter(spec, alias="t")
+    frame = con.execute(
+        f"""
+        select cast(any_value(t.{ident(spec.target)}) as double) as y,
+               any_value(s.score) filter (where s.mode = 'champion') as champion,
+               any_value(s.score) filter (where s.mode = 'shadow') as shadow
+        from {scores_sql} s join {table(spec.table)} t on t.{id_sql} = s.{id_sql}
+        where {labelled_sql}
+        group by s.{id_sql} order by s.{id_sql}
+        """,
+        params,
+    ).df()
     metric = "roc_auc" if spec.is_classifier else "rmse"
+    y = frame["y"].to_numpy()
     result = {}
-    for mode in sorted(modes):
-        y, score = (
-            con.execute(
-                f"select cast(t.{ident(spec.target)} as double) as y, s.score "
-                f"from {scores_sql} s join {table_sql} t on t.{id_sql} = s.{id_sql} "
-                f"where s.mode = ? and {labelled_sql}",
-                [mode, *params],
-            )
-            .fetchnumpy()
-            .values()
+    for mode in ("champion", "shadow"):
+        scored = frame[mode].notna().to_numpy()
+        if scored.any():
+            value = _live_metric(spec, y[scored], frame[mode].to_numpy()[scored])
+            result[mode] = {"labelled": int(scored.sum()), "metric": metric, "value": value}
+    if "shadow" in result:
+        both = frame[["champion", "shadow"]].notna().all(axis=1).to_numpy()
+        test = paired_test(
+            metric,
+            y[both],
+            frame["champion"].to_numpy()[both],
+            frame["shadow"].to_numpy()[both],
+            rounds=AB_ROUNDS,
+            seed=AB_SEED,
         )
-        if spec.is_classifier:
-            value = skm.roc_auc_score(y, score) if len(np.unique(y)) == 2 else float("nan")
-        else:
-            value = float(np.sqrt(skm.mean_squared_error(y, score))) if len(y) else float("nan")
-        result[mode] = {"labelled": len(y), "metric": metric, "value": float(value)}
+        result["shadow"]["test"] = test.as_dict()
     return result
+
+
+def _live_metric(spec: ModelSpec, y: np.ndarray, score: np.ndarray) -> float:
+    if spec.is_classifier:
+        return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else float("nan")
+    return float(np.sqrt(np.mean((y - score) ** 2)))

@@ -44,7 +44,15 @@ class PairedTest:
         return bool(self.p_value < significance)
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "ci": list(self.ci)}
+        """The test as JSON can hold it (NaN, no test possible, as None)."""
+        return {
+            **{k: _finite(v) for k, v in asdict(self).items()},
+            "ci": [_finite(v) for v in self.ci],
+        }
+
+
+def _finite(value: object) -> object:
+    return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
 def _nan_test(metric: str, method: str, level: float) -> PairedTest:

@@ -1,0 +1,205 @@
+"""The champion/challenger gate's significance test and fairness comparison, the paired tests
+themselves (DeLong, paired bootstrap), gate.json read back as untrusted, and the live A/B
+comparison with its interval and p-value."""
+
+import json
+from dataclasses import replace
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import mean_squared_error, roc_auc_score
+
+from mlops_assets.training.metrics import bootstrap_weights
+from mlops_assets.training.scoring import ab_comparison
+from mlops_assets.training.significance import (
+    delong_components,
+    delong_test,
+    paired_bootstrap_test,
+)
+from mlops_assets.training.spec import ModelSpec
+from tests.training.conftest import home_registry, register_tiny
+
+
+def _scores(rows: int, seed: int, noise: tuple[float, float]) -> tuple[np.ndarray, ...]:
+    """Labels and two models' scores of the same rows: one hidden signal, each model seeing
+    it through its own independent noise (``noise``: champion's, challenger's scale)."""
+    rng = np.random.default_rng(seed)
+    signal = rng.normal(size=rows)
+    y = (signal + rng.normal(size=rows) > 1.0).astype(int)
+    champion, challenger = (
+        1 / (1 + np.exp(-(signal + rng.normal(scale=scale, size=rows)))) for scale in noise
+    )
+    return y, champion, challenger
+
+
+def _slow_delong(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DeLong et al. (1988) by definition: psi(positive, negative) = 1 above, 1/2 tied, 0
+    below, over every pair; V10 and V01 are its row and column means."""
+    psi = [
+        (p[:, None] > n[None, :]) + 0.5 * (p[:, None] == n[None, :])
+        for p, n in ((s[y == 1], s[y == 0]) for s in scores)
+    ]
+    return (
+        np.array([x.mean() for x in psi]),
+        np.array([x.mean(axis=1) for x in psi]),
+        np.array([x.mean(axis=0) for x in psi]),
+    )
+
+
+def test_delong_agrees_with_its_definition_and_scikit_learn():
+    y, champion, challenger = _scores(120, seed=3, noise=(0.8, 0.6))
+    champion = np.round(champion, 1)  # ties, within a model and across the classes
+    scores = np.vstack([champion, challenger])
+    auc, v10, v01 = delong_components(y, scores)
+    slow_auc, slow_v10, slow_v01 = _slow_delong(y, scores)
+    np.testing.assert_allclose(auc, slow_auc, atol=1e-12)
+    np.testing.assert_allclose(auc, [roc_auc_score(y, s) for s in scores], atol=1e-12)
+    np.testing.assert_allclose(v10, slow_v10, atol=1e-12)
+    np.testing.assert_allclose(v01, slow_v01, atol=1e-12)
+    # The variance of the difference and the one-sided p-value, from the slow components.
+    covariance = np.cov(slow_v10) / slow_v10.shape[1] + np.cov(slow_v01) / slow_v01.shape[1]
+    variance = covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1]
+    difference = slow_auc[1] - slow_auc[0]
+    test = delong_test(y, champion, challenger)
+    assert test.method == "delong" and test.metric == "roc_auc"
+    assert test.difference == pytest.approx(difference, abs=1e-12)
+    assert test.p_value == pytest.approx(stats.norm.sf(difference / np.sqrt(variance)), rel=1e-9)
+    half = 1.959963984540054 * np.sqrt(variance)
+    assert test.ci == pytest.approx((difference - half, difference + half), rel=1e-9)
+    # Swapping the models mirrors the test.
+    swapped = delong_test(y, challenger, champion)
+    assert swapped.difference == pytest.approx(-difference)
+    assert swapped.p_value == pytest.approx(1 - test.p_value)
+
+
+def test_delong_of_identical_or_one_class_scores_gives_no_evidence():
+    y, champion, _ = _scores(200, seed=4, noise=(0.5, 0.5))
+    same = delong_test(y, champion, champion)
+    assert same.difference == 0 and same.p_value == 1.0 and not same.significant(0.05)
+    one_class = delong_test(np.zeros(50), champion[:50], champion[:50])
+    assert np.isnan(one_class.p_value) and not one_class.significant(0.05)
+    assert one_class.as_dict()["p_value"] is None and one_class.as_dict()["ci"] == [None, None]
+
+
+def test_the_paired_bootstrap_scores_both_models_on_the_same_resamples():
+    rng = np.random.default_rng(5)
+    y = rng.normal(100, 20, size=300)
+    champion = y + rng.normal(0, 10, size=300)
+    challenger = y + rng.normal(0, 8, size=300)
+    test = paired_bootstrap_test("rmse", y, champion, challenger, rounds=50, seed=7)
+    # By hand: each resample's rows, both models' RMSE on them; lower RMSE = positive gain.
+    weights = bootstrap_weights(300, rounds=50, seed=7).astype(int)
+    gains = []
+    for counts in weights:
+        rows = np.repeat(np.arange(300), counts)
+        gains.append(
+            np.sqrt(mean_squared_error(y[rows], champion[rows]))
+            - np.sqrt(mean_squared_error(y[rows], challenger[rows]))
+        )
+    expected = np.sqrt(mean_squared_error(y, champion)) - np.sqrt(mean_squared_error(y, challenger))
+    assert test.method == "paired_bootstrap" and test.difference == pytest.approx(expected)
+    assert test.ci == pytest.approx(tuple(np.percentile(gains, [2.5, 97.5])))
+    assert test.p_value == pytest.approx((np.sum(np.array(gains) <= 0) + 1) / 51)
+    same = paired_bootstrap_test("rmse", y, champion, champion, rounds=50, seed=7)
+    assert same.difference == 0 and same.ci == (0, 0) and same.p_value == 1.0
+    # A classification metric at each model's own threshold.
+    labels, low, high = _scores(400, seed=8, noise=(1.0, 0.3))
+    f1 = paired_bootstrap_test("f1", labels, low, high, thresholds=(0.3, 0.4), rounds=50, seed=7)
+    assert f1.difference > 0 and f1.ci[0] <= f1.difference <= f1.ci[1]
+
+
+# --- gate.json, read back ---------------------------------------------------------------
+
+
+def test_gate_json_records_the_test_and_reads_odd_details_as_none(tmp_path):
+    registry = home_registry(tmp_path)
+    version = register_tiny(registry)
+    test = delong_test(*_scores(300, seed=9, noise=(0.8, 0.4))).as_dict()
+    registry.record_verdict(
+        "default_classifier", version, False, "r", test=test, fairness={"worse": ["age_band: x"]}
+    )
+    verdict = registry.verdict("default_classifier", version)
+    assert verdict["test"] == test and verdict["fairness"] == {"worse": ["age_band: x"]}
+    assert set(verdict) == {"promoted", "reason", "at", "test", "fairness"}
+    path = registry.root / "default_classifier" / version / "gate.json"
+    for test_value, fairness in (
+        ([1, 2], "worse"),
+        ("delong", {"worse": "age_band"}),
+        ({**test, "ci": "[0, 1]"}, {"worse": [1]}),
+        ({**test, "p_value": "0.01"}, {"worse": None}),
+        ({**test, "method": "<script>"}, []),
+        ({**test, "ci": [0.1]}, 7),
+        ({**test, "level": True}, {"better": []}),
+    ):
+        path.write_text(json.dumps({"promoted": "yes", "reason": [1], "at": 3,
+                                    "test": test_value, "fairness": fairness}))  # fmt: skip
+        assert registry.verdict("default_classifier", version) == {
+            "promoted": None, "reason": None, "at": None, "test": None, "fairness": None
+        }  # fmt: skip
+    path.write_text(json.dumps({"promoted": True, "reason": "first model"}))  # before the test
+    assert registry.verdict("default_classifier", version)["test"] is None
+
+
+# --- the live A/B comparison -------------------------------------------------------------
+
+TOY_CLASSIFIER = ModelSpec(
+    name="toy", task="classification", table="shop.apps", id_column="id", time_column="at",
+    target="bad", scores_table="predictions.scores",
+)  # fmt: skip
+TOY_REGRESSOR = replace(TOY_CLASSIFIER, task="regression", target="loss")
+
+
+def _warehouse(target: str, y: np.ndarray, champion: np.ndarray, shadow: np.ndarray):
+    """A small warehouse: ``shop.apps`` (every fifth row not labelled yet) and both models'
+    scores of every row in ``predictions.scores``, the shadow's written in another order."""
+    rows = len(y)
+    ids = np.array([f"a{i:04d}" for i in range(rows)])
+    labelled = np.arange(rows) % 5 != 0
+    order = np.random.default_rng(12).permutation(rows)
+    con = duckdb.connect()
+    con.execute("create schema shop; create schema predictions")
+    con.register("apps", pd.DataFrame({"id": ids, target: y, "labelled": labelled}))
+    con.execute(
+        f"create table shop.apps as select id, case when labelled then {target} end as {target} "
+        "from apps"
+    )
+    scores = pd.DataFrame(
+        {
+            "id": np.r_[ids, ids[order]],
+            "score": np.r_[champion, shadow[order]],
+            "mode": ["champion"] * rows + ["shadow"] * rows,
+        }
+    )
+    con.register("scores", scores)
+    con.execute("create table predictions.scores as select * from scores")
+    return con, labelled
+
+
+def test_the_live_ab_comparison_gives_the_paired_difference_its_interval_and_p_value():
+    y, champion, shadow = _scores(600, seed=11, noise=(0.9, 0.4))
+    con, labelled = _warehouse("bad", y, champion, shadow)
+    ab = ab_comparison(con, TOY_CLASSIFIER)
+    y, champion, shadow = y[labelled], champion[labelled], shadow[labelled]
+    assert ab["champion"] == {
+        "labelled": 480, "metric": "roc_auc", "value": pytest.approx(roc_auc_score(y, champion))
+    }  # fmt: skip
+    assert ab["shadow"]["value"] == pytest.approx(roc_auc_score(y, shadow))
+    # Paired by id (the shadow's rows were written in another order).
+    assert ab["shadow"]["test"] == pytest.approx(delong_test(y, champion, shadow).as_dict())
+    assert ab["shadow"]["test"]["p_value"] < 0.05 and ab["shadow"]["test"]["difference"] > 0
+    low, high = ab["shadow"]["test"]["ci"]
+    assert low < ab["shadow"]["test"]["difference"] < high
+
+    rng = np.random.default_rng(13)
+    loss = rng.gamma(2, 500, 600)
+    con, labelled = _warehouse(
+        "loss", loss, loss + rng.normal(0, 300, 600), loss + rng.normal(0, 310, 600)
+    )
+    ab = ab_comparison(con, TOY_REGRESSOR)
+    test = ab["shadow"]["test"]
+    assert ab["champion"]["metric"] == "rmse" and test["method"] == "paired_bootstrap"
+    assert test["difference"] == pytest.approx(ab["champion"]["value"] - ab["shadow"]["value"])
+    assert test["ci"][0] < 0 < test["ci"][1] and test["p_value"] > 0.05  # no real difference
