@@ -139,16 +139,13 @@ def paired_bootstrap_test(
             return m.resampled_regression_metrics(y, prediction, w)[metric]
         return m.resampled_classification_metrics(y, prediction, threshold, w)[metric]
 
-    sign = 1.0 if ModelSpec.higher_is_better(metric) else -1.0
-    champion_threshold, challenger_threshold = thresholds
-    difference = sign * float(
-        values(challenger, challenger_threshold, full)[0]
-        - values(champion, champion_threshold, full)[0]
-    )
-    resampled = sign * (
-        values(challenger, challenger_threshold, weights)
-        - values(champion, champion_threshold, weights)
-    )
+    def gains(w: np.ndarray) -> np.ndarray:
+        """Challenger minus champion, positive = better (+ 0.0: no negative zero)."""
+        gain = values(challenger, thresholds[1], w) - values(champion, thresholds[0], w)
+        return (gain if ModelSpec.higher_is_better(metric) else -gain) + 0.0
+
+    difference = float(gains(full)[0])
+    resampled = gains(weights)
     resampled = resampled[~np.isnan(resampled)]
     if np.isnan(difference) or not len(resampled):
         return _nan_test(metric, "paired_bootstrap", level)
