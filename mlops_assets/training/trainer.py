@@ -7,7 +7,7 @@ import hashlib
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -17,12 +17,14 @@ from mlops_assets.faults import crash_point
 from mlops_assets.monitoring.reference import reference_attachments
 from mlops_assets.training import metrics as m
 from mlops_assets.training.dataset import TrainingData
+from mlops_assets.training.diagnostics import robustness
 from mlops_assets.training.registry import ModelCard, Registry, RegistryError
 from mlops_assets.training.search import SearchResult, make_model, predict, search
 from mlops_assets.training.spec import ModelSpec
 
 PACKAGE = Path(__file__).resolve().parents[1]
 LIBRARIES = ("scikit-learn", "skops", "numpy", "pandas", "duckdb", "pandera", "dask")
+ROBUSTNESS_ROWS = 1_000  # holdout rows the robustness scenarios perturb
 
 
 @dataclass(frozen=True)
@@ -320,7 +322,14 @@ def train_model(
             "labelled": data.labelled_rows,
         },
         "reference": reference_values(data),
+        "card": card_texts(data.model),
+        "search": [asdict(trial) for trial in result.trials],
     }
+    started = time.perf_counter()
+    details["robustness"] = robustness(
+        model, data.x_holdout.head(ROBUSTNESS_ROWS), data.spec, classifier, seed=config.seed
+    )
+    seconds["robustness"] = time.perf_counter() - started
     started = time.perf_counter()
     card, new = registry.register(
         data.model.name,
@@ -342,6 +351,16 @@ def train_model(
     return TrainingOutcome(
         card, new, result, holdout, intervals, decision, seconds, model, threshold
     )
+
+
+def card_texts(spec: ModelSpec) -> dict:
+    """What the model card says about use, in the team's words (from the declaration)."""
+    return {
+        "description": spec.description,
+        "intended_use": spec.card.intended_use,
+        "out_of_scope_use": spec.card.out_of_scope_use,
+        "limitations": list(spec.card.limitations),
+    }
 
 
 def reference_values(data: TrainingData) -> dict:
