@@ -12,14 +12,17 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from mlops_assets.faults import crash_point
 from mlops_assets.monitoring.reference import reference_attachments
 from mlops_assets.training import metrics as m
-from mlops_assets.training.dataset import TrainingData
+from mlops_assets.training.dataset import FeatureSpec, TrainingData, as_model_input
 from mlops_assets.training.diagnostics import robustness
+from mlops_assets.training.fairness import compare_fairness, measure_fairness
 from mlops_assets.training.registry import ModelCard, Registry, RegistryError
 from mlops_assets.training.search import SearchResult, make_model, predict, search
+from mlops_assets.training.significance import PairedTest, paired_test
 from mlops_assets.training.spec import ModelSpec
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -79,8 +82,19 @@ def library_versions() -> dict[str, str]:
     }
 
 
-# The champion's version, its metrics on the holdout, and why it was refused (if it was).
-Champion = tuple[str | None, dict | None, str | None]
+@dataclass(frozen=True)
+class Champion:
+    """The current champion on the holdout a challenger is gated on: its version, and its
+    metrics, scores (aligned with the holdout rows), threshold and fairness there. All None
+    when there is no champion; only the version and why it was refused when it does not
+    verify."""
+
+    version: str | None = None
+    metrics: dict | None = None
+    prediction: np.ndarray | None = None
+    threshold: float | None = None
+    fairness: dict | None = None
+    refused: str | None = None
 
 
 @dataclass
@@ -90,6 +104,15 @@ class Decision:
     champion_version: str | None
     champion_metrics: dict | None = None
     champion_refused: str | None = None  # why the champion did not verify (gated as absent)
+    test: PairedTest | None = None  # the paired test of the primary metric against the champion
+    fairness_worse: list[str] | None = None  # None: fairness not compared (no champion)
+
+    def details(self) -> dict:
+        """What gate.json records beside the verdict: the test and the fairness comparison."""
+        return {
+            "test": self.test.as_dict() if self.test else None,
+            "fairness": None if self.fairness_worse is None else {"worse": self.fairness_worse},
+        }
 
 
 @dataclass
@@ -105,9 +128,8 @@ class TrainingOutcome:
     threshold: float | None = None
 
 
-def evaluate(model, data: TrainingData, threshold: float | None) -> dict:
-    """``model``'s metrics on ``data``'s holdout."""
-    prediction = predict(model, data.x_holdout, data.model.is_classifier)
+def holdout_metrics(data: TrainingData, prediction: np.ndarray, threshold: float | None) -> dict:
+    """The metrics of ``prediction``, a model's scores of ``data``'s holdout rows."""
     if data.model.is_classifier:
         return m.classification_metrics(data.y_holdout, prediction, threshold)
     return m.regression_metrics(data.y_holdout, prediction)
@@ -120,21 +142,32 @@ def _relative_gain(metric: str, new: float, old: float) -> float:
 
 
 def gate(
-    spec: ModelSpec, challenger: dict, champion: dict | None, config: TrainingConfig
+    spec: ModelSpec,
+    challenger: dict,
+    champion: dict | None,
+    config: TrainingConfig,
+    test: PairedTest | None = None,
+    fairness_worse: list[str] = (),
+    violations: list[str] = (),
 ) -> tuple[bool, str]:
     """Promote only when the challenger beats the champion on the primary metric by the margin
-    and loses no more than the tolerance on any guard metric (both relative to the champion's
-    value, so they mean the same for an AUC and for an RMSE in currency)."""
+    and significantly (``test``, the paired test on the same holdout, at the model's
+    significance level; no test, no promotion), loses no more than the tolerance on any guard
+    metric (margin and tolerance relative to the champion's value, so they mean the same for an
+    AUC and for an RMSE in currency), and makes fairness no worse than the champion's beyond
+    the fairness tolerance (``fairness_worse``: what is worse). The first model is promoted,
+    the fairness bounds it breaks (``violations``) named in the reason."""
     if champion is None:
-        return True, "first model: no champion yet"
+        return True, "first model: no champion yet" + _broken(violations)
     primary = spec.primary
     gain = _relative_gain(primary, challenger[primary], champion[primary])
+    versus = f"{primary} {challenger[primary]:.4f} vs champion {champion[primary]:.4f}"
     if gain < config.margin:
-        return (
-            False,
-            f"{primary} {challenger[primary]:.4f} vs champion {champion[primary]:.4f}: "
-            f"gain {gain:+.2%} < margin {config.margin:.2%}",
-        )
+        return False, f"{versus}: gain {gain:+.2%} < margin {config.margin:.2%}"
+    significance = spec.gate.significance
+    if test is None or not test.significant(significance):
+        tested = _described(test) if test else "no paired test"
+        return False, f"{versus}: gain {gain:+.2%} not significant at {significance:g} ({tested})"
     for guard in spec.guards:
         loss = -_relative_gain(guard, challenger[guard], champion[guard])
         if loss > config.guard_tolerance:
@@ -142,10 +175,29 @@ def gate(
                 False,
                 f"guard {guard} worse by {loss:.2%} > tolerance {config.guard_tolerance:.2%}",
             )
+    if fairness_worse:
+        return False, (
+            f"fairness worse than the champion's beyond {spec.fairness.tolerance:g}: "
+            + "; ".join(fairness_worse)
+        )
     return (
         True,
         f"{primary} {challenger[primary]:.4f} beats champion {champion[primary]:.4f} by "
-        f"{gain:+.2%}; guards within {config.guard_tolerance:.2%}",
+        f"{gain:+.2%}, significant at {significance:g} ({_described(test)}); guards within "
+        f"{config.guard_tolerance:.2%}; fairness not worse",
+    )
+
+
+def _broken(violations: list[str]) -> str:
+    return f"; fairness bounds broken: {'; '.join(violations)}" if violations else ""
+
+
+def _described(test: PairedTest) -> str:
+    method = "DeLong" if test.method == "delong" else "paired bootstrap"
+    low, high = test.ci
+    return (
+        f"{method} p = {test.p_value:.3g}, difference {test.difference:+.4f}, "
+        f"{test.level:.0%} interval [{low:+.4f}, {high:+.4f}]"
     )
 
 
@@ -197,59 +249,115 @@ def trained_before(
 
 def _decide(
     registry: Registry,
-    spec: ModelSpec,
+    data: TrainingData,
     card: ModelCard,
-    holdout: dict,
+    prediction: np.ndarray,
     champion: Champion,
     config: TrainingConfig,
 ) -> Decision:
-    """The champion/challenger gate on a registered version; the verdict is recorded with the
-    version, last, so a run that dies before it is decided again by the next run.
+    """The champion/challenger gate on a registered version (``card``, with its holdout metrics,
+    threshold and fairness; ``prediction``: its scores of ``data``'s holdout rows, which the
+    champion scored too); the verdict is recorded with the version, last, so a run that dies
+    before it is decided again by the next run.
 
     A champion that does not verify is gated as absent. That gives whoever can write the
     registry nothing more than deleting champion.json would, while failing here would keep the
     refused champion in place, and every scoring failing, until a person intervened; the
     version promoted over it is one this training registered and sealed."""
-    champion_version, champion_metrics, refused = champion
+    spec = data.model
     model = spec.name
-    if card.version == champion_version:
+    refused = champion.refused
+    if card.version == champion.version:
         reason = "already champion" + (
             f"; its refused files were replaced by this training ({refused})" if refused else ""
         )
-        decision = Decision(False, reason, champion_version, champion_metrics, refused)
+        decision = Decision(False, reason, champion.version, champion.metrics, refused)
     else:
-        promote, reason = gate(spec, holdout, champion_metrics, config)
+        fairness = card.data.get("fairness")
+        fairness = fairness if isinstance(fairness, dict) else {}
+        test, worse = None, None
+        if champion.metrics is not None:
+            test = paired_test(
+                spec.primary,
+                data.y_holdout,
+                champion.prediction,
+                prediction,
+                thresholds=(champion.threshold, card.data.get("threshold")),
+                rounds=config.bootstrap_rounds,
+                seed=config.seed,
+            )
+            worse = compare_fairness(fairness, champion.fairness, spec.fairness)
+        violations = fairness.get("violations") or []
+        promote, reason = gate(
+            spec, card.metrics, champion.metrics, config, test, worse or [], violations
+        )
         if refused:
-            reason = f"champion {champion_version} gated as absent, it does not verify: {refused}"
+            reason = (
+                f"champion {champion.version} gated as absent, it does not verify: {refused}"
+                + _broken(violations)
+            )
         if promote:
             registry.promote(
                 model,
                 card.version,
                 reason=reason,
                 by="champion/challenger gate",
-                metrics_before=champion_metrics,
-                metrics_after=holdout,
+                metrics_before=champion.metrics,
+                metrics_after=card.metrics,
             )
-        decision = Decision(promote, reason, champion_version, champion_metrics, refused)
+        decision = Decision(
+            promote, reason, champion.version, champion.metrics, refused, test, worse
+        )
         crash_point("training.promoted")
-    registry.record_verdict(model, card.version, decision.promoted, decision.reason)
+    registry.record_verdict(
+        model, card.version, decision.promoted, decision.reason, **decision.details()
+    )
     return decision
 
 
-def _champion_on(registry: Registry, data: TrainingData) -> Champion:
-    """The current champion's version and its metrics on ``data``'s holdout (None, None when
-    there is no champion yet): what a challenger is gated against. A champion that does not
-    verify has no metrics, and the reason it was refused."""
+def _champion_on(registry: Registry, data: TrainingData, config: TrainingConfig) -> Champion:
+    """The current champion on ``data``'s holdout (its metrics, scores and fairness there, at
+    the threshold of its own card): what a challenger is gated against. Empty when there is no
+    champion yet; a champion that does not verify has only its version and why it was
+    refused."""
     name = data.model.name
     version = registry.champion(name)
     if version is None:
-        return None, None, None
+        return Champion()
     try:
         champion = registry.load(name, version)
     except RegistryError as error:
-        return version, None, str(error)
-    threshold = registry.card(name, version).data.get("threshold")
-    return version, evaluate(champion, data, threshold), None
+        return Champion(version, refused=str(error))
+    card = registry.card(name, version)
+    threshold = card.data.get("threshold")
+    prediction = predict(champion, _champion_input(card, data), data.model.is_classifier)
+    fairness = measure_fairness(
+        data.y_holdout,
+        prediction,
+        data.groups_holdout,
+        threshold=threshold,
+        bounds=data.model.fairness,
+        rounds=0,
+        seed=config.seed,
+    )
+    metrics = holdout_metrics(data, prediction, threshold)
+    return Champion(version, metrics, prediction, threshold, fairness)
+
+
+def _champion_input(card: ModelCard, data: TrainingData) -> pd.DataFrame:
+    """``data``'s holdout rows as the champion's signature takes them. A champion trained while
+    a protected attribute was one of its inputs (before it was declared protected) gets it from
+    the holdout's groups; its columns come in its own order."""
+    signature = card.data.get("signature") or {}
+    features, dtypes = signature.get("features"), signature.get("dtypes")
+    if not features or features == list(data.x_holdout.columns):
+        return data.x_holdout
+    extra = [c for c in features if c not in data.x_holdout and c in data.groups_holdout]
+    numeric = tuple(c for c in extra if dtypes[c] == "float64")
+    groups = as_model_input(
+        data.groups_holdout, FeatureSpec(numeric, tuple(c for c in extra if c not in numeric))
+    )
+    return pd.concat([data.x_holdout, groups], axis=1)[features]
 
 
 def settle(
@@ -264,7 +372,10 @@ def settle(
         champion is None or registry.verifies(name, champion)
     ):
         return None
-    return _decide(registry, data.model, card, card.metrics, _champion_on(registry, data), config)
+    champion = _champion_on(registry, data, config)
+    model = registry.load(name, card.version)
+    prediction = predict(model, data.x_holdout, data.model.is_classifier)
+    return _decide(registry, data, card, prediction, champion, config)
 
 
 def train_model(
@@ -292,10 +403,11 @@ def train_model(
     threshold = (
         m.best_threshold(data.y_train, predict(model, data.x_train, True)) if classifier else None
     )
-    holdout = evaluate(model, data, threshold)
+    prediction = predict(model, data.x_holdout, classifier)
+    holdout = holdout_metrics(data, prediction, threshold)
     intervals = m.bootstrap_intervals(
         data.y_holdout,
-        predict(model, data.x_holdout, classifier),
+        prediction,
         threshold=threshold,
         rounds=config.bootstrap_rounds,
         seed=config.seed,
@@ -307,7 +419,9 @@ def train_model(
         "params": winner.params,
         **training_definition(data, config, manifest),
     }
-    champion = _champion_on(registry, data)
+    started = time.perf_counter()
+    champion = _champion_on(registry, data, config)
+    seconds["gate"] = time.perf_counter() - started
     details = {
         "metrics": holdout,
         "metric_intervals": intervals,
@@ -325,6 +439,18 @@ def train_model(
         "card": card_texts(data.model),
         "search": [asdict(trial) for trial in result.trials],
     }
+    if data.model.protected_attributes:
+        started = time.perf_counter()
+        details["fairness"] = measure_fairness(
+            data.y_holdout,
+            prediction,
+            data.groups_holdout,
+            threshold=threshold,
+            bounds=data.model.fairness,
+            rounds=config.bootstrap_rounds,
+            seed=config.seed,
+        )
+        seconds["fairness"] = time.perf_counter() - started
     started = time.perf_counter()
     details["robustness"] = robustness(
         model, data.x_holdout.head(ROBUSTNESS_ROWS), data.spec, classifier, seed=config.seed
@@ -344,10 +470,19 @@ def train_model(
     )
     seconds["register"] = time.perf_counter() - started
     crash_point("training.registered")
-    if not new and registry.verdict(data.model.name, card.version) is not None and not champion[2]:
-        decision = Decision(False, "unchanged: this version is already registered", *champion)
+    started = time.perf_counter()
+    if (
+        not new
+        and registry.verdict(data.model.name, card.version) is not None
+        and not champion.refused
+    ):
+        decision = Decision(
+            False, "unchanged: this version is already registered", champion.version,
+            champion.metrics,
+        )  # fmt: skip
     else:  # new, registered by a run that died before the gate, or the champion is refused
-        decision = _decide(registry, data.model, card, holdout, champion, config)
+        decision = _decide(registry, data, card, prediction, champion, config)
+    seconds["gate"] += time.perf_counter() - started
     return TrainingOutcome(
         card, new, result, holdout, intervals, decision, seconds, model, threshold
     )

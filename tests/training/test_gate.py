@@ -4,15 +4,26 @@ comparison with its interval and p-value."""
 
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import mean_squared_error, roc_auc_score
 
-from mlops_assets.training.metrics import bootstrap_weights
+from mlops_assets import catalogue
+from mlops_assets.training.candidates import build_pipeline
+from mlops_assets.training.dataset import FeatureSpec
+from mlops_assets.training.fairness import measure_fairness
+from mlops_assets.training.metrics import (
+    bootstrap_weights,
+    classification_metrics,
+    regression_metrics,
+)
+from mlops_assets.training.registry import ModelCard
 from mlops_assets.training.scoring import ab_comparison
 from mlops_assets.training.significance import (
     delong_components,
@@ -20,6 +31,13 @@ from mlops_assets.training.significance import (
     paired_bootstrap_test,
 )
 from mlops_assets.training.spec import ModelSpec
+from mlops_assets.training.trainer import (
+    Champion,
+    TrainingConfig,
+    _champion_input,
+    _decide,
+    gate,
+)
 from tests.training.conftest import home_registry, register_tiny
 
 
@@ -203,3 +221,168 @@ def test_the_live_ab_comparison_gives_the_paired_difference_its_interval_and_p_v
     assert ab["champion"]["metric"] == "rmse" and test["method"] == "paired_bootstrap"
     assert test["difference"] == pytest.approx(ab["champion"]["value"] - ab["shadow"]["value"])
     assert test["ci"][0] < 0 < test["ci"][1] and test["p_value"] > 0.05  # no real difference
+
+
+# --- the gate ---------------------------------------------------------------------------
+
+CLASSIFIER = catalogue.model("default_classifier")
+REGRESSOR = catalogue.model("loss_regressor")
+NO_GUARDS = replace(CLASSIFIER, gate=replace(CLASSIFIER.gate, guards=()))
+THRESHOLD = 0.5
+
+
+def test_a_challenger_better_by_noise_only_is_rarely_promoted_a_truly_better_one_is():
+    """Champion and challenger see the same signal through independent noise of the same size:
+    a margin alone promoted every one that was luckier on the holdout; the paired test promotes
+    about as many as its level allows. One that sees the signal through less noise is."""
+    config = TrainingConfig.for_model(NO_GUARDS)
+
+    def gated(seed: int, noise: tuple[float, float]) -> tuple[bool, str]:
+        y, champion, challenger = _scores(2000, seed, noise)
+        auc = lambda s: {"roc_auc": roc_auc_score(y, s)}  # noqa: E731
+        return gate(
+            NO_GUARDS, auc(challenger), auc(champion), config, delong_test(y, champion, challenger)
+        )
+
+    noise_only = [gated(seed, (0.6, 0.6)) for seed in range(100)]
+    promoted = sum(p for p, _ in noise_only)
+    past_the_margin = promoted + sum("not significant" in reason for _, reason in noise_only)
+    assert past_the_margin >= 25 and promoted <= 8, (past_the_margin, promoted)
+    better = [gated(seed, (0.9, 0.3)) for seed in range(10)]
+    assert all(p for p, _ in better), better
+    assert "significant at 0.05 (DeLong p = " in better[0][1]
+
+
+def _register(registry, seed: int, metrics: dict, fairness: dict | None, threshold=THRESHOLD):
+    """A version of default_classifier with these holdout metrics, threshold and fairness."""
+    estimator = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    details = {"metrics": metrics, "threshold": threshold, "fairness": fairness}
+    card, _ = registry.register("default_classifier", estimator, {"seed": seed}, details)
+    return card
+
+
+def _decided(tmp_path, y, champion, challenger, groups=None, spec=CLASSIFIER):
+    """The gate's decision on ``challenger`` (scores of the holdout rows ``y``) against the
+    champion ``champion`` (its scores of the same rows), fairness measured on ``groups``, as
+    train_model and _champion_on do; and the registry it was recorded in."""
+    registry = home_registry(tmp_path)
+    groups = pd.DataFrame(index=range(len(y))) if groups is None else groups
+
+    def fairness(score):
+        return measure_fairness(
+            y, score, groups, threshold=THRESHOLD, bounds=spec.fairness, rounds=0, seed=0
+        )
+
+    def metrics(score):
+        return classification_metrics(y, score, THRESHOLD)
+
+    first = _register(registry, 0, metrics(champion), fairness(champion))
+    registry.promote("default_classifier", first.version, reason="first")
+    card = _register(registry, 1, metrics(challenger), fairness(challenger))
+    data = SimpleNamespace(model=spec, y_holdout=y)
+    holder = Champion(first.version, metrics(champion), champion, THRESHOLD, fairness(champion))
+    decision = _decide(registry, data, card, challenger, holder, TrainingConfig.for_model(spec))
+    return registry, card, decision
+
+
+def test_the_decision_and_gate_json_record_the_paired_test(tmp_path):
+    y, champion, challenger = _scores(3000, seed=1, noise=(0.9, 0.3))
+    registry, card, decision = _decided(tmp_path, y, champion, challenger)
+    assert decision.promoted and registry.champion("default_classifier") == card.version
+    assert decision.test == delong_test(y, champion, challenger)
+    verdict = registry.verdict("default_classifier", card.version)
+    assert verdict["test"] == decision.test.as_dict()
+    assert verdict["test"]["method"] == "delong" and verdict["test"]["p_value"] < 0.05
+    assert verdict["fairness"] == {"worse": []} and verdict["reason"] == decision.reason
+
+
+def test_a_noise_only_challenger_is_refused_and_the_test_recorded(tmp_path):
+    # The first seed whose noise-only challenger clears the margin on this holdout.
+    for seed in range(100):
+        y, champion, challenger = _scores(3000, seed=seed, noise=(0.6, 0.6))
+        if roc_auc_score(y, challenger) >= roc_auc_score(y, champion) * 1.005:
+            break
+    registry, card, decision = _decided(tmp_path, y, champion, challenger)
+    assert not decision.promoted and "not significant at 0.05 (DeLong p = " in decision.reason
+    assert registry.champion("default_classifier") != card.version
+    assert registry.verdict("default_classifier", card.version)["test"]["p_value"] >= 0.05
+
+
+def test_a_challenger_less_fair_than_the_champion_is_refused_naming_the_attribute(tmp_path):
+    """Truly better on ROC-AUC, but its scores push one age band over the threshold: the
+    disparate impact the champion did not have (no guards: only fairness stands in its way)."""
+    y, champion, challenger = _scores(3000, seed=2, noise=(0.9, 0.3))
+    rng = np.random.default_rng(3)
+    groups = pd.DataFrame(
+        {"age_band": rng.choice(["18-24", "25-39", "40-64"], 3000),
+         "region": rng.choice(["north", "south"], 3000)}
+    )  # fmt: skip
+    young = (groups["age_band"] == "18-24").to_numpy()
+    biased = np.where(young, np.minimum(challenger + 0.25, 1.0), challenger)
+    assert roc_auc_score(y, biased) > roc_auc_score(y, champion) * 1.01
+    registry, card, decision = _decided(tmp_path, y, champion, biased, groups, NO_GUARDS)
+    assert not decision.promoted and "fairness worse than the champion's" in decision.reason
+    assert "age_band" in decision.reason and "region" not in decision.reason
+    worse = registry.verdict("default_classifier", card.version)["fairness"]["worse"]
+    assert worse == decision.fairness_worse and any("age_band" in w for w in worse)
+    # The same challenger without the bias is promoted.
+    _, _, fair = _decided(tmp_path / "fair", y, champion, challenger, groups, NO_GUARDS)
+    assert fair.promoted, fair.reason
+
+
+def test_the_first_model_is_promoted_with_its_fairness_violations_named():
+    violations = ["age_band: disparate-impact ratio 0.71 < 0.8"]
+    promoted, reason = gate(
+        CLASSIFIER, {"roc_auc": 0.8}, None, TrainingConfig(), violations=violations
+    )
+    assert (
+        promoted
+        and reason == f"first model: no champion yet; fairness bounds broken: {violations[0]}"
+    )
+
+
+def test_a_regressor_is_gated_on_a_paired_bootstrap_of_its_rmse(tmp_path):
+    rng = np.random.default_rng(4)
+    y = rng.gamma(2, 500, 2000)
+    champion, challenger = y + rng.normal(0, 400, 2000), y + rng.normal(0, 300, 2000)
+    registry = home_registry(tmp_path)
+    metrics = lambda p: regression_metrics(y, p)  # noqa: E731
+    first = _register(registry, 0, metrics(champion), None, threshold=None)
+    registry.promote("default_classifier", first.version, reason="first")
+    card = _register(registry, 1, metrics(challenger), None, threshold=None)
+    spec = replace(REGRESSOR, name="default_classifier")  # the registry's model name
+    decision = _decide(
+        registry, SimpleNamespace(model=spec, y_holdout=y), card, challenger,
+        Champion(first.version, metrics(champion), champion, None, None),
+        TrainingConfig.for_model(spec),
+    )  # fmt: skip
+    assert decision.promoted and "paired bootstrap p = " in decision.reason
+    assert decision.test.method == "paired_bootstrap" and decision.test.metric == "rmse"
+    assert decision.test.difference == pytest.approx(
+        metrics(champion)["rmse"] - metrics(challenger)["rmse"]
+    )
+
+
+def test_a_champion_that_took_a_now_protected_attribute_is_evaluated_on_the_same_holdout():
+    """A champion trained before marital status was declared protected takes it as an input;
+    the holdout no longer has it among the features, only among the groups: its scores of the
+    holdout would fail (a missing column) and stop every training."""
+    old = FeatureSpec(numeric=("amount",), categorical=("marital_status",))
+    rng = np.random.default_rng(6)
+    frame = pd.DataFrame(
+        {"amount": rng.normal(size=200), "marital_status": rng.choice(["single", "married"], 200)}
+    )
+    y = (frame["amount"] + (frame["marital_status"] == "single") > 0.5).astype(int).to_numpy()
+    pipeline = build_pipeline("logistic_l2", {"C": 1.0}, old, seed=0, classifier=True).fit(frame, y)
+    card = ModelCard({"signature": {"features": old.columns, "dtypes": old.dtypes()}})
+    data = SimpleNamespace(
+        x_holdout=frame[["amount"]],
+        groups_holdout=frame[["marital_status", "amount"]].rename(columns={"amount": "region"}),
+    )
+    x = _champion_input(card, data)
+    assert list(x.columns) == ["amount", "marital_status"]
+    np.testing.assert_array_equal(
+        pipeline.predict_proba(x)[:, 1], pipeline.predict_proba(frame)[:, 1]
+    )
+    now = ModelCard({"signature": {"features": ["amount"], "dtypes": {"amount": "float64"}}})
+    assert _champion_input(now, data) is data.x_holdout

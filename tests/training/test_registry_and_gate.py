@@ -17,6 +17,7 @@ from mlops_assets.features.validation import FEATURE_TABLE
 from mlops_assets.training.dataset import load_training_data
 from mlops_assets.training.registry import Registry, RegistryError
 from mlops_assets.training.scoring import score_model
+from mlops_assets.training.significance import PairedTest
 from mlops_assets.training.trainer import TrainingConfig, gate, train_model, trained_before
 from tests.conftest import BIN
 from tests.training.conftest import (
@@ -98,18 +99,45 @@ def test_a_modified_model_file_is_refused(trained, tmp_path):
         copy.load("default_classifier", first.card.version)
 
 
-def test_gate_needs_the_margin_and_respects_the_guards():
+def test_gate_needs_the_margin_a_significant_gain_and_respects_the_guards():
     config = TrainingConfig(margin=0.01, guard_tolerance=0.005)
+    significant = PairedTest("roc_auc", "delong", 0.02, (0.01, 0.03), 0.001)
     champion = {"roc_auc": 0.80, "pr_auc": 0.40, "brier": 0.12, "log_loss": 0.40}
     assert gate(CLASSIFIER, champion, None, config)[0]
-    assert not gate(CLASSIFIER, {**champion, "roc_auc": 0.805}, champion, config)[0]
-    assert gate(CLASSIFIER, {**champion, "roc_auc": 0.82}, champion, config)[0]
+    assert not gate(CLASSIFIER, {**champion, "roc_auc": 0.805}, champion, config, significant)[0]
+    assert gate(CLASSIFIER, {**champion, "roc_auc": 0.82}, champion, config, significant)[0]
+    for test in (None, replace(significant, p_value=0.2)):  # no test, or not significant
+        promoted, reason = gate(CLASSIFIER, {**champion, "roc_auc": 0.82}, champion, config, test)
+        assert not promoted and "not significant at 0.05" in reason
     worse_brier = {**champion, "roc_auc": 0.82, "brier": 0.13}
-    promoted, reason = gate(CLASSIFIER, worse_brier, champion, config)
+    promoted, reason = gate(CLASSIFIER, worse_brier, champion, config, significant)
     assert not promoted and "brier" in reason
     regressor = {"rmse": 100.0, "mae": 80.0, "r2": 0.3}
-    assert gate(REGRESSOR, {**regressor, "rmse": 90.0}, regressor, config)[0]
-    assert not gate(REGRESSOR, {**regressor, "rmse": 99.5}, regressor, config)[0]
+    rmse = PairedTest("rmse", "paired_bootstrap", 10.0, (5.0, 15.0), 0.005)
+    assert gate(REGRESSOR, {**regressor, "rmse": 90.0}, regressor, config, rmse)[0]
+    assert not gate(REGRESSOR, {**regressor, "rmse": 99.5}, regressor, config, rmse)[0]
+
+
+def test_the_challenger_is_gated_on_the_champion_s_scores_of_the_same_holdout(challenged):
+    """What train_model's gate recorded on the second version: DeLong's test against the
+    champion evaluated on the same holdout rows, and the fairness comparison."""
+    registry, _, first = challenged
+    [second] = [
+        c for c in registry.versions("default_classifier") if c.version != first.card.version
+    ]
+    verdict = registry.verdict("default_classifier", second.version)
+    test = verdict["test"]
+    assert test["method"] == "delong" and test["metric"] == "roc_auc" and test["level"] == 0.95
+    assert test["difference"] == pytest.approx(
+        second.metrics["roc_auc"] - first.card.metrics["roc_auc"]
+    )
+    assert test["ci"][0] <= test["difference"] <= test["ci"][1] and 0 <= test["p_value"] <= 1
+    assert isinstance(verdict["fairness"]["worse"], list)
+    by_gate = [
+        e for e in registry.history("default_classifier")
+        if e["to_version"] == second.version and e["by"] == "champion/challenger gate"
+    ]  # fmt: skip
+    assert verdict["promoted"] == bool(by_gate)
 
 
 def test_scores_trace_to_the_champion_and_the_challenger_runs_in_shadow(challenged, features_con):
