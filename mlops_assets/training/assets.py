@@ -9,13 +9,14 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.features.validation import table_exists
-from mlops_assets.markdown import md_table, placement_metadata
+from mlops_assets.markdown import md_list, md_table, placement_metadata
 from mlops_assets.resources import WRITER_POOL, DaskResource, RegistryResource, WarehouseResource
 from mlops_assets.security.checks import build_identifier_checks
 from mlops_assets.sql import table
 from mlops_assets.training.candidates import check_candidates
 from mlops_assets.training.dataset import NotEnoughLabels, load_training_data
 from mlops_assets.training.diagnostics import markdown_image, plot_model, robustness
+from mlops_assets.training.fairness import fairness_table, fairness_verdict, plot_fairness
 from mlops_assets.training.registry import content_version
 from mlops_assets.training.scoring import challenger_version, score_model
 from mlops_assets.training.search import CV_STRATEGIES
@@ -179,6 +180,41 @@ def build_robustness_check(spec: ModelSpec) -> dg.AssetChecksDefinition:
     return robustness_check
 
 
+FAIRNESS = "fairness"
+
+
+def build_fairness_check(spec: ModelSpec) -> dg.AssetChecksDefinition:
+    """Non-blocking check of the version the model asset last materialized: the fairness its
+    training measured on the holdout (recorded in its sealed model.json) breaks none of the
+    model's bounds. It alerts a reviewer and does not stop scoring: the gate already refuses a
+    challenger less fair than the champion beyond the tolerance."""
+    key = model_key(spec)
+    bounds = spec.fairness
+    measured = ", ".join(spec.protected_attributes)
+    description = (
+        f"Per protected attribute ({measured}) on the holdout: disparate-impact ratio at least "
+        f"{bounds.min_disparate_impact:g} (four-fifths rule) and equalized-odds difference at "
+        f"most {bounds.max_equalized_odds_difference:g}."
+        if spec.is_classifier
+        else f"Error by group of each protected attribute ({measured}), reported; no bound."
+    )
+
+    @dg.asset_check(asset=key, name=FAIRNESS, blocking=False, description=description)
+    def fairness_check(
+        context: dg.AssetCheckExecutionContext, registry: RegistryResource
+    ) -> dg.AssetCheckResult:
+        event = context.instance.get_latest_materialization_event(key)
+        version = event.asset_materialization.metadata["version"].value
+        fairness = registry.open().verified_card(spec.name, version).data.get("fairness")
+        passed, problems = fairness_verdict(fairness)
+        metadata = {"version": version, "violations": dg.MetadataValue.md(md_list(problems))}
+        if isinstance(fairness, dict):
+            metadata["fairness"] = dg.MetadataValue.md(fairness_table(fairness))
+        return dg.AssetCheckResult(passed=passed, metadata=metadata)
+
+    return fairness_check
+
+
 def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     model = spec.name
 
@@ -246,8 +282,14 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         log(f"{model} {outcome.card.version}: {outcome.decision.reason}")
         metadata = _metadata(outcome, spec)
         plots_dir = Path(registry.reports_path) / model / outcome.card.version
+        fairness = outcome.card.data.get("fairness")
         if outcome.new or not plots_dir.exists():
             plot_model(outcome.model, data, outcome.threshold, plots_dir, seed=training.seed)
+            if fairness:
+                plot_fairness(fairness, plots_dir)
+        if fairness:
+            metadata["fairness"] = dg.MetadataValue.md(fairness_table(fairness))
+            metadata["fairness_violations"] = dg.MetadataValue.md(md_list(fairness["violations"]))
         for path in sorted(plots_dir.glob("*.png")):
             metadata[f"plot/{path.stem}"] = dg.MetadataValue.md(markdown_image(path))
         metadata["reports"] = dg.MetadataValue.path(str(plots_dir))
@@ -372,15 +414,17 @@ def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey, name: 
 
 
 def build_model_defs(spec: ModelSpec, identifier_names: frozenset[str]) -> dg.Definitions:
-    """Everything Dagster runs for the model ``spec``: its training asset and robustness
-    check, its scores asset, and the check that the scores table holds no column named like
-    one of ``identifier_names`` (every feed's) and no identifier-shaped value."""
+    """Everything Dagster runs for the model ``spec``: its training asset with its robustness
+    check and (when it declares protected attributes) its fairness check, its scores asset,
+    and the check that the scores table holds no column named like one of
+    ``identifier_names`` (every feed's) and no identifier-shaped value."""
     check_candidates(spec)
     scores = build_scores_asset(spec)
     return dg.Definitions(
         assets=[build_model_asset(spec), scores],
         asset_checks=[
             build_robustness_check(spec),
+            *([build_fairness_check(spec)] if spec.protected_attributes else []),
             build_identifier_checks(scores.keys, identifier_names),
         ],
     )

@@ -24,6 +24,9 @@ and metric functions; the resampled values from the resample weights, every roun
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import (
@@ -35,6 +38,8 @@ from fairlearn.metrics import (
 )
 from sklearn.metrics import mean_absolute_error, roc_auc_score, root_mean_squared_error
 
+from mlops_assets.markdown import md_table, md_text
+from mlops_assets.text import printable
 from mlops_assets.training.metrics import _ranking_metrics, _ratio, bootstrap_weights
 from mlops_assets.training.spec import FairnessSpec
 
@@ -53,6 +58,19 @@ CLASSIFICATION_SUMMARY = (
 )  # fmt: skip
 REGRESSION_SUMMARY = ("rmse_ratio",)
 RATES = ("selection_rate", "true_positive_rate", "false_positive_rate")
+HEADERS = {
+    "selection_rate": "selection rate (flagged)",
+    "true_positive_rate": "TPR",
+    "false_positive_rate": "FPR",
+    "roc_auc": "ROC-AUC",
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "demographic_parity_ratio": "demographic-parity ratio",
+    "demographic_parity_difference": "demographic-parity difference",
+    "equalized_odds_difference": "equalized-odds difference",
+    "disparate_impact_ratio": "disparate-impact ratio (approval)",
+    "rmse_ratio": "RMSE worst / best group",
+}
 
 
 def group_labels(values: pd.Series) -> np.ndarray:
@@ -154,6 +172,18 @@ def compare_fairness(challenger: dict, champion: dict | None, bounds: FairnessSp
         if new is not None and old is not None and new > old + tolerance:
             worse.append(f"{attribute}: equalized-odds difference {new:.3f}, champion's {old:.3f}")
     return worse
+
+
+def fairness_verdict(fairness: object) -> tuple[bool, list[str]]:
+    """The ``fairness`` check's verdict on a version's recorded fairness (``model.json``): passed
+    when it was measured and breaks no bound; the broken bounds, or why there is no verdict."""
+    violations = fairness.get("violations") if isinstance(fairness, dict) else None
+    if not isinstance(violations, list):
+        return False, [
+            "fairness not measured for this version (registered before it was measured): "
+            "retrain to measure it"
+        ]
+    return not violations, [str(v) for v in violations]
 
 
 def _number(value) -> float | None:
@@ -366,3 +396,99 @@ def _worst_over_best(rmse: np.ndarray) -> np.ndarray:
         return np.full(len(rmse), np.nan)
     low, high = np.min(rmse, axis=1), np.max(rmse, axis=1)
     return np.divide(high, low, out=np.full_like(high, np.nan), where=low > 0)
+
+
+SHOWN_LABEL = 60  # characters of a group value shown in a table or plot
+PLOTTED_GROUPS = 20  # the largest groups of an attribute in its plot
+
+
+def _shown(group: str) -> str:
+    """A group value as shown: control characters as escapes, at most :data:`SHOWN_LABEL`
+    characters (the full value is in model.json)."""
+    text = printable(group)
+    return text if len(text) <= SHOWN_LABEL else text[: SHOWN_LABEL - 1] + "…"
+
+
+def _cell(measured: dict, name: str) -> str:
+    """A value with its 95 % interval when there is one, ``-`` when undefined."""
+    value, interval = measured.get(name), measured.get(f"{name}_ci")
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + (" [{:.3f}, {:.3f}]".format(*interval) if interval else "")
+
+
+def fairness_table(fairness: dict) -> str:
+    """A version's fairness as markdown: each attribute's groups (rows and metrics, with 95 %
+    intervals), then each attribute's summary and the bounds broken. Every cell is text: a
+    group value never becomes markup."""
+    regression = fairness["threshold"] is None
+    metrics = REGRESSION_GROUP_METRICS if regression else CLASSIFICATION_GROUP_METRICS
+    summaries = REGRESSION_SUMMARY if regression else CLASSIFICATION_SUMMARY
+    group_rows, summary_rows = [], []
+    for attribute, measured in fairness["attributes"].items():
+        for group, values in measured["groups"].items():
+            rows = values["count"]
+            shown_rows = f"{rows}" if rows >= MIN_GROUP_ROWS else f"{rows} (too few to compare)"
+            group_rows.append(
+                (attribute, _shown(group), shown_rows, *(_cell(values, m) for m in metrics))
+            )
+        four_fifths = () if regression else (measured["four_fifths_rule"],)
+        summary_rows.append((attribute, *(_cell(measured, s) for s in summaries), *four_fifths))
+    four_fifths_header = () if regression else ("four-fifths rule",)
+    return "\n\n".join(
+        [
+            md_table(("attribute", "group", "rows", *(HEADERS[m] for m in metrics)), group_rows),
+            md_table(
+                ("attribute", *(HEADERS[s] for s in summaries), *four_fifths_header), summary_rows
+            ),
+            "Bounds broken: " + ("; ".join(map(md_text, fairness["violations"])) or "none"),
+        ]
+    )
+
+
+def plot_fairness(fairness: dict, out: Path) -> list[Path]:
+    """One bar chart per attribute in ``out`` (``fairness_<attribute>.png``): each group's
+    selection rate, true- and false-positive rates (regression: RMSE) with 95 % intervals; the
+    :data:`PLOTTED_GROUPS` largest groups."""
+    from mlops_assets.training.diagnostics import _figure, _save
+
+    metrics = ("rmse",) if fairness["threshold"] is None else RATES
+    paths: list[Path] = []
+    for attribute, measured in fairness["attributes"].items():
+        groups = sorted(measured["groups"].items(), key=lambda g: -g[1]["count"])
+        groups = groups[:PLOTTED_GROUPS]
+        plt, fig, ax = _figure()
+        width = 0.8 / len(metrics)
+        positions = np.arange(len(groups))
+        for offset, metric in enumerate(metrics):
+            values = np.array([g[metric] if g[metric] is not None else np.nan for _, g in groups])
+            intervals = np.array(
+                [g.get(f"{metric}_ci") or (np.nan, np.nan) for _, g in groups], dtype=np.float64
+            )
+            ax.bar(
+                positions + offset * width,
+                values,
+                width,
+                yerr=np.nan_to_num(np.abs(intervals.T - values)),
+                label=HEADERS[metric],
+            )
+        # A "$" would start matplotlib's math text: shown as itself.
+        ax.set_xticks(
+            positions + width * (len(metrics) - 1) / 2,
+            [_shown(name).replace("$", r"\$") for name, _ in groups],
+            rotation=30,
+            ha="right",
+            fontsize=7,
+        )
+        ax.set_title(_shown(str(attribute)).replace("$", r"\$"), fontsize=9)
+        if len(metrics) > 1:  # rates: room above the bars for the legend
+            ax.set_ylim(0, 1.2)
+            ax.legend(fontsize=7, ncol=len(metrics), loc="upper center")
+        else:
+            ax.set_ylabel("RMSE", fontsize=8)
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", str(attribute))[:40]
+        name = f"fairness_{slug}"
+        if out / f"{name}.png" in paths:
+            name = f"{name}_{len(paths)}"
+        paths.append(_save(plt, fig, out / f"{name}.png"))
+    return paths
