@@ -387,16 +387,17 @@ def _ab_table(ab: dict, metric: str) -> str:
     rows = []
     for mode, values in ab.items():
         test = values.get("test") or {}
+        method = "DeLong" if test.get("method") == "delong" else "paired bootstrap"
         cells = ("", "", "", "")
         if test:
-            cells = ("n/a", "", "", test["method"])  # one class only, or no paired rows
+            cells = ("n/a", "", "", method)  # one class only, or no paired rows
         if test.get("p_value") is not None:
             low, high = test["ci"]
             cells = (
                 f"{test['difference']:+.4f}",
                 f"[{low:+.4f}, {high:+.4f}]",
                 f"{test['p_value']:.3g}",
-                "DeLong" if test["method"] == "delong" else "paired bootstrap",
+                method,
             )
         rows.append((mode, values["labelled"], f"{values['value']:.4f}", *cells))
     return md_table(
