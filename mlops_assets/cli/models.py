@@ -127,6 +127,48 @@ def models_promote(
     )
 
 
+@app.command("show")
+def models_show(
+    model: Annotated[str, typer.Argument(help="A declared model (`mlops models list`).")],
+    version: Annotated[
+        str | None,
+        typer.Argument(help="A registered version (`mlops models list`) [default: the champion]."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """The model card of VERSION of MODEL: its summary (champion or not, the winner, the primary
+    metric with its interval, fairness, the gate's decision and p-value, the intended use) and
+    the path of the card's HTML page under $MLOPS_HOME/reports, rebuilt from the version's
+    model.json when it is missing. A version that does not verify is refused."""
+    from mlops_assets.training.model_card import has_card, summary, write_card
+    from mlops_assets.training.registry import RegistryError
+
+    spec = declared(model)
+    home = settings()
+    models = registry(home)
+    with failing(RegistryError):
+        champion = models.champion(spec.name)
+        version = version or champion
+        if version is None:
+            fail(LookupError(f"{spec.name} has no champion yet: name a version or run `mlops run`"))
+        card = models.verify(spec.name, version)
+        verdict = models.verdict(spec.name, version)
+    directory = home.reports_dir / spec.name / version
+    if not has_card(directory):
+        write_card(directory, card.data, verdict, primary=spec.primary)
+    page = directory / "card.html"
+    rows = summary(card.data, verdict, primary=spec.primary, champion=version == champion)
+    if as_json:
+        print(json.dumps({**dict(rows), "card": str(page)}, indent=2))
+        return
+    # Registry files: text, not markup, control characters escaped.
+    shown = Table(title=Text(f"{spec.name} {version}: model card"), show_header=False)
+    for label, value in rows:
+        shown.add_row(Text(label), Text(printable(value)))
+    out.print(shown)
+    out.print(Text(f"card: {printable(str(page))}"), soft_wrap=True)  # one line: copyable
+
+
 @root.command()
 def explain(
     row_id: Annotated[str, typer.Argument(metavar="ID", help="The row (its id) to explain.")],

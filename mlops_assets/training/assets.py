@@ -17,11 +17,13 @@ from mlops_assets.training.candidates import check_candidates
 from mlops_assets.training.dataset import NotEnoughLabels, load_training_data
 from mlops_assets.training.diagnostics import markdown_image, plot_model, robustness
 from mlops_assets.training.fairness import fairness_table, fairness_verdict, plot_fairness
-from mlops_assets.training.registry import content_version
+from mlops_assets.training.model_card import has_card, recorded_robustness, summary, write_card
+from mlops_assets.training.registry import ModelCard, Registry, content_version
 from mlops_assets.training.scoring import challenger_version, score_model
 from mlops_assets.training.search import CV_STRATEGIES
 from mlops_assets.training.spec import ModelSpec
 from mlops_assets.training.trainer import (
+    ROBUSTNESS_ROWS,
     TrainingConfig,
     TrainingOutcome,
     settle,
@@ -127,13 +129,25 @@ def _metadata(outcome: TrainingOutcome, spec: ModelSpec) -> dict:
     return metadata
 
 
+def _model_card(
+    models: Registry, spec: ModelSpec, card: ModelCard, directory: Path, *, rebuild: bool
+) -> Path:
+    """The version's model card (card.md and card.html under ``directory``, its reports
+    folder), written after the gate decided on it (``rebuild``) or when missing."""
+    if rebuild or not has_card(directory):
+        verdict = models.verdict(spec.name, card.version)
+        write_card(directory, card.data, verdict, primary=spec.primary)
+    return directory / "card.html"
+
+
 ROBUSTNESS = "robustness"
-ROBUSTNESS_ROWS = 1_000
 
 
 def build_robustness_check(spec: ModelSpec) -> dg.AssetChecksDefinition:
     """Blocking check of the version the model asset last materialized (a separate step, so it
-    is skipped, not failed, when there were too few labels to train)."""
+    is skipped, not failed, when there were too few labels to train): the robustness scenarios
+    training recorded in its sealed model.json, computed now on the newest labelled rows only
+    for a version registered before they were recorded."""
     key = model_key(spec)
 
     @dg.asset_check(
@@ -150,15 +164,20 @@ def build_robustness_check(spec: ModelSpec) -> dg.AssetChecksDefinition:
     ) -> dg.AssetCheckResult:
         event = context.instance.get_latest_materialization_event(key)
         version = event.asset_materialization.metadata["version"].value
-        fitted = registry.open().load(spec.name, version)
-        with warehouse.connect(read_only=True) as con:
-            # The newest labelled rows of a sample: no need to read the whole table.
-            data = load_training_data(
-                con, spec, max_rows=5 * ROBUSTNESS_ROWS, max_population=ROBUSTNESS_ROWS
+        models = registry.open()
+        report = recorded_robustness(models.verify(spec.name, version).data)
+        measured = "at training (model.json)"
+        if report is None:
+            fitted = models.load(spec.name, version)
+            with warehouse.connect(read_only=True) as con:
+                # The newest labelled rows of a sample: no need to read the whole table.
+                data = load_training_data(
+                    con, spec, max_rows=5 * ROBUSTNESS_ROWS, max_population=ROBUSTNESS_ROWS
+                )
+            report = robustness(
+                fitted, data.x_holdout.head(ROBUSTNESS_ROWS), data.spec, spec.is_classifier, seed=0
             )
-        report = robustness(
-            fitted, data.x_holdout.head(ROBUSTNESS_ROWS), data.spec, spec.is_classifier, seed=0
-        )
+            measured = "now (model.json records none)"
         failed = [name for name, r in report.items() if not (r["finite"] and r["in_range"])]
         return dg.AssetCheckResult(
             passed=not failed,
@@ -174,6 +193,7 @@ def build_robustness_check(spec: ModelSpec) -> dg.AssetChecksDefinition:
                     )
                 ),
                 "failed_scenarios": ", ".join(failed) or "none",
+                "measured": measured,
             },
         )
 
@@ -293,6 +313,19 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         for path in sorted(plots_dir.glob("*.png")):
             metadata[f"plot/{path.stem}"] = dg.MetadataValue.md(markdown_image(path))
         metadata["reports"] = dg.MetadataValue.path(str(plots_dir))
+        page = _model_card(models, spec, outcome.card, plots_dir, rebuild=True)
+        metadata["model_card"] = dg.MetadataValue.path(str(page))
+        metadata["model_card_summary"] = dg.MetadataValue.md(
+            md_table(
+                ("field", "value"),
+                summary(
+                    outcome.card.data,
+                    models.verdict(model, outcome.card.version),
+                    primary=spec.primary,
+                    champion=models.champion(model) == outcome.card.version,
+                ),
+            )
+        )
         yield dg.MaterializeResult(
             metadata=metadata,
             data_version=dg.DataVersion(outcome.card.version),

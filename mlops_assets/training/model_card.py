@@ -298,13 +298,8 @@ def _fairness(card: dict) -> Section:
 
 def _robustness(card: dict) -> Section:
     rows = [
-        (
-            _value(scenario),
-            _value(_dict(r).get("finite")),
-            _value(_dict(r).get("in_range")),
-            _value(_dict(r).get("mean_abs_change")),
-        )
-        for scenario, r in _dict(card.get("robustness")).items()
+        (_value(scenario), _value(r["finite"]), _value(r["in_range"]), _value(r["mean_abs_change"]))
+        for scenario, r in (recorded_robustness(card) or {}).items()
     ]
     return Section(
         "Robustness",
@@ -583,3 +578,18 @@ def summary(
         ),
         ("intended use", _text(_dict(card.get("card")).get("intended_use"))),
     ]
+
+
+def recorded_robustness(card: dict) -> dict | None:
+    """The robustness scenarios training recorded in ``card`` (``model.json``): scenario ->
+    finite, in range (booleans) and mean absolute change (a number); None when there are none
+    of that shape (a version registered before they were recorded)."""
+    report = _dict(_dict(card).get("robustness"))
+    valid = all(
+        isinstance(r, dict)
+        and isinstance(r.get("finite"), bool)
+        and isinstance(r.get("in_range"), bool)
+        and _is_number(r.get("mean_abs_change"))
+        for r in report.values()
+    )
+    return report if report and valid else None
