@@ -278,6 +278,8 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             # whose run died before the gate decided on it is decided now.
             settled = settle(models, data, previous, training)
             log = context.log.warning if settled and settled.champion_refused else context.log.info
+            reports = Path(registry.reports_path) / model / previous.version
+            page = _model_card(models, spec, previous, reports, rebuild=settled is not None)
             log(
                 f"{model}: training data {data.version} unchanged since version "
                 f"{previous.version}: not retrained"
@@ -292,6 +294,7 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                     else "unchanged: trained on the same data before",
                     "champion": models.champion(model) or "none",
                     "training_data_version": data.version,
+                    "model_card": dg.MetadataValue.path(str(page)),
                 },
                 data_version=dg.DataVersion(previous.version),
             )
