@@ -228,6 +228,11 @@ def test_a_third_model_by_spec_trains_registers_gates_and_scores_to_its_own_tabl
     assert (tmp_path / "reports" / "basket_value" / version / "residuals.png").exists()
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"robustness": True, "no_direct_identifiers": True}
+    # Its model card, linked from the metadata; the robustness check read what training sealed.
+    page = tmp_path / "reports" / "basket_value" / version / "card.html"
+    assert trained.metadata["model_card"].value == str(page) and page.is_file()
+    [robust] = [e for e in result.get_asset_check_evaluations() if e.check_name == "robustness"]
+    assert robust.metadata["measured"].value == "at training (model.json)"
     [scored] = result.asset_materializations_for_node("predictions__basket_value")
     assert scored.metadata["dagster/row_count"].value == ROWS
     assert scored.metadata["live_rmse/champion"].value > 0
@@ -236,6 +241,21 @@ def test_a_third_model_by_spec_trains_registers_gates_and_scores_to_its_own_tabl
             "select count(distinct order_ref), any_value(mode), any_value(model_version) "
             "from predictions.basket_value"
         ).fetchone() == (ROWS, "champion", version)
+    # Unchanged data: not retrained, its missing card rebuilt from model.json; a version whose
+    # model.json records no robustness (registered before it did) is checked by computing it.
+    page.unlink()
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr("mlops_assets.training.assets.recorded_robustness", lambda card: None)
+        again = dg.materialize(
+            [*defs.assets, *defs.asset_checks, dg.AssetSpec(["shop", "orders"])],
+            resources=resources,
+            selection=dg.AssetSelection.groups("training"),
+        )
+    [unchanged] = again.asset_materializations_for_node("models__basket_value")
+    assert unchanged.metadata["retrained"].value is False
+    assert unchanged.metadata["model_card"].value == str(page) and page.is_file()
+    [robust] = [e for e in again.get_asset_check_evaluations() if e.check_name == "robustness"]
+    assert robust.passed and robust.metadata["measured"].value == "now (model.json records none)"
 
 
 def test_a_model_on_a_view_is_scored_too(shop_con, tmp_path):
