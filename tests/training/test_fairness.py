@@ -26,9 +26,10 @@ from mlops_assets.training import fairness as f
 from mlops_assets.training.assets import build_fairness_check, build_model_defs, model_key
 from mlops_assets.training.dataset import load_training_data
 from mlops_assets.training.metrics import bootstrap_weights
-from mlops_assets.training.search import make_model
+from mlops_assets.training.search import make_model, predict
 from mlops_assets.training.spec import FairnessSpec
-from tests.training.conftest import home_registry
+from mlops_assets.training.trainer import TrainingConfig, train_model
+from tests.training.conftest import feature_warehouse, home_registry
 
 CLASSIFIER = catalogue.model("default_classifier")
 BOUNDS = FairnessSpec()  # disparate impact >= 0.8, equalized odds <= 0.1, tolerance 0.02
@@ -323,8 +324,6 @@ def test_hostile_group_values_are_escaped_in_the_table_and_plotted(tmp_path):
 
 
 def _fitted_inputs(spec) -> list[str]:
-    from tests.training.conftest import feature_warehouse
-
     with feature_warehouse(rows=600) as con:
         data = load_training_data(con, spec)
     model = make_model("logistic_l2", {"C": 1.0}, data.spec, 0, True).fit(
@@ -347,3 +346,26 @@ def test_protected_attributes_never_reach_the_fitted_pipeline_unless_opted_in():
     )
     inputs = _fitted_inputs(opted_in)
     assert "region" in inputs and not {"age_band", "marital_status"} & set(inputs)
+
+
+def test_training_records_the_fairness_of_every_protected_attribute(tmp_path):
+    spec = replace(CLASSIFIER, candidates=("logistic_l2",))
+    with feature_warehouse(rows=600) as con:
+        data = load_training_data(con, spec)
+    outcome = train_model(
+        data, home_registry(tmp_path), TrainingConfig(folds=2, bootstrap_rounds=20)
+    )
+    recorded = outcome.card.data["fairness"]  # sealed in model.json
+    assert recorded["threshold"] == outcome.threshold and recorded["rounds"] == 20
+    assert list(recorded["attributes"]) == ["age_band", "marital_status", "region"]
+    for measured in recorded["attributes"].values():
+        assert sum(g["count"] for g in measured["groups"].values()) == len(data.y_holdout)
+    assert recorded == f.measure_fairness(
+        data.y_holdout,
+        predict(outcome.model, data.x_holdout, True),
+        data.groups_holdout,
+        threshold=outcome.threshold,
+        bounds=spec.fairness,
+        rounds=20,
+        seed=42,
+    )
