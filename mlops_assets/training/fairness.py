@@ -2,12 +2,12 @@
 
 Classification, at the model's threshold (a score at or above it flags the applicant: declined):
 each group's selection rate (the share flagged), true- and false-positive rates, ROC-AUC and row
-count; per attribute fairlearn's demographic-parity ratio and difference and equalized-odds
-difference, and the disparate-impact ratio: the demographic-parity ratio of the favourable
-outcome (approved, score below the threshold), held against the four-fifths rule
-(``FairnessSpec.min_disparate_impact``). Regression: each group's MAE and RMSE, and the ratio of
-the worst group's RMSE to the best's. No bound is declared for regression: it is reported and
-never a violation.
+count; per attribute the demographic-parity ratio and difference and the equalized-odds
+difference as fairlearn defines them, and the disparate-impact ratio: the demographic-parity
+ratio of the favourable outcome (approved, score below the threshold), held against the
+four-fifths rule (``FairnessSpec.min_disparate_impact``) and ``max_equalized_odds_difference``.
+Regression: each group's MAE and RMSE, and the ratio of the worst group's RMSE to the best's. No
+bound is declared for regression: it is reported and never a violation.
 
 Groups: a value is its own group, a missing value the group ``missing``; a numeric attribute
 with more than :data:`NUMERIC_GROUPS` distinct values is banded into quintiles (interval
@@ -15,11 +15,14 @@ labels), so an age or an income gives five comparable groups, not one per value.
 fewer than :data:`MIN_GROUP_ROWS` rows is reported, but left out of the ratios and differences:
 its rates are noise.
 
-Intervals are percentile intervals over the same bootstrap resamples as the holdout metrics
-(:func:`metrics.bootstrap_weights`). Point values by group come from fairlearn's ``MetricFrame``
-and metric functions; the resampled values from the resample weights, every round at once:
-``MetricFrame(n_boot=200)`` recomputes a ``MetricFrame`` per round, 30 s for one attribute of
-7,500 rows, against 0.2 s here for three (tests/training/test_fairness.py proves both agree).
+Point values by group come from fairlearn's ``MetricFrame`` over fairlearn's metric functions;
+the per-attribute summaries from those group values (fairlearn's functions would build their
+own MetricFrames over every row again: +0.3 s an attribute on the demo's holdout). Intervals are
+percentile intervals over the same bootstrap resamples as the holdout metrics
+(:func:`metrics.bootstrap_weights`), every round computed at once from the resample weights:
+``MetricFrame(n_boot=200)`` recomputes a MetricFrame per round, 30 s for one attribute of 7,500
+rows against 0.2 s here for three. tests/training/test_fairness.py proves the summaries equal
+fairlearn's functions, and each resample's values fairlearn's on that resample's rows.
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ CLASSIFICATION_SUMMARY = (
     "equalized_odds_difference", "disparate_impact_ratio",
 )  # fmt: skip
 REGRESSION_SUMMARY = ("rmse_ratio",)
+# What the gate compares: (key, label, +1 when higher is worse, -1 when lower is).
+COMPARED = (
+    ("disparate_impact_ratio", "disparate-impact ratio", -1),
+    ("equalized_odds_difference", "equalized-odds difference", 1),
+)
 RATES = ("selection_rate", "true_positive_rate", "false_positive_rate")
 HEADERS = {
     "selection_rate": "selection rate (flagged)",
@@ -112,10 +120,8 @@ def measure_fairness(
             measured = _regression(y, prediction, labels, weights)
         else:
             measured = _classification(y, prediction, labels, threshold, weights)
-            ratio = measured["disparate_impact_ratio"]
-            measured["four_fifths_rule"] = None if ratio is None else (
-                ratio >= bounds.min_disparate_impact
-            )  # fmt: skip
+            ratio, bound = measured["disparate_impact_ratio"], bounds.min_disparate_impact
+            measured["four_fifths_rule"] = None if ratio is None else ratio >= bound
             violations += _broken(attribute, measured, bounds)
         attributes[str(attribute)] = measured
     return {
@@ -153,24 +159,15 @@ def compare_fairness(challenger: dict, champion: dict | None, bounds: FairnessSp
     mine_all = challenger.get("attributes")
     if not isinstance(theirs_all, dict) or not isinstance(mine_all, dict):
         return []
-    tolerance = bounds.tolerance
     worse = []
     for attribute, mine in mine_all.items():
         theirs = theirs_all.get(attribute)
         if not isinstance(mine, dict) or not isinstance(theirs, dict):
             continue
-        new, old = (
-            _number(mine.get("disparate_impact_ratio")),
-            _number(theirs.get("disparate_impact_ratio")),
-        )
-        if new is not None and old is not None and new < old - tolerance:
-            worse.append(f"{attribute}: disparate-impact ratio {new:.3f}, champion's {old:.3f}")
-        new, old = (
-            _number(mine.get("equalized_odds_difference")),
-            _number(theirs.get("equalized_odds_difference")),
-        )
-        if new is not None and old is not None and new > old + tolerance:
-            worse.append(f"{attribute}: equalized-odds difference {new:.3f}, champion's {old:.3f}")
+        for key, label, sign in COMPARED:
+            new, old = _number(mine.get(key)), _number(theirs.get(key))
+            if new is not None and old is not None and sign * (new - old) > bounds.tolerance:
+                worse.append(f"{attribute}: {label} {new:.3f}, champion's {old:.3f}")
     return worse
 
 
