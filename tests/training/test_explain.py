@@ -1,0 +1,206 @@
+"""SHAP explanations: every catalogue candidate type is explained per feature of its signature,
+the contributions add up to the model's output on its own scale (to 1e-6), and reason codes are
+the largest positive contributions with escaped, declared or generated texts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_assets import catalogue
+from mlops_assets.training.candidates import CATALOGUE, STACKING, build_pipeline, build_stacking
+from mlops_assets.training.dataset import FeatureSpec, load_training_data
+from mlops_assets.training.explain import (
+    Explainer,
+    Explanation,
+    model_output,
+    reason_codes,
+    summary,
+)
+
+PARAMS = {
+    "logistic_l1": {"C": 0.1},
+    "logistic_l2": {"C": 0.5},
+    "random_forest": {"max_depth": 4, "min_samples_leaf": 20},
+    "hist_gradient_boosting": {"learning_rate": 0.2, "max_leaf_nodes": 7},
+    "adaboost": {"learning_rate": 1.0},
+    "ridge": {"alpha": 1.0},
+    "lasso": {"alpha": 1.0},
+    "gradient_boosting": {"learning_rate": 0.1, "max_leaf_nodes": 7},
+}
+EXPECTED = {  # candidate -> (method, scale of a classifier)
+    "logistic_l1": ("linear", "log-odds"),
+    "logistic_l2": ("linear", "log-odds"),
+    "random_forest": ("tree", "probability"),
+    "hist_gradient_boosting": ("tree", "log-odds"),
+    "adaboost": ("permutation", "probability"),
+    STACKING: ("permutation", "probability"),
+    "ridge": ("linear", None),
+    "lasso": ("linear", None),
+    "gradient_boosting": ("tree", None),
+}
+CASES = [
+    (task_model, name)
+    for task_model in ("default_classifier", "loss_regressor")
+    for name, candidate in CATALOGUE.items()
+    if catalogue.model(task_model).task in candidate.tasks
+]
+
+
+@pytest.fixture(scope="module")
+def datasets(features_con):
+    return {m: load_training_data(features_con, catalogue.model(m)) for m in dict(CASES)}
+
+
+def fitted(data, name):
+    classifier = data.model.is_classifier
+    if name == STACKING:
+        bases = ("logistic_l1", "random_forest", "hist_gradient_boosting")
+        return build_stacking({b: PARAMS[b] for b in bases}, data.spec, seed=0).fit(
+            data.x_train, data.y_train
+        )
+    model = build_pipeline(name, PARAMS[name], data.spec, seed=0, classifier=classifier)
+    return model.fit(data.x_train, data.y_train)
+
+
+def test_the_catalogue_is_covered():
+    assert {name for _, name in CASES} == set(CATALOGUE)
+
+
+@pytest.mark.parametrize(("model_name", "candidate"), CASES)
+def test_contributions_add_up_to_the_output_on_the_models_scale(datasets, model_name, candidate):
+    data = datasets[model_name]
+    model = fitted(data, candidate)
+    explainer = Explainer(
+        model, data.spec, data.population, data.model.is_classifier, data.model.target
+    )
+    x = data.x_holdout.head(60)
+    explanation = explainer.explain(x)
+    method, scale = EXPECTED[candidate]
+    assert explanation.method == method
+    units = f"{data.model.target} units"
+    assert explanation.scale == (scale if data.model.is_classifier else units)
+    assert list(explanation.contributions.columns) == data.spec.columns  # per original feature
+    assert explanation.contributions.shape == (len(x), len(data.spec.columns))
+    # The output is the model's own, on its scale: log-odds are the logit of the probability.
+    output = model_output(model, x, data.model.is_classifier, explanation.scale)
+    np.testing.assert_allclose(explanation.output, output)
+    if explanation.scale == "log-odds":
+        probability = model.predict_proba(x)[:, 1]
+        np.testing.assert_allclose(1 / (1 + np.exp(-explanation.output)), probability)
+    total = explanation.expected_value + explanation.contributions.sum(axis=1).to_numpy()
+    np.testing.assert_allclose(total, explanation.output, rtol=0, atol=1e-6)
+    assert explanation.additivity_error() < 1e-6
+
+
+def test_a_missing_indicator_and_one_hot_columns_belong_to_their_feature(datasets):
+    """A row whose numeric feature is missing: its contribution (value column and indicator)
+    is the feature's, on a linear model where it can be computed by hand."""
+    data = datasets["default_classifier"]
+    model = fitted(data, "logistic_l2")
+    prepare, estimator = model.named_steps["prepare"], model[-1]
+    imputer = prepare.named_transformers_["numeric"].steps[0][1]
+    feature = data.spec.numeric[imputer.indicator_.features_[0]]  # missing in training
+    x = data.x_holdout.head(5).copy()
+    x.loc[:, feature] = np.nan
+    explanation = Explainer(model, data.spec, data.population, True, "defaulted").explain(x)
+    names = list(prepare.get_feature_names_out())
+    coef = estimator.coef_[0]
+    mean = prepare.transform(data.population[data.spec.columns]).mean(axis=0)
+    row = prepare.transform(x)
+    own = (f"numeric__{feature}", f"numeric__missingindicator_{feature}")
+    owned = [i for i, n in enumerate(names) if n in own]
+    assert len(owned) == 2  # the value (imputed) and its missing-value indicator
+    by_hand = (coef[owned] * (row[:, owned] - mean[owned])).sum(axis=1)
+    np.testing.assert_allclose(explanation.contributions[feature], by_hand, atol=1e-9)
+    category = data.spec.categorical[0]
+    owned = [i for i, n in enumerate(names) if n.startswith(f"categorical__{category}_")]
+    by_hand = (coef[owned] * (row[:, owned] - mean[owned])).sum(axis=1)
+    np.testing.assert_allclose(explanation.contributions[category], by_hand, atol=1e-9)
+
+
+def test_the_permutation_explainer_batched_is_shaps_row_by_row(datasets):
+    """The recorded-and-replayed batch gives exactly what shap gives calling the model itself."""
+    import shap
+
+    from mlops_assets.training.explain import BACKGROUND_ROWS, PERMUTATIONS, SEED, _Codes
+
+    data = datasets["default_classifier"]
+    model = fitted(data, "adaboost")
+    x = data.x_holdout.head(8).reset_index(drop=True)
+    explainer = Explainer(model, data.spec, data.population, True, "defaulted")
+    batched = explainer.explain(x)
+    background = data.population[data.spec.columns].head(BACKGROUND_ROWS)
+    codes = _Codes(data.spec, pd.concat([background, x], ignore_index=True))
+    direct = shap.PermutationExplainer(
+        lambda z: model.predict_proba(codes.decode(z))[:, 1],
+        shap.maskers.Independent(codes.encode(background), max_samples=BACKGROUND_ROWS),
+        seed=SEED,
+    )(codes.encode(x), max_evals=PERMUTATIONS * (2 * len(data.spec.columns) + 1), silent=True)
+    np.testing.assert_allclose(batched.contributions.to_numpy(), direct.values, atol=1e-12)
+    assert batched.expected_value == pytest.approx(float(np.ravel(direct.base_values)[0]))
+
+
+SPEC = FeatureSpec(numeric=("income", "debt"), categorical=("purpose",))
+
+
+def _explanation(contributions: list[list[float]]) -> Explanation:
+    frame = pd.DataFrame(contributions, columns=SPEC.columns)
+    return Explanation("linear", "log-odds", 0.0, frame.sum(axis=1).to_numpy(), frame)
+
+
+def test_reason_codes_are_the_largest_positive_contributions_with_texts():
+    explanation = _explanation([[0.5, -0.2, 0.9], [-0.1, -0.3, -0.2], [0.2, 0.4, 0.0]])
+    x = pd.DataFrame(
+        {
+            "income": [10.0, 1.0, np.nan],
+            "debt": [1.0, 1.0, 9.0],
+            "purpose": ["\x1b[2Jcar\n[/b]" + "x" * 60, "car", None],
+        }
+    )
+    codes = reason_codes(
+        explanation,
+        x,
+        SPEC,
+        typical={"income": 5.0, "debt": 3.0},
+        reasons={"debt": "Too much debt"},
+    )
+    assert codes[["row", "rank", "feature"]].values.tolist() == [
+        [0, 1, "purpose"], [0, 2, "income"], [2, 1, "debt"], [2, 2, "income"],
+    ]  # fmt: skip
+    assert codes["contribution"].tolist() == [0.9, 0.5, 0.4, 0.2]
+    purpose, income, debt, missing = codes["reason"]
+    # A category is quoted escaped (no control character reaches a terminal) and cut short.
+    assert (
+        purpose.startswith("purpose is \\x1b[2Jcar\\n[/b]")
+        and len(purpose) == len("purpose is ") + 40
+    )
+    assert purpose.isprintable()
+    assert income == "income higher than typical"
+    assert debt == "Too much debt"  # the model's declared text
+    assert missing == "income missing"
+
+
+def test_reason_codes_rank_at_most_four():
+    spec = FeatureSpec(numeric=tuple(f"f{i}" for i in range(6)), categorical=())
+    frame = pd.DataFrame([[0.1, 0.6, 0.3, 0.5, 0.2, 0.4]], columns=spec.columns)
+    explanation = Explanation("tree", "log-odds", 0.0, frame.sum(axis=1).to_numpy(), frame)
+    x = pd.DataFrame([[1.0] * 6], columns=spec.columns)
+    codes = reason_codes(explanation, x, spec, typical={f: 2.0 for f in spec.columns})
+    assert codes["feature"].tolist() == ["f1", "f3", "f5", "f2"]
+    assert set(codes["reason"].str.endswith("lower than typical")) == {True}
+
+
+def test_summary_is_the_mean_absolute_contribution_largest_first():
+    explanation = _explanation([[0.5, -0.2, 0.1], [-0.3, 0.8, 0.1]])
+    assert summary(explanation) == {
+        "method": "linear",
+        "scale": "log-odds",
+        "expected_value": 0.0,
+        "rows": 2,
+        "mean_abs_shap": {
+            "debt": pytest.approx(0.5), "income": pytest.approx(0.4), "purpose": pytest.approx(0.1)
+        },
+    }  # fmt: skip
+    assert list(summary(explanation)["mean_abs_shap"]) == ["debt", "income", "purpose"]
