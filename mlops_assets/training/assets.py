@@ -26,6 +26,7 @@ from mlops_assets.training.trainer import (
     ROBUSTNESS_ROWS,
     TrainingConfig,
     TrainingOutcome,
+    _champion_input,
     settle,
     train_model,
     trained_before,
@@ -143,6 +144,28 @@ def _model_card(
 ROBUSTNESS = "robustness"
 
 
+def robustness_report(
+    models: Registry, spec: ModelSpec, warehouse: WarehouseResource, version: str
+) -> tuple[dict, str]:
+    """The robustness scenarios of ``version`` and when they were measured: those training
+    sealed in its model.json, or, for a version registered before they were recorded,
+    computed now on the newest labelled rows, given as its own signature takes them (it may
+    have taken an attribute as input that is protected since)."""
+    card = models.verify(spec.name, version)
+    report = recorded_robustness(card.data)
+    if report is not None:
+        return report, "at training (model.json)"
+    fitted = models.load(spec.name, version)
+    with warehouse.connect(read_only=True) as con:
+        # The newest labelled rows of a sample: no need to read the whole table.
+        data = load_training_data(
+            con, spec, max_rows=5 * ROBUSTNESS_ROWS, max_population=ROBUSTNESS_ROWS
+        )
+    rows = _champion_input(card, data).head(ROBUSTNESS_ROWS)
+    report = robustness(fitted, rows, data.spec, spec.is_classifier, seed=0)
+    return report, "now (model.json records none)"
+
+
 def build_robustness_check(spec: ModelSpec) -> dg.AssetChecksDefinition:
     """Blocking check of the version the model asset last materialized (a separate step, so it
     is skipped, not failed, when there were too few labels to train): the robustness scenarios
@@ -164,20 +187,7 @@ def build_robustness_check(spec: ModelSpec) -> dg.AssetChecksDefinition:
     ) -> dg.AssetCheckResult:
         event = context.instance.get_latest_materialization_event(key)
         version = event.asset_materialization.metadata["version"].value
-        models = registry.open()
-        report = recorded_robustness(models.verify(spec.name, version).data)
-        measured = "at training (model.json)"
-        if report is None:
-            fitted = models.load(spec.name, version)
-            with warehouse.connect(read_only=True) as con:
-                # The newest labelled rows of a sample: no need to read the whole table.
-                data = load_training_data(
-                    con, spec, max_rows=5 * ROBUSTNESS_ROWS, max_population=ROBUSTNESS_ROWS
-                )
-            report = robustness(
-                fitted, data.x_holdout.head(ROBUSTNESS_ROWS), data.spec, spec.is_classifier, seed=0
-            )
-            measured = "now (model.json records none)"
+        report, measured = robustness_report(registry.open(), spec, warehouse, version)
         failed = [name for name, r in report.items() if not (r["finite"] and r["in_range"])]
         return dg.AssetCheckResult(
             passed=not failed,

@@ -237,3 +237,38 @@ def test_only_robustness_of_the_recorded_shape_is_used():
     for odd in (None, {}, [], {"noise": {"finite": "yes", "in_range": True,
                                          "mean_abs_change": 0.1}}):  # fmt: skip
         assert recorded_robustness({"robustness": odd}) is None
+
+
+def test_the_robustness_check_computes_an_older_versions_scenarios_on_its_own_inputs(
+    tmp_path, monkeypatch
+):
+    """A version registered before training recorded robustness, which took an attribute as
+    input that is protected since (the demo's first champion took age band): the check
+    computes its scenarios on the rows as its own signature takes them (it failed with
+    'columns are missing' when it used today's signature)."""
+    from dataclasses import replace
+
+    from mlops_assets.resources import WarehouseResource
+    from mlops_assets.training import trainer
+    from mlops_assets.training.assets import robustness_report
+    from tests.training.conftest import feature_warehouse
+
+    database = tmp_path / "warehouse.duckdb"
+    con = feature_warehouse(database=str(database))
+    older = replace(
+        CLASSIFIER,
+        features=(*CLASSIFIER.features, "age_band"),
+        use_protected=("age_band",),
+        use_protected_justification="x",
+    )
+    data = load_training_data(con, older)
+    con.close()
+    registry = home_registry(tmp_path)
+    monkeypatch.setattr(trainer, "robustness", lambda *args, **kwargs: {})  # not recorded
+    version = train_model(data, registry, FAST).card.version
+    assert "age_band" in registry.card(CLASSIFIER.name, version).data["signature"]["features"]
+
+    warehouse = WarehouseResource(path=str(database))
+    report, measured = robustness_report(registry, CLASSIFIER, warehouse, version)
+    assert measured == "now (model.json records none)"
+    assert len(report) == 5 and all(r["finite"] and r["in_range"] for r in report.values())
