@@ -16,8 +16,10 @@ from mlops_assets.sql import table
 from mlops_assets.training.candidates import check_candidates
 from mlops_assets.training.dataset import NotEnoughLabels, load_training_data
 from mlops_assets.training.diagnostics import markdown_image, plot_model, robustness
+from mlops_assets.training.explain import TOP_REASONS
 from mlops_assets.training.fairness import fairness_table, fairness_verdict, plot_fairness
 from mlops_assets.training.model_card import has_card, recorded_robustness, summary, write_card
+from mlops_assets.training.reasons import reasons_table, write_reasons
 from mlops_assets.training.registry import ModelCard, Registry, content_version
 from mlops_assets.training.scoring import challenger_version, score_model
 from mlops_assets.training.search import CV_STRATEGIES
@@ -460,6 +462,79 @@ def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey, name: 
     return value.value if value is not None else None
 
 
+def build_reasons_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    """The reason codes of a classifier's flagged rows, keyed like their table."""
+    reasons = reasons_table(spec)
+    key = table_key(reasons)
+    model = spec.name
+
+    @dg.asset(
+        key=key,
+        deps=[table_key(spec.scores)],
+        group_name="scoring",
+        pool=WRITER_POOL,
+        output_required=False,  # no champion yet: nothing scored, nothing to explain
+        kinds={"duckdb", "shap", "dask"},
+        description=f"The top {TOP_REASONS} adverse reasons (SHAP contributions that raise the "
+        f"score most) of every row `{model}`'s champion scored at or above its threshold: "
+        f"{spec.id_column}, model_version, rank, feature, contribution, reason.",
+    )
+    def reason_codes(
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        registry: RegistryResource,
+        dask: DaskResource,
+    ) -> Iterator[dg.MaterializeResult]:
+        models = registry.open()
+        champion = models.champion(model)
+        with warehouse.connect() as con:
+            if champion is None or not table_exists(con, spec.scores):
+                context.log.warning(f"{model} has no champion or no scores yet: no reasons")
+                return
+            inputs = content_version(
+                {
+                    "scores": table_version(con, spec.scores),
+                    "features": table_version(con, spec.table),
+                    "champion": champion,
+                }
+            )
+            if inputs == _latest_metadata(context, key, "inputs_version") and table_exists(
+                con, reasons
+            ):
+                context.log.info(f"{spec.scores} unchanged since the last reasons: not redone")
+                yield dg.MaterializeResult(
+                    metadata={
+                        "inputs_version": inputs,
+                        "recomputed": False,
+                        "dagster/row_count": scalar(con, f"select count(*) from {table(reasons)}"),
+                    },
+                    data_version=dg.DataVersion(inputs),
+                )
+                return
+            report = write_reasons(
+                con, models, spec, client_factory=dask.client, chunk_rows=dask.chunk_rows
+            )
+        if not report.explained:
+            context.log.info(f"no row scored at or above {model}'s threshold: no reasons")
+        yield dg.MaterializeResult(
+            metadata={
+                "inputs_version": inputs,
+                "recomputed": True,
+                "dagster/row_count": report.rows,
+                "dagster/table_name": reasons,
+                "champion": report.version,
+                "threshold": dg.MetadataValue.float(report.threshold),
+                "rows_explained": report.explained,
+                "explainer": report.method,
+                "seconds": dg.MetadataValue.float(report.seconds),
+                "placement": placement_metadata(report.placement),
+            },
+            data_version=dg.DataVersion(inputs),
+        )
+
+    return reason_codes
+
+
 def build_model_defs(spec: ModelSpec, identifier_names: frozenset[str]) -> dg.Definitions:
     """Everything Dagster runs for the model ``spec``: its training asset with its robustness
     check and (when it declares protected attributes) its fairness check, its scores asset,
@@ -467,11 +542,15 @@ def build_model_defs(spec: ModelSpec, identifier_names: frozenset[str]) -> dg.De
     ``identifier_names`` (every feed's) and no identifier-shaped value."""
     check_candidates(spec)
     scores = build_scores_asset(spec)
+    # A regressor has no threshold, so no flagged rows to give reasons for.
+    reasons = [build_reasons_asset(spec)] if spec.is_classifier else []
     return dg.Definitions(
-        assets=[build_model_asset(spec), scores],
+        assets=[build_model_asset(spec), scores, *reasons],
         asset_checks=[
             build_robustness_check(spec),
             *([build_fairness_check(spec)] if spec.protected_attributes else []),
-            build_identifier_checks(scores.keys, identifier_names),
+            build_identifier_checks(
+                [*scores.keys, *(k for a in reasons for k in a.keys)], identifier_names
+            ),
         ],
     )

@@ -1,0 +1,145 @@
+"""Batch reason codes: the top adverse reasons of every row the champion scored at or above its
+threshold, stored beside the scores in ``<scores table>_reasons``.
+
+A regressor has no threshold (nothing is "flagged"): it gets no reasons table."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+
+from mlops_assets.monitoring.reference import SAMPLE_FILE
+from mlops_assets.parallel import Placement, map_chunks
+from mlops_assets.settings import DEFAULT_CHUNK_ROWS
+from mlops_assets.sql import ident, idents, qualified, table
+from mlops_assets.training.dataset import FeatureSpec, as_model_input
+from mlops_assets.training.explain import Explainer, reason_codes
+from mlops_assets.training.registry import Registry
+from mlops_assets.training.spec import ModelSpec
+from mlops_assets.warehouse import scalar
+
+# Rows explained per task: a stacking champion explains ~70 rows/s per core, so a chunk is a
+# few seconds of work and the flagged rows spread over every worker.
+REASON_CHUNK_ROWS = 2_000
+
+
+def reasons_table(spec: ModelSpec) -> str:
+    """``schema.table`` of ``spec``'s reason codes: its scores table's name + ``_reasons``."""
+    return f"{spec.scores}_reasons"
+
+
+@dataclass
+class ReasonsReport:
+    version: str
+    threshold: float
+    explained: int  # rows at or above the threshold
+    rows: int  # reason rows written
+    method: str
+    placement: Placement
+    seconds: float  # explaining and writing
+
+
+def write_reasons(
+    con: duckdb.DuckDBPyConnection,
+    registry: Registry,
+    spec: ModelSpec,
+    client_factory=None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> ReasonsReport | None:
+    """Replace ``<scores>_reasons`` with the top adverse reasons of every row the champion
+    scored (``mode = 'champion'``) at or above its threshold, in one transaction:
+    ``<id column>, model_version, rank, feature, contribution, reason``. None (nothing written)
+    for a regressor or when there is no champion.
+
+    The flagged rows are read in rowid ranges of at most ``REASON_CHUNK_ROWS`` rows and
+    explained on the Dask client ``client_factory()`` gives when there are several chunks (the
+    model and its background sent to each worker once)."""
+    version = registry.champion(spec.name)
+    if version is None or not spec.is_classifier:
+        return None
+    started = time.perf_counter()
+    model = registry.load(spec.name, version)
+    card = registry.verified_card(spec.name, version)
+    threshold = float(card.data["threshold"])
+    signature = card.data["signature"]
+    features = FeatureSpec(
+        tuple(c for c in signature["features"] if signature["dtypes"][c] == "float64"),
+        tuple(c for c in signature["features"] if signature["dtypes"][c] != "float64"),
+    )
+    background = pd.read_parquet(registry.attachment(spec.name, version, SAMPLE_FILE))
+    explainer = Explainer(model, features, background, True, spec.target)
+    id_sql = ident(spec.id_column)
+    con.execute(
+        f"""
+        create or replace temporary table _reason_input as
+        select t.{id_sql}, {", ".join(f"t.{ident(c)}" for c in features.columns)}
+        from {table(spec.scores)} s join {table(spec.table)} t on t.{id_sql} = s.{id_sql}
+        where s.mode = 'champion' and s.model_version = ? and s.score >= ?
+        order by t.{id_sql}
+        """,
+        [version, threshold],
+    )
+    explained = scalar(con, "select count(*) from _reason_input")
+    con.execute(
+        f"create or replace temporary table _reasons as select {id_sql}, "
+        "''::varchar as model_version, 0::integer as rank, ''::varchar as feature, "
+        "0.0::double as contribution, ''::varchar as reason from _reason_input limit 0"
+    )
+    size = min(chunk_rows, REASON_CHUNK_ROWS)
+    columns_sql = idents([spec.id_column, *features.columns])
+    frames = (
+        con.execute(
+            f"select {columns_sql} from _reason_input where rowid between ? and ?",
+            [start, start + size - 1],
+        ).df()
+        for start in range(0, explained, size)
+    )
+    placement = Placement()
+    use_cluster = client_factory is not None and explained > size
+    shared = (explainer, card.data.get("reference") or {}, spec, version)
+    with client_factory() if use_cluster else contextlib.nullcontext() as client:
+        for chunk in map_chunks(
+            reason_chunk, frames, shared=shared, client=client, placement=placement
+        ):
+            con.register("_chunk_reasons", chunk)
+            con.execute("insert into _reasons select * from _chunk_reasons")
+            con.unregister("_chunk_reasons")
+    schema, name = reasons_table(spec).split(".")
+    con.execute("begin transaction")
+    try:
+        con.execute(f"create schema if not exists {ident(schema)}")
+        con.execute(
+            f"create or replace table {qualified(schema, name)} as "
+            f"select * from _reasons order by {id_sql}, rank"
+        )
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    rows = scalar(con, "select count(*) from _reasons")
+    seconds = time.perf_counter() - started
+    return ReasonsReport(version, threshold, explained, rows, explainer.method, placement, seconds)
+
+
+def reason_chunk(
+    frame: pd.DataFrame, explainer: Explainer, typical: dict, spec: ModelSpec, version: str
+) -> pd.DataFrame:
+    """The reason codes of one chunk of flagged rows (id and feature columns)."""
+    x = as_model_input(frame, explainer.spec)
+    codes = reason_codes(
+        explainer.explain(x), x, explainer.spec, typical=typical, reasons=spec.reasons
+    )
+    return pd.DataFrame(
+        {
+            spec.id_column: frame[spec.id_column].to_numpy()[codes["row"].to_numpy()],
+            "model_version": version,
+            "rank": codes["rank"],
+            "feature": codes["feature"],
+            "contribution": codes["contribution"],
+            "reason": codes["reason"],
+        }
+    )

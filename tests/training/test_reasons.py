@@ -1,0 +1,111 @@
+"""Batch reason codes: every row the champion scored at or above its threshold gets its top
+adverse reasons (its largest positive SHAP contributions) in `<scores>_reasons`, computed in
+chunks; a regressor has no threshold and gets none."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlops_assets import catalogue
+from mlops_assets.monitoring.reference import reference_attachments
+from mlops_assets.sql import table
+from mlops_assets.training.candidates import build_pipeline
+from mlops_assets.training.dataset import as_model_input, load_training_data
+from mlops_assets.training.explain import Explainer, reason_codes
+from mlops_assets.training.reasons import reasons_table, write_reasons
+from mlops_assets.training.scoring import score_model
+from mlops_assets.training.search import predict
+from tests.training.conftest import feature_warehouse, home_registry
+
+CLASSIFIER = catalogue.model("default_classifier")
+REGRESSOR = catalogue.model("loss_regressor")
+
+
+def _champion(registry, con, spec, name, params):
+    """Register and promote a fitted ``name`` pipeline as ``spec``'s champion."""
+    data = load_training_data(con, spec)
+    model = build_pipeline(name, params, data.spec, seed=0, classifier=spec.is_classifier)
+    model.fit(data.x_train, data.y_train)
+    scores = predict(model, data.population, spec.is_classifier)
+    threshold = float(np.quantile(scores, 0.8)) if spec.is_classifier else None
+    card, _ = registry.register(
+        spec.name,
+        model,
+        {
+            "candidate": name,
+            "signature": {"features": data.spec.columns, "dtypes": data.spec.dtypes()},
+        },
+        {
+            "threshold": threshold,
+            "reference": {c: float(data.x_train[c].median()) for c in data.spec.numeric},
+        },
+        attachments=reference_attachments(data.population, data.spec, scores),
+    )
+    registry.promote(spec.name, card.version, reason="test")
+    return data, model, card
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    con = feature_warehouse(rows=1_000, seed=5)
+    registry = home_registry(tmp_path_factory.mktemp("home"))
+    data, model, card = _champion(
+        registry, con, CLASSIFIER, "hist_gradient_boosting", {"max_leaf_nodes": 7}
+    )
+    score_model(con, registry, CLASSIFIER)
+    yield con, registry, data, model, card
+    con.close()
+
+
+def test_reasons_of_every_row_above_the_threshold_are_written_in_chunks(scored):
+    con, registry, data, model, card = scored
+    report = write_reasons(con, registry, CLASSIFIER, chunk_rows=50)
+    threshold = card.data["threshold"]
+    flagged = con.execute(
+        f"select application_id from {table(CLASSIFIER.scores)} "
+        "where mode = 'champion' and score >= ? order by application_id",
+        [threshold],
+    ).fetchall()
+    assert report.explained == len(flagged) > 50
+    assert sum(report.placement.values()) == -(-len(flagged) // 50)  # one task per chunk
+    assert report.method == "tree"
+    reasons = con.execute(f"select * from {table(reasons_table(CLASSIFIER))}").df()
+    assert list(reasons.columns) == [
+        "application_id", "model_version", "rank", "feature", "contribution", "reason",
+    ]  # fmt: skip
+    assert report.rows == len(reasons)
+    assert set(reasons["application_id"]) == {i for (i,) in flagged}  # only flagged rows
+    assert set(reasons["model_version"]) == {card.version}
+    assert (reasons["contribution"] > 0).all()
+    assert reasons.groupby("application_id")["rank"].max().le(4).all()
+    # The same as explaining those rows in one go.
+    ids = [i for (i,) in flagged]
+    rows = con.execute(
+        f"select * from {table(CLASSIFIER.table)} where application_id in "
+        "(select unnest(?)) order by application_id",
+        [ids],
+    ).df()
+    x = as_model_input(rows, data.spec)
+    explanation = Explainer(model, data.spec, data.population, True, "defaulted").explain(x)
+    expected = reason_codes(explanation, x, data.spec, typical=card.data["reference"])
+    got = reasons.sort_values(["application_id", "rank"]).reset_index(drop=True)
+    assert got["feature"].tolist() == expected["feature"].tolist()
+    np.testing.assert_allclose(got["contribution"], expected["contribution"], atol=1e-9)
+    assert (
+        got["application_id"].tolist()
+        == rows["application_id"].to_numpy()[expected["row"]].tolist()
+    )
+
+
+def test_a_regressor_has_no_threshold_and_no_reasons(tmp_path):
+    con = feature_warehouse(rows=600, seed=6)
+    registry = home_registry(tmp_path)
+    _champion(registry, con, REGRESSOR, "ridge", {"alpha": 1.0})
+    score_model(con, registry, REGRESSOR)
+    assert write_reasons(con, registry, REGRESSOR) is None
+    exists = con.execute(
+        "select count(*) from information_schema.tables where table_name = ?",
+        [reasons_table(REGRESSOR).split(".")[1]],
+    ).fetchone()[0]
+    assert exists == 0
