@@ -6,31 +6,15 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-import duckdb
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-from typer.testing import CliRunner
 
 from mlops_assets import catalogue
-from mlops_assets.cli import app, common
-from mlops_assets.security.keyring import Keyring
+from mlops_assets.cli import common
 from mlops_assets.training.registry import Registry
 from mlops_assets.training.spec import GateSpec
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """An empty ``$MLOPS_HOME`` with a keyring and a warehouse file."""
-    Keyring.create(tmp_path / "keys" / "keyring.json")
-    duckdb.connect(str(tmp_path / "warehouse.duckdb")).close()
-    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
-    monkeypatch.delenv("MLOPS_KEYRING", raising=False)
-    return tmp_path
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(app, list(args))
+from tests.cli.conftest import invoke
 
 
 @pytest.mark.parametrize(

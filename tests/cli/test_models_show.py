@@ -5,30 +5,22 @@ from __future__ import annotations
 
 import json
 
-import duckdb
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-from typer.testing import CliRunner
 
-from mlops_assets.cli import app, common
-from mlops_assets.security.keyring import Keyring
+from mlops_assets.cli import common
 from mlops_assets.training.registry import Registry
+from tests.cli.conftest import invoke
 from tests.training.conftest import forge
 
 MODEL = "default_classifier"
 INTENDED = "Ranks applications [bold red]for review[/] \x1b[2J\u202e"  # markup and controls
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A ``$MLOPS_HOME`` with a champion of the loan classifier (decided by the gate)."""
-    Keyring.create(tmp_path / "keys" / "keyring.json")
-    duckdb.connect(str(tmp_path / "warehouse.duckdb")).close()
-    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
-    monkeypatch.delenv("MLOPS_KEYRING", raising=False)
+@pytest.fixture(autouse=True)
+def wide(monkeypatch):
     monkeypatch.setattr(common.out, "_width", 300)  # one line per row
-    return tmp_path
 
 
 def _register(home, seed: int = 0) -> tuple[Registry, str]:
@@ -45,10 +37,6 @@ def _register(home, seed: int = 0) -> tuple[Registry, str]:
         },
     )
     return registry, card.version
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(app, list(args))
 
 
 def test_show_prints_the_champions_card_summary_and_the_path_of_its_page(home):
