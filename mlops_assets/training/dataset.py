@@ -191,7 +191,8 @@ def load_training_data(
     spec = feature_spec(con, model)
     key, time = model.id_column, model.time_column
     labelled_sql, params = labelled_filter(model)
-    columns_sql = idents([key, time, *spec.columns, *spec.protected, model.target])
+    read = [key, time, *spec.columns, *model.protected_attributes, model.target]
+    columns_sql = idents(list(dict.fromkeys(read)))  # a used protected attribute is read once
     table_sql = table(model.table)
     labelled = scalar(con, f"select count(*) from {table_sql} where {labelled_sql}", params)
     frame = con.execute(_sampled_sql(model, columns_sql, labelled_sql, max_rows), params).df()

@@ -185,6 +185,14 @@ class ModelSpec:
                 "for fairness and no model input: remove them from features, or list them in "
                 "use_protected with a justification"
             )
+        unlisted = [
+            a for a in self.use_protected if self.features is not None and a not in self.features
+        ]
+        if unlisted:
+            raise SpecError(
+                f"model {self.name}: use_protected {', '.join(unlisted)} must also be listed in "
+                "features (the inputs it opts in to)"
+            )
 
     @property
     def measured_only(self) -> tuple[str, ...]:

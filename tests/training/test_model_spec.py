@@ -16,7 +16,7 @@ from mlops_assets.features.validation import contract_columns
 from mlops_assets.training.candidates import check_candidates
 from mlops_assets.training.dataset import feature_spec, load_training_data
 from mlops_assets.training.scoring import score_model
-from mlops_assets.training.spec import ModelSpec, SpecError, ValidationSpec
+from mlops_assets.training.spec import GateSpec, ModelSpec, SpecError, ValidationSpec
 from mlops_assets.training.trainer import TrainingConfig, train_model
 from tests.training.conftest import home_registry
 
@@ -309,3 +309,54 @@ def test_a_model_may_not_write_its_scores_over_platform_tables_or_shadow_their_c
 ):
     with pytest.raises(SpecError, match=message):
         replace(BASKET, **change)
+
+
+def test_protected_attribute_declarations_that_cannot_work_are_refused_by_name(shop_con):
+    spec = ModelSpec(
+        name="basket_value",
+        task="regression",
+        table="shop.orders",
+        id_column="order_ref",
+        time_column="placed",
+        target="basket",
+    )
+    refused = {
+        "the id, time and target cannot be protected": {"protected_attributes": ("basket",)},
+        "use_protected names channel, which are not among": {"use_protected": ("channel",)},
+        r"using protected attributes as inputs \(member\) needs use_protected_justification": {
+            "protected_attributes": ("member",),
+            "use_protected": ("member",),
+            "use_protected_justification": "  ",
+        },
+        "member are protected attributes, measured for fairness and no model input": {
+            "protected_attributes": ("member",),
+            "features": ("items", "member"),
+        },
+        "use_protected member must also be listed in features": {
+            "protected_attributes": ("member",),
+            "use_protected": ("member",),
+            "use_protected_justification": "Membership prices the basket.",
+            "features": ("items",),
+        },
+        "gate significance must be between 0 and 1": {"gate": GateSpec(significance=1.0)},
+    }
+    for message, fields in refused.items():
+        with pytest.raises(SpecError, match=f"model basket_value: {message}"):
+            replace(spec, **fields)
+    # Declared but absent from the table: named like any other missing column.
+    with pytest.raises(SpecError, match=r"basket_value: gender not in table shop\.orders"):
+        feature_spec(shop_con, replace(spec, protected_attributes=("gender",)))
+    # Opted in with a justification: an input, and still measured.
+    used = replace(
+        spec,
+        protected_attributes=("member", "town"),
+        use_protected=("member",),
+        use_protected_justification="Membership prices the basket.",
+        where={},
+    )
+    signature = feature_spec(shop_con, used)
+    assert "member" in signature.columns and "town" not in signature.columns
+    assert signature.protected == ("town",)
+    data = load_training_data(shop_con, used)
+    assert list(data.groups_holdout.columns) == ["member", "town"]
+    assert len(data.groups_holdout) == len(data.y_holdout)
