@@ -178,62 +178,88 @@ def explain(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Why the champion scored one row of its model's table (an application) as it did:
-    per-feature contributions (the prediction minus the prediction with that feature at its
-    typical training value)."""
-    from mlops_assets.sql import ident, table
-    from mlops_assets.training.dataset import as_model_input, feature_spec
-    from mlops_assets.training.diagnostics import explain_row
+    """Why the champion scored one row of its model's table (an application) as it did: its
+    SHAP contributions per feature, which add up to the model's output on its own scale
+    (log-odds, probability or the target's units) minus the expected value, and its adverse
+    reason codes when its score is at or above the threshold (stored by scoring, else
+    computed)."""
+    import math
+
+    from mlops_assets.training.reasons import explain_one
     from mlops_assets.training.registry import RegistryError
-    from mlops_assets.training.spec import SpecError
     from mlops_assets.warehouse import WarehouseMissingError, connection
 
     spec = declared(model)
     home = settings()
     models = registry(home)
     with failing(RegistryError):
-        version = models.champion(spec.name)
-    if version is None:
-        fail(RuntimeError(f"{spec.name} has no champion yet: run `mlops run` first"), 2)
+        if models.champion(spec.name) is None:
+            fail(RuntimeError(f"{spec.name} has no champion yet: run `mlops run` first"), 2)
     with (
-        failing(SpecError, WarehouseMissingError),
+        failing(RegistryError, WarehouseMissingError),
         connection(
             home.warehouse_path, read_only=True, memory_limit=home.duckdb_memory_limit
         ) as con,
     ):
-        frame = con.execute(
-            f"select * from {table(spec.table)} where {ident(spec.id_column)} = ?",
-            [row_id],
-        ).df()
-        features = feature_spec(con, spec)
-    if frame.empty:
+        found = explain_one(con, models, spec, row_id)
+    if found is None:
         fail(LookupError(f"no row with {spec.id_column} {row_id} in {spec.table}"))
-    with failing(RegistryError):
-        fitted = models.load(spec.name, version)
-        card = models.verified_card(spec.name, version)
-    table, prediction = explain_row(
-        fitted, as_model_input(frame, features), card.data["reference"], spec.is_classifier
-    )
+    shap = found.explanation
+    contributions = shap.contributions.iloc[0].sort_values(key=abs, ascending=False)
+    error = shap.additivity_error()
+
+    def plain(value):  # JSON: a missing number is null
+        return None if isinstance(value, float) and math.isnan(value) else value
+
     if as_json:
-        print(
-            json.dumps(
-                {
-                    spec.id_column: row_id,
-                    "model": spec.name,
-                    "model_version": version,
-                    "prediction": prediction,
-                    "contributions": table.to_dict("records"),
-                },
-                indent=2,
-                default=str,
-            )
-        )
+        document = {
+            spec.id_column: row_id,
+            "model": spec.name,
+            "model_version": found.version,
+            "prediction": found.score,
+            "threshold": found.threshold,
+            "method": shap.method,
+            "scale": shap.scale,
+            "expected_value": shap.expected_value,
+            "output": float(shap.output[0]),
+            "additivity_error": error,
+            "contributions": [
+                {"feature": f, "value": plain(found.values[f]), "contribution": float(c)}
+                for f, c in contributions.items()
+            ],
+            "reasons": found.reasons.to_dict("records"),
+            "reasons_from": found.reasons_from,
+        }
+        print(json.dumps(document, indent=2, default=str))
         return
-    # The id and values are data: Text, never markup.
-    shown = Table(title=Text(f"{spec.name} {version}: {row_id} scored {prediction:.4f}"))
-    for column in ("feature", "value", "typical value", "contribution"):
+    # The id and values are data: Text (never markup), control characters escaped.
+    shown = Table(
+        title=Text(printable(f"{spec.name} {found.version}: {row_id} scored {found.score:.4f}"))
+    )
+    for column in ("feature", "value", f"contribution ({shap.scale})"):
         shown.add_column(column)
-    for row in table.head(12).itertuples():
-        cells = (row.feature, row.value, row.reference, f"{row.contribution:+.4f}")
-        shown.add_row(*(Text(str(cell)) for cell in cells))
+    for feature, contribution in contributions.items():
+        cells = (feature, plain(found.values[feature]), f"{contribution:+.4f}")
+        shown.add_row(*(Text(printable(str(cell))) for cell in cells))
     out.print(shown)
+    total = contributions.sum()
+    out.print(
+        Text(
+            f"{shap.method} explainer: expected value {shap.expected_value:+.4f} + "
+            f"contributions {total:+.4f} = {shap.expected_value + total:+.4f}; the model's "
+            f"output {shap.output[0]:+.4f} ({shap.scale}): "
+            + ("adds up" if error < 1e-6 else "DOES NOT add up")
+            + f" (difference {error:.1e})"
+        )
+    )
+    if found.reasons.empty:
+        below = "" if found.threshold is None else f" (below the threshold {found.threshold:.4f})"
+        out.print(Text(f"no adverse reason codes{below}"))
+        return
+    reasons = Table(title=Text(f"Adverse reason codes ({found.reasons_from})"))
+    for column in ("rank", "feature", "contribution", "reason"):
+        reasons.add_column(column)
+    for row in found.reasons.itertuples():
+        cells = (row.rank, row.feature, f"{row.contribution:+.4f}", row.reason)
+        reasons.add_row(*(Text(printable(str(cell))) for cell in cells))
+    out.print(reasons)

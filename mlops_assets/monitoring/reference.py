@@ -35,10 +35,16 @@ def reference_profile(features: pd.DataFrame, spec, scores: np.ndarray) -> Profi
     return profile
 
 
+def reference_sample(features: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``SAMPLE_FILE``: a uniform sample of the training period's feature rows (the
+    domain classifier's reference, and the background of SHAP explanations)."""
+    return features.sample(min(len(features), SAMPLE_ROWS), random_state=0)
+
+
 def reference_attachments(features: pd.DataFrame, spec, scores: np.ndarray) -> dict:
     """File name -> writer, for ``Registry.register(attachments=...)``."""
     profile = reference_profile(features, spec, scores)
-    sample = features.sample(min(len(features), SAMPLE_ROWS), random_state=0)
+    sample = reference_sample(features)
 
     def write_sample(path: Path) -> None:
         sample.reset_index(drop=True).to_parquet(path, index=False)

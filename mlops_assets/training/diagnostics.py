@@ -2,9 +2,9 @@
 
 Plots are PNG files under ``$MLOPS_HOME/reports/<model>/<version>/`` and markdown images in
 the Dagster UI. Robustness feeds the model noisy, missing, extreme and unseen inputs and checks
-the predictions stay finite and in range. Explanations replace one feature at a time with its
-typical training value and report how much the prediction moves (per-feature contributions for
-one row, whatever the model family).
+the predictions stay finite and in range. Explanations: permutation importance (what the
+model's accuracy needs), partial dependence, and the SHAP summary (what moves its scores,
+from ``explain``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.training.dataset import FeatureSpec, TrainingData
+from mlops_assets.training.explain import global_explanation
 from mlops_assets.training.search import predict, score
 
 UNSEEN = "__unseen__"
@@ -140,6 +141,7 @@ def plot_model(model, data: TrainingData, threshold: float | None, out: Path, *,
     importance.head(12).iloc[::-1].plot.barh(ax=ax)
     ax.set_title("Permutation importance (holdout)")
     paths["permutation_importance"] = _save(plt, fig, out / "permutation_importance.png")
+    paths["shap_summary"] = _shap_summary(model, data, out, seed=seed)
     numeric_top = [c for c in importance.index if c in data.spec.numeric][:2]
     if numeric_top:
         x = _sample(data, seed)[0]
@@ -156,6 +158,34 @@ def plot_model(model, data: TrainingData, threshold: float | None, out: Path, *,
         fig.suptitle("Partial dependence (holdout sample)")
         paths["partial_dependence"] = _save(plt, fig, out / "partial_dependence.png")
     return paths
+
+
+def _shap_summary(model, data: TrainingData, out: Path, *, seed: int) -> Path:
+    """shap's beeswarm of a holdout sample's contributions (the one ``details["explanation"]``
+    summarises), coloured by the numeric features' values (categories grey)."""
+    import shap
+
+    explanation = global_explanation(model, data, seed=seed)
+    values = explanation.contributions
+    shown = shap.Explanation(
+        values=values.to_numpy(),
+        base_values=np.full(len(values), explanation.expected_value),
+        data=np.column_stack(
+            [
+                data.x_holdout.loc[values.index, c].to_numpy(dtype=float)
+                if c in data.spec.numeric
+                else np.full(len(values), np.nan)
+                for c in values.columns
+            ]
+        ),
+        feature_names=list(values.columns),
+    )
+    plt, fig, _ = _figure()
+    fig.set_size_inches(7, 4.5)  # room for the feature names and the colour bar
+    shap.plots.beeswarm(shown, max_display=12, show=False, plot_size=None)
+    fig.gca().set_xlabel(f"SHAP value ({explanation.scale}, {explanation.method} explainer)")
+    fig.gca().set_title("SHAP summary (holdout sample)")
+    return _save(plt, fig, out / "shap_summary.png")
 
 
 def robustness(model, x: pd.DataFrame, spec: FeatureSpec, classifier: bool, *, seed: int) -> dict:
@@ -192,30 +222,3 @@ def robustness(model, x: pd.DataFrame, spec: FeatureSpec, classifier: bool, *, s
             "mean_abs_change": float(np.nanmean(np.abs(predicted - base))),
         }
     return report
-
-
-def explain_row(
-    model, row: pd.DataFrame, reference: dict, classifier: bool
-) -> tuple[pd.DataFrame, float]:
-    """Per-feature contributions for one row: prediction minus the prediction with that feature
-    set to its typical training value (all variants scored in one batch)."""
-    columns = list(row.columns)
-    variants = pd.concat([row] * len(columns), ignore_index=True)
-    for i, column in enumerate(columns):
-        variants.loc[i, column] = reference.get(column)
-    prediction = float(predict(model, row, classifier)[0])
-    moved = predict(model, variants, classifier)
-    return (
-        pd.DataFrame(
-            {
-                "feature": columns,
-                "value": [row.iloc[0][c] for c in columns],
-                "reference": [reference.get(c) for c in columns],
-                "contribution": prediction - moved,
-            }
-        )
-        .assign(size=lambda f: f["contribution"].abs())
-        .sort_values("size", ascending=False)
-        .drop(columns="size")
-        .reset_index(drop=True)
-    ), prediction

@@ -38,8 +38,9 @@ from sklearn.ensemble import (
 from sklearn.linear_model import Lasso, LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 
+from mlops_assets.monitoring.reference import reference_sample
 from mlops_assets.text import printable
-from mlops_assets.training.dataset import FeatureSpec
+from mlops_assets.training.dataset import FeatureSpec, TrainingData
 
 TREE, LINEAR, PERMUTATION = "tree", "linear", "permutation"
 LOG_ODDS, PROBABILITY = "log-odds", "probability"
@@ -75,12 +76,19 @@ class Explanation:
     scale: str  # log-odds | probability | "<target> units"
     expected_value: float
     output: np.ndarray  # the model's output on ``scale``, one per row
-    contributions: pd.DataFrame  # one column per feature (signature order), one row per row
+    contributions: pd.DataFrame  # one column per feature (signature order), indexed like x
 
     def additivity_error(self) -> float:
         """The largest difference between the output and the expected value plus the sum."""
         total = self.expected_value + self.contributions.to_numpy().sum(axis=1)
         return float(np.max(np.abs(total - self.output), initial=0.0))
+
+
+def signature_features(signature: dict) -> FeatureSpec:
+    """The input signature a registered version records (model.json ``signature``)."""
+    columns, dtypes = signature["features"], signature["dtypes"]
+    numeric = tuple(c for c in columns if dtypes[c] == "float64")
+    return FeatureSpec(numeric, tuple(c for c in columns if c not in numeric))
 
 
 def _parts(model) -> tuple[ColumnTransformer | None, object]:
@@ -176,7 +184,7 @@ class Explainer:
         output = model_output(self.model, x, self.classifier, scale)
         if method == PERMUTATION:
             values, expected = self._permutation(x)
-            return Explanation(method, scale, expected, output, values)
+            return Explanation(method, scale, expected, output, values.set_axis(x.index))
         prepare, estimator = _parts(self.model)
         matrix = prepare.transform(x)
         if method == TREE:
@@ -193,7 +201,9 @@ class Explainer:
             raw = np.asarray(linear.shap_values(matrix))
             expected = np.ravel(linear.expected_value)
         contributions = _by_feature(raw, feature_owners(prepare, self.spec), self.spec)
-        return Explanation(method, scale, float(expected[0]), output, contributions)
+        return Explanation(
+            method, scale, float(expected[0]), output, contributions.set_axis(x.index)
+        )
 
     def _permutation(self, x: pd.DataFrame) -> tuple[pd.DataFrame, float]:
         """shap's permutation explainer, the model's predictions batched over rows.
@@ -346,7 +356,22 @@ def _number(value: object) -> float:
         return float("nan")
 
 
-def summary(explanation: Explanation) -> dict:
+SUMMARY_ROWS = 500  # holdout rows of a version's global summary (a permutation explainer: 100)
+
+
+def global_explanation(model, data: TrainingData, *, seed: int) -> Explanation:
+    """The SHAP values of a sample of ``data``'s holdout rows, against the background stored
+    with the model (:func:`reference_sample` of its training period)."""
+    spec = data.model
+    explainer = Explainer(
+        model, data.spec, reference_sample(data.population), spec.is_classifier, spec.target
+    )
+    rows = SUMMARY_ROWS if explainer.method != PERMUTATION else SUMMARY_ROWS // 5
+    x = data.x_holdout
+    return explainer.explain(x.sample(min(rows, len(x)), random_state=seed) if len(x) else x)
+
+
+def explanation_summary(explanation: Explanation) -> dict:
     """``details["explanation"]``: the method, scale, expected value, rows explained and each
     feature's mean absolute contribution, largest first."""
     mean_abs = explanation.contributions.abs().mean().sort_values(ascending=False)

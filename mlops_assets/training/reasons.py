@@ -12,13 +12,20 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
+from mlops_assets.features.validation import table_exists
 from mlops_assets.monitoring.reference import SAMPLE_FILE
 from mlops_assets.parallel import Placement, map_chunks
 from mlops_assets.settings import DEFAULT_CHUNK_ROWS
 from mlops_assets.sql import ident, idents, qualified, table
-from mlops_assets.training.dataset import FeatureSpec, as_model_input
-from mlops_assets.training.explain import Explainer, reason_codes
-from mlops_assets.training.registry import Registry
+from mlops_assets.training.dataset import as_model_input
+from mlops_assets.training.explain import (
+    Explainer,
+    Explanation,
+    reason_codes,
+    signature_features,
+)
+from mlops_assets.training.registry import ModelCard, Registry
+from mlops_assets.training.search import predict
 from mlops_assets.training.spec import ModelSpec
 from mlops_assets.warehouse import scalar
 
@@ -65,13 +72,8 @@ def write_reasons(
     model = registry.load(spec.name, version)
     card = registry.verified_card(spec.name, version)
     threshold = float(card.data["threshold"])
-    signature = card.data["signature"]
-    features = FeatureSpec(
-        tuple(c for c in signature["features"] if signature["dtypes"][c] == "float64"),
-        tuple(c for c in signature["features"] if signature["dtypes"][c] != "float64"),
-    )
-    background = pd.read_parquet(registry.attachment(spec.name, version, SAMPLE_FILE))
-    explainer = Explainer(model, features, background, True, spec.target)
+    explainer = champion_explainer(registry, spec, version, model, card)
+    features = explainer.spec
     id_sql = ident(spec.id_column)
     con.execute(
         f"""
@@ -123,6 +125,72 @@ def write_reasons(
     rows = scalar(con, "select count(*) from _reasons")
     seconds = time.perf_counter() - started
     return ReasonsReport(version, threshold, explained, rows, explainer.method, placement, seconds)
+
+
+def champion_explainer(
+    registry: Registry, spec: ModelSpec, version: str, model, card: ModelCard
+) -> Explainer:
+    """The explainer of a registered version: its signature, and its stored reference sample
+    as the background."""
+    background = pd.read_parquet(registry.attachment(spec.name, version, SAMPLE_FILE))
+    features = signature_features(card.data["signature"])
+    return Explainer(model, features, background, spec.is_classifier, spec.target)
+
+
+@dataclass
+class RowExplanation:
+    """Why the champion scored one row as it did (``mlops explain``)."""
+
+    version: str
+    explanation: Explanation  # one row
+    values: dict  # feature -> the row's value
+    score: float  # probability of the positive class, or the prediction
+    threshold: float | None
+    reasons: pd.DataFrame  # rank, feature, contribution, reason (empty below the threshold)
+    reasons_from: str | None  # "table" (<scores>_reasons), "computed", None (none)
+
+
+def explain_one(
+    con: duckdb.DuckDBPyConnection, registry: Registry, spec: ModelSpec, row_id: str
+) -> RowExplanation | None:
+    """The champion's SHAP explanation of the row ``row_id`` of ``spec.table`` (None when
+    there is no such row) and its reason codes: stored ones from ``<scores>_reasons``, else
+    computed when its score is at or above the threshold. RuntimeError without a champion."""
+    version = registry.champion(spec.name)
+    if version is None:
+        raise RuntimeError(f"{spec.name} has no champion yet: run `mlops run` first")
+    id_sql = ident(spec.id_column)
+    frame = con.execute(
+        f"select * from {table(spec.table)} where {id_sql} = ? limit 1", [row_id]
+    ).df()
+    if frame.empty:
+        return None
+    stored = pd.DataFrame(columns=["rank", "feature", "contribution", "reason"])
+    if table_exists(con, reasons_table(spec)):
+        stored = con.execute(
+            f"select rank, feature, contribution, reason from {table(reasons_table(spec))} "
+            f"where {id_sql} = ? and model_version = ? order by rank",
+            [row_id, version],
+        ).df()
+    model = registry.load(spec.name, version)
+    card = registry.verified_card(spec.name, version)
+    explainer = champion_explainer(registry, spec, version, model, card)
+    x = as_model_input(frame, explainer.spec)
+    explanation = explainer.explain(x)
+    score = float(predict(model, x, spec.is_classifier)[0])
+    threshold = card.data.get("threshold") if spec.is_classifier else None
+    reasons, source = stored, "table" if len(stored) else None
+    if source is None and threshold is not None and score >= threshold:
+        computed = reason_codes(
+            explanation,
+            x,
+            explainer.spec,
+            typical=card.data.get("reference") or {},
+            reasons=spec.reasons,
+        )
+        reasons, source = computed.drop(columns="row"), "computed"
+    values = {c: x.iloc[0][c] for c in explainer.spec.columns}
+    return RowExplanation(version, explanation, values, score, threshold, reasons, source)
 
 
 def reason_chunk(

@@ -19,6 +19,7 @@ from mlops_assets.monitoring.reference import reference_attachments
 from mlops_assets.training import metrics as m
 from mlops_assets.training.dataset import FeatureSpec, TrainingData, as_model_input
 from mlops_assets.training.diagnostics import robustness
+from mlops_assets.training.explain import explanation_summary, global_explanation
 from mlops_assets.training.fairness import compare_fairness, measure_fairness
 from mlops_assets.training.registry import ModelCard, Registry, RegistryError
 from mlops_assets.training.search import SearchResult, make_model, predict, search
@@ -457,6 +458,9 @@ def train_model(
     )
     seconds["robustness"] = time.perf_counter() - started
     started = time.perf_counter()
+    details["explanation"] = explanation_summary(global_explanation(model, data, seed=config.seed))
+    seconds["explanation"] = time.perf_counter() - started
+    started = time.perf_counter()
     card, new = registry.register(
         data.model.name,
         model,
@@ -499,7 +503,8 @@ def card_texts(spec: ModelSpec) -> dict:
 
 
 def reference_values(data: TrainingData) -> dict:
-    """Typical training values (median, most frequent), the baseline of explanations."""
+    """Typical training values (median, most frequent): what a reason code compares a value
+    with ("higher than typical")."""
     x = data.x_train
     return {
         **{c: float(x[c].median()) if x[c].notna().any() else None for c in data.spec.numeric},

@@ -14,9 +14,9 @@ from mlops_assets.training.dataset import FeatureSpec, load_training_data
 from mlops_assets.training.explain import (
     Explainer,
     Explanation,
+    explanation_summary,
     model_output,
     reason_codes,
-    summary,
 )
 
 PARAMS = {
@@ -194,7 +194,7 @@ def test_reason_codes_rank_at_most_four():
 
 def test_summary_is_the_mean_absolute_contribution_largest_first():
     explanation = _explanation([[0.5, -0.2, 0.1], [-0.3, 0.8, 0.1]])
-    assert summary(explanation) == {
+    assert explanation_summary(explanation) == {
         "method": "linear",
         "scale": "log-odds",
         "expected_value": 0.0,
@@ -203,4 +203,4 @@ def test_summary_is_the_mean_absolute_contribution_largest_first():
             "debt": pytest.approx(0.5), "income": pytest.approx(0.4), "purpose": pytest.approx(0.1)
         },
     }  # fmt: skip
-    assert list(summary(explanation)["mean_abs_shap"]) == ["debt", "income", "purpose"]
+    assert list(explanation_summary(explanation)["mean_abs_shap"]) == ["debt", "income", "purpose"]

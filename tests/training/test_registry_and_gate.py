@@ -285,13 +285,21 @@ def test_explain_prints_data_as_text_and_refuses_a_forged_model(trained, tmp_pat
     home, copy = _home_copy(registry, tmp_path)
     con = feature_warehouse(rows=300, database=str(home / "warehouse.duckdb"))
     con.execute(
-        f"insert into {FEATURE_TABLE} select * replace ('[/x]' as application_id) "
-        f"from {FEATURE_TABLE} limit 1"
+        f"insert into {FEATURE_TABLE} select * replace ('[/x]' as application_id, "
+        f"chr(27) || '[2J[/b]' as purpose) from {FEATURE_TABLE} limit 1"
     )
     con.close()
     shown = _mlops(home, "explain", "[/x]")
     assert shown.returncode == 0, shown.stderr
     assert "[/x] scored" in shown.stdout
+    # SHAP contributions that add up; a value is shown escaped, as text.
+    assert "adds up" in shown.stdout and "DOES NOT" not in shown.stdout
+    assert "\\x1b[2J[/b]" in shown.stdout and "\x1b" not in shown.stdout
+    as_json = json.loads(_mlops(home, "explain", "[/x]", "--json").stdout)
+    assert as_json["additivity_error"] < 1e-6
+    assert as_json["expected_value"] + sum(
+        c["contribution"] for c in as_json["contributions"]
+    ) == pytest.approx(as_json["output"], abs=1e-6)
     missing = _mlops(home, "explain", "[/y]")
     assert missing.returncode == 1 and "no row with application_id [/y]" in missing.stderr
     marker = tmp_path / "payload-ran"
