@@ -4,6 +4,7 @@ chunks; a regressor has no threshold and gets none."""
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import pytest
 
@@ -109,3 +110,53 @@ def test_a_regressor_has_no_threshold_and_no_reasons(tmp_path):
         [reasons_table(REGRESSOR).split(".")[1]],
     ).fetchone()[0]
     assert exists == 0
+
+
+def test_the_reasons_asset_writes_the_table_and_redoes_it_only_when_scores_change(tmp_path):
+    import dagster as dg
+
+    from mlops_assets.resources import DaskResource, RegistryResource, WarehouseResource
+    from mlops_assets.training.assets import build_reasons_asset
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    registry = home_registry(tmp_path)
+    asset = build_reasons_asset(CLASSIFIER)
+    resources = {
+        "warehouse": WarehouseResource(path=str(warehouse)),
+        "registry": RegistryResource(
+            path=str(registry.root),
+            keyring_path=str(registry.keyring_path),
+            reports_path=str(tmp_path / "reports"),
+        ),
+        "dask": DaskResource(),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    feature_warehouse(rows=600, seed=7, database=str(warehouse)).close()
+    nothing = dg.materialize([asset], resources=resources, instance=instance)
+    assert nothing.success and not nothing.asset_materializations_for_node(asset.op.name)
+    with duckdb.connect(str(warehouse)) as con:
+        _champion(registry, con, CLASSIFIER, "logistic_l2", {"C": 0.5})
+        score_model(con, registry, CLASSIFIER)
+        flagged = con.execute(
+            f"select count(*) from {table(CLASSIFIER.scores)} where mode = 'champion' and "
+            "score >= ?",
+            [
+                registry.card("default_classifier", registry.champion("default_classifier")).data[
+                    "threshold"
+                ]
+            ],
+        ).fetchone()[0]
+    runs = []
+    for _ in range(2):
+        result = dg.materialize([asset], resources=resources, instance=instance)
+        [materialized] = result.asset_materializations_for_node(asset.op.name)
+        runs.append({k: v.value for k, v in materialized.metadata.items()})
+    assert runs[0]["recomputed"] and runs[0]["rows_explained"] == flagged > 0
+    assert runs[0]["explainer"] == "linear"
+    assert runs[1]["recomputed"] is False  # the scores did not change
+    assert runs[1]["dagster/row_count"] == runs[0]["dagster/row_count"] > 0
+    with duckdb.connect(str(warehouse)) as con:
+        written = con.execute(
+            f"select count(distinct application_id) from {table(reasons_table(CLASSIFIER))}"
+        ).fetchone()[0]
+    assert written == flagged
