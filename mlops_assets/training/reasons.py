@@ -29,9 +29,9 @@ from mlops_assets.training.search import predict
 from mlops_assets.training.spec import ModelSpec
 from mlops_assets.warehouse import scalar
 
-# Rows explained per task: a stacking champion explains ~70 rows/s per core, so a chunk is a
-# few seconds of work and the flagged rows spread over every worker.
-REASON_CHUNK_ROWS = 2_000
+# Rows explained per task: a stacking champion explains ~50 rows/s per core, so a chunk is
+# ~10 s of work and the flagged rows spread evenly over the workers.
+REASON_CHUNK_ROWS = 500
 
 
 def reasons_table(spec: ModelSpec) -> str:
