@@ -259,8 +259,9 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         description=(spec.description + "\n\n" if spec.description else "")
         + f"Trains `{model}` ({spec.task} of `{spec.target}` on `{spec.table}`): candidates "
         "cross-validated on Dask, the winner refit and judged on a time-ordered holdout, "
-        "registered, and promoted only if it beats the champion on "
-        f"{spec.primary} (champion/challenger gate).",
+        "registered with its model card, and promoted only if it beats the champion on "
+        f"{spec.primary} significantly, keeps its guards and is no less fair (champion/"
+        "challenger gate).",
     )
     def train(
         context: dg.AssetExecutionContext,
@@ -470,7 +471,8 @@ def build_reasons_asset(spec: ModelSpec) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=key,
-        deps=[table_key(spec.scores)],
+        # What the reasons are a function of: the scores, the rows explained and the champion.
+        deps=[table_key(spec.scores), table_key(spec.table), model_key(spec)],
         group_name="scoring",
         pool=WRITER_POOL,
         output_required=False,  # no champion yet: nothing scored, nothing to explain
