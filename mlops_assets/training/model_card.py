@@ -4,7 +4,8 @@ The card is markdown (``card.md``) and a self-contained HTML page (``card.html``
 the version's plots embedded as data URIs, nothing fetched), written beside the version's plots
 under ``$MLOPS_HOME/reports/<model>/<version>/``. Both are rendered from one list of sections,
 so they say the same. It can be rebuilt for any registered version: everything in it comes from
-``model.json`` (sealed) and ``gate.json`` (not sealed).
+``model.json`` (sealed) and ``gate.json`` (sealed apart; one whose seal does not hold is shown
+as unverified).
 
 Both files are untrusted input here: every value is data, shown as text (HTML-escaped in the
 page, markdown-escaped in the markdown, control characters shown as escapes), and a field that
@@ -26,6 +27,11 @@ from mlops_assets.markdown import md_list, md_table, md_text
 from mlops_assets.text import printable
 
 NOT_RECORDED = "not recorded"
+UNSEALED = (
+    "UNVERIFIED: this verdict's gate.json does not carry a seal that holds under this "
+    "platform's key (written by hand, changed, or recorded before verdicts were sealed): the "
+    "decision, test and p-value below are claims, not the gate's record"
+)
 CARD_FILES = ("card.md", "card.html")
 PLOT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\.png")  # the plots diagnostics.plot_model writes
 
@@ -343,6 +349,7 @@ def _gate(verdict: dict | None) -> Section:
     fairness = verdict.get("fairness")
     worse = _texts(_dict(fairness).get("worse"))
     blocks = [
+        *((Block("text", UNSEALED),) if verdict.get("sealed") is False else ()),
         _fields(
             ("Promoted", verdict.get("promoted")),
             ("Reason", _text(verdict.get("reason"))),
@@ -556,6 +563,7 @@ def summary(
     decision = _text(verdict.get("reason")) if verdict else "not decided yet"
     if isinstance(promoted, bool):
         decision = f"{'promoted' if promoted else 'not promoted'}: {decision}"
+    unverified = "UNVERIFIED (gate.json not sealed): " if verdict.get("sealed") is False else ""
     p_value = test.get("p_value")
     return [
         ("model", _value(card.get("model"))),
@@ -568,10 +576,10 @@ def summary(
             + (" (95% interval)" if _interval(ci) != NOT_RECORDED else ""),
         ),
         ("fairness", fair),
-        ("gate decision", decision),
+        ("gate decision", unverified + decision),
         (
             "p-value",
-            f"{_value(p_value, '.3g')} ({_value(test.get('method'))} test of "
+            f"{unverified}{_value(p_value, '.3g')} ({_value(test.get('method'))} test of "
             f"{_value(test.get('metric'))})"
             if _is_number(p_value)
             else "no paired test",

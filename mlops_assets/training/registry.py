@@ -3,6 +3,7 @@
     <model>/<version>/model.skops   the fitted pipeline (skops, loaded with an exact type list)
     <model>/<version>/model.json    version, params, metrics, signature, lineage, sha256, seal
     <model>/<version>/<attachment>  files stored with the model (the drift reference profile)
+    <model>/<version>/gate.json     the gate's verdict: promoted, reason, paired test, seal
     <model>/champion.json           the current champion's version
     <model>/promotions.jsonl        append-only history: when, who, why, metrics before/after
     <model>/refused/<version>-<time>/  a version folder that did not verify, replaced by training
@@ -57,6 +58,7 @@ MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 VERSION = re.compile(r"[0-9a-f]{16}")  # content_version()
 FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # artefact and attachments
 TEST_FIELDS = ("metric", "method", "difference", "ci", "p_value", "level")  # gate.json's test
+GATE_FILE = "gate.json"  # the gate's verdict on a version, sealed apart from model.json
 SEAL = "seal"  # model.json's field with the HMAC; everything else in model.json is sealed
 # What becomes of a version that does not verify (Registry.register, trainer.trained_before).
 REPLACED = (
@@ -389,9 +391,10 @@ class Registry:
     ) -> None:
         """Record the champion/challenger gate's verdict on ``version`` (after any promotion):
         the paired ``test`` of the primary metric and the ``fairness`` comparison
-        (``{"worse": [...]}``) against the champion, None when there was no champion."""
-        _write_atomic(
-            self._dir(model, version) / "gate.json",
+        (``{"worse": [...]}``) against the champion, None when there was no champion. Sealed
+        like ``model.json`` (under the name and ``<version>:gate.json``, so neither seal passes
+        for the other), so a card can tell a recorded decision from a written-in one."""
+        verdict = json.loads(
             json.dumps(
                 {
                     "promoted": promoted,
@@ -400,21 +403,36 @@ class Registry:
                     "test": test,
                     "fairness": fairness,
                 }
-            ),
-        )
+            )
+        )  # sealed exactly as it is read back
+        verdict[SEAL] = self._seal(model, f"{version}:{GATE_FILE}", verdict)
+        _write_atomic(self._dir(model, version) / GATE_FILE, json.dumps(verdict))
 
     def verdict(self, model: str, version: str) -> dict | None:
-        """The gate's verdict on ``version`` (promoted, reason, at, test, fairness); None if no
-        gate decided on it. A version promoted by a gate before verdicts were recorded counts as
-        decided. gate.json is not sealed: a field not of the shape the gate writes reads as None
-        (the verdict is shown, never trusted)."""
-        path = self._dir(model, version) / "gate.json"
+        """The gate's verdict on ``version`` (promoted, reason, at, test, fairness, sealed);
+        None if no gate decided on it. A version promoted by a gate before verdicts were
+        recorded counts as decided. A field not of the shape the gate writes reads as None;
+        ``sealed`` says whether gate.json's seal holds under this keyring (False for one
+        written by hand or before verdicts were sealed, and for the promotion history's
+        record): an unsealed verdict is shown as unverified, never trusted."""
+        path = self._dir(model, version) / GATE_FILE
         if path.exists():
-            return _verdict_fields(_read_object(path, _read_text(path)))
+            value = _read_object(path, _read_text(path))
+            seal = value.get(SEAL)
+            expected = self._seal(model, f"{version}:{GATE_FILE}", value)["hmac_sha256"]
+            sealed = (
+                isinstance(seal, dict)
+                and isinstance(seal.get("hmac_sha256"), str)
+                and hmac.compare_digest(seal["hmac_sha256"].encode(), expected.encode())
+            )
+            return {**_verdict_fields(value), "sealed": sealed}
         promoted = [e for e in self.history(model) if e.get("to_version") == version]
         if not promoted:
             return None
-        return _verdict_fields({"promoted": True, "reason": promoted[-1].get("reason")})
+        return {
+            **_verdict_fields({"promoted": True, "reason": promoted[-1].get("reason")}),
+            "sealed": False,
+        }
 
     def history(self, model: str) -> list[dict]:
         check_name(model)

@@ -23,6 +23,7 @@ from mlops_assets.training.metrics import (
     classification_metrics,
     regression_metrics,
 )
+from mlops_assets.training.model_card import sections, summary, to_markdown
 from mlops_assets.training.registry import ModelCard
 from mlops_assets.training.scoring import ab_comparison
 from mlops_assets.training.significance import (
@@ -141,7 +142,8 @@ def test_gate_json_records_the_test_and_reads_odd_details_as_none(tmp_path):
     )
     verdict = registry.verdict("default_classifier", version)
     assert verdict["test"] == test and verdict["fairness"] == {"worse": ["age_band: x"]}
-    assert set(verdict) == {"promoted", "reason", "at", "test", "fairness"}
+    assert set(verdict) == {"promoted", "reason", "at", "test", "fairness", "sealed"}
+    assert verdict["sealed"] is True
     path = registry.root / "default_classifier" / version / "gate.json"
     for test_value, fairness in (
         ([1, 2], "worse"),
@@ -155,10 +157,49 @@ def test_gate_json_records_the_test_and_reads_odd_details_as_none(tmp_path):
         path.write_text(json.dumps({"promoted": "yes", "reason": [1], "at": 3,
                                     "test": test_value, "fairness": fairness}))  # fmt: skip
         assert registry.verdict("default_classifier", version) == {
-            "promoted": None, "reason": None, "at": None, "test": None, "fairness": None
+            "promoted": None, "reason": None, "at": None, "test": None, "fairness": None,
+            "sealed": False,
         }  # fmt: skip
     path.write_text(json.dumps({"promoted": True, "reason": "first model"}))  # before the test
     assert registry.verdict("default_classifier", version)["test"] is None
+
+
+def test_a_forged_or_copied_gate_json_reads_as_unsealed_and_the_card_says_unverified(tmp_path):
+    """gate.json is sealed apart from model.json: a verdict written in by hand (a p-value and a
+    promotion that never happened), one edited, or one copied from another version, reads with
+    ``sealed`` False, and the card and its summary call it unverified."""
+    registry = home_registry(tmp_path)
+    version = register_tiny(registry)
+    other = register_tiny(registry, seed=1)
+    test = delong_test(*_scores(300, seed=9, noise=(0.8, 0.4))).as_dict()
+    registry.record_verdict("default_classifier", version, False, "not significant", test=test)
+    recorded = registry.verdict("default_classifier", version)
+    assert recorded["sealed"] is True
+    card = registry.verified_card("default_classifier", version).data
+    assert "UNVERIFIED" not in to_markdown("t", sections(card, recorded))
+    assert not any("UNVERIFIED" in v for _, v in summary(card, recorded))
+    path = registry.root / "default_classifier" / version / "gate.json"
+    genuine = json.loads(path.read_text())
+    forged = {**genuine, "promoted": True, "test": {**test, "p_value": 1e-9}}
+    path.write_text(json.dumps(forged))  # the genuine seal, kept over changed fields
+    claimed = registry.verdict("default_classifier", version)
+    assert claimed["sealed"] is False and claimed["test"]["p_value"] == 1e-9
+    assert "UNVERIFIED" in to_markdown("t", sections(card, claimed))
+    shown = dict(summary(card, claimed))
+    assert shown["gate decision"].startswith("UNVERIFIED") and shown["p-value"].startswith(
+        "UNVERIFIED"
+    )
+    del forged["seal"]
+    path.write_text(json.dumps(forged))  # no seal at all
+    assert registry.verdict("default_classifier", version)["sealed"] is False
+    registry.record_verdict("default_classifier", other, True, "first model")
+    copied = (registry.root / "default_classifier" / other / "gate.json").read_text()
+    path.write_text(copied)  # another version's sealed verdict
+    assert registry.verdict("default_classifier", version)["sealed"] is False
+    assert registry.verdict("default_classifier", other)["sealed"] is True
+    # model.json's seal never passes for a verdict, nor the reverse (another domain).
+    path.write_text(json.dumps({**genuine, "seal": card["seal"]}))
+    assert registry.verdict("default_classifier", version)["sealed"] is False
 
 
 # --- the live A/B comparison -------------------------------------------------------------
