@@ -19,6 +19,9 @@ from mlops_assets.settings import DEFAULT_CHUNK_ROWS
 from mlops_assets.sql import ident, idents, qualified, table
 from mlops_assets.training.dataset import as_model_input
 from mlops_assets.training.explain import (
+    LINEAR,
+    PERMUTATION,
+    TREE,
     Explainer,
     Explanation,
     reason_codes,
@@ -29,9 +32,10 @@ from mlops_assets.training.search import predict
 from mlops_assets.training.spec import ModelSpec
 from mlops_assets.warehouse import scalar
 
-# Rows explained per task: a stacking champion explains ~50 rows/s per core, so a chunk is
-# ~10 s of work and the flagged rows spread evenly over the workers.
-REASON_CHUNK_ROWS = 500
+# Rows explained per task, by explainer: each chunk ~10 s of work at most, so the flagged rows
+# spread evenly over the workers (a stacking champion explains ~50 rows/s per core, a hist
+# gradient boosting ~2,500, a linear model ~140,000: its rows are one chunk, no cluster started).
+REASON_CHUNK_ROWS = {PERMUTATION: 500, TREE: 10_000, LINEAR: DEFAULT_CHUNK_ROWS}
 
 
 def reasons_table(spec: ModelSpec) -> str:
@@ -62,7 +66,7 @@ def write_reasons(
     ``<id column>, model_version, rank, feature, contribution, reason``. None (nothing written)
     for a regressor or when there is no champion.
 
-    The flagged rows are read in rowid ranges of at most ``REASON_CHUNK_ROWS`` rows and
+    The flagged rows are read in rowid ranges of at most ``REASON_CHUNK_ROWS[method]`` rows and
     explained on the Dask client ``client_factory()`` gives when there are several chunks (the
     model and its background sent to each worker once)."""
     version = registry.champion(spec.name)
@@ -91,7 +95,7 @@ def write_reasons(
         "''::varchar as model_version, 0::integer as rank, ''::varchar as feature, "
         "0.0::double as contribution, ''::varchar as reason from _reason_input limit 0"
     )
-    size = min(chunk_rows, REASON_CHUNK_ROWS)
+    size = min(chunk_rows, REASON_CHUNK_ROWS[explainer.method])
     columns_sql = idents([spec.id_column, *features.columns])
     frames = (
         con.execute(

@@ -160,3 +160,21 @@ def test_the_reasons_asset_writes_the_table_and_redoes_it_only_when_scores_chang
             f"select count(distinct application_id) from {table(reasons_table(CLASSIFIER))}"
         ).fetchone()[0]
     assert written == flagged
+
+
+def test_the_chunk_size_follows_the_explainer_so_a_fast_one_starts_no_cluster(scored, monkeypatch):
+    """Chunks are sized by the explainer's speed: the flagged rows of a tree (or linear) model
+    are few chunks, so no Dask cluster is started for under a second of work; a smaller
+    per-explainer size gives one task per chunk."""
+    from mlops_assets.training import reasons
+
+    con, registry, _, _, _ = scored
+
+    def no_cluster():
+        raise AssertionError("a cluster was started for one chunk")
+
+    report = write_reasons(con, registry, CLASSIFIER, client_factory=no_cluster)
+    assert report.method == "tree" and sum(report.placement.values()) == 1
+    monkeypatch.setitem(reasons.REASON_CHUNK_ROWS, "tree", 40)
+    report = write_reasons(con, registry, CLASSIFIER)
+    assert sum(report.placement.values()) == -(-report.explained // 40) > 1
