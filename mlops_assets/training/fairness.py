@@ -13,7 +13,9 @@ Groups: a value is its own group, a missing value the group ``missing``; a numer
 with more than :data:`NUMERIC_GROUPS` distinct values is banded into quintiles (interval
 labels), so an age or an income gives five comparable groups, not one per value. A group of
 fewer than :data:`MIN_GROUP_ROWS` rows is reported, but left out of the ratios and differences:
-its rates are noise.
+its rates are noise. An attribute that leaves fewer than two groups to compare, or has more than
+:data:`MAX_GROUPS` groups (an identifier-like column: not measured at all), is listed in
+``not_measured`` with why, and fails the ``fairness`` check: no ratio is not a pass.
 
 Point values by group come from fairlearn's ``MetricFrame`` over fairlearn's metric functions;
 the per-attribute summaries from those group values (fairlearn's functions would build their
@@ -47,6 +49,10 @@ from mlops_assets.training.metrics import _ranking_metrics, _ratio, bootstrap_we
 from mlops_assets.training.spec import FairnessSpec
 
 MIN_GROUP_ROWS = 30  # smaller groups are reported, not compared
+# More groups than this (after banding): an identifier-like attribute (a postcode, an id): not
+# measured but named in ``not_measured`` (3,000 postcodes: 12 s and 700 KB of model.json, and
+# every group too small to compare anyway).
+MAX_GROUPS = 50
 MISSING = "missing"
 NUMERIC_GROUPS = 10  # a numeric attribute with more distinct values is banded
 BANDS = 5  # quintiles
@@ -113,23 +119,47 @@ def measure_fairness(
     y = np.asarray(y, dtype=np.float64)
     prediction = np.asarray(prediction, dtype=np.float64)
     weights = bootstrap_weights(len(y), rounds=rounds, seed=seed) if rounds else None
-    attributes, violations = {}, []
+    summaries = REGRESSION_SUMMARY if threshold is None else CLASSIFICATION_SUMMARY
+    attributes, violations, not_measured = {}, [], []
     for attribute in groups.columns:
         labels = group_labels(groups[attribute])
-        if threshold is None:
+        count = len(pd.unique(labels))
+        if count > MAX_GROUPS:  # an id-like attribute: no group statistics, say so
+            measured = {"groups": {}, "group_count": count, **dict.fromkeys(summaries)}
+        elif threshold is None:
             measured = _regression(y, prediction, labels, weights)
         else:
             measured = _classification(y, prediction, labels, threshold, weights)
+            violations += _broken(attribute, measured, bounds)
+        if threshold is not None:
             ratio, bound = measured["disparate_impact_ratio"], bounds.min_disparate_impact
             measured["four_fifths_rule"] = None if ratio is None else ratio >= bound
-            violations += _broken(attribute, measured, bounds)
+        why = _unmeasured(measured, count, summaries[-1])
+        if why:
+            not_measured.append(f"{attribute}: {why}")
         attributes[str(attribute)] = measured
     return {
         "threshold": threshold,
         "rounds": rounds,
         "attributes": attributes,
         "violations": violations,
+        "not_measured": not_measured,
     }
+
+
+def _unmeasured(measured: dict, count: int, ratio: str) -> str | None:
+    """Why an attribute has no ``ratio`` (its disparate-impact or RMSE ratio), or None."""
+    if count > MAX_GROUPS:
+        return (
+            f"{count} groups, more than {MAX_GROUPS}: not measured (an identifier-like "
+            "attribute; declare a coarser one, e.g. a band or an area)"
+        )
+    compared = sum(g["count"] >= MIN_GROUP_ROWS for g in measured["groups"].values())
+    if compared < 2:
+        return f"fewer than two groups of at least {MIN_GROUP_ROWS} rows: no ratio to compare"
+    if measured[ratio] is None:
+        return f"{HEADERS[ratio]} undefined (no approval, or no error, in any compared group)"
+    return None
 
 
 def _broken(attribute: str, measured: dict, bounds: FairnessSpec) -> list[str]:
@@ -173,14 +203,18 @@ def compare_fairness(challenger: dict, champion: dict | None, bounds: FairnessSp
 
 def fairness_verdict(fairness: object) -> tuple[bool, list[str]]:
     """The ``fairness`` check's verdict on a version's recorded fairness (``model.json``): passed
-    when it was measured and breaks no bound; the broken bounds, or why there is no verdict."""
+    when it was measured, breaks no bound and every attribute could be compared (an attribute
+    with fewer than two groups of :data:`MIN_GROUP_ROWS` rows, or too many groups, is not a
+    pass); the broken bounds and the attributes not measured, or why there is no verdict."""
     violations = fairness.get("violations") if isinstance(fairness, dict) else None
     if not isinstance(violations, list):
         return False, [
             "fairness not measured for this version (registered before it was measured): "
             "retrain to measure it"
         ]
-    return not violations, [str(v) for v in violations]
+    not_measured = fairness.get("not_measured")
+    problems = violations + (not_measured if isinstance(not_measured, list) else [])
+    return not problems, [str(v) for v in problems]
 
 
 def _number(value) -> float | None:
@@ -439,6 +473,11 @@ def fairness_table(fairness: dict) -> str:
                 ("attribute", *(HEADERS[s] for s in summaries), *four_fifths_header), summary_rows
             ),
             "Bounds broken: " + ("; ".join(map(md_text, fairness["violations"])) or "none"),
+            *(
+                ["Not measured: " + "; ".join(map(md_text, fairness["not_measured"]))]
+                if fairness.get("not_measured")
+                else []
+            ),
         ]
     )
 
@@ -452,6 +491,8 @@ def plot_fairness(fairness: dict, out: Path) -> list[Path]:
     metrics = ("rmse",) if fairness["threshold"] is None else RATES
     paths: list[Path] = []
     for attribute, measured in fairness["attributes"].items():
+        if not measured["groups"]:  # not measured (too many groups)
+            continue
         groups = sorted(measured["groups"].items(), key=lambda g: -g[1]["count"])
         groups = groups[:PLOTTED_GROUPS]
         plt, fig, ax = _figure()

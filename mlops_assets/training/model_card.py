@@ -286,6 +286,8 @@ def _fairness(card: dict) -> Section:
         ),
         Block("heading", "Bounds broken"),
         _items(_texts(fairness.get("violations")), "none"),
+        Block("heading", "Not measured"),
+        _items(_texts(fairness.get("not_measured")), "none"),
     ]
     for attribute, record in _dict(fairness.get("attributes")).items():
         record = _dict(record)
@@ -558,6 +560,9 @@ def summary(
         fair = f"{len(violations)} bound(s) broken: " + "; ".join(violations)
     else:
         fair = "no bound broken"
+    not_measured = _texts(_dict(fairness).get("not_measured"))
+    if not_measured:
+        fair += "; not measured: " + "; ".join(not_measured)
     test = _dict(verdict.get("test"))
     promoted = verdict.get("promoted")
     decision = _text(verdict.get("reason")) if verdict else "not decided yet"

@@ -1,7 +1,9 @@
 """Fairness by protected attribute and group (fairlearn): the values, their intervals, the
 check's verdict, the gate's comparison, and protected attributes kept out of the model."""
 
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -215,6 +217,54 @@ def test_a_biased_model_breaks_the_bounds_and_the_check_fails():
     # A version registered before fairness was measured: no verdict, not a pass.
     passed, problems = f.fairness_verdict(None)
     assert not passed and "not measured" in problems[0]
+
+
+def test_an_attribute_with_nothing_to_compare_is_not_a_pass():
+    """Every group under 30 rows, one group only, all missing, or an identifier-like attribute
+    (3,000 postcodes): no ratio, named in ``not_measured``, and the check fails; an id-like
+    attribute is not measured at all (model.json stays small, it takes no time)."""
+    import json
+    import time
+
+    rng = np.random.default_rng(3)
+    rows = 7_500
+    y, score = rng.binomial(1, 0.3, rows), rng.random(rows)
+    groups = pd.DataFrame(
+        {
+            "postcode": [f"P{i:04d}" for i in rng.integers(0, 3_000, rows)],
+            # 40 groups of 25 rows, the rest missing: one group to compare
+            "small": [*np.repeat([f"s{i}" for i in range(40)], 25), *[None] * (rows - 1_000)],
+            "one": "x",
+            "unknown": pd.Series([None] * rows, dtype=object),
+            "fine": rng.choice(["a", "b"], rows),
+        }
+    )
+    started = time.perf_counter()
+    result = f.measure_fairness(
+        y, score, groups, threshold=THRESHOLD, bounds=BOUNDS, rounds=200, seed=0
+    )
+    assert time.perf_counter() - started < 3
+    assert len(json.dumps(result)) < 100_000
+    postcode = result["attributes"]["postcode"]
+    assert postcode["groups"] == {} and postcode["group_count"] > f.MAX_GROUPS
+    assert postcode["four_fifths_rule"] is None
+    named = [line.split(":")[0] for line in result["not_measured"]]
+    assert named == ["postcode", "small", "one", "unknown"]
+    assert "more than 50" in result["not_measured"][0]
+    assert "fewer than two groups of at least 30 rows" in result["not_measured"][1]
+    assert result["violations"] == []
+    passed, problems = f.fairness_verdict(result)
+    assert not passed and problems == result["not_measured"]
+    assert "Not measured: postcode: " in f.fairness_table(result)
+    assert [p.name for p in f.plot_fairness(result, Path(tempfile.mkdtemp()))] == [
+        f"fairness_{name}.png" for name in ("small", "one", "unknown", "fine")
+    ]
+    # Regression: the same attributes, the same honesty.
+    regression = f.measure_fairness(
+        score, y, groups, threshold=None, bounds=BOUNDS, rounds=0, seed=0
+    )
+    assert [line.split(":")[0] for line in regression["not_measured"]] == named
+    assert not f.fairness_verdict(regression)[0]
 
 
 def test_the_fairness_check_reads_the_sealed_version_and_fails_on_violations(tmp_path):
