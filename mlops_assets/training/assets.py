@@ -516,7 +516,7 @@ def build_reasons_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             report = write_reasons(
                 con, models, spec, client_factory=dask.client, chunk_rows=dask.chunk_rows
             )
-        if not report.explained:
+        if not report.explained + report.reused:
             context.log.info(f"no row scored at or above {model}'s threshold: no reasons")
         yield dg.MaterializeResult(
             metadata={
@@ -527,6 +527,7 @@ def build_reasons_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "champion": report.version,
                 "threshold": dg.MetadataValue.float(report.threshold),
                 "rows_explained": report.explained,
+                "rows_reused": report.reused,  # stored reasons of the same version and score
                 "explainer": report.method,
                 "seconds": dg.MetadataValue.float(report.seconds),
                 "placement": placement_metadata(report.placement),

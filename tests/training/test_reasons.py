@@ -73,7 +73,8 @@ def test_reasons_of_every_row_above_the_threshold_are_written_in_chunks(scored):
     assert report.method == "tree"
     reasons = con.execute(f"select * from {table(reasons_table(CLASSIFIER))}").df()
     assert list(reasons.columns) == [
-        "application_id", "model_version", "rank", "feature", "contribution", "reason",
+        "application_id", "model_version", "score", "rank", "feature", "contribution",
+        "reason",
     ]  # fmt: skip
     assert report.rows == len(reasons)
     assert set(reasons["application_id"]) == {i for (i,) in flagged}  # only flagged rows
@@ -173,8 +174,72 @@ def test_the_chunk_size_follows_the_explainer_so_a_fast_one_starts_no_cluster(sc
     def no_cluster():
         raise AssertionError("a cluster was started for one chunk")
 
+    _forget_reasons(con)
     report = write_reasons(con, registry, CLASSIFIER, client_factory=no_cluster)
     assert report.method == "tree" and sum(report.placement.values()) == 1
     monkeypatch.setitem(reasons.REASON_CHUNK_ROWS, "tree", 40)
+    _forget_reasons(con)
     report = write_reasons(con, registry, CLASSIFIER)
     assert sum(report.placement.values()) == -(-report.explained // 40) > 1
+
+
+def _forget_reasons(con) -> None:
+    con.execute(f"drop table if exists {table(reasons_table(CLASSIFIER))}")
+
+
+def test_only_rows_not_explained_before_are_explained(scored):
+    """A flagged row whose stored reasons are of the same champion version and score keeps
+    them: the next run explains only new or re-scored rows (a stacking champion's 100,000
+    flagged rows are explained once, not every day), and writes the same table."""
+    con, registry, _, _, card = scored
+    _forget_reasons(con)
+    first = write_reasons(con, registry, CLASSIFIER)
+    before = con.execute(f"select * from {table(reasons_table(CLASSIFIER))}").df()
+    assert first.explained > 2 and first.reused == 0
+    again = write_reasons(con, registry, CLASSIFIER)
+    assert (again.explained, again.reused, again.rows) == (0, first.explained, first.rows)
+    after = con.execute(f"select * from {table(reasons_table(CLASSIFIER))}").df()
+    assert after.equals(before)
+    # One row re-scored (its values changed), one row's reasons of another version: explained
+    # again; a row no longer flagged: dropped.
+    ids = sorted(before["application_id"].unique())
+    scores, reasons = table(CLASSIFIER.scores), table(reasons_table(CLASSIFIER))
+    con.execute(
+        f"update {scores} set score = least(score + 1e-3, 1) where application_id = ?", [ids[0]]
+    )
+    con.execute(
+        f"update {reasons} set model_version = 'ffffffffffffffff' where application_id = ?",
+        [ids[1]],
+    )
+    con.execute(f"update {scores} set score = 0 where application_id = ?", [ids[2]])
+    third = write_reasons(con, registry, CLASSIFIER)
+    assert (third.explained, third.reused) == (2, first.explained - 3)
+    now = con.execute(f"select * from {reasons} order by application_id, rank").df()
+    assert ids[2] not in set(now["application_id"])
+    assert set(now["model_version"]) == {card.version}
+    rescored = now[now["application_id"] == ids[0]]
+    stored = con.execute(
+        f"select score from {scores} where application_id = ? and mode = 'champion'", [ids[0]]
+    ).fetchone()[0]
+    assert (rescored["score"] == stored).all()
+
+
+def test_a_champion_without_a_threshold_is_refused_with_a_clear_message(tmp_path):
+    con = feature_warehouse(rows=400, seed=8)
+    registry = home_registry(tmp_path)
+    data = load_training_data(con, CLASSIFIER)
+    model = build_pipeline("logistic_l2", {"C": 0.5}, data.spec, seed=0, classifier=True)
+    model.fit(data.x_train, data.y_train)
+    scores = predict(model, data.population, True)
+    card, _ = registry.register(
+        CLASSIFIER.name,
+        model,
+        {"candidate": "logistic_l2", "signature": {"features": data.spec.columns,
+                                                   "dtypes": data.spec.dtypes()}},
+        {"threshold": None},
+        attachments=reference_attachments(data.population, data.spec, scores),
+    )  # fmt: skip
+    registry.promote(CLASSIFIER.name, card.version, reason="by hand")
+    score_model(con, registry, CLASSIFIER)
+    with pytest.raises(ValueError, match="records no threshold"):
+        write_reasons(con, registry, CLASSIFIER)
