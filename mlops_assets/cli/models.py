@@ -155,7 +155,8 @@ def models_show(
         verdict = models.verdict(spec.name, version)
     directory = home.reports_dir / spec.name / version
     if not has_card(directory):
-        write_card(directory, card.data, verdict, primary=spec.primary)
+        with failing(OSError):  # an unwritable reports folder: said, not a traceback
+            write_card(directory, card.data, verdict, primary=spec.primary)
     page = directory / "card.html"
     rows = summary(card.data, verdict, primary=spec.primary, champion=version == champion)
     if as_json:

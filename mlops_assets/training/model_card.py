@@ -568,7 +568,10 @@ def summary(
     decision = _text(verdict.get("reason")) if verdict else "not decided yet"
     if isinstance(promoted, bool):
         decision = f"{'promoted' if promoted else 'not promoted'}: {decision}"
-    unverified = "UNVERIFIED (gate.json not sealed): " if verdict.get("sealed") is False else ""
+    unverified = {  # Registry.verdict's "sealed": False, forged; None, the history's word
+        False: "UNVERIFIED (gate.json not sealed): ",
+        None: "from the promotion history (not sealed): ",
+    }.get(verdict.get("sealed", True), "")
     p_value = test.get("p_value")
     return [
         ("model", _value(card.get("model"))),

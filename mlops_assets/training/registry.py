@@ -413,8 +413,9 @@ class Registry:
         None if no gate decided on it. A version promoted by a gate before verdicts were
         recorded counts as decided. A field not of the shape the gate writes reads as None;
         ``sealed`` says whether gate.json's seal holds under this keyring (False for one
-        written by hand or before verdicts were sealed, and for the promotion history's
-        record): an unsealed verdict is shown as unverified, never trusted."""
+        written by hand or before verdicts were sealed; None for the promotion history's
+        record, which has no test): an unsealed verdict is shown as unverified, never
+        trusted."""
         path = self._dir(model, version) / GATE_FILE
         if path.exists():
             value = _read_object(path, _read_text(path))
@@ -431,7 +432,7 @@ class Registry:
             return None
         return {
             **_verdict_fields({"promoted": True, "reason": promoted[-1].get("reason")}),
-            "sealed": False,
+            "sealed": None,  # no verdict file: the promotion history's word (not sealed)
         }
 
     def history(self, model: str) -> list[dict]:

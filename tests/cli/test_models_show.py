@@ -88,3 +88,19 @@ def test_show_refuses_a_forged_version_and_an_unknown_one(home):
 def test_show_of_an_undeclared_model_is_a_usage_error(home):
     shown = invoke("models", "show", "no_such_model")
     assert shown.exit_code == 2 and "no model called 'no_such_model'" in shown.output
+
+
+def test_a_hand_promotion_is_labelled_and_an_unwritable_reports_folder_is_said(home):
+    """A champion promoted by hand has no gate verdict: its decision is labelled as the
+    promotion history's word (not sealed), never as a verified gate decision; a reports folder
+    that cannot be written ends the command with an error naming it, not a traceback."""
+    registry, version = _register(home)
+    registry.promote(MODEL, version, reason="by hand: regulator asked")
+    (home / "reports").write_text("not a folder")
+    shown = invoke("models", "show", MODEL)
+    assert shown.exit_code == 1 and shown.exception.__class__ is SystemExit
+    assert "error:" in shown.output and "reports" in shown.output
+    (home / "reports").unlink()
+    shown = invoke("models", "show", MODEL)
+    assert shown.exit_code == 0, shown.output
+    assert "from the promotion history (not sealed): promoted: by hand" in shown.stdout
