@@ -94,7 +94,9 @@ def group_labels(values: pd.Series) -> np.ndarray:
     present = values.notna()
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
     if numeric and values.nunique() > NUMERIC_GROUPS:
-        labels = pd.qcut(values, BANDS, duplicates="drop").astype(str)
+        labels = values.astype(str)  # an infinite value is its own group ("inf")
+        finite = np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan))
+        labels[finite] = pd.qcut(values[finite], BANDS, duplicates="drop").astype(str)
     elif numeric and np.all(np.mod(values[present], 1) == 0):
         labels = values.astype("Int64").astype(str)  # 2, not 2.0
     else:

@@ -419,3 +419,23 @@ def test_training_records_the_fairness_of_every_protected_attribute(tmp_path):
         rounds=20,
         seed=42,
     )
+
+
+def test_odd_numeric_attributes_are_grouped_without_failing():
+    """An infinite value is its own group (it crashed the quintile banding, and so training);
+    a nullable integer attribute with many values and missing ones is banded."""
+    rng = np.random.default_rng(4)
+    rows = 600
+    y, score = rng.binomial(1, 0.3, rows), rng.random(rows)
+    income = pd.Series(np.r_[rng.normal(size=rows - 2), np.inf, -np.inf])
+    age = pd.Series(pd.array(rng.integers(18, 90, rows), dtype="Int64"))
+    age[:40] = pd.NA
+    result = f.measure_fairness(
+        y, score, pd.DataFrame({"income": income, "age": age}),
+        threshold=THRESHOLD, bounds=BOUNDS, rounds=20, seed=0,
+    )  # fmt: skip
+    incomes = result["attributes"]["income"]["groups"]
+    assert incomes["inf"]["count"] == incomes["-inf"]["count"] == 1
+    assert sum(g["count"] for g in incomes.values()) == rows and len(incomes) == f.BANDS + 2
+    ages = result["attributes"]["age"]["groups"]
+    assert ages["missing"]["count"] == 40 and len(ages) == f.BANDS + 1
