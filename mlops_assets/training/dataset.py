@@ -86,6 +86,11 @@ def feature_spec(con: duckdb.DuckDBPyConnection, model: ModelSpec) -> FeatureSpe
             f"model {model.name}: {', '.join(temporal)} are dates or times, not model inputs: "
             "derive a number from them (e.g. an age in days) in the table"
         )
+    unused = sorted(set(model.reasons) - set(declared))
+    if unused:  # a typo, or a reason about a column the model does not take (a protected one)
+        raise SpecError(
+            f"model {model.name}: reasons name {', '.join(unused)}, which are not model inputs"
+        )
     if not is_numeric_type(types[model.target]) and types[model.target] != "BOOLEAN":
         not_numbers = scalar(
             con,

@@ -162,6 +162,15 @@ class ModelSpec:
                 )
 
     def _check_protected(self, keys: list[str]) -> None:
+        for label, names in (
+            ("protected_attributes", self.protected_attributes),
+            ("use_protected", self.use_protected),
+        ):
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:  # the holdout's groups would hold the column twice: training failed
+                raise SpecError(
+                    f"model {self.name}: {label} lists {', '.join(repeated)} more than once"
+                )
         protected = set(self.protected_attributes)
         if protected & set(keys):
             raise SpecError(

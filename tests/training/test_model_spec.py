@@ -339,6 +339,14 @@ def test_protected_attribute_declarations_that_cannot_work_are_refused_by_name(s
             "features": ("items",),
         },
         "gate significance must be between 0 and 1": {"gate": GateSpec(significance=1.0)},
+        "protected_attributes lists member more than once": {
+            "protected_attributes": ("member", "town", "member"),
+        },
+        "use_protected lists member more than once": {
+            "protected_attributes": ("member",),
+            "use_protected": ("member", "member"),
+            "use_protected_justification": "Membership prices the basket.",
+        },
     }
     for message, fields in refused.items():
         with pytest.raises(SpecError, match=f"model basket_value: {message}"):
@@ -346,6 +354,11 @@ def test_protected_attribute_declarations_that_cannot_work_are_refused_by_name(s
     # Declared but absent from the table: named like any other missing column.
     with pytest.raises(SpecError, match=r"basket_value: gender not in table shop\.orders"):
         feature_spec(shop_con, replace(spec, protected_attributes=("gender",)))
+    # A reason text for a column the model does not take (a measured-only protected one, a
+    # typo) is never shown: refused.
+    for reasons in ({"member": "Member"}, {"itemz": "Many items"}):
+        with pytest.raises(SpecError, match=f"reasons name {next(iter(reasons))}, which are not"):
+            feature_spec(shop_con, replace(spec, protected_attributes=("member",), reasons=reasons))
     # Opted in with a justification: an input, and still measured.
     used = replace(
         spec,
