@@ -203,8 +203,8 @@ def explain_one(
     if version is None:
         raise RuntimeError(f"{spec.name} has no champion yet: run `mlops run` first")
     id_sql = ident(spec.id_column)
-    frame = con.execute(
-        f"select * from {table(spec.table)} where {id_sql} = ? limit 1", [row_id]
+    frame = con.execute(  # compared as text: an id that is not a number finds no row
+        f"select * from {table(spec.table)} where cast({id_sql} as varchar) = ? limit 1", [row_id]
     ).df()
     if frame.empty:
         return None
@@ -220,7 +220,8 @@ def explain_one(
         # since changed).
         stored = con.execute(
             f"select rank, feature, contribution, reason from {table(reasons_table(spec))} "
-            f"where {id_sql} = ? and model_version = ? and abs(score - ?) <= 1e-9 order by rank",
+            f"where cast({id_sql} as varchar) = ? and model_version = ? "
+            "and abs(score - ?) <= 1e-9 order by rank",
             [row_id, version, score],
         ).df()
     threshold = card.data.get("threshold") if spec.is_classifier else None

@@ -243,3 +243,23 @@ def test_a_champion_without_a_threshold_is_refused_with_a_clear_message(tmp_path
     score_model(con, registry, CLASSIFIER)
     with pytest.raises(ValueError, match="records no threshold"):
         write_reasons(con, registry, CLASSIFIER)
+
+
+def test_explain_one_of_a_table_with_numeric_ids_takes_any_text(scored):
+    """`mlops explain ID` of a model whose ids are numbers: an id that is not a number (or is
+    out of range) finds no row instead of a conversion error; a number finds its row."""
+    from dataclasses import replace
+
+    from mlops_assets.training.reasons import explain_one
+
+    con, registry, _, _, _ = scored
+    con.execute(
+        "create or replace table features.numbered as select * replace "
+        "(cast(row_number() over (order by application_id) as bigint) as application_id) "
+        "from features.loan_features"
+    )
+    spec = replace(CLASSIFIER, table="features.numbered")
+    for hostile in ("abc", "1e99", "99999999999999999999999", "' or 1=1 --"):
+        assert explain_one(con, registry, spec, hostile) is None
+    found = explain_one(con, registry, spec, "7")
+    assert found is not None and found.explanation.additivity_error() < 1e-6
