@@ -28,6 +28,7 @@ from mlops_assets.training import fairness as f
 from mlops_assets.training.assets import build_fairness_check, build_model_defs, model_key
 from mlops_assets.training.dataset import load_training_data
 from mlops_assets.training.metrics import bootstrap_weights
+from mlops_assets.training.model_card import sections, summary, to_markdown
 from mlops_assets.training.search import make_model, predict
 from mlops_assets.training.spec import FairnessSpec
 from mlops_assets.training.trainer import TrainingConfig, train_model
@@ -256,6 +257,9 @@ def test_an_attribute_with_nothing_to_compare_is_not_a_pass():
     passed, problems = f.fairness_verdict(result)
     assert not passed and problems == result["not_measured"]
     assert "Not measured: postcode: " in f.fairness_table(result)
+    shown = dict(summary({"fairness": result}, None))["fairness"]
+    assert shown.startswith("no bound broken; not measured: postcode: ")
+    assert "Not measured" in to_markdown("t", sections({"fairness": result}, None))
     assert [p.name for p in f.plot_fairness(result, Path(tempfile.mkdtemp()))] == [
         f"fairness_{name}.png" for name in ("small", "one", "unknown", "fine")
     ]
