@@ -7,6 +7,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 import duckdb
+import pytest
 
 from mlops_assets import catalogue
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
@@ -153,7 +154,10 @@ def test_every_run_is_recorded_in_pipeline_health(pipeline_run):
             ).fetchall()
         }
     status, trigger, seconds, passed, failed, quarantined = run
-    assert (status, trigger, failed) == ("SUCCESS", "mlops run", 0)
+    # Non-blocking checks may fail (a fairness bound on the small data, a dbt warning): each is
+    # recorded, and none blocks.
+    assert (status, trigger, failed) == ("SUCCESS", "mlops run", len(summary["checks"]["failed"]))
+    assert summary["checks"]["failed_blocking"] == []
     assert passed == summary["checks"]["passed"]
     assert 0 < seconds <= summary["seconds"]
     tables = summary["tables"]
@@ -278,8 +282,36 @@ def test_run_trains_registers_and_scores_and_explains(pipeline_run):
         json.loads((pipeline_run.home / "models" / "default_classifier" / classifier["version"]
                     / "model.json").read_text())["signature"]["features"]
     )  # fmt: skip
+    assert explanation["additivity_error"] < 1e-6
+    assert explanation["expected_value"] + sum(
+        c["contribution"] for c in explanation["contributions"]
+    ) == pytest.approx(explanation["output"], abs=1e-6)
     missing = mlops("explain", "APP-NOPE", home=pipeline_run.home)
     assert missing.returncode == 1 and "no row with application_id APP-NOPE" in missing.stderr
+    # Responsible-model outputs of a real run: fairness charts, the SHAP summary, the card, the
+    # reason codes of the flagged applications, and `mlops models show`.
+    model_json = json.loads((pipeline_run.home / "models" / "default_classifier"
+                             / classifier["version"] / "model.json").read_text())  # fmt: skip
+    assert set(model_json["fairness"]["attributes"]) == {"age_band", "marital_status", "region"}
+    assert not {"age_band", "marital_status", "region"} & set(model_json["signature"]["features"])
+    assert {p.stem for p in reports.glob("*.png")} >= {
+        "shap_summary", "fairness_age_band", "fairness_marital_status", "fairness_region"
+    }  # fmt: skip
+    assert (reports / "card.html").stat().st_size > 0 and (reports / "card.md").exists()
+    with duckdb.connect(str(pipeline_run.warehouse), read_only=True) as con:
+        flagged, explained, ranks = con.execute(
+            "select (select count(*) from predictions.loan_default_scores "
+            "        where mode = 'champion' and score >= ?), "
+            "count(distinct application_id), max(rank) "
+            "from predictions.loan_default_scores_reasons",
+            [model_json["threshold"]],
+        ).fetchone()
+    # (A flagged row whose every contribution is negative has no adverse reason: rare, see
+    # tests/training/test_reasons.py for the exact accounting.)
+    assert 0.9 * flagged <= explained <= flagged and ranks <= 4
+    shown = mlops("models", "show", "default_classifier", home=pipeline_run.home)
+    assert shown.returncode == 0, shown.stderr
+    assert f"card: {reports / 'card.html'}" in shown.stdout.replace("\n", "")
 
 
 def test_drift_is_reported_per_day_and_detected_from_the_drift_day(pipeline_run):

@@ -78,6 +78,9 @@ def test_no_file_under_mlops_home_holds_an_identifier(pipeline_run, identifiers)
     assert "warehouse.duckdb" in scanned
     assert any(p.startswith("dagster/") for p in scanned)
     assert any(p.startswith("logs/") for p in scanned)
+    # The model cards and the fairness charts are reports like any other: scanned too.
+    assert any(p.startswith("reports/") and p.endswith("/card.html") for p in scanned)
+    assert any(p.startswith("reports/") and p.endswith("/card.md") for p in scanned)
     assert leaks == {}
 
 
