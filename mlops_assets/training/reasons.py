@@ -5,7 +5,6 @@ A regressor has no threshold (nothing is "flagged"): it gets no reasons table.""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 
@@ -13,9 +12,9 @@ import duckdb
 import pandas as pd
 
 from mlops_assets.monitoring.reference import SAMPLE_FILE
-from mlops_assets.parallel import Placement, map_chunks
+from mlops_assets.parallel import Placement
 from mlops_assets.settings import DEFAULT_CHUNK_ROWS
-from mlops_assets.sql import ident, idents, qualified, table
+from mlops_assets.sql import ident, idents, table
 from mlops_assets.training.dataset import as_model_input, table_columns
 from mlops_assets.training.explain import (
     LINEAR,
@@ -27,6 +26,7 @@ from mlops_assets.training.explain import (
     signature_features,
 )
 from mlops_assets.training.registry import ModelCard, Registry
+from mlops_assets.training.scoring import map_rowid_chunks, replace_table
 from mlops_assets.training.search import predict
 from mlops_assets.training.spec import ModelSpec
 from mlops_assets.warehouse import scalar
@@ -126,36 +126,19 @@ def write_reasons(
     flagged = scalar(con, "select count(*) from _flagged")
     explained = scalar(con, "select count(*) from _reason_input")
     size = min(chunk_rows, REASON_CHUNK_ROWS[explainer.method])
-    columns_sql = idents([spec.id_column, "score", *features.columns])
-    frames = (
-        con.execute(
-            f"select {columns_sql} from _reason_input where rowid between ? and ?",
-            [start, start + size - 1],
-        ).df()
-        for start in range(0, explained, size)
+    placement = map_rowid_chunks(
+        con,
+        "_reason_input",
+        idents([spec.id_column, "score", *features.columns]),
+        rows=explained,
+        size=size,
+        task=reason_chunk,
+        shared=(explainer, card.data.get("reference") or {}, spec, version),
+        into="_reasons",
+        client_factory=client_factory,
     )
-    placement = Placement()
-    use_cluster = client_factory is not None and explained > size
-    shared = (explainer, card.data.get("reference") or {}, spec, version)
-    with client_factory() if use_cluster else contextlib.nullcontext() as client:
-        for chunk in map_chunks(
-            reason_chunk, frames, shared=shared, client=client, placement=placement
-        ):
-            con.register("_chunk_reasons", chunk)
-            con.execute("insert into _reasons select * from _chunk_reasons")
-            con.unregister("_chunk_reasons")
     schema, name = previous.split(".")
-    con.execute("begin transaction")
-    try:
-        con.execute(f"create schema if not exists {ident(schema)}")
-        con.execute(
-            f"create or replace table {qualified(schema, name)} as "
-            f"select * from _reasons order by {id_sql}, rank"
-        )
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
+    replace_table(con, schema, name, f"select * from _reasons order by {id_sql}, rank")
     rows = scalar(con, "select count(*) from _reasons")
     seconds = time.perf_counter() - started
     return ReasonsReport(

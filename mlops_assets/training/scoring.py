@@ -77,25 +77,17 @@ def score_model(
         f"create or replace temporary table _scores as select {id_sql}, 0.0::double as score, "
         f"''::varchar as model_version, ''::varchar as mode from {source_sql} limit 0"
     )
-    size = chunk_rows
-    frames = (
-        con.execute(
-            f"select {id_sql}, {idents(features.columns)} from {source_sql} "
-            "where rowid between ? and ?",
-            [start, start + size - 1],
-        ).df()
-        for start in range(0, last + 1, size)
+    placement = map_rowid_chunks(
+        con,
+        source_sql,
+        f"{id_sql}, {idents(features.columns)}",
+        rows=last + 1,
+        size=chunk_rows,
+        task=score_chunk,
+        shared=(models, features, spec.id_column, spec.is_classifier),
+        into="_scores",
+        client_factory=client_factory,
     )
-    placement = Placement()
-    use_cluster = client_factory is not None and last + 1 > size
-    shared = (models, features, spec.id_column, spec.is_classifier)
-    with client_factory() if use_cluster else contextlib.nullcontext() as client:
-        for scores in map_chunks(
-            score_chunk, frames, shared=shared, client=client, placement=placement
-        ):
-            con.register("_chunk_scores", scores)
-            con.execute("insert into _scores select * from _chunk_scores")
-            con.unregister("_chunk_scores")
     con.execute("alter table _scores add column scored_at timestamp with time zone")
     con.execute("update _scores set scored_at = current_timestamp")
     schema, name = spec.scores.split(".")
@@ -111,18 +103,55 @@ def score_model(
             """
         )
     crash_point("scoring.scored")
+    replace_table(con, schema, name, f"select * from _scores order by mode, {id_sql}")
+    crash_point("scoring.written")
+    return ScoringReport(champion, shadow, total, ab_comparison(con, spec), placement)
+
+
+def map_rowid_chunks(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    columns_sql: str,
+    *,
+    rows: int,
+    size: int,
+    task,
+    shared: tuple,
+    into: str,
+    client_factory=None,
+) -> Placement:
+    """``task(frame, *shared)`` for the rows of ``source`` (a table of the platform's, rowids 0
+    to ``rows`` - 1) read in rowid ranges of ``size`` rows, each result inserted into the
+    temporary table ``into``. With several chunks they run on the Dask client
+    ``client_factory()`` gives (``shared`` sent to each worker once), a bounded number in
+    flight, so memory follows the chunk, not the table."""
+    frames = (
+        con.execute(
+            f"select {columns_sql} from {source} where rowid between ? and ?",
+            [start, start + size - 1],
+        ).df()
+        for start in range(0, rows, size)
+    )
+    placement = Placement()
+    use_cluster = client_factory is not None and rows > size
+    with client_factory() if use_cluster else contextlib.nullcontext() as client:
+        for result in map_chunks(task, frames, shared=shared, client=client, placement=placement):
+            con.register("_chunk_result", result)
+            con.execute(f"insert into {into} select * from _chunk_result")
+            con.unregister("_chunk_result")
+    return placement
+
+
+def replace_table(con: duckdb.DuckDBPyConnection, schema: str, name: str, select_sql: str) -> None:
+    """Create (or replace) ``schema.name`` as ``select_sql``, in one transaction."""
     con.execute("begin transaction")
     try:
         con.execute(f"create schema if not exists {ident(schema)}")
-        con.execute(
-            f"create or replace table {scores_sql} as select * from _scores order by mode, {id_sql}"
-        )
+        con.execute(f"create or replace table {qualified(schema, name)} as {select_sql}")
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
-    crash_point("scoring.written")
-    return ScoringReport(champion, shadow, total, ab_comparison(con, spec), placement)
 
 
 def _relation_type(con: duckdb.DuckDBPyConnection, table: str) -> str | None:
