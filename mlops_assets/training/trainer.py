@@ -27,7 +27,11 @@ from mlops_assets.training.significance import PairedTest, paired_test
 from mlops_assets.training.spec import ModelSpec
 
 PACKAGE = Path(__file__).resolve().parents[1]
-LIBRARIES = ("scikit-learn", "skops", "numpy", "pandas", "duckdb", "pandera", "dask")
+# Lineage of a version: what fits and serialises it, and what measures its fairness and explains it.
+LIBRARIES = (
+    *("scikit-learn", "skops", "numpy", "pandas", "duckdb", "pandera", "dask"),
+    *("fairlearn", "shap"),
+)
 ROBUSTNESS_ROWS = 1_000  # holdout rows the robustness scenarios perturb
 
 

@@ -61,6 +61,8 @@ def test_first_model_becomes_champion_with_a_complete_card(trained):
                 "code_version", "libraries", "seed", "created_at", "sha256"):  # fmt: skip
         assert key in card
     assert card["signature"]["features"] == data.spec.columns
+    # Lineage names what measured its fairness and explained it, beside what fitted it.
+    assert {"scikit-learn", "fairlearn", "shap"} <= set(card["libraries"])
     assert set(card["metrics"]) == {
         "accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "brier", "log_loss"
     }  # fmt: skip
