@@ -95,10 +95,11 @@ def write_reasons(
     explainer = champion_explainer(registry, spec, version, model, card)
     features = explainer.spec
     id_sql = ident(spec.id_column)
+    features_sql = ", ".join(f"t.{ident(c)}" for c in features.columns)
     con.execute(
         f"""
         create or replace temporary table _flagged as
-        select t.{id_sql}, s.score, {", ".join(f"t.{ident(c)}" for c in features.columns)}
+        select t.{id_sql}, s.score, {features_sql}
         from {table(spec.scores)} s join {table(spec.table)} t on t.{id_sql} = s.{id_sql}
         where s.mode = 'champion' and s.model_version = ? and s.score >= ?
         """,
@@ -134,7 +135,7 @@ def write_reasons(
         size=size,
         task=reason_chunk,
         shared=(explainer, card.data.get("reference") or {}, spec, version),
-        into="_reasons",
+        into_sql="_reasons",
         client_factory=client_factory,
     )
     schema, name = previous.split(".")

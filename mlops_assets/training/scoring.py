@@ -85,7 +85,7 @@ def score_model(
         size=chunk_rows,
         task=score_chunk,
         shared=(models, features, spec.id_column, spec.is_classifier),
-        into="_scores",
+        into_sql="_scores",
         client_factory=client_factory,
     )
     con.execute("alter table _scores add column scored_at timestamp with time zone")
@@ -110,24 +110,24 @@ def score_model(
 
 def map_rowid_chunks(
     con: duckdb.DuckDBPyConnection,
-    source: str,
+    source_sql: str,
     columns_sql: str,
     *,
     rows: int,
     size: int,
     task,
     shared: tuple,
-    into: str,
+    into_sql: str,
     client_factory=None,
 ) -> Placement:
-    """``task(frame, *shared)`` for the rows of ``source`` (a table of the platform's, rowids 0
-    to ``rows`` - 1) read in rowid ranges of ``size`` rows, each result inserted into the
-    temporary table ``into``. With several chunks they run on the Dask client
+    """``task(frame, *shared)`` for the rows of ``source_sql`` (a table of the platform's,
+    rowids 0 to ``rows`` - 1) read in rowid ranges of ``size`` rows, each result inserted into
+    the temporary table ``into_sql``. With several chunks they run on the Dask client
     ``client_factory()`` gives (``shared`` sent to each worker once), a bounded number in
     flight, so memory follows the chunk, not the table."""
     frames = (
         con.execute(
-            f"select {columns_sql} from {source} where rowid between ? and ?",
+            f"select {columns_sql} from {source_sql} where rowid between ? and ?",
             [start, start + size - 1],
         ).df()
         for start in range(0, rows, size)
@@ -137,7 +137,7 @@ def map_rowid_chunks(
     with client_factory() if use_cluster else contextlib.nullcontext() as client:
         for result in map_chunks(task, frames, shared=shared, client=client, placement=placement):
             con.register("_chunk_result", result)
-            con.execute(f"insert into {into} select * from _chunk_result")
+            con.execute(f"insert into {into_sql} select * from _chunk_result")
             con.unregister("_chunk_result")
     return placement
 
