@@ -74,7 +74,7 @@ def drift(
             correction=correction,
         )
         with as_parquet(reference, current) as (ref_path, cur_path):
-            report, _ = drift_files(ref_path, cur_path, options)
+            report = drift_files(ref_path, cur_path, options)
             if multivariate:
                 from mlops_assets.drift.multivariate import domain_classifier, parquet_sample
 

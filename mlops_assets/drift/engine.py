@@ -24,47 +24,87 @@ import pyarrow.parquet as pq
 from mlops_assets.drift import stattests as st
 from mlops_assets.drift.profile import (
     ColumnProfile,
+    DriftInputError,
     Profile,
     column_kind,
     profile_column,
 )
+from mlops_assets.drift.registry import REGISTRY, ColumnTest, default_test, lookup
+
+__all__ = ["DriftInputError", "DriftOptions", "compare_profiles", "drift_files"]
 
 PLOT_BINS = 30
 PLOT_CATEGORIES = 20
-
-
-class DriftInputError(ValueError):
-    """The two datasets cannot be compared (a missing column, a changed type, a bad option)."""
+CORRECTIONS = ("none", "bh")
 
 
 @dataclass(frozen=True)
 class DriftOptions:
-    stattest: str | None = None  # None: Evidently's default choice per column
+    """Which test and threshold each column gets, with Evidently's precedence: a column's own
+    test beats its kind's (``num_stattest``, ``cat_stattest``, ``text_stattest``), which beats
+    ``stattest``; None everywhere is Evidently's automatic choice. Thresholds likewise: a
+    column's own, its kind's, ``threshold``, else the chosen test's default."""
+
+    stattest: str | None = None
     per_column_stattest: dict[str, str] = field(default_factory=dict)
-    threshold: float | None = None  # None: the test's default (0.05 for p-values, 0.1 else)
+    num_stattest: str | None = None
+    cat_stattest: str | None = None
+    text_stattest: str | None = None
+    threshold: float | None = None
+    per_column_threshold: dict[str, float] = field(default_factory=dict)
+    num_threshold: float | None = None
+    cat_threshold: float | None = None
+    text_threshold: float | None = None
     drift_share: float = 0.5
     correction: str = "none"  # "bh": Benjamini-Hochberg across the p-value tests
     # Which side's size chooses between tests and distances: Evidently looks at the
     # reference only ("reference"), so a small current window gets a distance whose chance
     # level exceeds its threshold; "smaller" looks at the smaller side (the daily monitor).
     select_by: str = "reference"
+    # Evidently's exact numbers: every deliberate difference of this engine switched off.
+    strict_evidently: bool = False
+    text_columns: tuple[str, ...] = ()  # string columns compared as text, not categories
 
     def __post_init__(self) -> None:
         if self.select_by not in ("reference", "smaller"):
             raise DriftInputError(f"select_by must be reference or smaller, got {self.select_by!r}")
         for test in [self.stattest, *self.per_column_stattest.values()]:
-            if test is not None and test not in st.TESTS:
-                raise DriftInputError(f"unknown stattest {test!r}: choose one of {st.TESTS}")
+            if test is not None:
+                lookup(test)
+        for kind, test in self._by_kind(self.num_stattest, self.cat_stattest, self.text_stattest):
+            if test is not None:
+                lookup(test, kind)
+        thresholds = [self.threshold, self.num_threshold, self.cat_threshold, self.text_threshold]
+        for threshold in [*thresholds, *self.per_column_threshold.values()]:
+            if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
+                raise DriftInputError(f"a threshold must be a number >= 0, got {threshold}")
         if not 0 < self.drift_share <= 1:
             raise DriftInputError(f"drift_share must be in (0, 1], got {self.drift_share}")
-        if self.correction not in ("none", "bh"):
+        if self.correction not in CORRECTIONS:
             raise DriftInputError(f"correction must be 'none' or 'bh', got {self.correction!r}")
+        if self.strict_evidently and self.correction != "none":
+            raise DriftInputError(
+                "strict Evidently mode reports Evidently's p-values: it takes no correction"
+            )
 
-    def test_for(self, column: str) -> str | None:
-        return self.per_column_stattest.get(column, self.stattest)
+    @staticmethod
+    def _by_kind(numerical, categorical, text) -> tuple:
+        return (("numerical", numerical), ("categorical", categorical), ("text", text))
 
-    def threshold_for(self, test: str) -> float:
-        return self.threshold if self.threshold is not None else st.DEFAULT_THRESHOLDS[test]
+    def test_for(self, column: str, kind: str) -> str | None:
+        """The test named for this column, or None for the automatic choice."""
+        by_kind = dict(self._by_kind(self.num_stattest, self.cat_stattest, self.text_stattest))
+        default = by_kind.get(kind) or self.stattest
+        return self.per_column_stattest.get(column, default)
+
+    def threshold_for(self, column: str, kind: str, test: ColumnTest) -> float:
+        if column in self.per_column_threshold:
+            return self.per_column_threshold[column]
+        by_kind = dict(self._by_kind(self.num_threshold, self.cat_threshold, self.text_threshold))
+        for threshold in (by_kind.get(kind), self.threshold):
+            if threshold is not None:
+                return threshold
+        return test.default_threshold
 
 
 @dataclass
@@ -144,7 +184,7 @@ class DriftReport:
 def _severity(c: ColumnDrift) -> tuple:
     """Drifted columns first, then by how far the score is past (or short of) its threshold:
     a distance's multiple of it, a p-value's fraction of it."""
-    if c.test in st.P_VALUE_TESTS:
+    if REGISTRY[c.test].p_value:
         strength = c.threshold / max(c.score, 1e-300)
     else:
         strength = c.score / c.threshold
@@ -163,37 +203,45 @@ def compare_columns(
             f"column {reference.name!r} is {reference.kind} in the reference and "
             f"{current.kind} in the current data"
         )
-    kind = reference.kind
-    forced = options.test_for(reference.name)
+    kind, name = reference.kind, reference.name
+    named = options.test_for(name, kind)
+    forced = lookup(named, kind, name) if named else None
     if reference.rows == 0 or current.rows == 0:
         empty = "reference" if reference.rows == 0 else "current"
-        test = forced or ("wasserstein" if kind == "numerical" else "jensenshannon")
-        threshold = options.threshold_for(test)
+        if options.strict_evidently:  # Evidently's error, word for word
+            raise DriftInputError(
+                f"An empty column {name!r} was provided for drift calculation in the {empty} "
+                "dataset."
+            )
+        test = forced or default_test(kind, reference.rows, 0 if kind == "text" else 6)
+        threshold = options.threshold_for(name, kind, test)
         # Evidently raises on an empty column and loses the whole report; here the column is
         # reported as drifted (every value went missing, or all arrived at once).
-        score = 0.0 if test in st.P_VALUE_TESTS else 1.0
-        result = ColumnDrift(reference.name, kind, test, score, threshold, True,
+        score = 0.0 if test.p_value else 1.0
+        result = ColumnDrift(name, kind, test.name, score, threshold, True,
                              note=f"no values in the {empty} data")  # fmt: skip
         return _describe(result, reference, current)
     counts = _aligned_counts(reference, current)
     distinct = len(counts.keys) if counts is not None else max(reference.distinct, current.distinct)
     size = reference.rows
-    if options.select_by == "smaller":
+    if options.select_by == "smaller" and not options.strict_evidently:
         size = min(reference.rows, current.rows)
-    test = forced or st.default_test(kind, size, distinct)
-    _check_applicable(test, reference, counts)
-    threshold = options.threshold_for(test)
-    score = _score(test, reference, current, counts)
-    result = ColumnDrift(
-        reference.name, kind, test, score, threshold, st.is_drift(test, score, threshold)
-    )
+    test = forced or default_test(kind, size, distinct)
+    if test.needs == "raw" and reference.values is not None and not reference.sample.exact:
+        raise DriftInputError(
+            f"{test.name} needs every reference value of {name!r}; the stored reference "
+            f"profile keeps {len(reference.values):,} quantiles of {reference.rows:,} rows"
+        )
+    threshold = options.threshold_for(name, kind, test)
+    score = float(test.score(st.Pair(reference, current, counts, options.strict_evidently)))
+    result = ColumnDrift(name, kind, test.name, score, threshold, test.drifted(score, threshold))
     return _describe(result, reference, current, counts)
 
 
 def _aligned_counts(reference: ColumnProfile, current: ColumnProfile) -> st.Counts | None:
     """Counts of the union of both sides' values, or None when the reference has too many
     distinct numbers to keep them all (then it is binned instead)."""
-    if reference.keys is None:
+    if reference.keys is None or reference.kind == "text":
         return None
     cur_keys, cur_counts = current.keys, current.counts
     if cur_keys is None:  # a current column with many values: count them from its values
@@ -209,72 +257,12 @@ def _align(keys: np.ndarray, own_keys: np.ndarray, own_counts: np.ndarray) -> np
     return aligned
 
 
-def _check_applicable(test: str, reference: ColumnProfile, counts) -> None:
-    if test in st.NUMERICAL_ONLY and reference.kind != "numerical":
-        raise DriftInputError(f"{test} needs a numerical column; {reference.name!r} is categorical")
-    if test in st.CATEGORICAL_ONLY and counts is None:
-        raise DriftInputError(
-            f"{test} compares categories; {reference.name!r} has {reference.distinct} distinct "
-            f"numbers in the reference (at most {st.FEW_VALUES} can be compared as categories)"
-        )
-
-
-def _score(test: str, reference: ColumnProfile, current: ColumnProfile, counts) -> float:
-    if test == "ks":
-        return st.ks(reference.sample, current.sample)
-    if test == "wasserstein":
-        return st.wasserstein_normed(
-            reference.sample, current.sample, reference.std, _pooled_std(reference, current)
-        )
-    if test == "chisquare":
-        return st.chisquare(counts)
-    if test == "z":
-        return st.z_test(counts)
-    ref_bins, cur_bins = _binned(test, reference, current, counts)
-    ref, cur = st.shares(ref_bins, cur_bins, fill_zeroes=test == "psi")
-    return {"jensenshannon": st.jensenshannon, "psi": st.psi, "hellinger": st.hellinger}[test](
-        ref, cur
-    )
-
-
-def _binned(test, reference, current, counts) -> tuple[np.ndarray, np.ndarray]:
-    """Counts per bin as Evidently bins them: categories (and numbers with at most 20 distinct
-    reference values) by value; other numbers in Sturges bins over both sides' range (for the
-    Hellinger distance: as many bins as Sturges gives for the number of distinct values)."""
-    if counts is not None and (reference.kind == "categorical" or test != "hellinger"):
-        return counts.reference, counts.current
-    if counts is not None:  # hellinger on few numbers: Sturges over the distinct values
-        edges = _sturges(reference, current, len(counts.keys))
-        return (
-            np.histogram(counts.keys.astype(np.float64), edges, weights=counts.reference)[0],
-            np.histogram(counts.keys.astype(np.float64), edges, weights=counts.current)[0],
-        )
-    n = max(reference.distinct, current.distinct) if test == "hellinger" else None
-    edges = _sturges(reference, current, n or reference.rows + current.rows)
-    return st.weighted_histogram(reference.sample, edges), np.histogram(current.values, edges)[0]
-
-
-def _sturges(reference: ColumnProfile, current: ColumnProfile, n: int) -> np.ndarray:
-    """numpy's Sturges bin edges for ``n`` values spanning both sides' range."""
-    lo, hi = min(reference.min, current.min), max(reference.max, current.max)
-    return np.histogram_bin_edges(np.array([lo, hi]), bins=math.ceil(math.log2(n) + 1))
-
-
-def _pooled_std(a: ColumnProfile, b: ColumnProfile) -> float:
-    n = a.rows + b.rows
-    mean = (a.rows * a.mean + b.rows * b.mean) / n
-    var = (
-        a.rows * (a.std**2 + (a.mean - mean) ** 2) + b.rows * (b.std**2 + (b.mean - mean) ** 2)
-    ) / n
-    return math.sqrt(var)
-
-
 def _describe(result: ColumnDrift, reference, current, counts=None) -> ColumnDrift:
     """Sizes, missing shares and the distribution plot's bins."""
     result.reference_rows, result.current_rows = reference.rows, current.rows
     result.reference_missing_share = reference.missing_share
     result.current_missing_share = current.missing_share
-    if reference.rows == 0 or current.rows == 0:
+    if reference.rows == 0 or current.rows == 0 or reference.kind == "text":
         return result
     if counts is not None:
         ref = counts.reference / counts.reference.sum()
@@ -337,12 +325,12 @@ def compare_profiles(
 
 def finish(results: list[ColumnDrift], options: DriftOptions, reference_rows, current_rows):
     if options.correction == "bh":
-        tested = [r for r in results if r.test in st.P_VALUE_TESTS and not r.note]
+        tested = [r for r in results if REGISTRY[r.test].p_value and not r.note]
         adjusted = st.benjamini_hochberg(np.array([r.score for r in tested]))
         for r, p in zip(tested, adjusted, strict=True):
             r.note = f"p = {r.score:.3g} before Benjamini-Hochberg"
             r.score = float(p)
-            r.drifted = st.is_drift(r.test, r.score, r.threshold)
+            r.drifted = REGISTRY[r.test].drifted(r.score, r.threshold)
     return DriftReport(
         results, options.drift_share, reference_rows, current_rows, correction=options.correction
     )
@@ -381,12 +369,14 @@ def drift_files(
     *,
     columns: list[str] | None = None,
     client=None,
-) -> tuple[DriftReport, Profile]:
-    """Drift between two Parquet files; returns the report and the reference's profile."""
+) -> DriftReport:
+    """Drift between two Parquet files. Every reference value is at hand, so every test is
+    exact: nothing is summarised to quantiles."""
     options = options or DriftOptions()
     ref_kinds, cur_kinds = parquet_columns(Path(reference)), parquet_columns(Path(current))
     wanted = columns or list(ref_kinds)
-    absent = [c for c in wanted if c not in cur_kinds or c not in ref_kinds]
+    named = [*wanted, *options.text_columns]
+    absent = [c for c in named if c not in cur_kinds or c not in ref_kinds]
     if absent:
         raise DriftInputError(f"columns missing from one of the files: {', '.join(absent)}")
     changed = [c for c in wanted if ref_kinds[c] != cur_kinds[c]]
@@ -395,18 +385,21 @@ def drift_files(
             "columns whose type differs between the files: "
             + ", ".join(f"{c} ({ref_kinds[c]} vs {cur_kinds[c]})" for c in changed)
         )
+    for name in options.text_columns:
+        if ref_kinds[name] != "categorical":
+            raise DriftInputError(f"column {name!r} is {ref_kinds[name]}, not text")
+        ref_kinds[name] = "text"
     compared = [c for c in wanted if ref_kinds[c] is not None]
 
-    def task(name: str) -> tuple[ColumnProfile, ColumnDrift]:
+    def task(name: str) -> ColumnDrift:
         kind = ref_kinds[name]
-        ref = profile_column(name, kind, pq.read_table(reference, columns=[name])[name])
-        cur_column = pq.read_table(current, columns=[name])[name]
-        cur = profile_column(name, kind, cur_column, exact=True)
-        return ref, compare_columns(ref, cur, options)
+        ref = profile_column(name, kind, pq.read_table(reference, columns=[name])[name], exact=True)
+        cur = profile_column(name, kind, pq.read_table(current, columns=[name])[name], exact=True)
+        return compare_columns(ref, cur, options)
 
-    pairs = run_tasks(task, compared, client)
+    results = run_tasks(task, compared, client)
     ref_rows = pq.ParquetFile(reference).metadata.num_rows
     cur_rows = pq.ParquetFile(current).metadata.num_rows
-    report = finish([d for _, d in pairs], options, ref_rows, cur_rows)
+    report = finish(results, options, ref_rows, cur_rows)
     report.skipped = [c for c in wanted if ref_kinds[c] is None]
-    return report, Profile({p.name: p for p, _ in pairs}, rows=ref_rows)
+    return report

@@ -8,7 +8,9 @@ stored; monitoring then reads only the current window. Per column it keeps:
   spaced quantiles (Kolmogorov-Smirnov and Wasserstein work on those), and the value counts
   when there are at most ``FEW_VALUES`` distinct values (the tests that bin numbers as
   categories use them);
-* categorical: row and missing counts and the count of every category.
+* categorical: row and missing counts and the count of every category;
+* text: row and missing counts and the texts themselves (the text tests train a classifier on
+  them; a stored profile keeps at most ``TEXT_ROWS`` of them).
 
 Missing values (null, NaN, +-infinity) are counted and left out of every statistic, as
 Evidently does. Profiles are stored as one Parquet file.
@@ -24,10 +26,30 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mlops_assets.drift.stattests import FEW_VALUES, Sample
-
 EXACT_ROWS = 10_000
 QUANTILES = 10_000
+FEW_VALUES = 20  # up to this many distinct reference values, numbers are binned as categories
+TEXT_ROWS = 5_000  # texts kept by a stored profile (a file comparison keeps every one)
+KINDS = ("numerical", "categorical", "text")
+
+
+class DriftInputError(ValueError):
+    """The two datasets cannot be compared (a missing column, a changed type, a bad option, a
+    test that does not apply to a column)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A numerical column as an equally weighted sorted sample: every value when it is small
+    (or when the caller keeps every value), else quantiles at evenly spaced levels; ``rows`` is
+    the true number of values."""
+
+    values: np.ndarray
+    rows: int
+
+    @property
+    def exact(self) -> bool:
+        return len(self.values) == self.rows
 
 
 def column_kind(arrow_type: pa.DataType) -> str | None:
@@ -49,6 +71,7 @@ class ColumnProfile:
     keys: np.ndarray | None = None  # sorted distinct values (categorical, or few numbers)
     counts: np.ndarray | None = None
     values: np.ndarray | None = None  # numerical: sorted values or quantiles
+    texts: np.ndarray | None = None  # text: the texts (object array of str)
     mean: float = float("nan")
     std: float = float("nan")  # population standard deviation (ddof 0), as Evidently
     min: float = float("nan")
@@ -127,12 +150,31 @@ def profile_categories(name: str, array: pa.ChunkedArray | pa.Array) -> ColumnPr
     )
 
 
+def profile_texts(
+    name: str, array: pa.ChunkedArray | pa.Array, exact: bool = False
+) -> ColumnProfile:
+    """The non-missing texts of a column (at most ``TEXT_ROWS`` of them, evenly spaced, unless
+    ``exact``)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
+        raise DriftInputError(f"column {name!r} is not a text column: its type is {array.type}")
+    texts = np.asarray(array.drop_null().to_numpy(zero_copy_only=False), dtype=object)
+    rows = len(texts)
+    if not exact and rows > TEXT_ROWS:
+        texts = texts[np.linspace(0, rows - 1, TEXT_ROWS).astype(np.int64)]
+    return ColumnProfile(name, "text", rows, array.null_count, distinct=0, texts=texts)
+
+
 def profile_column(
     name: str, kind: str, array: pa.ChunkedArray | pa.Array, *, exact: bool = False
 ) -> ColumnProfile:
-    """Profile of one column; ``exact`` keeps every numerical value (for a current window)."""
+    """Profile of one column; ``exact`` keeps every numerical value and text (for a current
+    window, or a reference whose values the tests need)."""
     if kind == "numerical":
         return profile_numbers(name, array, exact)
+    if kind == "text":
+        return profile_texts(name, array, exact)
     return profile_categories(name, array)
 
 
@@ -164,10 +206,11 @@ class Profile:
                     "rows": c.rows,
                     "missing": c.missing,
                     "distinct": c.distinct,
-                    "category_keys": None if c.kind == "numerical" else [str(k) for k in c.keys],
+                    "category_keys": [str(k) for k in c.keys] if c.kind == "categorical" else None,
                     "number_keys": [float(k) for k in c.keys] if numeric_keys else None,
                     "counts": None if c.counts is None else c.counts.tolist(),
                     "values": None if c.values is None else c.values.tolist(),
+                    "texts": None if c.texts is None else [str(t) for t in c.texts],
                     "mean": c.mean,
                     "std": c.std,
                     "min": c.min,
@@ -198,6 +241,7 @@ class Profile:
                 else np.asarray(keys, dtype=object if r["kind"] == "categorical" else np.float64),
                 counts=None if r["counts"] is None else np.asarray(r["counts"], dtype=np.int64),
                 values=None if r["values"] is None else np.asarray(r["values"], dtype=np.float64),
+                texts=None if r["texts"] is None else np.asarray(r["texts"], dtype=object),
                 mean=r["mean"],
                 std=r["std"],
                 min=r["min"],
@@ -217,6 +261,7 @@ PROFILE_SCHEMA = pa.schema(
         ("number_keys", pa.list_(pa.float64())),
         ("counts", pa.list_(pa.int64())),
         ("values", pa.list_(pa.float64())),
+        ("texts", pa.list_(pa.large_string())),
         ("mean", pa.float64()),
         ("std", pa.float64()),
         ("min", pa.float64()),

@@ -1,8 +1,12 @@
-"""The drift statistics, on aggregated inputs: sorted samples and aligned category counts.
+"""The drift statistics of Evidently 0.7 that work on counts, samples and shares: the p-value
+tests ``ks``, ``chisquare`` and ``z`` and the distances ``wasserstein``, ``jensenshannon``,
+``psi``, ``kl_div`` and ``hellinger``. Each takes a :class:`Pair` (one column's reference and
+current profiles) and returns the score; :mod:`mlops_assets.drift.registry` names them.
 
-Each test reproduces Evidently 0.7's implementation (``evidently.legacy.calculations.
-stattests``) on the same inputs, so the verdicts agree, except where Evidently's answer is
-wrong or undefined; those cases are documented on the function and in the README:
+Each reproduces Evidently's implementation (``evidently.legacy.calculations.stattests``) on the
+same inputs, except where Evidently's answer is wrong or undefined. Those deliberate
+differences are documented on the function and in the README, and ``Pair.strict`` (the
+``--strict-evidently`` option) switches every one of them off:
 
 * a test over a single category (a constant column) is "no drift" (p = 1), not NaN;
 * chi-square pools the cells expected to hold fewer than 5 rows (categories the reference
@@ -10,9 +14,6 @@ wrong or undefined; those cases are documented on the function and in the README
   infinite statistic, p = 0) and sparse categories do not make small windows drift;
 * the Wasserstein distance of a constant reference is normed by the pooled standard deviation
   of both sides, where Evidently divides by 0.001 and reports scores in the thousands.
-
-p-value tests (``ks``, ``chisquare``, ``z``) flag drift when p < threshold (KS: p <= threshold,
-as Evidently); distances flag drift when score >= threshold.
 """
 
 from __future__ import annotations
@@ -22,48 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# scipy.stats costs seconds to import: only the p-value tests import it, when they run.
+from mlops_assets.drift.profile import FEW_VALUES, ColumnProfile, DriftInputError, Sample
 
-TESTS = ("ks", "chisquare", "z", "wasserstein", "jensenshannon", "psi", "hellinger")
-P_VALUE_TESTS = frozenset({"ks", "chisquare", "z"})
-DEFAULT_THRESHOLDS = {test: 0.05 if test in P_VALUE_TESTS else 0.1 for test in TESTS}
-NUMERICAL_ONLY = frozenset({"ks", "wasserstein"})
-CATEGORICAL_ONLY = frozenset({"chisquare", "z"})
-SMALL_REFERENCE = 1000  # Evidently's switch from statistical tests to distances
-FEW_VALUES = 20  # up to this many distinct reference values, numbers are binned as categories
-
-
-def default_test(kind: str, reference_rows: int, distinct: int) -> str:
-    """Evidently 0.7's DataDriftPreset choice. ``distinct`` counts the values of reference and
-    current together, missing values excluded; ``reference_rows`` counts non-missing rows."""
-    if reference_rows <= SMALL_REFERENCE:
-        if kind == "numerical" and distinct > 5:
-            return "ks"
-        return "chisquare" if distinct > 2 else "z"
-    if kind == "numerical" and distinct > 5:
-        return "wasserstein"
-    return "jensenshannon"
-
-
-def is_drift(test: str, score: float, threshold: float) -> bool:
-    if test == "ks":
-        return score <= threshold
-    if test in P_VALUE_TESTS:
-        return score < threshold
-    return score >= threshold
-
-
-@dataclass(frozen=True)
-class Sample:
-    """A numerical column as an equally weighted sorted sample: every value when it is small,
-    else quantiles at evenly spaced levels; ``rows`` is the true number of values."""
-
-    values: np.ndarray
-    rows: int
-
-    @property
-    def exact(self) -> bool:
-        return len(self.values) == self.rows
+# scipy.stats costs a quarter of a second to import: the tests that need it import it when
+# they run, so a report of distances never loads it.
 
 
 @dataclass(frozen=True)
@@ -73,6 +36,34 @@ class Counts:
     keys: np.ndarray
     reference: np.ndarray
     current: np.ndarray
+
+
+@dataclass(frozen=True)
+class Pair:
+    """What a test gets for one column: both sides' profiles (the current one exact, the
+    reference exact when the caller has every value, else quantiles), both sides' values
+    counted when they are few (``counts``: categories, or numbers with at most ``FEW_VALUES``
+    distinct reference values; else None), and whether to follow Evidently exactly."""
+
+    reference: ColumnProfile
+    current: ColumnProfile
+    counts: Counts | None = None
+    strict: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.reference.name
+
+    def needs_counts(self, test: str) -> Counts:
+        """The counts, or a refusal naming the test and column: a numerical column with many
+        values cannot be tested as categories."""
+        if self.counts is None:
+            raise DriftInputError(
+                f"{test} compares categories; {self.name!r} has {self.reference.distinct} "
+                f"distinct numbers in the reference (at most {FEW_VALUES} can be compared "
+                "as categories)"
+            )
+        return self.counts
 
 
 def ks(reference: Sample, current: Sample) -> float:
@@ -91,11 +82,27 @@ def ks(reference: Sample, current: Sample) -> float:
     return float(stats.kstwo.sf(d, round(n * m / (n + m))))
 
 
-def wasserstein_normed(reference: Sample, current: Sample, reference_std: float, pooled_std: float):
+def ks_test(pair: Pair) -> float:
+    return ks(pair.reference.sample, pair.current.sample)
+
+
+def wasserstein(pair: Pair) -> float:
     """Wasserstein-1 distance divided by the reference standard deviation (at least 0.001), or
-    by the pooled one when the reference is constant."""
-    norm = reference_std if reference_std > 0 else max(pooled_std, 0.001)
+    (not in strict mode) by the pooled one when the reference is constant."""
+    reference, current = pair.reference, pair.current
+    norm = reference.std
+    if norm == 0 and not pair.strict:
+        norm = pooled_std(reference, current)
     return _wasserstein(reference.values, current.values) / max(norm, 0.001)
+
+
+def pooled_std(a: ColumnProfile, b: ColumnProfile) -> float:
+    n = a.rows + b.rows
+    mean = (a.rows * a.mean + b.rows * b.mean) / n
+    var = (
+        a.rows * (a.std**2 + (a.mean - mean) ** 2) + b.rows * (b.std**2 + (b.mean - mean) ** 2)
+    ) / n
+    return math.sqrt(var)
 
 
 def _wasserstein(u: np.ndarray, v: np.ndarray) -> float:
@@ -110,17 +117,22 @@ def _wasserstein(u: np.ndarray, v: np.ndarray) -> float:
 MIN_EXPECTED = 5.0  # the chi-square approximation needs about 5 expected rows per cell
 
 
-def chisquare(counts: Counts) -> float:
+def chisquare(pair: Pair) -> float:
     """Chi-square goodness of fit of the current counts to the reference proportions.
 
     Cells expected to hold fewer than 5 current rows (among them categories the reference
     never saw) are pooled into one, which is expected to hold at least half a row: Evidently
     keeps them, so a sparse or new category makes the statistic explode (one new value among
-    a thousand rows gives p = 0), and small windows drift by chance."""
+    a thousand rows gives p = 0), and small windows drift by chance. Strict: Evidently's
+    cells as they are (a category the reference never saw gives p = 0; one category, NaN)."""
     from scipy import stats
 
+    counts = pair.needs_counts("chisquare")
     expected = counts.reference * (counts.current.sum() / counts.reference.sum())
     observed = counts.current.astype(np.float64)
+    if pair.strict:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(stats.chisquare(observed, expected).pvalue)
     sparse = expected < MIN_EXPECTED
     if sparse.any():
         observed = np.append(observed[~sparse], observed[sparse].sum())
@@ -131,8 +143,10 @@ def chisquare(counts: Counts) -> float:
     return float(stats.chisquare(observed, expected).pvalue)
 
 
-def z_test(counts: Counts) -> float:
-    """Two-proportion Z-test on the share of the first (sorted) key, two-sided."""
+def z_test(pair: Pair) -> float:
+    """Two-proportion Z-test on the share of the first (sorted) key, two-sided. One category
+    on both sides is no drift (p = 1), as in Evidently."""
+    counts = pair.needs_counts("z")
     if len(counts.keys) < 2:
         return 1.0
     n1, n2 = counts.reference.sum(), counts.current.sum()
@@ -179,6 +193,60 @@ def hellinger(ref: np.ndarray, cur: np.ndarray) -> float:
     """Hellinger distance of two discrete distributions (shares that sum to one)."""
     overlap = float(np.clip(np.sum(np.sqrt(ref * cur)), 0, 1))
     return math.sqrt(1 - overlap)
+
+
+def jensenshannon_test(pair: Pair) -> float:
+    return jensenshannon(*shares(*binned(pair), fill_zeroes=False))
+
+
+def psi_test(pair: Pair) -> float:
+    return psi(*shares(*binned(pair), fill_zeroes=True))
+
+
+def kl_div_test(pair: Pair) -> float:
+    """Kullback-Leibler divergence of the reference from the current shares, KL(ref || cur),
+    natural log (``scipy.stats.entropy(ref, cur)``), empty bins filled as for PSI."""
+    ref, cur = shares(*binned(pair), fill_zeroes=True)
+    ref, cur = ref / ref.sum(), cur / cur.sum()
+    return float(np.sum(ref * np.log(ref / cur)))
+
+
+def hellinger_test(pair: Pair) -> float:
+    return hellinger(*shares(*binned(pair, by_distinct=True), fill_zeroes=False))
+
+
+def binned(pair: Pair, by_distinct: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Counts per bin as Evidently bins them: categories (and numbers with at most 20 distinct
+    reference values) by value; other numbers in Sturges bins over both sides' range, as many
+    as Sturges gives for the rows of both sides, or with ``by_distinct`` (the Hellinger
+    distance) for the distinct values of both sides together, which it bins always."""
+    reference, current, counts = pair.reference, pair.current, pair.counts
+    if counts is not None and (reference.kind == "categorical" or not by_distinct):
+        return counts.reference, counts.current
+    if counts is not None:
+        edges = sturges(reference, current, len(counts.keys))
+        keys = counts.keys.astype(np.float64)
+        return (
+            np.histogram(keys, edges, weights=counts.reference)[0],
+            np.histogram(keys, edges, weights=counts.current)[0],
+        )
+    n = union_distinct(reference, current) if by_distinct else reference.rows + current.rows
+    edges = sturges(reference, current, n)
+    return weighted_histogram(reference.sample, edges), np.histogram(current.values, edges)[0]
+
+
+def union_distinct(reference: ColumnProfile, current: ColumnProfile) -> int:
+    """The number of distinct values of both sides together: exact when the reference keeps
+    every value, else bounded below by the larger side's count."""
+    if reference.sample.exact:
+        return len(np.union1d(reference.values, current.values))
+    return max(reference.distinct, current.distinct)
+
+
+def sturges(reference: ColumnProfile, current: ColumnProfile, n: int) -> np.ndarray:
+    """numpy's Sturges bin edges for ``n`` values spanning both sides' range."""
+    lo, hi = min(reference.min, current.min), max(reference.max, current.max)
+    return np.histogram_bin_edges(np.array([lo, hi]), bins=math.ceil(math.log2(n) + 1))
 
 
 def weighted_histogram(sample: Sample, edges: np.ndarray) -> np.ndarray:
