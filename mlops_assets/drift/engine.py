@@ -159,6 +159,8 @@ class DriftReport:
         columns = []
         for c in sorted(self.columns, key=_severity):
             row = {k: getattr(c, k) for k in keys + extra}
+            if math.isnan(row["score"]):  # a test that is undefined here (strict: Evidently's NaN)
+                row["score"] = None
             if plots:
                 row.update(
                     bins=c.bins,

@@ -16,8 +16,8 @@ from mlops_assets.markdown import md_table
 REF_COLOUR, CUR_COLOUR = "#4c78a8", "#f58518"
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4g}"
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
 
 
 def summary_line(report: DriftReport) -> str:
