@@ -10,6 +10,7 @@ import typer
 from rich.text import Text
 
 from mlops_assets.cli.common import console, fail, failing
+from mlops_assets.drift import names
 from mlops_assets.text import printable
 
 app = typer.Typer()
@@ -29,18 +30,61 @@ def drift(
     stattest: Annotated[
         str | None,
         typer.Option(
-            help="One test for every column: ks, chisquare, z, wasserstein, "
-            "jensenshannon, psi or hellinger [default: chosen per column]."
+            help=f"One test for every column, by Evidently's name: {', '.join(names.ALL)} "
+            "(default: chosen per column, as Evidently does).",
         ),
+    ] = None,
+    num_stattest: Annotated[
+        str | None,
+        typer.Option(help=f"The test of every numerical column: {', '.join(names.NUMERICAL)}."),
+    ] = None,
+    cat_stattest: Annotated[
+        str | None,
+        typer.Option(help=f"The test of every categorical column: {', '.join(names.CATEGORICAL)}."),
+    ] = None,
+    text_stattest: Annotated[
+        str | None,
+        typer.Option(help=f"The test of every text column: {', '.join(names.TEXT)}."),
     ] = None,
     column_stattest: Annotated[
         list[str] | None,
-        typer.Option(help="A test for one column, COLUMN=TEST (repeatable)."),
+        typer.Option(metavar="COLUMN=TEST", help="A test for one column (repeatable)."),
     ] = None,
     threshold: Annotated[
         float | None,
-        typer.Option(help="Drift threshold [default: p < 0.05 for tests, >= 0.1 for distances]."),
+        typer.Option(
+            help="One drift threshold for every column (default: the test's own: p < 0.05 for "
+            "p-value tests, >= 0.1 for most distances)."
+        ),
     ] = None,
+    num_threshold: Annotated[
+        float | None, typer.Option(help="The threshold of every numerical column.")
+    ] = None,
+    cat_threshold: Annotated[
+        float | None, typer.Option(help="The threshold of every categorical column.")
+    ] = None,
+    text_threshold: Annotated[
+        float | None, typer.Option(help="The threshold of every text column.")
+    ] = None,
+    column_threshold: Annotated[
+        list[str] | None,
+        typer.Option(metavar="COLUMN=X", help="A threshold for one column (repeatable)."),
+    ] = None,
+    text_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="COLUMN",
+            help="A string column to compare as text (a domain classifier on its words), not "
+            "as categories (repeatable).",
+        ),
+    ] = None,
+    strict_evidently: Annotated[
+        bool,
+        typer.Option(
+            help="Evidently 0.7's exact numbers and errors: every deliberate difference of "
+            "this engine off."
+        ),
+    ] = False,
     drift_share: Annotated[
         float, typer.Option(help="Share of drifted columns that means dataset drift.")
     ] = 0.5,
@@ -56,22 +100,36 @@ def drift(
 ) -> None:
     """Data drift between two datasets, column by column (Evidently's DataDriftPreset tests).
 
-    Numeric columns are numerical, time and nested (list, struct, map) columns are skipped,
-    everything else is categorical.
-    Exit 0 whether or not drift is found (1 with --fail-on-drift and dataset drift; 2 when the
-    files cannot be compared)."""
+    Numeric columns are numerical, --text-column ones text, time and nested
+    (list, struct, map) columns are skipped, everything else is categorical.
+
+    A column's test: its own (--column-stattest), else its kind's (--num-stattest,
+    --cat-stattest, --text-stattest), else --stattest, else Evidently's choice.
+    Its threshold likewise, else the test's default: Evidently's precedence.
+    COLUMN=VALUE is split at the last '=', so a column name may hold '='.
+
+    Exit 0 whether or not drift is found (1 with --fail-on-drift and dataset
+    drift; 2 when the files cannot be compared)."""
     from mlops_assets.drift.engine import DriftInputError, DriftOptions, drift_files
     from mlops_assets.drift.files import as_parquet
     from mlops_assets.drift.report import summary_line, to_html
 
     with failing(DriftInputError, code=2):
-        per_column = dict(_split_assignment(a) for a in column_stattest or [])
         options = DriftOptions(
             stattest=stattest,
-            per_column_stattest=per_column,
+            per_column_stattest=_per_column("--column-stattest", "TEST", column_stattest, str),
+            num_stattest=num_stattest,
+            cat_stattest=cat_stattest,
+            text_stattest=text_stattest,
             threshold=threshold,
+            per_column_threshold=_per_column("--column-threshold", "X", column_threshold, float),
+            num_threshold=num_threshold,
+            cat_threshold=cat_threshold,
+            text_threshold=text_threshold,
             drift_share=drift_share,
             correction=correction,
+            strict_evidently=strict_evidently,
+            text_columns=_columns(text_column or []),
         )
         with as_parquet(reference, current) as (ref_path, cur_path):
             report = drift_files(ref_path, cur_path, options)
@@ -116,10 +174,29 @@ def _write_report(path: Path, text: str) -> None:
         fail(OSError(f"cannot write the report to {path}: {error.strerror or error}"), 2)
 
 
-def _split_assignment(text: str) -> tuple[str, str]:
-    column, sep, test = text.partition("=")
-    if not sep or not column or not test:
+def _per_column(option: str, what: str, assignments: list[str] | None, parse) -> dict:
+    """``COLUMN=VALUE`` arguments as {column: parse(value)}, split at the last '=' (a test name
+    or a number never holds one, a column name may). A column named twice is refused."""
+    from mlops_assets.drift.engine import DriftInputError
+
+    chosen = {}
+    for text in assignments or []:
+        column, sep, value = text.rpartition("=")
+        if not sep or not column or not value:
+            raise DriftInputError(f"{option} wants COLUMN={what}, got {text!r}")
+        if column in chosen:
+            raise DriftInputError(f"{option} names column {column!r} twice")
+        try:
+            chosen[column] = parse(value)
+        except ValueError:
+            message = f"{option} wants COLUMN={what}, {what} a number: got {text!r}"
+            raise DriftInputError(message) from None
+    return chosen
+
+
+def _columns(names: list[str]) -> tuple[str, ...]:
+    if "" in names:
         from mlops_assets.drift.engine import DriftInputError
 
-        raise DriftInputError(f"--column-stattest wants COLUMN=TEST, got {text!r}")
-    return column, test
+        raise DriftInputError("--text-column wants a column name, got ''")
+    return tuple(dict.fromkeys(names))

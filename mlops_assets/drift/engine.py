@@ -74,10 +74,17 @@ class DriftOptions:
         for kind, test in self._by_kind(self.num_stattest, self.cat_stattest, self.text_stattest):
             if test is not None:
                 lookup(test, kind)
-        thresholds = [self.threshold, self.num_threshold, self.cat_threshold, self.text_threshold]
-        for threshold in [*thresholds, *self.per_column_threshold.values()]:
+        thresholds = {
+            "threshold": self.threshold,
+            "num_threshold": self.num_threshold,
+            "cat_threshold": self.cat_threshold,
+            "text_threshold": self.text_threshold,
+        }
+        for column, threshold in self.per_column_threshold.items():
+            thresholds[f"the threshold of column {column!r}"] = threshold
+        for what, threshold in thresholds.items():
             if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
-                raise DriftInputError(f"a threshold must be a number >= 0, got {threshold}")
+                raise DriftInputError(f"{what} must be a number >= 0, got {threshold}")
         if not 0 < self.drift_share <= 1:
             raise DriftInputError(f"drift_share must be in (0, 1], got {self.drift_share}")
         if self.correction not in CORRECTIONS:
@@ -377,7 +384,9 @@ def drift_files(
     options = options or DriftOptions()
     ref_kinds, cur_kinds = parquet_columns(Path(reference)), parquet_columns(Path(current))
     wanted = columns or list(ref_kinds)
-    named = [*wanted, *options.text_columns]
+    # A column named in an option but absent (a typo) is refused: Evidently ignores it silently.
+    named = dict.fromkeys([*wanted, *options.text_columns, *options.per_column_stattest,
+                           *options.per_column_threshold])  # fmt: skip
     absent = [c for c in named if c not in cur_kinds or c not in ref_kinds]
     if absent:
         raise DriftInputError(f"columns missing from one of the files: {', '.join(absent)}")
