@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mlops_assets.drift import categorical_tests as cat
 from mlops_assets.drift import stattests as st
 from mlops_assets.drift.profile import DriftInputError
 
@@ -80,6 +81,9 @@ TESTS = (
     ColumnTest("hellinger", "Hellinger distance", BOTH, 0.1, "d>=", st.hellinger_test, "values"),
     # -- numerical tests on scipy (numerical_tests.py) --
     # -- categorical tests (categorical_tests.py) --
+    ColumnTest("fisher_exact", "Fisher's Exact test", CATEGORICAL, 0.1, "p<", cat.fisher_exact),
+    ColumnTest("g_test", "g_test", CATEGORICAL, 0.1, "p<", cat.g_test),
+    ColumnTest("TVD", "Total-Variation-Distance", CATEGORICAL, 0.1, "p<", cat.tvd_test),
     # -- text tests (text_drift.py) --
 )
 REGISTRY: dict[str, ColumnTest] = {test.name: test for test in TESTS}
