@@ -2,15 +2,17 @@
 ``monitoring/<model>/drift_report``, its ``retrain_<model>_on_drift`` sensor and the identifier
 check on the monitoring tables (:func:`build_monitor_defs`)."""
 
+import dataclasses
 import json
 import warnings
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mlops_assets.drift import report as drift_report_text
+from mlops_assets.drift.engine import DriftOptions
 from mlops_assets.drift.multivariate import DEFAULT_THRESHOLD
 from mlops_assets.faults import crash_point
 from mlops_assets.markdown import md_table, placement_metadata
@@ -52,14 +54,40 @@ def _table_key(table: str) -> dg.AssetKey:
 
 
 class DriftConfig(dg.Config):
+    """The daily monitor's options. Which test and threshold a column gets, as in Evidently:
+    its own (``per_column_*``), else its kind's (``num_``, ``cat_``, ``text_``), else the
+    global one, else Evidently's choice and the test's default. Checked when the run starts:
+    an unknown test, a test for the wrong kind or a bad threshold fails it with the reason."""
+
     stattest: str | None = Field(
         default=None, description="One test for every column (default: chosen per column)."
     )
+    num_stattest: str | None = Field(default=None, description="The test of numerical columns.")
+    cat_stattest: str | None = Field(default=None, description="The test of categorical columns.")
+    text_stattest: str | None = Field(default=None, description="The test of text columns.")
+    per_column_stattest: dict[str, str] = Field(
+        default={}, description="A test for each listed column: {column: test}."
+    )
     threshold: float | None = Field(default=None, description="Drift threshold of the tests.")
+    num_threshold: float | None = Field(
+        default=None, description="The threshold of numerical columns."
+    )
+    cat_threshold: float | None = Field(
+        default=None, description="The threshold of categorical columns."
+    )
+    text_threshold: float | None = Field(default=None, description="The threshold of text columns.")
+    per_column_threshold: dict[str, float] = Field(
+        default={}, description="A threshold for each listed column: {column: threshold}."
+    )
     drift_share: float = Field(
         default=MONITOR_DRIFT_SHARE, description="Share of drifted columns that is drift."
     )
     correction: str = Field(default="none", description="none, or bh (Benjamini-Hochberg).")
+    strict_evidently: bool = Field(
+        default=False,
+        description="Evidently 0.7's exact numbers and errors: every deliberate difference off "
+        "(tests are then chosen by the reference's size, as Evidently does).",
+    )
     multivariate: bool = Field(default=True, description="Train a domain classifier per day.")
     domain_auc_threshold: float = Field(
         default=DEFAULT_THRESHOLD, description="Domain classifier ROC-AUC that is drift."
@@ -74,14 +102,19 @@ class DriftConfig(dg.Config):
         description="Regressor: RMSE rise over its holdout's, relative, that is drift.",
     )
 
+    @model_validator(mode="after")
+    def _valid_drift_options(self) -> "DriftConfig":
+        self.drift_options()  # a DriftInputError is a ValueError: pydantic reports its message
+        return self
+
+    def drift_options(self) -> DriftOptions:
+        """The fields that are drift options (the same names), on the monitor's defaults."""
+        names = {f.name for f in dataclasses.fields(DriftOptions)} & set(type(self).model_fields)
+        return monitor_options(**{name: getattr(self, name) for name in names})
+
     def monitor_config(self) -> MonitorConfig:
         return MonitorConfig(
-            drift=monitor_options(
-                stattest=self.stattest,
-                threshold=self.threshold,
-                drift_share=self.drift_share,
-                correction=self.correction,
-            ),
+            drift=self.drift_options(),
             multivariate=self.multivariate,
             domain_auc_threshold=self.domain_auc_threshold,
             performance_window_days=self.performance_window_days,

@@ -25,7 +25,7 @@ import pandas as pd
 
 from mlops_assets.drift.engine import DriftOptions, DriftReport, compare_profiles
 from mlops_assets.drift.multivariate import DEFAULT_THRESHOLD, domain_classifier
-from mlops_assets.drift.profile import Profile, profile_frame
+from mlops_assets.drift.profile import DriftInputError, Profile, profile_frame
 from mlops_assets.features.validation import table_exists
 from mlops_assets.monitoring.reference import PROFILE_FILE, SAMPLE_FILE, SCORE
 from mlops_assets.parallel import Placement, map_chunks
@@ -164,6 +164,14 @@ def monitor_days(
         sample = pd.read_parquet(registry.attachment(spec.name, version, SAMPLE_FILE))
     except RegistryError as error:
         raise NoChampion(f"champion {version} has no drift reference: {error}") from error
+    # An option for a column the champion does not have (a typo) is refused, not ignored.
+    named = {*config.drift.per_column_stattest, *config.drift.per_column_threshold}
+    unknown = sorted(named - set(reference.columns))
+    if unknown:
+        raise DriftInputError(
+            f"drift options name columns that {spec.name}'s champion {version} does not "
+            f"monitor: {', '.join(map(repr, unknown))}"
+        )
     card = registry.card(spec.name, version).data
     labelled = _labelled(con, spec, version, card)
     # The champion's own inputs, as its reference profiled them (the table may have changed).
