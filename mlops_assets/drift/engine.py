@@ -26,6 +26,7 @@ from mlops_assets.drift.profile import (
     ColumnProfile,
     DriftInputError,
     Profile,
+    Undefined,
     column_kind,
     profile_column,
 )
@@ -242,8 +243,14 @@ def compare_columns(
             f"profile keeps {len(reference.values):,} quantiles of {reference.rows:,} rows"
         )
     threshold = options.threshold_for(name, kind, test)
-    score = float(test.score(st.Pair(reference, current, counts, options.strict_evidently)))
-    result = ColumnDrift(name, kind, test.name, score, threshold, test.drifted(score, threshold))
+    pair = st.Pair(reference, current, counts, options.strict_evidently)
+    try:
+        score = float(test.score(pair))
+    except Undefined as why:  # no score for this column: not drifted, the note says why
+        result = ColumnDrift(name, kind, test.name, math.nan, threshold, False, note=str(why))
+        return _describe(result, reference, current, counts)
+    drifted, note = test.verdict(pair, score, threshold)
+    result = ColumnDrift(name, kind, test.name, score, threshold, drifted, note=note)
     return _describe(result, reference, current, counts)
 
 

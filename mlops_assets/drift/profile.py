@@ -38,6 +38,11 @@ class DriftInputError(ValueError):
     test that does not apply to a column)."""
 
 
+class Undefined(Exception):
+    """A test cannot score this column (a text column with no word left to learn from): it is
+    reported with no score, as not drifted, and the message as its note (quoting no value)."""
+
+
 @dataclass(frozen=True)
 class Sample:
     """A numerical column as an equally weighted sorted sample: every value when it is small

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from mlops_assets.drift import categorical_tests as cat
 from mlops_assets.drift import stattests as st
+from mlops_assets.drift import text_drift
 from mlops_assets.drift.profile import DriftInputError
 
 NUMERICAL = frozenset({"numerical"})
@@ -44,6 +45,10 @@ class ColumnTest:
     # "moments", "values" (every reference value; from a stored profile's quantiles it is an
     # approximation), "raw" (every value: refused on a stored profile's quantiles) or "text".
     needs: str = "counts"
+    # A bound that depends on the data, compared with the score (by ``rule``) in place of the
+    # threshold, and a note that shows it: perc_text_content_drift's percentile of random
+    # classifiers' ROC AUCs.
+    limit: Callable[[st.Pair, float], tuple[float, str]] | None = None
 
     @property
     def p_value(self) -> bool:
@@ -52,6 +57,13 @@ class ColumnTest:
     def drifted(self, score: float, threshold: float) -> bool:
         """The verdict; a score that is not a number (Evidently's NaN) is no drift."""
         return not math.isnan(score) and RULES[self.rule](score, threshold)
+
+    def verdict(self, pair: st.Pair, score: float, threshold: float) -> tuple[bool, str]:
+        """The verdict on a column and a note (the data's own bound, when the test has one)."""
+        if self.limit is None or math.isnan(score):
+            return self.drifted(score, threshold), ""
+        bound, note = self.limit(pair, threshold)
+        return self.drifted(score, bound), note
 
 
 TESTS = (
@@ -85,6 +97,25 @@ TESTS = (
     ColumnTest("g_test", "g_test", CATEGORICAL, 0.1, "p<", cat.g_test),
     ColumnTest("TVD", "Total-Variation-Distance", CATEGORICAL, 0.1, "p<", cat.tvd_test),
     # -- text tests (text_drift.py) --
+    ColumnTest(
+        "abs_text_content_drift",
+        "Absolute text content drift",
+        TEXT,
+        0.55,
+        "d>",
+        text_drift.domain_classifier_auc,
+        "text",
+    ),
+    ColumnTest(
+        "perc_text_content_drift",
+        "Percentile text content drift",
+        TEXT,
+        0.95,
+        "d>",
+        text_drift.domain_classifier_auc,
+        "text",
+        limit=text_drift.random_classifier_limit,
+    ),
 )
 REGISTRY: dict[str, ColumnTest] = {test.name: test for test in TESTS}
 
