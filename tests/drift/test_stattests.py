@@ -3,13 +3,14 @@ boundaries."""
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 from scipy.spatial import distance
 
 from mlops_assets.drift import stattests as st
-from mlops_assets.drift.engine import DriftOptions, compare_columns
-from mlops_assets.drift.profile import EXACT_ROWS, profile_column
+from mlops_assets.drift.engine import DriftOptions, compare_columns, drift_files
+from mlops_assets.drift.profile import QUANTILES, profile_column
 
 rng = np.random.default_rng(0)
 
@@ -27,11 +28,34 @@ def test_ks_is_scipys_two_sample_test():
     assert result.score == pytest.approx(stats.ks_2samp(ref, cur).pvalue, rel=1e-12)
 
 
-def test_ks_from_reference_quantiles_stays_close_to_the_exact_p_value():
-    ref, cur = rng.normal(0, 1, 200_000), rng.normal(0.01, 1, 5_000)
+def ks_bound(n: int, m: int) -> float:
+    """The bound README states for KS from a stored profile's quantiles: the reference ECDF is
+    known to within 1/Q + 1/n, so D is, and the p-value moves at most by the largest density
+    of the Kolmogorov distribution of n_eff = nm/(n+m) (1.69 * sqrt(n_eff)) times that."""
+    return 1.7 * np.sqrt(n * m / (n + m)) * (1 / QUANTILES + 1 / n)
+
+
+@pytest.mark.parametrize("n, m", [(20_000, 20_000), (100_000, 20_000), (100_000, 100_000)])
+def test_ks_from_reference_quantiles_is_within_the_stated_bound(n, m):
+    sample = np.random.default_rng(n + m)
+    shift = 1 / np.sqrt(n * m / (n + m))  # about one standard error: p where it is steep
+    ref, cur = sample.normal(0, 1, n), sample.normal(shift, 1, m)
+    assert len(profile_column("x", "numerical", pa.array(ref)).values) == QUANTILES
+    exact = stats.ks_2samp(ref, cur).pvalue
+    assert 0.01 < exact < 0.99
     result = _pair(ref, cur, stattest="ks")
-    assert len(profile_column("x", "numerical", pa.array(ref)).values) == EXACT_ROWS
-    assert result.score == pytest.approx(stats.ks_2samp(ref, cur).pvalue, abs=0.02)
+    assert abs(result.score - exact) <= ks_bound(n, m)
+
+
+def test_ks_on_two_files_is_scipys_exact_test_at_any_size(tmp_path):
+    """`mlops drift` keeps every reference value: KS is scipy's, not an approximation."""
+    ref, cur = rng.normal(0, 1, 60_000), rng.normal(0.01, 1, 25_000)
+    paths = []
+    for name, values in (("ref", ref), ("cur", cur)):
+        paths.append(tmp_path / f"{name}.parquet")
+        pq.write_table(pa.table({"x": values}), paths[-1])
+    [result] = drift_files(*paths, DriftOptions(stattest="ks")).columns
+    assert result.score == stats.ks_2samp(ref, cur).pvalue
 
 
 def test_wasserstein_is_scipys_distance_normed_by_the_reference_std():
@@ -42,10 +66,47 @@ def test_wasserstein_is_scipys_distance_normed_by_the_reference_std():
     assert result.score == pytest.approx(expected, rel=1e-9)
 
 
-def test_wasserstein_from_reference_quantiles_is_within_a_thousandth():
-    ref, cur = rng.normal(0, 1, 300_000), rng.normal(0.1, 1.1, 100_000)
+@pytest.mark.parametrize("n, m", [(20_000, 20_000), (100_000, 20_000), (300_000, 100_000)])
+def test_wasserstein_from_reference_quantiles_is_within_the_stated_bound(n, m):
+    """The reference ECDF is known to within 1/Q + 1/n over its range, so the normed
+    distance is within (1/Q + 1/n) * (max - min) / std."""
+    ref, cur = rng.normal(0, 1, n), rng.lognormal(0, 0.5, m)
     expected = stats.wasserstein_distance(ref, cur) / np.std(ref)
-    assert _pair(ref, cur).score == pytest.approx(expected, abs=1e-3)
+    bound = (1 / QUANTILES + 1 / n) * (ref.max() - ref.min()) / np.std(ref)
+    assert abs(_pair(ref, cur).score - expected) <= bound
+
+
+def evidently_hellinger(ref: np.ndarray, cur: np.ndarray) -> float:
+    """Evidently's numerical Hellinger: Sturges bins over the distinct values of both sides."""
+    edges = np.histogram_bin_edges(np.union1d(ref, cur), bins="sturges")
+    p = np.histogram(ref, edges)[0] / len(ref)
+    q = np.histogram(cur, edges)[0] / len(cur)
+    return float(np.sqrt(1 - np.clip(np.sum(np.sqrt(p * q)), 0, 1)))
+
+
+def test_hellinger_bins_on_the_distinct_values_of_both_sides():
+    """800 and 600 distinct values, 1398 together: 12 Sturges bins (the larger side's 800
+    gives 11). The expected value is Evidently 0.7.23's on these arrays."""
+    ref, cur = np.sqrt(np.arange(1, 801)), np.sqrt(np.arange(1, 601)) * 1.1 + 0.5
+    assert len(np.histogram_bin_edges(np.union1d(ref, cur), bins="sturges")) == 13
+    result = _pair(ref, cur, stattest="hellinger")
+    assert result.score == pytest.approx(0.05431406204723423, rel=1e-9)
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_hellinger_from_reference_quantiles_counts_the_distinct_values_of_both_sides(discrete):
+    """Continuous data share no values (40,000 distinct together: 17 bins, the larger side
+    alone gives 16); integers held by many rows are all among the quantiles."""
+    if discrete:
+        ref, cur = rng.integers(0, 1_000, 30_000) * 1.0, rng.integers(200, 1_900, 5_000) * 1.0
+    else:
+        ref, cur = rng.normal(0, 1, 20_000), rng.normal(0.1, 1, 20_000)
+    reference = profile_column("x", "numerical", pa.array(ref))
+    current = profile_column("x", "numerical", pa.array(cur), exact=True)
+    assert not reference.sample.exact
+    assert st.union_distinct(reference, current) == len(np.union1d(ref, cur))
+    result = compare_columns(reference, current, DriftOptions(stattest="hellinger"))
+    assert result.score == pytest.approx(evidently_hellinger(ref, cur), abs=1e-3)
 
 
 def test_chisquare_is_scipys_goodness_of_fit_to_the_reference_proportions():
