@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
+
+from mlops_assets.cli import app
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
 KEYS = {"column", "kind", "test", "score", "threshold", "drifted"}
@@ -182,3 +185,126 @@ def test_a_report_path_that_is_not_a_regular_file_is_exit_2(files, tmp_path, opt
     os.mkfifo(fifo)
     result = _drift(files / "ref.parquet", files / "same.parquet", option, fifo, check_code=2)
     assert "not a regular file" in result.stderr + result.stdout
+
+
+# --- options: each test and threshold where Evidently would put it ------------------------------
+# In-process (typer's runner): these need no fresh interpreter, and there are many.
+
+
+def _invoke(*args, code: int):
+    result = CliRunner().invoke(app, ["drift", *map(str, args)])
+    assert result.exit_code == code, result.output
+    # A refusal is a message, never a traceback (an uncaught error would be the exception).
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return result
+
+
+def _columns(result) -> dict[str, dict]:
+    return {c["column"]: c for c in json.loads(result.stdout)["columns"]}
+
+
+def test_a_columns_own_option_beats_its_kinds_which_beats_the_global_one(files):
+    result = _invoke(
+        files / "ref.parquet", files / "same.parquet", "--json", "-",
+        "--stattest", "jensenshannon", "--num-stattest", "hellinger", "--cat-stattest", "psi",
+        "--column-stattest", "income=ks", "--threshold", "0.9", "--num-threshold", "0.3",
+        "--column-threshold", "age=0.4", code=0,
+    )  # fmt: skip
+    chosen = {name: (c["test"], c["threshold"]) for name, c in _columns(result).items()}
+    assert chosen == {"income": ("ks", 0.3), "age": ("hellinger", 0.4),
+                      "term": ("hellinger", 0.3), "purpose": ("psi", 0.9),
+                      "channel": ("psi", 0.9)}  # fmt: skip
+
+
+def test_a_column_name_holding_equals_signs_is_split_at_the_last_one(tmp_path):
+    """A test name or a number never holds '=', a column name may: `a=b=psi` is column `a=b`."""
+    rng = np.random.default_rng(0)
+    for name in ("ref", "cur"):
+        frame = pd.DataFrame({"a=b": rng.normal(0, 1, 200), "c": rng.normal(0, 1, 200)})
+        frame.to_parquet(tmp_path / f"{name}.parquet", index=False)
+    result = _invoke(tmp_path / "ref.parquet", tmp_path / "cur.parquet", "--json", "-",
+                     "--column-stattest", "a=b=psi", "--column-threshold", "a=b=0.3",
+                     code=0)  # fmt: skip
+    columns = _columns(result)
+    assert (columns["a=b"]["test"], columns["a=b"]["threshold"]) == ("psi", 0.3)
+    assert (columns["c"]["test"], columns["c"]["threshold"]) == ("ks", 0.05)
+
+
+def test_strict_evidently_refuses_an_empty_column_with_evidentlys_error(tmp_path):
+    """Here a column whose values all went missing is drifted; Evidently raises (its message,
+    word for word, with --strict-evidently)."""
+    pd.DataFrame({"x": [1.0, 2.0, 3.0]}).to_parquet(tmp_path / "ref.parquet", index=False)
+    pd.DataFrame({"x": [None, None, None]}, dtype="float64").to_parquet(
+        tmp_path / "cur.parquet", index=False
+    )
+    files = (tmp_path / "ref.parquet", tmp_path / "cur.parquet")
+    column = _columns(_invoke(*files, "--json", "-", code=0))["x"]
+    assert column["drifted"] and column["note"] == "no values in the current data"
+    result = _invoke(*files, "--strict-evidently", code=2)
+    assert ("An empty column 'x' was provided for drift calculation in the current dataset."
+            in result.stderr)  # fmt: skip
+
+
+def test_text_columns_get_the_text_tests_and_options(tmp_path):
+    rng = np.random.RandomState(0)
+    fruit, tools = [f"fruit{i}" for i in range(100)], [f"tool{i}" for i in range(100)]
+
+    def notes(share_tools: float) -> list[str]:
+        return [" ".join((tools if rng.rand() < share_tools else fruit)[rng.randint(100)]
+                         for _ in range(rng.randint(5, 12))) for _ in range(200)]  # fmt: skip
+
+    for name, share in (("ref", 0.0), ("cur", 0.3)):
+        frame = pd.DataFrame({"note": notes(share), "channel": rng.choice(["a", "b"], 200)})
+        frame.to_parquet(tmp_path / f"{name}.parquet", index=False)
+    files = (tmp_path / "ref.parquet", tmp_path / "cur.parquet")
+    as_text = _columns(_invoke(*files, "--json", "-", "--text-column", "note", code=0))
+    assert as_text["note"]["kind"] == "text" and as_text["channel"]["kind"] == "categorical"
+    assert as_text["note"]["test"] == "perc_text_content_drift"  # 200 reference rows
+    options = ["--text-stattest", "abs_text_content_drift", "--text-threshold", "0.9",
+               "--cat-threshold", "0.2"]  # fmt: skip
+    chosen = _columns(_invoke(*files, "--json", "-", "--text-column", "note", *options, code=0))
+    assert (chosen["note"]["test"], chosen["note"]["threshold"]) == ("abs_text_content_drift", 0.9)
+    assert chosen["channel"]["threshold"] == 0.2
+    assert _columns(_invoke(*files, "--json", "-", code=0))["note"]["kind"] == "categorical"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--num-stattest", "chisquare"], "chisquare does not apply to a numerical column"),
+        (["--cat-stattest", "ks"], "ks does not apply to a categorical column"),
+        (["--text-stattest", "psi"], "psi does not apply to a text column"),
+        (["--column-stattest", "income=chisquare"],
+         "chisquare does not apply to column 'income', which is numerical"),
+        (["--column-stattest", "income=magic"], "unknown stattest 'magic'"),
+        (["--column-stattest", "income"], "--column-stattest wants COLUMN=TEST, got 'income'"),
+        (["--column-stattest", "=ks"], "--column-stattest wants COLUMN=TEST, got '=ks'"),
+        (["--column-stattest", "income=ks", "--column-stattest", "income=psi"],
+         "--column-stattest names column 'income' twice"),
+        (["--column-threshold", "income=high"],
+         "--column-threshold wants COLUMN=X, X a number: got 'income=high'"),
+        (["--column-threshold", "income="], "--column-threshold wants COLUMN=X, got 'income='"),
+        (["--column-threshold", "income=nan"],
+         "the threshold of column 'income' must be a number >= 0, got nan"),
+        (["--column-threshold", "income=1e999"],
+         "the threshold of column 'income' must be a number >= 0, got inf"),
+        (["--column-threshold", "income=-0.1"],
+         "the threshold of column 'income' must be a number >= 0, got -0.1"),
+        (["--num-threshold", "nan"], "num_threshold must be a number >= 0, got nan"),
+        (["--cat-threshold", "-1"], "cat_threshold must be a number >= 0, got -1"),
+        (["--column-threshold", "incme=0.1"], "columns missing from one of the files: incme"),
+        (["--column-stattest", "incme=ks"], "columns missing from one of the files: incme"),
+        (["--text-column", ""], "--text-column wants a column name, got ''"),
+        (["--text-column", "income"], "column 'income' is numerical, not text"),
+        (["--strict-evidently", "--correction", "bh"], "it takes no correction"),
+        # Arguments are text: no Rich markup read in them, control characters escaped.
+        (["--column-threshold", "[/b]\x1b[2J=0.1"],
+         "columns missing from one of the files: [/b]\\x1b[2J"),
+        # (repr escapes the bell, then printing doubles repr's backslash)
+        (["--column-stattest", "x=[red]\x07"], "unknown stattest '[red]\\\\x07'"),
+    ],
+)  # fmt: skip
+def test_a_bad_option_exits_2_naming_the_problem(files, options, message):
+    result = _invoke(files / "ref.parquet", files / "same.parquet", *options, code=2)
+    assert message in result.stderr
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
