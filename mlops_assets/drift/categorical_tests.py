@@ -22,7 +22,7 @@ from mlops_assets.drift.profile import DriftInputError
 from mlops_assets.drift.stattests import Pair
 
 TVD_ITERATIONS = 1000  # Evidently's permutations for its TVD p-value
-ROW_ORDER_ROWS = 100_000  # above this many rows (both sides), TVD draws from the counts
+ROW_ORDER_ROWS = 10_000  # above this many rows (both sides), TVD draws from the counts
 
 
 def fisher_exact(pair: Pair) -> float:
@@ -52,10 +52,17 @@ def fisher_exact(pair: Pair) -> float:
             f"fisher_exact compares two categories; {pair.name!r} has {len(counts.keys)} in "
             "the reference and current data together"
         )
+    return float(stats.fisher_exact(fisher_table(counts.reference, counts.current)).pvalue)
+
+
+def fisher_table(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Evidently's 2x2 table ``[[current ones, current zeros], [reference ones, reference
+    zeros]]`` from the counts of at most two sorted categories (the second is "one"; a lone
+    category is "zero", as Evidently's placeholder makes it when the categories sort)."""
     table = np.zeros((2, 2), dtype=np.int64)
-    table[0, : len(counts.keys)] = counts.current
-    table[1, : len(counts.keys)] = counts.reference
-    return float(stats.fisher_exact(table).pvalue)
+    table[0, : len(current)] = current
+    table[1, : len(reference)] = reference
+    return table[:, ::-1]
 
 
 def g_test(pair: Pair) -> float:
