@@ -8,6 +8,7 @@ of its inputs and output (:func:`confined_connection`)."""
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,5 +59,16 @@ def _convert(path: Path, target: Path) -> Path:
                 [glob_literal(path), str(target)],
             )
         except duckdb.Error as error:
-            raise DriftInputError(f"{path}: cannot read as CSV: {error}") from error
+            raise DriftInputError(f"{path}: cannot read as CSV: {_csv_error(error)}") from None
     return target
+
+
+def _csv_error(error: Exception) -> str:
+    """What went wrong, without DuckDB's message: it quotes the file's rows ("Original Line"),
+    and a row is data."""
+    message = str(error)
+    line = re.search(r"on line:? (\d+)", message, re.IGNORECASE)
+    where = f" on line {line.group(1)}" if line else ""
+    if "utf-8" in message.lower():
+        return f"it is not UTF-8 text{where} (convert it to UTF-8, e.g. with iconv)"
+    return f"{type(error).__name__}{where}"

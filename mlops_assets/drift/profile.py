@@ -155,6 +155,16 @@ def profile_categories(name: str, array: pa.ChunkedArray | pa.Array) -> ColumnPr
     )
 
 
+def valid_utf8(name: str, array: pa.Array) -> pa.Array:
+    """A string array, checked: a Parquet file may hold any bytes in a string column, and
+    Arrow's conversion of them to Python fails with a message that quotes them."""
+    try:
+        array.validate(full=True)
+    except pa.ArrowInvalid:
+        raise DriftInputError(f"column {name!r} holds text that is not valid UTF-8") from None
+    return array
+
+
 def profile_texts(
     name: str, array: pa.ChunkedArray | pa.Array, exact: bool = False
 ) -> ColumnProfile:
@@ -164,7 +174,8 @@ def profile_texts(
         array = array.combine_chunks()
     if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
         raise DriftInputError(f"column {name!r} is not a text column: its type is {array.type}")
-    texts = np.asarray(array.drop_null().to_numpy(zero_copy_only=False), dtype=object)
+    texts = valid_utf8(name, array).drop_null().to_numpy(zero_copy_only=False)
+    texts = np.asarray(texts, dtype=object)
     rows = len(texts)
     if not exact and rows > TEXT_ROWS:
         texts = texts[np.linspace(0, rows - 1, TEXT_ROWS).astype(np.int64)]

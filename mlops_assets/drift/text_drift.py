@@ -65,13 +65,6 @@ def domain_classifier_auc(pair: Pair) -> float:
 
     reference, current = pair.reference.texts, pair.current.texts
     target, train, test = _split(len(reference), len(current))
-    if len(np.unique(target[train])) < 2:
-        raise _cannot(
-            pair,
-            "too few texts to train the domain classifier (its training half holds texts of "
-            "one side only)",
-            "The number of classes has to be greater than one; got 1 class",
-        )
     texts = np.concatenate([reference, current])
     vectorizer = TfidfVectorizer(sublinear_tf=True, max_df=0.5, stop_words="english")
     try:
@@ -83,6 +76,12 @@ def domain_classifier_auc(pair: Pair) -> float:
             "shorter than 2 characters, or in more than half of its texts",
             str(error),
         ) from None
+    if len(np.unique(target[train])) < 2:
+        raise _cannot(
+            pair,
+            "too few texts: the training half holds texts of one side only",
+            "The number of classes has to be greater than one; got 1 class",
+        )
     classifier = SGDClassifier(
         alpha=0.0001, max_iter=50, penalty="l1", loss="modified_huber", random_state=RANDOM_SEED
     )
