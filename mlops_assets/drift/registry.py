@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlops_assets.drift import categorical_tests as cat
+from mlops_assets.drift import numerical_tests as nt
 from mlops_assets.drift import stattests as st
 from mlops_assets.drift import text_drift
 from mlops_assets.drift.profile import DriftInputError
@@ -92,6 +93,17 @@ TESTS = (
     ColumnTest("kl_div", "Kullback-Leibler divergence", BOTH, 0.1, "d>=", st.kl_div_test, "values"),
     ColumnTest("hellinger", "Hellinger distance", BOTH, 0.1, "d>=", st.hellinger_test, "values"),
     # -- numerical tests on scipy (numerical_tests.py) --
+    ColumnTest("anderson", "Anderson-Darling", NUMERICAL, 0.1, "p<", nt.anderson, "values"),
+    ColumnTest(
+        "cramer_von_mises", "Cramer-von Mises", NUMERICAL, 0.1, "p<=", nt.cramer_von_mises, "values"
+    ),
+    ColumnTest("ed", "Energy-distance", NUMERICAL, 0.1, "d>", nt.energy_distance, "values"),
+    ColumnTest("es", "Epps-Singleton", NUMERICAL, 0.05, "p<", nt.epps_singleton, "values"),
+    ColumnTest(
+        "mannw", "Mann-Whitney U-rank test", NUMERICAL, 0.05, "p<", nt.mann_whitney, "values"
+    ),
+    ColumnTest("t_test", "t_test", NUMERICAL, 0.05, "p<", nt.t_test, "moments"),
+    ColumnTest("empirical_mmd", "empirical_mmd", NUMERICAL, 0.1, "p<", nt.empirical_mmd, "raw"),
     # -- categorical tests (categorical_tests.py) --
     ColumnTest("fisher_exact", "Fisher's Exact test", CATEGORICAL, 0.1, "p<", cat.fisher_exact),
     ColumnTest("g_test", "g_test", CATEGORICAL, 0.1, "p<", cat.g_test),
