@@ -7,7 +7,7 @@ plots, scoring by champion and shadow, and the daily drift report of its inputs 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -71,6 +71,7 @@ class TrainedModelScaffolder(DefsYamlScaffolder):
       # gate: {{primary: roc_auc, margin: 0.005, guard_tolerance: 0.02}}
       # scores_table: predictions.{name}
       # monitor: true
+      # drift: {{num_stattest: anderson, per_column_threshold: {{income: 0.2}}}}  # monitor defaults
       # protected_attributes: [age_band]   # fairness measured on; no model input unless...
       # use_protected: []                  # ...listed here, with a justification:
       # use_protected_justification: ""
@@ -108,6 +109,12 @@ class TrainedModel(dg.Component, dg.Resolvable, dg.Model):
     gate: Gate = Field(default_factory=Gate)
     scores_table: str | None = Field(default=None, description="Default predictions.<name>.")
     monitor: bool = True
+    drift: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The daily monitor's default config: stattest, num_stattest, cat_stattest, "
+        "text_stattest, per_column_stattest, threshold, num_threshold, cat_threshold, "
+        "text_threshold, per_column_threshold, strict_evidently... (a run's config overrides).",
+    )
     protected_attributes: list[str] = Field(
         default_factory=list,
         description="Columns fairness is measured on: no model input unless in use_protected.",
@@ -154,6 +161,7 @@ class TrainedModel(dg.Component, dg.Resolvable, dg.Model):
                 **{**self.card.model_dump(), "limitations": tuple(self.card.limitations)}
             ),
             reasons=dict(self.reasons),
+            drift=dict(self.drift),
         )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

@@ -9,7 +9,7 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
 
 from mlops_assets.drift import report as drift_report_text
 from mlops_assets.drift.engine import DriftOptions
@@ -37,7 +37,7 @@ from mlops_assets.resources import (
     WarehouseResource,
 )
 from mlops_assets.security.checks import build_identifier_checks
-from mlops_assets.training.spec import ModelSpec
+from mlops_assets.training.spec import ModelSpec, SpecError
 
 
 def drift_key(spec: ModelSpec) -> dg.AssetKey:
@@ -164,6 +164,38 @@ def _fmt(value, pattern: str) -> str:
     return "-" if value is None else pattern.format(value)
 
 
+def model_drift_config(spec: ModelSpec) -> type[DriftConfig]:
+    """The monitor's config with the model's declared defaults (``drift:`` in its defs.yaml):
+    the launchpad shows them and a run's config overrides them. An unknown key or a bad option
+    is refused when the code loads, not when a run starts."""
+    if not spec.drift:
+        return DriftConfig
+    known = DriftConfig.model_fields
+    unknown = sorted(set(spec.drift) - set(known))
+    if unknown:
+        raise SpecError(
+            f"model {spec.name}: drift has no key {', '.join(map(repr, unknown))} (its keys: "
+            f"{', '.join(known)})"
+        )
+    fields = {
+        name: (
+            known[name].annotation,
+            Field(default=value, description=known[name].description, validate_default=True),
+        )
+        for name, value in spec.drift.items()
+    }
+    config = create_model(f"DriftConfig_{spec.name}", __base__=DriftConfig, **fields)
+    try:
+        config()
+    except ValidationError as error:
+        reasons = "; ".join(
+            ": ".join([*map(str, e["loc"][:1]), e["msg"].removeprefix("Value error, ")])
+            for e in error.errors()
+        )
+        raise SpecError(f"model {spec.name}: drift: {reasons}") from None
+    return config
+
+
 def build_drift_report(spec: ModelSpec) -> dg.AssetsDefinition:
     """The model's daily drift report asset."""
     key = drift_key(spec)
@@ -241,6 +273,7 @@ def build_drift_report(spec: ModelSpec) -> dg.AssetsDefinition:
             metadata["html_report"] = dg.MetadataValue.path(str(reports_dir / f"{last.day}.html"))
         yield dg.MaterializeResult(metadata=metadata)
 
+    drift_report.__annotations__["config"] = model_drift_config(spec)
     with warnings.catch_warnings():
         # Single-run backfills (beta) let one run report a whole range of days.
         warnings.simplefilter("ignore", dg.BetaWarning)

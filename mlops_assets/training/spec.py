@@ -112,6 +112,9 @@ class ModelSpec:
     # Feature -> the human-readable adverse reason shown when it raises a score most (default:
     # generated from the feature's name and value).
     reasons: dict[str, str] = field(default_factory=dict)
+    # The daily monitor's default config (its keys: stattest, num_stattest, per_column_threshold,
+    # strict_evidently...): a run's config overrides them. Checked where the monitor is built.
+    drift: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):

@@ -11,19 +11,24 @@ kinds in question take: st1 = psi and st2 = hellinger (numerical and categorical
 is ours None and ``test.default_threshold``.
 """
 
+import re
+
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from pydantic import ValidationError
 
+from mlops_assets.components import TrainedModel
 from mlops_assets.drift import names
 from mlops_assets.drift.engine import DriftInputError, DriftOptions
 from mlops_assets.drift.registry import REGISTRY, names_for
-from mlops_assets.monitoring.assets import DriftConfig
+from mlops_assets.monitoring.assets import DriftConfig, build_drift_report, model_drift_config
 from mlops_assets.monitoring.daily import MonitorConfig, monitor_days, monitor_options
 from mlops_assets.monitoring.reference import reference_attachments
 from mlops_assets.training.dataset import FeatureSpec
+from mlops_assets.training.spec import SpecError
 from tests.monitoring.test_monitor import CLASSIFIER, DAYS, FakeRegistry, _visits
 
 ST1, ST2, ST3, ST4, ST5 = "psi", "hellinger", "ks", "chisquare", "wasserstein"
@@ -178,3 +183,43 @@ def test_an_option_for_a_column_the_champion_does_not_monitor_is_refused(tmp_pat
     with pytest.raises(DriftInputError, match="columns that buys's champion buys-v1 does not "
                        "monitor: 'chanel'"):  # fmt: skip
         monitor_days(con, FakeRegistry(tmp_path, {}), CLASSIFIER, DAYS, config)
+
+
+# --- a model's own defaults, declared in its defs.yaml ----------------------------------------
+
+MODEL = {"name": "buys", "task": "classification", "table": "shop.visits",
+         "id_column": "visit_id", "time_column": "seen_at", "target": "bought"}  # fmt: skip
+
+
+def test_a_model_declares_its_monitors_default_options_and_a_run_overrides_them():
+    drift = {"num_stattest": "psi", "per_column_threshold": {"x": 0.2}, "strict_evidently": True}
+    spec = TrainedModel.resolve_from_yaml(yaml.safe_dump({**MODEL, "drift": drift})).spec
+    launchpad = build_drift_report(spec).op.config_schema.config_type.fields
+    assert launchpad["num_stattest"].default_value == "psi"
+    assert launchpad["per_column_threshold"].default_value == {"x": 0.2}
+    config = model_drift_config(spec)
+    assert config().monitor_config().drift == monitor_options(**drift)
+    assert config(num_stattest="ks").drift_options() == monitor_options(
+        **drift | {"num_stattest": "ks"}
+    )
+    assert (
+        model_drift_config(TrainedModel.resolve_from_yaml(yaml.safe_dump(MODEL)).spec)
+        is DriftConfig
+    )
+
+
+@pytest.mark.parametrize(
+    ("drift", "message"),
+    [
+        ({"num_stattest": "chisquare"},
+         "model buys: drift: chisquare does not apply to a numerical column"),
+        ({"num_threshold": "high"},
+         "model buys: drift: num_threshold: Input should be a valid number"),
+        ({"per_column_stattest": {"x": "magic"}}, "model buys: drift: unknown stattest 'magic'"),
+        ({"stattest": "ks", "num_stat": "psi"}, "model buys: drift has no key 'num_stat'"),
+    ],
+)  # fmt: skip
+def test_a_models_bad_drift_defaults_are_refused_when_the_code_loads(drift, message):
+    spec = TrainedModel.resolve_from_yaml(yaml.safe_dump({**MODEL, "drift": drift})).spec
+    with pytest.raises(SpecError, match=re.escape(message)):
+        build_drift_report(spec)
