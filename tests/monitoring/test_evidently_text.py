@@ -90,6 +90,21 @@ def test_random_classifier_percentile_is_evidentlys():
         assert f"{expected:.4f}" in note and "95th percentile" in note
 
 
+def test_rank_sums_give_sklearns_auc_with_and_without_ties():
+    """The percentile's AUCs come from rank sums: sklearn's roc_auc_score (trapezoids, so ties
+    count a half) on the same draws, the tie-free sort path and scipy's average ranks alike."""
+    from sklearn.metrics import roc_auc_score
+
+    from mlops_assets.drift.text_drift import _positive_rank_sums
+
+    y = np.array([1, 0, 1, 0, 0, 1, 0])
+    positive, n1, n0 = y == 1, 3, 4
+    tied = np.array([[0.1, 0.1, 0.2, 0.3, 0.3, 0.3, 0.0], [0.5, 0.2, 0.2, 0.2, 0.9, 0.1, 0.5]])
+    for draws in (np.random.RandomState(0).rand(5, 7), tied):
+        aucs = (_positive_rank_sums(draws, positive) - n1 * (n1 + 1) / 2) / (n0 * n1)
+        assert aucs == pytest.approx([roc_auc_score(y, row) for row in draws], abs=1e-12)
+
+
 def _pair(reference, current):
     from mlops_assets.drift.stattests import Pair
 
