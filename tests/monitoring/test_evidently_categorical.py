@@ -231,3 +231,31 @@ def test_tvd_above_the_row_order_limit_draws_from_the_counts():
     drawn, permuted = column(ref, near, "TVD"), column(ref, near, "TVD", strict=True)
     assert 0.05 < permuted.score < 0.95
     assert abs(drawn.score - permuted.score) <= 4 * np.sqrt(0.25 / 1000)
+
+
+# Not from Evidently's tests: inputs checked on Evidently 0.7.23 (its numbers, re-run), where
+# strict mode must give Evidently's and the defaults differ only as README says.
+CHECKED = [
+    # (id, reference, current, test, Evidently 0.7.23 = strict, default)
+    ("kl_div", R6, C6, "kl_div", 0.01890967696532045, 0.01890967696532045),
+    ("kl_div with a new category", R6, rep([1, 2, 3, 7], [30, 30, 20, 8]), "kl_div",
+     2.881228348965255, 2.881228348965255),
+    # README, differences: "chi-square with sparse or new categories" (pooled: no drift).
+    ("chisquare with a new category", R6, rep(range(1, 8), [16, 16, 16, 16, 16, 7, 1]),
+     "chisquare", 0.0, 0.6164324406252328),  # the new cell expects 0.5 rows, not 0
+    # README, differences: "a test over a single category" (Evidently: NaN, no drift).
+    ("chisquare on one category", ["a"] * 20, ["a"] * 30, "chisquare", np.nan, 1.0),
+    ("z on two constant sides", ["a"] * 20, ["b"] * 30, "z", 1.5374368445009168e-12,
+     1.5374368445009168e-12),
+    ("z", rep("ab", [20, 5]), rep("ab", [12, 30]), "z", 4.582935700558899e-05,
+     4.582935700558899e-05),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "ref, cur, test, evidently, default", [pytest.param(*c[1:], id=c[0]) for c in CHECKED]
+)
+def test_checked_on_evidently(ref, cur, test, evidently, default):
+    strict = column(ref, cur, test, strict=True).score
+    assert strict == pytest.approx(evidently, rel=1e-3, abs=1e-4, nan_ok=True)
+    assert column(ref, cur, test).score == pytest.approx(default, rel=1e-3, abs=1e-4)
