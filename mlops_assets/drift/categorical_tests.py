@@ -100,12 +100,17 @@ def tvd_test(pair: Pair) -> float:
     Evidently's ``permutation_test``, 1000 permutations of the pooled rows seeded with 0.
 
     Evidently permutes the rows in the order they arrive (reference rows, then current rows).
-    From counts the rows are rebuilt sorted by category, which is Evidently's order exactly
-    when its rows arrive grouped in that order (as in its own tests), so the p-value is then
-    the same number. Above ``ROW_ORDER_ROWS`` rows the permutations are drawn from the counts
-    (multivariate hypergeometric: the same null distribution at a cost that does not grow
-    with the rows; the p-value differs by Monte-Carlo error, sd <= 0.016). Strict: always the
-    rows permuted."""
+    From counts the rows are rebuilt sorted by category (as the engine sorts them: as text),
+    which is Evidently's order exactly when its rows arrive grouped in that order (as in its
+    own tests), so the p-value is then the same number. The TVDs are summed over the
+    categories in sorted order, with Evidently's arithmetic, so a permuted TVD that ties with
+    the observed one falls as in Evidently when it sums in that order (small integer
+    categories); for text categories Evidently sums in the order of a Python set, which
+    changes with PYTHONHASHSEED, and its own p-value then varies by run on ties (0.065 or
+    0.067 on one pair checked). Above ``ROW_ORDER_ROWS`` rows the permutations are drawn from
+    the counts (multivariate hypergeometric: the same null distribution at a cost that does
+    not grow with the rows; the p-value differs by Monte-Carlo error, sd <= 0.016). Strict:
+    always the rows permuted."""
     counts = pair.needs_counts("TVD")
     row_order = pair.strict or counts.reference.sum() + counts.current.sum() <= ROW_ORDER_ROWS
     return permutation_p_value(counts.reference, counts.current, row_order=row_order)
