@@ -7,7 +7,6 @@ import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from mlops_assets.cli.common import console, fail, failing, out, settings
@@ -49,6 +48,8 @@ def models_list(
     """Every registered version of every declared model, the champion marked, its primary
     metric, and whether it verifies (its seal under this keyring holds and its files match): one
     that does not is never loaded, and the model's next training (`mlops run`) replaces it."""
+    from rich.table import Table
+
     from mlops_assets import catalogue
     from mlops_assets.training.registry import RegistryError
     from mlops_assets.warehouse import WarehouseMissingError, require_warehouse
@@ -140,6 +141,8 @@ def models_show(
     metric with its interval, fairness, the gate's decision and p-value, the intended use) and
     the path of the card's HTML page under $MLOPS_HOME/reports, rebuilt from the version's
     model.json when it is missing. A version that does not verify is refused."""
+    from rich.table import Table
+
     from mlops_assets.training.model_card import has_card, summary, write_card
     from mlops_assets.training.registry import RegistryError
 
@@ -185,6 +188,8 @@ def explain(
     reason codes when its score is at or above the threshold (stored by scoring, else
     computed)."""
     import math
+
+    from rich.table import Table
 
     from mlops_assets.training.reasons import explain_one
     from mlops_assets.training.registry import RegistryError

@@ -6,7 +6,6 @@ import json
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from mlops_assets.cli.common import console, fail, out, say, settings, vault
 from mlops_assets.text import printable
@@ -35,6 +34,8 @@ def pii_reveal(
     """Decrypt one customer's identifiers; the access is appended to audit.pii_access.
     Values are shown as text, their control characters escaped (`\\x1b`); --json gives them
     exactly."""
+    from rich.table import Table
+
     from mlops_assets.security.vault import reveal
 
     with vault(settings()) as (keyring, con):

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from mlops_assets.cli.common import console, fail, failing, say, settings
@@ -50,6 +49,8 @@ def generate(
 ) -> None:
     """Write realistic landing files: <out>/<source>/<YYYY-MM-DD>.csv for customers,
     applications and outcomes (delayed labels), with the dirt real feeds have."""
+    from rich.table import Table
+
     from mlops_assets.sample_data.generator import SOURCES, GeneratorConfig
     from mlops_assets.sample_data.generator import generate as write
 
@@ -135,6 +136,8 @@ def run(
 
 def print_report(report, home) -> None:
     """The run summary a person reads (stderr): every name and finding printed as text."""
+    from rich.table import Table
+
     for notice in report.notices:
         console.print(printable_lines(notice), style="yellow")
     for refused in report.refused_files:  # already shown as text (escaped) by the runner

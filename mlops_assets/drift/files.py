@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlops_assets.drift.engine import DriftInputError
-from mlops_assets.sql import confine, glob_literal
 
 if TYPE_CHECKING:
     import duckdb
@@ -39,7 +38,9 @@ def confined_connection(*paths: Path) -> duckdb.DuckDBPyConnection:
     """A new in-memory DuckDB database whose SQL can reach only the folders of ``paths``: even
     a name that slipped into SQL unquoted could read or write no other file. It is a database
     of its own, so switching its file access off changes no other connection."""
-    import duckdb
+    import duckdb  # (and mlops_assets.sql, which imports it): only a CSV needs DuckDB
+
+    from mlops_assets.sql import confine
 
     con = duckdb.connect()
     confine(con, sorted({str(Path(p).resolve().parent) for p in paths}))
@@ -50,6 +51,8 @@ def _convert(path: Path, target: Path) -> Path:
     if path.suffix.lower() in (".parquet", ".pq"):
         return path
     import duckdb
+
+    from mlops_assets.sql import glob_literal
 
     path, target = path.resolve(), target.resolve()
     with confined_connection(path, target) as con:
