@@ -125,7 +125,7 @@ bench-pipeline: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py --applications 100000 1000000 10000000
 
 bench: $(STAMP) $(EVIDENTLY_STAMP) bench-pipeline
-	$(BIN)/python benchmarks/bench_drift.py --rows 1000000 --columns 20
+	$(BIN)/python benchmarks/bench_drift.py --rows 300000 --rows 1000000 --columns 20 --repeat 3
 	$(BIN)/python benchmarks/bench_drift.py --rows 10000000 --columns 100 --no-evidently
 	$(BIN)/python benchmarks/bench_landing.py --days 90 --rows-per-day 11000
 	$(BIN)/python benchmarks/bench_features.py --rows 1000000

@@ -1,28 +1,33 @@
 """Benchmark drift detection against Evidently, on the same Parquet files in the same run.
 
-    python benchmarks/bench_drift.py --rows 1000000 --columns 20            # vs Evidently
+    python benchmarks/bench_drift.py --rows 300000 --rows 1000000 --columns 20 --repeat 3
     python benchmarks/bench_drift.py --rows 10000000 --columns 100 --no-evidently
 
 Generates a reference and a current dataset (numbers: normal, log-normal, uniform, a few
 values, with missing values; categories: 2 to 100 values, a new one, a constant) where 40 % of
-the columns drift, some only slightly. `mlops drift` runs as a subprocess (wall time and peak
-RSS of the whole command, imports included); Evidently's DataDriftPreset runs in its own
-virtualenv (`.venv-evidently`, it needs pandas < 3) on the same files, and its time is the
-report alone, without reading the files. Prints the speed ratio, the verdict agreement per
-column, and the dataset verdicts.
+the columns drift, some only slightly. Both tools are timed as whole processes, start-up
+included, as a user meets them: `mlops drift` (JSON and HTML reports), and a script that
+imports Evidently, reads both Parquet files with pandas and runs DataDriftPreset
+(benchmarks/evidently_drift.py, in its own virtualenv: `.venv-evidently`, or
+--evidently-python; Evidently needs pandas < 3). The runs alternate, ours then theirs, and
+each is repeated; the table gives the minimum and the median wall time, the peak RSS of each
+process, and the ratio of Evidently's time to ours. Prints the machine and the date, and the
+verdict agreement per column and for the dataset.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
-import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -80,101 +85,134 @@ def write_dataset(path: Path, rows: int, columns: int, seed: int, drifted: bool)
     writer.close()
 
 
-def run_ours(reference: Path, current: Path, out: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of `mlops drift` as a separate process."""
+def run_process(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one process, start-up included."""
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode:
+            errors.seek(0)
+            message = errors.read().decode(errors="replace")
+            raise SystemExit(f"{command[0]} failed ({process.returncode}):\n{message}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def ours_command(reference: Path, current: Path, out: Path) -> list[str]:
+    mlops = str(Path(sys.executable).parent / "mlops")
+    return [mlops, "drift", str(reference), str(current), "--json", str(out),
+            "--html", str(out.with_suffix(".html"))]  # fmt: skip
+
+
+def evidently_command(python: Path, reference: Path, current: Path, out: Path) -> list[str]:
+    script = ROOT / "benchmarks" / "evidently_drift.py"
+    return [str(python), str(script), str(reference), str(current), str(out)]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                 .splitlines() if line.startswith("model name")]  # fmt: skip
+        cpu = names[0] if names else cpu
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GB RAM, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def timed(label: str, runs: list[tuple[float, float]]) -> str:
+    times, peaks = [seconds for seconds, _ in runs], [peak for _, peak in runs]
+    return (
+        f"| {label} | {min(times):.2f} | {statistics.median(times):.2f} | "
+        f"{', '.join(f'{t:.2f}' for t in times)} | {max(peaks):,.0f} |"
+    )
+
+
+def bench(rows: int, columns: int, repeat: int, evidently: Path | None, tmp: Path) -> None:
+    reference, current = tmp / f"reference-{rows}.parquet", tmp / f"current-{rows}.parquet"
     started = time.perf_counter()
-    subprocess.run(
-        [
-            str(Path(sys.executable).parent / "mlops"),
-            "drift",
-            str(reference),
-            str(current),
-            "--json",
-            str(out),
-            "--html",
-            str(out.with_suffix(".html")),
-        ],
-        check=True,
-        stderr=subprocess.DEVNULL,
+    write_dataset(reference, rows, columns, seed=1, drifted=False)
+    write_dataset(current, rows, columns, seed=2, drifted=True)
+    size = (reference.stat().st_size + current.stat().st_size) / 1e6
+    print(
+        f"\n## {rows:,} rows x {columns} columns per side ({size:,.0f} MB of Parquet, "
+        f"generated in {time.perf_counter() - started:.1f} s)\n"
     )
-    seconds = time.perf_counter() - started
-    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    ours_out, theirs_out = tmp / "ours.json", tmp / "evidently.json"
+    ours, theirs = [], []  # (seconds, peak MB) of each run
+    for _ in range(repeat):  # alternating: both meet the same load on a shared machine
+        ours.append(run_process(ours_command(reference, current, ours_out)))
+        if evidently:
+            theirs.append(run_process(evidently_command(evidently, reference, current, theirs_out)))
+    mine = json.loads(ours_out.read_text())
+    print(f"| whole process, {repeat} runs | min s | median s | every run | peak RSS MB |")
+    print("|---|---:|---:|---|---:|")
+    print(timed("`mlops drift` (JSON and HTML reports)", ours))
+    if not evidently:
+        print(f"\ndrifted columns: {mine['n_drifted_columns']}/{mine['n_columns']}; dataset "
+              f"drift: {mine['dataset_drift']}")  # fmt: skip
+        return
+    other = json.loads(theirs_out.read_text())
+    print(timed(f"Evidently {_evidently_version(evidently)} DataDriftPreset script", theirs))
+    medians = [statistics.median(seconds for seconds, _ in runs) for runs in (theirs, ours)]
+    print(
+        f"\n**{min(theirs)[0] / min(ours)[0]:.1f}x** faster (min / min; median / median: "
+        f"{medians[0] / medians[1]:.1f}x). Inside Evidently's last run: reading "
+        f"{other['read_seconds']:.1f} s, report {other['report_seconds']:.1f} s."
+    )
+    compare_verdicts(mine, other)
 
 
-def run_evidently(reference: Path, current: Path, out: Path) -> dict:
-    subprocess.run(
-        [
-            str(EVIDENTLY_PYTHON),
-            str(ROOT / "benchmarks" / "evidently_drift.py"),
-            str(reference),
-            str(current),
-            str(out),
-        ],
-        check=True,
-        stderr=subprocess.DEVNULL,
+def compare_verdicts(ours: dict, theirs: dict) -> None:
+    dataset = theirs["dataset"]
+    agree = [c["drifted"] == theirs["columns"][c["column"]]["drifted"] for c in ours["columns"]]
+    worst = max(
+        abs((c["score"] or 0.0) - theirs["columns"][c["column"]]["score"]) for c in ours["columns"]
     )
-    return json.loads(out.read_text())
+    print(
+        f"drifted columns: ours {ours['n_drifted_columns']}/{ours['n_columns']}, Evidently "
+        f"{dataset['count']:.0f}/{len(theirs['columns'])}; column verdicts agree: "
+        f"{sum(agree)}/{len(agree)}; dataset verdict agrees: "
+        f"{ours['dataset_drift'] == dataset['dataset_drift']}; largest score difference: "
+        f"{worst:.2g}"
+    )
+    for c in ours["columns"]:
+        other = theirs["columns"][c["column"]]
+        if c["drifted"] != other["drifted"]:
+            print(f"  disagree: {c['column']} ours {c['score']:.4g} theirs {other}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, action="append", help="repeatable [1,000,000]")
     parser.add_argument("--columns", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each tool per size")
     parser.add_argument("--evidently", action=argparse.BooleanOptionalAction, default=True)
-    args = parser.parse_args()
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    parser.add_argument(
+        "--evidently-python",
+        type=Path,
+        default=EVIDENTLY_PYTHON,
+        help="the Python of a virtualenv with Evidently 0.7.23 [.venv-evidently/bin/python]",
     )
+    args = parser.parse_args()
+    evidently = args.evidently_python if args.evidently else None
+    if evidently and not evidently.exists():
+        parser.error(f"{evidently} does not exist: `make .venv-evidently/.installed`, or "
+                     "--evidently-python, or --no-evidently")  # fmt: skip
+    print(f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="mlops-bench-drift-") as tmp:
-        tmp = Path(tmp)
-        reference, current = tmp / "reference.parquet", tmp / "current.parquet"
-        started = time.perf_counter()
-        write_dataset(reference, args.rows, args.columns, seed=1, drifted=False)
-        write_dataset(current, args.rows, args.columns, seed=2, drifted=True)
-        size = (reference.stat().st_size + current.stat().st_size) / 1e6
-        print(
-            f"data: {args.rows:,} rows x {args.columns} columns per side, {size:,.0f} MB of "
-            f"Parquet, generated in {time.perf_counter() - started:.1f} s"
-        )
-        seconds, peak = run_ours(reference, current, tmp / "ours.json")
-        ours = json.loads((tmp / "ours.json").read_text())
-        html_kb = (tmp / "ours.html").stat().st_size / 1024
-        print(f"HTML report of {args.columns} columns: {html_kb:,.0f} KB")
-        print("| tool | seconds | peak RSS MB | drifted columns | dataset drift |")
-        print("|---|---:|---:|---:|---|")
-        print(
-            f"| mlops drift (whole command) | {seconds:.1f} | {peak:,.0f} | "
-            f"{ours['n_drifted_columns']}/{ours['n_columns']} | {ours['dataset_drift']} |"
-        )
-        if not args.evidently:
-            return
-        theirs = run_evidently(reference, current, tmp / "evidently.json")
-        dataset = theirs["dataset"]
-        print(
-            f"| Evidently {_evidently_version()} (report only) | {theirs['report_seconds']:.1f} | "
-            f"{theirs['peak_rss_mb']:,.0f} | {dataset['count']:.0f}/{len(theirs['columns'])} | "
-            f"{dataset['dataset_drift']} |"
-        )
-        agree = [c["drifted"] == theirs["columns"][c["column"]]["drifted"] for c in ours["columns"]]
-        worst = max(
-            abs(c["score"] - theirs["columns"][c["column"]]["score"]) for c in ours["columns"]
-        )
-        print(
-            f"\nspeed-up: {theirs['report_seconds'] / seconds:.1f}x (Evidently's report alone vs "
-            f"our whole command); column verdicts agree: {sum(agree)}/{len(agree)}; dataset "
-            f"verdict agrees: {ours['dataset_drift'] == dataset['dataset_drift']}; largest "
-            f"score difference: {worst:.2g}"
-        )
-        if not all(agree):
-            for c in ours["columns"]:
-                other = theirs["columns"][c["column"]]
-                if c["drifted"] != other["drifted"]:
-                    print(f"  disagree: {c['column']} ours {c['score']:.4g} theirs {other}")
+        for rows in args.rows or [1_000_000]:
+            bench(rows, args.columns, args.repeat, evidently, Path(tmp))
 
 
-def _evidently_version() -> str:
+def _evidently_version(python: Path) -> str:
     return subprocess.run(
-        [str(EVIDENTLY_PYTHON), "-c", "import evidently; print(evidently.__version__)"],
+        [str(python), "-c", "import evidently; print(evidently.__version__)"],
         capture_output=True,
         text=True,
     ).stdout.strip()

@@ -4,6 +4,8 @@ Runs in Evidently's own virtualenv (`make .venv-evidently/.installed`; it needs 
 
     .venv-evidently/bin/python benchmarks/evidently_drift.py REFERENCE CURRENT OUT.json
 
+bench_drift.py times this whole process (imports included), as it times `mlops drift`.
+
 Column kinds follow the same rule as `mlops drift`: numeric dtypes are numerical, everything
 else categorical (time columns are left out). Writes seconds (read, report), peak RSS, the
 dataset verdict and every column's method, score, threshold and verdict.
