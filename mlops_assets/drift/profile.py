@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 EXACT_ROWS = 10_000
@@ -95,15 +94,16 @@ class ColumnProfile:
 def numbers(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, int]:
     """The finite values of a numerical column as float64, and how many were missing (null,
     NaN or infinite)."""
-    as_float = pc.cast(array, pa.float64(), safe=False)
     kept = [np.empty(0)]
-    for chunk in chunks(as_float):
-        values = view(chunk, np.float64)
+    for chunk in chunks(array):
+        if pa.types.is_integer(chunk.type) or pa.types.is_floating(chunk.type):
+            values = view(chunk)
+        else:  # decimals: numpy has no such type, Arrow converts them
+            values = view(chunk.cast(pa.float64(), safe=False))
         keep = np.isfinite(values)
         if chunk.null_count:
-            bits = np.unpackbits(np.frombuffer(chunk.buffers()[0], np.uint8), bitorder="little")
-            keep &= bits[chunk.offset : chunk.offset + len(chunk)].astype(bool)
-        kept.append(values[keep])
+            keep &= present(chunk)
+        kept.append(np.asarray(values[keep], dtype=np.float64))
     values = np.concatenate(kept)
     return values, len(array) - len(values)
 
@@ -112,14 +112,25 @@ def chunks(array: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
     return array.chunks if isinstance(array, pa.ChunkedArray) else [array]
 
 
-def view(array: pa.Array, dtype: type) -> np.ndarray:
-    """The values of a primitive Arrow array as a read-only numpy view of its buffer (whatever
-    its null slots hold). Not ``Array.to_numpy``: that imports pandas, a quarter of a second
-    of `mlops drift`'s start-up."""
+# Arrow's columns are read into numpy from their buffers, not by ``Array.to_numpy`` (which
+# imports pandas, a quarter of a second of `mlops drift`'s start-up), and with Arrow's methods
+# where a computation is needed (they load pyarrow.compute only when called).
+
+
+def view(array: pa.Array) -> np.ndarray:
+    """The values of a primitive Arrow array (numbers, dictionary codes) as a read-only numpy
+    view of its buffer, whatever its null slots hold."""
+    dtype = np.dtype(array.type.to_pandas_dtype())  # numpy's type for Arrow's (no pandas)
     if len(array) == 0:
         return np.empty(0, dtype)
-    offset = array.offset * np.dtype(dtype).itemsize
-    return np.frombuffer(array.buffers()[1], dtype, len(array), offset)
+    return np.frombuffer(array.buffers()[1], dtype, len(array), array.offset * dtype.itemsize)
+
+
+def present(array: pa.Array) -> np.ndarray:
+    """Which slots of an Arrow array hold a value: its validity bitmap, unpacked."""
+    end = array.offset + len(array)
+    bits = np.unpackbits(np.frombuffer(array.buffers()[0], np.uint8), count=end, bitorder="little")
+    return bits[array.offset :].astype(bool)
 
 
 def profile_numbers(
@@ -163,8 +174,8 @@ def category_counts(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.n
     if pa.types.is_dictionary(array.type):
         values, counts = dictionary_counts(array)
     else:
-        counted = pc.value_counts(array.drop_null())
-        values, counts = texts(counted.field("values")), view(counted.field("counts"), np.int64)
+        counted = array.drop_null().value_counts()
+        values, counts = texts(counted.field("values")), view(counted.field("counts"))
     keys, key = np.unique(np.array(values, dtype=object).astype(str), return_inverse=True)
     counts = np.bincount(key, weights=counts, minlength=len(keys)).astype(np.int64)
     seen = counts > 0  # a dictionary may hold values that do not occur (or read alike)
@@ -182,14 +193,16 @@ def dictionary_counts(array: pa.ChunkedArray | pa.Array) -> tuple[list[str], np.
     dictionary = parts[0].dictionary
     counts = np.zeros(len(dictionary), dtype=np.int64)
     for chunk in parts:
-        codes = view(pc.cast(chunk.indices.drop_null(), pa.int64()), np.int64)
-        counts += np.bincount(codes, minlength=len(dictionary))
+        codes = view(chunk.indices)
+        if chunk.indices.null_count:
+            codes = codes[present(chunk.indices)]
+        counts += np.bincount(codes.astype(np.int64, copy=False), minlength=len(dictionary))
     return texts(dictionary), counts
 
 
 def texts(values: pa.Array) -> list[str]:
     if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
-        values = pc.cast(values, pa.string())
+        values = values.cast(pa.string())
     return values.to_pylist()
 
 

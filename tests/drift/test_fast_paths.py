@@ -42,6 +42,9 @@ def test_the_histogram_of_a_sorted_sample_is_numpys():
         pa.array([1.5, None, np.nan, np.inf, -2.0, -np.inf, 3.0]),
         pa.array([1.5, None, np.nan, np.inf, -2.0, -np.inf, 3.0]).slice(2, 4),  # an offset
         pa.array([7, None, -3, 2**60], pa.int64()),
+        pa.array([1, None, 3, None, 5, 6, 7, 8, None, 10], pa.int32()).slice(1, 8),
+        pa.array([2**64 - 1, 0], pa.uint64()),
+        pa.array([1.5, None, 2.5], pa.float16()),
         pa.array([1, 2, 3], pa.uint8()),
         pa.array([decimal.Decimal("1.25"), None], pa.decimal128(5, 2)),
         pa.chunked_array([pa.array([1.0, None]), pa.array([], pa.float64()), pa.array([2.0])]),
@@ -69,6 +72,9 @@ def test_dictionary_encoded_categories_count_as_their_strings():
         pa.array([2, None, 0, 1], pa.int8()), pa.array(["car", "solar", "debt", "car"])
     )
     keys, counts, missing = category_counts(pa.chunked_array([first, second]))
+    # A slice of a chunk: codes and nulls are read from the slice's offset.
+    sliced = category_counts(pa.chunked_array([second.slice(1, 3)]))
+    assert (sliced[0].tolist(), sliced[1].tolist(), sliced[2]) == (["car", "solar"], [1, 1], 1)
     expected = category_counts(plain)
     assert keys.tolist() == expected[0].tolist() == ["car", "debt", "home", "solar"]
     assert counts.tolist() == expected[1].tolist() == [3, 1, 1, 1]
