@@ -294,7 +294,7 @@ def _describe(result: ColumnDrift, reference, current, counts=None) -> ColumnDri
             cur_shares.append(float(1 - cur[top].sum()))
     else:
         lo, hi = min(reference.min, current.min), max(reference.max, current.max)
-        edges = np.histogram_bin_edges(np.array([lo, hi]), bins=PLOT_BINS)
+        edges = st.bin_edges(lo, hi, PLOT_BINS)
         ref = st.weighted_histogram(reference.sample, edges) / reference.rows
         cur = st.weighted_histogram(current.sample, edges) / current.rows
         labels = [f"{edges[i]:.4g}" for i in range(PLOT_BINS)]

@@ -249,6 +249,13 @@ def mmd_p_value(x: np.ndarray, y: np.ndarray) -> float:
     if n < 2 or m < 2:
         raise ZeroDivisionError("empirical_mmd needs at least two values on each side")
     z = np.concatenate([x, y])
+    # The kernel width scales with the data, so the statistic does not depend on its scale.
+    # Where the median distance squared would overflow or underflow (Evidently's kernel is
+    # then NaN or its width 0), the values are scaled by a power of two to bring it near 1.
+    distance = median_distance(x)
+    if distance > 0 and not 2.0**-500 < distance < 2.0**500:
+        z = np.ldexp(z, -math.frexp(distance)[1])
+        x = z[:n]
     rows = n + m
     gamma = 1.0 / (2.0 * sigma_median(x) ** 2)
     rng = np.random.RandomState(0)  # the sequence np.random.seed(0) gives Evidently's tests
@@ -275,9 +282,15 @@ def mmd_p_value(x: np.ndarray, y: np.ndarray) -> float:
 
 def sigma_median(x: np.ndarray) -> float:
     """Evidently's kernel width: sqrt(0.5 * median) of the squared distances of every ordered
-    pair of ``x`` (its own pairs included), numpy's "nearest" median; sqrt(0.5) if that is 0.
-    The median distance is found by bisection on the float's bits, counting the pairs within a
-    distance with two sorted searches, so memory stays O(n), not the n^2 of the distances."""
+    pair of ``x`` (its own pairs included), numpy's "nearest" median; sqrt(0.5) if that is 0."""
+    distance = median_distance(x)
+    return math.sqrt(0.5 * distance**2) if distance > 0 else math.sqrt(0.5)
+
+
+def median_distance(x: np.ndarray) -> float:
+    """The median distance of every ordered pair of ``x`` (numpy's "nearest" median), found
+    by bisection on the float's bits, counting the pairs within a distance with two sorted
+    searches, so memory stays O(n), not the n^2 of the distances."""
     values = np.sort(x)
     n = len(values)
     k = int(np.around(0.5 * (n * n - 1)))  # the median's rank among the n^2 distances
@@ -294,5 +307,4 @@ def sigma_median(x: np.ndarray) -> float:
             hi = mid
         else:
             lo = mid + 1
-    distance = float(np.int64(lo).view(np.float64))
-    return math.sqrt(0.5 * distance**2) if distance > 0 else math.sqrt(0.5)
+    return float(np.int64(lo).view(np.float64))

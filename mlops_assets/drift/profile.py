@@ -207,7 +207,10 @@ def texts(values: pa.Array) -> list[str]:
 
 
 def profile_categories(name: str, array: pa.ChunkedArray | pa.Array) -> ColumnProfile:
-    keys, counts, missing = category_counts(array)
+    try:
+        keys, counts, missing = category_counts(array)
+    except pa.ArrowInvalid:  # a binary column's bytes that are not text (no value quoted)
+        raise DriftInputError(f"column {name!r} holds values that are not UTF-8 text") from None
     return ColumnProfile(
         name, "categorical", int(counts.sum()), missing, len(keys), keys=keys, counts=counts
     )

@@ -60,8 +60,14 @@ class ColumnTest:
         return not math.isnan(score) and RULES[self.rule](score, threshold)
 
     def verdict(self, pair: st.Pair, score: float, threshold: float) -> tuple[bool, str]:
-        """The verdict on a column and a note (the data's own bound, when the test has one)."""
-        if self.limit is None or math.isnan(score):
+        """The verdict on a column and a note (the data's own bound, when the test has one; why
+        there is no score, when the score is not a number)."""
+        if math.isnan(score):  # strict: Evidently's NaN, as it reports it
+            return False, "" if pair.strict else (
+                "no score: the test is undefined on these values (numbers too large for its "
+                "floating-point arithmetic)"
+            )  # fmt: skip
+        if self.limit is None:
             return self.drifted(score, threshold), ""
         bound, note = self.limit(pair, threshold)
         return self.drifted(score, bound), note

@@ -260,7 +260,17 @@ def union_distinct(reference: ColumnProfile, current: ColumnProfile) -> int:
 def sturges(reference: ColumnProfile, current: ColumnProfile, n: int) -> np.ndarray:
     """numpy's Sturges bin edges for ``n`` values spanning both sides' range."""
     lo, hi = min(reference.min, current.min), max(reference.max, current.max)
-    return np.histogram_bin_edges(np.array([lo, hi]), bins=math.ceil(math.log2(n) + 1))
+    return bin_edges(lo, hi, math.ceil(math.log2(n) + 1))
+
+
+def bin_edges(lo: float, hi: float, bins: int) -> np.ndarray:
+    """numpy's ``bins`` equal-width edges from ``lo`` to ``hi``. numpy refuses a range wider
+    than the largest float (values near +-1.8e308); its edges are then interpolated without
+    computing the width."""
+    if math.isfinite(hi - lo):
+        return np.histogram_bin_edges(np.array([lo, hi]), bins=bins)
+    share = np.arange(bins + 1) / bins
+    return lo * (1 - share) + hi * share
 
 
 def weighted_histogram(sample: Sample, edges: np.ndarray) -> np.ndarray:
