@@ -227,10 +227,12 @@ def compare_columns(
         test = forced or default_test(kind, reference.rows, 0 if kind == "text" else 6)
         threshold = options.threshold_for(name, kind, test)
         # Evidently raises on an empty column and loses the whole report; here the column is
-        # reported as drifted (every value went missing, or all arrived at once).
-        score = 0.0 if test.p_value else 1.0
-        result = ColumnDrift(name, kind, test.name, score, threshold, True,
-                             note=f"no values in the {empty} data")  # fmt: skip
+        # reported as drifted (every value went missing, or all arrived at once), unless both
+        # sides are empty: then nothing changed.
+        drifted = reference.rows != current.rows
+        score = float(drifted != test.p_value)  # p = 0 or distance 1 when drifted
+        note = f"no values in the {empty} data" if drifted else "no values on either side"
+        result = ColumnDrift(name, kind, test.name, score, threshold, drifted, note=note)
         return _describe(result, reference, current)
     counts = _aligned_counts(reference, current)
     distinct = len(counts.keys) if counts is not None else max(reference.distinct, current.distinct)

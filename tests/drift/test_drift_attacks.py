@@ -16,6 +16,7 @@ import pytest
 from mlops_assets.drift.categorical_tests import permutation_p_value, total_variation
 from mlops_assets.drift.engine import DriftInputError, DriftOptions, drift_files
 from mlops_assets.drift.numerical_tests import mmd_p_value
+from mlops_assets.drift.registry import REGISTRY
 from mlops_assets.drift.report import to_html
 
 
@@ -128,3 +129,16 @@ def test_tvd_on_many_categories_holds_a_block_of_draws_not_all(tmp_path):
     observed = total_variation(reference, current)
     assert p == np.mean(observed <= total_variation(drawn, pooled - drawn))
     assert not math.isnan(p)
+
+
+@pytest.mark.parametrize("stattest", [None, "wasserstein", "t_test"])
+def test_a_column_empty_on_both_sides_has_not_drifted(tmp_path, stattest):
+    """Two files whose column holds no value (a header-only CSV, an all-missing column) were
+    "DATASET DRIFT", every column drifted: nothing changed. One empty side still drifts."""
+    empty = pa.array([None, None, math.nan], pa.float64())
+    ref, cur = _files(tmp_path, {"x": empty, "y": [1.0, 2, 3]}, {"x": empty, "y": empty})
+    report = drift_files(ref, cur, DriftOptions(stattest=stattest))
+    columns = {c["column"]: c for c in _strict_json(report)["columns"]}
+    assert not columns["x"]["drifted"] and columns["x"]["note"] == "no values on either side"
+    assert columns["x"]["score"] == (1.0 if REGISTRY[columns["x"]["test"]].p_value else 0.0)
+    assert columns["y"]["drifted"] and columns["y"]["note"] == "no values in the current data"

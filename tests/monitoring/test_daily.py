@@ -157,5 +157,5 @@ def test_a_small_day_whose_sparse_column_has_no_value_gets_its_report():
     assert rows == 53
     assert {c.column for c in report.columns} == {*kinds, SCORE}
     empty = next(c for c in report.columns if c.column == "days_since_prior")
-    assert empty.note == "no values in the reference data"
+    assert empty.note == "no values on either side" and not empty.drifted
     assert report.multivariate["rows_per_side"] == 53
