@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from mlops_assets.cli import drift, keys, models, pii, pipeline
+from mlops_assets.cli import common, drift, keys, models, pii, pipeline
 
 app = typer.Typer(
     help="Operate the MLOps data platform: generate sample data, run the pipeline, open the UI.",
@@ -16,6 +16,14 @@ app = typer.Typer(
     # and does not cut the long lists of option values to the panel's width.
     rich_markup_mode=None,
 )
+
+
+@app.callback()
+def before_every_command() -> None:
+    # Runs before every command (and its --help), before any of them imports numpy.
+    common.prefer_fast_sort()
+
+
 app.add_typer(pipeline.app)
 app.add_typer(models.root)
 app.add_typer(drift.app)
