@@ -154,12 +154,16 @@ def drift(
         if column["drifted"]:
             console.print(
                 Text(
-                    f"  {printable(column['column'])}: {column['test']} {column['score']:.4g} "
+                    f"  {printable(column['column'])}: {column['test']} {_score(column['score'])} "
                     f"(threshold {column['threshold']})"
                 )
             )
     if fail_on_drift and report.dataset_drift:
         raise typer.Exit(1)
+
+
+def _score(score: float | None) -> str:
+    return "n/a" if score is None else f"{score:.4g}"  # None: no finite score
 
 
 def _write_report(path: Path, text: str) -> None:

@@ -168,8 +168,8 @@ class DriftReport:
         columns = []
         for c in sorted(self.columns, key=_severity):
             row = {k: getattr(c, k) for k in keys + extra}
-            if math.isnan(row["score"]):  # a test that is undefined here (strict: Evidently's NaN)
-                row["score"] = None
+            if not math.isfinite(row["score"]):  # undefined (strict: Evidently's NaN) or
+                row["score"] = None  # overflowed: JSON has no NaN or Infinity
             if plots:
                 row.update(
                     bins=c.bins,

@@ -67,6 +67,8 @@ class ColumnTest:
                 "no score: the test is undefined on these values (numbers too large for its "
                 "floating-point arithmetic)"
             )  # fmt: skip
+        if math.isinf(score):  # a distance too large for floating point: null in the JSON
+            return self.drifted(score, threshold), "the score is infinite (overflowed)"
         if self.limit is None:
             return self.drifted(score, threshold), ""
         bound, note = self.limit(pair, threshold)

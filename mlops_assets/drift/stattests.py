@@ -99,12 +99,12 @@ def wasserstein(pair: Pair) -> float:
 
 
 def pooled_std(a: ColumnProfile, b: ColumnProfile) -> float:
+    """The standard deviation of both sides together, sqrt(sum of w * (std^2 + (mean - pooled
+    mean)^2)) for the sides' weights w, as a hypotenuse: no square overflows on large values."""
     n = a.rows + b.rows
     mean = (a.rows * a.mean + b.rows * b.mean) / n
-    var = (
-        a.rows * (a.std**2 + (a.mean - mean) ** 2) + b.rows * (b.std**2 + (b.mean - mean) ** 2)
-    ) / n
-    return math.sqrt(var)
+    wa, wb = math.sqrt(a.rows / n), math.sqrt(b.rows / n)
+    return math.hypot(wa * a.std, wa * (a.mean - mean), wb * b.std, wb * (b.mean - mean))
 
 
 def _wasserstein(u: np.ndarray, v: np.ndarray) -> float:

@@ -142,3 +142,33 @@ def test_a_column_empty_on_both_sides_has_not_drifted(tmp_path, stattest):
     assert not columns["x"]["drifted"] and columns["x"]["note"] == "no values on either side"
     assert columns["x"]["score"] == (1.0 if REGISTRY[columns["x"]["test"]].p_value else 0.0)
     assert columns["y"]["drifted"] and columns["y"]["note"] == "no values in the current data"
+
+
+def test_an_infinite_distance_is_null_in_the_json_and_drifted(tmp_path):
+    """A current window around 1e306 against a reference around 1: the Wasserstein distance
+    overflows to infinity, which json.dumps wrote as Infinity (not JSON) and, with a constant
+    reference, the pooled spread raised OverflowError. Now: null, drifted, and a note."""
+    rng = np.random.default_rng(4)
+    ref, cur = _files(
+        tmp_path,
+        {"x": rng.normal(0, 1, 300), "c": np.ones(300)},
+        {"x": rng.normal(0, 1, 200) * 1e306, "c": rng.normal(0, 1, 200) * 1e306},
+    )
+    with np.errstate(all="ignore"):
+        report = drift_files(ref, cur, DriftOptions(stattest="wasserstein"))
+    columns = {c["column"]: c for c in _strict_json(report)["columns"]}
+    assert columns["x"]["score"] is None and columns["x"]["drifted"]
+    assert columns["x"]["note"] == "the score is infinite (overflowed)"
+    assert columns["c"]["score"] is None  # its pooled spread is infinite too: no score
+
+
+def test_the_cli_prints_a_drifted_column_without_a_finite_score(tmp_path):
+    from typer.testing import CliRunner
+
+    from mlops_assets.cli.drift import app
+
+    rng = np.random.default_rng(5)
+    ref, cur = _files(tmp_path, {"x": rng.normal(0, 1, 300)}, {"x": rng.normal(0, 1, 200) * 1e306})
+    result = CliRunner().invoke(app, [str(ref), str(cur), "--stattest", "wasserstein"])
+    assert result.exit_code == 0, result.output
+    assert "x: wasserstein n/a" in result.output
