@@ -233,6 +233,10 @@ def profile_texts(
     ``exact``)."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
+    if pa.types.is_dictionary(array.type):  # a pandas category column, as Parquet keeps it
+        array = array.dictionary_decode()
+    if pa.types.is_string_view(array.type):
+        array = array.cast(pa.large_string())
     if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
         raise DriftInputError(f"column {name!r} is not a text column: its type is {array.type}")
     texts = valid_utf8(name, array).drop_null().to_numpy(zero_copy_only=False)

@@ -172,3 +172,24 @@ def test_the_cli_prints_a_drifted_column_without_a_finite_score(tmp_path):
     result = CliRunner().invoke(app, [str(ref), str(cur), "--stattest", "wasserstein"])
     assert result.exit_code == 0, result.output
     assert "x: wasserstein n/a" in result.output
+
+
+@pytest.mark.parametrize(
+    "as_type",
+    [lambda a: a.dictionary_encode(), lambda a: a.cast(pa.string_view())],
+    ids=["dictionary (a pandas category column)", "string_view"],
+)
+def test_a_text_column_stored_as_dictionary_or_string_view(tmp_path, as_type):
+    """A pandas category column is a dictionary in Parquet, and Arrow may write string views:
+    --text-column refused both ("is not a text column: its type is dictionary<...>")."""
+    rng = np.random.default_rng(6)
+    words = np.array(["apple", "pear", "plum", "fig", "kiwi", "lime", "grape", "melon"])
+    texts = [pa.array([" ".join(rng.choice(words[lo : lo + 6], 5)) for _ in range(300)])
+             for lo in (0, 2)]  # fmt: skip
+    ref, cur = _files(tmp_path, {"t": as_type(texts[0])}, {"t": as_type(texts[1])})
+    options = DriftOptions(stattest="abs_text_content_drift", text_columns=("t",))
+    (column,) = drift_files(ref, cur, options).columns
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    expected = drift_files(*_files(plain, {"t": texts[0]}, {"t": texts[1]}), options).columns[0]
+    assert column.kind == "text" and column.drifted and column.score == expected.score
