@@ -110,24 +110,22 @@ def pooled_std(a: ColumnProfile, b: ColumnProfile) -> float:
 def _wasserstein(u: np.ndarray, v: np.ndarray) -> float:
     """W1 of two sorted equally weighted samples: the area between their CDFs, in O(n + m).
 
-    The two sorted runs are merged (a stable argsort of them is timsort's merge); at each
-    merged value, how many of ``u`` lie at or below it is a running count. Inside a run of
-    equal values that count is short of the run's last member, but those gaps have width 0,
-    so every gap of width > 0 sees the true CDFs: |F_u - F_v| * n * m = |below_u (n + m) -
-    below n| (integers, exact up to 2**53)."""
+    The two sorted runs are merged (a stable argsort of them is timsort's merge). Just after
+    each merged value, |F_u - F_v| * n * m is a running sum: each value of ``u`` adds m, each
+    of ``v`` takes n (integers below 2**53: exact in floats). Inside a run of equal values the
+    sum is not yet the run's, but those gaps have width 0, so every gap of width > 0 sees the
+    true CDFs."""
     n, m = len(u), len(v)
     if n == m:  # the i-th smallest of one side is matched with the i-th of the other
         return float(np.abs(u - v).mean())
     both = np.concatenate([u, v])
     order = np.argsort(both, kind="stable")
     both = both[order]  # merged
-    from_u = order[:-1] < n
-    del order  # in place from here: a column of 10M rows a side holds few arrays of its size
-    gaps = np.cumsum(from_u, dtype=np.int64)  # below_u
-    gaps *= n + m
-    gaps -= np.arange(n, n * (n + m), n)
-    np.abs(gaps, out=gaps)
-    return float(gaps @ np.diff(both)) / (n * m)
+    steps = np.where(order[:-1] < n, float(m), float(-n))
+    del order  # in place from here: at 10M rows a side, few arrays of both sides' size
+    np.cumsum(steps, out=steps)
+    np.abs(steps, out=steps)
+    return float(steps @ np.diff(both)) / (n * m)
 
 
 MIN_EXPECTED = 5.0  # the chi-square approximation needs about 5 expected rows per cell
