@@ -237,9 +237,14 @@ def test_tvd_with_many_categories_of_few_rows_permutes_the_rows():
     """A draw from the counts costs about 20 permuted rows per category: 100,000 categories
     of one row a side took 42 s drawn, 5 s permuted. Up to 8 rows per category the rows are
     permuted, which is also Evidently's procedure (the same p-value as strict)."""
+    rng = np.random.default_rng(3)
     keys = [f"k{i:04d}" for i in range(1500)]
-    ref, cur = rep(keys, [4] * 1500), rep(keys, [3] * 1500)  # 10,500 rows, 7 per category
-    assert column(ref, cur, "TVD").score == column(ref, cur, "TVD", strict=True).score
+    shifted = np.linspace(0.7, 1.3, 1500)
+    ref = rep(keys, rng.multinomial(6000, np.full(1500, 1 / 1500)))  # 11,000 rows in all
+    cur = rep(keys, rng.multinomial(5000, shifted / shifted.sum()))
+    permuted = column(ref, cur, "TVD", strict=True).score
+    assert 0 < permuted < 0.05  # 0.012 (drawn from the counts instead: 0.007)
+    assert column(ref, cur, "TVD").score == permuted
 
 
 # Not from Evidently's tests: inputs checked on Evidently 0.7.23 (its numbers, re-run), where
