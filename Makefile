@@ -19,7 +19,7 @@ PG_CTL := $(wildcard /usr/lib/postgresql/*/bin/pg_ctl)
 NGINX := /usr/sbin/nginx
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: help install chromium postgresql nginx demo run test soak test-ui docs-screenshot lint format ui ui-secure dbt-build validate bench bench-pipeline clean
+.PHONY: help install chromium postgresql nginx demo run test soak test-ui docs-screenshot docs docs-build docs-cli lint format ui ui-secure dbt-build validate bench bench-pipeline clean
 
 help:
 	@echo "make demo       generate ~100k sample applications (unless present) and run every asset"
@@ -28,6 +28,9 @@ help:
 	@echo "make soak       the long fault-injection tests: mlops run killed at 20 points (~40 min)"
 	@echo "make test-ui    only the browser and GraphQL tests against a live 'mlops ui'"
 	@echo "make docs-screenshot  re-take docs/asset-graph.png with the browser test"
+	@echo "make docs       serve the documentation site on http://127.0.0.1:8000"
+	@echo "make docs-build build it strictly (every link and anchor resolves) into build/site/"
+	@echo "make docs-cli   regenerate docs/cli.md from the mlops command"
 	@echo "make ui         serve the Dagster UI on http://127.0.0.1:3000"
 	@echo "make ui-secure  the same behind nginx on https://127.0.0.1:3000: basic auth, TLS,"
 	@echo "                own Host only, GraphQL mutations only by POST with JSON"
@@ -82,7 +85,7 @@ run: $(STAMP)
 
 # Two workers: the browser tests spend most of their time waiting for Dagster's daemon, and
 # tests sharing a session fixture stay on one worker (tests/conftest.py).
-test: $(STAMP) $(CHROMIUM) $(NGINX) postgresql lint
+test: $(STAMP) $(CHROMIUM) $(NGINX) postgresql lint docs-build
 	$(BIN)/pytest -n 2 --dist loadgroup --durations=20
 
 soak: $(STAMP)
@@ -93,6 +96,19 @@ test-ui: $(STAMP) $(CHROMIUM) $(NGINX)
 
 docs-screenshot: $(STAMP) $(CHROMIUM)
 	MLOPS_UPDATE_DOCS_SCREENSHOT=1 $(BIN)/pytest tests/ui
+
+# The documentation site (mkdocs.yml, pages under docs/). NO_MKDOCS_2_WARNING: mkdocs-material
+# prints a banner about MkDocs 2.0 on every build otherwise.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8000
+
+docs-build: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# docs/cli.md is generated from the typer app, never edited by hand: tests/test_docs.py fails
+# when it is stale.
+docs-cli: $(STAMP)
+	$(BIN)/typer mlops_assets.cli utils docs --name mlops --output docs/cli.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

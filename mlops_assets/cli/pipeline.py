@@ -47,7 +47,7 @@ def generate(
         Path | None, typer.Option(help="Output directory [default: $MLOPS_HOME/landing].")
     ] = None,
 ) -> None:
-    """Write realistic landing files: <out>/<source>/<YYYY-MM-DD>.csv for customers,
+    """Write realistic landing files: `<out>/<source>/<YYYY-MM-DD>.csv` for customers,
     applications and outcomes (delayed labels), with the dirt real feeds have."""
     from rich.table import Table
 
