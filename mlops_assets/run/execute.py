@@ -13,12 +13,30 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import TextIO
 
 from mlops_assets.run.plan import RunSetupError, plan_run
 from mlops_assets.run.recovery import PROCESS_TAG, TRIGGER, TRIGGER_TAG, recover, this_process
 from mlops_assets.run.report import RunReport, read_events, read_warehouse
 from mlops_assets.settings import Settings
+
+
+@contextlib.contextmanager
+def _warnings_to(log: TextIO, earlier: Sequence[warnings.WarningMessage] = ()) -> Iterator[None]:
+    """Python warnings of the run (a library's RuntimeWarning, Dagster's beta notices), and
+    the ``earlier`` ones recorded while it was set up, are written to the run's log instead
+    of the user's terminal."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        log.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    for caught in earlier:
+        show(caught.message, caught.category, caught.filename, caught.lineno, line=caught.line)
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def run_pipeline(
@@ -56,11 +74,12 @@ def run_pipeline(
         parsing.wait()
     except DbtParseError as error:
         raise RunSetupError(str(error)) from error
-    defs = build_definitions(settings)
-    instance = dagster_instance(settings)
-    pending, notices = recover(instance, plan.new_days)
-    graph = defs.resolve_asset_graph()
-    job = defs.resolve_implicit_global_asset_job_def()
+    with warnings.catch_warnings(record=True) as setup_warnings:
+        defs = build_definitions(settings)
+        instance = dagster_instance(settings)
+        pending, notices = recover(instance, plan.new_days)
+        graph = defs.resolve_asset_graph()
+        job = defs.resolve_implicit_global_asset_job_def()
     if pending:
         # One run over the range of pending days (single-run backfill of the partitioned
         # assets: raw tables and drift reports).
@@ -85,8 +104,13 @@ def run_pipeline(
     started = time.monotonic()
     if watcher:
         watcher.start()
-    # dbt's own log lines go to a file, not the terminal (the summary says where).
-    with open(log_path, "w") as log, contextlib.redirect_stdout(log):
+    # dbt's own log lines, and the Python warnings of the libraries, go to a file, not the
+    # terminal (the summary says where).
+    with (
+        open(log_path, "w") as log,
+        contextlib.redirect_stdout(log),
+        _warnings_to(log, setup_warnings),
+    ):
         try:
             result = job.execute_in_process(
                 instance=instance,
