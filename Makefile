@@ -1,8 +1,15 @@
-# Everything runs from the project's own virtualenv, created on first use.
+# Everything runs from the project's own virtualenv, created on first use by uv from uv.lock
+# (every package pinned, the dev tools included).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv: the one on PATH, else this version installed from PyPI with pip into a venv of its own
+# (no --user install: Debian's Python refuses those). `make install UV=.venv-uv/bin/uv` takes the
+# pinned one even when PATH has another.
+UV_VERSION := 0.13.9
+UV_VENV := .venv-uv
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(UV_VENV)/bin/uv)
 # Evidently is a benchmark peer only (it needs pandas < 3): it gets a venv of its own.
 EVIDENTLY_VENV := .venv-evidently
 EVIDENTLY_STAMP := $(EVIDENTLY_VENV)/.installed
@@ -19,7 +26,7 @@ PG_CTL := $(wildcard /usr/lib/postgresql/*/bin/pg_ctl)
 NGINX := /usr/sbin/nginx
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: help install chromium postgresql nginx demo run test soak test-ui docs-screenshot docs docs-build docs-cli lint format ui ui-secure dbt-build validate bench bench-pipeline clean
+.PHONY: help install lock upgrade chromium postgresql nginx demo run test soak test-ui docs-screenshot docs docs-build docs-cli lint format ui ui-secure dbt-build validate bench bench-pipeline clean
 
 help:
 	@echo "make demo       generate ~100k sample applications (unless present) and run every asset"
@@ -38,15 +45,33 @@ help:
 	@echo "make validate   dg check defs, then dagster definitions validate -w workspace.yaml"
 	@echo "make bench      benchmarks: mlops run at 100k/1M/10M, ingestion, features, training, drift vs Evidently"
 	@echo "make bench-pipeline  only mlops run end to end at 100k, 1M and 10M applications"
+	@echo "make install    the locked environment in .venv (uv sync from uv.lock; uv from PyPI if missing)"
+	@echo "make lock       re-resolve uv.lock after editing pyproject.toml's dependencies"
+	@echo "make upgrade    every locked package to the newest release allowed (uv lock --upgrade)"
 	@echo "make clean      remove \$$MLOPS_HOME ($(MLOPS_HOME)) and build output"
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(UV_VENV)/bin/uv:
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/pip install --quiet uv==$(UV_VERSION)
+
+# Exactly what uv.lock pins, the project itself editable (the `mlops` command in $(BIN)); no pip
+# in $(VENV). UV_PROJECT_ENVIRONMENT: a value from the caller's shell would send it elsewhere.
+# --python gets the interpreter's own path: given a launcher (pyenv's shim), uv would rebuild
+# $(VENV) from scratch on every sync.
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	UV_PROJECT_ENVIRONMENT="$(CURDIR)/$(VENV)" $(UV) sync --frozen --extra dev --no-python-downloads \
+		--python "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
 	touch $@
 
 install: $(STAMP)
+
+# After editing the dependencies in pyproject.toml: re-resolve uv.lock, keeping the other pins.
+lock: | $(UV)
+	$(UV) lock --python "$(PYTHON)" --no-python-downloads
+
+# Every pin to the newest release pyproject.toml's ranges allow; then `make test`.
+upgrade: | $(UV)
+	$(UV) lock --upgrade --python "$(PYTHON)" --no-python-downloads
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
