@@ -36,7 +36,7 @@ from mlops_assets.ops.health import ASSETS_TABLE
 
 BIN = Path(sys.executable).parent
 DAYS = 90
-# Stages as the README names them, and the assets (Dagster steps) each one covers.
+# Stages as the docs name them, and the assets (Dagster steps) each one covers.
 STAGES = {
     "ingestion": ("raw/",),
     "dbt": ("staging/", "intermediate/", "marts/"),

@@ -152,11 +152,11 @@ class PipelineRun:
 
 
 # The e2e run's parallel work goes to `dask_cluster`, in chunks small enough that validation
-# and scoring fan out too: the deployment shape of README "Scaling out", on one machine.
+# and scoring fan out too: the deployment shape of docs "Scaling out", on one machine.
 CLUSTER_CHUNK_ROWS = 1_000
 
 
-# Landing entries `mlops run` must refuse by name, and survive (README "Trust boundary"): names
+# Landing entries `mlops run` must refuse by name, and survive (docs "Trust boundary"): names
 # that are not a landing day, a day past the horizon, a link, a FIFO, a folder.
 ODD_LANDING_ENTRIES = (
     "outcomes/2025-01-05.csv\n",

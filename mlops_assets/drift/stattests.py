@@ -5,7 +5,7 @@ current profiles) and returns the score; :mod:`mlops_assets.drift.registry` name
 
 Each reproduces Evidently's implementation (``evidently.legacy.calculations.stattests``) on the
 same inputs, except where Evidently's answer is wrong or undefined. Those deliberate
-differences are documented on the function and in the README, and ``Pair.strict`` (the
+differences are documented on the function and in the docs, and ``Pair.strict`` (the
 ``--strict-evidently`` option) switches every one of them off:
 
 * a test over a single category (a constant column) is "no drift" (p = 1), not NaN;

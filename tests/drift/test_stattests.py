@@ -29,7 +29,7 @@ def test_ks_is_scipys_two_sample_test():
 
 
 def ks_bound(n: int, m: int) -> float:
-    """The bound README states for KS from a stored profile's quantiles: the reference ECDF is
+    """The bound the docs state for KS from a stored profile's quantiles: the reference ECDF is
     known to within 1/Q + 1/n, so D is, and the p-value moves at most by the largest density
     of the Kolmogorov distribution of n_eff = nm/(n+m) (1.69 * sqrt(n_eff)) times that."""
     return 1.7 * np.sqrt(n * m / (n + m)) * (1 / QUANTILES + 1 / n)

@@ -107,7 +107,7 @@ def test_tvd_p_values_are_evidentlys_to_the_last_digit():
 # test_for_null_fisher_exact: Evidently's direct call refuses NaN and +-inf. A report drops
 # them first (a Parquet category column holds them as nulls here); the samples are then of
 # unequal length, which Evidently refuses (re-run) and strict mode too. By default the table
-# comes from the counts (README, differences: "fisher_exact on samples of unequal size").
+# comes from the counts (docs, differences: "fisher_exact on samples of unequal size").
 NULL_CASES = [
     (["a", None, "b", "a", "a", "b"], list("bbabba")),
     (["a", None, "a", "a", "b"], ["a", "a", "a", "a", None, "a"]),
@@ -144,7 +144,7 @@ def test_fisher_exact_refuses_more_than_two_categories(ref, cur, strict):
 
 
 def test_fisher_exact_takes_samples_of_any_size_unless_strict():
-    """README, differences: "fisher_exact on samples of unequal size"."""
+    """docs, differences: "fisher_exact on samples of unequal size"."""
     ref, cur = list("abbaab") * 10, list("bbabba") * 7
     with pytest.raises(DriftInputError, match="not of equal length"):
         column(ref, cur, "fisher_exact", strict=True)
@@ -203,7 +203,7 @@ def test_permutation_test_with_100_iterations(cur, observed, expected):
 
 
 def test_g_test_rescales_the_expected_counts_unless_strict():
-    """README, differences: "g_test on samples of unequal size". Evidently passes the raw
+    """docs, differences: "g_test on samples of unequal size". Evidently passes the raw
     reference counts, which scipy refuses unless both sides have as many rows."""
     from scipy import stats
 
@@ -216,7 +216,7 @@ def test_g_test_rescales_the_expected_counts_unless_strict():
 
 
 def test_g_test_on_one_category_is_no_drift_unless_strict():
-    """README, differences: "a test over a single category" (Evidently: NaN, no drift)."""
+    """docs, differences: "a test over a single category" (Evidently: NaN, no drift)."""
     same = ["a"] * 20
     assert column(same, same, "g_test").score == 1.0
     strict = column(same, same, "g_test", strict=True)
@@ -224,7 +224,7 @@ def test_g_test_on_one_category_is_no_drift_unless_strict():
 
 
 def test_tvd_above_the_row_order_limit_draws_from_the_counts():
-    """README, differences: "TVD above 10,000 rows". The null distribution is the same; the
+    """docs, differences: "TVD above 10,000 rows". The null distribution is the same; the
     p-value differs from the rows permuted (strict) by Monte-Carlo error only."""
     ref = rep("abc", [6000, 4000, 2000])
     near = rep("abc", [4000, 2740, 1260])  # shares 0.5/0.3425/0.1575 vs 0.5/0.333/0.167
@@ -248,16 +248,16 @@ def test_tvd_with_many_categories_of_few_rows_permutes_the_rows():
 
 
 # Not from Evidently's tests: inputs checked on Evidently 0.7.23 (its numbers, re-run), where
-# strict mode must give Evidently's and the defaults differ only as README says.
+# strict mode must give Evidently's and the defaults differ only as the docs say.
 CHECKED = [
     # (id, reference, current, test, Evidently 0.7.23 = strict, default)
     ("kl_div", R6, C6, "kl_div", 0.01890967696532045, 0.01890967696532045),
     ("kl_div with a new category", R6, rep([1, 2, 3, 7], [30, 30, 20, 8]), "kl_div",
      2.881228348965255, 2.881228348965255),
-    # README, differences: "chi-square with sparse or new categories" (pooled: no drift).
+    # docs, differences: "chi-square with sparse or new categories" (pooled: no drift).
     ("chisquare with a new category", R6, rep(range(1, 8), [16, 16, 16, 16, 16, 7, 1]),
      "chisquare", 0.0, 0.6164324406252328),  # the new cell expects 0.5 rows, not 0
-    # README, differences: "a test over a single category" (Evidently: NaN, no drift).
+    # docs, differences: "a test over a single category" (Evidently: NaN, no drift).
     ("chisquare on one category", ["a"] * 20, ["a"] * 30, "chisquare", np.nan, 1.0),
     ("z on two constant sides", ["a"] * 20, ["b"] * 30, "z", 1.5374368445009168e-12,
      1.5374368445009168e-12),

@@ -5,7 +5,7 @@ the automatic test choice, the options and the dataset verdict of Evidently's re
 Expected values are Evidently 0.7.23's, re-run. Several cases rest on Evidently's chi-square
 with a category the reference never saw: the expected count is 0, so the statistic is
 infinite and p = 0.0 ("drift"). Those run twice: ``strict_evidently=True`` gives Evidently's
-0.0/True; the defaults pool the cells expected to hold fewer than 5 rows (README, differences:
+0.0/True; the defaults pool the cells expected to hold fewer than 5 rows (docs, differences:
 "chi-square with sparse or new categories"), which on these 3- and 4-row frames leaves one
 cell, so p = 1.0 and no drift.
 """
@@ -174,7 +174,7 @@ def test_strict_mode_gives_evidentlys_report(reference, current, options, expect
 )
 def test_defaults_differ_only_where_readme_says(reference, current, options, strict, default):
     """The same report, except the chi-square columns with new or sparse categories (pooled:
-    README, differences, "chi-square with sparse or new categories")."""
+    docs, differences, "chi-square with sparse or new categories")."""
     expected = {**strict[0], **default[0]}
     check(report(reference, current, **options), expected, *default[1:])
 
@@ -189,7 +189,7 @@ def test_defaults_differ_only_where_readme_says(reference, current, options, str
 )  # fmt: skip
 def test_an_empty_column(side):
     """[None, inf, -inf] on one side: strict raises Evidently's message word for word; the
-    defaults report the column as drifted (README, differences: "an empty column"). Also
+    defaults report the column as drifted (docs, differences: "an empty column"). Also
     evidently tests/calculations/test_data_drift.py::test_get_one_column_drift_value_error."""
     frames = {"reference": {"col": [1.0, 2.0, 3.0]}, "current": {"col": [1.0, 2.0, 3.0]}}
     frames[side] = {"col": [None, np.inf, -np.inf]}

@@ -107,7 +107,7 @@ def test_sigma_median_numpy_compat():
 )  # fmt: skip
 @pytest.mark.parametrize("strict", [False, True], ids=["default", "strict"])
 def test_empirical_mmd_counts_tied_permutations_as_extreme(ref, cur, evidently, drifted, strict):
-    """README difference row "empirical_mmd: permutations whose statistic ties the observed
+    """docs difference row "empirical_mmd: permutations whose statistic ties the observed
     one": in exact arithmetic the lowest permuted statistics equal the observed one (checked
     with Evidently's own matrices, /tmp/ev_research/h1_mmd.py); Evidently's float rounding
     counts a few as smaller, giving 0.96 and 0.97. Ties count as at least as extreme here,
@@ -131,7 +131,7 @@ def test_empirical_mmd_draws_evidentlys_permutations(s):
 
 
 def test_empirical_mmd_tests_a_seeded_subsample_of_a_large_column():
-    """README difference row "empirical_mmd above 5,000 rows": a random subsample (seed 0) in
+    """docs difference row "empirical_mmd above 5,000 rows": a random subsample (seed 0) in
     the sides' proportions, so the kernel never holds (n+m)^2 values; the same answer every
     run, drift found."""
     rs = np.random.RandomState(3)
@@ -162,7 +162,7 @@ CVM_Y = [1.0, -0.0, 0.5, 1.8, 1.1, -2.3]
 
 
 def test_cramer_von_mises_exact_branch_strict_gives_evidentlys_float16_counts():
-    """README difference row "cramer_von_mises, at most 20 rows a side": scipy's exact p by
+    """docs difference row "cramer_von_mises, at most 20 rows a side": scipy's exact p by
     default; Evidently counts permutations in float16 (0.96875 here); strict gives that."""
     assert engine("cramer_von_mises", CVM_X, CVM_Y).score == pytest.approx(
         stats.cramervonmises_2samp(CVM_X, CVM_Y).pvalue, rel=1e-12
@@ -202,7 +202,7 @@ EDGES = {
 @pytest.mark.parametrize("edge", EDGES)
 @pytest.mark.parametrize("test", NEW_TESTS)
 def test_edge_cases_give_a_finite_score(test, edge):
-    """README difference row "a p-value the test cannot compute": Evidently gives NaN or
+    """docs difference row "a p-value the test cannot compute": Evidently gives NaN or
     raises; here two equal constants are no drift, two different ones drift, and too few rows
     for the test is p = 1."""
     result = engine(test, *EDGES[edge])
@@ -247,7 +247,7 @@ Q = 10_000
 
 
 def ks_type_bound(n: int, m: int) -> float:
-    """The bound the README states for es from a stored profile's Q quantiles (measured, not
+    """The bound the docs state for es from a stored profile's Q quantiles (measured, not
     proven: its statistic weighs the cosines' small variance), the same as ks's:
     1.7 * sqrt(n m / (n + m)) * (1/Q + 1/n)."""
     return 1.7 * math.sqrt(n * m / (n + m)) * (1 / Q + 1 / n)
@@ -255,7 +255,7 @@ def ks_type_bound(n: int, m: int) -> float:
 
 # The rank tests' statistics are functions of the reference's distribution function, which the
 # re-drawn values match at every stored rank and to within 1/Q between them: measured over
-# 5 seeds up to 1M / 100k rows, |delta p| <= 1.1e-4 (README states 1e-3).
+# 5 seeds up to 1M / 100k rows, |delta p| <= 1.1e-4 (the docs state 1e-3).
 RANK_TEST_BOUND = 1e-3
 
 

@@ -1,4 +1,4 @@
-"""No f-string puts untrusted text into SQL (the trust boundary in README).
+"""No f-string puts untrusted text into SQL (the trust boundary in the docs).
 
 SQL text in ``mlops_assets/`` interpolates only what cannot carry an attacker's text:
 
