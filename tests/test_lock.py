@@ -1,0 +1,76 @@
+"""`make` installs with `uv sync --frozen`, which trusts uv.lock without comparing it to
+pyproject.toml: a dependency added, removed or re-ranged there but not locked would go
+unnoticed. The lock records the project's requirements as it resolved them; they must be
+pyproject.toml's, and the project's version the package's."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _locked_project() -> dict:
+    name = _pyproject()["project"]["name"]
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    (project,) = [package for package in lock["package"] if package["name"] == name]
+    return project
+
+
+def _declared() -> set[tuple]:
+    project = _pyproject()["project"]
+    requirements = [(text, None) for text in project["dependencies"]]
+    for extra, texts in project.get("optional-dependencies", {}).items():
+        requirements += [(text, extra) for text in texts]
+    declared = set()
+    for text, extra in requirements:
+        requirement = Requirement(text)
+        declared.add(
+            (
+                requirement.name.lower(),
+                frozenset(requirement.extras),
+                str(requirement.specifier),
+                extra,
+            )
+        )
+    return declared
+
+
+def _locked() -> set[tuple]:
+    locked = set()
+    for entry in _locked_project()["metadata"]["requires-dist"]:
+        marker = entry.get("marker", "")
+        extra = marker.split("==")[1].strip(" '\"") if marker.startswith("extra ==") else None
+        locked.add(
+            (
+                entry["name"].lower(),
+                frozenset(entry.get("extras", ())),
+                str(Requirement(f"x{entry.get('specifier', '')}").specifier),
+                extra,
+            )
+        )
+    return locked
+
+
+def test_the_lock_is_pyprojects() -> None:
+    declared, locked = _declared(), _locked()
+    assert declared == locked, (
+        "uv.lock does not match pyproject.toml: run `make lock` and commit uv.lock. "
+        f"Only in pyproject.toml: {sorted(declared - locked)}; "
+        f"only in uv.lock: {sorted(locked - declared)}"
+    )
+    assert _locked_project()["version"] == _pyproject()["project"]["version"]
+
+
+def test_the_lock_fetches_from_pypi_only() -> None:
+    """A clean machine reads the lock: no package may come from this machine's disk."""
+    text = (ROOT / "uv.lock").read_text()
+    assert "file://" not in text
+    assert 'registry = "https://pypi.org/simple"' in text
