@@ -160,7 +160,7 @@ validate: $(STAMP)
 		$(BIN)/dg check defs
 	DAGSTER_HOME="$(MLOPS_HOME)/dagster" $(BIN)/dagster definitions validate -w workspace.yaml
 
-# `mlops run` end to end from an empty MLOPS_HOME at 100k, 1M and 10M applications (README
+# `mlops run` end to end from an empty MLOPS_HOME at 100k, 1M and 10M applications (docs
 # "Benchmarks"): about 1 h 30 min on 2 cores and 12 GB of disk under benchmarks/.work/.
 bench-pipeline: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py --applications 100000 1000000 10000000
