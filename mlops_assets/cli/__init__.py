@@ -3,13 +3,19 @@ module per command group. Importing it is cheap: each command imports what it ne
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from mlops_assets.cli import common, drift, keys, models, pii, pipeline
 
+PACKAGE = "mlops-assets"
+
 app = typer.Typer(
-    help="Operate the MLOps data platform: generate sample data, run the pipeline, open the UI.",
-    no_args_is_help=True,
+    help="Operate the MLOps data platform: generate sample data, run the pipeline, open the UI. "
+    "Without a command: the home it would use, what that holds, and the command to run next.",
+    # `mlops` alone says which home it would use, what it holds and what to run next.
+    invoke_without_command=True,
     add_completion=False,
     # Click's plain help, not Rich's panels: it starts ~0.1 s sooner (Rich's help loads its
     # Markdown and syntax modules), prints the help text as written (no markup read into it)
@@ -18,10 +24,39 @@ app = typer.Typer(
 )
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed(PACKAGE)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def print_version(value: bool) -> None:
+    if value:
+        print(f"mlops {version()}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def before_every_command() -> None:
+def before_every_command(
+    context: typer.Context,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Without a command: the home the commands would use, what it holds, what to run next."""
     # Runs before every command (and its --help), before any of them imports numpy.
     common.prefer_fast_sort()
+    if context.invoked_subcommand is None:
+        from mlops_assets.cli import orientation
+
+        print("\n".join(orientation.describe(orientation.home_state(), version())))
 
 
 app.add_typer(pipeline.app)

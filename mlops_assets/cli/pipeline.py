@@ -218,7 +218,11 @@ def ui(
         ),
     ] = False,
 ) -> None:
-    """Serve the Dagster UI (dg dev) on 127.0.0.1 against $MLOPS_HOME."""
+    """Serve the Dagster UI (dg dev) on 127.0.0.1 against $MLOPS_HOME.
+
+    Ctrl-C, SIGTERM or SIGHUP stops the webserver, the daemon, the code servers (and nginx)
+    within seconds: what has not stopped by itself after 7 s is killed."""
+    from mlops_assets.cli.supervise import Stop, Supervisor
     from mlops_assets.run.instance import ensure_dagster_home
     from mlops_assets.security import ui_guard
     from mlops_assets.security.keyring import KeyringError
@@ -257,12 +261,22 @@ def ui(
         "-p",
         str(guard.upstream if guard else port),
     ]
-    if guard is None:
-        os.execv(args[0], args)
-    console.print(
-        f"Dagster UI at {guard.url} (nginx in front of 127.0.0.1:{guard.upstream}): user "
-        f"{ui_guard.USER}, password in {guard.password_file}, self-signed certificate "
-        f"{guard.certificate}. Ctrl-C stops both."
-    )
-    with failing(ui_guard.UiGuardError):
-        ui_guard.serve(args, guard)
+    with Supervisor() as servers:
+        try:
+            servers.start("dg dev", args)
+            if guard is not None:
+                servers.start("nginx", ui_guard.nginx_command(guard))
+                if not servers.wait_listening("nginx", guard.port, ui_guard.START_TIMEOUT):
+                    fail(OSError(f"nginx is not listening on {guard.url}: see {guard.error_log}"))
+                console.print(
+                    f"Dagster UI at {guard.url} (nginx in front of 127.0.0.1:{guard.upstream}): "
+                    f"user {ui_guard.USER}, password in {guard.password_file}, self-signed "
+                    f"certificate {guard.certificate}. Ctrl-C stops both."
+                )
+            name, code = servers.watch()
+        except Stop as stop:
+            say("stopping:", "yellow", f"{stop} received: the Dagster UI and its servers")
+            raise typer.Exit(0) from None
+    # One of them stopped on its own; the supervisor has stopped the other.
+    where = f": see {guard.error_log}" if guard is not None and name == "nginx" else ""
+    fail(OSError(f"{name} stopped (exit {code}){where}"), code=code if code > 0 else 1)

@@ -1,0 +1,110 @@
+"""The supervisor `mlops ui` runs its servers under, on a stand-in process tree (no Dagster):
+a stop signal ends the child and every process it started, also one that ignores SIGINT and
+SIGTERM, one orphaned when its parent exits, and one in a session of its own."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+GRACE = 2.0
+
+# The child: two grandchildren that ignore SIGINT and SIGTERM (one in the child's process
+# group, one in a session of its own); SIGINT ends the child at once, orphaning both.
+CHILD = textwrap.dedent(
+    """
+    import signal, subprocess, sys, time
+    stubborn = ("import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)")
+    subprocess.Popen([sys.executable, "-c", stubborn])
+    subprocess.Popen([sys.executable, "-c", stubborn], start_new_session=True)
+    time.sleep(600)
+    """
+)
+
+SUPERVISOR = textwrap.dedent(
+    f"""
+    import sys
+    from mlops_assets.cli.supervise import Stop, Supervisor
+    with Supervisor(grace={GRACE}) as servers:
+        try:
+            servers.start("child", [sys.executable, "-c", {CHILD!r}] + sys.argv[1:])
+            name, code = servers.watch()
+        except Stop as stop:
+            print("stopped by", stop, flush=True)
+            raise SystemExit(0)
+    print(name, "exited with", code, flush=True)
+    raise SystemExit(3)
+    """
+)
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def start(ignore_sigint: bool = False) -> tuple[subprocess.Popen, list[psutil.Process]]:
+    """The supervisor script, once its child has started both grandchildren."""
+
+    def ignore() -> None:  # as a background job of a non-interactive shell starts it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=ignore if ignore_sigint else None,
+    )
+    deadline = time.monotonic() + 60
+    while len(tree := psutil.Process(process.pid).children(recursive=True)) < 3:
+        assert time.monotonic() < deadline and process.poll() is None, tree
+        time.sleep(0.1)
+    return process, tree
+
+
+@pytest.mark.parametrize(
+    ("signum", "ignore_sigint"),
+    [(signal.SIGTERM, False), (signal.SIGHUP, False), (signal.SIGINT, True)],
+    ids=["SIGTERM", "SIGHUP", "SIGINT-started-ignored"],
+)
+def test_a_stop_signal_ends_the_whole_tree_within_the_grace_period(signum, ignore_sigint):
+    process, tree = start(ignore_sigint)
+    try:
+        sent = time.monotonic()
+        process.send_signal(signum)
+        assert process.wait(timeout=GRACE + 10) == 0
+        while any(map(alive, tree)) and time.monotonic() < sent + GRACE + 5:
+            time.sleep(0.1)
+        assert not [p.pid for p in tree if alive(p)]
+        assert time.monotonic() - sent < GRACE + 5
+        assert process.stdout.read().strip() == f"stopped by {signal.Signals(signum).name}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for member in tree:
+            if alive(member):
+                member.kill()
+
+
+def test_a_child_that_exits_on_its_own_is_reported_and_its_tree_stopped():
+    process, tree = start()
+    try:
+        (child,) = psutil.Process(process.pid).children()
+        child.send_signal(signal.SIGINT)  # the child only: as if `dg dev` had crashed
+        assert process.wait(timeout=GRACE + 10) == 3
+        assert not [p.pid for p in tree if alive(p)]
+        assert process.stdout.read().strip() == "child exited with -2"  # killed by its SIGINT
+    finally:
+        for member in tree:
+            if alive(member):
+                member.kill()
