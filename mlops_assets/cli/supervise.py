@@ -53,6 +53,7 @@ class Supervisor:
         self.children: dict[str, subprocess.Popen] = {}
         self._seen: dict[int, psutil.Process] = {}
         self._handlers: dict[int, object] = {}
+        self._stopping = False
         self._hurry = False
 
     def __enter__(self) -> Supervisor:
@@ -62,7 +63,8 @@ class Supervisor:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        # A second signal while stopping skips the rest of the grace period.
+        # A signal while stopping skips the rest of the grace period.
+        self._stopping = True
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._hurry_up)
         try:
@@ -72,6 +74,10 @@ class Supervisor:
                 signal.signal(signum, handler)  # type: ignore[arg-type]
 
     def _raise_stop(self, signum: int, _frame: FrameType | None) -> None:
+        if self._stopping:  # already on its way out: only hurry
+            self._hurry = True
+            return
+        self._stopping = True
         raise Stop(signum)
 
     def _hurry_up(self, _signum: int, _frame: FrameType | None) -> None:

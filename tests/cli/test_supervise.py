@@ -32,9 +32,9 @@ SUPERVISOR = textwrap.dedent(
     f"""
     import sys
     from mlops_assets.cli.supervise import Stop, Supervisor
-    with Supervisor(grace={GRACE}) as servers:
+    with Supervisor(grace=float(sys.argv[1])) as servers:
         try:
-            servers.start("child", [sys.executable, "-c", {CHILD!r}] + sys.argv[1:])
+            servers.start("child", [sys.executable, "-c", {CHILD!r}])
             name, code = servers.watch()
         except Stop as stop:
             print("stopped by", stop, flush=True)
@@ -52,14 +52,16 @@ def alive(process: psutil.Process) -> bool:
         return False
 
 
-def start(ignore_sigint: bool = False) -> tuple[subprocess.Popen, list[psutil.Process]]:
+def start(
+    ignore_sigint: bool = False, grace: float = GRACE
+) -> tuple[subprocess.Popen, list[psutil.Process]]:
     """The supervisor script, once its child has started both grandchildren."""
 
     def ignore() -> None:  # as a background job of a non-interactive shell starts it
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     process = subprocess.Popen(
-        [sys.executable, "-c", SUPERVISOR],
+        [sys.executable, "-c", SUPERVISOR, str(grace)],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
@@ -105,6 +107,24 @@ def test_a_child_that_exits_on_its_own_is_reported_and_its_tree_stopped():
         assert not [p.pid for p in tree if alive(p)]
         assert process.stdout.read().strip() == "child exited with -2"  # killed by its SIGINT
     finally:
+        for member in tree:
+            if alive(member):
+                member.kill()
+
+
+def test_a_second_signal_skips_the_rest_of_the_grace_period():
+    process, tree = start(grace=60)
+    try:
+        sent = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        time.sleep(1)
+        process.send_signal(signal.SIGINT)  # Ctrl-C again: kill what is left now
+        assert process.wait(timeout=15) == 0
+        assert time.monotonic() - sent < 15
+        assert not [p.pid for p in tree if alive(p)]
+    finally:
+        if process.poll() is None:
+            process.kill()
         for member in tree:
             if alive(member):
                 member.kill()
