@@ -11,18 +11,14 @@ body or the UI's websocket (nginx.conf.template). Everything it writes lives in
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import ipaddress
 import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,10 +32,8 @@ USER = "mlops"
 TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 CERTIFICATE_DAYS = 365
 RENEW_BEFORE = timedelta(days=30)
-STOP_TIMEOUT = 60  # seconds for `dg dev` to stop its webserver, daemon and runs
 START_TIMEOUT = 15  # seconds for nginx to listen
 # Ctrl-C arrives as SIGINT (KeyboardInterrupt); these are turned into one too.
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 # Characters an nginx configuration cannot hold inside a quoted path without changing its meaning.
 UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f\"'\\$;{}]")
 
@@ -122,72 +116,11 @@ def check_config(guard: Guard) -> None:
         raise UiGuardError(f"nginx refuses {guard.config}:\n{result.stderr.strip()}")
 
 
-def serve(dagster: list[str], guard: Guard) -> None:
-    """Run `dg dev` and nginx until this process gets SIGINT, SIGTERM or SIGHUP (then
-    returns) or one of them stops on its own (UiGuardError); both are stopped either way.
-
-    Each runs in a session of its own, so a Ctrl-C reaches them only through here, once: a
-    second SIGINT would cut `dg dev` short while it stops its webserver and daemon."""
-    handlers = {sig: signal.signal(sig, signal.default_int_handler) for sig in _STOP_SIGNALS}
-    processes: dict[str, subprocess.Popen] = {}
-    try:
-        processes["dg dev"] = subprocess.Popen(dagster, start_new_session=True)
-        processes["nginx"] = subprocess.Popen(
-            nginx_command(guard), stdin=subprocess.DEVNULL, start_new_session=True
-        )
-        _wait_listening(guard, processes["nginx"])
-        while True:
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    raise UiGuardError(
-                        f"{name} stopped (exit {process.returncode})\n{_log_tail(guard)}"
-                    )
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        return
-    finally:
-        _stop(processes.values())
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-
-
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now: the Dagster webserver's, behind nginx."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _wait_listening(guard: Guard, nginx: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while nginx.poll() is None and time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", guard.port), 1):
-            return
-        time.sleep(0.2)
-    raise UiGuardError(f"nginx is not listening on {guard.url}\n{_log_tail(guard)}")
-
-
-def _stop(processes: Iterable[subprocess.Popen]) -> None:
-    """SIGTERM each (`dg dev` stops its webserver and daemon, nginx its workers); whatever
-    is left after STOP_TIMEOUT is killed with its whole session."""
-    running = [process for process in processes if process.poll() is None]
-    for process in running:
-        process.terminate()
-    deadline = time.monotonic() + STOP_TIMEOUT
-    for process in running:
-        try:
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _log_tail(guard: Guard, lines: int = 20) -> str:
-    if not guard.error_log.exists():
-        return f"(no {guard.error_log})"
-    tail = guard.error_log.read_text(errors="replace").splitlines()[-lines:]
-    return f"{guard.error_log}:\n" + "\n".join(tail)
 
 
 def _password(path: Path) -> str:
