@@ -14,7 +14,7 @@ from mlops_assets.resources import WRITER_POOL, DaskResource, RegistryResource, 
 from mlops_assets.security.checks import build_identifier_checks
 from mlops_assets.sql import table
 from mlops_assets.training.candidates import check_candidates
-from mlops_assets.training.dataset import NotEnoughLabels, load_training_data
+from mlops_assets.training.dataset import NotEnoughLabels, TrainingData, load_training_data
 from mlops_assets.training.diagnostics import markdown_image, plot_model, robustness
 from mlops_assets.training.explain import TOP_REASONS
 from mlops_assets.training.fairness import fairness_table, fairness_verdict, plot_fairness
@@ -27,7 +27,6 @@ from mlops_assets.training.spec import ModelSpec
 from mlops_assets.training.trainer import (
     ROBUSTNESS_ROWS,
     TrainingConfig,
-    TrainingOutcome,
     _champion_input,
     settle,
     train_model,
@@ -74,34 +73,47 @@ def table_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(table.split("."))
 
 
-def _metadata(outcome: TrainingOutcome, spec: ModelSpec) -> dict:
-    card = outcome.card.data
-    trials = sorted(outcome.search.trials, key=lambda t: (t.candidate, str(t.params)))
+def version_metadata(
+    models: Registry, spec: ModelSpec, version: str, reports: Path, run: dict
+) -> dict:
+    """What the model asset shows of ``version``, read from what is sealed (its model.json,
+    read back from the registry, and the gate's verdict) and its ``reports`` folder (plots,
+    model card): the same for the run that trained the version and for a later run that found
+    its data unchanged, so the latest materialization always shows the current version in
+    full. ``run``: what this run did (retrained or not, and why), shown after the version."""
+    card = models.verified_card(spec.name, version)
+    data = card.data
+    verdict = models.verdict(spec.name, version) or {}
+    against = verdict.get("champion") or {}
+    before = against.get("metrics")
+    intervals = data.get("metric_intervals") or {}
+    trials = sorted(data.get("search", []), key=lambda t: (t["candidate"], str(t["params"])))
+    champion = models.champion(spec.name)
     metadata = {
-        "version": card["version"],
-        "retrained": True,
-        "candidate": card["candidate"],
-        "params": dg.MetadataValue.json(card["params"]),
-        "new_version": outcome.new,
-        "promoted": outcome.decision.promoted,
-        "decision": outcome.decision.reason,
-        "champion_before": outcome.decision.champion_version or "none",
-        "training_data_version": card["training_data_version"],
-        "train_rows": card["rows"]["train"],
-        "holdout_rows": card["rows"]["holdout"],
-        "labelled_rows": card["rows"].get("labelled", 0),
-        "search_seconds": round(outcome.seconds["search"], 2),
-        "placement": placement_metadata(outcome.search.placement),
+        "version": card.version,
+        **run,
+        "candidate": data["candidate"],
+        "params": dg.MetadataValue.json(data["params"]),
+        "promoted": verdict.get("promoted"),
+        "gate_decision": verdict.get("reason") or "not decided yet",
+        "champion": champion or "none",
+        "champion_before": against.get("version") or "none",
+        "training_data_version": data["training_data_version"],
+        "train_rows": data["rows"]["train"],
+        "holdout_rows": data["rows"]["holdout"],
+        "labelled_rows": data["rows"].get("labelled", 0),
+        "search_seconds": data.get("search_seconds", "not recorded"),
+        "placement": placement_metadata(data.get("search_placement", {})),
         "candidates": dg.MetadataValue.md(
             md_table(
                 ("candidate", "params", "train score", "cv score", "gap"),
                 [
                     (
-                        t.candidate,
-                        t.params,
-                        f"{t.train_score:.4f}",
-                        f"{t.cv_score:.4f}",
-                        f"{t.train_score - t.cv_score:+.4f}",
+                        t["candidate"],
+                        t["params"],
+                        f"{t['train_score']:.4f}",
+                        f"{t['cv_score']:.4f}",
+                        f"{t['train_score'] - t['cv_score']:+.4f}",
                     )
                     for t in trials
                 ],
@@ -114,33 +126,60 @@ def _metadata(outcome: TrainingOutcome, spec: ModelSpec) -> dict:
                     (
                         name,
                         f"{value:.4f}",
-                        "[{:.4f}, {:.4f}]".format(
-                            *outcome.intervals.get(name, (float("nan"),) * 2)
-                        ),
-                        f"{outcome.decision.champion_metrics[name]:.4f}"
-                        if outcome.decision.champion_metrics
-                        else "-",
+                        "[{:.4f}, {:.4f}]".format(*intervals.get(name, (float("nan"),) * 2)),
+                        f"{before[name]:.4f}" if before and name in before else "-",
                     )
-                    for name, value in outcome.holdout_metrics.items()
+                    for name, value in card.metrics.items()
                 ],
             )
         ),
     }
-    for name, value in outcome.holdout_metrics.items():
+    for name, value in card.metrics.items():
         metadata[f"holdout/{name}"] = dg.MetadataValue.float(float(value))
     metadata["primary_metric"] = spec.primary
+    fairness = data.get("fairness")
+    if fairness:
+        metadata["fairness"] = dg.MetadataValue.md(fairness_table(fairness))
+        metadata["fairness_violations"] = dg.MetadataValue.md(md_list(fairness["violations"]))
+    for path in sorted(reports.glob("*.png")):
+        metadata[f"plot/{path.stem}"] = dg.MetadataValue.md(markdown_image(path))
+    metadata["reports"] = dg.MetadataValue.path(str(reports))
+    metadata["model_card"] = dg.MetadataValue.path(str(reports / "card.html"))
+    metadata["model_card_summary"] = dg.MetadataValue.md(
+        md_table(
+            ("field", "value"),
+            summary(data, verdict or None, primary=spec.primary, champion=champion == card.version),
+        )
+    )
     return metadata
 
 
-def _model_card(
-    models: Registry, spec: ModelSpec, card: ModelCard, directory: Path, *, rebuild: bool
-) -> Path:
-    """The version's model card (card.md and card.html under ``directory``, its reports
-    folder), written after the gate decided on it (``rebuild``) or when missing."""
-    if rebuild or not has_card(directory):
+def _reports(
+    models: Registry,
+    spec: ModelSpec,
+    card: ModelCard,
+    data: TrainingData,
+    directory: Path,
+    *,
+    fitted=None,
+    seed: int,
+    new: bool,
+    decided: bool,
+) -> None:
+    """The version's plots and model card in its reports folder ``directory``: plotted on the
+    holdout (``fitted``: the estimator, loaded from the registry when not given) for a ``new``
+    version or when missing, and the card written after them (it embeds them) when the gate
+    has just ``decided`` on the version, or when missing."""
+    plotted = new or not any(directory.glob("*.png"))
+    if plotted:
+        fitted = fitted if fitted is not None else models.load(spec.name, card.version)
+        plot_model(fitted, data, card.data.get("threshold"), directory, seed=seed)
+        fairness = card.data.get("fairness")
+        if fairness:
+            plot_fairness(fairness, directory)
+    if plotted or decided or not has_card(directory):
         verdict = models.verdict(spec.name, card.version)
         write_card(directory, card.data, verdict, primary=spec.primary)
-    return directory / "card.html"
 
 
 ROBUSTNESS = "robustness"
@@ -287,64 +326,45 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         previous = trained_before(models, data, training, manifest)
         if previous is not None:
             # Unchanged data (and config, code, libraries): the search would pick the same
-            # winner. Same data version, so nothing downstream counts it as new. A version
-            # whose run died before the gate decided on it is decided now.
+            # winner. Same data version, so nothing downstream counts it as new; the version's
+            # full metadata, so the latest materialization shows it. A version whose run died
+            # before the gate decided on it is decided now.
             settled = settle(models, data, previous, training)
             log = context.log.warning if settled and settled.champion_refused else context.log.info
-            reports = Path(registry.reports_path) / model / previous.version
-            page = _model_card(models, spec, previous, reports, rebuild=settled is not None)
             log(
                 f"{model}: training data {data.version} unchanged since version "
                 f"{previous.version}: not retrained"
                 + (f"; gate: {settled.reason}" if settled else "")
             )
-            yield dg.MaterializeResult(
-                metadata={
-                    "version": previous.version,
-                    "retrained": False,
-                    "decision": settled.reason
-                    if settled
-                    else "unchanged: trained on the same data before",
-                    "champion": models.champion(model) or "none",
-                    "training_data_version": data.version,
-                    "model_card": dg.MetadataValue.path(str(page)),
-                },
-                data_version=dg.DataVersion(previous.version),
-            )
-            return
-        with dask.client() as client:
-            outcome = train_model(data, models, training, client=client, manifest=manifest)
-        log = context.log.warning if outcome.decision.champion_refused else context.log.info
-        log(f"{model} {outcome.card.version}: {outcome.decision.reason}")
-        metadata = _metadata(outcome, spec)
-        plots_dir = Path(registry.reports_path) / model / outcome.card.version
-        fairness = outcome.card.data.get("fairness")
-        if outcome.new or not plots_dir.exists():
-            plot_model(outcome.model, data, outcome.threshold, plots_dir, seed=training.seed)
-            if fairness:
-                plot_fairness(fairness, plots_dir)
-        if fairness:
-            metadata["fairness"] = dg.MetadataValue.md(fairness_table(fairness))
-            metadata["fairness_violations"] = dg.MetadataValue.md(md_list(fairness["violations"]))
-        for path in sorted(plots_dir.glob("*.png")):
-            metadata[f"plot/{path.stem}"] = dg.MetadataValue.md(markdown_image(path))
-        metadata["reports"] = dg.MetadataValue.path(str(plots_dir))
-        page = _model_card(models, spec, outcome.card, plots_dir, rebuild=True)
-        metadata["model_card"] = dg.MetadataValue.path(str(page))
-        metadata["model_card_summary"] = dg.MetadataValue.md(
-            md_table(
-                ("field", "value"),
-                summary(
-                    outcome.card.data,
-                    models.verdict(model, outcome.card.version),
-                    primary=spec.primary,
-                    champion=models.champion(model) == outcome.card.version,
-                ),
-            )
+            card, fitted, new, decided = previous, None, False, settled is not None
+            run = {
+                "retrained": False,
+                "decision": settled.reason
+                if settled
+                else "unchanged: trained on the same data before",
+            }
+        else:
+            with dask.client() as client:
+                outcome = train_model(data, models, training, client=client, manifest=manifest)
+            log = context.log.warning if outcome.decision.champion_refused else context.log.info
+            log(f"{model} {outcome.card.version}: {outcome.decision.reason}")
+            card, fitted, new, decided = outcome.card, outcome.model, outcome.new, True
+            run = {"retrained": True, "decision": outcome.decision.reason}
+        reports = Path(registry.reports_path) / model / card.version
+        _reports(
+            models,
+            spec,
+            card,
+            data,
+            reports,
+            fitted=fitted,
+            seed=training.seed,
+            new=new,
+            decided=decided,
         )
         yield dg.MaterializeResult(
-            metadata=metadata,
-            data_version=dg.DataVersion(outcome.card.version),
+            metadata=version_metadata(models, spec, card.version, reports, run),
+            data_version=dg.DataVersion(card.version),
         )
 
     return train
@@ -388,16 +408,15 @@ def build_scores_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                     "shadow": challenger_version(models, model),
                 }
             )
-            if inputs == _latest_metadata(context, key, "inputs_version") and (
-                table_exists(con, spec.scores)
-            ):
+            previous = _latest_metadata(context, key)
+            if _value(previous.get("inputs_version")) == inputs and table_exists(con, spec.scores):
                 context.log.info(
                     f"{spec.table} and {model}'s versions unchanged since the last scoring: "
                     "not re-scored"
                 )
                 yield dg.MaterializeResult(
                     metadata={
-                        "inputs_version": inputs,
+                        **previous,  # what the scoring of these same inputs recorded
                         "rescored": False,
                         "dagster/row_count": scalar(
                             con, f"select count(*) from {table(spec.scores)}"
@@ -456,11 +475,16 @@ def _ab_table(ab: dict, metric: str) -> str:
     )  # fmt: skip
 
 
-def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey, name: str):
-    """A metadata value of the latest materialization of ``key`` (None if there is none)."""
+def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict:
+    """The metadata of the latest materialization of ``key`` (empty if there is none). A step
+    that finds its inputs unchanged records it again, so the latest materialization still
+    shows the current content in full rather than a no-op."""
     event = context.instance.get_latest_materialization_event(key)
-    value = event.asset_materialization.metadata.get(name) if event else None
-    return value.value if value is not None else None
+    return dict(event.asset_materialization.metadata) if event else {}
+
+
+def _value(entry: dg.MetadataValue | None):
+    return entry.value if entry is not None else None
 
 
 def build_reasons_asset(spec: ModelSpec) -> dg.AssetsDefinition:
@@ -500,13 +524,12 @@ def build_reasons_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                     "champion": champion,
                 }
             )
-            if inputs == _latest_metadata(context, key, "inputs_version") and table_exists(
-                con, reasons
-            ):
+            previous = _latest_metadata(context, key)
+            if _value(previous.get("inputs_version")) == inputs and table_exists(con, reasons):
                 context.log.info(f"{spec.scores} unchanged since the last reasons: not redone")
                 yield dg.MaterializeResult(
                     metadata={
-                        "inputs_version": inputs,
+                        **previous,  # what the reasons of these same inputs recorded
                         "recomputed": False,
                         "dagster/row_count": scalar(con, f"select count(*) from {table(reasons)}"),
                     },

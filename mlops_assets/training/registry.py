@@ -388,10 +388,12 @@ class Registry:
         *,
         test: dict | None = None,
         fairness: dict | None = None,
+        champion: dict | None = None,
     ) -> None:
         """Record the champion/challenger gate's verdict on ``version`` (after any promotion):
         the paired ``test`` of the primary metric and the ``fairness`` comparison
-        (``{"worse": [...]}``) against the champion, None when there was no champion. Sealed
+        (``{"worse": [...]}``) against the ``champion`` (``{"version": ..., "metrics": {...}}``,
+        its holdout metrics; None when it did not verify), all None when there was none. Sealed
         like ``model.json`` (under the name and ``<version>:gate.json``, so neither seal passes
         for the other), so a card can tell a recorded decision from a written-in one."""
         verdict = json.loads(
@@ -402,6 +404,7 @@ class Registry:
                     "at": datetime.now(UTC).isoformat(),
                     "test": test,
                     "fairness": fairness,
+                    "champion": champion,
                 }
             )
         )  # sealed exactly as it is read back
@@ -409,8 +412,8 @@ class Registry:
         _write_atomic(self._dir(model, version) / GATE_FILE, json.dumps(verdict))
 
     def verdict(self, model: str, version: str) -> dict | None:
-        """The gate's verdict on ``version`` (promoted, reason, at, test, fairness, sealed);
-        None if no gate decided on it. A version promoted by a gate before verdicts were
+        """The gate's verdict on ``version`` (promoted, reason, at, test, fairness, champion,
+        sealed); None if no gate decided on it. A version promoted by a gate before verdicts were
         recorded counts as decided. A field not of the shape the gate writes reads as None;
         ``sealed`` says whether gate.json's seal holds under this keyring (False for one
         written by hand or before verdicts were sealed; None for the promotion history's
@@ -431,7 +434,16 @@ class Registry:
         if not promoted:
             return None
         return {
-            **_verdict_fields({"promoted": True, "reason": promoted[-1].get("reason")}),
+            **_verdict_fields(
+                {
+                    "promoted": True,
+                    "reason": promoted[-1].get("reason"),
+                    "champion": {
+                        "version": promoted[-1].get("from_version"),
+                        "metrics": promoted[-1].get("metrics_before"),
+                    },
+                }
+            ),
             "sealed": None,  # no verdict file: the promotion history's word (not sealed)
         }
 
@@ -476,6 +488,9 @@ def _verdict_fields(value: dict) -> dict:
     ci = test.get("ci")
     fairness = value.get("fairness")
     worse = fairness.get("worse") if isinstance(fairness, dict) else None
+    champion = value.get("champion")
+    champion = champion if isinstance(champion, dict) else {}
+    metrics = champion.get("metrics")
     return {
         "promoted": value.get("promoted") if isinstance(value.get("promoted"), bool) else None,
         "reason": value.get("reason") if isinstance(value.get("reason"), str) else None,
@@ -490,6 +505,14 @@ def _verdict_fields(value: dict) -> dict:
         else None,
         "fairness": {"worse": worse}
         if isinstance(worse, list) and all(isinstance(w, str) for w in worse)
+        else None,
+        "champion": {
+            "version": champion["version"],
+            "metrics": metrics
+            if isinstance(metrics, dict) and all(_number(v) for v in metrics.values())
+            else None,
+        }
+        if isinstance(champion.get("version"), str)
         else None,
     }
 

@@ -113,10 +113,14 @@ class Decision:
     fairness_worse: list[str] | None = None  # None: fairness not compared (no champion)
 
     def details(self) -> dict:
-        """What gate.json records beside the verdict: the test and the fairness comparison."""
+        """What gate.json records beside the verdict: the test and the fairness comparison,
+        and the champion it was gated against (its version and holdout metrics)."""
         return {
             "test": self.test.as_dict() if self.test else None,
             "fairness": None if self.fairness_worse is None else {"worse": self.fairness_worse},
+            "champion": {"version": self.champion_version, "metrics": self.champion_metrics}
+            if self.champion_version
+            else None,
         }
 
 
@@ -443,6 +447,8 @@ def train_model(
         "reference": reference_values(data),
         "card": card_texts(data.model),
         "search": [asdict(trial) for trial in result.trials],
+        "search_seconds": round(seconds["search"], 2),
+        "search_placement": dict(sorted(result.placement.items())),
     }
     if data.model.protected_attributes:
         started = time.perf_counter()

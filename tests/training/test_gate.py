@@ -137,29 +137,43 @@ def test_gate_json_records_the_test_and_reads_odd_details_as_none(tmp_path):
     registry = home_registry(tmp_path)
     version = register_tiny(registry)
     test = delong_test(*_scores(300, seed=9, noise=(0.8, 0.4))).as_dict()
+    champion = {"version": "0123456789abcdef", "metrics": {"roc_auc": 0.7}}
     registry.record_verdict(
-        "default_classifier", version, False, "r", test=test, fairness={"worse": ["age_band: x"]}
+        "default_classifier",
+        version,
+        False,
+        "r",
+        test=test,
+        fairness={"worse": ["age_band: x"]},
+        champion=champion,
     )
     verdict = registry.verdict("default_classifier", version)
     assert verdict["test"] == test and verdict["fairness"] == {"worse": ["age_band: x"]}
-    assert set(verdict) == {"promoted", "reason", "at", "test", "fairness", "sealed"}
+    assert verdict["champion"] == champion
+    assert set(verdict) == {"promoted", "reason", "at", "test", "fairness", "champion", "sealed"}
     assert verdict["sealed"] is True
     path = registry.root / "default_classifier" / version / "gate.json"
-    for test_value, fairness in (
-        ([1, 2], "worse"),
-        ("delong", {"worse": "age_band"}),
-        ({**test, "ci": "[0, 1]"}, {"worse": [1]}),
-        ({**test, "p_value": "0.01"}, {"worse": None}),
-        ({**test, "method": "<script>"}, []),
-        ({**test, "ci": [0.1]}, 7),
-        ({**test, "level": True}, {"better": []}),
+    for test_value, fairness, against in (
+        ([1, 2], "worse", "0123456789abcdef"),
+        ("delong", {"worse": "age_band"}, {"version": 7}),
+        ({**test, "ci": "[0, 1]"}, {"worse": [1]}, {"metrics": {"roc_auc": 0.7}}),
+        ({**test, "p_value": "0.01"}, {"worse": None}, [1]),
+        ({**test, "method": "<script>"}, [], None),
+        ({**test, "ci": [0.1]}, 7, {"version": None}),
+        ({**test, "level": True}, {"better": []}, 3),
     ):
         path.write_text(json.dumps({"promoted": "yes", "reason": [1], "at": 3,
-                                    "test": test_value, "fairness": fairness}))  # fmt: skip
+                                    "test": test_value, "fairness": fairness,
+                                    "champion": against}))  # fmt: skip
         assert registry.verdict("default_classifier", version) == {
             "promoted": None, "reason": None, "at": None, "test": None, "fairness": None,
-            "sealed": False,
+            "champion": None, "sealed": False,
         }  # fmt: skip
+    # A champion's metrics not of the shape the gate writes read as None, its version kept.
+    path.write_text(json.dumps({"champion": {"version": "v", "metrics": {"roc_auc": "0.9"}}}))
+    assert registry.verdict("default_classifier", version)["champion"] == {
+        "version": "v", "metrics": None
+    }  # fmt: skip
     path.write_text(json.dumps({"promoted": True, "reason": "first model"}))  # before the test
     assert registry.verdict("default_classifier", version)["test"] is None
 

@@ -3,6 +3,7 @@ model name is special."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 import dagster as dg
@@ -15,6 +16,7 @@ from mlops_assets import catalogue
 from mlops_assets.features.validation import contract_columns
 from mlops_assets.training.candidates import check_candidates
 from mlops_assets.training.dataset import feature_spec, load_training_data
+from mlops_assets.training.registry import Registry
 from mlops_assets.training.scoring import score_model
 from mlops_assets.training.spec import GateSpec, ModelSpec, SpecError, ValidationSpec
 from mlops_assets.training.trainer import TrainingConfig, train_model
@@ -190,20 +192,15 @@ def test_a_classifier_is_known_by_its_task_not_its_name(shop_con, tmp_path):
     assert 0 <= low < high <= 1 and rows == ROWS
 
 
-def test_a_third_model_by_spec_trains_registers_gates_and_scores_to_its_own_table(
-    tmp_path, dask_client
-):
-    """A regression on a shop table, declared and nothing else: its Dagster definitions train,
-    register and gate it, check it, and score every order into ``predictions.basket_value``."""
+def shop_resources(tmp_path, dask_client) -> tuple[Registry, dict]:
+    """A shop warehouse file, a new registry and every resource a model's assets take."""
     from mlops_assets.resources import DaskResource, RegistryResource, WarehouseResource
-    from mlops_assets.training.assets import build_model_defs
     from mlops_assets.transform.resource import dbt_resource
 
     warehouse = tmp_path / "warehouse.duckdb"
     shop(str(warehouse)).close()
     registry = home_registry(tmp_path)
-    defs = build_model_defs(BASKET, frozenset({"email"}))
-    resources = {
+    return registry, {
         "warehouse": WarehouseResource(path=str(warehouse)),
         "registry": RegistryResource(
             path=str(registry.root),
@@ -213,10 +210,31 @@ def test_a_third_model_by_spec_trains_registers_gates_and_scores_to_its_own_tabl
         "dask": DaskResource(scheduler_address=dask_client.scheduler.address),
         "dbt": dbt_resource(tmp_path / "dbt"),
     }
+
+
+RUN_KEYS = {"retrained", "decision"}  # what a run did; every other key shows the version
+
+
+def shown(materialization: dg.AssetMaterialization) -> dict:
+    """A model materialization's metadata that shows its version (not what the run did)."""
+    return {k: v for k, v in materialization.metadata.items() if k not in RUN_KEYS}
+
+
+def test_a_third_model_by_spec_trains_registers_gates_and_scores_to_its_own_table(
+    tmp_path, dask_client
+):
+    """A regression on a shop table, declared and nothing else: its Dagster definitions train,
+    register and gate it, check it, and score every order into ``predictions.basket_value``."""
+    from mlops_assets.training.assets import build_model_defs
+
+    registry, resources = shop_resources(tmp_path, dask_client)
+    defs = build_model_defs(BASKET, frozenset({"email"}))
+    instance = dg.DagsterInstance.ephemeral()  # the runs' history: what scoring compares with
     result = dg.materialize(
         [*defs.assets, *defs.asset_checks, dg.AssetSpec(["shop", "orders"])],
         resources=resources,
         selection=dg.AssetSelection.groups("training", "scoring"),
+        instance=instance,
     )
     assert result.success
     [trained] = result.asset_materializations_for_node("models__basket_value")
@@ -236,7 +254,7 @@ def test_a_third_model_by_spec_trains_registers_gates_and_scores_to_its_own_tabl
     [scored] = result.asset_materializations_for_node("predictions__basket_value")
     assert scored.metadata["dagster/row_count"].value == ROWS
     assert scored.metadata["live_rmse/champion"].value > 0
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with duckdb.connect(resources["warehouse"].path, read_only=True) as con:
         assert con.execute(
             "select count(distinct order_ref), any_value(mode), any_value(model_version) "
             "from predictions.basket_value"
@@ -249,13 +267,65 @@ def test_a_third_model_by_spec_trains_registers_gates_and_scores_to_its_own_tabl
         again = dg.materialize(
             [*defs.assets, *defs.asset_checks, dg.AssetSpec(["shop", "orders"])],
             resources=resources,
-            selection=dg.AssetSelection.groups("training"),
+            selection=dg.AssetSelection.groups("training", "scoring"),
+            instance=instance,
         )
     [unchanged] = again.asset_materializations_for_node("models__basket_value")
     assert unchanged.metadata["retrained"].value is False
     assert unchanged.metadata["model_card"].value == str(page) and page.is_file()
+    assert shown(unchanged) == shown(trained) and "plot/residuals" in shown(unchanged)
     [robust] = [e for e in again.get_asset_check_evaluations() if e.check_name == "robustness"]
     assert robust.passed and robust.metadata["measured"].value == "now (model.json records none)"
+    # Not re-scored either, and the scores' latest materialization still shows them in full.
+    [rescored] = again.asset_materializations_for_node("predictions__basket_value")
+    assert rescored.metadata["rescored"].value is False
+    assert {**rescored.metadata, "rescored": scored.metadata["rescored"]} == scored.metadata
+
+
+def test_a_run_on_unchanged_data_shows_the_version_in_full(tmp_path, dask_client):
+    """The latest materialization of a model shows its current version in full: a run that
+    finds the data unchanged does not retrain, keeps the data version (nothing downstream
+    counts it as new), and records the version's metrics, plots, candidates and gate decision
+    exactly as the run that trained it did, read from the sealed card; plots gone from the
+    reports folder are drawn again."""
+    from mlops_assets.training.assets import build_model_asset
+
+    spec = replace(RETURNS, candidates=("logistic_l2", "random_forest"))
+    registry, resources = shop_resources(tmp_path, dask_client)
+    asset = build_model_asset(spec)
+    runs = []
+    instance = dg.DagsterInstance.ephemeral()
+    for _ in range(3):
+        result = dg.materialize(
+            [asset, dg.AssetSpec(["shop", "orders"])], resources=resources, instance=instance
+        )
+        [materialized] = result.asset_materializations_for_node("models__will_return")
+        runs.append(materialized)
+        reports = tmp_path / "reports" / spec.name / materialized.metadata["version"].value
+        if len(runs) == 2:
+            shutil.rmtree(reports)  # the plots and card lost: the next run draws them again
+    trained, unchanged, replotted = runs
+    version = trained.metadata["version"].value
+    assert trained.metadata["retrained"].value is True
+    assert trained.metadata["decision"].value == "first model: no champion yet"
+    for again in (unchanged, replotted):
+        assert again.metadata["retrained"].value is False
+        assert again.metadata["decision"].value == "unchanged: trained on the same data before"
+        assert again.metadata["version"].value == version
+    assert shown(unchanged) == shown(trained)
+    assert shown(replotted).keys() == shown(trained).keys()
+    metadata = shown(unchanged)
+    assert metadata["holdout/roc_auc"].value == registry.card(spec.name, version).metrics["roc_auc"]
+    assert "| roc\\_auc | " in metadata["holdout_metrics"].value  # markdown-escaped
+    assert metadata["plot/roc"].value.startswith("![roc](data:image/png;base64,")
+    assert (reports / "roc.png").is_file() and (reports / "card.html").is_file()
+    candidates = metadata["candidates"].value
+    assert "| logistic\\_l2 |" in candidates and "| random\\_forest |" in candidates
+    assert metadata["promoted"].value is True and metadata["champion"].value == version
+    assert metadata["gate_decision"].value == "first model: no champion yet"
+    assert "promoted: first model" in metadata["model_card_summary"].value
+    # One data version throughout: nothing downstream counts the no-op runs as new.
+    assert {run.tags["dagster/data_version"] for run in runs} == {version}
 
 
 def test_a_model_on_a_view_is_scored_too(shop_con, tmp_path):

@@ -135,6 +135,9 @@ def test_the_challenger_is_gated_on_the_champion_s_scores_of_the_same_holdout(ch
     )
     assert test["ci"][0] <= test["difference"] <= test["ci"][1] and 0 <= test["p_value"] <= 1
     assert isinstance(verdict["fairness"]["worse"], list)
+    # The champion it was gated against, with its metrics on that holdout (what the model
+    # asset shows as "champion before"): the first version, evaluated on the same rows.
+    assert verdict["champion"] == {"version": first.card.version, "metrics": first.card.metrics}
     by_gate = [
         e for e in registry.history("default_classifier")
         if e["to_version"] == second.version and e["by"] == "champion/challenger gate"
