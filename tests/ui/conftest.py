@@ -254,8 +254,9 @@ def _wait_until_loaded(server: UiServer, process: subprocess.Popen, timeout: flo
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """Stop `dagster dev` and everything it started (webserver, daemon, code server, runs):
-    they share the process group the server was started in."""
+    """Stop `mlops ui`: on SIGTERM it stops everything it started (webserver, daemon, code
+    servers, runs; tests/ui/test_ui_stop.py proves it) and exits; its process group is
+    killed if it has not within 30 s."""
     group = process.pid
     with contextlib.suppress(ProcessLookupError):
         os.killpg(group, signal.SIGTERM)
