@@ -2,8 +2,8 @@
 code servers and the runs they start) and, with --secure, nginx.
 
 Each child runs in a session of its own, so a Ctrl-C in the terminal reaches it only through
-here, once. SIGINT, SIGTERM or SIGHUP to `mlops ui` sends SIGINT (Dagster's graceful shutdown,
-nginx's fast one) to each child's whole process group; whatever is still running after
+here, once. SIGINT, SIGTERM, SIGHUP or SIGQUIT to `mlops ui` sends SIGINT (Dagster's graceful
+shutdown, nginx's fast one) to each child's whole process group; whatever is still running after
 :data:`GRACE` seconds is killed: the groups and every process seen descending from them. On
 Linux `mlops ui` is the subreaper of its descendants, so a process whose parent died, or one
 that started a session of its own, stays its descendant and is found and reaped too.
@@ -27,7 +27,9 @@ from types import FrameType
 
 import psutil
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# SIGQUIT too (Ctrl-\): its default would end this process alone and leave the servers,
+# which run in sessions of their own, serving with no parent.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 GRACE = 7.0  # seconds for the children's own shutdown before what is left is killed
 POLL = 0.5  # seconds between looks at the children
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
@@ -45,8 +47,9 @@ class Supervisor:
     """Children started with :meth:`start`, stopped with everything they started when the
     ``with`` block ends (normally, by a signal as :class:`Stop`, or by an error).
 
-    While it is active, SIGINT, SIGTERM and SIGHUP raise :class:`Stop` (also where the shell
-    started this process with SIGINT ignored); the children start with the default handlers."""
+    While it is active, SIGINT, SIGTERM, SIGHUP and SIGQUIT raise :class:`Stop` (also where the
+    shell started this process with SIGINT ignored); the children start with the default
+    handlers."""
 
     def __init__(self, grace: float = GRACE) -> None:
         self.grace = grace
@@ -96,8 +99,9 @@ class Supervisor:
         """Until a child exits: its name and exit code. A stop signal raises :class:`Stop`."""
         while True:
             for name, process in self.children.items():
-                if process.poll() is not None:
-                    return name, process.returncode
+                code = _exit_code(process)
+                if code is not None:
+                    return name, code
             self._remember()
             time.sleep(POLL)
 
@@ -105,7 +109,7 @@ class Supervisor:
         """Until something accepts connections on 127.0.0.1:``port`` (True), or child ``name``
         exits or ``timeout`` seconds pass (False)."""
         deadline = time.monotonic() + timeout
-        while self.children[name].poll() is None and time.monotonic() < deadline:
+        while _exit_code(self.children[name]) is None and time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
                 return True
             time.sleep(0.2)
@@ -115,8 +119,11 @@ class Supervisor:
         """SIGINT to every child's process group; after the grace period SIGKILL to the groups
         and to every descendant still running; every child reaped."""
         self._remember()
+        # A child is reaped only below, after its group was signalled for the last time: until
+        # then its pid (the group's id) stays taken, and killpg cannot reach a process that
+        # got the number since.
         for process in self.children.values():
-            if process.poll() is None:
+            if _exit_code(process) is None:
                 _signal_group(process.pid, signal.SIGINT)
         deadline = time.monotonic() + self.grace
         while self._running() and time.monotonic() < deadline and not self._hurry:
@@ -124,6 +131,7 @@ class Supervisor:
             self._remember()
         for process in self.children.values():
             _signal_group(process.pid, signal.SIGKILL)
+        self._remember()  # one started since the last look
         for member in self._running():
             with contextlib.suppress(psutil.Error):
                 member.kill()
@@ -143,8 +151,6 @@ class Supervisor:
         self._reap_orphans()
 
     def _running(self) -> list[psutil.Process]:
-        for process in self.children.values():
-            process.poll()
         running = []
         for member in self._seen.values():
             with contextlib.suppress(psutil.Error):
@@ -162,6 +168,25 @@ class Supervisor:
                     with contextlib.suppress(ChildProcessError, psutil.Error):
                         if member.status() == psutil.STATUS_ZOMBIE:
                             os.waitpid(member.pid, os.WNOHANG)
+
+
+def _exit_code(process: subprocess.Popen) -> int | None:
+    """``process``'s exit code (negative: the signal that ended it) once it has exited, else
+    None; it is left unreaped (a zombie) so that its pid is not given to another process."""
+    if process.returncode is not None:
+        return process.returncode
+    if not hasattr(os, "waitid"):  # macOS: reaped at once
+        return process.poll()
+    try:
+        info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # reaped elsewhere
+        return process.poll()
+    if info is None:
+        return None
+    return -info.si_status if info.si_code in _BY_SIGNAL else info.si_status
+
+
+_BY_SIGNAL = {getattr(os, name) for name in ("CLD_KILLED", "CLD_DUMPED") if hasattr(os, name)}
 
 
 def _signal_group(pgid: int, signum: int) -> None:

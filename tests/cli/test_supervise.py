@@ -4,6 +4,7 @@ SIGTERM, one orphaned when its parent exits, and one in a session of its own."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import time
 
 import psutil
 import pytest
+
+from mlops_assets.cli.supervise import Supervisor
 
 GRACE = 2.0
 
@@ -76,8 +79,13 @@ def start(
 
 @pytest.mark.parametrize(
     ("signum", "ignore_sigint"),
-    [(signal.SIGTERM, False), (signal.SIGHUP, False), (signal.SIGINT, True)],
-    ids=["SIGTERM", "SIGHUP", "SIGINT-started-ignored"],
+    [
+        (signal.SIGTERM, False),
+        (signal.SIGHUP, False),
+        (signal.SIGINT, True),
+        (signal.SIGQUIT, False),  # Ctrl-\: reaches only `mlops ui`, not its servers' sessions
+    ],
+    ids=["SIGTERM", "SIGHUP", "SIGINT-started-ignored", "SIGQUIT"],
 )
 def test_a_stop_signal_ends_the_whole_tree_within_the_grace_period(signum, ignore_sigint):
     process, tree = start(ignore_sigint)
@@ -128,3 +136,14 @@ def test_a_second_signal_skips_the_rest_of_the_grace_period():
         for member in tree:
             if alive(member):
                 member.kill()
+
+
+def test_a_child_that_exited_keeps_its_pid_until_its_group_was_killed():
+    """Reaping a child frees its pid, the id of its process group: a process started later may
+    get it, and a SIGKILL to that group would reach it. The child stays a zombie until stop."""
+    with Supervisor(grace=1) as servers:
+        child = servers.start("child", [sys.executable, "-c", "raise SystemExit(5)"])
+        assert servers.watch() == ("child", 5)
+        assert psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE  # not reaped yet
+    assert child.returncode == 5
+    assert not psutil.pid_exists(child.pid) or psutil.Process(child.pid).ppid() != os.getpid()
