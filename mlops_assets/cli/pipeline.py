@@ -203,6 +203,20 @@ def dbt_parse() -> None:
         console.print(f"manifest: {prepare_dbt_manifest()}")
 
 
+def port_taken(port: int) -> bool:
+    """Whether a server already listens on 127.0.0.1:``port`` (a socket in TIME_WAIT does
+    not count: the servers bind with SO_REUSEADDR too)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 @app.command()
 def ui(
     port: Annotated[
@@ -230,6 +244,12 @@ def ui(
     from mlops_assets.settings import PROJECT_ROOT
     from mlops_assets.transform.parse import DbtParseError, prepare_dbt_manifest
 
+    # Said at once: the webserver would find out only after loading the definitions (a minute
+    # on a busy machine), and a server already there would answer in its place meanwhile.
+    if not 1 <= port <= 65535:  # dg dev takes 0 as "3000 or any free port"
+        fail(ValueError(f"--port {port}: a port is a number from 1 to 65535"), 2)
+    if port_taken(port):
+        fail(OSError(f"port {port} on 127.0.0.1 is in use: stop what serves it, or pass --port"), 2)
     home = settings()
     guard = None
     if secure:
