@@ -7,10 +7,22 @@ described, never a traceback; every path is printed with its control characters 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlops_assets.text import printable
+
+# What `mlops run` ingests, without importing it (Dagster, DuckDB): a regular file named
+# YYYY-MM-DD.csv (mlops_assets.ingestion.landing.FILE_NAME) in the folder of a feed declared
+# under mlops_assets/defs/sources/ (one folder per feed, named after it).
+FILE_NAME = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})\.csv\Z", re.ASCII)
+SOURCES_DIR = Path(__file__).resolve().parents[1] / "defs" / "sources"
+
+
+def feeds() -> list[str]:
+    """The landing feeds' names, from the folders of their declarations."""
+    return sorted(p.parent.name for p in SOURCES_DIR.glob("*/defs.yaml"))
 
 
 @dataclass
@@ -34,10 +46,17 @@ def look(path: Path) -> HomeState:
             state.problem = "it is not a directory: set MLOPS_HOME to a directory"
             return state
         state.exists = True
+        # Only what a run would read: a feed's own folder (a link to one is refused there), its
+        # files as named above; one listing of the landing folder however much else it holds.
+        known = set(feeds())
         for source in _subdirectories(path / "landing"):
-            state.landing[source.name] = sum(
-                1 for entry in os.scandir(source) if entry.name.endswith(".csv")
-            )
+            if source.name in known and not source.is_symlink():
+                with os.scandir(source.path) as entries:
+                    state.landing[source.name] = sum(
+                        1
+                        for entry in entries
+                        if FILE_NAME.match(entry.name) and entry.is_file(follow_symlinks=False)
+                    )
         warehouse = path / "warehouse.duckdb"
         if warehouse.is_file():
             state.warehouse_bytes = warehouse.stat().st_size

@@ -79,12 +79,12 @@ def test_a_home_with_a_warehouse_points_to_the_ui_without_touching_it(home, monk
 
 
 def test_control_characters_in_the_home_are_shown_escaped(tmp_path, monkeypatch):
-    home = tmp_path / "evil\n\x1b[2Jhome\r\u202e"
+    home = tmp_path / "evil\n\x1b[2Jhome\r\u202e[bold]"
     (home / "landing" / "feed\x1b]8;;x\x07").mkdir(parents=True)
     (home / "landing" / "feed\x1b]8;;x\x07" / "2025-01-01.csv").write_text("a\n")
     output = orient(home, monkeypatch)
-    assert "evil\\n\\x1b[2Jhome\\r\\u202e" in output
-    assert "feed\\x1b]8;;x\\x07 1" in output
+    assert "evil\\n\\x1b[2Jhome\\r\\u202e[bold]" in output
+    assert "feed" not in output  # not a feed: a run never reads it
     assert not {"\x1b", "\r", "\u202e", "\x07"} & set(output)
     assert "Traceback" not in output
 
@@ -128,3 +128,43 @@ def test_a_refused_setting_is_described_not_raised(tmp_path, monkeypatch):
 def test_mlops_alone_loads_no_data_library(tmp_path, monkeypatch):
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     assert not set(DATA) & loaded_by()
+
+
+def test_only_what_a_run_would_ingest_is_counted(tmp_path, monkeypatch):
+    """A feed no run knows, a link to a feed's folder (refused by the run), a file not named
+    for its day or a link to one: none of them is a landing file, and `mlops run` is not the
+    next step for them. A landing folder with many entries is listed once, not walked."""
+    landing = tmp_path / "landing"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "2025-01-01.csv").write_text("a\n")
+    (landing / "loans").mkdir(parents=True)
+    (landing / "loans" / "2025-01-01.csv").write_text("a\n")
+    (landing / "customers").symlink_to(elsewhere)
+    (landing / "applications").mkdir()
+    (landing / "applications" / "notes.csv").write_text("a\n")
+    (landing / "applications" / "2025-01-02.csv").symlink_to(elsewhere / "2025-01-01.csv")
+    (landing / "outcomes").mkdir()
+    (landing / "outcomes" / "2025-01-03.csv").write_text("a\n")
+    for n in range(2000):
+        (landing / f"unrelated-{n}").mkdir()
+    scanned = []
+    scandir = os.scandir
+
+    def counting(path="."):
+        scanned.append(str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(orientation.os, "scandir", counting)
+    output = orient(tmp_path, monkeypatch)
+    assert "landing files: outcomes 1\n" in output
+    assert len(scanned) < 10, scanned[:20]
+
+
+def test_the_feeds_and_the_file_names_are_the_runs():
+    from mlops_assets import catalogue
+    from mlops_assets.ingestion.landing import FILE_NAME
+
+    assert orientation.feeds() == sorted(catalogue.sources())
+    assert orientation.FILE_NAME.pattern == FILE_NAME.pattern
+    assert orientation.FILE_NAME.flags == FILE_NAME.flags
