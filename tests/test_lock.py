@@ -5,6 +5,9 @@ pyproject.toml's, and the project's version the package's."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -74,3 +77,20 @@ def test_the_lock_fetches_from_pypi_only() -> None:
     text = (ROOT / "uv.lock").read_text()
     assert "file://" not in text
     assert 'registry = "https://pypi.org/simple"' in text
+
+
+def test_uv_finds_the_lock_current() -> None:
+    """uv's own comparison, offline: also an environment marker or requires-python changed in
+    pyproject.toml, and a lock edited by hand (a version that is not its wheels')."""
+    uv = shutil.which("uv") or str(ROOT / ".venv-uv" / "bin" / "uv")
+    assert Path(uv).exists(), "no uv: `make install` puts one in .venv-uv/"
+    checked = subprocess.run(
+        [uv, "lock", "--check", "--offline", "--no-python-downloads", "--python", sys.executable],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, (
+        "uv.lock is not current: run `make lock` and commit uv.lock\n" + checked.stderr
+    )
