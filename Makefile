@@ -58,12 +58,20 @@ $(UV_VENV)/bin/uv:
 # in $(VENV). UV_PROJECT_ENVIRONMENT: a value from the caller's shell would send it elsewhere.
 # --python gets the interpreter's own path: given a launcher (pyenv's shim), uv would rebuild
 # $(VENV) from scratch on every sync.
+define SYNC
+UV_PROJECT_ENVIRONMENT="$(CURDIR)/$(VENV)" $(UV) sync --frozen --extra dev --no-python-downloads \
+	--python "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
+endef
+
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	UV_PROJECT_ENVIRONMENT="$(CURDIR)/$(VENV)" $(UV) sync --frozen --extra dev --no-python-downloads \
-		--python "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
+	$(SYNC)
 	touch $@
 
-install: $(STAMP)
+# Always synced (0.1 s when nothing changed): repairs a .venv whose interpreter is gone or
+# whose packages differ from the lock, which the stamp alone would call up to date.
+install: | $(UV)
+	$(SYNC)
+	touch $(STAMP)
 
 # After editing the dependencies in pyproject.toml: re-resolve uv.lock, keeping the other pins.
 lock: | $(UV)

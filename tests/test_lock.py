@@ -94,3 +94,19 @@ def test_uv_finds_the_lock_current() -> None:
     assert checked.returncode == 0, (
         "uv.lock is not current: run `make lock` and commit uv.lock\n" + checked.stderr
     )
+
+
+def test_make_install_syncs_even_when_the_stamp_is_current(tmp_path: Path) -> None:
+    """A .venv whose interpreter was removed (a pyenv or Homebrew Python upgraded) is repaired
+    by `make install`, not called up to date because .venv/.installed is newer than the lock."""
+    stamp = tmp_path / "installed"
+    stamp.touch()  # newer than pyproject.toml and uv.lock
+    dry = subprocess.run(
+        ["make", "-n", "install", f"STAMP={stamp}", f"UV={shutil.which('true')}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert " sync --frozen " in dry.stdout, dry.stdout
