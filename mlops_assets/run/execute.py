@@ -29,7 +29,14 @@ def _warnings_to(log: TextIO, earlier: Sequence[warnings.WarningMessage] = ()) -
     the ``earlier`` ones recorded while it was set up, are written to the run's log instead
     of the user's terminal."""
 
+    shown_before = warnings.showwarning
+
     def show(message, category, filename, lineno, file=None, line=None) -> None:
+        # catch_warnings is not thread-safe: a thread that entered one during the run and
+        # leaves it after restores this function when the log is closed. Warn as before then.
+        if log.closed:
+            shown_before(message, category, filename, lineno, file, line)
+            return
         log.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     for caught in earlier:

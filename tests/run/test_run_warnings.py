@@ -4,6 +4,7 @@ log file, which the summary names."""
 
 from __future__ import annotations
 
+import threading
 import warnings
 from pathlib import Path
 
@@ -33,3 +34,31 @@ def test_warnings_of_a_run_go_to_its_log_not_the_terminal(
     captured = capsys.readouterr()
     assert "All-NaN" not in captured.err + captured.out
     assert "definitions load" not in captured.err + captured.out
+
+
+def test_a_thread_that_restores_the_run_s_handler_late_does_not_break_warnings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """warnings.catch_warnings is process-wide: a thread (a library's worker) that enters one
+    during the run and leaves it after puts the run's handler back once the log is closed."""
+    entered, leave = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        with warnings.catch_warnings():  # saves the run's handler
+            entered.set()
+            leave.wait(10)
+
+    shown: list[str] = []
+    monkeypatch.setattr(
+        warnings, "showwarning", lambda message, *_args, **_kw: shown.append(str(message))
+    )
+    thread = threading.Thread(target=worker)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with open(tmp_path / "run.log", "w") as log, _warnings_to(log):
+            thread.start()
+            assert entered.wait(10)
+        leave.set()
+        thread.join(10)  # the run's handler is back, its log closed
+        warnings.warn("after the run", UserWarning, stacklevel=1)  # no ValueError
+    assert shown == ["after the run"]  # shown as before the run
