@@ -281,22 +281,30 @@ def ui(
         "-p",
         str(guard.upstream if guard else port),
     ]
-    with Supervisor() as servers:
-        try:
-            servers.start("dg dev", args)
-            if guard is not None:
-                servers.start("nginx", ui_guard.nginx_command(guard))
-                if not servers.wait_listening("nginx", guard.port, ui_guard.START_TIMEOUT):
-                    fail(OSError(f"nginx is not listening on {guard.url}: see {guard.error_log}"))
-                console.print(
-                    f"Dagster UI at {guard.url} (nginx in front of 127.0.0.1:{guard.upstream}): "
-                    f"user {ui_guard.USER}, password in {guard.password_file}, self-signed "
-                    f"certificate {guard.certificate}. Ctrl-C stops both."
-                )
-            name, code = servers.watch()
-        except Stop as stop:
-            say("stopping:", "yellow", f"{stop} received: the Dagster UI and its servers")
-            raise typer.Exit(0) from None
+    try:
+        with Supervisor() as servers:
+            try:
+                servers.start("dg dev", args)
+                if guard is not None:
+                    servers.start("nginx", ui_guard.nginx_command(guard))
+                    if not servers.wait_listening("nginx", guard.port, ui_guard.START_TIMEOUT):
+                        fail(
+                            OSError(f"nginx is not listening on {guard.url}: see {guard.error_log}")
+                        )
+                    console.print(
+                        f"Dagster UI at {guard.url} "
+                        f"(nginx in front of 127.0.0.1:{guard.upstream}): "
+                        f"user {ui_guard.USER}, password in {guard.password_file}, self-signed "
+                        f"certificate {guard.certificate}. Ctrl-C stops both."
+                    )
+                name, code = servers.watch()
+            except Stop as stop:
+                say("stopping:", "yellow", f"{stop} received: the Dagster UI and its servers")
+                raise typer.Exit(0) from None
+            except OSError as error:  # a server that cannot be started (a venv without dg)
+                fail(error, 2)
+    except Stop:  # one that came while the handlers were set, or just after watch() returned
+        raise typer.Exit(0) from None
     # One of them stopped on its own; the supervisor has stopped the other.
     where = f": see {guard.error_log}" if guard is not None and name == "nginx" else ""
     fail(OSError(f"{name} stopped (exit {code}){where}"), code=code if code > 0 else 1)

@@ -60,9 +60,13 @@ class Supervisor:
         self._hurry = False
 
     def __enter__(self) -> Supervisor:
-        become_subreaper()
-        for signum in STOP_SIGNALS:
-            self._handlers[signum] = signal.signal(signum, self._raise_stop)
+        try:
+            for signum in STOP_SIGNALS:
+                self._handlers[signum] = signal.signal(signum, self._raise_stop)
+            become_subreaper()
+        except BaseException:  # a signal while they are set: __exit__ will not run
+            self._restore_handlers()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -73,8 +77,11 @@ class Supervisor:
         try:
             self.stop()
         finally:
-            for signum, handler in self._handlers.items():
-                signal.signal(signum, handler)  # type: ignore[arg-type]
+            self._restore_handlers()
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
 
     def _raise_stop(self, signum: int, _frame: FrameType | None) -> None:
         if self._stopping:  # already on its way out: only hurry
