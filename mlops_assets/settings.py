@@ -88,7 +88,8 @@ def get_settings() -> Settings:
     """Resolve the environment's settings now (not at import), so tests and CLIs can point
     MLOPS_HOME elsewhere. Only entry points call this (the CLI, `mlops run`, the definitions
     a code location loads), once; steps get what they need through resources."""
-    home = Path(os.environ.get("MLOPS_HOME", DEFAULT_HOME)).expanduser()
+    # Set but empty is unset, as for every other variable here (not the working directory).
+    home = Path(os.environ.get("MLOPS_HOME") or DEFAULT_HOME).expanduser()
     return Settings(
         home=home.resolve(),
         first_landing_date=os.environ.get("MLOPS_FIRST_LANDING_DATE", DEFAULT_FIRST_LANDING_DATE),

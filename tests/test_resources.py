@@ -46,3 +46,9 @@ def test_rows_per_task_are_a_setting_the_dask_resource_carries(tmp_path, monkeyp
     monkeypatch.setenv("MLOPS_CHUNK_ROWS", "-5")
     with pytest.raises(ValueError, match="MLOPS_CHUNK_ROWS must be a positive number of rows"):
         get_settings()
+
+
+def test_an_empty_mlops_home_is_the_default_not_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLOPS_HOME", "")
+    assert get_settings().home == (tmp_path / ".mlops").resolve()
