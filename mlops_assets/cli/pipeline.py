@@ -234,8 +234,8 @@ def ui(
 ) -> None:
     """Serve the Dagster UI (dg dev) on 127.0.0.1 against $MLOPS_HOME.
 
-    Ctrl-C, SIGTERM or SIGHUP stops the webserver, the daemon, the code servers (and nginx)
-    within seconds: what has not stopped by itself after 7 s is killed."""
+    Ctrl-C, SIGTERM, SIGHUP or SIGQUIT stops the webserver, the daemon, the code servers (and
+    nginx) within seconds: what has not stopped by itself after 7 s is killed."""
     from mlops_assets.cli.supervise import Stop, Supervisor
     from mlops_assets.run.instance import ensure_dagster_home
     from mlops_assets.security import ui_guard
