@@ -55,6 +55,15 @@ def alive(process: psutil.Process) -> bool:
         return False
 
 
+def kill_leftovers(process: subprocess.Popen, tree: list[psutil.Process]) -> None:
+    """A failed test leaves nothing running behind it."""
+    if process.poll() is None:
+        process.kill()
+    for member in tree:
+        if alive(member):
+            member.kill()
+
+
 def start(
     ignore_sigint: bool = False, grace: float = GRACE
 ) -> tuple[subprocess.Popen, list[psutil.Process]]:
@@ -99,11 +108,7 @@ def test_a_stop_signal_ends_the_whole_tree_within_the_grace_period(signum, ignor
         assert time.monotonic() - sent < GRACE + 5
         assert process.stdout.read().strip() == f"stopped by {signal.Signals(signum).name}"
     finally:
-        if process.poll() is None:
-            process.kill()
-        for member in tree:
-            if alive(member):
-                member.kill()
+        kill_leftovers(process, tree)
 
 
 def test_a_child_that_exits_on_its_own_is_reported_and_its_tree_stopped():
@@ -115,9 +120,7 @@ def test_a_child_that_exits_on_its_own_is_reported_and_its_tree_stopped():
         assert not [p.pid for p in tree if alive(p)]
         assert process.stdout.read().strip() == "child exited with -2"  # killed by its SIGINT
     finally:
-        for member in tree:
-            if alive(member):
-                member.kill()
+        kill_leftovers(process, tree)
 
 
 def test_a_second_signal_skips_the_rest_of_the_grace_period():
@@ -131,11 +134,7 @@ def test_a_second_signal_skips_the_rest_of_the_grace_period():
         assert time.monotonic() - sent < 15
         assert not [p.pid for p in tree if alive(p)]
     finally:
-        if process.poll() is None:
-            process.kill()
-        for member in tree:
-            if alive(member):
-                member.kill()
+        kill_leftovers(process, tree)
 
 
 def test_a_child_that_exited_keeps_its_pid_until_its_group_was_killed():

@@ -253,6 +253,22 @@ def _wait_until_loaded(server: UiServer, process: subprocess.Popen, timeout: flo
         time.sleep(1)
 
 
+def start_ui(args: list[str], env: dict[str, str], log: Path, preexec_fn=None) -> subprocess.Popen:
+    """`mlops ui ARGS` from the repository, its output to ``log``, in a process group of its
+    own (so a test's signal reaches it alone, and teardown the whole group)."""
+    with log.open("w") as output:
+        return subprocess.Popen(
+            [str(BIN / "mlops"), "ui", *args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=preexec_fn,
+        )
+
+
 def _stop(process: subprocess.Popen) -> None:
     """Stop `mlops ui`: on SIGTERM it stops everything it started (webserver, daemon, code
     servers, runs; tests/ui/test_ui_stop.py proves it) and exits; its process group is
@@ -296,16 +312,7 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     for inherited in ("DAGSTER_HOME", "MLOPS_KEYRING", "DASK_SCHEDULER_ADDRESS"):
         env.pop(inherited, None)
     server = UiServer(f"http://127.0.0.1:{port}", home, days, ARTIFACTS / "dagster-ui.log")
-    with server.log.open("w") as log:
-        process = subprocess.Popen(
-            [str(BIN / "mlops"), "ui", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so teardown reaches every child
-        )
+    process = start_ui(["--port", str(port)], env, server.log)
     try:
         _wait_until_loaded(server, process, SERVER_START_TIMEOUT)
         # What the "Skip" of Dagster's "Join the Dagster community" dialog records: otherwise

@@ -26,7 +26,7 @@ from playwright.sync_api import Error as PlaywrightError
 
 from mlops_assets.security.ui_guard import USER, UiGuardError, prepare
 from tests.conftest import BIN, free_port
-from tests.ui.conftest import ARTIFACTS, ROOT, SERVER_START_TIMEOUT, _log_tail
+from tests.ui.conftest import ARTIFACTS, SERVER_START_TIMEOUT, _log_tail, start_ui
 
 # The UI tests share one worker under `make test` (tests/conftest.py): they all wait on Dagster.
 pytestmark = pytest.mark.xdist_group("ui")
@@ -119,16 +119,7 @@ def secure_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureUi]:
     for inherited in ("DAGSTER_HOME", "MLOPS_KEYRING", "DASK_SCHEDULER_ADDRESS"):
         env.pop(inherited, None)
     log = ARTIFACTS / "secure-ui.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [str(BIN / "mlops"), "ui", "--secure", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = start_ui(["--secure", "--port", str(port)], env, log)
     try:
         upstream = _guard_started(log, process)
         guard = home / "ui-guard"

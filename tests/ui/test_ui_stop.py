@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests.conftest import BIN, free_port
-from tests.ui.conftest import ARTIFACTS, ROOT, SERVER_START_TIMEOUT, _log_tail
+from tests.ui.conftest import ARTIFACTS, SERVER_START_TIMEOUT, _log_tail, start_ui
 
 pytestmark = pytest.mark.xdist_group("ui")
 
@@ -84,17 +84,12 @@ def test_a_stop_signal_ends_the_ui_and_every_process_it_started(tmp_path, secure
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     log = ARTIFACTS / f"ui-stop-{'secure' if secure else 'plain'}.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [str(BIN / "mlops"), "ui", "--port", str(port), *(["--secure"] if secure else [])],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=None if secure else ignore_sigint,
-        )
+    process = start_ui(
+        ["--port", str(port), *(["--secure"] if secure else [])],
+        env,
+        log,
+        preexec_fn=None if secure else ignore_sigint,
+    )
     tree: list[psutil.Process] = []
     try:
         ports = wait_until_serving(process, log, secure, port)
