@@ -240,7 +240,6 @@ def test_an_attribute_with_nothing_to_compare_is_not_a_pass():
             "fine": rng.choice(["a", "b"], rows),
         }
     )
-    started = time.perf_counter()
     result = f.measure_fairness(
         y, score, groups, threshold=THRESHOLD, bounds=BOUNDS, rounds=200, seed=0
     )
