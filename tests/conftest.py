@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -135,7 +136,8 @@ def dask_cluster() -> Iterator[DaskCluster]:
         yield DaskCluster(address, workers)
     finally:
         for process in reversed(processes):
-            os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # a worker may already be gone
+                os.killpg(process.pid, signal.SIGTERM)
         for process in processes:
             process.wait(timeout=30)
 
