@@ -1,0 +1,72 @@
+"""The end-to-end benchmark's own logic: the read_csv floor it measures against, and the
+promises it checks a record against."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from mlops_assets import catalogue
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_pipeline.py"
+_spec = importlib.util.spec_from_file_location("bench_pipeline", SCRIPT)
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def record(applications: int, **overrides) -> dict:
+    values = {
+        "applications": applications,
+        "wall_seconds": 100.0,
+        "peak_rss_gb": 1.0,
+        "overhead_share": 0.05,
+        "stages": {"ingestion": {"applications_rows_per_second": 600_000.0}},
+        "duckdb_read_csv_rows_per_second": 1_000_000.0,
+    }
+    return {**values, **overrides}
+
+
+def test_the_read_csv_floor_reads_every_file_of_a_home_whatever_its_path(tmp_path):
+    home = tmp_path / "it's [a] home*"
+    folder = home / "landing" / "applications"
+    folder.mkdir(parents=True)
+    columns = catalogue.sources()["applications"].columns
+    for day, rows in (("2025-01-01", 3), ("2025-01-02", 4)):
+        lines = [",".join(columns)] + [",".join("" for _ in columns)] * rows
+        (folder / f"{day}.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "it's a home" / "landing" / "applications").mkdir(parents=True)
+    (tmp_path / "it's a home" / "landing" / "applications" / "x.csv").write_text(
+        (",".join(columns) + "\n") * 50
+    )
+    rows, seconds = bench.duckdb_read_csv(home)
+    assert rows == 7  # not the 50 lines of the folder the unescaped glob would also match
+    assert seconds > 0
+
+
+def test_each_size_is_checked_against_its_own_promises():
+    assert [t[0] for t in bench.targets(record(100_000))] == [
+        "ingestion / read_csv",
+        "Dagster overhead",
+    ]
+    assert [t[0] for t in bench.targets(record(1_000_000))] == [
+        "ingestion / read_csv",
+        "wall time",
+    ]
+    assert [t[0] for t in bench.targets(record(10_000_000))] == [
+        "ingestion / read_csv",
+        "wall time",
+        "peak RSS",
+    ]
+
+
+def test_a_missed_promise_says_no():
+    slow = record(1_000_000, wall_seconds=250.0)
+    assert dict((t[0], t[3]) for t in bench.targets(slow)) == {
+        "ingestion / read_csv": True,
+        "wall time": False,
+    }
+    heavy = record(10_000_000, wall_seconds=1000.0, peak_rss_gb=6.5)
+    assert dict((t[0], t[3]) for t in bench.targets(heavy))["peak RSS"] is False
+    behind = record(100_000, overhead_share=0.12)
+    behind["stages"]["ingestion"]["applications_rows_per_second"] = 400_000.0
+    assert [t[3] for t in bench.targets(behind)] == [False, False]
