@@ -23,6 +23,15 @@ ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")  # dbt colours some lines even when n
 
 
 VENV_DBT = Path(sys.executable).parent / "dbt"  # the dbt-core installed with this Python
+# The variables profiles.yml renders: a parse opens no connection, yet dbt hashes the rendered
+# profile and parses every file again when it changed. Without them the profile a parse sees
+# is the same whatever the home, so a parse for a new home reads only changed files.
+PROFILE_VARIABLES = ("MLOPS_HOME", "MLOPS_DUCKDB_MEMORY_LIMIT", "MLOPS_DBT_CONNECT_ATTEMPTS")
+
+
+def parse_environment(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` without the variables the profile renders (:data:`PROFILE_VARIABLES`)."""
+    return {k: v for k, v in environ.items() if k not in PROFILE_VARIABLES}
 
 
 def dbt_executable() -> str:
@@ -65,6 +74,7 @@ class DbtParse:
                 str(self._private),
             ],
             cwd=DBT_PROJECT_DIR,
+            env=parse_environment(dict(os.environ)),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

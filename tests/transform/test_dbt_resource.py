@@ -107,3 +107,35 @@ def test_parses_publish_the_manifest_whole_while_it_is_read(monkeypatch, tmp_pat
     assert reads[0] == ["model.old"] and reads[-1] == ["model.x"]
     assert list(manifest.parent.glob(".parse-*")) == []
     assert (manifest.parent / "partial_parse.msgpack").read_bytes() == b"state"
+
+
+def test_a_parse_for_another_home_reuses_the_partial_parse_state(tmp_path):
+    """dbt parses every file again when the profile it renders changes; the platform's parse
+    renders the same profile whatever MLOPS_HOME, MLOPS_DUCKDB_MEMORY_LIMIT or
+    MLOPS_DBT_CONNECT_ATTEMPTS say, so a second home's parse only reads changed files."""
+    import os
+    import subprocess
+
+    from mlops_assets.transform.parse import DBT_PROJECT_DIR, dbt_executable, parse_environment
+
+    def parse(home: str, memory: str) -> str:
+        environ = {
+            **os.environ,
+            "MLOPS_HOME": home,
+            "MLOPS_DUCKDB_MEMORY_LIMIT": memory,
+            "MLOPS_DBT_CONNECT_ATTEMPTS": "2",
+        }
+        done = subprocess.run(
+            [dbt_executable(), "parse", "--profiles-dir", ".", "--target-path", str(tmp_path)],
+            cwd=DBT_PROJECT_DIR,
+            env=parse_environment(environ),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout
+
+    parse(str(tmp_path / "one"), "1GB")
+    again = parse(str(tmp_path / "two"), "3GB")
+    assert "Unable to do partial parsing" not in again, again
+    assert not (tmp_path / "one").exists() and not (tmp_path / "two").exists()
