@@ -70,7 +70,7 @@ def seal(
             "from _placed where _problem is null order by _record"
         ).df()
         # One HMAC per id: pseudonyms are per value by nature (hashlib does the work in C).
-        frame["customer_key"] = [keyring.pseudonym(v) for v in frame[spec.pseudonymise]]
+        frame["customer_key"] = keyring.pseudonyms(frame[spec.pseudonymise].tolist())
         con.register("_keys_frame", frame[["_record", "customer_key"]])
         con.execute("create or replace temp table _keys as select * from _keys_frame")
         con.unregister("_keys_frame")

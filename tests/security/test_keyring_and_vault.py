@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 import os
 import stat
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlops_assets.security.keyring import DecryptionError, Keyring, KeyringError
 from mlops_assets.security.vault import (
@@ -66,6 +72,53 @@ def test_pseudonyms_are_deterministic_normalised_and_keyed(keyring, tmp_path):
     assert other.pseudonym("CUS-0000001") != keyring.pseudonym("CUS-0000001")
     reloaded = Keyring.load(keyring.path)
     assert reloaded.pseudonym("CUS-0000001") == keyring.pseudonym("CUS-0000001")
+
+
+# Ids a landing file may hold: Unicode spaces that str.strip() removes, letters whose upper case
+# is longer (ß -> SS) or differs by locale, NUL, separators, quotes, emoji, a long value.
+HOSTILE_IDS = [
+    "",
+    " ",
+    "CUS-0000001",
+    "\u3000cus-0000001\u2029",
+    "\x1c\x1dcus\x1e\x1f",
+    "straße",
+    "\ufb01-\u01c6-\u0131-i\u0307",
+    "a\x00b",
+    'a,"b"\n\r',
+    "\U0001f600" * 3,
+    "x" * 100_000,
+]
+
+
+def reference_pseudonym(key: bytes, customer_id: str) -> str:
+    """The definition: HMAC-SHA256 (the standard library's) of the stripped, upper-cased id."""
+    return hmac.new(key, customer_id.strip().upper().encode(), hashlib.sha256).hexdigest()
+
+
+def test_batch_pseudonyms_equal_hmac_of_the_normalised_id(keyring):
+    expected = [reference_pseudonym(keyring.pseudonym_key, v) for v in HOSTILE_IDS]
+    assert keyring.pseudonyms(HOSTILE_IDS) == expected
+    assert [keyring.pseudonym(v) for v in HOSTILE_IDS] == expected
+    assert keyring.pseudonyms([]) == []
+    # A key longer than SHA-256's block is hashed first, as HMAC defines.
+    long_key = dataclasses.replace(keyring, pseudonym_key=bytes(range(100)))
+    assert long_key.pseudonyms(HOSTILE_IDS) == [
+        reference_pseudonym(bytes(range(100)), v) for v in HOSTILE_IDS
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=st.lists(st.text(), max_size=20), key=st.binary(min_size=1, max_size=130))
+def test_batch_pseudonyms_equal_hmac_on_any_text_and_key(ids, key):
+    ring = Keyring(Path("unused.json"), key, {1: bytes(32)}, created_at="")
+    try:
+        expected = [reference_pseudonym(key, v) for v in ids]
+    except UnicodeEncodeError:  # a lone surrogate: no file's text holds one
+        with pytest.raises(UnicodeEncodeError):
+            ring.pseudonyms(ids)
+        return
+    assert ring.pseudonyms(ids) == expected
 
 
 def test_round_trip_uses_a_fresh_nonce_per_value(keyring):
