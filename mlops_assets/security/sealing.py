@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import duckdb
-import pandas as pd
+import pyarrow as pa
 
 from mlops_assets.ingestion.sources import SourceSpec
 from mlops_assets.ingestion.staging import extra_json_sql
@@ -38,8 +38,8 @@ QUARANTINE_COLUMNS_SQL = (
 class Sealed:
     """A file's vault cells (feeds with personal data) and quarantined lines, encrypted."""
 
-    pii: pd.DataFrame | None
-    quarantine: pd.DataFrame
+    pii: pa.Table | None
+    quarantine: pa.Table
 
 
 def record_cell(rel: str, line: int | str) -> str:
@@ -94,12 +94,12 @@ def seal(
         ["raw_line"] * len(lines),
         [raw for _, _, raw in lines],
     )
-    quarantine = pd.DataFrame(
+    quarantine = pa.table(
         {
-            "line_number": pd.Series([n for n, _, _ in lines], dtype="int64"),
-            "reason": pd.Series([reason for _, reason, _ in lines], dtype="object"),
-            "ciphertext": pd.Series(list(cells["ciphertext"]), dtype="object"),
-            "key_version": pd.Series(list(cells["key_version"]), dtype="int64"),
+            "line_number": pa.array([n for n, _, _ in lines], pa.int64()),
+            "reason": pa.array([reason for _, reason, _ in lines], pa.string()),
+            "ciphertext": cells["ciphertext"],
+            "key_version": cells["key_version"],
         }
     )
     return Sealed(pii, quarantine)
