@@ -24,6 +24,7 @@ from mlops_assets.ingestion.ledger import FileResult, ensure_ledger, record_file
 from mlops_assets.ingestion.sources import LINEAGE_COLUMNS, SourceSpec
 from mlops_assets.ingestion.staging import extra_json_sql
 from mlops_assets.security.sealing import Sealed, write_sealed
+from mlops_assets.security.vault import VaultKeys
 from mlops_assets.sql import ident, qualified
 
 PIPELINE_THREADS = 2
@@ -56,6 +57,7 @@ def replace_rows(
     sealed: Sealed,
     *,
     replacing: bool = False,
+    vault_keys: VaultKeys | None = None,
 ) -> None:
     """Inside the caller's transaction: swap the file's earlier rows for the staged ones.
 
@@ -66,7 +68,7 @@ def replace_rows(
     raw_sql, quarantine_sql = qualified("raw", spec.name), qualified("quarantine", spec.name)
     con.execute(f"delete from {raw_sql} where _source_file = ?", [rel])
     con.execute(f"delete from {quarantine_sql} where source_file = ?", [rel])
-    write_sealed(con, rel, spec, sealed, replacing=replacing)
+    write_sealed(con, rel, spec, sealed, replacing=replacing, vault_keys=vault_keys)
     # Unknown columns of a personal-data feed may identify: they go to the vault instead.
     extras_sql = "null" if spec.has_personal_data else extra_json_sql(extras)
     key_join_sql = "join _keys using (_record)" if spec.pseudonymise else ""
@@ -94,13 +96,22 @@ def commit_file(
     *,
     replacing: bool,
     turn: contextlib.AbstractContextManager | None = None,
+    vault_keys: VaultKeys | None = None,
 ) -> None:
     """One transaction, taken in the file's ``turn``: its rows replace its earlier ones and the
     ledger records ``result`` for content ``sha256``; on any error nothing of it is written."""
     with turn or contextlib.nullcontext():
         con.execute("begin transaction")
         try:
-            replace_rows(con, result.path, spec, extras, sealed, replacing=replacing)
+            replace_rows(
+                con,
+                result.path,
+                spec,
+                extras,
+                sealed,
+                replacing=replacing,
+                vault_keys=vault_keys,
+            )
             crash_point("ingest.in_transaction")
             record_file(con, result, sha256)
             con.execute("commit")

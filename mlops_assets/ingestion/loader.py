@@ -51,7 +51,7 @@ from mlops_assets.ingestion.sources import SourceSpec
 from mlops_assets.ingestion.staging import drop_staging, parse
 from mlops_assets.security.keyring import Keyring, KeyringError
 from mlops_assets.security.sealing import seal
-from mlops_assets.security.vault import bind_keyring, shred_erased_lines
+from mlops_assets.security.vault import VaultKeys, bind_keyring, shred_erased_lines
 from mlops_assets.sql import confine
 
 
@@ -66,6 +66,7 @@ def ingest_file(
     keyring: Keyring | None = None,
     turn: contextlib.AbstractContextManager | None = None,
     scratch: Path | None = None,
+    vault_keys: VaultKeys | None = None,
 ) -> FileResult:
     """Load one landing file into ``raw.<source>`` exactly once; see the module docstring.
 
@@ -75,7 +76,9 @@ def ingest_file(
     held around the file's transaction (the parsing before it needs none):
     :func:`ingest_source` uses it to commit files in order.
     ``scratch`` is where a copy with normalised line endings may be written (default: the
-    system's temporary folder)."""
+    system's temporary folder). ``vault_keys``: the customers with vault cells, kept by the
+    load (:class:`~mlops_assets.security.vault.VaultKeys`; without, each file's cells look for
+    earlier ones in the whole vault)."""
     if keyring is None:
         raise KeyringError(f"{spec.name}: a keyring is required (quarantined lines are encrypted)")
     rel = path.relative_to(landing_dir).as_posix()
@@ -120,7 +123,17 @@ def ingest_file(
         # transaction (and outside the commit turn: the slow Python part of a customers file).
         sealed = seal(con, rel, spec, keyring, extras)
         crash_point("ingest.staged")
-        commit_file(con, result, sha, spec, extras, sealed, replacing=known is not None, turn=turn)
+        commit_file(
+            con,
+            result,
+            sha,
+            spec,
+            extras,
+            sealed,
+            replacing=known is not None,
+            turn=turn,
+            vault_keys=vault_keys,
+        )
     except FILE_CONTENT_ERRORS as error:
         # What DuckDB says about the file's content: that file fails, nothing else.
         if out_of_space(error):
@@ -163,6 +176,7 @@ def ingest_source(
     if keyring is None:
         raise KeyringError(f"{source}: a keyring is required (quarantined lines are encrypted)")
     bind_keyring(con, keyring)
+    vault_keys = VaultKeys() if spec.pseudonymise else None
     with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as scratch:
         if confined:
             confine(con, [str(Path(landing_dir) / source), scratch])
@@ -181,6 +195,7 @@ def ingest_source(
                     keyring=keyring,
                     turn=turn,
                     scratch=Path(scratch),
+                    vault_keys=vault_keys,
                 )
             except IngestionError as error:
                 rel = path.relative_to(landing_dir).as_posix()

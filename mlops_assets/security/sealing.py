@@ -19,6 +19,7 @@ from mlops_assets.ingestion.staging import extra_json_sql
 from mlops_assets.security.keyring import Keyring
 from mlops_assets.security.vault import (
     PII_TABLE,
+    VaultKeys,
     encrypt_cells,
     seal_customer_pii,
     write_sealed_pii,
@@ -112,10 +113,12 @@ def write_sealed(
     sealed: Sealed,
     *,
     replacing: bool = False,
+    vault_keys: VaultKeys | None = None,
 ) -> None:
     """Inside the file's transaction, after its earlier rows are deleted: its quarantined lines
     (ciphertext only) and vault cells. ``replacing``: the earlier version's record extras go
-    first (their lines may have moved)."""
+    first (their lines may have moved). ``vault_keys``: the load's, if any
+    (:class:`~mlops_assets.security.vault.VaultKeys`)."""
     if replacing and spec.pseudonymise and not spec.identifiers:
         con.execute(
             f"delete from {PII_TABLE} where starts_with(column_name, ?)", [record_cell(rel, "")]
@@ -133,4 +136,4 @@ def write_sealed(
     finally:
         con.unregister("_sealed_lines")
     if sealed.pii is not None:
-        write_sealed_pii(con, sealed.pii)
+        write_sealed_pii(con, sealed.pii, vault_keys)

@@ -200,9 +200,45 @@ def seal_customer_pii(keyring: Keyring, frame: pd.DataFrame, columns: Sequence[s
     return encrypt_cells(keyring, PII_TABLE, keys, names, values)
 
 
-def write_sealed_pii(con: duckdb.DuckDBPyConnection, sealed: pa.Table) -> int:
+class VaultKeys:
+    """The customers that have vault cells, as DuckDB ``hash()`` values, for one load: read from
+    the vault once (at the load's first cells), then kept up to date with the cells the load
+    writes. A file none of whose customers is among them has no earlier cells to replace, and
+    skips the delete that would scan the whole vault (per file, so with the square of the
+    history over a load). A hash shared by chance costs only that scan.
+
+    Valid while the load is the only writer of new cells (its files are written one at a time;
+    erasure and rotation add none): a key it does not know would get a second cell."""
+
+    def __init__(self) -> None:
+        self._known: np.ndarray | None = None  # sorted, unique
+        self._added: set[int] = set()
+
+    def may_hold(self, con: duckdb.DuckDBPyConnection, hashes: np.ndarray) -> bool:
+        """Whether a customer of ``hashes`` (of ``hash(customer_key)``) may have a cell."""
+        if self._known is None:
+            self._known = _hashes(con, f"select distinct hash(customer_key) from {PII_TABLE_SQL}")
+        found = np.searchsorted(self._known, hashes)
+        in_known = found < len(self._known)
+        if np.any(self._known[found[in_known]] == hashes[in_known]):
+            return True
+        return not self._added.isdisjoint(hashes.tolist())
+
+    def add(self, hashes: np.ndarray) -> None:
+        self._added.update(hashes.tolist())
+
+
+def _hashes(con: duckdb.DuckDBPyConnection, sql: str) -> np.ndarray:
+    """The first column of ``sql`` (UBIGINT), sorted and unique."""
+    return np.unique(np.asarray(con.execute(sql).fetchnumpy().popitem()[1], dtype=np.uint64))
+
+
+def write_sealed_pii(
+    con: duckdb.DuckDBPyConnection, sealed: pa.Table, known: VaultKeys | None = None
+) -> int:
     """Replace the vault cells in ``sealed`` (from :func:`seal_customer_pii`), except those of
-    erased customers; returns the cells written. Call inside the caller's transaction."""
+    erased customers; returns the cells written. Call inside the caller's transaction.
+    ``known``: the load's :class:`VaultKeys` (without: always look for earlier cells)."""
     if not sealed.num_rows:
         return 0
     con.register("_sealed_pii", sealed)
@@ -211,14 +247,20 @@ def write_sealed_pii(con: duckdb.DuckDBPyConnection, sealed: pa.Table) -> int:
             "create or replace temp table _sealed_kept as select * from _sealed_pii "
             "where row_key not in (select customer_key from vault.erased_customers)"
         )
-        con.execute(
-            f"delete from {PII_TABLE_SQL} as p using _sealed_kept as s "
-            "where p.customer_key = s.row_key and p.column_name = s.column_name"
-        )
+        hashes = None
+        if known is not None:
+            hashes = _hashes(con, "select distinct hash(row_key) from _sealed_kept")
+        if known is None or known.may_hold(con, hashes):
+            con.execute(
+                f"delete from {PII_TABLE_SQL} as p using _sealed_kept as s "
+                "where p.customer_key = s.row_key and p.column_name = s.column_name"
+            )
         con.execute(
             f"insert into {PII_TABLE_SQL} "
             "select row_key, column_name, ciphertext, key_version, now() from _sealed_kept"
         )
+        if known is not None:
+            known.add(hashes)
         return con.execute("select count(*) from _sealed_kept").fetchone()[0]
     finally:
         con.execute("drop table if exists temp._sealed_kept")

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ from mlops_assets.security.keyring import DecryptionError, Keyring, KeyringError
 from mlops_assets.security.vault import (
     PII_TABLE,
     VaultError,
+    VaultKeys,
     associated_data,
     bind_keyring,
     ensure_vault,
@@ -25,7 +27,9 @@ from mlops_assets.security.vault import (
     retire,
     reveal,
     rotate,
+    seal_customer_pii,
     store_customer_pii,
+    write_sealed_pii,
 )
 
 COLUMNS = ["full_name", "email"]
@@ -184,6 +188,51 @@ def test_a_changed_identifier_replaces_its_cell_and_keeps_one_row_per_cell(con, 
     assert len(cells) == 8 and {n for _, _, n in cells} == {1}
     assert reveal(con, keyring, frame["customer_key"][1], "t")["email"] == "new1@example.com"
     assert reveal(con, keyring, frame["customer_key"][2], "t")["email"] == "person2@example.com"
+
+
+def hashes(con, keys: list[str]) -> np.ndarray:
+    return np.asarray(
+        con.execute("select hash(unnest(?::varchar[]))", [keys]).fetchnumpy().popitem()[1],
+        dtype=np.uint64,
+    )
+
+
+def test_vault_keys_know_the_customers_with_cells_and_those_the_load_wrote(con, keyring):
+    frame = customers(keyring, 3)
+    store_customer_pii(con, keyring, frame.iloc[:2], COLUMNS)  # an earlier load
+    known = VaultKeys()
+    keys = frame["customer_key"].tolist()
+    assert known.may_hold(con, hashes(con, keys[:1]))
+    assert known.may_hold(con, hashes(con, keys[1:]))
+    assert not known.may_hold(con, hashes(con, keys[2:]))  # no cell: nothing to delete
+    assert not known.may_hold(con, hashes(con, []))
+    known.add(hashes(con, keys[2:]))
+    assert known.may_hold(con, hashes(con, keys[2:]))
+
+
+def test_a_loads_cells_replace_those_from_before_the_load_and_from_its_earlier_files(con, keyring):
+    frame = customers(keyring, 6)
+    store_customer_pii(con, keyring, frame.iloc[:3], COLUMNS)  # an earlier load
+    known = VaultKeys()
+    # The load's first file names new customers only, its second one customer of the earlier
+    # load and one of the first file, with new addresses.
+    assert write_sealed_pii(con, seal_customer_pii(keyring, frame.iloc[3:], COLUMNS), known) == 6
+    moved = frame.iloc[[1, 4]].copy()
+    moved["email"] = ["new1@example.com", "new4@example.com"]
+    assert write_sealed_pii(con, seal_customer_pii(keyring, moved, COLUMNS), known) == 4
+    cells = con.execute(
+        f"select customer_key, column_name, count(*) from {PII_TABLE} group by all"
+    ).fetchall()
+    assert len(cells) == 12 and {n for _, _, n in cells} == {1}
+    emails = {i: reveal(con, keyring, frame["customer_key"][i], "t")["email"] for i in range(6)}
+    assert emails == {
+        0: "person0@example.com",
+        1: "new1@example.com",
+        2: "person2@example.com",
+        3: "person3@example.com",
+        4: "new4@example.com",
+        5: "person5@example.com",
+    }
 
 
 def test_a_vault_made_with_a_primary_key_is_rebuilt_without_it_and_keeps_its_rows(keyring):
