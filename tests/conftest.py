@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from mlops_assets.security.keyring import Keyring
@@ -202,3 +204,97 @@ def pipeline_run(
     )
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[:3000])
     return PipelineRun(home, json.loads(result.stdout), dask_cluster)
+
+
+# The reference home: landing files of the SMALL shape (three more days generated and held back,
+# for the tests whose run must do real work) and one completed `mlops run` over them. Built once
+# per session, whichever worker asks first; tests work on copies.
+REFERENCE = GeneratorConfig(days=43, rows_per_day=150, seed=7, drift_from_day=30)
+LATER_DAYS = ("2025-02-10", "2025-02-11", "2025-02-12")
+# A customer line the reference run quarantines (its number of dependents is not a number),
+# appended to this landing file: its personal data is stored encrypted.
+QUARANTINED_CUSTOMER_FILE = "customers/2025-01-01.csv"
+QUARANTINED_CUSTOMER_LINE = (
+    "CUS-0999999,Grace Hopper,grace@example.com,+1-555-000-1111,111-22-3333,1906-12-09,"
+    "1 Navy Way,Arlington,east,doctorate,single,many,2025-01-01 07:00:00"
+)
+
+
+@dataclass(frozen=True)
+class ReferenceHome:
+    home: Path  # after one `mlops run` over the landing files but LATER_DAYS; never written
+    later: Path  # the landing files of LATER_DAYS, as landing/ lays them out
+    summary: dict  # that run's `--json` summary
+    quarantined_line: int  # QUARANTINED_CUSTOMER_LINE's line number in its file (header: 1)
+
+    def copy(self, destination: Path, *, later_days: bool = False) -> Path:
+        """A copy of the home at ``destination`` (its keyring, so the same pseudonyms), with
+        the landing files of LATER_DAYS added when ``later_days``."""
+        shutil.copytree(self.home, destination, symlinks=True)
+        if later_days:
+            shutil.copytree(self.later, destination / "landing", dirs_exist_ok=True)
+        return destination
+
+
+def built_once(request: pytest.FixtureRequest, name: str, build) -> Path:
+    """The directory ``name``, made by ``build(directory)`` once per session: under
+    pytest-xdist the first worker builds it in the session's shared temporary directory while
+    holding a file lock, the others wait for it and reuse it (a failed build is reported to
+    every test that needs it, not retried)."""
+    factory = request.getfixturevalue("tmp_path_factory")
+    shared = hasattr(request.config, "workerinput")  # the workers' temp dirs share a parent
+    root = factory.getbasetemp().parent if shared else factory.getbasetemp()
+    directory, failed = root / name, root / f"{name}.failed"
+    with FileLock(str(root / f"{name}.lock")):
+        if failed.exists():
+            pytest.fail(failed.read_text(), pytrace=False)
+        if not directory.exists():
+            partial = root / f"{name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+            try:
+                build(partial)
+            except BaseException as error:
+                failed.write_text(f"building {name} failed: {error!r}"[:20_000])
+                raise
+            partial.rename(directory)
+    return directory
+
+
+def _build_reference(directory: Path) -> None:
+    generate(REFERENCE, directory / "generated")
+    for file in sorted((directory / "generated").glob("*/*.csv")):
+        later = file.stem in LATER_DAYS
+        target = directory / ("later" if later else "home/landing") / file.parent.name / file.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        file.rename(target)
+    shutil.rmtree(directory / "generated")
+    customers = directory / "home" / "landing" / QUARANTINED_CUSTOMER_FILE
+    lines = customers.read_text().splitlines()
+    customers.write_text("\n".join([*lines, QUARANTINED_CUSTOMER_LINE]) + "\n")
+    (directory / "quarantined_line").write_text(str(len(lines) + 1))
+    result = mlops("run", "--json", home=directory / "home", timeout=1200)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    (directory / "summary.json").write_text(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def reference_home(request: pytest.FixtureRequest) -> ReferenceHome:
+    """The session's reference home (see REFERENCE), for tests to copy."""
+    directory = built_once(request, "reference_home", _build_reference)
+    summary = json.loads((directory / "summary.json").read_text())
+    line = int((directory / "quarantined_line").read_text())
+    return ReferenceHome(directory / "home", directory / "later", summary, line)
+
+
+@pytest.fixture(scope="session")
+def reference_after_later_days(request: pytest.FixtureRequest, reference_home) -> Path:
+    """A home where the reference home's copy ran undisturbed over LATER_DAYS too: what a run
+    that was killed, faulted or raced over those days must end as. Never written."""
+
+    def build(directory: Path) -> None:
+        home = reference_home.copy(directory / "home", later_days=True)
+        result = mlops("run", "--json", home=home, timeout=1200)
+        assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+
+    return built_once(request, "reference_after_later_days", build) / "home"

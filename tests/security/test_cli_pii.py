@@ -7,8 +7,7 @@ import stat
 
 import duckdb
 
-from mlops_assets.sample_data.generator import GeneratorConfig, generate
-from tests.conftest import mlops
+from tests.conftest import QUARANTINED_CUSTOMER_FILE, QUARANTINED_CUSTOMER_LINE, mlops
 
 
 def test_keys_init_creates_a_private_keyring_once(tmp_path):
@@ -67,37 +66,39 @@ def test_reveal_requires_a_reason(pipeline_run):
     assert "--reason" in result.stderr
 
 
-def test_a_lost_keyring_is_not_silently_replaced(tmp_path):
-    generate(GeneratorConfig(days=2, rows_per_day=10, seed=4), tmp_path / "landing")
-    assert mlops("run", "--no-table-metadata", home=tmp_path).returncode == 0
-    keyring = tmp_path / "keys" / "keyring.json"
+def test_a_lost_keyring_is_not_silently_replaced(reference_home, tmp_path):
+    home = reference_home.copy(tmp_path / "home")  # a home with data pseudonymised by its keys
+    keyring = home / "keys" / "keyring.json"
     keyring.rename(tmp_path / "elsewhere.json")
-    result = mlops("run", home=tmp_path)
+    result = mlops("run", home=home)
     assert result.returncode == 2
     assert "restore that keyring" in result.stderr.replace("\n", " ")
     assert not keyring.exists()
 
 
-def test_a_quarantined_customer_line_is_readable_only_through_the_audited_command(tmp_path):
-    generate(GeneratorConfig(days=1, rows_per_day=10, seed=6), tmp_path / "landing")
-    landing_file = tmp_path / "landing" / "customers" / "2025-01-01.csv"
-    bad = "CUS-0999999,Grace Hopper,grace@example.com,+1-555-000-1111,111-22-3333,1906-12-09,"
-    bad += "1 Navy Way,Arlington,east,doctorate,single,many,2025-01-01 07:00:00"
-    lines = landing_file.read_text().splitlines()
-    landing_file.write_text("\n".join([*lines, bad]) + "\n")
-    assert mlops("run", "--no-table-metadata", home=tmp_path).returncode == 0
+def test_a_quarantined_customer_line_is_readable_only_through_the_audited_command(
+    reference_home, tmp_path
+):
+    """The reference run quarantined QUARANTINED_CUSTOMER_LINE: its personal data is nowhere
+    in clear in the warehouse, and the audited command gives the line back as it landed."""
+    home = reference_home.copy(tmp_path / "home")
+    assert QUARANTINED_CUSTOMER_LINE.encode() not in (home / "warehouse.duckdb").read_bytes()
+    assert b"grace@example.com" not in (home / "warehouse.duckdb").read_bytes()
     shown = mlops(
         "pii",
         "quarantined-line",
         "--source",
         "customers",
         "--file",
-        "customers/2025-01-01.csv",
+        QUARANTINED_CUSTOMER_FILE,
         "--line",
-        str(len(lines) + 1),
+        str(reference_home.quarantined_line),
         "--reason",
         "fix the feed",
-        home=tmp_path,
+        home=home,
     )
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.strip() == bad
+    assert shown.stdout.strip() == QUARANTINED_CUSTOMER_LINE
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        audit = con.execute("select action, reason from audit.pii_access").fetchall()
+    assert audit == [("reveal_quarantined_line", "fix the feed")]
