@@ -1,9 +1,10 @@
 """A live `mlops ui` (dagster-webserver + daemon) and Debian's Chromium, for the UI tests.
 
-The server gets a home of its own with freshly generated landing files (the SMALL dataset of
-tests/conftest.py, 40 days x 150 applications) dated so that the last landing day is today (UTC),
-and MLOPS_FIRST_LANDING_DATE set to the first: the daily partitions of the raw tables are then
-exactly the landing days, so "All" in the UI's launch dialog means every landing file.
+The server gets a home of its own with freshly generated landing files (UI_DATA: the fewest
+landing days and rows for which "Materialize all" still trains both models) dated so that the
+last landing day is today (UTC), and MLOPS_FIRST_LANDING_DATE set to the first: the daily
+partitions of the raw tables are then exactly the landing days, so "All" in the UI's launch
+dialog means every landing file.
 
 Screenshots, the server's log and the timings go to test-artifacts/ui/ (git-ignored).
 """
@@ -15,18 +16,20 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from mlops_assets.sample_data.generator import generate
-from tests.conftest import BIN, SMALL, free_port
+from mlops_assets.sample_data.generator import GeneratorConfig, generate
+from tests.conftest import BIN, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "ui"
@@ -45,10 +48,28 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-SERVER_START_TIMEOUT = 240  # seconds: dbt parse, keyring, code location load
+# The landing data of the shared server: few landing days (each a partition of every daily
+# asset), yet every asset is materialized, both models included. Outcomes arrive 28-84 days
+# after an application, so only the first days' applications are labelled: 36 days of 250
+# applications give 174 outcomes, enough for the loss regressor, which learns from the
+# labelled defaults alone. No drift shift, and none found in these days' reports: a drifted
+# day would start a retraining run (the retrain sensor) that the test would wait for.
+UI_DATA = GeneratorConfig(days=36, rows_per_day=250, seed=7)
+
+# Seconds. Generous for a loaded 2-core machine, where starting `mlops ui` has taken 260 s and
+# a run's subprocess several minutes to load the definitions: a wait that runs out says what
+# was stuck (the runs in progress and the tail of the server's log).
+SERVER_START_TIMEOUT = 600  # dbt parse, keyring, code location load
+RUN_TIMEOUT = 900  # one run, from its launch (queued, then its subprocess starting) to its end
+STOP_WITHIN = 10.0  # `mlops ui` and everything it started are gone this long after a signal
 TERMINAL_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 # Backfill statuses that are still moving; anything else is final.
 ACTIVE_BACKFILL_STATUSES = {"REQUESTED", "CANCELING", "FAILING"}
+
+ACTIVE_RUNS = """
+{ runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED, CANCELING]}) {
+    ... on Runs { results { runId status jobName tags { key value } } } } }
+"""
 
 expect.set_options(timeout=30_000)
 
@@ -112,6 +133,7 @@ class UiServer:
     home: Path
     landing_days: list[str]
     log: Path
+    process: subprocess.Popen = dataclasses.field(compare=False, repr=False)
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         """POST to the webserver's /graphql; the ``data`` of an answer without errors."""
@@ -132,13 +154,49 @@ class UiServer:
         assert data["__typename"] == "Run", data
         return data["status"]
 
-    def wait_for_run(self, run_id: str, timeout: float) -> str:
+    def active_runs(self) -> list[dict]:
+        """The runs queued or in progress."""
+        return self.graphql(ACTIVE_RUNS)["runsOrError"]["results"]
+
+    def diagnosis(self) -> str:
+        """What the instance is busy with: each run queued or in progress (status, job, what
+        launched it), and the tail of the server's log (the daemon's and the runs' lines)."""
+        try:
+            runs = [
+                f"  {run['runId'][:8]} {run['status']} {run['jobName']} "
+                + " ".join(
+                    f"{tag['key']}={tag['value']}"
+                    for tag in run["tags"]
+                    if tag["key"] in {"dagster/backfill", "dagster/sensor_name", "mlops/trigger"}
+                )
+                for run in self.active_runs()
+            ]
+        except Exception as error:  # the server itself may be what is stuck
+            runs = [f"  (could not list them: {error!r})"]
+        return (
+            "runs queued or in progress:\n"
+            + ("\n".join(runs) or "  none")
+            + f"\n--- tail of {self.log}:\n{_log_tail(self.log)}"
+        )
+
+    def wait_for_run(self, run_id: str, timeout: float = RUN_TIMEOUT) -> str:
         """Poll the run until it is over; its final status."""
         deadline = time.monotonic() + timeout
         while (status := self.run_status(run_id)) not in TERMINAL_RUN_STATUSES:
-            assert time.monotonic() < deadline, f"run {run_id} still {status} after {timeout} s"
+            assert time.monotonic() < deadline, (
+                f"run {run_id} still {status} after {timeout} s\n{self.diagnosis()}"
+            )
             time.sleep(2)
         return status
+
+    def wait_until_idle(self, timeout: float = RUN_TIMEOUT) -> None:
+        """Until no run is queued or in progress (a sensor's, say)."""
+        deadline = time.monotonic() + timeout
+        while self.active_runs():
+            assert time.monotonic() < deadline, (
+                f"runs still going after {timeout} s\n{self.diagnosis()}"
+            )
+            time.sleep(2)
 
     def run_errors(self, run_id: str) -> str:
         """The failure and error messages of a run, to explain a failed assertion."""
@@ -166,7 +224,8 @@ class UiServer:
                 return backfill
             runs = {run["runId"][:8]: run["status"] for run in backfill["runs"]}
             assert time.monotonic() < deadline, (
-                f"backfill {backfill_id} still {backfill['status']} after {timeout} s: {runs}"
+                f"backfill {backfill_id} still {backfill['status']} after {timeout} s: {runs}\n"
+                f"{json.dumps(backfill['assetBackfillData'])}\n{self.diagnosis()}"
             )
             time.sleep(2)
 
@@ -269,12 +328,64 @@ def start_ui(args: list[str], env: dict[str, str], log: Path, preexec_fn=None) -
         )
 
 
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def describe(processes: list[psutil.Process]) -> list[str]:
+    shown = []
+    for process in processes:
+        try:
+            shown.append(f"{process.pid} {' '.join(process.cmdline())[:120]}")
+        except psutil.Error:
+            shown.append(f"{process.pid} (gone)")
+    return shown
+
+
+def assert_signal_stops_everything(
+    process: subprocess.Popen, signum: int, log: Path, ports: list[int], secure: bool
+) -> None:
+    """Send ``signum`` to `mlops ui` alone (as a service manager or kill does): it exits with 0
+    within STOP_WITHIN seconds, and so does every process it started (the Dagster webserver,
+    the daemon, the code servers, any run and, with --secure, nginx); ``ports`` are free."""
+    tree = psutil.Process(process.pid).children(recursive=True)
+    commands = " | ".join(describe(tree))
+    for server in ("dagster_webserver", "dagster._daemon", "code-server", "api grpc"):
+        assert server in commands, f"no {server} among {commands}"
+    assert ("nginx" in commands) == secure, commands
+    sent = time.monotonic()
+    process.send_signal(signum)
+    try:
+        assert process.wait(timeout=STOP_WITHIN) == 0, _log_tail(log)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`mlops ui` still running {STOP_WITHIN} s after the signal:\n{_log_tail(log)}")
+    while (left := [p for p in tree if alive(p)]) and time.monotonic() < sent + STOP_WITHIN:
+        time.sleep(0.2)
+    assert not left, f"still running {STOP_WITHIN} s after the signal: {describe(left)}"
+    for freed in ports:
+        with (
+            pytest.raises(ConnectionRefusedError),
+            socket.create_connection(("127.0.0.1", freed), timeout=5),
+        ):
+            pass
+    assert f"{signal.Signals(signum).name} received" in log.read_text()
+
+
+def ignore_sigint() -> None:
+    """As `mlops ui &` in a non-interactive shell starts it (`dg dev` alone then ignored
+    SIGTERM too)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _stop(process: subprocess.Popen) -> None:
     """Stop `mlops ui`: on SIGTERM it stops everything it started (webserver, daemon, code
     servers, runs; tests/ui/test_ui_stop.py proves it) and exits; its process group is
     killed if it has not within 30 s."""
     group = process.pid
-    with contextlib.suppress(ProcessLookupError):
+    with contextlib.suppress(ProcessLookupError):  # stopped already (tests/ui/test_ui_stop.py)
         os.killpg(group, signal.SIGTERM)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -289,16 +400,42 @@ def _stop(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "stops_ui_server: stops the shared `mlops ui` (run after every other test)"
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Among the tests of tests/ui/, in their places: those with servers of their own first
+    (theirs are stopped before the shared one starts: one live server at a time), then those
+    of the shared server, the one that stops it last. The same order on every xdist worker,
+    and `--dist loadgroup` keeps a group's tests in this order on one worker."""
+    here = Path(__file__).parent
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("stops_ui_server"):
+            return 2
+        return 1 if "ui_server" in getattr(item, "fixturenames", ()) else 0
+
+    places = [i for i, item in enumerate(items) if here in Path(item.path).parents]
+    ordered = sorted((items[i] for i in places), key=rank)
+    for place, item in zip(places, ordered, strict=True):
+        items[place] = item
+
+
 @pytest.fixture(scope="package")
 def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
-    """`mlops ui --port N` against a fresh home with 40 landing days ending today, as
-    `make ui` runs it; stopped (with its daemon, code server and runs) after tests/ui/."""
+    """`mlops ui --port N` against a fresh home with UI_DATA's landing days ending today, as
+    `make ui` runs it, in the background of a script (SIGINT ignored); stopped (with its
+    daemon, code server and runs) after tests/ui/, by tests/ui/test_ui_stop.py."""
     started = time.monotonic()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "timings.json").unlink(missing_ok=True)
     home = tmp_path_factory.mktemp("ui_home")
     today = datetime.now(UTC).date()
-    config = dataclasses.replace(SMALL, start_date=today - timedelta(days=SMALL.days - 1))
+    config = dataclasses.replace(UI_DATA, start_date=today - timedelta(days=UI_DATA.days - 1))
     generate(config, home / "landing")
     days = [(config.start_date + timedelta(days=d)).isoformat() for d in range(config.days)]
     port = free_port()
@@ -311,8 +448,9 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     }
     for inherited in ("DAGSTER_HOME", "MLOPS_KEYRING", "DASK_SCHEDULER_ADDRESS"):
         env.pop(inherited, None)
-    server = UiServer(f"http://127.0.0.1:{port}", home, days, ARTIFACTS / "dagster-ui.log")
-    process = start_ui(["--port", str(port)], env, server.log)
+    log = ARTIFACTS / "dagster-ui.log"
+    process = start_ui(["--port", str(port)], env, log, preexec_fn=ignore_sigint)
+    server = UiServer(f"http://127.0.0.1:{port}", home, days, log, process)
     try:
         _wait_until_loaded(server, process, SERVER_START_TIMEOUT)
         # What the "Skip" of Dagster's "Join the Dagster community" dialog records: otherwise
@@ -321,9 +459,7 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
         record_timing("ui_server_start", time.monotonic() - started)
         yield server
     finally:
-        stopping = time.monotonic()
         _stop(process)
-        record_timing("ui_server_stop", time.monotonic() - stopping)
 
 
 @pytest.fixture(scope="package")

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,7 +25,14 @@ from playwright.sync_api import Error as PlaywrightError
 
 from mlops_assets.security.ui_guard import USER, UiGuardError, prepare
 from tests.conftest import BIN, free_port
-from tests.ui.conftest import ARTIFACTS, SERVER_START_TIMEOUT, _log_tail, start_ui
+from tests.ui.conftest import (
+    ARTIFACTS,
+    SERVER_START_TIMEOUT,
+    _log_tail,
+    _stop,
+    assert_signal_stops_everything,
+    start_ui,
+)
 
 # The UI tests share one worker under `make test` (tests/conftest.py): they all wait on Dagster.
 pytestmark = pytest.mark.xdist_group("ui")
@@ -91,7 +97,9 @@ def _wait_until_loaded(ui: SecureUi) -> None:
                 entries = json.loads(body)["data"]["workspaceOrError"]["locationEntries"]
                 if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
                     return
-        assert time.monotonic() < deadline, f"not up after {SERVER_START_TIMEOUT} s"
+        assert time.monotonic() < deadline, (
+            f"not up after {SERVER_START_TIMEOUT} s:\n{_log_tail(ui.log)}"
+        )
         time.sleep(1)
 
 
@@ -100,7 +108,9 @@ def _guard_started(log: Path, process: subprocess.Popen) -> int:
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while not (found := re.search(r"nginx in front of 127\.0\.0\.1:(\d+)", log.read_text())):
         assert process.poll() is None, f"`mlops ui --secure` exited:\n{_log_tail(log)}"
-        assert time.monotonic() < deadline, f"no guard after {SERVER_START_TIMEOUT} s"
+        assert time.monotonic() < deadline, (
+            f"no guard after {SERVER_START_TIMEOUT} s:\n{_log_tail(log)}"
+        )
         time.sleep(0.5)
     return int(found.group(1))
 
@@ -128,10 +138,8 @@ def secure_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureUi]:
         _wait_until_loaded(ui)
         yield ui
     finally:
-        # test_sigterm_stops_nginx_and_dagster stops it; this only cleans up after a failure.
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=120)
+        # The module's last test stops it; this only cleans up after a failure.
+        _stop(process)
 
 
 def test_without_credentials_everything_is_401(secure_ui: SecureUi) -> None:
@@ -256,13 +264,17 @@ def test_an_mlops_home_nginx_cannot_quote_is_refused(tmp_path: Path) -> None:
         assert not (tmp_path / name).exists()
 
 
-def test_sigterm_stops_nginx_and_dagster(secure_ui: SecureUi) -> None:
-    """Last in the module: it stops the fixture's server."""
+def test_sigint_stops_nginx_dagster_and_every_process_started(secure_ui: SecureUi) -> None:
+    """Last in the module: it stops the fixture's server. Ctrl-C (SIGINT) to `mlops ui --secure`
+    alone: nginx, the webserver, the daemon and the code servers are gone within 10 s, and
+    both ports are free."""
     nginx = int((secure_ui.guard / "nginx.pid").read_text())
-    secure_ui.process.send_signal(signal.SIGTERM)
-    assert secure_ui.process.wait(timeout=120) == 0
+    assert_signal_stops_everything(
+        secure_ui.process,
+        signal.SIGINT,
+        secure_ui.log,
+        [secure_ui.port, secure_ui.upstream],
+        secure=True,
+    )
     with pytest.raises(ProcessLookupError):
         os.kill(nginx, 0)
-    for port in (secure_ui.port, secure_ui.upstream):
-        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
-            pass

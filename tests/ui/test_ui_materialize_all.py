@@ -19,6 +19,7 @@ from playwright.sync_api import Page, expect
 from tests.ui.conftest import (
     ARTIFACTS,
     ROOT,
+    RUN_TIMEOUT,
     UiServer,
     backfill_succeeded,
     backfill_targets,
@@ -42,7 +43,9 @@ LINEAGE = (
     "monitoring/default_classifier/drift_report",
 )
 
-BACKFILL_TIMEOUT = 600  # seconds
+# Seconds, for the daemon to run a backfill: its runs one after the other (each waits for the
+# pool `duckdb_writer`), the daemon passing every 30 s to launch the next.
+BACKFILL_TIMEOUT = 2 * RUN_TIMEOUT
 # Each model and the plot its overview page must show: a classifier's ROC curve, a regressor's
 # residuals (it has no ROC curve).
 MODEL_PLOTS = {
@@ -144,16 +147,6 @@ def wait_for_backfill(
     return backfill
 
 
-def wait_until_idle(server: UiServer, timeout: float) -> None:
-    """Until no run is queued or in progress (the drift sensor retrains after the reports)."""
-    deadline = time.monotonic() + timeout
-    query = """{ runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}) {
-        ... on Runs { results { runId } } } }"""
-    while server.graphql(query)["runsOrError"]["results"]:
-        assert time.monotonic() < deadline, f"runs still going after {timeout} s"
-        time.sleep(2)
-
-
 LAUNCH_RUN = """
 mutation($params: ExecutionParams!) {
   launchPipelineExecution(executionParams: $params) {
@@ -195,7 +188,7 @@ def latest_materializations(server: UiServer, keys: list[str]) -> dict[str, dict
 def materialize_again(server: UiServer, keys: list[str]) -> str:
     """Launch one run of ``keys`` (their inputs unchanged since they were last materialized)
     and wait for it; its id."""
-    wait_until_idle(server, timeout=300)  # the drift sensor's retraining, if it started one
+    server.wait_until_idle()  # a sensor's run (automation, retraining), if one started
     node = next(iter(latest_materializations(server, keys[:1]).values()))
     job = next(name for name in node["jobNames"] if name.startswith("__ASSET_JOB"))
     launched = server.graphql(
@@ -215,7 +208,7 @@ def materialize_again(server: UiServer, keys: list[str]) -> str:
     )["launchPipelineExecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
-    status = server.wait_for_run(run_id, timeout=BACKFILL_TIMEOUT)
+    status = server.wait_for_run(run_id)
     assert status == "SUCCESS", server.run_errors(run_id)
     return run_id
 
@@ -253,7 +246,7 @@ def check_model_overviews(server: UiServer, page: Page, shot: Screenshots) -> No
 
 def save_docs_screenshot(page: Page, server: UiServer) -> None:
     """The materialized asset graph, without navigation or side bar, for the README."""
-    wait_until_idle(server, timeout=300)  # no asset shown as materializing
+    server.wait_until_idle()  # no asset shown as materializing
     page.set_viewport_size({"width": 1920, "height": 1400})  # zoom controls clear of it
     page.goto(f"{server.url}/asset-groups")
     expect(page.get_by_role("button", name=re.compile(r"Materialize all \(\d+\)"))).to_be_visible()
@@ -276,7 +269,7 @@ def save_docs_screenshot(page: Page, server: UiServer) -> None:
     )
 
 
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(3600)  # a backstop: each wait fails first, saying what was stuck
 def test_materialize_everything_from_the_ui_and_follow_the_lineage(ui_server: UiServer, page: Page):
     shot = Screenshots(page)
     url = ui_server.url
