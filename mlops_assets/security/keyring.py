@@ -17,7 +17,6 @@ The file is JSON with base64 keys, written atomically (temp file + rename) with 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import os
@@ -28,7 +27,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -60,7 +58,7 @@ class Keyring:
     history: list[dict] = field(default_factory=list)
     signing_key: bytes | None = field(default=None, repr=False)  # None: derived (older keyrings)
     _ciphers: dict[int, AESGCM] = field(default_factory=dict, repr=False, compare=False)
-    _hmac_pads: tuple[bytes, Any, Any] | None = field(default=None, repr=False, compare=False)
+    _hmac: tuple[bytes, hmac.HMAC] | None = field(default=None, repr=False, compare=False)
 
     # --- pseudonyms ----------------------------------------------------------------------
     @staticmethod
@@ -73,28 +71,17 @@ class Keyring:
         return key
 
     def pseudonyms(self, customer_ids: Iterable[str]) -> list[str]:
-        """:meth:`pseudonym` of each id. HMAC (RFC 2104) is sha256(key^opad || sha256(key^ipad
-        || message)): the two padded-key states are hashed once and copied for every id, which
-        halves the SHA-256 work of ``hmac.new`` per id and skips its setup."""
-        key = self.pseudonym_key
-        if self._hmac_pads is None or self._hmac_pads[0] is not key:
-            block = hashlib.sha256().block_size
-            padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
-            self._hmac_pads = (
-                key,
-                hashlib.sha256(bytes(b ^ 0x36 for b in padded)),
-                hashlib.sha256(bytes(b ^ 0x5C for b in padded)),
-            )
-        _, inner_pad, outer_pad = self._hmac_pads
-        inner_copy, outer_copy = inner_pad.copy, outer_pad.copy
+        """:meth:`pseudonym` of each id. The key's HMAC state is set up once and copied for
+        every id (``hmac.HMAC.copy``): half the time of an ``hmac.new`` per id."""
+        if self._hmac is None or self._hmac[0] is not self.pseudonym_key:
+            self._hmac = (self.pseudonym_key, hmac.new(self.pseudonym_key, digestmod="sha256"))
+        copy = self._hmac[1].copy
         normalise = self.normalise_customer_id
         keys = []
         for customer_id in customer_ids:
-            inner = inner_copy()
-            inner.update(normalise(customer_id).encode())
-            outer = outer_copy()
-            outer.update(inner.digest())
-            keys.append(outer.hexdigest())
+            state = copy()
+            state.update(normalise(customer_id).encode())
+            keys.append(state.hexdigest())
         return keys
 
     @property
