@@ -4,9 +4,11 @@ of a run that was never interrupted: nothing lost, nothing twice, no half-writte
 ingestion ledger consistent, the same model versions and champions.
 
 The kill takes the whole process group (dbt, Dask workers), as a power cut would. `make test`
-kills one home's runs three times in a row, once in each kind of write (a file's transaction, a
-model's registration, the scores' replacement), each run recovering from the kill before it;
-`make soak` runs all twenty points one by one (``-m soak``).
+kills the runs of a copy of the session's reference home, given three new landing days, three
+times in a row, once in each kind of write (a file's transaction, a model's registration, the
+scores' replacement), each run recovering from the kill before it. `make soak` (``-m soak``)
+kills runs of a home built from empty: the same three in a row, and all twenty points one by
+one.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pytest
 
 from mlops_assets.faults import POINTS, VARIABLE
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
-from tests.conftest import BIN
+from tests.conftest import BIN, ReferenceHome
 
 DATA = GeneratorConfig(days=40, rows_per_day=100, seed=11, drift_from_day=30)  # 92 files
 # Columns that record when something happened, not what: they differ between any two runs.
@@ -106,9 +108,9 @@ def _snapshot(home: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> tuple[Path, dict]:
+def from_empty(tmp_path_factory) -> tuple[Path, dict]:
     """Landing files, the keyring every home shares (pseudonyms depend on it), and the
-    snapshot of an uninterrupted run."""
+    snapshot of an uninterrupted run from an empty home."""
     root = tmp_path_factory.mktemp("crash")
     generate(DATA, root / "landing")
     home = root / "reference"
@@ -118,13 +120,9 @@ def reference(tmp_path_factory) -> tuple[Path, dict]:
     return home, _snapshot(home)
 
 
-def _crash_and_recover(reference: tuple[Path, dict], crash_at: list[str], tmp_path: Path) -> None:
-    """Runs killed at each of ``crash_at`` in turn (each also recovering from the kill before
-    it), then one run to the end: the home must match the reference."""
-    source, expected = reference
-    home = tmp_path / "home"
-    shutil.copytree(source / "landing", home / "landing")
-    shutil.copytree(source / "keys", home / "keys")
+def _crash_and_recover(home: Path, crash_at: list[str], expected: dict) -> None:
+    """Runs of ``home`` killed at each of ``crash_at`` in turn (each also recovering from the
+    kill before it), then one run to the end: the home must match ``expected``."""
     for point in crash_at:
         crashed = _run(home, point)
         assert crashed.returncode == -signal.SIGKILL, (
@@ -142,13 +140,32 @@ def _crash_and_recover(reference: tuple[Path, dict], crash_at: list[str], tmp_pa
         assert actual["tables"][table] == rows, f"{table} differs after crashes at {crash_at}"
 
 
-def test_runs_killed_mid_write_again_and_again_end_as_if_never_killed(reference, tmp_path):
-    _crash_and_recover(reference, list(FAST), tmp_path)
+def _from_empty_home(from_empty: tuple[Path, dict], tmp_path: Path) -> Path:
+    """An empty home with the reference's landing files and keyring."""
+    source, _ = from_empty
+    home = tmp_path / "home"
+    shutil.copytree(source / "landing", home / "landing")
+    shutil.copytree(source / "keys", home / "keys")
+    return home
+
+
+def test_runs_killed_mid_write_again_and_again_end_as_if_never_killed(
+    reference_home: ReferenceHome, reference_after_later_days: Path, tmp_path
+):
+    home = reference_home.copy(tmp_path / "home", later_days=True)
+    _crash_and_recover(home, list(FAST), _snapshot(reference_after_later_days))
+
+
+@pytest.mark.soak
+def test_soak_runs_of_an_empty_home_killed_again_and_again_end_as_if_never_killed(
+    from_empty, tmp_path
+):
+    _crash_and_recover(_from_empty_home(from_empty, tmp_path), list(FAST), from_empty[1])
 
 
 @pytest.mark.soak
 @pytest.mark.parametrize("crash_at", SOAK)
 def test_soak_a_run_killed_at_any_of_twenty_points_ends_as_if_never_killed(
-    reference, crash_at, tmp_path
+    from_empty, crash_at, tmp_path
 ):
-    _crash_and_recover(reference, [crash_at], tmp_path)
+    _crash_and_recover(_from_empty_home(from_empty, tmp_path), [crash_at], from_empty[1])

@@ -1,28 +1,27 @@
 """A full disk or a read-only MLOPS_HOME: a clear error, no traceback, and no corrupt state —
 once there is room (or write access) again, the next run ends where an undisturbed one does.
 
-The home is a real file system in a private mount namespace (`unshare`; with a user namespace
-when not root): a 7 MB tmpfs that fills up during the run, or a read-only bind mount.
+The home is a copy of the session's reference home on a real file system in a private mount
+namespace (`unshare`; with a user namespace when not root): a tmpfs left with too little room
+for a run over new landing days, or a read-only bind mount.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import shlex
 import subprocess
 import textwrap
 from pathlib import Path
 
 import duckdb
-import pytest
 
-from mlops_assets.sample_data.generator import GeneratorConfig, generate
-from tests.conftest import BIN, mlops
+from tests.conftest import BIN, ReferenceHome, mlops
 
-DATA = GeneratorConfig(days=10, rows_per_day=50, seed=5, drift_from_day=8)
 TABLES = ("raw.applications", "raw.customers", "staging.stg_applications",
           "marts.loan_applications", "features.loan_features", "audit.ingested_files")  # fmt: skip
+ROOM_KB = 4096  # what the run over the new landing days finds free: less than it writes
 
 
 def _in_namespace(script: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -41,25 +40,20 @@ def _counts(warehouse: Path) -> dict[str, int]:
         return {t: con.execute(f"select count(*) from {t}").fetchone()[0] for t in TABLES}
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    """A home after an undisturbed run (its keyring is shared, so pseudonyms match)."""
-    home = tmp_path_factory.mktemp("storage") / "reference"
-    generate(DATA, home / "landing")
-    result = mlops("run", "--json", home=home)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return home
-
-
 def test_a_disk_that_fills_up_mid_run_stops_it_clearly_and_the_next_run_recovers(
-    reference, tmp_path
+    reference_home: ReferenceHome, reference_after_later_days: Path, tmp_path
 ):
+    home, later = shlex.quote(str(reference_home.home)), shlex.quote(str(reference_home.later))
     script = textwrap.dedent(
         f"""
-        set -u
+        set -eu
         mkdir -p home
-        mount -t tmpfs -o size=7m tmpfs home
-        cp -r {reference}/landing {reference}/keys home/
+        mount -t tmpfs -o size=300m tmpfs home
+        cp -a {home}/. home/
+        cp -a {later}/. home/landing/
+        used=$(df -k --output=used home | tail -n 1)
+        mount -o remount,size=$((used + {ROOM_KB}))k tmpfs home
+        set +e
         MLOPS_HOME=$PWD/home "$MLOPS" run --json > full.json 2> full.err; echo $? > full.rc
         mount -o remount,size=300m tmpfs home
         MLOPS_HOME=$PWD/home "$MLOPS" run --json > again.json 2> again.err; echo $? > again.rc
@@ -77,12 +71,12 @@ def test_a_disk_that_fills_up_mid_run_stops_it_clearly_and_the_next_run_recovers
     again_err = (tmp_path / "again.err").read_text()
     assert (tmp_path / "again.rc").read_text().strip() == "0", again_err[-3000:]
     assert json.loads((tmp_path / "again.json").read_text())["ok"]
-    assert _counts(tmp_path / "recovered.duckdb") == _counts(reference / "warehouse.duckdb")
+    expected = _counts(reference_after_later_days / "warehouse.duckdb")
+    assert _counts(tmp_path / "recovered.duckdb") == expected
 
 
-def test_a_read_only_home_is_refused_before_anything_changes(reference, tmp_path):
-    home = tmp_path / "home"
-    shutil.copytree(reference, home)
+def test_a_read_only_home_is_refused_before_anything_changes(reference_home, tmp_path):
+    home = reference_home.copy(tmp_path / "home")
     before = {p: p.stat().st_mtime_ns for p in home.rglob("*") if p.is_file()}
     script = textwrap.dedent(
         """
@@ -97,5 +91,8 @@ def test_a_read_only_home_is_refused_before_anything_changes(reference, tmp_path
     assert (tmp_path / "rc").read_text().strip() == "2", err
     assert "cannot be written: Read-only file system" in err and "Traceback" not in err
     assert {p: p.stat().st_mtime_ns for p in home.rglob("*") if p.is_file()} == before
-    again = mlops("run", "--json", home=home)  # writable again: it runs as usual
+    # Writable again, the copied home runs as usual: nothing new to ingest, every check passed.
+    again = mlops("run", "--json", home=home)
     assert again.returncode == 0, again.stderr[-2000:]
+    summary = json.loads(again.stdout)
+    assert summary["ok"] and summary["ingested_days"] == [] and summary["failed_steps"] == []
