@@ -22,6 +22,32 @@ app = typer.Typer()
 
 # Full disk, read-only file system, no permission, quota: the storage's fault, not the data's.
 STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT}
+# The same faults as SQLite reports them (Dagster's instance): SQLITE_READONLY, SQLITE_FULL.
+SQLITE_STORAGE_ERRORS = {8: "read-only database", 13: "database or disk is full"}
+
+
+def storage_fault(error: BaseException) -> str | None:
+    """What the storage refused, when ``error`` (or what it wraps: SQLAlchemy's ``orig``, a
+    cause or context) is a full disk, a read-only file system, no permission or a quota;
+    None for any other error."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in STORAGE_ERRORS:
+            return (
+                f"{current.strerror} ({current.filename})"
+                if current.filename
+                else (current.strerror or os.strerror(current.errno))
+            )
+        code = getattr(current, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF in SQLITE_STORAGE_ERRORS:
+            return SQLITE_STORAGE_ERRORS[code & 0xFF]
+        pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
+    return None
 
 
 @app.command()
@@ -114,16 +140,17 @@ def run(
         try:
             with failing(RunSetupError, code=2, label="cannot run:"):
                 report = run_pipeline(home, fetch_table_metadata=table_metadata, on_event=on_event)
-        except OSError as error:
-            if error.errno not in STORAGE_ERRORS:
+        except Exception as error:
+            fault = storage_fault(error)
+            if fault is None:
                 raise
             # The disk filled up (or went read-only) under Dagster's own bookkeeping: every
             # warehouse write is a transaction and the next run redoes this one's days.
             fail(
                 OSError(
-                    f"{error.strerror} ({error.filename or home.home}): free space (or make "
-                    "MLOPS_HOME writable) and run again — nothing was left half-written, and the "
-                    "next run redoes what this one did not finish"
+                    f"{fault} in {home.home}: free space (or make MLOPS_HOME writable) and run "
+                    "again — nothing was left half-written, and the next run redoes what this "
+                    "one did not finish"
                 ),
                 label="run stopped:",
             )
