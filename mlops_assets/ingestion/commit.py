@@ -43,7 +43,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, spec: SourceSpec) -> None:
     con.execute(
         f"create table if not exists {qualified('quarantine', spec.name)} ("
         "source_file varchar not null, line_number bigint, reason varchar not null, "
-        "raw_line varchar, raw_line_encrypted blob, key_version integer, "
+        "raw_line varchar, raw_line_encrypted blob using compression uncompressed, "
+        "key_version integer, "
         "quarantined_at timestamp not null)"
     )
     ensure_ledger(con)

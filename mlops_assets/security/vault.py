@@ -49,9 +49,12 @@ def ensure_vault(con: duckdb.DuckDBPyConnection) -> None:
     # One row per (customer_key, column_name), kept so by store_customer_pii (delete, then
     # insert, in the caller's transaction). No primary key: DuckDB holds a key's index in
     # memory, and at 10M applications (44M cells) it would not fit the memory limit.
+    # Ciphertext is random bytes: no method compresses it, and DuckDB's search for one made an
+    # insert of 172k cells take 0.67 s instead of 0.19 s, for the same file size.
     con.execute(
         f"create table if not exists {PII_TABLE_SQL} ("
-        "customer_key varchar not null, column_name varchar not null, ciphertext blob not null, "
+        "customer_key varchar not null, column_name varchar not null, "
+        "ciphertext blob using compression uncompressed not null, "
         "key_version integer not null, updated_at timestamp not null)"
     )
     if scalar(

@@ -316,3 +316,24 @@ def test_forget_erases_the_customer_for_good_and_audits_it(con, keyring):
     )
     rows = con.execute("select action, reason from audit.pii_access").fetchall()
     assert rows == [("forget", "erasure request 9")]
+
+
+def test_ciphertext_is_stored_without_a_compression_search(tmp_path):
+    """Random bytes do not compress: the vault stores ciphertext uncompressed, and keys and
+    column names with whatever DuckDB picks."""
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        ensure_vault(con)
+        con.execute(
+            "insert into vault.customer_pii select 'k' || (i // 4), 'c' || (i % 4), "
+            "unhex(md5(i::varchar) || md5((i + 1)::varchar)), 1, now()::timestamp "
+            "from range(200000) t(i)"
+        )
+        con.execute("checkpoint")
+        used = dict(
+            con.execute(
+                "select column_name, list(distinct compression) from pragma_storage_info("
+                "'vault.customer_pii') where segment_type <> 'VALIDITY' group by column_name"
+            ).fetchall()
+        )
+    assert used["ciphertext"] == ["Uncompressed"]
+    assert used["column_name"] != ["Uncompressed"]
