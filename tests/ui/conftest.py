@@ -400,6 +400,12 @@ def _stop(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
+# Materialize all first, on a fresh instance: a run of the features before it (the GraphQL
+# test's) makes the automation sensor queue scoring and drift runs, which the backfill's first
+# run then waits behind on the one-slot pool `duckdb_writer` (minutes each on a loaded machine).
+SHARED_SERVER_ORDER = ("test_ui_materialize_all.py", "test_graphql_api.py")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "stops_ui_server: stops the shared `mlops ui` (run after every other test)"
@@ -410,14 +416,19 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Among the tests of tests/ui/, in their places: those with servers of their own first
     (theirs are stopped before the shared one starts: one live server at a time), then those
-    of the shared server, the one that stops it last. The same order on every xdist worker,
-    and `--dist loadgroup` keeps a group's tests in this order on one worker."""
+    of the shared server in SHARED_SERVER_ORDER, the one that stops it last. The same order on
+    every xdist worker, and `--dist loadgroup` keeps a group's tests in this order on one
+    worker."""
     here = Path(__file__).parent
 
-    def rank(item: pytest.Item) -> int:
+    def rank(item: pytest.Item) -> tuple[int, int]:
         if item.get_closest_marker("stops_ui_server"):
-            return 2
-        return 1 if "ui_server" in getattr(item, "fixturenames", ()) else 0
+            return (2, 0)
+        if "ui_server" not in getattr(item, "fixturenames", ()):
+            return (0, 0)
+        module = Path(item.path).name
+        order = SHARED_SERVER_ORDER
+        return (1, order.index(module) if module in order else len(order))
 
     places = [i for i, item in enumerate(items) if here in Path(item.path).parents]
     ordered = sorted((items[i] for i in places), key=rank)

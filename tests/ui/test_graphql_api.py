@@ -116,10 +116,11 @@ def test_a_run_launched_over_graphql_is_polled_to_success_and_its_materializatio
     location, repository = owners[0]
 
     # The first landing day, from the landing files to the features: the daily pipeline's steps
-    # that need no trained model (this home has none yet). force_reload makes the raw tables
-    # load the day's files even if another test already did, so the run's own metadata counts
-    # rows whatever the order of the tests. (A later day alone would not do: its returning
-    # customers' records landed on earlier days, and the mart's checks would rightly fail.)
+    # that need no trained model (whether the home has one depends on the tests run before).
+    # force_reload makes the raw tables load the day's files even if another test already did,
+    # so the run's own metadata counts rows whatever the order of the tests. (A later day alone
+    # would not do: its returning customers' records landed on earlier days, and the mart's
+    # checks would rightly fail.)
     landing = ui_server.home / "landing"
     day = ui_server.landing_days[0]
     files = {source: landing / source / f"{day}.csv" for source in SOURCES}
