@@ -28,8 +28,8 @@ SQLITE_STORAGE_ERRORS = {8: "read-only database", 13: "database or disk is full"
 
 def storage_fault(error: BaseException) -> str | None:
     """What the storage refused, when ``error`` (or what it wraps: SQLAlchemy's ``orig``, a
-    cause or context) is a full disk, a read-only file system, no permission or a quota;
-    None for any other error."""
+    cause, or the error it was raised while handling, unless raised ``from None``) is a full
+    disk, a read-only file system, no permission or a quota; None for any other error."""
     seen: set[int] = set()
     pending: list[BaseException | None] = [error]
     while pending:
@@ -46,7 +46,9 @@ def storage_fault(error: BaseException) -> str | None:
         code = getattr(current, "sqlite_errorcode", None)
         if isinstance(code, int) and code & 0xFF in SQLITE_STORAGE_ERRORS:
             return SQLITE_STORAGE_ERRORS[code & 0xFF]
-        pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
+        pending += [getattr(current, "orig", None), current.__cause__]
+        if not current.__suppress_context__:
+            pending.append(current.__context__)
     return None
 
 
@@ -140,6 +142,8 @@ def run(
         try:
             with failing(RunSetupError, code=2, label="cannot run:"):
                 report = run_pipeline(home, fetch_table_metadata=table_metadata, on_event=on_event)
+        except typer.Exit:  # a run that could not start, already said (exit 2)
+            raise
         except Exception as error:
             fault = storage_fault(error)
             if fault is None:
@@ -227,7 +231,7 @@ def dbt_parse() -> None:
     from mlops_assets.transform.parse import DbtParseError, prepare_dbt_manifest
 
     with failing(DbtParseError, code=2):
-        console.print(f"manifest: {prepare_dbt_manifest()}")
+        console.print(f"manifest: {prepare_dbt_manifest(os.environ)}")
 
 
 def port_taken(port: int) -> bool:
@@ -293,7 +297,7 @@ def ui(
     bin_dir = str(Path(sys.executable).parent)
     os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
     with failing(DbtParseError, code=2):
-        prepare_dbt_manifest()
+        prepare_dbt_manifest(os.environ)
     # `dg dev`: the project's defs folder (YAML checked first), the webserver and the daemon,
     # run by this environment's Python whichever virtualenv is active.
     os.environ["VIRTUAL_ENV"] = sys.prefix

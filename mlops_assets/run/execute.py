@@ -70,7 +70,7 @@ def run_pipeline(
 
     # Overlap the start-up: dbt parses in its process while this one imports the platform
     # (Dagster, dagster-dbt and every stage); only the dbt assets wait for the manifest.
-    parsing = DbtParse()
+    parsing = DbtParse(os.environ)
     from dagster._core.utils import make_new_run_id
 
     from mlops_assets.definitions import build_definitions

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from mlops_assets.settings import DBT_PROJECT_DIR
@@ -29,7 +30,7 @@ VENV_DBT = Path(sys.executable).parent / "dbt"  # the dbt-core installed with th
 PROFILE_VARIABLES = ("MLOPS_HOME", "MLOPS_DUCKDB_MEMORY_LIMIT", "MLOPS_DBT_CONNECT_ATTEMPTS")
 
 
-def parse_environment(environ: dict[str, str]) -> dict[str, str]:
+def parse_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """``environ`` without the variables the profile renders (:data:`PROFILE_VARIABLES`)."""
     return {k: v for k, v in environ.items() if k not in PROFILE_VARIABLES}
 
@@ -50,9 +51,12 @@ class DbtParse:
 
     dbt writes its manifest in place, so each parse writes into a private directory and the
     result replaces the published manifest in one rename: a code location loading it, or
-    another `mlops run` parsing at the same time, never reads half a file."""
+    another `mlops run` parsing at the same time, never reads half a file.
 
-    def __init__(self) -> None:
+    ``environ``: the environment dbt runs in (the entry point's), less the variables the
+    profile renders (:func:`parse_environment`)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
         MANIFEST.parent.mkdir(parents=True, exist_ok=True)
         for stale in MANIFEST.parent.glob(".parse-*"):  # left by a killed process
             if time.time() - stale.stat().st_mtime > STALE_SECONDS:
@@ -74,7 +78,7 @@ class DbtParse:
                 str(self._private),
             ],
             cwd=DBT_PROJECT_DIR,
-            env=parse_environment(dict(os.environ)),
+            env=parse_environment(environ),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -97,6 +101,7 @@ class DbtParse:
         return MANIFEST
 
 
-def prepare_dbt_manifest() -> Path:
-    """Run `dbt parse` and wait for it: the manifest Dagster loads the dbt assets from."""
-    return DbtParse().wait()
+def prepare_dbt_manifest(environ: Mapping[str, str]) -> Path:
+    """Run `dbt parse` (in ``environ``) and wait for it: the manifest Dagster loads the dbt
+    assets from."""
+    return DbtParse(environ).wait()

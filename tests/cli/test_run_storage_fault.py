@@ -83,3 +83,22 @@ def test_any_other_error_is_not_taken_for_a_storage_fault(home, monkeypatch):
     monkeypatch.setattr(mlops_assets.run, "run_pipeline", broken)
     result = invoke("run")
     assert isinstance(result.exception, sqlalchemy.exc.OperationalError)
+
+
+def test_a_home_refused_before_the_run_starts_keeps_its_own_message_and_exit_code(
+    home, monkeypatch
+):
+    """A read-only home is found by the run's set-up (exit 2, "cannot run:"); the OSError it
+    was found from is not reported a second time as a run stopped mid-way."""
+    from mlops_assets.run import RunSetupError
+
+    def refused(*args, **kwargs):
+        try:
+            raise OSError(30, "Read-only file system", str(home / ".write-check"))
+        except OSError as error:
+            raise RunSetupError(f"MLOPS_HOME cannot be written: {error.strerror}") from None
+
+    monkeypatch.setattr(mlops_assets.run, "run_pipeline", refused)
+    result = invoke("run")
+    assert result.exit_code == 2, result.output
+    assert "cannot run:" in result.output and "run stopped" not in result.output

@@ -1,6 +1,7 @@
 """The platform's dbt resource knows the version of the dbt it runs without starting it, and
 the parse started before Dagster is imported writes where Dagster reads."""
 
+import os
 from importlib import metadata
 
 import dagster_dbt.core.resource as dbt_core_resource
@@ -48,7 +49,7 @@ def test_a_project_that_does_not_parse_fails_with_dbts_message(monkeypatch, tmp_
     monkeypatch.setattr(parse, "DBT_PROJECT_DIR", tmp_path)
     monkeypatch.setattr(parse, "MANIFEST", tmp_path / "target" / "manifest.json")
     with pytest.raises(parse.DbtParseError, match=r"dbt parse failed \(exit \d\)") as failed:
-        parse.DbtParse().wait()
+        parse.DbtParse(os.environ).wait()
     assert "Syntax error near line 4" in str(failed.value)
     assert "\x1b" not in str(failed.value)  # no terminal colour codes in the message
     assert list((tmp_path / "target").glob(".parse-*")) == []
@@ -95,7 +96,7 @@ def test_parses_publish_the_manifest_whole_while_it_is_read(monkeypatch, tmp_pat
     reader = threading.Thread(target=read)
     reader.start()
     try:
-        parses = [parse.DbtParse() for _ in range(2)]
+        parses = [parse.DbtParse(os.environ) for _ in range(2)]
         assert all(p.wait() == manifest for p in parses)
     finally:
         stop.set()
@@ -113,7 +114,6 @@ def test_a_parse_for_another_home_reuses_the_partial_parse_state(tmp_path):
     """dbt parses every file again when the profile it renders changes; the platform's parse
     renders the same profile whatever MLOPS_HOME, MLOPS_DUCKDB_MEMORY_LIMIT or
     MLOPS_DBT_CONNECT_ATTEMPTS say, so a second home's parse only reads changed files."""
-    import os
     import subprocess
 
     from mlops_assets.transform.parse import DBT_PROJECT_DIR, dbt_executable, parse_environment
