@@ -1,13 +1,27 @@
 """The embedded Dagster instance's event log: SQLite files under ``$DAGSTER_HOME/history/runs``,
 as Dagster's own ``SqliteEventLogStorage`` keeps them, written through one SQLAlchemy engine per
-file instead of a new engine per write.
+file instead of a new engine per write, with the file held open between writes.
 
 Dagster's storage creates an engine, connects (SQLAlchemy then initialises its dialect with a
-handful of PRAGMA queries) and disposes of the engine for every event it stores. A run over 90
-landing days stores ~800 events; the engine set-up was half of each write (16 ms -> 8 ms per
-materialization here). Everything else is Dagster's: the same files, schema, migrations,
-watchers and locking; connections are still opened per transaction (``NullPool``), so other
-processes (webserver, daemon, runs) see every commit at once, as before.
+handful of PRAGMA queries) and disposes of the engine for every event it stores, and a run over
+90 landing days stores ~800 events. Three costs per write, each removed here:
+
+- the engine set-up (16 ms -> 8 ms per materialization on the reference machine): one engine per
+  file is kept;
+- the checkpoint on close: the files are in WAL mode, and the connection that closes a file
+  last copies the write-ahead log into the database and syncs it, on every write. A *keeper*
+  connection holds each file open while its engine is kept, so a write's connection is never the
+  last (SQLite checkpoints on its own as the log grows);
+- the sync on commit: write connections use ``synchronous=NORMAL``, which in WAL mode keeps every
+  commit through a killed process and never corrupts the file; a power cut or kernel crash may
+  lose the last events of the run history (the warehouse, its ledger and the vault are DuckDB's
+  and not affected).
+
+Measured on the reference machine: a write transaction 20.7 ms -> 0.7 ms.
+
+Everything else is Dagster's: the same files, schema, migrations, watchers and locking;
+connections are still opened per transaction (``NullPool``), so other processes (webserver,
+daemon, runs) see every commit at once, as before.
 
 dagster.yaml names this class (``mlops_assets.run.instance.dagster_yaml``); PostgreSQL storage
 (``MLOPS_DAGSTER_PG_URL``) does not use it.
@@ -15,54 +29,100 @@ dagster.yaml names this class (``mlops_assets.run.instance.dagster_yaml``); Post
 
 from __future__ import annotations
 
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from dagster._core.storage.event_log.sqlite import sqlite_event_log
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 KEPT_ENGINES = 64  # the most recently used files' engines (a webserver reads many runs)
 
 
+def _sync_normal(dbapi_connection, _record) -> None:
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+
+class _Kept:
+    """One file's engine and the keeper connection that holds the file open."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.keeper: sqlite3.Connection | None = None
+
+    def hold(self, path: str) -> None:
+        if self.keeper is None:
+            keeper = sqlite3.connect(
+                path, timeout=SQLITE_BUSY_TIMEOUT_SECONDS, check_same_thread=False
+            )
+            keeper.execute("SELECT count(*) FROM sqlite_master").fetchone()  # maps the WAL index
+            self.keeper = keeper
+
+    def close(self) -> None:
+        if self.keeper is not None:
+            self.keeper.close()
+            self.keeper = None
+        self.engine.dispose()
+
+
 class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data=None) -> None:
-        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        self._engines: OrderedDict[str, _Kept] = OrderedDict()
+        self._tables: set[str] = set()  # index tables seen: migrations add tables, never drop
         super().__init__(base_dir, inst_data=inst_data)
 
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> SqliteEventLogStorage:
         return cls(inst_data=inst_data, **config_value)
 
-    def _engine(self, shard: str) -> Engine:
-        engine = self._engines.pop(shard, None)
-        if engine is None:
+    def _kept(self, shard: str) -> _Kept:
+        kept = self._engines.pop(shard, None)
+        if kept is None:
             engine = create_engine(
                 self.conn_string_for_shard(shard),
                 poolclass=NullPool,
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
             )
-        self._engines[shard] = engine  # most recently used last
+            event.listen(engine, "connect", _sync_normal)
+            kept = _Kept(engine)
+        self._engines[shard] = kept  # most recently used last
         while len(self._engines) > KEPT_ENGINES:
-            self._engines.popitem(last=False)[1].dispose()
-        return engine
+            self._engines.popitem(last=False)[1].close()
+        return kept
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
         # Dagster's _connect, with the engine kept instead of created and disposed of.
         with self._db_lock:
-            engine = self._engine(shard)
+            kept = self._kept(shard)
             if shard not in self._initialized_dbs:  # emptied again by wipe() and upgrade()
-                self._initdb(engine)
+                self._initdb(kept.engine)
                 self._initialized_dbs.add(shard)
-            with engine.connect() as conn, conn.begin():
+            kept.hold(self.path_for_shard(shard))  # after _initdb: the file is in WAL mode
+            with kept.engine.connect() as conn, conn.begin():
                 yield conn
+
+    def has_table(self, table_name: str) -> bool:
+        # Dagster asks before many queries, with a new engine each time (9 ms here).
+        if table_name not in self._tables and super().has_table(table_name):
+            self._tables.add(table_name)
+        return table_name in self._tables
+
+    def _close_all(self) -> None:
+        with self._db_lock:
+            while self._engines:
+                self._engines.popitem()[1].close()
+
+    def wipe(self) -> None:
+        # Dagster's wipe deletes the files: let go of them first, so a new file at the same path
+        # is never paired with a write-ahead log a keeper still holds.
+        self._close_all()
+        super().wipe()
 
     def dispose(self) -> None:
         super().dispose()
-        with self._db_lock:
-            while self._engines:
-                self._engines.popitem()[1].dispose()
+        self._close_all()

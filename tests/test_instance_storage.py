@@ -3,8 +3,14 @@ engines (bounded), and nothing stale after a wipe."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.sqlite import sqlite_event_log
 
 from mlops_assets import instance_storage
 from mlops_assets.instance_storage import SqliteEventLogStorage
@@ -56,3 +62,58 @@ def test_an_instance_reads_what_another_process_instance_wrote(tmp_path):
     for i in range(3):
         writer.store_event(_entry("shared", f"event {i}"))
         assert len(reader.get_logs_for_run("shared")) == i + 1
+
+
+def test_writes_skip_the_sync_and_the_file_stays_open_between_them(tmp_path):
+    """A write's connection syncs in WAL's NORMAL mode and is never the file's last: the
+    write-ahead log stays (no checkpoint per write) until the storage lets go of the file."""
+    storage = SqliteEventLogStorage(str(tmp_path))
+    storage.store_event(_entry("r", "one"))
+    with storage.run_connection("r") as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    assert (tmp_path / "r.db-wal").exists()
+    storage.dispose()
+    assert not (tmp_path / "r.db-wal").exists()  # the last connection checkpointed and removed it
+    reread = SqliteEventLogStorage(str(tmp_path))
+    assert [e.user_message for e in reread.get_logs_for_run("r")] == ["one"]
+    reread.dispose()
+
+
+def test_every_event_stored_before_the_process_is_killed_is_kept(tmp_path):
+    """NORMAL sync in WAL mode loses nothing to a killed process: the commits are in the log."""
+    script = (
+        "import os, signal, sys\n"
+        "from tests.test_instance_storage import _entry\n"
+        "from mlops_assets.instance_storage import SqliteEventLogStorage\n"
+        "storage = SqliteEventLogStorage(sys.argv[1])\n"
+        "for i in range(50):\n"
+        "    storage.store_event(_entry('killed', f'event {i}'))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[1],
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL
+    assert (tmp_path / "killed.db-wal").exists()  # the process never checkpointed
+    storage = SqliteEventLogStorage(str(tmp_path))
+    messages = [e.user_message for e in storage.get_logs_for_run("killed")]
+    assert messages == [f"event {i}" for i in range(50)]
+    storage.dispose()
+
+
+def test_a_table_is_looked_up_until_it_is_found(tmp_path, monkeypatch):
+    storage = SqliteEventLogStorage(str(tmp_path))
+    assert storage.has_table("event_logs")
+    assert not storage.has_table("no_such_table")
+    looked_up = []
+    monkeypatch.setattr(
+        sqlite_event_log.SqliteEventLogStorage,
+        "has_table",
+        lambda self, name: looked_up.append(name) or name == "added_later",
+    )
+    assert storage.has_table("event_logs")  # found once, not asked again
+    assert storage.has_table("added_later")  # not found before: asked again
+    assert looked_up == ["added_later"]
+    storage.dispose()
