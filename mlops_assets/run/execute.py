@@ -66,11 +66,15 @@ def run_pipeline(
     # Dagster reads this switch from the environment only.
     os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
 
-    from mlops_assets.transform.parse import DbtParse, DbtParseError
+    from mlops_assets.transform.parse import DbtParse, DbtParseError, build_vars
 
     # Overlap the start-up: dbt parses in its process while this one imports the platform
-    # (Dagster, dagster-dbt and every stage); only the dbt assets wait for the manifest.
-    parsing = DbtParse(os.environ)
+    # (Dagster, dagster-dbt and every stage); only the dbt assets wait for the manifest. It
+    # parses for this run's build, which then starts from its state instead of a full parse.
+    parsing = DbtParse(
+        os.environ,
+        for_build=build_vars(str(settings.warehouse_path), settings.duckdb_memory_limit),
+    )
     from dagster._core.utils import make_new_run_id
 
     from mlops_assets.definitions import build_definitions

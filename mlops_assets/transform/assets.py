@@ -6,7 +6,6 @@ mirror their schema and table (``marts/loan_applications``), and dbt tests becom
 blocking for error severity.
 """
 
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from dagster_dbt import (
 
 from mlops_assets.faults import crash_point
 from mlops_assets.resources import WRITER_POOL, WarehouseResource
+from mlops_assets.transform.parse import build_vars
 from mlops_assets.transform.resource import PlatformDbtCli, dbt_project
 from mlops_assets.transform.table_metadata import attach_table_metadata
 from mlops_assets.warehouse import is_lock_error
@@ -142,8 +142,7 @@ def build_dbt_assets() -> dg.AssetsDefinition:
         # A subset of the models (a backfill launches each model once its raw days are in) runs
         # only the tests whose every parent is in the subset: `indirect_selection: cautious`
         # in dbt_project.yml.
-        warehouse_vars = {"warehouse_path": warehouse.path, "memory_limit": warehouse.memory_limit}
-        args = ["build", "--vars", json.dumps(warehouse_vars)]
+        args = ["build", "--vars", build_vars(warehouse.path, warehouse.memory_limit)]
         invocation = dbt.cli(args, context=context, target_path=Path(dbt.target_dir))
         try:
             if config.fetch_table_metadata:

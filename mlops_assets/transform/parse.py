@@ -1,6 +1,7 @@
 """`dbt parse`, started before anything heavy is imported: it runs in its own process while
 `mlops run` imports Dagster, dbt's adapter and the rest (this module imports neither)."""
 
+import json
 import os
 import re
 import shutil
@@ -35,6 +36,12 @@ def parse_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k not in PROFILE_VARIABLES}
 
 
+def build_vars(warehouse_path: str, memory_limit: str) -> str:
+    """The ``--vars`` of the platform's `dbt build`: the warehouse file and its memory limit,
+    which profiles.yml renders."""
+    return json.dumps({"warehouse_path": warehouse_path, "memory_limit": memory_limit})
+
+
 def dbt_executable() -> str:
     """The dbt installed next to this Python (the project's venv), else whatever is on PATH."""
     return str(VENV_DBT) if VENV_DBT.exists() else "dbt"
@@ -54,9 +61,16 @@ class DbtParse:
     another `mlops run` parsing at the same time, never reads half a file.
 
     ``environ``: the environment dbt runs in (the entry point's), less the variables the
-    profile renders (:func:`parse_environment`)."""
+    profile renders (:func:`parse_environment`).
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    ``for_build``: the ``--vars`` (:func:`build_vars`) of the build that is to follow, as
+    `mlops run` knows them. The parse then renders the profile exactly as that build will, in
+    the whole ``environ``, and the partial-parse state it leaves is the one the build's dbt
+    starts from (dagster-dbt copies it into a build's empty target directory): the build reads
+    only changed files instead of parsing everything again, on the run's critical path, while
+    this parse overlaps the run's start-up."""
+
+    def __init__(self, environ: Mapping[str, str], for_build: str | None = None) -> None:
         MANIFEST.parent.mkdir(parents=True, exist_ok=True)
         for stale in MANIFEST.parent.glob(".parse-*"):  # left by a killed process
             if time.time() - stale.stat().st_mtime > STALE_SECONDS:
@@ -65,6 +79,7 @@ class DbtParse:
         state = MANIFEST.parent / _KEPT[0]
         if state.exists():
             shutil.copy2(state, self._private / state.name)
+        build_options = [] if for_build is None else ["--vars", for_build]
         self._process = subprocess.Popen(
             [
                 dbt_executable(),
@@ -76,9 +91,10 @@ class DbtParse:
                 str(DBT_PROJECT_DIR),
                 "--target-path",
                 str(self._private),
+                *build_options,
             ],
             cwd=DBT_PROJECT_DIR,
-            env=parse_environment(environ),
+            env=parse_environment(environ) if for_build is None else dict(environ),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -139,3 +139,38 @@ def test_a_parse_for_another_home_reuses_the_partial_parse_state(tmp_path):
     again = parse(str(tmp_path / "two"), "3GB")
     assert "Unable to do partial parsing" not in again, again
     assert not (tmp_path / "one").exists() and not (tmp_path / "two").exists()
+
+
+def test_the_run_parse_leaves_the_state_its_build_starts_from(tmp_path, monkeypatch):
+    """`mlops run` parses for its build (the build's vars, the whole environment): dbt in the
+    build, given that state in its target directory as dagster-dbt does, reads only changed
+    files. Without the build's vars, the same build parses everything again."""
+    import shutil
+    import subprocess
+
+    from mlops_assets.transform import parse
+    from mlops_assets.transform.parse import DBT_PROJECT_DIR, build_vars
+
+    environ = {**os.environ, "MLOPS_HOME": str(tmp_path / "home")}
+    for_build = build_vars(str(tmp_path / "home" / "warehouse.duckdb"), "1GB")
+
+    def build_parse(published) -> str:
+        target = published.parent / "build-target"
+        target.mkdir()
+        shutil.copy(published.parent / "partial_parse.msgpack", target)
+        done = subprocess.run(
+            [
+                parse.dbt_executable(), "parse", "--profiles-dir", ".",
+                "--target-path", str(target), "--vars", for_build,
+            ],
+            cwd=DBT_PROJECT_DIR, env=environ, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return done.stdout
+
+    monkeypatch.setattr(parse, "MANIFEST", tmp_path / "for_build" / "manifest.json")
+    assert "Unable to do partial parsing" not in build_parse(
+        parse.DbtParse(environ, for_build=for_build).wait()
+    )
+    monkeypatch.setattr(parse, "MANIFEST", tmp_path / "plain" / "manifest.json")
+    assert "Unable to do partial parsing" in build_parse(parse.DbtParse(environ).wait())
+    assert not (tmp_path / "home").exists()  # a parse opens no warehouse
