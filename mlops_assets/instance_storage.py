@@ -19,6 +19,9 @@ handful of PRAGMA queries) and disposes of the engine for every event it stores,
 
 Measured on the reference machine: a write transaction 20.7 ms -> 0.7 ms.
 
+With the file held open, a write reaches the database file itself only at a checkpoint: the
+watchers that stream a run's events (the webserver's run page) react to its write-ahead log too.
+
 Everything else is Dagster's: the same files, schema, migrations, watchers and locking;
 connections are still opened per transaction (``NullPool``), so other processes (webserver,
 daemon, runs) see every commit at once, as before.
@@ -39,6 +42,8 @@ from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
+from watchdog.events import FileSystemEvent, PatternMatchingEventHandler
+from watchdog.observers import Observer
 
 KEPT_ENGINES = 64  # the most recently used files' engines (a webserver reads many runs)
 
@@ -67,6 +72,20 @@ class _Kept:
             self.keeper.close()
             self.keeper = None
         self.engine.dispose()
+
+
+class _RunLogWatchdog(sqlite_event_log.SqliteEventLogStorageWatchdog):
+    """Dagster's watcher of one run's file, which also wakes when the run's write-ahead log
+    changes (the only file a write touches between checkpoints)."""
+
+    def __init__(self, event_log_storage, run_id, callback, cursor, **kwargs) -> None:
+        super().__init__(event_log_storage, run_id, callback, cursor, **kwargs)
+        # The handler's patterns again, with the log's (the one thing Dagster's init fixes).
+        path = self._log_path
+        PatternMatchingEventHandler.__init__(self, patterns=[path, f"{path}-wal"], **kwargs)
+
+    def on_modified(self, event: FileSystemEvent) -> None:
+        self._process_log()
 
 
 class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
@@ -111,6 +130,17 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
         if table_name not in self._tables and super().has_table(table_name):
             self._tables.add(table_name)
         return table_name in self._tables
+
+    def watch(self, run_id: str, cursor: str | None, callback) -> None:
+        # Dagster's watch, with the watcher that also follows the write-ahead log.
+        if not self._obs:
+            self._obs = Observer()
+            self._obs.start()
+        watchdog = _RunLogWatchdog(self, run_id, callback, cursor)
+        self._watchers[run_id][callback] = (
+            watchdog,
+            self._obs.schedule(watchdog, self._base_dir, recursive=True),
+        )
 
     def _close_all(self) -> None:
         with self._db_lock:

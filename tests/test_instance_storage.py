@@ -117,3 +117,32 @@ def test_a_table_is_looked_up_until_it_is_found(tmp_path, monkeypatch):
     assert storage.has_table("added_later")  # not found before: asked again
     assert looked_up == ["added_later"]
     storage.dispose()
+
+
+def test_a_watcher_of_a_run_sees_each_event_as_another_writer_stores_it(tmp_path):
+    """The webserver streams a run's events by watching its file; the writer holds the file
+    open, so between checkpoints only the write-ahead log changes, and that wakes it too."""
+    import threading
+
+    writer, watcher = SqliteEventLogStorage(str(tmp_path)), SqliteEventLogStorage(str(tmp_path))
+    writer.store_event(_entry("live", "event 0"))
+    seen: list[str] = []
+    arrived = threading.Event()
+
+    def callback(entry, cursor) -> None:
+        seen.append(entry.user_message)
+        if len(seen) == 3:
+            arrived.set()
+
+    cursor = str(watcher.get_records_for_run("live").cursor)
+    watcher.watch("live", cursor, callback)
+    try:
+        for i in (1, 2, 3):
+            writer.store_event(_entry("live", f"event {i}"))
+        assert arrived.wait(20), seen
+        assert seen == ["event 1", "event 2", "event 3"]
+        assert (tmp_path / "live.db-wal").exists()  # no checkpoint woke the watcher
+    finally:
+        watcher.end_watch("live", callback)
+        watcher.dispose()
+        writer.dispose()
