@@ -71,10 +71,8 @@ def run_pipeline(
     # Overlap the start-up: dbt parses in its process while this one imports the platform
     # (Dagster, dagster-dbt and every stage); only the dbt assets wait for the manifest. It
     # parses for this run's build, which then starts from its state instead of a full parse.
-    parsing = DbtParse(
-        os.environ,
-        for_build=build_vars(str(settings.warehouse_path), settings.duckdb_memory_limit),
-    )
+    for_build = build_vars(str(settings.warehouse_path), settings.duckdb_memory_limit)
+    parsing = DbtParse(os.environ, for_build=(for_build, settings.dbt_target_dir))
     from dagster._core.utils import make_new_run_id
 
     from mlops_assets.definitions import build_definitions

@@ -63,14 +63,17 @@ class DbtParse:
     ``environ``: the environment dbt runs in (the entry point's), less the variables the
     profile renders (:func:`parse_environment`).
 
-    ``for_build``: the ``--vars`` (:func:`build_vars`) of the build that is to follow, as
-    `mlops run` knows them. The parse then renders the profile exactly as that build will, in
-    the whole ``environ``, and the partial-parse state it leaves is the one the build's dbt
-    starts from (dagster-dbt copies it into a build's empty target directory): the build reads
-    only changed files instead of parsing everything again, on the run's critical path, while
-    this parse overlaps the run's start-up."""
+    ``for_build``: the ``--vars`` (:func:`build_vars`) of the build that is to follow and its
+    target directory, as `mlops run` knows them. The parse then renders the profile exactly as
+    that build will, in the whole ``environ``, and leaves its partial-parse state in the build's
+    target directory too: the build's dbt reads only changed files instead of parsing every
+    file again on the run's critical path, while this parse overlaps the run's start-up. (The
+    state published next to the manifest is shared by every home and every parse of this
+    checkout, so it cannot serve as the build's.)"""
 
-    def __init__(self, environ: Mapping[str, str], for_build: str | None = None) -> None:
+    def __init__(
+        self, environ: Mapping[str, str], for_build: tuple[str, Path] | None = None
+    ) -> None:
         MANIFEST.parent.mkdir(parents=True, exist_ok=True)
         for stale in MANIFEST.parent.glob(".parse-*"):  # left by a killed process
             if time.time() - stale.stat().st_mtime > STALE_SECONDS:
@@ -79,7 +82,8 @@ class DbtParse:
         state = MANIFEST.parent / _KEPT[0]
         if state.exists():
             shutil.copy2(state, self._private / state.name)
-        build_options = [] if for_build is None else ["--vars", for_build]
+        self._build_target = None if for_build is None else for_build[1]
+        build_options = [] if for_build is None else ["--vars", for_build[0]]
         self._process = subprocess.Popen(
             [
                 dbt_executable(),
@@ -108,6 +112,12 @@ class DbtParse:
                 raise DbtParseError(
                     f"dbt parse failed (exit {self._process.returncode}): {message}"
                 )
+            state = self._private / _KEPT[0]
+            if self._build_target is not None and state.exists():
+                self._build_target.mkdir(parents=True, exist_ok=True)
+                copied = self._build_target / f".{state.name}.{os.getpid()}"
+                shutil.copy2(state, copied)
+                os.replace(copied, self._build_target / state.name)
             for name in _KEPT:  # the manifest last: whoever sees it sees its state too
                 # (no partial-parse state when DBT_PARTIAL_PARSE=false; a manifest always)
                 if name == MANIFEST.name or (self._private / name).exists():

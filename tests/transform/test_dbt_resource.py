@@ -3,6 +3,7 @@ the parse started before Dagster is imported writes where Dagster reads."""
 
 import os
 from importlib import metadata
+from pathlib import Path
 
 import dagster_dbt.core.resource as dbt_core_resource
 import pytest
@@ -142,9 +143,10 @@ def test_a_parse_for_another_home_reuses_the_partial_parse_state(tmp_path):
 
 
 def test_the_run_parse_leaves_the_state_its_build_starts_from(tmp_path, monkeypatch):
-    """`mlops run` parses for its build (the build's vars, the whole environment): dbt in the
-    build, given that state in its target directory as dagster-dbt does, reads only changed
-    files. Without the build's vars, the same build parses everything again."""
+    """`mlops run` parses for its build (the build's vars, the whole environment) and leaves
+    that state in the build's target directory: the build's dbt reads only changed files, even
+    when another home's parse published its own state since. From the plain parse's state,
+    the same build parses everything again."""
     import shutil
     import subprocess
 
@@ -154,10 +156,7 @@ def test_the_run_parse_leaves_the_state_its_build_starts_from(tmp_path, monkeypa
     environ = {**os.environ, "MLOPS_HOME": str(tmp_path / "home")}
     for_build = build_vars(str(tmp_path / "home" / "warehouse.duckdb"), "1GB")
 
-    def build_parse(published) -> str:
-        target = published.parent / "build-target"
-        target.mkdir()
-        shutil.copy(published.parent / "partial_parse.msgpack", target)
+    def build_parse(target: Path) -> str:
         done = subprocess.run(
             [
                 parse.dbt_executable(), "parse", "--profiles-dir", ".",
@@ -167,10 +166,15 @@ def test_the_run_parse_leaves_the_state_its_build_starts_from(tmp_path, monkeypa
         )  # fmt: skip
         return done.stdout
 
-    monkeypatch.setattr(parse, "MANIFEST", tmp_path / "for_build" / "manifest.json")
-    assert "Unable to do partial parsing" not in build_parse(
-        parse.DbtParse(environ, for_build=for_build).wait()
-    )
-    monkeypatch.setattr(parse, "MANIFEST", tmp_path / "plain" / "manifest.json")
-    assert "Unable to do partial parsing" in build_parse(parse.DbtParse(environ).wait())
-    assert not (tmp_path / "home").exists()  # a parse opens no warehouse
+    monkeypatch.setattr(parse, "MANIFEST", tmp_path / "published" / "manifest.json")
+    build_target = tmp_path / "home" / "dbt" / "target"
+    parse.DbtParse(environ, for_build=(for_build, build_target)).wait()
+    # Another home's parse publishes its state after this one's: the build keeps its own.
+    parse.DbtParse(environ).wait()
+    assert "Unable to do partial parsing" not in build_parse(build_target)
+    # The control: the build started from the plain parse's state parses everything again.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    shutil.copy(tmp_path / "published" / "partial_parse.msgpack", plain)
+    assert "Unable to do partial parsing" in build_parse(plain)
+    assert not (tmp_path / "home" / "warehouse.duckdb").exists()  # a parse opens no warehouse
