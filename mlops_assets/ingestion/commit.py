@@ -72,19 +72,23 @@ def replace_rows(
     write_sealed(con, rel, spec, sealed, replacing=replacing, vault_keys=vault_keys)
     # Unknown columns of a personal-data feed may identify: they go to the vault instead.
     extras_sql = "null" if spec.has_personal_data else extra_json_sql(extras)
-    key_join_sql = "join _keys using (_record)" if spec.pseudonymise else ""
     values_sql = ", ".join(
         spec.generalised[c].sql() if c in spec.generalised else ident(c) for c in spec.raw_columns
     )
     target_sql = ", ".join(ident(c) for c in [*spec.raw_columns, *LINEAGE_COLUMNS])
-    con.execute(
-        f"""
-        insert into {raw_sql} ({target_sql})
-        select {values_sql}, {extras_sql}, ?, _line_number, now()
-        from _placed {key_join_sql} where _problem is null order by _record
-        """,
-        [rel],
-    )
+    # The records' lineage (and pseudonyms) line up with _records row for row, in file order.
+    con.register("_sealed_records", sealed.records)
+    try:
+        con.execute(
+            f"""
+            insert into {raw_sql} ({target_sql})
+            select {values_sql}, {extras_sql}, ?, _line_number, now()
+            from _records positional join _sealed_records where _good
+            """,
+            [rel],
+        )
+    finally:
+        con.unregister("_sealed_records")
 
 
 def commit_file(

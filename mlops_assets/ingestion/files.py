@@ -72,6 +72,13 @@ def shown(name: str) -> str:
     return name if PLAIN_NAME.match(name) else json.dumps(name)
 
 
+def changed_message(rel: str) -> str:
+    return (
+        f"{rel}: changed or removed while it was being read — nothing loaded; the file as it "
+        "is then is loaded on the next run"
+    )
+
+
 def changed_since(path: Path, sha: str) -> bool:
     """Whether the file's content is no longer ``sha`` (or the file is gone)."""
     try:
@@ -80,29 +87,15 @@ def changed_since(path: Path, sha: str) -> bool:
         return True
 
 
-def line_endings(path: Path) -> Literal["lf", "cr", "mixed"]:
-    """How the file's lines end, from one streamed pass (1 MiB at a time, counted in C): ``lf``
-    (LF or CRLF throughout: DuckDB reads the file as it is), ``cr`` (classic Mac, CR only) or
-    ``mixed`` (CRLF and LF)."""
-    lf = cr = crlf = 0
-    previous_cr = False
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            lf += block.count(b"\n")
-            cr += block.count(b"\r")
-            crlf += block.count(b"\r\n") + (previous_cr and block.startswith(b"\n"))
-            previous_cr = block.endswith(b"\r")
-    if cr and not lf:
-        return "cr"
-    return "mixed" if 0 < crlf < lf else "lf"
-
-
 @contextlib.contextmanager
-def readable(path: Path, scratch: Path | None) -> Iterator[Path]:
-    """The file DuckDB reads: ``path`` itself, or for CR-only or mixed line endings a copy (in a
-    temporary folder under ``scratch``) whose lines all end in LF. Strict CSV parsing refuses
-    mixed endings; the copy keeps every line, so line numbers stay those of ``path``."""
-    endings = line_endings(path)
+def readable(
+    path: Path, scratch: Path | None, endings: Literal["lf", "cr", "mixed"]
+) -> Iterator[Path]:
+    """The file DuckDB reads: ``path`` itself, or for CR-only or mixed line ``endings`` (from
+    :func:`~.lines.index_lines`: ``lf`` is LF or CRLF throughout, ``cr`` classic Mac, ``mixed``
+    CRLF and LF) a copy (in a temporary folder under ``scratch``) whose lines all end in LF.
+    Strict CSV parsing refuses mixed endings; the copy keeps every line, so line numbers stay
+    those of ``path``."""
     if endings == "lf":
         yield path
         return

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 
@@ -202,19 +203,26 @@ class NotARegularFile(OSError):
         super().__init__(errno.EINVAL, "not a regular file (replaced since it was found)", path)
 
 
-def sha256_of(path: Path) -> str:
-    """The sha256 of a regular file's content. A symbolic link is not followed and anything
-    else (a FIFO put in the file's place) raises :class:`NotARegularFile` at once instead of
-    blocking."""
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading in binary, if it is a regular file. A symbolic link is not
+    followed and anything else (a FIFO put in the file's place) raises
+    :class:`NotARegularFile` at once instead of blocking."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as error:
         if error.errno == errno.ELOOP:  # a symbolic link
             raise NotARegularFile(path) from None
         raise
-    with open(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotARegularFile(path)
+    handle = open(fd, "rb")  # noqa: SIM115 (the caller closes it)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise NotARegularFile(path)
+    return handle
+
+
+def sha256_of(path: Path) -> str:
+    """The sha256 of a regular file's content (:func:`open_regular`)."""
+    with open_regular(path) as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 

@@ -39,6 +39,7 @@ from mlops_assets.ingestion.files import (
     FILE_ACCESS_ERRORS,
     FILE_CONTENT_ERRORS,
     IngestionError,
+    changed_message,
     changed_since,
     duckdb_message,
     extra_names,
@@ -96,32 +97,30 @@ def ingest_file(
         columns = read_header(path, rel, spec)
         extras = extra_names(rel, spec, columns, identifier_names)
         # Parse into temporary tables first; the warehouse is touched only in the transaction.
-        data_lines, loaded, quarantined = parse(con, rel, path, spec, columns, extras, scratch)
+        staged = parse(con, rel, path, sha, spec, columns, extras, scratch)
         if changed_since(path, sha):
-            # Rewritten or replaced while DuckDB read it (twice: its lines, then its records):
-            # what was read may mix two versions, and the ledger would name the wrong one.
+            # Rewritten or replaced while read (twice: its lines, then its records): what was
+            # read may mix two versions, and the ledger would name the wrong one.
+            raise IngestionError(changed_message(rel))
+        if staged.loaded + staged.quarantined != staged.data_lines:
             raise IngestionError(
-                f"{rel}: changed or removed while it was being read — nothing loaded; the file "
-                "as it is then is loaded on the next run"
-            )
-        if loaded + quarantined != data_lines:
-            raise IngestionError(
-                f"{rel}: {data_lines} data lines but {loaded} readable + {quarantined} "
-                "quarantined — the file's line structure could not be reconciled, nothing loaded"
+                f"{rel}: {staged.data_lines} data lines but {staged.loaded} readable + "
+                f"{staged.quarantined} quarantined — the file's line structure could not be "
+                "reconciled, nothing loaded"
             )
         result = FileResult(
             rel,
             spec.name,
             "replaced" if known else "loaded",
             partition_key,
-            data_lines=data_lines,
-            rows_loaded=loaded,
-            rows_quarantined=quarantined,
+            data_lines=staged.data_lines,
+            rows_loaded=staged.loaded,
+            rows_quarantined=staged.quarantined,
             extra_columns=tuple(extras),
         )
         # Identifiers are pseudonymised and encrypted from the staging tables, before the
         # transaction (and outside the commit turn: the slow Python part of a customers file).
-        sealed = seal(con, rel, spec, keyring, extras)
+        sealed = seal(con, rel, spec, keyring, extras, staged)
         crash_point("ingest.staged")
         commit_file(
             con,

@@ -15,20 +15,23 @@ nothing a file holds becomes SQL text.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from mlops_assets.ingestion.files import (
     STOPPING_ERRORS,
     IngestionError,
+    changed_message,
     duckdb_message,
     out_of_space,
     readable,
     shown,
 )
+from mlops_assets.ingestion.lines import LineIndex, index_lines
 from mlops_assets.ingestion.sources import SourceSpec
 from mlops_assets.sql import glob_literal, ident, literal, qualified
 
@@ -45,20 +48,43 @@ BLANK_CHARS = (
 BLANK_PATTERN = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in BLANK_CHARS) + "]*"
 
 
+@dataclass
+class Staged:
+    """A parsed file: its counts, its records' line numbers and whether each is loaded (in
+    ``records``, one row per record of ``_records``, in order) and its quarantined lines as
+    (line number, reason, text)."""
+
+    data_lines: int
+    loaded: int
+    quarantine: list[tuple[int, str, str]]
+    records: pa.Table  # _line_number (null: no line left for it), _good
+
+    @property
+    def quarantined(self) -> int:
+        return len(self.quarantine)
+
+
 def parse(
     con: duckdb.DuckDBPyConnection,
     rel: str,
     path: Path,
+    sha: str,
     spec: SourceSpec,
     columns: list[str],
     extras: dict[str, str],
     scratch: Path | None,
-) -> tuple[int, int, int]:
-    """:func:`stage` the file; any DuckDB error while parsing it is the file's (it fails
+) -> Staged:
+    """Index the file's lines (:func:`~.lines.index_lines`, which must find the content
+    ``sha``) and :func:`stage` it; any DuckDB error while parsing it is the file's (it fails
     alone), except :data:`STOPPING_ERRORS`."""
     try:
-        with readable(path, scratch) as file:
-            return stage(con, rel, file, spec, columns, extras)
+        index = index_lines(path)
+        if index.sha256 != sha:
+            raise IngestionError(changed_message(rel))
+        with readable(path, scratch, index.endings) as file:
+            if file != path:  # a copy with every line ending in LF: same lines, same numbers
+                index = index_lines(file)
+            return stage(con, rel, file, index, spec, columns, extras)
     except STOPPING_ERRORS:
         raise
     except duckdb.Error as error:
@@ -69,246 +95,164 @@ def parse(
         ) from error
 
 
-STAGING_TABLES = (
-    "_physical",
-    "_line_rejects",
-    "_line_reject_scans",
-    "_lines",
-    "_records",
-    "_rejects",
-    "_keys",
-    "_reject_scans",
-    "_quarantine",
-    "_free",
-    "_placed",
-)
+STAGING_TABLES = ("_records", "_rejects", "_reject_scans")
 
 
-def _reject_reason_sql(spec: SourceSpec) -> str:
+def _reject_reason(spec: SourceSpec, error_type: str, column: str | None) -> str:
     """Why the CSV reader rejected a record, from the kind of error and the column only (never
     DuckDB's message, which quotes the value): 'amount: not a valid double'."""
-    kinds_sql = " ".join(
-        f"when column_name = {literal(c)} then {literal(t.lower())}"
-        for c, t in spec.columns.items()
-        if t != "VARCHAR"
+    if error_type == "CAST" and column is not None:
+        kind = spec.columns.get(column, "VARCHAR")
+        return f"{column}: not a valid {'value' if kind == 'VARCHAR' else kind.lower()}"
+    if error_type == "INVALID ENCODING":
+        return "not UTF-8 text"
+    if error_type == "LINE SIZE OVER MAXIMUM":
+        return f"longer than {MAX_LINE_BYTES} bytes"
+    return error_type.lower()
+
+
+def _non_blank_lines(text: str) -> int:
+    """The lines of ``text`` holding more than spaces and CRs."""
+    return sum(1 for line in text.split("\n") if line.strip("\r "))
+
+
+def _rejected_records(
+    con: duckdb.DuckDBPyConnection, spec: SourceSpec
+) -> list[tuple[int, str, int | None]]:
+    """The records DuckDB rejected as (line_byte_position, reasons, data lines spanned): every
+    error of a record is a row of ``_rejects`` at its position (the reasons are joined, sorted);
+    its span is the non-blank lines of DuckDB's copy of it (None: no copy)."""
+    reasons: dict[int, set[str]] = {}
+    spans: dict[int, int | None] = {}
+    for position, error_type, column, line in con.execute(
+        "select line_byte_position, error_type, column_name, csv_line from _rejects"
+    ).fetchall():
+        reasons.setdefault(position, set()).add(_reject_reason(spec, error_type, column))
+        span = None if line is None else _non_blank_lines(line)
+        earlier = spans.get(position)
+        spans[position] = span if earlier is None else max(earlier, span or 0)
+    return [(p, "; ".join(sorted(r)), spans[p]) for p, r in reasons.items()]
+
+
+def _odd_records(
+    con: duckdb.DuckDBPyConnection, spec: SourceSpec, names: list[str], labels: dict[str, str]
+) -> list[tuple[int, int, str | None]]:
+    """The records of ``_records`` that are not one readable line each, as (rowid, data lines
+    spanned, problem or None). A quoted value may contain a line break (a blank line inside a
+    value is no data line); a required value may be empty (only what ``str.strip`` removes);
+    a value may hold a NUL. DuckDB finds the few such records with a plain filter (cheap to
+    plan); Python says what is wrong with them. Expressions over all columns are flat (one
+    function of n arguments): a chain of n operators would exceed DuckDB's expression depth
+    at a few thousand columns."""
+    text = [n for n in names if spec.columns.get(n, "VARCHAR") == "VARCHAR"]
+    joined_sql = "concat_ws('', " + ", ".join(ident(n) for n in text) + ")"
+    empty_sql = ", ".join(
+        f"{ident(c)} is null"
+        + (
+            f" or regexp_full_match({ident(c)}, {literal(BLANK_PATTERN)})"
+            if spec.columns[c] == "VARCHAR"
+            else ""
+        )
+        for c in spec.required_values
     )
-    return f"""
-        case error_type
-            when 'CAST' then column_name || ': not a valid '
-                || case when false then null {kinds_sql} else 'value' end
-            when 'INVALID ENCODING' then 'not UTF-8 text'
-            when 'LINE SIZE OVER MAXIMUM' then {literal(f"longer than {MAX_LINE_BYTES} bytes")}
-            else lower(error_type)
-        end
-    """
+    selected = list(dict.fromkeys([*spec.required_values, *text]))
+    rows = con.execute(
+        f"select rowid, {', '.join(ident(n) for n in selected)} from _records "
+        f"where regexp_matches({joined_sql}, '[\\n\\x00]') "
+        f"or list_contains([{empty_sql}], true) order by rowid"
+    ).fetchall()
+    odd = []
+    for rowid, *values in rows:
+        value = dict(zip(selected, values, strict=True))
+        problems = [
+            f"{c} is empty"
+            for c in spec.required_values
+            if value[c] is None or (spec.columns[c] == "VARCHAR" and not value[c].strip())
+        ]
+        span = 1
+        for n in text:
+            if value[n] is not None and "\n" in value[n]:
+                parts = value[n].split("\n")
+                span += len(parts) - 1 - sum(1 for part in parts[1:-1] if not part.strip("\r "))
+                problems.append(f"line break inside the value of {labels.get(n, n)}")
+        problems += [
+            f"NUL character in the value of {labels.get(n, n)}"
+            for n in text
+            if value[n] is not None and "\0" in value[n]
+        ]
+        odd.append((rowid, span, "; ".join(problems) or None))
+    return odd
 
 
 def stage(
     con: duckdb.DuckDBPyConnection,
     rel: str,
     file: Path,
+    index: LineIndex,
     spec: SourceSpec,
     columns: list[str],
     extras: dict[str, str],
-) -> tuple[int, int, int]:
-    """Parse the file into temporary tables: ``_placed`` (readable records with their line) and
-    ``_quarantine`` (one row per rejected physical line). Return (lines, loaded, quarantined)."""
+) -> Staged:
+    """Read the file's records into ``_records`` and account for every data line of
+    ``index``: each is a readable record's or quarantined with its reason."""
     names = [extras.get(c, c) for c in columns]  # what DuckDB reads each column as, file order
     labels = {name: shown(c) for c, name in extras.items()}  # how a reason names an extra
     types_sql = ", ".join(f"{literal(n)}: {literal(spec.columns.get(n, 'VARCHAR'))}" for n in names)
-    data_lines, not_text = _read_lines(con, file)
-    if not_text and not_text * 2 > data_lines:
+    data = index.data_lines
+    if index.not_text and index.not_text * 2 > len(data):
         raise IngestionError(
-            f"{rel}: {not_text} of {data_lines} lines are not UTF-8 text — re-export the file as "
-            "UTF-8; nothing loaded"
+            f"{rel}: {index.not_text} of {len(data)} lines are not UTF-8 text — re-export the "
+            "file as UTF-8; nothing loaded"
         )
-    read_records(con, file, types_sql)
+    records = read_records(con, file, types_sql)
     # Each rejected record covers one or more data lines (a quoted line break, an unterminated
     # quote); every covered line is quarantined with the record's reasons. DuckDB's ``line``
     # counts records, not lines, once a value held a line break: a record is placed by its
-    # byte position instead (:func:`_lines_at`), on the first data line from there on (blank
+    # byte position instead (``index.lines_at``), on the first data line from there on (blank
     # lines before a record are part of its text to DuckDB), and covers the data lines it spans.
-    positions = [
-        p for (p,) in con.execute("select distinct line_byte_position from _rejects").fetchall()
-    ]
-    con.register(
-        "_reject_positions",
-        pd.DataFrame({"position": positions, "line_number": _lines_at(file, positions)}),
-    )
-    try:
-        con.execute(
-            f"""
-            create or replace temp table _quarantine as
-            with rejected as (
-                select line_byte_position as position,
-                    string_agg(distinct reason, '; ' order by reason) as reason,
-                    max(len(list_filter(string_split(csv_line, chr(10)),
-                        lambda x: trim(x, chr(13) || ' ') <> ''))) as span
-                from (select *, {_reject_reason_sql(spec)} as reason from _rejects)
-                group by line_byte_position
-            ),
-            ordered as (
-                select *, row_number() over (order by line_number) as ordinal from _lines
-            ),
-            started as (  -- a record of blanks (a line of spaces) is no data line
-                select r.reason, coalesce(r.span, 1) as span, o.ordinal
-                from rejected r join _reject_positions p using (position)
-                asof join ordered o on o.line_number >= p.line_number
-                where coalesce(r.span, 1) > 0
-            )
-            select l.line_number, any_value(s.reason order by s.ordinal) as reason,
-                any_value(l.raw_line) as raw_line
-            from started s join ordered l
-              on l.ordinal between s.ordinal and s.ordinal + s.span - 1
-            group by l.line_number
-            """
+    rejected = _rejected_records(con, spec)
+    reasons: dict[int, str] = {}  # data line -> reason
+    if rejected:
+        firsts = np.searchsorted(data, index.lines_at([p for p, _, _ in rejected]), side="left")
+        started = sorted(
+            (int(first), reason, 1 if span is None else span)
+            for first, (_, reason, span) in zip(firsts, rejected, strict=True)
+            if span is None or span > 0  # a record of blanks (a line of spaces) is no data line
         )
-    finally:
-        con.unregister("_reject_positions")
-    con.execute(
-        """
-        create or replace temp table _free as
-        select line_number, raw_line, row_number() over (order by line_number) as slot
-        from _lines where line_number not in (select line_number from _quarantine)
-        """
-    )
+        for first, reason, span in started:  # the earliest record's reason wins
+            for line in data[first : first + span].tolist():
+                reasons.setdefault(line, reason)
+    free = data[~np.isin(data, np.fromiter(reasons, np.int64, len(reasons)))] if reasons else data
     # Place readable records on the lines nobody else claimed: record k starts on the next free
-    # line after the data lines records 1..k-1 spanned (a quoted value may contain a line break;
-    # a blank line inside a value is no data line).
-    # Expressions over all columns are flat (one function of n arguments): a chain of n
-    # operators would exceed DuckDB's expression depth at a few thousand columns.
-    text = [n for n in names if spec.columns.get(n, "VARCHAR") == "VARCHAR"]
-    joined_sql = "concat_ws('', " + ", ".join(ident(n) for n in text) + ")"
-    blank_inside_sql = (
-        "list_sum(["
-        + ", ".join(
-            f"len(list_filter(string_split({ident(n)}, chr(10))[2:-2], "
-            "lambda x: trim(x, chr(13) || ' ') = ''))"
-            for n in text
-        )
-        + "])"
-    )
-    problems_sql = ", ".join(
-        [
-            f"case when {ident(c)} is null"
-            + (
-                f" or regexp_full_match({ident(c)}, {literal(BLANK_PATTERN)})"
-                if spec.columns[c] == "VARCHAR"
-                else ""
+    # line after the data lines records 1..k-1 spanned.
+    spans = np.ones(records, np.int64)
+    good = np.ones(records, bool)
+    problems = _odd_records(con, spec, names, labels)
+    for rowid, span, _ in problems:
+        spans[rowid] = span
+    slots = np.cumsum(spans) - spans
+    for rowid, _, problem in problems:
+        if problem is not None:
+            good[rowid] = False
+            for line in free[slots[rowid] : slots[rowid] + spans[rowid]].tolist():
+                reasons[line] = problem
+    placed = slots < len(free)  # else no data line is left for the record: the file fails
+    on_line = free[np.minimum(slots, len(free) - 1)] if len(free) else np.zeros(records, np.int64)
+    line_numbers = pa.array(on_line, pa.int64(), mask=~placed)
+    quarantined = sorted(reasons)
+    return Staged(
+        data_lines=len(data),
+        loaded=int(np.count_nonzero(good)),
+        quarantine=list(
+            zip(
+                quarantined,
+                [reasons[n] for n in quarantined],
+                index.texts(file, quarantined),
+                strict=True,
             )
-            + f" then {literal(f'{c} is empty')} end"
-            for c in spec.required_values
-        ]
-        + [
-            f"case when contains({ident(n)}, chr(10)) then "
-            f"{literal('line break inside the value of ' + labels.get(n, n))} end"
-            for n in text
-        ]
-        + [
-            f"case when contains({ident(n)}, chr(0)) then "
-            f"{literal('NUL character in the value of ' + labels.get(n, n))} end"
-            for n in text
-        ]
-    )
-    con.execute(
-        f"""
-        create or replace temp table _placed as
-        with records as (
-            select *, rowid as _record,
-                   case when contains({joined_sql}, chr(10))
-                        then 1 + len({joined_sql}) - len(replace({joined_sql}, chr(10), ''))
-                             - {blank_inside_sql}
-                        else 1 end as _span,
-                   nullif(concat_ws('; ', {problems_sql}), '') as _problem
-            from _records
         ),
-        positioned as (
-            select *, sum(_span) over (order by _record) - _span + 1 as _slot from records
-        )
-        select p.*, f.line_number as _line_number
-        from positioned p left join _free f on f.slot = p._slot
-        """
+        records=pa.table({"_line_number": line_numbers, "_good": pa.array(good)}),
     )
-    con.execute(
-        """
-        insert into _quarantine
-        select f.line_number, p._problem, f.raw_line
-        from _placed p join _free f on f.slot between p._slot and p._slot + p._span - 1
-        where p._problem is not null
-        """
-    )
-    return (
-        data_lines,
-        con.execute("select count(*) from _placed where _problem is null").fetchone()[0],
-        con.execute("select count(*) from _quarantine").fetchone()[0],
-    )
-
-
-def _lines_at(file: Path, positions: list[int]) -> np.ndarray:
-    """The physical line (1-based) of each of DuckDB's ``line_byte_position``: one plus the
-    line breaks before it. The position is 1-based, of the first byte after the previous
-    record's line break (of the LF of a CRLF: DuckDB ends a line at its CR), so the breaks at
-    0-based offsets below it come before; blank lines may follow before the record's text. One
-    streamed pass, the breaks found and counted by numpy."""
-    wanted = np.asarray(positions, dtype=np.int64)
-    before = np.zeros(len(wanted), dtype=np.int64)
-    if not positions:
-        return before
-    offset = 0
-    with open(file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            breaks = np.flatnonzero(np.frombuffer(block, np.uint8) == ord("\n")) + offset
-            before += np.searchsorted(breaks, wanted, side="left")
-            offset += len(block)
-    return before + 1
-
-
-def _read_lines(con: duckdb.DuckDBPyConnection, file: Path) -> tuple[int, int]:
-    """The file's data lines (not the header, not blank) with their numbers into ``_lines``: the
-    unit of accounting. Return (data lines, lines that are not text: not UTF-8 or with a NUL).
-
-    DuckDB reads each line as one unquoted field, in C and streamed. A line that is not UTF-8
-    or longer than ``MAX_LINE_BYTES`` is a reject of that read, kept with DuckDB's copy of it
-    ('?' for bytes that are not UTF-8, the first 10,000 characters of a long line); a line with
-    the separator (U+0001) is a reject kept whole. Rows keep the file's order, so the k-th row
-    is on the k-th line number that is not a reject."""
-    for table in ("_line_rejects", "_line_reject_scans"):
-        con.execute(f"drop table if exists {qualified('temp', table)}")
-    con.execute(
-        f"""
-        create or replace temp table _physical as select raw_line from read_csv(
-            {literal(glob_literal(file))}, header = false, auto_detect = false, delim = chr(1),
-            quote = '', escape = '', strict_mode = true, columns = {{'raw_line': 'VARCHAR'}},
-            max_line_size = {int(MAX_LINE_BYTES)}, store_rejects = true,
-            rejects_table = '_line_rejects', rejects_scan = '_line_reject_scans')
-        """
-    )
-    con.execute(
-        """
-        create or replace temp table _lines as
-        with rejected as (
-            select line as line_number, trim(any_value(csv_line), chr(10) || chr(13)) as raw_line,
-                   bool_or(error_type = 'INVALID ENCODING') as not_utf8
-            from _line_rejects group by line
-        ),
-        numbered as (
-            select n as line_number, row_number() over (order by n) - 1 as k
-            from range(1, 1 + (select count(*) from _physical)
-                             + (select count(*) from rejected)) as t(n)
-            where n not in (select line_number from rejected)
-        ),
-        lines as (
-            select n.line_number, p.raw_line, false as not_utf8
-            from numbered n join (select rowid as k, raw_line from _physical) p using (k)
-            union all
-            select line_number, raw_line, not_utf8 from rejected
-        )
-        select line_number, raw_line, not_utf8 or contains(raw_line, chr(0)) as not_text
-        from lines
-        where line_number > 1 and trim(coalesce(raw_line, ''), chr(13) || ' ') <> ''
-        """
-    )
-    return con.execute("select count(*), count(*) filter (where not_text) from _lines").fetchone()
 
 
 def extra_json_sql(extras: dict[str, str]) -> str:
@@ -323,15 +267,14 @@ def extra_json_sql(extras: dict[str, str]) -> str:
     )
 
 
-def read_records(con: duckdb.DuckDBPyConnection, file: Path, types_sql: str) -> None:
-    """Read the file's records into ``_records``; unreadable ones land in ``_rejects``.
+def read_records(con: duckdb.DuckDBPyConnection, file: Path, types_sql: str) -> int:
+    """Read the file's records into ``_records`` (a table keeps the reader's order, so rowid is
+    the record's position in the file); unreadable ones land in ``_rejects``. Return the
+    records read.
 
     The reader runs in strict mode, so a line with too many fields is rejected rather than cut
     (the file's line endings are uniform: see :func:`files.readable`)."""
-    for table in ("_rejects", "_reject_scans"):
-        con.execute(f"drop table if exists {qualified('temp', table)}")
-    # A table keeps the reader's order, so rowid is the record's position in the file.
-    con.execute(
+    [(count,)] = con.execute(
         f"""
         create or replace temp table _records as select * from read_csv(
             {literal(glob_literal(file))},
@@ -339,7 +282,8 @@ def read_records(con: duckdb.DuckDBPyConnection, file: Path, types_sql: str) -> 
             strict_mode = true, columns = {{{types_sql}}}, max_line_size = {int(MAX_LINE_BYTES)},
             store_rejects = true, rejects_table = '_rejects', rejects_scan = '_reject_scans')
         """
-    )
+    ).fetchall()
+    return count
 
 
 def drop_staging(con: duckdb.DuckDBPyConnection) -> None:

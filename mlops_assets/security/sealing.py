@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from mlops_assets.ingestion.sources import SourceSpec
-from mlops_assets.ingestion.staging import extra_json_sql
+from mlops_assets.ingestion.staging import Staged, extra_json_sql
 from mlops_assets.security.keyring import Keyring
 from mlops_assets.security.vault import (
     PII_TABLE,
@@ -37,10 +38,13 @@ QUARANTINE_COLUMNS_SQL = (
 
 @dataclass
 class Sealed:
-    """A file's vault cells (feeds with personal data) and quarantined lines, encrypted."""
+    """A file's vault cells (feeds with personal data) and quarantined lines, encrypted, and its
+    records' lineage: ``records`` is the staged one (one row per record of ``_records``, in
+    order: ``_line_number``, ``_good``) with ``customer_key`` for a pseudonymised feed."""
 
     pii: pa.Table | None
     quarantine: pa.Table
+    records: pa.Table
 
 
 def record_cell(rel: str, line: int | str) -> str:
@@ -54,40 +58,46 @@ def seal(
     spec: SourceSpec,
     keyring: Keyring,
     extras: dict[str, str],
+    staged: Staged,
 ) -> Sealed:
     """Quarantined lines encrypted (of every feed: an unparsed line may hold anything); for a
-    feed with personal data also pseudonyms into ``_keys`` (temp) and identifiers and extra
-    columns encrypted.
+    feed with personal data also pseudonyms (``customer_key`` of ``records``) and identifiers
+    and extra columns encrypted.
 
     A feed with identifiers (one row per customer) keeps a customer's extras as one vault cell
     beside their identifiers, the latest winning like theirs; an event feed keeps each
     record's extras as a cell of its customer named by the record's line (:func:`record_cell`)."""
     pii = None
+    records = staged.records
     if spec.pseudonymise:
         selected_sql = ", ".join(ident(c) for c in [spec.pseudonymise, *spec.identifiers])
-        frame = con.execute(
-            f"select _record, _line_number, {selected_sql}, "
-            f"{extra_json_sql(extras)} as _extra_columns "
-            "from _placed where _problem is null order by _record"
-        ).df()
+        con.register("_staged_records", records)
+        try:
+            frame = con.execute(
+                f"select {selected_sql}, {extra_json_sql(extras)} as _extra_columns "
+                "from _records positional join _staged_records where _good"
+            ).df()
+        finally:
+            con.unregister("_staged_records")
         # One HMAC per id: pseudonyms are per value by nature (hashlib does the work in C).
-        frame["customer_key"] = keyring.pseudonyms(frame[spec.pseudonymise].tolist())
-        con.register("_keys_frame", frame[["_record", "customer_key"]])
-        con.execute("create or replace temp table _keys as select * from _keys_frame")
-        con.unregister("_keys_frame")
+        keys = keyring.pseudonyms(frame[spec.pseudonymise].tolist())
+        frame["customer_key"] = keys
+        good = records["_good"].to_numpy(zero_copy_only=False)
+        # Each record's key, null for the records not loaded.
+        taken = pa.array(np.cumsum(good) - 1, pa.int64(), mask=~good)
+        records = records.append_column("customer_key", pa.array(keys, pa.string()).take(taken))
         if spec.identifiers:
             pii = seal_customer_pii(keyring, frame, [*spec.identifiers, "_extra_columns"])
         elif extras:
+            lines = records["_line_number"].filter(records["_good"]).to_pylist()
             pii = encrypt_cells(
                 keyring,
                 PII_TABLE,
-                frame["customer_key"].tolist(),
-                [record_cell(rel, int(line)) for line in frame["_line_number"]],
+                keys,
+                [record_cell(rel, line) for line in lines],
                 frame["_extra_columns"].tolist(),
             )
-    lines = con.execute(
-        "select line_number, reason, raw_line from _quarantine order by line_number"
-    ).fetchall()
+    lines = staged.quarantine
     cells = encrypt_cells(
         keyring,
         f"quarantine.{spec.name}",
@@ -103,7 +113,7 @@ def seal(
             "key_version": cells["key_version"],
         }
     )
-    return Sealed(pii, quarantine)
+    return Sealed(pii, quarantine, records)
 
 
 def write_sealed(

@@ -128,6 +128,22 @@ def test_a_cr_only_file_is_read(con, tmp_path, keyring):
     assert quarantined(con) == [(4, "loss_amount: not a valid double")]
 
 
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_a_quoted_lone_cr_is_part_of_its_value_and_ends_no_line(con, tmp_path, keyring, ending):
+    """In an LF (or CRLF) file a CR alone inside a quoted value is the value's: the record loads
+    with it, and the lines after it keep their physical numbers."""
+    landing = tmp_path / "landing"
+    lines = [HEADER, '"A\r1",2025-02-01,0,0', "A2,x,1,y", "A3,2025-02-01,1,5"]
+    path = write(landing, "outcomes", "2025-02-01", ending.join(lines) + ending)
+    result = ingest_file(con, landing, path, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
+    assert result.status == "loaded"
+    assert (result.data_lines, result.rows_loaded, result.rows_quarantined) == (3, 2, 1)
+    assert con.execute(
+        "select application_id, _line_number from raw.outcomes order by _line_number"
+    ).fetchall() == [("A\r1", 2), ("A3", 4)]
+    assert quarantined(con) == [(3, "loss_amount: not a valid double")]
+
+
 def test_lines_that_are_not_text_or_too_long_are_quarantined_and_the_rest_loads(
     con, tmp_path, keyring
 ):
