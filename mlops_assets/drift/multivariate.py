@@ -9,6 +9,7 @@ so a small window's chance AUC is not drift. It sees interactions that per-colum
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,6 @@ def domain_classifier(
 ) -> dict:
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
-    from threadpoolctl import threadpool_limits
 
     n = min(len(reference), len(current), SAMPLE_ROWS)
     if n < 2 * folds or reference.shape[1] == 0:
@@ -69,7 +69,7 @@ def domain_classifier(
     # apart (0.5). Balanced classes and n >= 2 * folds give every fold both classes.
     probability = np.full(len(y), 0.5)
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    with threadpool_limits(1):  # parallelism is the caller's (days, columns), not OpenMP's
+    with _thread_pools().limit(limits=1):  # parallelism is the caller's (days), not OpenMP's
         for train, test in cv.split(x, y):
             usable = informative_columns(x[train])
             if usable.any():
@@ -84,6 +84,17 @@ def domain_classifier(
 
 
 MAX_BINS = 63
+
+
+@functools.cache
+def _thread_pools():
+    """The native thread pools of this process (OpenMP's, BLAS's), found once: looking for
+    them costs more than a small day's encoding. Gradient boosting is imported first, so its
+    OpenMP runtime is among them."""
+    import sklearn.ensemble  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _model(categorical: np.ndarray, seed: int):
@@ -138,9 +149,10 @@ def _encode(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
             continue
         text = values.astype("string")
         ranked = text.value_counts().index[:MAX_CATEGORIES]
-        codes = pd.Series(pd.Categorical(text, categories=ranked).codes, dtype="float64")
-        codes[(codes < 0) & text.notna().to_numpy()] = MAX_CATEGORIES
-        codes[text.isna().to_numpy()] = np.nan
-        columns.append(codes.to_numpy())
+        codes = ranked.get_indexer(text).astype(np.float64)  # -1: missing or rarer
+        missing = text.isna().to_numpy()
+        codes[(codes < 0) & ~missing] = MAX_CATEGORIES
+        codes[missing] = np.nan
+        columns.append(codes)
         categorical.append(True)
     return np.column_stack(columns), np.array(categorical)

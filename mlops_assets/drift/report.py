@@ -7,6 +7,7 @@ under 2 MB however many rows were compared.
 
 from __future__ import annotations
 
+import functools
 import html
 from datetime import UTC, datetime
 
@@ -14,6 +15,7 @@ from mlops_assets.drift.engine import DriftReport
 from mlops_assets.markdown import md_table
 
 REF_COLOUR, CUR_COLOUR = "#4c78a8", "#f58518"
+SVG_WIDTH, SVG_HEIGHT, SVG_PAD = 360, 90, 2
 
 
 def _fmt(x: float | None) -> str:
@@ -58,23 +60,33 @@ def markdown(report: DriftReport, limit: int = 40) -> str:
 
 def _svg(bins: list[str], ref: list[float], cur: list[float]) -> str:
     """Paired bars, reference and current share per bin."""
-    width, height, pad = 360, 90, 2
-    n = max(len(bins), 1)
+    width, height = SVG_WIDTH, SVG_HEIGHT
     top = max([*ref, *cur, 1e-12])
-    slot = (width - 2 * pad) / n
-    bar = max(slot / 2 - 0.5, 0.5)
     parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="distribution">']
-    for i, (label, a, b) in enumerate(zip(bins, ref, cur, strict=True)):
-        x = pad + i * slot
-        for offset, share, colour in ((0, a, REF_COLOUR), (bar, b, CUR_COLOUR)):
+    for (x_ref, x_cur, bar), label, a, b in zip(
+        _bar_places(len(bins)), bins, ref, cur, strict=True
+    ):
+        title = html.escape(label)
+        for x, share, colour in ((x_ref, a, REF_COLOUR), (x_cur, b, CUR_COLOUR)):
             h = (height - 4) * share / top
             parts.append(
-                f'<rect x="{x + offset:.1f}" y="{height - h:.1f}" width="{bar:.1f}" '
-                f'height="{h:.1f}" fill="{colour}"><title>{html.escape(label)}: '
-                f"{share:.2%}</title></rect>"
+                f'<rect x="{x}" y="{height - h:.1f}" width="{bar}" height="{h:.1f}" '
+                f'fill="{colour}"><title>{title}: {share:.2%}</title></rect>'
             )
     parts.append("</svg>")
     return "".join(parts)
+
+
+@functools.cache
+def _bar_places(n: int) -> list[tuple[str, str, str]]:
+    """x of the reference and current bars of each of ``n`` bins and the bars' width, as
+    the SVG shows them: the same for every plot of ``n`` bins."""
+    pad = SVG_PAD
+    slot = (SVG_WIDTH - 2 * pad) / max(n, 1)
+    bar = max(slot / 2 - 0.5, 0.5)
+    return [
+        (f"{pad + i * slot:.1f}", f"{pad + i * slot + bar:.1f}", f"{bar:.1f}") for i in range(n)
+    ]
 
 
 def to_html(report: DriftReport, title: str = "Data drift report") -> str:

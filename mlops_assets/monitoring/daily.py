@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from itertools import groupby
+from operator import itemgetter
 
 import duckdb
 import numpy as np
@@ -36,7 +39,6 @@ from mlops_assets.training.spec import ModelSpec
 from mlops_assets.warehouse import replace_rows
 
 REPORTS_TABLE = "monitoring.drift_reports"
-WINDOW = "_drift_window"  # temporary: the monitored days, sorted by day
 COLUMNS_TABLE = "monitoring.drift_columns"
 TABLE_COLUMNS = {
     REPORTS_TABLE: "model varchar, day date, model_version varchar, rows bigint, "
@@ -155,7 +157,8 @@ def monitor_days(
     """Drift of each of ``days`` of ``spec``'s table against its champion's reference. From
     ``PARALLEL_FROM_DAYS`` days on, days are Dask tasks on the client ``client_factory()``
     gives (a context manager, such as ``DaskResource.client``): the reference is sent to the
-    workers once, each task gets its day's rows."""
+    workers once, each task gets its day's rows. One result per day, in day order."""
+    days = sorted(set(days))
     version = registry.champion(spec.name)
     if version is None or not table_exists(con, spec.scores):
         raise NoChampion(f"{spec.name} has no champion and scores yet: nothing to monitor")
@@ -176,26 +179,18 @@ def monitor_days(
     labelled = _labelled(con, spec, version, card)
     # The champion's own inputs, as its reference profiled them (the table may have changed).
     features = [name for name in reference.columns if name != SCORE]
-    _window(con, spec, features, min(days), max(days))
-    # One day's rows at a time (the window is sorted by day, so each read is a range).
-    frames = (
-        con.execute(f"select * exclude (_day) from {WINDOW} where _day = ?", [day]).df()
-        for day in days
-    )
-    try:
-        use_cluster = client_factory is not None and len(days) >= PARALLEL_FROM_DAYS
-        with client_factory() if use_cluster else contextlib.nullcontext() as client:
-            reports = list(
-                map_chunks(
-                    day_report,
-                    frames,
-                    shared=(reference, sample, config),
-                    client=client,
-                    placement=placement,
-                )
+    frames = day_frames(con, spec, features, days)
+    use_cluster = client_factory is not None and len(days) >= PARALLEL_FROM_DAYS
+    with client_factory() if use_cluster else contextlib.nullcontext() as client:
+        reports = list(
+            map_chunks(
+                day_report,
+                frames,
+                shared=(reference, sample, config),
+                client=client,
+                placement=placement,
             )
-    finally:
-        con.execute(f"drop table if exists {WINDOW}")
+        )
     metric = performance_metric(spec)
     return [
         DayDrift(day, version, rows, report, _performance(labelled, day, card, config, metric))
@@ -223,22 +218,53 @@ def day_report(
     return len(current), report
 
 
-def _window(con, spec: ModelSpec, features: list[str], first: date, last: date) -> None:
-    """The monitored days' inputs and champion scores, in the temporary table ``WINDOW``,
-    sorted by day."""
+BATCH_VECTORS = 16  # DuckDB vectors (2,048 rows each) converted to pandas at a time
+
+
+def day_frames(
+    con: duckdb.DuckDBPyConnection, spec: ModelSpec, features: list[str], days: list[date]
+) -> Iterator[pd.DataFrame]:
+    """The inputs and champion scores of each of ``days`` (sorted), one frame a day (empty on
+    a day without rows). One query over the days' range, sorted by day and converted a batch
+    at a time, so memory follows a batch and a day, not the range."""
     columns_sql = ", ".join(f"f.{ident(c)}" for c in features)
     time_sql, key_sql = ident(spec.time_column), ident(spec.id_column)
-    con.execute(
+    first = days[0]
+    result = con.execute(
         f"""
-        create or replace temporary table {WINDOW} as
-        select cast(f.{time_sql} as date) as _day, {columns_sql}, s.score as {ident(SCORE)}
+        select date_diff('day', ?::date, cast(f.{time_sql} as date)) as _day, {columns_sql},
+            s.score as {ident(SCORE)}
         from {table(spec.table)} as f
         join {table(spec.scores)} as s on s.{key_sql} = f.{key_sql} and s.mode = 'champion'
         where cast(f.{time_sql} as date) between ? and ?
         order by _day
         """,
-        [first, last],
+        [first, first, days[-1]],
     )
+    groups = groupby(_runs(result), key=itemgetter(0))
+    group = next(groups, None)
+    for day in days:
+        number = (day - first).days
+        while group is not None and group[0] < number:  # a day in the range not asked for
+            group = next(groups, None)
+        if group is None or group[0] > number:
+            yield pd.DataFrame(columns=[*features, SCORE])
+            continue
+        parts = [piece for _, piece in group[1]]
+        group = next(groups, None)
+        frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+        yield frame.drop(columns="_day").reset_index(drop=True)
+
+
+def _runs(result: duckdb.DuckDBPyConnection) -> Iterator[tuple[int, pd.DataFrame]]:
+    """(day number, rows) of each run of one day in each batch of a result sorted by day."""
+    while not (batch := result.fetch_df_chunk(BATCH_VECTORS)).empty:
+        numbers = batch["_day"].to_numpy()
+        bounds = [*np.flatnonzero(numbers[1:] != numbers[:-1]) + 1, len(numbers)]
+        start = 0
+        for stop in bounds:
+            yield int(numbers[start]), batch.iloc[start:stop]
+            start = stop
 
 
 def _labelled(con, spec: ModelSpec, version: str, card: dict) -> pd.DataFrame:
@@ -266,8 +292,9 @@ def _performance(
     """The champion's ``metric`` (roc_auc or rmse) on the labelled rows of the trailing window
     ending ``day``, against its holdout's: drift when ROC-AUC drops by more than
     ``performance_tolerance``, or RMSE rises by more than ``rmse_tolerance`` of the holdout's."""
-    start = pd.Timestamp(day - timedelta(days=config.performance_window_days - 1))
-    window = labelled[(labelled["day"] >= start) & (labelled["day"] <= pd.Timestamp(day))]
+    start = np.datetime64(day - timedelta(days=config.performance_window_days - 1))
+    labelled_days = labelled["day"].to_numpy()
+    window = labelled[(labelled_days >= start) & (labelled_days <= np.datetime64(day))]
     holdout = card["metrics"][metric]
     result = {"metric": metric, "labelled": len(window), "holdout": holdout}
     if len(window) < config.min_labelled:

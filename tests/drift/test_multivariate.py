@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.drift.engine import compare_profiles
-from mlops_assets.drift.multivariate import domain_classifier, informative_columns
+from mlops_assets.drift.multivariate import (
+    MAX_CATEGORIES,
+    _encode,
+    domain_classifier,
+    informative_columns,
+)
 from mlops_assets.drift.profile import profile_frame
 
 KINDS = {"a": "numerical", "b": "numerical", "segment": "categorical"}
@@ -115,3 +120,48 @@ def test_informative_columns_need_two_states_a_missing_value_being_one():
         ]
     )
     assert informative_columns(x).tolist() == [False, False, True, True, True]
+
+
+def _categorical_codes(text: pd.Series) -> np.ndarray:
+    """Codes of a text column as the classifier's encoding defines them: rank by frequency
+    (pandas' value_counts order), the 62 most frequent their own, the rarer one shared code,
+    missing values NaN."""
+    ranked = text.value_counts().index[:MAX_CATEGORIES]
+    codes = pd.Series(pd.Categorical(text, categories=ranked).codes, dtype="float64")
+    codes[(codes < 0) & text.notna().to_numpy()] = MAX_CATEGORIES
+    codes[text.isna().to_numpy()] = np.nan
+    return codes.to_numpy()
+
+
+def test_the_encoding_gives_the_codes_of_pandas_categoricals():
+    """Frequency-ranked codes (ties, more categories than bins, missing values, booleans and
+    numbers kept as numbers) are those of a pandas Categorical over the ranked categories."""
+    rng = np.random.default_rng(8)
+    rows = 2_000
+    frame = pd.DataFrame(
+        {
+            "many": rng.choice([f"k{i}" for i in range(300)], rows),
+            "ties": np.repeat(["b", "a", "d", "c"], rows // 4),
+            "few": pd.Series(rng.choice(["x", "y", None], rows), dtype="string"),
+            "flag": rng.random(rows) < 0.3,
+            "amount": rng.normal(size=rows),
+        }
+    )
+    frame.loc[rng.random(rows) < 0.1, "many"] = None
+    x, categorical = _encode(frame)
+    assert categorical.tolist() == [True, True, True, True, False]
+    for i, column in enumerate(["many", "ties", "few", "flag"]):
+        expected = _categorical_codes(frame[column].astype("string"))
+        np.testing.assert_array_equal(x[:, i], expected)
+    np.testing.assert_array_equal(x[:, 4], frame["amount"].to_numpy())
+    assert np.nanmax(x[:, 0]) == MAX_CATEGORIES and np.isnan(x[:, 0]).any()
+
+
+def test_the_classifier_leaves_the_thread_limits_as_it_found_them():
+    from threadpoolctl import threadpool_info
+
+    before = threadpool_info()
+    rng = np.random.default_rng(9)
+    result = domain_classifier(frame(rng, 300, 0.0), frame(rng, 300, 0.9))
+    assert result["score"] > 0.5
+    assert threadpool_info() == before

@@ -1,12 +1,14 @@
 """Drift reports for people: every day gets its pages, and data in them stays text."""
 
+import re
+
 import numpy as np
 import pandas as pd
 
 from mlops_assets.drift.engine import compare_profiles
 from mlops_assets.drift.multivariate import domain_classifier
 from mlops_assets.drift.profile import profile_frame
-from mlops_assets.drift.report import markdown, to_html
+from mlops_assets.drift.report import _svg, markdown, to_html
 
 HOSTILE = "<script>alert(1)</script>[/x]![a](http://x)"
 
@@ -36,3 +38,21 @@ def test_the_html_report_shows_names_and_values_as_text():
     page = to_html(_report(frame, frame.head(100), {HOSTILE: "categorical"}), HOSTILE)
     assert "<script" not in page and "<img" not in page
     assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;[/x]![a](http://x)") >= 3
+
+
+def test_the_distribution_bars_sit_where_their_bins_are():
+    """Each bin's pair of bars: the reference's at the start of its slot, the current's half a
+    slot on, heights proportional to the shares (the tallest 86 of 90 pixels)."""
+    bins, ref, cur = ["a", "<b>", "c"], [0.5, 0.25, 0.25], [0.2, 0.3, 0.5]
+    svg = _svg(bins, ref, cur)
+    slot = (360 - 4) / 3
+    bar = slot / 2 - 0.5
+    rects = re.findall(r'<rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"', svg)
+    assert len(rects) == 6
+    for i, share in enumerate(ref + cur):
+        x, y, width, height = map(float, rects[2 * (i % 3) + i // 3])
+        assert x == round(2 + (i % 3) * slot + (i // 3) * bar, 1)
+        assert width == round(bar, 1)
+        assert height == round(86 * share / 0.5, 1) and y == round(90 - 86 * share / 0.5, 1)
+    assert "&lt;b&gt;: 25.00%" in svg and "<b>" not in svg
+    assert _svg([], [], []).endswith('aria-label="distribution"></svg>')
