@@ -60,15 +60,17 @@ def replace_rows(
     replacing: bool = False,
     vault_keys: VaultKeys | None = None,
 ) -> None:
-    """Inside the caller's transaction: swap the file's earlier rows for the staged ones.
+    """Inside the caller's transaction: swap the file's earlier rows (``replacing``: the ledger
+    records an earlier version) for the staged ones.
 
     Quarantined lines are written only as ciphertext; for a source with personal data, only
     pseudonyms and generalised values are written to raw, identifiers only as ciphertext
     (``sealed``, made from the in-memory staging tables by ``security.sealing.seal``).
     """
     raw_sql, quarantine_sql = qualified("raw", spec.name), qualified("quarantine", spec.name)
-    con.execute(f"delete from {raw_sql} where _source_file = ?", [rel])
-    con.execute(f"delete from {quarantine_sql} where source_file = ?", [rel])
+    if replacing:  # else the ledger has no row for the file, so no table has its rows
+        con.execute(f"delete from {raw_sql} where _source_file = ?", [rel])
+        con.execute(f"delete from {quarantine_sql} where source_file = ?", [rel])
     write_sealed(con, rel, spec, sealed, replacing=replacing, vault_keys=vault_keys)
     # Unknown columns of a personal-data feed may identify: they go to the vault instead.
     extras_sql = "null" if spec.has_personal_data else extra_json_sql(extras)

@@ -69,9 +69,11 @@ def loaded_sha256(con: duckdb.DuckDBPyConnection, rel: str) -> str | None:
 
 
 def record_file(con: duckdb.DuckDBPyConnection, result: FileResult, sha256: str) -> None:
-    """Inside the file's transaction: the ledger row of a loaded (or replaced) file."""
+    """Inside the file's transaction: the ledger row of a loaded (or replaced) file. A file
+    loaded for the first time has no row to replace (a plain insert costs less)."""
+    verb = "insert" if result.status == "loaded" else "insert or replace"
     con.execute(
-        f"insert or replace into {LEDGER_TABLE} values (?, ?, ?, ?, ?, ?, ?, ?, now())",
+        f"{verb} into {LEDGER_TABLE} values (?, ?, ?, ?, ?, ?, ?, ?, now())",
         [
             result.path,
             result.source,

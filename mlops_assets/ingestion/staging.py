@@ -156,8 +156,9 @@ def _odd_records(
         for c in spec.required_values
     )
     selected = list(dict.fromkeys([*spec.required_values, *text]))
+    selected_sql = ", ".join(ident(n) for n in selected)
     rows = con.execute(
-        f"select rowid, {', '.join(ident(n) for n in selected)} from _records "
+        f"select rowid, {selected_sql} from _records "
         f"where regexp_matches({joined_sql}, '[\\n\\x00]') "
         f"or list_contains([{empty_sql}], true) order by rowid"
     ).fetchall()

@@ -17,6 +17,7 @@ The file is JSON with base64 keys, written atomically (temp file + rename) with 
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import os
@@ -58,7 +59,9 @@ class Keyring:
     history: list[dict] = field(default_factory=list)
     signing_key: bytes | None = field(default=None, repr=False)  # None: derived (older keyrings)
     _ciphers: dict[int, AESGCM] = field(default_factory=dict, repr=False, compare=False)
-    _hmac: tuple[bytes, hmac.HMAC] | None = field(default=None, repr=False, compare=False)
+    _hmac: tuple[bytes, hashlib._Hash, hashlib._Hash] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     # --- pseudonyms ----------------------------------------------------------------------
     @staticmethod
@@ -71,17 +74,20 @@ class Keyring:
         return key
 
     def pseudonyms(self, customer_ids: Iterable[str]) -> list[str]:
-        """:meth:`pseudonym` of each id. The key's HMAC state is set up once and copied for
-        every id (``hmac.HMAC.copy``): half the time of an ``hmac.new`` per id."""
+        """:meth:`pseudonym` of each id. HMAC-SHA256 (RFC 2104) from two SHA-256 states keyed
+        once, copied for every id: a third of the time of ``hmac.HMAC.copy``, whose copy and
+        digest run in Python."""
         if self._hmac is None or self._hmac[0] is not self.pseudonym_key:
-            self._hmac = (self.pseudonym_key, hmac.new(self.pseudonym_key, digestmod="sha256"))
-        copy = self._hmac[1].copy
-        normalise = self.normalise_customer_id
+            self._hmac = (self.pseudonym_key, *_hmac_pads(self.pseudonym_key))
+        _, inner, outer = self._hmac
+        inner_copy, outer_copy = inner.copy, outer.copy
         keys = []
         for customer_id in customer_ids:
-            state = copy()
-            state.update(normalise(customer_id).encode())
-            keys.append(state.hexdigest())
+            state = inner_copy()
+            state.update(customer_id.strip().upper().encode())  # normalise_customer_id
+            final = outer_copy()
+            final.update(state.digest())
+            keys.append(final.hexdigest())
         return keys
 
     @property
@@ -241,6 +247,17 @@ class Keyring:
                 f"`chmod 600 {shlex.quote(str(path))}`"
             )
         return keyring
+
+
+def _hmac_pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """The inner and outer SHA-256 states of HMAC-SHA256 under ``key`` (RFC 2104)."""
+    block = 64  # SHA-256's block size
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    return inner, outer
 
 
 def _now() -> str:

@@ -133,17 +133,18 @@ def write_sealed(
         con.execute(
             f"delete from {PII_TABLE} where starts_with(column_name, ?)", [record_cell(rel, "")]
         )
-    con.register("_sealed_lines", sealed.quarantine)
-    try:
-        con.execute(
-            f"""
-            insert into {qualified("quarantine", spec.name)} ({QUARANTINE_COLUMNS_SQL})
-            select ?, line_number, reason, null, ciphertext, key_version, now()
-            from _sealed_lines order by line_number
-            """,
-            [rel],
-        )
-    finally:
-        con.unregister("_sealed_lines")
+    if sealed.quarantine.num_rows:
+        con.register("_sealed_lines", sealed.quarantine)
+        try:
+            con.execute(
+                f"""
+                insert into {qualified("quarantine", spec.name)} ({QUARANTINE_COLUMNS_SQL})
+                select ?, line_number, reason, null, ciphertext, key_version, now()
+                from _sealed_lines order by line_number
+                """,
+                [rel],
+            )
+        finally:
+            con.unregister("_sealed_lines")
     if sealed.pii is not None:
         write_sealed_pii(con, sealed.pii, vault_keys)

@@ -167,7 +167,10 @@ def test_lines_that_are_not_text_or_too_long_are_quarantined_and_the_rest_loads(
         (6004, f"longer than {MAX_LINE_BYTES} bytes"),
     ]
     assert con.execute("select count(*) from raw.outcomes where contains(application_id, chr(0))")
-    assert max(len(line) for _, _, line in quarantined_lines(con, keyring)) < 20_000
+    lines = quarantined_lines(con, keyring)
+    assert max(len(line) for _, _, line in lines) < 20_000
+    # The kept text of a line that is not UTF-8: each byte that is not, replaced (U+FFFD).
+    assert lines[1][2] == "B\ufffd1,2025-02-01,0,0"
     assert con.execute(
         "select _line_number from raw.outcomes where application_id = 'Z1'"
     ).fetchall()
