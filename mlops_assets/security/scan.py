@@ -15,6 +15,7 @@ IDENTIFIER_PATTERNS = {
     "phone": r"\+\d{1,3}[- ]\d{3}[- ]\d{3}[- ]\d{4}",
     "national_id": r"(^|[^0-9])\d{3}-\d{2}-\d{4}([^0-9]|$)",
 }
+ANY_IDENTIFIER = "|".join(f"(?:{pattern})" for pattern in IDENTIFIER_PATTERNS.values())
 
 
 @dataclass(frozen=True)
@@ -46,16 +47,28 @@ def find_identifiers(
         if identifier_name(column) in identifier_names
     ]
     text = [c for c, dtype in columns if dtype in ("VARCHAR", "JSON")]
+    # One pass with the patterns as one alternation first: a clean table (the usual case) costs
+    # a regular expression per column, not one per column and pattern (a third of the time);
+    # only the columns where something matched are counted per pattern.
+    matched = _match_counts(con, schema, table, text, [ANY_IDENTIFIER])
+    text = [c for c, n in zip(text, matched, strict=True) if n]
     if not text:
         return findings
-    counts_sql = ", ".join(
-        f"count(*) filter (where regexp_matches({ident(c)}::varchar, {literal(pattern)}))"
-        for c in text
-        for pattern in IDENTIFIER_PATTERNS.values()
-    )
-    row = con.execute(f"select {counts_sql} from {qualified(schema, table)}").fetchone()
+    row = _match_counts(con, schema, table, text, list(IDENTIFIER_PATTERNS.values()))
     cells = [(c, kind) for c in text for kind in IDENTIFIER_PATTERNS]
     findings += [
         Finding(name, column, kind, n) for (column, kind), n in zip(cells, row, strict=True) if n
     ]
     return findings
+
+
+def _match_counts(con, schema: str, table: str, columns: list[str], patterns: list[str]) -> tuple:
+    """Rows of each column matching each pattern, column by column, in one scan."""
+    if not columns:
+        return ()
+    counts_sql = ", ".join(
+        f"count(*) filter (where regexp_matches({ident(c)}::varchar, {literal(pattern)}))"
+        for c in columns
+        for pattern in patterns
+    )
+    return con.execute(f"select {counts_sql} from {qualified(schema, table)}").fetchone()

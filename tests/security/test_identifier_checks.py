@@ -65,3 +65,32 @@ def test_the_checks_op_is_named_the_same_whatever_order_its_keys_come_in():
     )
     [single] = [build_identifier_checks(keys[:1], names).node_def.name]
     assert single == "no_direct_identifiers__staging_stg_b"
+
+
+def test_a_column_is_counted_per_pattern_only_once_something_matched():
+    """The scan's first pass with the patterns combined finds every column the per-pattern
+    counts find, and the counts are those of each pattern alone."""
+    import re
+
+    from mlops_assets.security.scan import IDENTIFIER_PATTERNS, find_identifiers
+
+    values = [
+        "bob@example.com",
+        "call +44 203 555 0101",
+        "ssn 123-45-6789",
+        "1123-45-67890",  # digits either side: no national id
+        "a@b",  # no dot after the at: no email
+        "plain",
+        None,
+    ]
+    con = duckdb.connect()
+    con.execute("create schema s")
+    con.execute("create table s.t (clean varchar, mixed varchar, n bigint)")
+    con.executemany("insert into s.t values (?, ?, ?)", [["plain", v, 1] for v in values] * 3)
+    findings = {(f.column, f.kind): f.rows for f in find_identifiers(con, "s", "t", frozenset())}
+    expected = {
+        ("mixed", kind): 3 * sum(bool(v and re.search(p, v)) for v in values)
+        for kind, p in IDENTIFIER_PATTERNS.items()
+    }
+    assert findings == expected == {("mixed", "email"): 3, ("mixed", "phone"): 3,
+                                    ("mixed", "national_id"): 3}  # fmt: skip
