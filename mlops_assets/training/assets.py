@@ -27,6 +27,7 @@ from mlops_assets.training.spec import ModelSpec
 from mlops_assets.training.trainer import (
     ROBUSTNESS_ROWS,
     TrainingConfig,
+    TrainingOutcome,
     _champion_input,
     settle,
     train_model,
@@ -161,19 +162,31 @@ def _reports(
     data: TrainingData,
     directory: Path,
     *,
-    fitted=None,
+    outcome: TrainingOutcome | None = None,
     seed: int,
     new: bool,
     decided: bool,
 ) -> None:
     """The version's plots and model card in its reports folder ``directory``: plotted on the
-    holdout (``fitted``: the estimator, loaded from the registry when not given) for a ``new``
-    version or when missing, and the card written after them (it embeds them) when the gate
-    has just ``decided`` on the version, or when missing."""
+    holdout (with the estimator, its holdout scores and SHAP values of the training
+    ``outcome``, or the estimator loaded from the registry) for a ``new`` version or when
+    missing, and the card written after them (it embeds them) when the gate has just
+    ``decided`` on the version, or when missing."""
     plotted = new or not any(directory.glob("*.png"))
     if plotted:
-        fitted = fitted if fitted is not None else models.load(spec.name, card.version)
-        plot_model(fitted, data, card.data.get("threshold"), directory, seed=seed)
+        if outcome is not None:
+            fitted, reused = outcome.model, (outcome.prediction, outcome.explanation)
+        else:
+            fitted, reused = models.load(spec.name, card.version), (None, None)
+        plot_model(
+            fitted,
+            data,
+            card.data.get("threshold"),
+            directory,
+            seed=seed,
+            prediction=reused[0],
+            explanation=reused[1],
+        )
         fairness = card.data.get("fairness")
         if fairness:
             plot_fairness(fairness, directory)
@@ -336,7 +349,7 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 f"{previous.version}: not retrained"
                 + (f"; gate: {settled.reason}" if settled else "")
             )
-            card, fitted, new, decided = previous, None, False, settled is not None
+            card, trained, new, decided = previous, None, False, settled is not None
             run = {
                 "retrained": False,
                 "decision": settled.reason
@@ -348,7 +361,7 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 outcome = train_model(data, models, training, client=client, manifest=manifest)
             log = context.log.warning if outcome.decision.champion_refused else context.log.info
             log(f"{model} {outcome.card.version}: {outcome.decision.reason}")
-            card, fitted, new, decided = outcome.card, outcome.model, outcome.new, True
+            card, trained, new, decided = outcome.card, outcome, outcome.new, True
             run = {"retrained": True, "decision": outcome.decision.reason}
         reports = Path(registry.reports_path) / model / card.version
         _reports(
@@ -357,7 +370,7 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             card,
             data,
             reports,
-            fitted=fitted,
+            outcome=trained,
             seed=training.seed,
             new=new,
             decided=decided,

@@ -16,8 +16,14 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.training.dataset import FeatureSpec, TrainingData
-from mlops_assets.training.explain import global_explanation
-from mlops_assets.training.search import predict, score
+from mlops_assets.training.explain import (
+    Explanation,
+    _parts,
+    feature_owners,
+    global_explanation,
+)
+from mlops_assets.training.search import predict
+from mlops_assets.training.significance import delong_components
 
 UNSEEN = "__unseen__"
 
@@ -57,9 +63,43 @@ def _sample(data: TrainingData, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
 
 def _predict_variants(model, variants: list[pd.DataFrame], classifier: bool) -> np.ndarray:
     """Predictions for several same-sized variants of one frame, one row per variant: a single
-    call through the pipeline for all of them (its per-call cost is most of a small frame's)."""
+    call through the model for all of them (its per-call cost is most of a small frame's)."""
     stacked = pd.concat(variants, ignore_index=True)
     return predict(model, stacked, classifier).reshape(len(variants), len(variants[0]))
+
+
+def _preprocessed(model, x: pd.DataFrame) -> tuple[object, np.ndarray, np.ndarray] | None:
+    """For a candidate's pipeline: its estimator, ``x`` preprocessed, and the feature each
+    preprocessed column comes from (None for another model). The preprocessing treats each
+    feature on its own and row by row, so a variant of ``x`` that changes one feature changes
+    only that feature's preprocessed columns, in the same way: variants built on the matrix
+    preprocessed once give exactly the pipeline's predictions of the variants, without
+    preprocessing every copy (most of the cost of predicting them)."""
+    prepare, estimator = _parts(model)
+    if prepare is None:
+        return None
+    columns = {name: tuple(names) for name, _, names in prepare.transformers_}
+    spec = FeatureSpec(columns["numeric"], columns["categorical"])
+    owners = np.array(feature_owners(prepare, spec), dtype=object)
+    return estimator, prepare.transform(x), owners
+
+
+def _stacked(matrix: np.ndarray, changes: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """``matrix`` and one copy of it per change (columns, their new values), stacked."""
+    copies = np.tile(matrix, (len(changes) + 1, 1))
+    for i, (columns, values) in enumerate(changes, start=1):
+        copies[i * len(matrix) : (i + 1) * len(matrix), columns] = values
+    return copies
+
+
+def _scores(y: np.ndarray, predictions: np.ndarray, classifier: bool) -> np.ndarray:
+    """:func:`search.score` of each row of ``predictions``: ROC-AUC from midranks (the
+    Mann-Whitney statistic, one sort per row), or minus the RMSE."""
+    if not classifier:
+        return -np.sqrt(np.mean((predictions - np.asarray(y, dtype=np.float64)) ** 2, axis=1))
+    if len(np.unique(y)) != 2:
+        return np.full(len(predictions), np.nan)
+    return delong_components(y, predictions)[0]
 
 
 def top_features(model, data: TrainingData, *, seed: int, repeats: int = 3) -> pd.Series:
@@ -69,14 +109,22 @@ def top_features(model, data: TrainingData, *, seed: int, repeats: int = 3) -> p
     classifier = data.model.is_classifier
     x, y = _sample(data, seed)
     rng = np.random.default_rng(seed)
-    variants = [x]
-    for column in x.columns:
-        for _ in range(repeats):
-            shuffled = x[column].iloc[rng.permutation(len(x))].set_axis(x.index)
-            variants.append(x.assign(**{column: shuffled}))
-    scores = np.array(
-        [score(y, p, classifier) for p in _predict_variants(model, variants, classifier)]
-    )
+    shuffles = [(c, rng.permutation(len(x))) for c in x.columns for _ in range(repeats)]
+    prepared = _preprocessed(model, x)
+    if prepared is None:
+        variants = [x] + [
+            x.assign(**{c: x[c].iloc[order].set_axis(x.index)}) for c, order in shuffles
+        ]
+        predictions = _predict_variants(model, variants, classifier)
+    else:
+        estimator, matrix, owners = prepared
+        changes = []
+        for column, order in shuffles:
+            owned = np.flatnonzero(owners == column)
+            changes.append((owned, matrix[np.ix_(order, owned)]))
+        stacked = _stacked(matrix, changes)
+        predictions = predict(estimator, stacked, classifier).reshape(-1, len(x))
+    scores = _scores(y, predictions, classifier)
     drops = (scores[0] - scores[1:]).reshape(len(x.columns), repeats)
     return pd.Series(drops.mean(axis=1), index=x.columns).sort_values(ascending=False)
 
@@ -96,16 +144,38 @@ def partial_dependence(
     else:
         low, high = np.percentile(values, [5, 95])
         grid = np.unique(np.linspace(low, high, points))
-    variants = [x.assign(**{feature: float(value)}) for value in grid]
-    return grid, _predict_variants(model, variants, classifier).mean(axis=1)
+    prepared = _preprocessed(model, x)
+    if prepared is None:
+        variants = [x.assign(**{feature: float(value)}) for value in grid]
+        return grid, _predict_variants(model, variants, classifier).mean(axis=1)
+    estimator, matrix, owners = prepared
+    owned = np.flatnonzero(owners == feature)
+    # The feature's preprocessed columns at each grid value: any row with the value set.
+    at_grid = model.named_steps["prepare"].transform(
+        x.iloc[np.zeros(len(grid), dtype=int)].assign(**{feature: grid.astype(float)})
+    )[:, owned]
+    stacked = _stacked(matrix, [(owned, value) for value in at_grid])[len(matrix) :]
+    return grid, predict(estimator, stacked, classifier).reshape(len(grid), -1).mean(axis=1)
 
 
-def plot_model(model, data: TrainingData, threshold: float | None, out: Path, *, seed: int) -> dict:
-    """Every plot of the model as PNG files in ``out``; returns name -> path."""
+def plot_model(
+    model,
+    data: TrainingData,
+    threshold: float | None,
+    out: Path,
+    *,
+    seed: int,
+    prediction: np.ndarray | None = None,
+    explanation: Explanation | None = None,
+) -> dict:
+    """Every plot of the model as PNG files in ``out``; returns name -> path. ``prediction``
+    (its scores of the holdout rows) and ``explanation`` (:func:`global_explanation` with
+    ``seed``) are computed when not given (training has them already)."""
     from sklearn import calibration, metrics
 
     classifier = data.model.is_classifier
-    prediction = predict(model, data.x_holdout, classifier)
+    if prediction is None:
+        prediction = predict(model, data.x_holdout, classifier)
     paths: dict[str, Path] = {}
     if classifier:
         plt, fig, ax = _figure()
@@ -141,7 +211,9 @@ def plot_model(model, data: TrainingData, threshold: float | None, out: Path, *,
     importance.head(12).iloc[::-1].plot.barh(ax=ax)
     ax.set_title("Permutation importance (holdout)")
     paths["permutation_importance"] = _save(plt, fig, out / "permutation_importance.png")
-    paths["shap_summary"] = _shap_summary(model, data, out, seed=seed)
+    if explanation is None:
+        explanation = global_explanation(model, data, seed=seed)
+    paths["shap_summary"] = _shap_summary(explanation, data, out)
     numeric_top = [c for c in importance.index if c in data.spec.numeric][:2]
     if numeric_top:
         x = _sample(data, seed)[0]
@@ -160,12 +232,12 @@ def plot_model(model, data: TrainingData, threshold: float | None, out: Path, *,
     return paths
 
 
-def _shap_summary(model, data: TrainingData, out: Path, *, seed: int) -> Path:
-    """shap's beeswarm of a holdout sample's contributions (the one ``details["explanation"]``
-    summarises), coloured by the numeric features' values (categories grey)."""
+def _shap_summary(explanation: Explanation, data: TrainingData, out: Path) -> Path:
+    """shap's beeswarm of a holdout sample's contributions (``explanation``, the one
+    ``details["explanation"]`` summarises), coloured by the numeric features' values (categories
+    grey)."""
     import shap
 
-    explanation = global_explanation(model, data, seed=seed)
     values = explanation.contributions
     shown = shap.Explanation(
         values=values.to_numpy(),

@@ -1,4 +1,5 @@
-"""Fairness of a model version on its holdout, per protected attribute and group, with fairlearn.
+"""Fairness of a model version on its holdout, per protected attribute and group, by fairlearn's
+definitions.
 
 Classification, at the model's threshold (a score at or above it flags the applicant: declined):
 each group's selection rate (the share flagged), true- and false-positive rates, ROC-AUC and row
@@ -17,14 +18,15 @@ its rates are noise. An attribute that leaves fewer than two groups to compare, 
 :data:`MAX_GROUPS` groups (an identifier-like column: not measured at all), is listed in
 ``not_measured`` with why, and fails the ``fairness`` check: no ratio is not a pass.
 
-Point values by group come from fairlearn's ``MetricFrame`` over fairlearn's metric functions;
-the per-attribute summaries from those group values (fairlearn's functions would build their
-own MetricFrames over every row again: +0.3 s an attribute on the demo's holdout). Intervals are
-percentile intervals over the same bootstrap resamples as the holdout metrics
-(:func:`metrics.bootstrap_weights`), every round computed at once from the resample weights:
-``MetricFrame(n_boot=200)`` recomputes a MetricFrame per round, 30 s for one attribute of 7,500
-rows against 0.2 s here for three. tests/training/test_fairness.py proves the summaries equal
-fairlearn's functions, and each resample's values fairlearn's on that resample's rows.
+Every value, and its interval, is computed at once for the holdout rows and for each bootstrap
+resample of them (the same resamples as the holdout metrics, :func:`metrics.bootstrap_weights`):
+a group's counts are sums of the rows' weights in the resample (1 for each holdout row), so the
+point values are the first row of one weighted computation and the resamples the others.
+fairlearn's ``MetricFrame`` cost 0.3 s an attribute on the demo's holdout for the point values
+alone (``MetricFrame(n_boot=200)``: 30 s for one attribute of 7,500 rows); this takes 0.2 s for
+three, intervals included. tests/training/test_fairness.py proves the values equal fairlearn's
+``MetricFrame`` and functions on the same rows, and each resample's fairlearn's on that
+resample's rows.
 """
 
 from __future__ import annotations
@@ -34,14 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fairlearn.metrics import (
-    MetricFrame,
-    count,
-    false_positive_rate,
-    selection_rate,
-    true_positive_rate,
-)
-from sklearn.metrics import mean_absolute_error, roc_auc_score, root_mean_squared_error
 
 from mlops_assets.markdown import md_table, md_text
 from mlops_assets.text import printable
@@ -226,43 +220,6 @@ def _number(value) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def _classification_group(y_true: np.ndarray, y_pred: np.ndarray, score: np.ndarray) -> dict:
-    """One group's classification metrics: fairlearn's, and ROC-AUC (NaN for a group holding one
-    class only). One metric function for MetricFrame rather than five, because MetricFrame
-    re-stacks every argument row by row for each metric: 0.3 s an attribute on 7,500 rows with
-    five, 0.1 s with one."""
-    return {
-        "count": count(y_true, y_pred),
-        "selection_rate": selection_rate(y_true, y_pred),
-        "true_positive_rate": true_positive_rate(y_true, y_pred),
-        "false_positive_rate": false_positive_rate(y_true, y_pred),
-        "roc_auc": roc_auc_score(y_true, score) if len(np.unique(y_true)) == 2 else np.nan,
-    }
-
-
-def _regression_group(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
-    """One group's regression metrics (one metric function for MetricFrame, as above)."""
-    return {
-        "count": count(y_true, y_pred),
-        "mae": mean_absolute_error(y_true, y_pred),
-        "rmse": root_mean_squared_error(y_true, y_pred),
-    }
-
-
-def _by_group(metric, y, prediction, labels, **sample_params) -> pd.DataFrame:
-    """fairlearn's MetricFrame of ``metric`` (a function returning a dict of metrics) by
-    group: one row per group (sorted), one column per metric."""
-    frame = MetricFrame(
-        metrics={"m": metric},
-        y_true=y,
-        y_pred=prediction,
-        sensitive_features=pd.Series(labels, name="group"),
-        sample_params={"m": sample_params} if sample_params else None,
-    )
-    results = frame.by_group["m"]
-    return pd.DataFrame(list(results), index=results.index)
-
-
 def _classification(
     y: np.ndarray,
     score: np.ndarray,
@@ -270,53 +227,61 @@ def _classification(
     threshold: float,
     weights: np.ndarray | None,
 ) -> dict:
-    flagged = (score >= threshold).astype(int)
-    by_group = _by_group(_classification_group, y, flagged, labels, score=score)
-    compared = by_group.index[by_group["count"] >= MIN_GROUP_ROWS]
-    rates = (by_group.loc[compared, name].to_numpy(dtype=np.float64)[None, :] for name in RATES)
-    summary = {name: v[0] for name, v in _classification_summary(*rates).items()}
-    resampled = None
-    if weights is not None:
-        resampled = _resampled_classification(
-            y, score, flagged, labels, by_group.index, compared, weights
-        )
-    return _report(by_group, CLASSIFICATION_GROUP_METRICS, summary, resampled)
+    flagged = (score >= threshold).astype(np.float64)
+    groups, counts = _groups(labels)
+    compared = groups[counts >= MIN_GROUP_ROWS]
+    per_group, summary = _resampled_classification(
+        y, score, flagged, labels, groups, compared, _with_point(weights, len(y))
+    )
+    return _report(groups, counts, CLASSIFICATION_GROUP_METRICS, per_group, summary, weights)
 
 
 def _regression(
     y: np.ndarray, predicted: np.ndarray, labels: np.ndarray, weights: np.ndarray | None
 ) -> dict:
-    by_group = _by_group(_regression_group, y, predicted, labels)
-    compared = by_group.index[by_group["count"] >= MIN_GROUP_ROWS]
-    rmse = by_group.loc[compared, "rmse"].to_numpy(dtype=np.float64)[None, :]
-    summary = {"rmse_ratio": _worst_over_best(rmse)[0]}
-    resampled = None
-    if weights is not None:
-        resampled = _resampled_regression(y, predicted, labels, by_group.index, compared, weights)
-    return _report(by_group, REGRESSION_GROUP_METRICS, summary, resampled)
+    groups, counts = _groups(labels)
+    compared = groups[counts >= MIN_GROUP_ROWS]
+    per_group, summary = _resampled_regression(
+        y, predicted, labels, groups, compared, _with_point(weights, len(y))
+    )
+    return _report(groups, counts, REGRESSION_GROUP_METRICS, per_group, summary, weights)
+
+
+def _groups(labels: np.ndarray) -> tuple[pd.Index, np.ndarray]:
+    """The groups, sorted (as fairlearn's ``by_group`` lists them), and their row counts."""
+    groups, counts = np.unique(labels, return_counts=True)
+    return pd.Index(groups, dtype=object), counts
+
+
+def _with_point(weights: np.ndarray | None, rows: int) -> np.ndarray:
+    """The weights of the holdout itself (every row once), then the resamples' (if any)."""
+    point = np.ones((1, rows))
+    return point if weights is None else np.vstack([point, weights])
 
 
 def _report(
-    by_group: pd.DataFrame,
+    groups: pd.Index,
+    counts: np.ndarray,
     metrics: tuple[str, ...],
+    per_group: dict,
     summary: dict,
-    resampled: tuple[dict, dict] | None,
+    resampled: np.ndarray | None,
 ) -> dict:
     """The JSON of one attribute: each group's count and metrics, the summary, and each value's
-    interval when resampled (``resampled``: per-group and summary arrays, one row per round)."""
-    groups = {}
-    for position, (group, row) in enumerate(by_group.iterrows()):  # one per group, not per row
-        measured = {"count": int(row["count"])}
+    interval when ``resampled`` (``per_group`` and ``summary``: arrays whose first row is the
+    value, the others one per resample)."""
+    report = {"groups": {}}
+    for position, group in enumerate(groups):
+        measured = {"count": int(counts[position])}
         for metric in metrics:
-            measured[metric] = _value(row[metric])
+            measured[metric] = _value(per_group[metric][0, position])
             if resampled is not None:
-                measured[f"{metric}_ci"] = _interval(resampled[0][metric][:, position])
-        groups[str(group)] = measured
-    report = {"groups": groups}
-    for name, value in summary.items():
-        report[name] = _value(value)
+                measured[f"{metric}_ci"] = _interval(per_group[metric][1:, position])
+        report["groups"][str(group)] = measured
+    for name, values in summary.items():
+        report[name] = _value(values[0])
         if resampled is not None:
-            report[f"{name}_ci"] = _interval(resampled[1][name])
+            report[f"{name}_ci"] = _interval(values[1:])
     return report
 
 

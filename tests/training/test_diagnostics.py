@@ -69,3 +69,38 @@ def test_partial_dependence_matches_scikit_learn_on_the_same_grid(fitted):
             response_method="predict_proba" if classifier else "auto",
         )
         np.testing.assert_allclose(average, reference["average"][0], rtol=1e-10)
+
+
+class _Opaque:
+    """The same fitted model seen as any model (not a pipeline): predicted on stacked copies of
+    the frame."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def predict_proba(self, x):
+        return self.model.predict_proba(x)
+
+    def predict(self, x):
+        return self.model.predict(x)
+
+
+def test_a_pipeline_s_variants_preprocessed_once_equal_its_predictions_of_each_copy(fitted):
+    """A pipeline's shuffles and grid values are built on the sample preprocessed once; any
+    other model predicts stacked copies of the sample: the same importances and partial
+    dependence."""
+    from mlops_assets.training.diagnostics import _preprocessed
+
+    model, data = fitted
+    classifier = data.model.is_classifier
+    assert _preprocessed(model, data.x_holdout.head(5)) is not None
+    assert _preprocessed(_Opaque(model), data.x_holdout.head(5)) is None
+    importance = top_features(model, data, seed=2, repeats=2)
+    copies = top_features(_Opaque(model), data, seed=2, repeats=2)
+    np.testing.assert_allclose(importance, copies[importance.index], atol=1e-12)
+    x = _sample(data, 2)[0]
+    for feature in ("annual_income", "bureau_score", "term_months"):
+        grid, average = partial_dependence(model, x, feature, classifier)
+        grid_copies, average_copies = partial_dependence(_Opaque(model), x, feature, classifier)
+        np.testing.assert_array_equal(grid, grid_copies)
+        np.testing.assert_allclose(average, average_copies, rtol=1e-12)

@@ -90,6 +90,65 @@ def test_values_equal_fairlearn_s_own_functions():
     )
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_group_value_equals_fairlearn_s_metric_frame_on_random_data(seed):
+    """Each group's values (computed with the resamples, as weighted sums) are fairlearn's
+    MetricFrame's over its metric functions on the same rows, groups in MetricFrame's order:
+    classification (with groups of one class only, and groups with nothing flagged) and
+    regression."""
+    rng = np.random.default_rng(seed)
+    rows = 1_200
+    labels = rng.choice(["b", "a", "c", "d", "missing"], rows, p=[0.4, 0.3, 0.2, 0.08, 0.02])
+    y = rng.binomial(1, 0.25, rows)
+    y[labels == "d"] = 0  # no positives: TPR and ROC-AUC undefined by fairlearn's rules
+    score = np.clip(0.3 + 0.3 * y + rng.normal(0, 0.2, rows), 0, 1)
+    score[labels == "c"] = 0.1  # nothing flagged
+    groups = pd.DataFrame({"attribute": labels})
+    flagged = (score >= THRESHOLD).astype(int)
+
+    def roc_auc(y_true, y_pred, score):
+        return roc_auc_score(y_true, score) if len(np.unique(y_true)) == 2 else np.nan
+
+    expected = MetricFrame(
+        metrics={
+            "selection_rate": selection_rate,
+            "true_positive_rate": true_positive_rate,
+            "false_positive_rate": false_positive_rate,
+            "roc_auc": roc_auc,
+        },
+        y_true=y,
+        y_pred=flagged,
+        sensitive_features=pd.Series(labels, name="group"),
+        sample_params={"roc_auc": {"score": score}},
+    ).by_group
+    for rounds in (0, 20):
+        measured = f.measure_fairness(
+            y, score, groups, threshold=THRESHOLD, bounds=BOUNDS, rounds=rounds, seed=seed
+        )["attributes"]["attribute"]["groups"]
+        assert list(measured) == list(expected.index)
+        for name, values in expected.iterrows():
+            assert measured[name]["count"] == (labels == name).sum()
+            for metric, value in values.items():
+                got = measured[name][metric]
+                assert got == (None if np.isnan(value) else pytest.approx(value, abs=1e-12))
+
+    target = rng.gamma(2.0, 1000.0, rows)
+    predicted = target + rng.normal(0, 100, rows)
+    expected = MetricFrame(
+        metrics={"mae": mean_absolute_error, "rmse": root_mean_squared_error},
+        y_true=target,
+        y_pred=predicted,
+        sensitive_features=pd.Series(labels, name="group"),
+    ).by_group
+    measured = f.measure_fairness(
+        target, predicted, groups, threshold=None, bounds=BOUNDS, rounds=20, seed=seed
+    )["attributes"]["attribute"]["groups"]
+    assert list(measured) == list(expected.index)
+    for name, values in expected.iterrows():
+        for metric, value in values.items():
+            assert measured[name][metric] == pytest.approx(value, rel=1e-12)
+
+
 def test_a_hand_made_case():
     """Group x: 40 rows, 20 flagged; group y: 40 rows, 10 flagged. Approval 0.5 against 0.75:
     disparate impact 2/3, under the four-fifths rule."""

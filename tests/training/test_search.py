@@ -70,7 +70,7 @@ def test_stacking_refit_learns_the_meta_model_the_search_scored(data):
     refit's StackingClassifier builds its meta-model from the same folds, so it is the same
     model: the search's score is the score of the ensemble that would ship."""
     from mlops_assets.training.candidates import meta_model
-    from mlops_assets.training.search import cv_splits, fit_fold, make_model
+    from mlops_assets.training.search import cv_splits, make_model
 
     result = search(data, cv="stratified_kfold", folds=3, seed=7)
     stacking = next(t for t in result.trials if t.candidate == "stacking")
@@ -83,9 +83,7 @@ def test_stacking_refit_learns_the_meta_model_the_search_scored(data):
     level_one = np.zeros((len(data.y_train), 3))
     for column, (name, params) in enumerate(stacking.params.items()):
         for train, val in splits:
-            level_one[val, column], _ = fit_fold(
-                data.x_train, data.y_train, name, params, data.spec, 7, True, train, val
-            )
+            level_one[val, column], _ = _fit_fold(data, name, params, 7, train, val)
     expected = meta_model().fit(level_one, data.y_train)
     np.testing.assert_allclose(refit.final_estimator_.coef_, expected.coef_, rtol=1e-6)
 
@@ -109,12 +107,21 @@ def _head(data, rows):
     return replace(data, x_train=data.x_train.iloc[:rows], y_train=data.y_train[:rows])
 
 
+def _fit_fold(data, name, params, seed, train, val):
+    """One candidate fitted on a fold as the search fits it: the fold prepared once, then the
+    estimator on its preprocessed rows."""
+    from mlops_assets.training.search import fit_prepared, prepare_fold
+
+    fold = prepare_fold(data.x_train, data.y_train, data.spec, train, val)
+    return fit_prepared(fold, name, params, seed, data.model.is_classifier)
+
+
 def test_the_train_score_is_measured_on_evenly_spaced_training_rows(data, monkeypatch):
     from mlops_assets.training import search as search_module
-    from mlops_assets.training.search import fit_fold, make_model, predict, score
+    from mlops_assets.training.search import make_model, predict, score
 
     train, val = cv_splits("stratified_kfold", data.y_train, folds=3, seed=7, classifier=True)[0]
-    args = ("logistic_l2", {"C": 0.5}, data.spec, 7, True, train, val)
+    args = (data, "logistic_l2", {"C": 0.5}, 7, train, val)
     model = make_model("logistic_l2", {"C": 0.5}, data.spec, 7, True).fit(
         data.x_train.iloc[train], data.y_train[train]
     )
@@ -123,10 +130,39 @@ def test_the_train_score_is_measured_on_evenly_spaced_training_rows(data, monkey
         return score(data.y_train[rows], predict(model, data.x_train.iloc[rows], True), True)
 
     monkeypatch.setattr(search_module, "TRAIN_SCORE_ROWS", len(train))  # every row
-    assert fit_fold(data.x_train, data.y_train, *args)[1] == train_score_on(train)
+    assert _fit_fold(*args)[1] == train_score_on(train)
     monkeypatch.setattr(search_module, "TRAIN_SCORE_ROWS", 100)
-    out_of_fold, sampled = fit_fold(data.x_train, data.y_train, *args)
+    out_of_fold, sampled = _fit_fold(*args)
     evenly_spaced = train[:: -(-len(train) // 100)]
     assert 50 <= len(evenly_spaced) <= 100
     assert sampled == train_score_on(evenly_spaced) != train_score_on(train)
     np.testing.assert_array_equal(out_of_fold, predict(model, data.x_train.iloc[val], True))
+
+
+@pytest.mark.parametrize("model", ["default_classifier", "loss_regressor"])
+def test_a_fit_on_a_prepared_fold_is_the_whole_pipeline_s_fit(features_con, model):
+    """The search prepares each fold once for every candidate: each candidate's out-of-fold
+    predictions and train score are exactly those of its whole pipeline fitted on the fold."""
+    from mlops_assets.training.candidates import base_candidates
+    from mlops_assets.training.search import make_model, predict, score
+
+    data = load_training_data(features_con, catalogue.model(model))
+    classifier = data.model.is_classifier
+    train, val = cv_splits(
+        "stratified_kfold", data.y_train, folds=3, seed=7, classifier=classifier
+    )[1]
+    scored = train[:: -(-len(train) // 5_000)]
+    for candidate in base_candidates(data.model):
+        params = candidate.param_sets()[-1]
+        pipeline = make_model(candidate.name, params, data.spec, 7, classifier).fit(
+            data.x_train.iloc[train], data.y_train[train]
+        )
+        out_of_fold, train_score = _fit_fold(data, candidate.name, params, 7, train, val)
+        np.testing.assert_array_equal(
+            out_of_fold, predict(pipeline, data.x_train.iloc[val], classifier)
+        )
+        assert train_score == score(
+            data.y_train[scored],
+            predict(pipeline, data.x_train.iloc[scored], classifier),
+            classifier,
+        )
