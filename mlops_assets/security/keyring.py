@@ -81,10 +81,11 @@ class Keyring:
             self._hmac = (self.pseudonym_key, *_hmac_pads(self.pseudonym_key))
         _, inner, outer = self._hmac
         inner_copy, outer_copy = inner.copy, outer.copy
+        normalise = self.normalise_customer_id
         keys = []
         for customer_id in customer_ids:
             state = inner_copy()
-            state.update(customer_id.strip().upper().encode())  # normalise_customer_id
+            state.update(normalise(customer_id).encode())
             final = outer_copy()
             final.update(state.digest())
             keys.append(final.hexdigest())
