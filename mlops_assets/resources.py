@@ -129,6 +129,7 @@ WORKER_IMPORTS = (
     "mlops_assets.training.search",
     "mlops_assets.monitoring.daily",
     "mlops_assets.features.validation",
+    "scipy.stats",  # the drift tests import it inside the step
 )
 
 
