@@ -138,22 +138,31 @@ def _import_on_worker(modules: tuple[str, ...]) -> None:
         importlib.import_module(module)
 
 
-def start_local_cluster(dask: DaskResource) -> None:
+def start_local_cluster(dask: DaskResource) -> threading.Thread | None:
     """Start the LocalCluster the run's steps will share, and the workers' imports, on a
     background thread, so that they happen while ingestion and dbt keep one core busy instead
     of when the first parallel step waits for them. Nothing to do with a scheduler address
     (that cluster is already running)."""
     if dask.scheduler_address:
-        return
+        return None
     n_workers = dask.n_workers
 
     def start() -> None:
         from distributed import Client
 
-        with Client(_local_cluster(n_workers)) as client:
-            client.run(_import_on_worker, WORKER_IMPORTS)
+        # Only a head start: a cluster that cannot start, or that closes while its workers
+        # import (a run stopped by a full disk), is the parallel step's error to report, in
+        # the step, not a traceback from this thread.
+        try:
+            with Client(_local_cluster(n_workers)) as client:
+                client.run(_import_on_worker, WORKER_IMPORTS)
+        except Exception as error:
+            stopped = type(error).__name__
+            warnings.warn(f"the Dask workers' warm-up stopped: {stopped}", stacklevel=1)
 
-    threading.Thread(target=start, name="mlops-dask-start", daemon=True).start()
+    thread = threading.Thread(target=start, name="mlops-dask-start", daemon=True)
+    thread.start()
+    return thread
 
 
 class RegistryResource(dg.ConfigurableResource):

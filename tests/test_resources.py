@@ -52,3 +52,26 @@ def test_an_empty_mlops_home_is_the_default_not_the_working_directory(tmp_path, 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLOPS_HOME", "")
     assert get_settings().home == (tmp_path / ".mlops").resolve()
+
+
+def test_a_dask_warm_up_that_fails_warns_instead_of_printing_a_traceback(monkeypatch):
+    """The background start of the run's LocalCluster is a head start only: when the cluster
+    cannot start or closes mid-import (a full disk stopping the run), the thread ends with a
+    warning, which goes to the run's log, and no traceback reaches the terminal."""
+    import threading
+    import warnings
+
+    import mlops_assets.resources as resources
+    from mlops_assets.resources import DaskResource, start_local_cluster
+
+    def cannot_start(n_workers):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(resources, "_local_cluster", cannot_start)
+    uncaught = []
+    monkeypatch.setattr(threading, "excepthook", uncaught.append)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start_local_cluster(DaskResource(n_workers=1)).join(30)
+    assert uncaught == []
+    assert [str(w.message) for w in caught] == ["the Dask workers' warm-up stopped: OSError"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import sys
 import textwrap
 from datetime import date, timedelta
@@ -22,8 +23,28 @@ app = typer.Typer()
 
 # Full disk, read-only file system, no permission, quota: the storage's fault, not the data's.
 STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT}
-# The same faults as SQLite reports them (Dagster's instance): SQLITE_READONLY, SQLITE_FULL.
-SQLITE_STORAGE_ERRORS = {8: "read-only database", 13: "database or disk is full"}
+# The same faults as SQLite reports them (Dagster's instance): SQLITE_READONLY, SQLITE_IOERR
+# (a write-ahead log or its index that cannot grow on a full disk), SQLITE_FULL.
+SQLITE_STORAGE_ERRORS = {
+    8: "read-only database",
+    10: "disk I/O error",
+    13: "database or disk is full",
+}
+FULL_BELOW_BYTES = 1 << 20  # a file system with less free space than this is full
+
+
+def disk_state(fault: str, home: Path) -> str:
+    """``fault``, with whether the disk holding ``home`` is full when SQLite could only say it
+    failed to write."""
+    if fault != SQLITE_STORAGE_ERRORS[10]:
+        return fault
+    try:
+        free = shutil.disk_usage(home).free
+    except OSError:
+        return fault
+    return (
+        f"{fault}: the disk is full ({free // 1024} KiB free)" if free < FULL_BELOW_BYTES else fault
+    )
 
 
 def storage_fault(error: BaseException) -> str | None:
@@ -148,6 +169,7 @@ def run(
             fault = storage_fault(error)
             if fault is None:
                 raise
+            fault = disk_state(fault, home.home)
             # The disk filled up (or went read-only) under Dagster's own bookkeeping: every
             # warehouse write is a transaction and the next run redoes this one's days.
             fail(

@@ -102,3 +102,31 @@ def test_a_home_refused_before_the_run_starts_keeps_its_own_message_and_exit_cod
     result = invoke("run")
     assert result.exit_code == 2, result.output
     assert "cannot run:" in result.output and "run stopped" not in result.output
+
+
+def sqlite_io_error() -> sqlite3.OperationalError:
+    """SQLITE_IOERR as the driver raises it (a full disk under a write-ahead log or its index
+    is reported so, not as SQLITE_FULL; no portable way to make one here)."""
+    error = sqlite3.OperationalError("disk I/O error")
+    error.sqlite_errorcode, error.sqlite_errorname = 10, "SQLITE_IOERR"
+    return error
+
+
+@pytest.mark.parametrize("free", [4096, 10 << 30])
+def test_a_disk_io_error_says_whether_the_disk_is_full(home, monkeypatch, free):
+    import shutil
+
+    import mlops_assets.cli.pipeline as pipeline
+
+    def refused(*args, **kwargs):
+        raise wrapped(sqlite_io_error())
+
+    monkeypatch.setattr(mlops_assets.run, "run_pipeline", refused)
+    usage = shutil.disk_usage("/")
+    monkeypatch.setattr(pipeline.shutil, "disk_usage", lambda path: usage._replace(free=free))
+    result = invoke("run")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    said = " ".join(result.output.split())
+    assert "run stopped: disk I/O error" in said
+    assert ("the disk is full (4 KiB free)" in said) == (free == 4096)
