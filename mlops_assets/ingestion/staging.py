@@ -145,7 +145,8 @@ def _odd_records(
     function of n arguments): a chain of n operators would exceed DuckDB's expression depth
     at a few thousand columns."""
     text = [n for n in names if spec.columns.get(n, "VARCHAR") == "VARCHAR"]
-    joined_sql = "concat_ws('', " + ", ".join(ident(n) for n in text) + ")"
+    # concat_ws takes at least one value: a feed of typed columns only has no text to search.
+    joined_sql = "concat_ws('', " + ", ".join(ident(n) for n in text) + ")" if text else "''"
     empty_sql = ", ".join(
         f"{ident(c)} is null"
         + (
