@@ -141,3 +141,36 @@ def test_schedules_are_partition_aware_and_freshness_is_declared(defs):
     for key, hours in ((marts, 36), (features, 36), *((model, 9 * 24) for model in models)):
         policy = graph.get(key).freshness_policy
         assert policy.fail_window.to_timedelta().total_seconds() == hours * 3600
+
+
+def test_under_dg_dev_the_definitions_parse_dbt_only_when_its_project_changed(
+    defs, monkeypatch, tmp_path
+):
+    """`dg dev` loads the definitions in its code server and again in each run it launches:
+    dbt parses only when its project changed since the published manifest was parsed. Outside
+    `dg dev` (`mlops run` parses for its build itself) the definitions never start dbt."""
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.settings import Settings
+    from mlops_assets.transform import parse
+
+    started, current = [], [True]
+
+    class Parse:
+        def __init__(self, environ, for_build=None) -> None:
+            started.append(for_build)
+
+        def wait(self) -> Path:
+            return parse.MANIFEST
+
+    monkeypatch.setattr(parse, "DbtParse", Parse)
+    monkeypatch.setattr(parse, "manifest_is_current", lambda: current[0])
+    settings = Settings(home=tmp_path)
+    monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")
+    build_definitions(settings)
+    assert started == []
+    current[0] = False
+    build_definitions(settings)
+    assert started == [None]
+    monkeypatch.delenv("DAGSTER_IS_DEV_CLI")
+    build_definitions(settings)
+    assert started == [None]

@@ -12,9 +12,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mlops_assets"
 # and what a code location loads (definitions, components, defs/) — when they load, never at
 # import.
 SETTINGS_ENTRIES = ("settings", "cli", "run", "definitions", "components", "defs")
-# Entry points that may touch os.environ: the resolver, the CLI (it starts `dagster dev`), and
-# `mlops run` (one switch Dagster reads only from the environment).
-ENVIRONMENT_ENTRIES = ("settings", "cli", "run.execute")
+# Entry points that may touch os.environ: the resolver, the CLI (it starts `dagster dev`),
+# `mlops run` (one switch Dagster reads only from the environment), and the dbt component
+# (under `dg dev`, dbt parses a changed project in the code location's environment).
+ENVIRONMENT_ENTRIES = ("settings", "cli", "run.execute", "components.dbt_project")
 # Process-wide knobs read where they apply, not settings of a home. Each is named, with why.
 ENVIRONMENT_KNOBS = {
     "faults": "MLOPS_CRASH_AT: the crash tests' fault injection, set in a child process",

@@ -319,7 +319,7 @@ def ui(
     bin_dir = str(Path(sys.executable).parent)
     os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
     with failing(DbtParseError, code=2):
-        prepare_dbt_manifest(os.environ)
+        prepare_dbt_manifest(os.environ, if_changed=True)
     # `dg dev`: the project's defs folder (YAML checked first), the webserver and the daemon,
     # run by this environment's Python whichever virtualenv is active.
     os.environ["VIRTUAL_ENV"] = sys.prefix

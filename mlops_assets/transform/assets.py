@@ -121,9 +121,6 @@ def _with_table_metadata(
 
 def build_dbt_assets() -> dg.AssetsDefinition:
     project = dbt_project()
-    # Under `dg dev` (and `dagster dev`) only: re-parse so edits to the SQL show up on reload.
-    project.prepare_if_dev()
-
     @dbt_assets(
         manifest=_manifest_path(),
         project=project,

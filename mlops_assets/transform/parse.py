@@ -1,6 +1,7 @@
 """`dbt parse`, started before anything heavy is imported: it runs in its own process while
 `mlops run` imports Dagster, dbt's adapter and the rest (this module imports neither)."""
 
+import hashlib
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 
 from mlops_assets.settings import DBT_PROJECT_DIR
@@ -20,6 +22,10 @@ TARGET_PATH = Path("target") / "dagster"  # relative to the dbt project, as DbtP
 MANIFEST = DBT_PROJECT_DIR / TARGET_PATH / "manifest.json"
 # dbt's partial-parse state, kept next to the manifest: a parse reads only changed files.
 _KEPT = ("partial_parse.msgpack", "manifest.json")
+# Beside the manifest, what the parse that published it read: see manifest_is_current.
+INPUTS_RECORD = "manifest.inputs.json"
+# The project's own output and installed packages: not inputs of a parse.
+NOT_INPUTS = frozenset({"target", "logs", "dbt_packages"})
 STALE_SECONDS = 3600  # a private parse directory this old belongs to no running parse
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")  # dbt colours some lines even when not on a terminal
 
@@ -45,6 +51,41 @@ def build_vars(warehouse_path: str, memory_limit: str) -> str:
 def dbt_executable() -> str:
     """The dbt installed next to this Python (the project's venv), else whatever is on PATH."""
     return str(VENV_DBT) if VENV_DBT.exists() else "dbt"
+
+
+def project_digest() -> str:
+    """SHA-256 of what a parse reads: every file of the dbt project (its own output, installed
+    packages and hidden files aside), by relative path and content, and the version of dbt."""
+    digest = hashlib.sha256(f"{dbt_executable()}\0{metadata.version('dbt-core')}\0".encode())
+    for folder, subfolders, files in os.walk(DBT_PROJECT_DIR):
+        subfolders[:] = sorted(
+            name for name in subfolders if name not in NOT_INPUTS and not name.startswith(".")
+        )
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(folder, name)
+            content = path.read_bytes()
+            relative = path.relative_to(DBT_PROJECT_DIR).as_posix()
+            digest.update(f"{relative}\0{len(content)}\0".encode() + content)
+    return digest.hexdigest()
+
+
+def _identity(path: Path) -> list[int]:
+    """Which file ``path`` is: a manifest published later is another file (os.replace)."""
+    stat = path.stat()
+    return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+
+
+def manifest_is_current() -> bool:
+    """Whether the published manifest was parsed from the project's files as they are now:
+    the parse that published it recorded the project's digest (taken before dbt started) and
+    the manifest file it published; another parse's manifest, or an edited file, says no."""
+    try:
+        record = json.loads((MANIFEST.parent / INPUTS_RECORD).read_text())
+        return record == {"inputs": project_digest(), "manifest": _identity(MANIFEST)}
+    except (OSError, ValueError):
+        return False
 
 
 class DbtParseError(RuntimeError):
@@ -79,6 +120,7 @@ class DbtParse:
             if time.time() - stale.stat().st_mtime > STALE_SECONDS:
                 shutil.rmtree(stale, ignore_errors=True)
         self._private = Path(tempfile.mkdtemp(prefix=".parse-", dir=MANIFEST.parent))
+        self._inputs = project_digest()  # before dbt reads the files: an edit after it shows
         state = MANIFEST.parent / _KEPT[0]
         if state.exists():
             shutil.copy2(state, self._private / state.name)
@@ -118,16 +160,25 @@ class DbtParse:
                 copied = self._build_target / f".{state.name}.{os.getpid()}"
                 shutil.copy2(state, copied)
                 os.replace(copied, self._build_target / state.name)
+            record = self._private / INPUTS_RECORD
+            manifest = {"inputs": self._inputs, "manifest": _identity(self._private / _KEPT[1])}
+            record.write_text(json.dumps(manifest))
             for name in _KEPT:  # the manifest last: whoever sees it sees its state too
                 # (no partial-parse state when DBT_PARTIAL_PARSE=false; a manifest always)
                 if name == MANIFEST.name or (self._private / name).exists():
                     os.replace(self._private / name, MANIFEST.parent / name)
+            # After the manifest: a record names the manifest file it vouches for, so a record
+            # that lands after another parse's manifest vouches for nothing.
+            os.replace(record, MANIFEST.parent / INPUTS_RECORD)
         finally:
             shutil.rmtree(self._private, ignore_errors=True)
         return MANIFEST
 
 
-def prepare_dbt_manifest(environ: Mapping[str, str]) -> Path:
+def prepare_dbt_manifest(environ: Mapping[str, str], *, if_changed: bool = False) -> Path:
     """Run `dbt parse` (in ``environ``) and wait for it: the manifest Dagster loads the dbt
-    assets from."""
+    assets from. ``if_changed``: only when the published manifest is not current
+    (:func:`manifest_is_current`)."""
+    if if_changed and manifest_is_current():
+        return MANIFEST
     return DbtParse(environ).wait()

@@ -1,7 +1,9 @@
 """The platform's dbt resource knows the version of the dbt it runs without starting it, and
 the parse started before Dagster is imported writes where Dagster reads."""
 
+import json
 import os
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -178,3 +180,101 @@ def test_the_run_parse_leaves_the_state_its_build_starts_from(tmp_path, monkeypa
     shutil.copy(tmp_path / "published" / "partial_parse.msgpack", plain)
     assert "Unable to do partial parsing" in build_parse(plain)
     assert not (tmp_path / "home" / "warehouse.duckdb").exists()  # a parse opens no warehouse
+
+
+# A dbt that parses in no time: a manifest naming the models on disk, and a count of its starts.
+FAST_DBT = """#!{python}
+import json, pathlib, sys
+target = pathlib.Path(sys.argv[sys.argv.index("--target-path") + 1])
+project = pathlib.Path(sys.argv[sys.argv.index("--project-dir") + 1])
+models = sorted(p.stem for p in (project / "models").glob("*.sql"))
+(target / "manifest.json").write_text(json.dumps({{"nodes": models}}))
+with open(project.parent / "starts", "a") as starts:
+    starts.write("parse\\n")
+"""
+
+
+@pytest.fixture
+def fast_project(monkeypatch, tmp_path):
+    """A dbt project in ``tmp_path/project`` parsed by FAST_DBT (its starts counted in
+    ``tmp_path/starts``)."""
+    from mlops_assets.transform import parse
+
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text("name: 'p'\n")
+    (project / "models" / "one.sql").write_text("select 1\n")
+    fast = tmp_path / "dbt"
+    fast.write_text(FAST_DBT.format(python=sys.executable))
+    fast.chmod(0o755)
+    monkeypatch.setattr(parse, "dbt_executable", lambda: str(fast))
+    monkeypatch.setattr(parse, "DBT_PROJECT_DIR", project)
+    monkeypatch.setattr(parse, "MANIFEST", project / "target" / "dagster" / "manifest.json")
+    return project
+
+
+def _starts(project: Path) -> int:
+    starts = project.parent / "starts"
+    return len(starts.read_text().splitlines()) if starts.exists() else 0
+
+
+def test_a_manifest_parsed_from_the_files_as_they_are_is_not_parsed_again(fast_project):
+    from mlops_assets.transform import parse
+
+    assert not parse.manifest_is_current()  # never parsed
+    parse.prepare_dbt_manifest(os.environ, if_changed=True)
+    parse.prepare_dbt_manifest(os.environ, if_changed=True)
+    assert _starts(fast_project) == 1 and parse.manifest_is_current()
+    # dbt's own output, logs and hidden files are not inputs of a parse.
+    for name in ("target/run/x.sql", "logs/dbt.log", ".user.yml"):
+        (fast_project / name).parent.mkdir(parents=True, exist_ok=True)
+        (fast_project / name).write_text("x")
+    assert parse.manifest_is_current()
+    parse.prepare_dbt_manifest(os.environ)  # asked for without the condition: always parsed
+    assert _starts(fast_project) == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["edit a model", "add a model", "remove a model", "rename a model", "edit the project file"],
+)
+def test_a_changed_project_is_parsed_again(fast_project, change):
+    from mlops_assets.transform import parse
+
+    parse.prepare_dbt_manifest(os.environ, if_changed=True)
+    model = fast_project / "models" / "one.sql"
+    if change == "edit a model":
+        model.write_text("select 2\n")  # same size, same second: the content tells
+    elif change == "add a model":
+        (fast_project / "models" / "two.sql").write_text("select 2\n")
+    elif change == "remove a model":
+        model.unlink()
+    elif change == "rename a model":
+        model.rename(model.with_name("uno.sql"))
+    else:
+        (fast_project / "dbt_project.yml").write_text("name: 'q'\n")
+    assert not parse.manifest_is_current()
+    parse.prepare_dbt_manifest(os.environ, if_changed=True)
+    assert _starts(fast_project) == 2 and parse.manifest_is_current()
+    names = {p.stem for p in (fast_project / "models").glob("*.sql")}
+    assert set(json.loads(parse.MANIFEST.read_text())["nodes"]) == names
+
+
+def test_a_record_vouches_only_for_the_manifest_its_parse_published(fast_project):
+    """Two parses publishing one after the other: the first's record, landing after the
+    second's manifest, names the first's manifest file, so it vouches for nothing; a manifest
+    written by anyone else (dbt run by hand into the target) is not current either."""
+    from mlops_assets.transform import parse
+
+    parse.prepare_dbt_manifest(os.environ)
+    record = parse.MANIFEST.parent / parse.INPUTS_RECORD
+    first = record.read_text()
+    parse.prepare_dbt_manifest(os.environ)
+    assert parse.manifest_is_current()
+    record.write_text(first)  # the first parse's record, late
+    assert not parse.manifest_is_current()
+    parse.prepare_dbt_manifest(os.environ)
+    parse.MANIFEST.write_text(json.dumps({"nodes": ["other"]}))  # in place, by someone else
+    assert not parse.manifest_is_current()
+    record.write_text("{not json")
+    assert not parse.manifest_is_current()
