@@ -58,37 +58,52 @@ def run_pipeline(
 
     ``on_event(kind, step)`` is called from a watcher thread as steps start and finish.
     """
-    plan = plan_run(settings)
-    # One "planned" event per asset for the range of days, not one per asset and day: on the
-    # SQLite instance each event is its own write, and 90 days x 14 assets cost ~20 s before
-    # the first step. The price: if the run fails, its days are not marked failed in the UI's
-    # partition view (the run itself, its failed step and pipeline health still say so).
-    # Dagster reads this switch from the environment only.
-    os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
+    from mlops_assets.transform.parse import (
+        DbtParse,
+        DbtParseError,
+        build_vars,
+        manifest_is_current,
+    )
 
-    from mlops_assets.transform.parse import DbtParse, DbtParseError, build_vars
-
-    # Overlap the start-up: dbt parses in its process while this one imports the platform
-    # (Dagster, dagster-dbt and every stage); only the dbt assets wait for the manifest. It
-    # parses for this run's build, which then starts from its state instead of a full parse.
+    # Overlap the start-up: dbt parses in its process while this one plans the run, imports the
+    # platform (Dagster, dagster-dbt and every stage) and, when the published manifest is
+    # current (the dbt project unchanged since it was parsed), builds the definitions from it.
+    # The parse is for this run's build, which then starts from its state instead of a full
+    # parse: the run waits for it before its first step.
     for_build = build_vars(str(settings.warehouse_path), settings.duckdb_memory_limit)
     parsing = DbtParse(os.environ, for_build=(for_build, settings.dbt_target_dir))
-    from dagster._core.utils import make_new_run_id
 
-    from mlops_assets.definitions import build_definitions
-    from mlops_assets.resources import start_local_cluster
-    from mlops_assets.run.instance import dagster_instance
+    def parsed() -> None:
+        try:
+            parsing.wait()
+        except DbtParseError as error:
+            raise RunSetupError(str(error)) from error
 
     try:
-        parsing.wait()
-    except DbtParseError as error:
-        raise RunSetupError(str(error)) from error
-    with warnings.catch_warnings(record=True) as setup_warnings:
-        defs = build_definitions(settings)
-        instance = dagster_instance(settings)
-        pending, notices = recover(instance, plan.new_days)
-        graph = defs.resolve_asset_graph()
-        job = defs.resolve_implicit_global_asset_job_def()
+        plan = plan_run(settings)
+        # One "planned" event per asset for the range of days, not one per asset and day: on
+        # the SQLite instance each event is its own write, and 90 days x 14 assets cost ~20 s
+        # before the first step. The price: if the run fails, its days are not marked failed
+        # in the UI's partition view (the run itself, its failed step and pipeline health
+        # still say so). Dagster reads this switch from the environment only.
+        os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
+        from dagster._core.utils import make_new_run_id
+
+        from mlops_assets.definitions import build_definitions
+        from mlops_assets.resources import start_local_cluster
+        from mlops_assets.run.instance import dagster_instance
+
+        if not manifest_is_current():
+            parsed()  # the dbt assets are built from the manifest this parse publishes
+        with warnings.catch_warnings(record=True) as setup_warnings:
+            defs = build_definitions(settings)
+            instance = dagster_instance(settings)
+            pending, notices = recover(instance, plan.new_days)
+            graph = defs.resolve_asset_graph()
+            job = defs.resolve_implicit_global_asset_job_def()
+        parsed()
+    finally:
+        parsing.cancel()  # a set-up that failed leaves no parse running
     if pending:
         # One run over the range of pending days (single-run backfill of the partitioned
         # assets: raw tables and drift reports).

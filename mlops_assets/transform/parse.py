@@ -125,6 +125,7 @@ class DbtParse:
         if state.exists():
             shutil.copy2(state, self._private / state.name)
         self._build_target = None if for_build is None else for_build[1]
+        self._published = False
         build_options = [] if for_build is None else ["--vars", for_build[0]]
         self._process = subprocess.Popen(
             [
@@ -147,6 +148,9 @@ class DbtParse:
         )
 
     def wait(self) -> Path:
+        """The published manifest, once this parse has published it (again: at once)."""
+        if self._published:
+            return MANIFEST
         try:
             output, _ = self._process.communicate()
             if self._process.returncode != 0:
@@ -170,9 +174,17 @@ class DbtParse:
             # After the manifest: a record names the manifest file it vouches for, so a record
             # that lands after another parse's manifest vouches for nothing.
             os.replace(record, MANIFEST.parent / INPUTS_RECORD)
+            self._published = True
         finally:
             shutil.rmtree(self._private, ignore_errors=True)
         return MANIFEST
+
+    def cancel(self) -> None:
+        """Stop the parse unless it has finished, and remove its private directory."""
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.communicate()
+        shutil.rmtree(self._private, ignore_errors=True)
 
 
 def prepare_dbt_manifest(environ: Mapping[str, str], *, if_changed: bool = False) -> Path:
