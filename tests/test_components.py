@@ -53,7 +53,7 @@ def test_dg_lists_the_platform_component_types(tmp_path):
 def test_dg_check_defs_validates_every_instance_and_loads_the_definitions(tmp_path):
     from mlops_assets.transform.parse import prepare_dbt_manifest
 
-    prepare_dbt_manifest(os.environ)
+    prepare_dbt_manifest(os.environ, if_changed=True)
     result = dg_cli("check", "defs", tmp_path=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All definitions loaded successfully" in result.stdout + result.stderr

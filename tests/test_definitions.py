@@ -18,7 +18,7 @@ SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.txt"
 
 @pytest.fixture(scope="module")
 def defs() -> dg.Definitions:
-    prepare_dbt_manifest(os.environ)
+    prepare_dbt_manifest(os.environ, if_changed=True)
     from mlops_assets.definitions import defs
 
     return defs()
