@@ -121,6 +121,7 @@ def _with_table_metadata(
 
 def build_dbt_assets() -> dg.AssetsDefinition:
     project = dbt_project()
+
     @dbt_assets(
         manifest=_manifest_path(),
         project=project,
