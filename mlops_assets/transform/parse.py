@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -55,26 +56,34 @@ def dbt_executable() -> str:
 
 def project_digest() -> str:
     """SHA-256 of what a parse reads: every file of the dbt project (its own output, installed
-    packages and hidden files aside), by relative path and content, and the version of dbt."""
-    digest = hashlib.sha256(f"{dbt_executable()}\0{metadata.version('dbt-core')}\0".encode())
+    packages and hidden files aside), by relative path and content, and the version of dbt.
+    Anything but a regular file (a FIFO, a dangling link) counts by its name alone, unread."""
+    digest = hashlib.sha256(os.fsencode(f"{dbt_executable()}\0{metadata.version('dbt-core')}\0"))
     for folder, subfolders, files in os.walk(DBT_PROJECT_DIR):
+        top = Path(folder) == DBT_PROJECT_DIR
         subfolders[:] = sorted(
-            name for name in subfolders if name not in NOT_INPUTS and not name.startswith(".")
+            name
+            for name in subfolders
+            if not name.startswith(".") and not (top and name in NOT_INPUTS)
         )
         for name in sorted(files):
             if name.startswith("."):
                 continue
             path = Path(folder, name)
-            content = path.read_bytes()
-            relative = path.relative_to(DBT_PROJECT_DIR).as_posix()
-            digest.update(f"{relative}\0{len(content)}\0".encode() + content)
+            relative = os.fsencode(path.relative_to(DBT_PROJECT_DIR).as_posix())
+            try:
+                regular = stat.S_ISREG(path.stat().st_mode)
+            except OSError:  # a dangling link
+                regular = False
+            content = path.read_bytes() if regular else b""
+            digest.update(b"%s\0%d\0%d\0" % (relative, regular, len(content)) + content)
     return digest.hexdigest()
 
 
 def _identity(path: Path) -> list[int]:
     """Which file ``path`` is: a manifest published later is another file (os.replace)."""
-    stat = path.stat()
-    return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+    status = path.stat()
+    return [status.st_ino, status.st_size, status.st_mtime_ns]
 
 
 def manifest_is_current() -> bool:
@@ -120,7 +129,10 @@ class DbtParse:
             if time.time() - stale.stat().st_mtime > STALE_SECONDS:
                 shutil.rmtree(stale, ignore_errors=True)
         self._private = Path(tempfile.mkdtemp(prefix=".parse-", dir=MANIFEST.parent))
-        self._inputs = project_digest()  # before dbt reads the files: an edit after it shows
+        try:  # before dbt reads the files: an edit after this shows
+            self._inputs: str | None = project_digest()
+        except OSError:  # a file dbt will say it cannot read: no record, never current
+            self._inputs = None
         state = MANIFEST.parent / _KEPT[0]
         if state.exists():
             shutil.copy2(state, self._private / state.name)
@@ -165,15 +177,17 @@ class DbtParse:
                 shutil.copy2(state, copied)
                 os.replace(copied, self._build_target / state.name)
             record = self._private / INPUTS_RECORD
-            manifest = {"inputs": self._inputs, "manifest": _identity(self._private / _KEPT[1])}
-            record.write_text(json.dumps(manifest))
+            if self._inputs is not None:
+                manifest = _identity(self._private / _KEPT[1])
+                record.write_text(json.dumps({"inputs": self._inputs, "manifest": manifest}))
             for name in _KEPT:  # the manifest last: whoever sees it sees its state too
                 # (no partial-parse state when DBT_PARTIAL_PARSE=false; a manifest always)
                 if name == MANIFEST.name or (self._private / name).exists():
                     os.replace(self._private / name, MANIFEST.parent / name)
             # After the manifest: a record names the manifest file it vouches for, so a record
             # that lands after another parse's manifest vouches for nothing.
-            os.replace(record, MANIFEST.parent / INPUTS_RECORD)
+            if self._inputs is not None:
+                os.replace(record, MANIFEST.parent / INPUTS_RECORD)
             self._published = True
         finally:
             shutil.rmtree(self._private, ignore_errors=True)

@@ -278,3 +278,39 @@ def test_a_record_vouches_only_for_the_manifest_its_parse_published(fast_project
     assert not parse.manifest_is_current()
     record.write_text("{not json")
     assert not parse.manifest_is_current()
+
+
+def test_odd_entries_of_the_project_are_hashed_without_reading_them(fast_project):
+    """A FIFO (reading it would block), a dangling link and a file named in no encoding count
+    by name; a folder called logs or target below the top level is an input like any other."""
+    from mlops_assets.transform import parse
+
+    before = parse.project_digest()
+    os.mkfifo(fast_project / "models" / "pipe.sql")
+    with_fifo = parse.project_digest()
+    (fast_project / "models" / "gone.sql").symlink_to(fast_project / "nowhere.sql")
+    with_link = parse.project_digest()
+    (fast_project / os.fsdecode(b"models/caf\xe9.sql")).write_text("select 3\n")
+    with_odd_name = parse.project_digest()
+    (fast_project / "models" / "logs").mkdir()
+    (fast_project / "models" / "logs" / "x.sql").write_text("select 4\n")
+    with_nested_logs = parse.project_digest()
+    digests = [before, with_fifo, with_link, with_odd_name, with_nested_logs]
+    assert len(set(digests)) == len(digests)
+
+
+def test_a_parse_that_could_not_read_the_project_publishes_no_record(fast_project, monkeypatch):
+    from mlops_assets.transform import parse
+
+    parse.prepare_dbt_manifest(os.environ)
+    assert parse.manifest_is_current()
+
+    def unreadable() -> str:
+        raise PermissionError("a file of the project cannot be read")
+
+    readable = parse.project_digest
+    monkeypatch.setattr(parse, "project_digest", unreadable)
+    parse.prepare_dbt_manifest(os.environ)  # dbt parses it (or says it cannot)
+    monkeypatch.setattr(parse, "project_digest", readable)
+    assert _starts(fast_project) == 2
+    assert parse.MANIFEST.exists() and not parse.manifest_is_current()
