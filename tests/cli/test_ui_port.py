@@ -58,7 +58,7 @@ def quick_start(monkeypatch):
     """`mlops ui` up to its servers, without parsing the dbt project."""
     from mlops_assets.transform import parse
 
-    monkeypatch.setattr(parse, "prepare_dbt_manifest", lambda environ: None)
+    monkeypatch.setattr(parse, "prepare_dbt_manifest", lambda environ, if_changed=False: None)
 
 
 def test_a_signal_as_the_handlers_are_set_ends_it_quietly(monkeypatch, quick_start):
