@@ -4,11 +4,11 @@ freshness policies and automation conditions are attached when the definitions a
 
 import dagster as dg
 
-from mlops_assets import automation
-
 
 @dg.definitions
 def jobs_and_triggers() -> dg.Definitions:
+    from mlops_assets import automation
+
     return dg.Definitions(
         jobs=automation.jobs, schedules=automation.schedules, sensors=automation.sensors
     )

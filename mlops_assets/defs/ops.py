@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from mlops_assets.ops.assets import build_ops_defs
-
 
 @dg.definitions
 def ops() -> dg.Definitions:
+    from mlops_assets.ops.assets import build_ops_defs
+
     return build_ops_defs()
