@@ -45,6 +45,26 @@ def mlops(
     )
 
 
+def mlops_here(
+    *args: str, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> subprocess.CompletedProcess:
+    """`mlops *args` against ``home`` in this process (typer's CliRunner): its exit code and
+    what it printed on stdout and on stderr, as :func:`mlops` gives them, without a process
+    start and its imports. An exception escaping the command (what a user would see as a
+    traceback) fails the test."""
+    from typer.testing import CliRunner
+
+    from mlops_assets.cli import app
+
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    for variable in ("MLOPS_KEYRING", "DAGSTER_HOME"):
+        monkeypatch.delenv(variable, raising=False)
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"mlops {' '.join(args)} raised") from result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the groups off the items
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`make test` runs two pytest-xdist workers (`--dist loadgroup`): tests sharing an

@@ -12,7 +12,7 @@ import pytest
 from mlops_assets import catalogue
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from mlops_assets.text import printable
-from tests.conftest import CLUSTER_CHUNK_ROWS, ODD_LANDING_ENTRIES, SMALL, mlops
+from tests.conftest import CLUSTER_CHUNK_ROWS, ODD_LANDING_ENTRIES, SMALL, mlops, mlops_here
 
 SCHEMAS = ("raw", "staging", "intermediate", "marts", "quarantine", "audit")
 
@@ -260,8 +260,11 @@ def test_files_before_the_first_partition_are_refused_with_the_fix(tmp_path):
     assert "MLOPS_FIRST_LANDING_DATE=2024-12-30" in result.stderr.replace("\n", "")
 
 
-def test_run_trains_registers_and_scores_and_explains(pipeline_run):
-    listed = json.loads(mlops("models", "list", "--json", home=pipeline_run.home).stdout)
+def test_run_trains_registers_and_scores_and_explains(pipeline_run, monkeypatch):
+    home = pipeline_run.home
+    listed = json.loads(
+        mlops_here("models", "list", "--json", home=home, monkeypatch=monkeypatch).stdout
+    )
     champions = {row["model"] for row in listed if row["is_champion"]}
     assert champions == {"default_classifier", "loss_regressor"}
     classifier = next(r for r in listed if r["model"] == "default_classifier")
@@ -273,7 +276,7 @@ def test_run_trains_registers_and_scores_and_explains(pipeline_run):
         application_id = con.execute(
             "select application_id from predictions.loan_default_scores limit 1"
         ).fetchall()[0][0]
-    explained = mlops("explain", application_id, "--json", home=pipeline_run.home)
+    explained = mlops_here("explain", application_id, "--json", home=home, monkeypatch=monkeypatch)
     assert explained.returncode == 0, explained.stderr
     explanation = json.loads(explained.stdout)
     assert explanation["model_version"] == classifier["version"]
@@ -286,7 +289,7 @@ def test_run_trains_registers_and_scores_and_explains(pipeline_run):
     assert explanation["expected_value"] + sum(
         c["contribution"] for c in explanation["contributions"]
     ) == pytest.approx(explanation["output"], abs=1e-6)
-    missing = mlops("explain", "APP-NOPE", home=pipeline_run.home)
+    missing = mlops_here("explain", "APP-NOPE", home=home, monkeypatch=monkeypatch)
     assert missing.returncode == 1 and "no row with application_id APP-NOPE" in missing.stderr
     # Responsible-model outputs of a real run: fairness charts, the SHAP summary, the card, the
     # reason codes of the flagged applications, and `mlops models show`.
@@ -309,7 +312,7 @@ def test_run_trains_registers_and_scores_and_explains(pipeline_run):
     # (A flagged row whose every contribution is negative has no adverse reason: rare, see
     # tests/training/test_reasons.py for the exact accounting.)
     assert 0.9 * flagged <= explained <= flagged and ranks <= 4
-    shown = mlops("models", "show", "default_classifier", home=pipeline_run.home)
+    shown = mlops_here("models", "show", "default_classifier", home=home, monkeypatch=monkeypatch)
     assert shown.returncode == 0, shown.stderr
     assert f"card: {reports / 'card.html'}" in shown.stdout.replace("\n", "")
 

@@ -7,7 +7,7 @@ import stat
 
 import duckdb
 
-from tests.conftest import QUARANTINED_CUSTOMER_FILE, QUARANTINED_CUSTOMER_LINE, mlops
+from tests.conftest import QUARANTINED_CUSTOMER_FILE, QUARANTINED_CUSTOMER_LINE, mlops, mlops_here
 
 
 def test_keys_init_creates_a_private_keyring_once(tmp_path):
@@ -20,35 +20,32 @@ def test_keys_init_creates_a_private_keyring_once(tmp_path):
     assert "refusing to overwrite" in again.stderr
 
 
-def test_first_run_created_the_keyring_and_said_so(pipeline_run):
+def test_first_run_created_the_keyring_and_said_so(pipeline_run, monkeypatch):
     assert any("created a new keyring" in notice for notice in pipeline_run.summary["notices"])
-    status = mlops("keys", "status", "--json", home=pipeline_run.home)
+    status = mlops_here("keys", "status", "--json", home=pipeline_run.home, monkeypatch=monkeypatch)
     versions = json.loads(status.stdout)["versions"]
     assert list(versions) == ["1"] and versions["1"] > 1000
 
 
-def test_reveal_and_forget_one_customer_with_an_audit_trail(pipeline_run):
+def test_reveal_and_forget_one_customer_with_an_audit_trail(pipeline_run, monkeypatch):
+    home = pipeline_run.home
     with duckdb.connect(str(pipeline_run.warehouse), read_only=True) as con:
         key = con.execute("select customer_key from raw.customers order by 1 limit 1").fetchone()[0]
 
-    revealed = mlops(
-        "pii",
-        "reveal",
-        "--customer",
-        key,
-        "--reason",
-        "ticket 4711",
-        "--json",
-        home=pipeline_run.home,
-    )
+    revealed = mlops_here(
+        "pii", "reveal", "--customer", key, "--reason", "ticket 4711", "--json",
+        home=home, monkeypatch=monkeypatch,
+    )  # fmt: skip
     assert revealed.returncode == 0, revealed.stderr
     values = json.loads(revealed.stdout)
     assert values["customer_key"] == key
     assert "@" in values["email"] and values["full_name"]
 
-    forgotten = mlops("pii", "forget", "--customer", key, home=pipeline_run.home)
+    forgotten = mlops_here("pii", "forget", "--customer", key, home=home, monkeypatch=monkeypatch)
     assert forgotten.returncode == 0, forgotten.stderr
-    again = mlops("pii", "reveal", "--customer", key, "--reason", "x", home=pipeline_run.home)
+    again = mlops_here(
+        "pii", "reveal", "--customer", key, "--reason", "x", home=home, monkeypatch=monkeypatch
+    )
     assert again.returncode == 1
     assert "no personal data in the vault" in again.stderr
 
@@ -60,8 +57,10 @@ def test_reveal_and_forget_one_customer_with_an_audit_trail(pipeline_run):
     assert audit == [("forget", "right to erasure request"), ("reveal", "ticket 4711")]
 
 
-def test_reveal_requires_a_reason(pipeline_run):
-    result = mlops("pii", "reveal", "--customer", "abc", home=pipeline_run.home)
+def test_reveal_requires_a_reason(pipeline_run, monkeypatch):
+    result = mlops_here(
+        "pii", "reveal", "--customer", "abc", home=pipeline_run.home, monkeypatch=monkeypatch
+    )
     assert result.returncode != 0
     assert "--reason" in result.stderr
 

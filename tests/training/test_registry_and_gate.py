@@ -19,7 +19,7 @@ from mlops_assets.training.registry import Registry, RegistryError
 from mlops_assets.training.scoring import score_model
 from mlops_assets.training.significance import PairedTest
 from mlops_assets.training.trainer import TrainingConfig, gate, train_model, trained_before
-from tests.conftest import BIN
+from tests.conftest import BIN, mlops_here
 from tests.training.conftest import (
     feature_warehouse,
     forge,
@@ -251,16 +251,7 @@ def _home_copy(registry: Registry, tmp_path) -> tuple[Path, Registry]:
 
 
 def _mlops(home: Path, monkeypatch, *args: str) -> subprocess.CompletedProcess:
-    """`mlops *args` against ``home``, in this process (typer's CliRunner): its exit code and
-    what it printed on stdout and on stderr. An exception escaping the command (what a user
-    would see as a traceback) fails the test."""
-    monkeypatch.setenv("MLOPS_HOME", str(home))
-    monkeypatch.delenv("MLOPS_KEYRING", raising=False)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    result = CliRunner().invoke(app, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"mlops {' '.join(args)} raised") from result.exception
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+    return mlops_here(*args, home=home, monkeypatch=monkeypatch)
 
 
 def _forge_champion(registry: Registry, marker: Path) -> Path:
