@@ -50,6 +50,7 @@ def main() -> None:
             spec = specs[source]
             started = time.perf_counter()
             result = ingest_source(con, landing, spec, names, keyring=keyring)
+            con.execute("checkpoint")  # the load's writes in the file, as a step's close does
             ingest_s = time.perf_counter() - started
             assert not result.failed, result.failed
             if not result.files:  # outcomes land weeks after their applications
