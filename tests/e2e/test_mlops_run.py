@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, timedelta
+from functools import partial
 
 import dagster as dg
 import duckdb
@@ -261,10 +262,8 @@ def test_files_before_the_first_partition_are_refused_with_the_fix(tmp_path):
 
 
 def test_run_trains_registers_and_scores_and_explains(pipeline_run, monkeypatch):
-    home = pipeline_run.home
-    listed = json.loads(
-        mlops_here("models", "list", "--json", home=home, monkeypatch=monkeypatch).stdout
-    )
+    cli = partial(mlops_here, home=pipeline_run.home, monkeypatch=monkeypatch)
+    listed = json.loads(cli("models", "list", "--json").stdout)
     champions = {row["model"] for row in listed if row["is_champion"]}
     assert champions == {"default_classifier", "loss_regressor"}
     classifier = next(r for r in listed if r["model"] == "default_classifier")
@@ -276,7 +275,7 @@ def test_run_trains_registers_and_scores_and_explains(pipeline_run, monkeypatch)
         application_id = con.execute(
             "select application_id from predictions.loan_default_scores limit 1"
         ).fetchall()[0][0]
-    explained = mlops_here("explain", application_id, "--json", home=home, monkeypatch=monkeypatch)
+    explained = cli("explain", application_id, "--json")
     assert explained.returncode == 0, explained.stderr
     explanation = json.loads(explained.stdout)
     assert explanation["model_version"] == classifier["version"]
@@ -289,7 +288,7 @@ def test_run_trains_registers_and_scores_and_explains(pipeline_run, monkeypatch)
     assert explanation["expected_value"] + sum(
         c["contribution"] for c in explanation["contributions"]
     ) == pytest.approx(explanation["output"], abs=1e-6)
-    missing = mlops_here("explain", "APP-NOPE", home=home, monkeypatch=monkeypatch)
+    missing = cli("explain", "APP-NOPE")
     assert missing.returncode == 1 and "no row with application_id APP-NOPE" in missing.stderr
     # Responsible-model outputs of a real run: fairness charts, the SHAP summary, the card, the
     # reason codes of the flagged applications, and `mlops models show`.
@@ -312,7 +311,7 @@ def test_run_trains_registers_and_scores_and_explains(pipeline_run, monkeypatch)
     # (A flagged row whose every contribution is negative has no adverse reason: rare, see
     # tests/training/test_reasons.py for the exact accounting.)
     assert 0.9 * flagged <= explained <= flagged and ranks <= 4
-    shown = mlops_here("models", "show", "default_classifier", home=home, monkeypatch=monkeypatch)
+    shown = cli("models", "show", "default_classifier")
     assert shown.returncode == 0, shown.stderr
     assert f"card: {reports / 'card.html'}" in shown.stdout.replace("\n", "")
 

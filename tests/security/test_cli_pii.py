@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from functools import partial
 
 import duckdb
 
@@ -28,24 +29,19 @@ def test_first_run_created_the_keyring_and_said_so(pipeline_run, monkeypatch):
 
 
 def test_reveal_and_forget_one_customer_with_an_audit_trail(pipeline_run, monkeypatch):
-    home = pipeline_run.home
+    cli = partial(mlops_here, home=pipeline_run.home, monkeypatch=monkeypatch)
     with duckdb.connect(str(pipeline_run.warehouse), read_only=True) as con:
         key = con.execute("select customer_key from raw.customers order by 1 limit 1").fetchone()[0]
 
-    revealed = mlops_here(
-        "pii", "reveal", "--customer", key, "--reason", "ticket 4711", "--json",
-        home=home, monkeypatch=monkeypatch,
-    )  # fmt: skip
+    revealed = cli("pii", "reveal", "--customer", key, "--reason", "ticket 4711", "--json")
     assert revealed.returncode == 0, revealed.stderr
     values = json.loads(revealed.stdout)
     assert values["customer_key"] == key
     assert "@" in values["email"] and values["full_name"]
 
-    forgotten = mlops_here("pii", "forget", "--customer", key, home=home, monkeypatch=monkeypatch)
+    forgotten = cli("pii", "forget", "--customer", key)
     assert forgotten.returncode == 0, forgotten.stderr
-    again = mlops_here(
-        "pii", "reveal", "--customer", key, "--reason", "x", home=home, monkeypatch=monkeypatch
-    )
+    again = cli("pii", "reveal", "--customer", key, "--reason", "x")
     assert again.returncode == 1
     assert "no personal data in the vault" in again.stderr
 

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -250,10 +251,6 @@ def _home_copy(registry: Registry, tmp_path) -> tuple[Path, Registry]:
     return home, Registry(home / "models", home / "keys" / "keyring.json")
 
 
-def _mlops(home: Path, monkeypatch, *args: str) -> subprocess.CompletedProcess:
-    return mlops_here(*args, home=home, monkeypatch=monkeypatch)
-
-
 def _forge_champion(registry: Registry, marker: Path) -> Path:
     """Replace the champion's model file with one that runs code on load, its sha256 recomputed
     in model.json (all an attacker who can write the registry, but has no key, can do)."""
@@ -265,18 +262,17 @@ def _forge_champion(registry: Registry, marker: Path) -> Path:
 def test_cli_promote_takes_only_a_version_of_that_model(trained, tmp_path, monkeypatch):
     registry, _, _ = trained
     home, copy = _home_copy(registry, tmp_path)
+    cli = partial(mlops_here, home=home, monkeypatch=monkeypatch)
     regressor = register_tiny(copy, "loss_regressor")
     champion = copy.champion("default_classifier")
     promote = ("models", "promote", "default_classifier")
-    outside = _mlops(
-        home, monkeypatch, *promote, f"../loss_regressor/{regressor}", "--reason", "careless"
-    )
+    outside = cli(*promote, f"../loss_regressor/{regressor}", "--reason", "careless")
     assert outside.returncode == 1, outside.stderr
     assert "is not a version of default_classifier" in outside.stderr
-    other = _mlops(home, monkeypatch, *promote, regressor, "--reason", "x")
+    other = cli(*promote, regressor, "--reason", "x")
     assert other.returncode == 1 and f"no version {regressor}" in other.stderr
     assert copy.champion("default_classifier") == champion
-    markup = _mlops(home, monkeypatch, *promote, champion, "--reason", "[/b]")
+    markup = cli(*promote, champion, "--reason", "[/b]")
     assert markup.returncode == 0, markup.stderr
     assert "[/b]" in markup.stderr and copy.history("default_classifier")[-1]["reason"] == "[/b]"
 
@@ -290,26 +286,27 @@ def test_explain_prints_data_as_text_and_refuses_a_forged_model(trained, tmp_pat
         f"chr(27) || '[2J[/b]' as purpose) from {FEATURE_TABLE} limit 1"
     )
     con.close()
-    shown = _mlops(home, monkeypatch, "explain", "[/x]")
+    cli = partial(mlops_here, home=home, monkeypatch=monkeypatch)
+    shown = cli("explain", "[/x]")
     assert shown.returncode == 0, shown.stderr
     assert "[/x] scored" in shown.stdout
     # SHAP contributions that add up; a value is shown escaped, as text.
     assert "adds up" in shown.stdout and "DOES NOT" not in shown.stdout
     assert "\\x1b[2J[/b]" in shown.stdout and "\x1b" not in shown.stdout
-    as_json = json.loads(_mlops(home, monkeypatch, "explain", "[/x]", "--json").stdout)
+    as_json = json.loads(cli("explain", "[/x]", "--json").stdout)
     assert as_json["additivity_error"] < 1e-6
     assert as_json["expected_value"] + sum(
         c["contribution"] for c in as_json["contributions"]
     ) == pytest.approx(as_json["output"], abs=1e-6)
-    missing = _mlops(home, monkeypatch, "explain", "[/y]")
+    missing = cli("explain", "[/y]")
     assert missing.returncode == 1 and "no row with application_id [/y]" in missing.stderr
     marker = tmp_path / "payload-ran"
     card = _forge_champion(copy, marker)
-    refused = _mlops(home, monkeypatch, "explain", "[/x]")
+    refused = cli("explain", "[/x]")
     assert refused.returncode == 1
     assert f"{card} does not match its seal" in refused.stderr
     assert not marker.exists()
-    listed = json.loads(_mlops(home, monkeypatch, "models", "list", "--json").stdout)
+    listed = json.loads(cli("models", "list", "--json").stdout)
     assert [r["sealed"] for r in listed if r["is_champion"]] == [False]
     assert all(r["sealed"] for r in listed if not r["is_champion"])
 
