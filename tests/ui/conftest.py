@@ -400,9 +400,10 @@ def _stop(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-# Materialize all first, on a fresh instance: a run of the features before it (the GraphQL
-# test's) makes the automation sensor queue scoring and drift runs, which the backfill's first
-# run then waits behind on the one-slot pool `duckdb_writer` (minutes each on a loaded machine).
+# Materialize all first, on a fresh instance: a run of the raw tables before it (the GraphQL
+# test's) makes the automation sensor queue dbt, features, scoring and drift runs, which the
+# backfill's first run then waits behind on the one-slot pool `duckdb_writer` (minutes each on
+# a loaded machine).
 SHARED_SERVER_ORDER = ("test_ui_materialize_all.py", "test_graphql_api.py")
 
 

@@ -1,5 +1,8 @@
 """End to end in the browser: Debian's Chromium, driven by Playwright, materializes everything
-from the Dagster UI served by `mlops ui`, and reads the lineage back from the UI.
+from the Dagster UI served by `mlops ui`, reads the lineage back from the UI, and opens each
+model's overview page on the version "Materialize all" trained (metrics, candidates, gate
+decision, plot). That a later run on unchanged data records the same version's metadata is
+proved in tests/training/test_model_spec.py and tests/e2e/test_mlops_run.py.
 
 Screenshots of every step go to test-artifacts/ui/; with MLOPS_UPDATE_DOCS_SCREENSHOT=1 the
 materialized asset graph is also saved as docs/asset-graph.png (for the README).
@@ -129,14 +132,14 @@ def launch_backfill_of_all_partitions(page: Page, shot: Screenshots, name: str, 
 
 
 def wait_for_backfill(
-    server: UiServer, page: Page, shot: Screenshots, backfill_id: str, name: str
+    server: UiServer, page: Page, shot: Screenshots, backfill_id: str, name: str, launched: float
 ) -> dict:
-    """Wait (polling GraphQL) until the daemon has run the backfill; check that every run and
-    every targeted asset succeeded, and that the backfill's runs show as successful in the UI.
-    The backfill, as GraphQL last read it."""
-    started = time.monotonic()
-    backfill = server.wait_for_backfill(backfill_id, timeout=BACKFILL_TIMEOUT)
-    record_timing(f"backfill_{name}", time.monotonic() - started)
+    """Wait (polling GraphQL) until the daemon has run the backfill launched at ``launched``
+    (time.monotonic()); check that every run and every targeted asset succeeded, and that the
+    backfill's runs show as successful in the UI. The backfill, as GraphQL last read it."""
+    timeout = launched + BACKFILL_TIMEOUT - time.monotonic()
+    backfill = server.wait_for_backfill(backfill_id, timeout=timeout)
+    record_timing(f"backfill_{name}", time.monotonic() - launched)
     assert backfill_succeeded(backfill), server.backfill_failures(backfill)
     page.goto(f"{server.url}/runs/b/{backfill_id}?tab=runs")
     for run in backfill["runs"]:
@@ -147,22 +150,10 @@ def wait_for_backfill(
     return backfill
 
 
-LAUNCH_RUN = """
-mutation($params: ExecutionParams!) {
-  launchPipelineExecution(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on Error { message }
-  }
-}
-"""
-
 LATEST_MATERIALIZATION = """
 query($keys: [AssetKeyInput!]) {
   assetNodes(assetKeys: $keys) {
     assetKey { path }
-    jobNames
-    repository { name location { name } }
     assetMaterializations(limit: 1) {
       runId
       metadataEntries {
@@ -185,45 +176,20 @@ def latest_materializations(server: UiServer, keys: list[str]) -> dict[str, dict
     return {"/".join(node["assetKey"]["path"]): node for node in nodes}
 
 
-def materialize_again(server: UiServer, keys: list[str]) -> str:
-    """Launch one run of ``keys`` (their inputs unchanged since they were last materialized)
-    and wait for it; its id."""
-    server.wait_until_idle()  # a sensor's run (automation, retraining), if one started
-    node = next(iter(latest_materializations(server, keys[:1]).values()))
-    job = next(name for name in node["jobNames"] if name.startswith("__ASSET_JOB"))
-    launched = server.graphql(
-        LAUNCH_RUN,
-        {
-            "params": {
-                "selector": {
-                    "repositoryLocationName": node["repository"]["location"]["name"],
-                    "repositoryName": node["repository"]["name"],
-                    "pipelineName": job,
-                    "assetSelection": [{"path": key.split("/")} for key in keys],
-                },
-                "mode": "default",
-                "runConfigData": {},
-            }
-        },
-    )["launchPipelineExecution"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    status = server.wait_for_run(run_id)
-    assert status == "SUCCESS", server.run_errors(run_id)
-    return run_id
-
-
-def check_model_overviews(server: UiServer, page: Page, shot: Screenshots) -> None:
-    """A second run of the models on unchanged data retrains nothing, and each model's
-    overview page still shows its version's holdout metrics and plot (not a no-op event)."""
+def check_model_overviews(
+    server: UiServer, page: Page, shot: Screenshots, trained_by: set[str]
+) -> None:
+    """Each model's latest materialization is the one a run of ``trained_by`` wrote when it
+    trained the model, and the model's overview page shows that version in full: its holdout
+    metrics (a value as recorded), candidates, gate decision and its plot, an image the
+    browser decoded."""
     started = time.monotonic()
-    run_id = materialize_again(server, list(MODEL_PLOTS))
     latest = latest_materializations(server, list(MODEL_PLOTS))
     for key, plot in MODEL_PLOTS.items():
         [event] = latest[key]["assetMaterializations"]
         metadata = {entry["label"]: entry for entry in event["metadataEntries"]}
-        assert event["runId"] == run_id, (key, event["runId"])
-        assert metadata["retrained"]["boolValue"] is False, key  # the no-op run's event
+        assert event["runId"] in trained_by, (key, event["runId"], trained_by)
+        assert metadata["retrained"]["boolValue"] is True, key
         metrics = {k: v for k, v in metadata.items() if k.startswith("holdout/")}
         assert metrics and plot in metadata, (key, sorted(metadata))
         page.goto(f"{server.url}/assets/{key}?view=overview")
@@ -241,7 +207,32 @@ def check_model_overviews(server: UiServer, page: Page, shot: Screenshots) -> No
         assert image.evaluate("img => img.complete && img.naturalWidth > 0"), key
         shot(f"overview-{key.replace('/', '-')}")
         page.keyboard.press("Escape")
-    record_timing("models_again_and_overviews", time.monotonic() - started)
+    record_timing("model_overviews", time.monotonic() - started)
+
+
+def check_lineage_page(
+    page: Page, url: str, key: str, materializable: list[str], shot: Screenshots
+) -> None:
+    """The asset's page shows its inputs upstream and its users downstream, as in LINEAGE,
+    and, if it is materializable, its latest materialization."""
+    position = LINEAGE.index(key)
+    page.goto(f"{url}/assets/{key}")
+    upstream = page.get_by_text("Upstream assets", exact=True).locator("xpath=..")
+    downstream = page.get_by_text("Downstream assets", exact=True).locator("xpath=..")
+    # The link to the neighbour first: once it shows, the section has loaded.
+    before = LINEAGE[position - 1] if position > 0 else None
+    after = LINEAGE[position + 1] if position + 1 < len(LINEAGE) else None
+    for section, neighbour in ((upstream, before), (downstream, after)):
+        if neighbour:
+            expect(section.locator(f'a[href="/assets/{neighbour}"]')).to_be_visible()
+    for section, neighbour in ((upstream, before), (downstream, after)):
+        if not neighbour:  # the source has no inputs; the drift report feeds nothing
+            expect(section.locator("a")).to_have_count(0)
+    if key in materializable:  # landing/* are source specs: observed, never materialized
+        expect(page.get_by_text("Latest materialization", exact=True)).to_be_visible()
+        expect(page.get_by_text("Never materialized")).to_have_count(0)
+    upstream.scroll_into_view_if_needed()
+    shot(f"lineage-{key.replace('/', '-')}")
 
 
 def save_docs_screenshot(page: Page, server: UiServer) -> None:
@@ -293,23 +284,42 @@ def test_materialize_everything_from_the_ui_and_follow_the_lineage(ui_server: Ui
     page.get_by_role("button", name=f"Materialize all ({len(materializable)})…").click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text(f"Launch runs to materialize {len(materializable)} assets")
+    launched = time.monotonic()
     backfill_id = launch_backfill_of_all_partitions(page, shot, "materialize-all", days)
     expect(page.get_by_role("dialog")).to_have_count(0)
-    backfills = [wait_for_backfill(ui_server, page, shot, backfill_id, "materialize_all")]
+    materialize_all = wait_for_backfill(
+        ui_server, page, shot, backfill_id, "materialize_all", launched
+    )
 
     # Dagster's asset backfill gives partitions only to the partitioned assets it reaches from
     # the root partitions through partitioned assets: a model's drift_report hangs below the
     # unpartitioned features and scores, so "Materialize all" leaves its partitions out. What
     # it left out is launched from the asset's own page, every partition, one backfill each.
-    left_out = [key for key in materializable if key not in backfill_targets(backfills[0])]
+    left_out = [key for key in materializable if key not in backfill_targets(materialize_all)]
+    launches = []
     for key in left_out:
         assert assets[key]["isPartitioned"], f"Materialize all left out {key}"
         page.goto(f"{url}/assets/{key}")
         page.get_by_role("button", name="Materialize…").click()
         expect(page.get_by_role("dialog")).to_contain_text(key.replace("/", " / "))
         name = key.replace("/", "-")
-        backfill_id = launch_backfill_of_all_partitions(page, shot, name, days)
-        backfills.append(wait_for_backfill(ui_server, page, shot, backfill_id, name))
+        launched = time.monotonic()
+        launches.append((name, launch_backfill_of_all_partitions(page, shot, name, days), launched))
+
+    # While the daemon runs those, what "Materialize all" wrote, in the browser. Each model's
+    # overview page shows the version the backfill trained in full: metrics, candidates, gate
+    # decision and plot.
+    assert set(MODEL_PLOTS) == {key for key in materializable if key.startswith("models/")}
+    check_model_overviews(ui_server, page, shot, {run["runId"] for run in materialize_all["runs"]})
+    # The lineage, as each asset's page shows it: its inputs upstream, its users downstream
+    # (the assets left out above once their backfills are done).
+    for key in LINEAGE:
+        if key not in left_out:
+            check_lineage_page(page, url, key, materializable, shot)
+
+    backfills = [materialize_all]
+    for name, backfill_id, launched in launches:
+        backfills.append(wait_for_backfill(ui_server, page, shot, backfill_id, name, launched))
     (ARTIFACTS / "backfills.json").write_text(
         json.dumps(
             [{"id": b["id"], "targets": backfill_targets(b), "runs": b["runs"]} for b in backfills],
@@ -329,34 +339,13 @@ def test_materialize_everything_from_the_ui_and_follow_the_lineage(ui_server: Ui
         if node["isPartitioned"]:
             assert {m["partition"] for m in from_ui} >= set(ui_server.landing_days), key
             assert node["partitionStats"]["numFailed"] == 0, (key, node["partitionStats"])
-
-    # The lineage, as each asset's page shows it: its inputs upstream, its users downstream.
-    for position, key in enumerate(LINEAGE):
-        page.goto(f"{url}/assets/{key}")
-        upstream = page.get_by_text("Upstream assets", exact=True).locator("xpath=..")
-        downstream = page.get_by_text("Downstream assets", exact=True).locator("xpath=..")
-        # The link to the neighbour first: once it shows, the section has loaded.
-        before = LINEAGE[position - 1] if position > 0 else None
-        after = LINEAGE[position + 1] if position + 1 < len(LINEAGE) else None
-        for section, neighbour in ((upstream, before), (downstream, after)):
-            if neighbour:
-                expect(section.locator(f'a[href="/assets/{neighbour}"]')).to_be_visible()
-        for section, neighbour in ((upstream, before), (downstream, after)):
-            if not neighbour:  # the source has no inputs; the drift report feeds nothing
-                expect(section.locator("a")).to_have_count(0)
-        if key in materializable:  # landing/* are source specs: observed, never materialized
-            expect(page.get_by_text("Latest materialization", exact=True)).to_be_visible()
-            expect(page.get_by_text("Never materialized")).to_have_count(0)
-        upstream.scroll_into_view_if_needed()
-        shot(f"lineage-{key.replace('/', '-')}")
+    for key in LINEAGE:
+        if key in left_out:
+            check_lineage_page(page, url, key, materializable, shot)
 
     # The whole graph again, every asset materialized (green).
     page.goto(f"{url}/asset-groups")
     expand_all_groups(page)
     shot("asset-graph-materialized")
-
-    # The models again on the same data: the latest event still shows each version in full.
-    assert set(MODEL_PLOTS) == {key for key in materializable if key.startswith("models/")}
-    check_model_overviews(ui_server, page, shot)
     if UPDATE_DOCS:
         save_docs_screenshot(page, ui_server)
