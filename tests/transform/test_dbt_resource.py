@@ -158,27 +158,40 @@ def test_the_run_parse_leaves_the_state_its_build_starts_from(tmp_path, monkeypa
     environ = {**os.environ, "MLOPS_HOME": str(tmp_path / "home")}
     for_build = build_vars(str(tmp_path / "home" / "warehouse.duckdb"), "1GB")
 
-    def build_parse(target: Path) -> str:
-        done = subprocess.run(
+    def build_parse(target: Path) -> subprocess.Popen:
+        return subprocess.Popen(
             [
                 parse.dbt_executable(), "parse", "--profiles-dir", ".",
                 "--target-path", str(target), "--vars", for_build,
             ],
-            cwd=DBT_PROJECT_DIR, env=environ, capture_output=True, text=True, check=True,
+            cwd=DBT_PROJECT_DIR, env=environ, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
-        return done.stdout
 
     monkeypatch.setattr(parse, "MANIFEST", tmp_path / "published" / "manifest.json")
     build_target = tmp_path / "home" / "dbt" / "target"
-    parse.DbtParse(environ, for_build=(for_build, build_target)).wait()
+    # Both parses run at once; each publishes when it is waited for, the build's first.
+    for_the_build = parse.DbtParse(environ, for_build=(for_build, build_target))
+    another_home = parse.DbtParse(environ)
+    for_the_build.wait()
     # Another home's parse publishes its state after this one's: the build keeps its own.
-    parse.DbtParse(environ).wait()
-    assert "Unable to do partial parsing" not in build_parse(build_target)
-    # The control: the build started from the plain parse's state parses everything again.
+    another_home.wait()
     plain = tmp_path / "plain"
     plain.mkdir()
     shutil.copy(tmp_path / "published" / "partial_parse.msgpack", plain)
-    assert "Unable to do partial parsing" in build_parse(plain)
+    build, control = build_parse(build_target), build_parse(plain)
+    # The control: the build started from the plain parse's state parses everything again.
+    # dbt says so before it parses, so it is stopped there.
+    said = []
+    for line in control.stdout:
+        said.append(line)
+        if "Unable to do partial parsing" in line:
+            control.kill()
+            break
+    control.communicate()
+    assert "Unable to do partial parsing" in "".join(said), "".join(said)
+    output, _ = build.communicate()
+    assert build.returncode == 0, output
+    assert "Unable to do partial parsing" not in output, output
     assert not (tmp_path / "home" / "warehouse.duckdb").exists()  # a parse opens no warehouse
 
 
