@@ -448,7 +448,6 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     home = tmp_path_factory.mktemp("ui_home")
     today = datetime.now(UTC).date()
     config = dataclasses.replace(UI_DATA, start_date=today - timedelta(days=UI_DATA.days - 1))
-    generate(config, home / "landing")
     days = [(config.start_date + timedelta(days=d)).isoformat() for d in range(config.days)]
     port = free_port()
     env = {
@@ -464,6 +463,9 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     process = start_ui(["--port", str(port)], env, log, preexec_fn=ignore_sigint)
     server = UiServer(f"http://127.0.0.1:{port}", home, days, log, process)
     try:
+        # The landing files, while the server loads its definitions (nothing reads them before
+        # a run: the partitions come from MLOPS_FIRST_LANDING_DATE).
+        generate(config, home / "landing")
         _wait_until_loaded(server, process, SERVER_START_TIMEOUT)
         # What the "Skip" of Dagster's "Join the Dagster community" dialog records: otherwise
         # that dialog pops up over the first page, a second after it loads, mid-click.
