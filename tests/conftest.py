@@ -1,4 +1,5 @@
-"""Shared fixtures: small generated landing data and one real `mlops run` per session."""
+"""Shared fixtures: small generated landing data and one real `mlops run` per session (the
+reference home), which the tests read or copy."""
 
 from __future__ import annotations
 
@@ -7,19 +8,23 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
 
+from mlops_assets.run.instance import ensure_dagster_home
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from mlops_assets.security.keyring import Keyring
 from mlops_assets.security.ui_guard import free_port
+from mlops_assets.settings import Settings
 
 BIN = Path(sys.executable).parent
 
@@ -164,17 +169,6 @@ def dask_cluster() -> Iterator[DaskCluster]:
             process.wait(timeout=30)
 
 
-@dataclass(frozen=True)
-class PipelineRun:
-    home: Path
-    summary: dict
-    cluster: DaskCluster
-
-    @property
-    def warehouse(self) -> Path:
-        return self.home / "warehouse.duckdb"
-
-
 # The e2e run's parallel work goes to `dask_cluster`, in chunks small enough that validation
 # and scoring fan out too: the deployment shape of docs "Scaling out", on one machine.
 CLUSTER_CHUNK_ROWS = 1_000
@@ -203,34 +197,15 @@ def add_odd_landing_entries(landing: Path) -> None:
     (landing / ODD_LANDING_ENTRIES[6]).mkdir()
 
 
-@pytest.fixture(scope="session")
-def pipeline_run(
-    tmp_path_factory: pytest.TempPathFactory, dask_cluster: DaskCluster
-) -> PipelineRun:
-    """A home with generated landing files (and odd entries to refuse) and one full
-    `mlops run --json` over them, its parallel work on a real Dask cluster
-    (DASK_SCHEDULER_ADDRESS)."""
-    home = tmp_path_factory.mktemp("mlops_home")
-    generate(SMALL, home / "landing")
-    add_odd_landing_entries(home / "landing")
-    result = mlops(
-        "run",
-        "--json",
-        home=home,
-        env={
-            "DASK_SCHEDULER_ADDRESS": dask_cluster.address,
-            "MLOPS_CHUNK_ROWS": str(CLUSTER_CHUNK_ROWS),
-        },
-    )
-    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[:3000])
-    return PipelineRun(home, json.loads(result.stdout), dask_cluster)
-
-
-# The reference home: landing files of the SMALL shape (three more days generated and held back,
-# for the tests whose run must do real work) and one completed `mlops run` over them. Built once
-# per session, whichever worker asks first; tests work on copies.
-REFERENCE = GeneratorConfig(days=43, rows_per_day=150, seed=7, drift_from_day=30)
-LATER_DAYS = ("2025-02-10", "2025-02-11", "2025-02-12")
+# The reference home: landing files of the SMALL shape with ODD_LANDING_ENTRIES beside them (and
+# three more days generated and held back, for the tests whose run must do real work), and one
+# completed `mlops run --json` over them, its parallel work on a Dask cluster started as an
+# operator starts one (DASK_SCHEDULER_ADDRESS), in chunks of CLUSTER_CHUNK_ROWS. Built once per
+# session, whichever worker asks first; tests work on copies.
+LATER_DAYS = tuple(
+    (SMALL.start_date + timedelta(days=SMALL.days + n)).isoformat() for n in range(3)
+)
+REFERENCE = replace(SMALL, days=SMALL.days + len(LATER_DAYS))
 # A customer line the reference run quarantines (its number of dependents is not a number),
 # appended to this landing file: its personal data is stored encrypted.
 QUARANTINED_CUSTOMER_FILE = "customers/2025-01-01.csv"
@@ -240,17 +215,30 @@ QUARANTINED_CUSTOMER_LINE = (
 )
 
 
+def _copy_entry(source: str, destination: str) -> None:
+    """shutil.copy2, and a FIFO made again (copying one would read it: a FIFO with no writer
+    blocks, so shutil refuses)."""
+    if stat.S_ISFIFO(os.lstat(source).st_mode):
+        os.mkfifo(destination)
+    else:
+        shutil.copy2(source, destination)
+
+
 @dataclass(frozen=True)
 class ReferenceHome:
     home: Path  # after one `mlops run` over the landing files but LATER_DAYS; never written
     later: Path  # the landing files of LATER_DAYS, as landing/ lays them out
     summary: dict  # that run's `--json` summary
     quarantined_line: int  # QUARANTINED_CUSTOMER_LINE's line number in its file (header: 1)
+    workers: frozenset[str]  # the addresses of the Dask workers that run used
 
     def copy(self, destination: Path, *, later_days: bool = False) -> Path:
-        """A copy of the home at ``destination`` (its keyring, so the same pseudonyms), with
-        the landing files of LATER_DAYS added when ``later_days``."""
-        shutil.copytree(self.home, destination, symlinks=True)
+        """A copy of the home at ``destination`` (its keyring, so the same pseudonyms; its odd
+        landing entries as they are), with the landing files of LATER_DAYS added when
+        ``later_days``. Its dagster.yaml follows the copy, as the first `mlops` command in it
+        would make it (the reference home was built elsewhere and moved)."""
+        shutil.copytree(self.home, destination, symlinks=True, copy_function=_copy_entry)
+        ensure_dagster_home(Settings(home=destination))
         if later_days:
             shutil.copytree(self.later, destination / "landing", dirs_exist_ok=True)
         return destination
@@ -281,7 +269,18 @@ def built_once(request: pytest.FixtureRequest, name: str, build) -> Path:
     return directory
 
 
-def _build_reference(directory: Path) -> None:
+def run_here(home: Path, *args: str, env: dict[str, str] | None = None) -> dict:
+    """`mlops run --json *args` against ``home`` in this process (:func:`mlops_here`, with the
+    variables ``env`` set meanwhile): its summary. A run that fails fails the caller."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for variable, value in (env or {}).items():
+            monkeypatch.setenv(variable, value)
+        result = mlops_here("run", "--json", *args, home=home, monkeypatch=monkeypatch)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    return json.loads(result.stdout)
+
+
+def _build_reference(directory: Path, cluster: DaskCluster) -> None:
     generate(REFERENCE, directory / "generated")
     for file in sorted((directory / "generated").glob("*/*.csv")):
         later = file.stem in LATER_DAYS
@@ -293,18 +292,52 @@ def _build_reference(directory: Path) -> None:
     lines = customers.read_text().splitlines()
     customers.write_text("\n".join([*lines, QUARANTINED_CUSTOMER_LINE]) + "\n")
     (directory / "quarantined_line").write_text(str(len(lines) + 1))
-    result = mlops("run", "--json", home=directory / "home", timeout=1200)
-    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
-    (directory / "summary.json").write_text(result.stdout)
+    add_odd_landing_entries(directory / "home" / "landing")
+    summary = run_here(
+        directory / "home",
+        env={
+            "DASK_SCHEDULER_ADDRESS": cluster.address,
+            "MLOPS_CHUNK_ROWS": str(CLUSTER_CHUNK_ROWS),
+        },
+    )
+    (directory / "summary.json").write_text(json.dumps(summary))
+    (directory / "workers.json").write_text(json.dumps(sorted(cluster.workers)))
 
 
 @pytest.fixture(scope="session")
 def reference_home(request: pytest.FixtureRequest) -> ReferenceHome:
     """The session's reference home (see REFERENCE), for tests to copy."""
-    directory = built_once(request, "reference_home", _build_reference)
+    directory = built_once(
+        request,
+        "reference_home",
+        lambda directory: _build_reference(directory, request.getfixturevalue("dask_cluster")),
+    )
     summary = json.loads((directory / "summary.json").read_text())
     line = int((directory / "quarantined_line").read_text())
-    return ReferenceHome(directory / "home", directory / "later", summary, line)
+    workers = frozenset(json.loads((directory / "workers.json").read_text()))
+    return ReferenceHome(directory / "home", directory / "later", summary, line, workers)
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    home: Path
+    summary: dict
+    workers: frozenset[str]  # the Dask workers its parallel work ran on
+
+    @property
+    def warehouse(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(
+    tmp_path_factory: pytest.TempPathFactory, reference_home: ReferenceHome
+) -> PipelineRun:
+    """A copy of the reference home, for the tests that read the run or write after it
+    (reveal and forget a customer, run dbt from its CLI, run again): they share it, on one
+    worker (xdist group ``pipeline_run``)."""
+    home = reference_home.copy(tmp_path_factory.mktemp("pipeline_run") / "home")
+    return PipelineRun(home, reference_home.summary, reference_home.workers)
 
 
 @pytest.fixture(scope="session")
@@ -313,8 +346,6 @@ def reference_after_later_days(request: pytest.FixtureRequest, reference_home) -
     that was killed, faulted or raced over those days must end as. Never written."""
 
     def build(directory: Path) -> None:
-        home = reference_home.copy(directory / "home", later_days=True)
-        result = mlops("run", "--json", home=home, timeout=1200)
-        assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+        run_here(reference_home.copy(directory / "home", later_days=True))
 
     return built_once(request, "reference_after_later_days", build) / "home"

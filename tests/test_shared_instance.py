@@ -28,7 +28,7 @@ from mlops_assets.instance_storage import SqliteEventLogStorage
 from mlops_assets.run.instance import ensure_dagster_home
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from mlops_assets.settings import DAGSTER_PG_URL_VARIABLE, get_settings
-from tests.conftest import free_port
+from tests.conftest import free_port, mlops_here
 
 BIN = Path(sys.executable).parent
 PG_VERSIONS_DIR = Path("/usr/lib/postgresql")
@@ -217,20 +217,14 @@ def test_two_people_share_runs_events_and_schedules_in_postgres(
     alice, bob = tmp_path / "alice", tmp_path / "bob"
     password = urlsplit(postgres_url).password
     generate(GeneratorConfig(days=3, rows_per_day=20, seed=3), alice / "landing")
-    env = {**os.environ, "MLOPS_HOME": str(alice), DAGSTER_PG_URL_VARIABLE: postgres_url}
-    env.pop("DAGSTER_HOME", None)
-    run = subprocess.run(
-        [str(BIN / "mlops"), "run", "--json", "--no-table-metadata"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    monkeypatch.setenv(DAGSTER_PG_URL_VARIABLE, postgres_url)
+    # Alice's run in this process (the CLI's command); Bob's schedule from Dagster's own CLI.
+    run = mlops_here("run", "--json", "--no-table-metadata", home=alice, monkeypatch=monkeypatch)
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
     run_id = json.loads(run.stdout)["run_id"]
 
     bob_dagster = _dagster_yaml(bob, monkeypatch, postgres_url).parent
-    env = {**env, "MLOPS_HOME": str(bob), "DAGSTER_HOME": str(bob_dagster)}
+    env = {**os.environ, "MLOPS_HOME": str(bob), "DAGSTER_HOME": str(bob_dagster)}
     started = subprocess.run(
         [str(BIN / "dagster"), "schedule", "start", SCHEDULE, "-m", "mlops_assets.definitions"],
         env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,

@@ -1,4 +1,6 @@
-"""`mlops run` end to end, as a user runs it: exit codes, summary, Dagster history, idempotence."""
+"""`mlops run` end to end: exit codes, summary, Dagster history, idempotence. The runs go
+through the CLI's command in the test's process (its console script is run as a process by the
+crash, race, storage and bring-your-own-data tests)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,14 @@ import pytest
 from mlops_assets import catalogue
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from mlops_assets.text import printable
-from tests.conftest import CLUSTER_CHUNK_ROWS, ODD_LANDING_ENTRIES, SMALL, mlops, mlops_here
+from tests.conftest import (
+    CLUSTER_CHUNK_ROWS,
+    ODD_LANDING_ENTRIES,
+    SMALL,
+    mlops,
+    mlops_here,
+    run_here,
+)
 
 SCHEMAS = ("raw", "staging", "intermediate", "marts", "quarantine", "audit")
 
@@ -110,7 +119,7 @@ def test_parallel_work_ran_on_the_cluster_at_dask_scheduler_address(pipeline_run
     days ran on those workers (each task reports the worker it ran on), none in the run's
     own process."""
     instance = dg.DagsterInstance.from_config(str(pipeline_run.home / "dagster"))
-    workers = pipeline_run.cluster.workers
+    workers = pipeline_run.workers
     placements, metadata = {}, {}
     drift_reports = [f"monitoring/{name}/drift_report" for name in _monitored()]
     for key in (
@@ -182,9 +191,7 @@ def test_every_run_is_recorded_in_pipeline_health(pipeline_run):
 
 def test_second_run_on_unchanged_files_changes_no_table(pipeline_run):
     before = fingerprint(pipeline_run.warehouse)
-    result = mlops("run", "--json", "--no-table-metadata", home=pipeline_run.home)
-    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[:3000])
-    summary = json.loads(result.stdout)
+    summary = run_here(pipeline_run.home, "--no-table-metadata")
     assert summary["ingested_days"] == []
     assert fingerprint(pipeline_run.warehouse) == before
     # Unchanged features and labels: the models are not retrained and nothing is re-scored;
@@ -206,10 +213,10 @@ def test_second_run_on_unchanged_files_changes_no_table(pipeline_run):
             assert previous.metadata[flag].value is True
 
 
-def test_a_bad_file_fails_the_run_alone_and_loses_no_good_row(tmp_path):
+def test_a_bad_file_fails_the_run_alone_and_loses_no_good_row(tmp_path, monkeypatch):
     generate(GeneratorConfig(days=3, rows_per_day=40, seed=2), tmp_path / "landing")
     (tmp_path / "landing" / "applications" / "2025-01-04.csv").write_bytes(b"\x00\x01garbage")
-    result = mlops("run", "--json", home=tmp_path)
+    result = mlops_here("run", "--json", home=tmp_path, monkeypatch=monkeypatch)
     assert result.returncode == 1, result.stderr[-3000:]
     summary = json.loads(result.stdout)
     assert "raw/applications:files_ingested" in summary["checks"]["failed_blocking"]
@@ -238,9 +245,7 @@ def test_a_bad_file_fails_the_run_alone_and_loses_no_good_row(tmp_path):
         "APP-90000000,CUS-0000001,2025-01-04 09:00:00,5000,36,car,50000,2 years,RENT,10,700,3,0,web"
     )
     (tmp_path / "landing" / "applications" / "2025-01-04.csv").write_text(f"{header}\n{row}\n")
-    result = mlops("run", "--json", home=tmp_path)
-    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[:3000])
-    summary = json.loads(result.stdout)
+    summary = run_here(tmp_path)
     assert summary["ingested_days"] == ["2025-01-04"]
     assert summary["tables"]["raw.applications"] == tables["raw.applications"] + 1
     assert summary["tables"]["marts.loan_applications"] > 0
