@@ -71,6 +71,7 @@ def _dagster_yaml(home: Path, monkeypatch: pytest.MonkeyPatch, url: str | None) 
 def _assert_platform_settings(config: dict) -> None:
     assert config["telemetry"] == {"enabled": False}
     assert config["concurrency"] == {"pools": {"default_limit": 1}}
+    assert config["run_queue"] == {"dequeue_interval_seconds": 1}
 
 
 def test_dagster_yaml_follows_the_variable_and_never_holds_the_url(tmp_path, monkeypatch):
@@ -109,7 +110,15 @@ def test_a_hand_edited_dagster_yaml_is_kept_and_an_earlier_generated_one_follows
     assert _dagster_yaml(tmp_path, monkeypatch, url).read_text() == edited
     assert _dagster_yaml(tmp_path, monkeypatch, None).read_text() == edited
 
-    for earlier in EARLIER_GENERATED_YAMLS:
+    # What the version before wrote (for this home or another): all but the run queue.
+    before_run_queue = [
+        text[: text.index("run_queue:")]
+        for text in (
+            _dagster_yaml(tmp_path / "postgres", monkeypatch, url).read_text(),
+            _dagster_yaml(tmp_path / "sqlite", monkeypatch, None).read_text(),
+        )
+    ]
+    for earlier in (*EARLIER_GENERATED_YAMLS, *before_run_queue):
         path.write_text(earlier)  # a home from an earlier version of mlops
         config = yaml.safe_load(_dagster_yaml(tmp_path, monkeypatch, url).read_text())
         assert config["storage"]["postgres"]["postgres_url"] == {"env": DAGSTER_PG_URL_VARIABLE}

@@ -37,7 +37,7 @@ storage:
     postgres_url:
       env: {DAGSTER_PG_URL_VARIABLE}
 """
-_DAGSTER_YAML_COMMON = """\
+_DAGSTER_YAML_POOLS = """\
 telemetry:
   enabled: false
 concurrency:
@@ -45,27 +45,36 @@ concurrency:
     # Every DuckDB writer runs in the pool `duckdb_writer`: one writer at a time.
     default_limit: 1
 """
+_DAGSTER_YAML_COMMON = (
+    _DAGSTER_YAML_POOLS
+    + """\
+run_queue:
+  # A run launched from the UI, a schedule or a sensor starts within a second of its turn
+  # (Dagster's default: every 5 s).
+  dequeue_interval_seconds: 1
+"""
+)
 # What earlier versions of mlops wrote: still mlops's, so it follows too.
 _EARLIER_DAGSTER_YAMLS = (
     """\
 # Written by mlops on first use; edit freely. Storage defaults to SQLite under this directory.
 """
-    + _DAGSTER_YAML_COMMON,
+    + _DAGSTER_YAML_POOLS,
     _DAGSTER_YAML_HEAD
     + "# Storage: SQLite under this directory (runs, event logs, schedules).\n"
-    + _DAGSTER_YAML_COMMON,
+    + _DAGSTER_YAML_POOLS,
 )
 
 
-def dagster_yaml(postgres: bool, dagster_home: Path) -> str:
+def dagster_yaml(postgres: bool, dagster_home: Path, common: str = _DAGSTER_YAML_COMMON) -> str:
     """The dagster.yaml mlops writes in ``dagster_home``: PostgreSQL or SQLite storage, the
-    same everything else."""
+    same everything else (``common``: the settings of this version, or an earlier one's)."""
     if postgres:
         storage = _DAGSTER_YAML_POSTGRES
     else:  # a JSON string is a YAML string, whatever the path holds
         event_logs = json.dumps(str(dagster_home / "history" / "runs"))
         storage = _DAGSTER_YAML_SQLITE.format(event_logs=event_logs)
-    return _DAGSTER_YAML_HEAD + storage + _DAGSTER_YAML_COMMON
+    return _DAGSTER_YAML_HEAD + storage + common
 
 
 def _generated_dagster_yamls(text: str | None, dagster_home: Path) -> set[str]:
@@ -77,7 +86,12 @@ def _generated_dagster_yamls(text: str | None, dagster_home: Path) -> set[str]:
         with contextlib.suppress(ValueError, TypeError):
             homes.add(Path(json.loads(found.group(1))).parent.parent)
     return {
-        *(dagster_yaml(postgres, home) for postgres in (True, False) for home in homes),
+        *(
+            dagster_yaml(postgres, home, common)
+            for postgres in (True, False)
+            for home in homes
+            for common in (_DAGSTER_YAML_COMMON, _DAGSTER_YAML_POOLS)
+        ),
         *_EARLIER_DAGSTER_YAMLS,
     }
 
