@@ -36,8 +36,9 @@ def identifiers(pipeline_run) -> set[str]:
 def test_no_table_holds_an_identifier(pipeline_run, identifiers):
     assert pipeline_run.summary["ok"]
     with duckdb.connect(str(pipeline_run.warehouse), read_only=True) as con:
-        con.execute("create temp table ids (value varchar)")
-        con.executemany("insert into ids values (?)", [[v] for v in identifiers])
+        con.execute(
+            "create temp table ids as select unnest(?::varchar[]) as value", [sorted(identifiers)]
+        )
         columns = con.execute(
             "select table_schema, table_name, column_name from information_schema.columns "
             "where data_type in ('VARCHAR', 'JSON') and table_schema not in ('vault', 'temp') "
