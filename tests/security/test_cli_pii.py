@@ -61,11 +61,11 @@ def test_reveal_requires_a_reason(pipeline_run, monkeypatch):
     assert "--reason" in result.stderr
 
 
-def test_a_lost_keyring_is_not_silently_replaced(reference_home, tmp_path):
+def test_a_lost_keyring_is_not_silently_replaced(reference_home, tmp_path, monkeypatch):
     home = reference_home.copy(tmp_path / "home")  # a home with data pseudonymised by its keys
     keyring = home / "keys" / "keyring.json"
     keyring.rename(tmp_path / "elsewhere.json")
-    result = mlops("run", home=home)
+    result = mlops_here("run", home=home, monkeypatch=monkeypatch)
     assert result.returncode == 2
     assert "restore that keyring" in result.stderr.replace("\n", " ")
     assert not keyring.exists()
