@@ -13,6 +13,12 @@ def data(features_con):
     return load_training_data(features_con, catalogue.model("default_classifier"))
 
 
+@pytest.fixture(scope="module")
+def sequential(data):
+    """The search in this process, as the Dask search and the stacking refit are compared."""
+    return search(data, cv="stratified_kfold", folds=3, seed=7)
+
+
 def test_holdout_is_the_latest_applications_never_a_random_split(features_con, data):
     applied = dict(
         features_con.execute(
@@ -49,8 +55,7 @@ def test_leave_one_out_is_for_tiny_data_only(data):
         )
 
 
-def test_search_on_dask_equals_the_sequential_search(data, dask_client):
-    sequential = search(data, cv="stratified_kfold", folds=3, seed=7)
+def test_search_on_dask_equals_the_sequential_search(data, sequential, dask_client):
     on_dask = search(data, cv="stratified_kfold", folds=3, seed=7, client=dask_client)
     assert [(t.candidate, t.params, t.cv_score, t.train_score) for t in on_dask.trials] == [
         (t.candidate, t.params, t.cv_score, t.train_score) for t in sequential.trials
@@ -65,15 +70,14 @@ def test_search_on_dask_equals_the_sequential_search(data, dask_client):
     assert forest.train_score > forest.cv_score
 
 
-def test_stacking_refit_learns_the_meta_model_the_search_scored(data):
+def test_stacking_refit_learns_the_meta_model_the_search_scored(data, sequential):
     """The search scores stacking on the base candidates' out-of-fold probabilities; the
     refit's StackingClassifier builds its meta-model from the same folds, so it is the same
     model: the search's score is the score of the ensemble that would ship."""
     from mlops_assets.training.candidates import meta_model
     from mlops_assets.training.search import cv_splits, make_model
 
-    result = search(data, cv="stratified_kfold", folds=3, seed=7)
-    stacking = next(t for t in result.trials if t.candidate == "stacking")
+    stacking = next(t for t in sequential.trials if t.candidate == "stacking")
     assert len(stacking.params) == 3
     assert not np.isnan(stacking.train_score)
     refit = make_model("stacking", stacking.params, data.spec, 7, True, 3).fit(
