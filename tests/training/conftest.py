@@ -23,6 +23,26 @@ def home_registry(home: Path) -> Registry:
     return Registry(home / "models", keyring.path)
 
 
+def skip_robustness_and_shap(monkeypatch: pytest.MonkeyPatch, columns: list[str]) -> None:
+    """Training without what the gate does not read (their own tests measure them): no
+    robustness scenarios, and one row of zero contributions over ``columns`` in place of the
+    SHAP values of the sample."""
+    import pandas as pd
+
+    from mlops_assets.training import trainer
+    from mlops_assets.training.explain import Explanation
+
+    zero = pd.DataFrame([[0.0] * len(columns)], columns=columns)
+    monkeypatch.setattr(trainer, "robustness", lambda *args, **kwargs: {})
+    monkeypatch.setattr(
+        trainer,
+        "global_explanation",
+        lambda *args, **kwargs: Explanation(
+            "permutation", "probability", 0.5, np.full(1, 0.5), zero
+        ),
+    )
+
+
 def register_tiny(registry: Registry, model: str = "default_classifier", seed: int = 0) -> str:
     """Register a small fitted estimator (with an attachment) as a version of ``model``."""
     x = np.random.default_rng(seed).normal(size=(40, 2))

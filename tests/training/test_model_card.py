@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,7 +14,6 @@ from mlops_assets import catalogue
 from mlops_assets.markdown import md_plain
 from mlops_assets.security.scan import IDENTIFIER_PATTERNS
 from mlops_assets.training.dataset import load_training_data
-from mlops_assets.training.explain import Explanation
 from mlops_assets.training.model_card import (
     NOT_RECORDED,
     label_delay,
@@ -29,7 +26,7 @@ from mlops_assets.training.model_card import (
     write_card,
 )
 from mlops_assets.training.trainer import TrainingConfig, train_model
-from tests.training.conftest import home_registry
+from tests.training.conftest import home_registry, skip_robustness_and_shap
 
 CLASSIFIER = catalogue.model("default_classifier")
 FAST = TrainingConfig(folds=2, bootstrap_rounds=20)
@@ -48,20 +45,10 @@ def versions(features_con, tmp_path_factory):
     """A champion and a challenger gated against it (with a paired test), on small data. The
     cards read are the challenger's: the champion's robustness and SHAP values (which the gate
     does not read) are not measured."""
-    from mlops_assets.training import trainer
-
     registry = home_registry(tmp_path_factory.mktemp("home"))
     data = load_training_data(features_con, CLASSIFIER)
-    zero = pd.DataFrame([[0.0] * len(data.spec.columns)], columns=data.spec.columns)
     with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(trainer, "robustness", lambda *args, **kwargs: {})
-        patched.setattr(
-            trainer,
-            "global_explanation",
-            lambda *args, **kwargs: Explanation(
-                "permutation", "probability", 0.5, np.full(1, 0.5), zero
-            ),
-        )
+        skip_robustness_and_shap(patched, data.spec.columns)
         first = train_model(data, registry, FAST)
     assert first.decision.promoted
     second = train_model(data, registry, TrainingConfig(folds=2, bootstrap_rounds=20, seed=1))

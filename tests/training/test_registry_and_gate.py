@@ -26,6 +26,7 @@ from tests.training.conftest import (
     forge,
     home_registry,
     register_tiny,
+    skip_robustness_and_shap,
     skops_call,
 )
 
@@ -219,26 +220,12 @@ def test_scoring_without_a_champion_skips_instead_of_failing(tmp_path):
 def test_a_version_registered_by_a_run_that_died_before_the_gate_is_gated_next_run(
     features_con, tmp_path, monkeypatch
 ):
-    import numpy as np
-    import pandas as pd
-
     from mlops_assets.training import trainer
-    from mlops_assets.training.explain import Explanation
     from mlops_assets.training.trainer import settle
 
     registry = home_registry(tmp_path)
     data = load_training_data(features_con, CLASSIFIER)
-    # What the gate does not read is not measured: robustness and SHAP values (their own
-    # tests measure them), one row of zero contributions in place of the sample's.
-    zero = pd.DataFrame([[0.0] * len(data.spec.columns)], columns=data.spec.columns)
-    monkeypatch.setattr(trainer, "robustness", lambda *args, **kwargs: {})
-    monkeypatch.setattr(
-        trainer,
-        "global_explanation",
-        lambda *args, **kwargs: Explanation(
-            "permutation", "probability", 0.5, np.full(1, 0.5), zero
-        ),
-    )
+    skip_robustness_and_shap(monkeypatch, data.spec.columns)
 
     def dies(*args, **kwargs):
         raise KeyboardInterrupt  # the process ends between registering and deciding
