@@ -72,9 +72,9 @@ def mlops_here(
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the groups off the items
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test` runs two pytest-xdist workers (`--dist loadgroup`): tests sharing an
-    expensive fixture stay on one worker, so it is built once: the live UI server, and the
-    session's pipeline run with its Dask cluster."""
+    """`make test` runs two pytest-xdist workers (`--dist loadgroup`): tests sharing a
+    fixture stay on one worker: the live UI server (built once), and the pipeline-run home
+    (a copy of the reference home that its tests read and write in turn)."""
     for item in items:
         for fixture, group in (("ui_server", "ui"), ("pipeline_run", "pipeline_run")):
             if fixture in item.fixturenames:
