@@ -1,9 +1,10 @@
-"""`mlops drift` on files: the JSON contract, exit codes, CSV and Parquet, reports, errors."""
+"""`mlops drift` on files: the JSON contract, exit codes, CSV and Parquet, reports, errors. The
+command runs in the test's process (typer's runner); tests/cli/test_startup.py runs it as a
+process (what a drift run imports)."""
 
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,6 @@ from typer.testing import CliRunner
 
 from mlops_assets.cli import app
 
-MLOPS = str(Path(sys.executable).parent / "mlops")
 KEYS = {"column", "kind", "test", "score", "threshold", "drifted"}
 
 
@@ -42,15 +42,16 @@ def files(tmp_path_factory):
     return root
 
 
-def _drift(*args, check_code=None):
+def _drift(*args, check_code=None) -> subprocess.CompletedProcess:
+    """`mlops drift *args` in this process (typer's runner): its exit code, stdout and stderr.
+    A refusal is a message, never a traceback (an uncaught error fails the test)."""
     # Wide enough that no message is wrapped (a path broken across lines is not found).
-    env = {**os.environ, "COLUMNS": "400"}
-    result = subprocess.run(
-        [MLOPS, "drift", *map(str, args)], capture_output=True, text=True, env=env, timeout=300
-    )
+    result = CliRunner().invoke(app, ["drift", *map(str, args)], env={"COLUMNS": "400"})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"mlops drift {args} raised") from result.exception
     if check_code is not None:
-        assert result.returncode == check_code, result.stdout + result.stderr[-2000:]
-    return result
+        assert result.exit_code == check_code, result.stdout + result.stderr[-2000:]
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def test_json_report_follows_the_contract_and_exit_is_0_either_way(files, tmp_path):
