@@ -21,6 +21,7 @@ from mlops_assets.training.explain import (
     _parts,
     feature_owners,
     global_explanation,
+    load_shap,
 )
 from mlops_assets.training.search import predict
 from mlops_assets.training.significance import delong_components
@@ -236,7 +237,7 @@ def _shap_summary(explanation: Explanation, data: TrainingData, out: Path) -> Pa
     """shap's beeswarm of a holdout sample's contributions (``explanation``, the one
     ``details["explanation"]`` summarises), coloured by the numeric features' values (categories
     grey)."""
-    import shap
+    shap = load_shap()
 
     values = explanation.contributions
     shown = shap.Explanation(

@@ -20,7 +20,12 @@ from mlops_assets.monitoring.reference import reference_attachments
 from mlops_assets.training import metrics as m
 from mlops_assets.training.dataset import FeatureSpec, TrainingData, as_model_input
 from mlops_assets.training.diagnostics import robustness
-from mlops_assets.training.explain import Explanation, explanation_summary, global_explanation
+from mlops_assets.training.explain import (
+    Explanation,
+    explanation_summary,
+    global_explanation,
+    load_shap,
+)
 from mlops_assets.training.fairness import compare_fairness, measure_fairness
 from mlops_assets.training.registry import ModelCard, Registry, RegistryError
 from mlops_assets.training.search import SearchResult, make_model, predict, search
@@ -34,9 +39,8 @@ LIBRARIES = (
     *("fairlearn", "shap"),
 )
 ROBUSTNESS_ROWS = 1_000  # holdout rows the robustness scenarios perturb
-# What explains and stores the winner (its SHAP values, its plots, its skops file), imported
-# while the workers search.
-LATER_IMPORTS = ("shap", "skops.io")
+# What stores the winner (its skops file), imported while the workers search, with shap.
+LATER_IMPORTS = ("skops.io",)
 
 
 @dataclass(frozen=True)
@@ -413,6 +417,7 @@ def train_model(
         started = time.perf_counter()
         champion = _champion_on(registry, data, config)
         seconds["gate"] = time.perf_counter() - started
+        load_shap()
         for module in LATER_IMPORTS:
             importlib.import_module(module)
 

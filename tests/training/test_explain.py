@@ -4,6 +4,10 @@ the largest positive contributions with escaped, declared or generated texts."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +23,16 @@ from mlops_assets.training.explain import (
     reason_codes,
 )
 
+# What the permutation explainer compiles, in a process of its own: shap loaded as the
+# platform loads it, one small explanation.
+COMPILE_KERNELS = """
+import numpy as np
+from mlops_assets.training.explain import load_shap
+shap = load_shap()
+x = np.random.default_rng(0).random((12, 4))
+masker = shap.maskers.Independent(x[:8], max_samples=8)
+shap.PermutationExplainer(lambda z: z.sum(axis=1), masker, seed=0)(x[8:], max_evals=9, silent=True)
+"""
 PARAMS = {
     "logistic_l1": {"C": 0.1},
     "logistic_l2": {"C": 0.5},
@@ -204,3 +218,25 @@ def test_summary_is_the_mean_absolute_contribution_largest_first():
         },
     }  # fmt: skip
     assert list(explanation_summary(explanation)["mean_abs_shap"]) == ["debt", "income", "purpose"]
+
+
+def test_shaps_compiled_kernels_are_kept_for_the_next_process(tmp_path):
+    """numba compiles the permutation explainer's kernels in the first process; the next one
+    loads them from the cache and adds nothing to it (a kernel numba cannot reuse would add a
+    file per process)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_DEBUG_CACHE": "1"}
+
+    def process() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", COMPILE_KERNELS], env=env, capture_output=True, text=True,
+            timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout + done.stderr
+
+    first = process()
+    assert "[cache] data saved" in first, first[-3000:]
+    kept = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    second = process()
+    assert "[cache] data loaded" in second and "saved" not in second, second[-3000:]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == kept
