@@ -23,6 +23,17 @@ from typing import Any
 LOCAL = "local"  # the placement of work that ran in the calling process
 
 
+def dask_setup(worker) -> None:
+    """Run by each worker of the platform's LocalCluster as it starts (its preload): its
+    ``distributed`` log lines reach the terminal only when critical, as the LocalCluster's
+    ``silence_logs`` does for the process that started it."""
+    import logging
+
+    for handler in logging.getLogger("distributed").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setLevel(logging.CRITICAL)
+
+
 class Placement(Counter):
     """Tasks per place: a worker address, or ``local``."""
 

@@ -8,6 +8,7 @@ a resource here.
 
 import contextlib
 import importlib
+import logging
 import threading
 import warnings
 from collections.abc import Iterator
@@ -115,8 +116,17 @@ def _local_cluster(n_workers: int):
 
     with _clusters_lock:
         if n_workers not in _clusters:
+            # The workers' own log lines (a heartbeat that finds the scheduler gone when a
+            # stopped run exits, a worker killed after 4 s of closing) are not the user's: a
+            # task's error reaches the step that sent it, which reports it. Only critical ones
+            # reach the terminal, from this process and from the workers.
             cluster = LocalCluster(
-                n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.CRITICAL,
+                preload=["mlops_assets.parallel"],  # its dask_setup, in each worker
             )
             _clusters[n_workers] = cluster
             atexit.register(cluster.close)

@@ -75,3 +75,36 @@ def test_a_dask_warm_up_that_fails_warns_instead_of_printing_a_traceback(monkeyp
         start_local_cluster(DaskResource(n_workers=1)).join(30)
     assert uncaught == []
     assert [str(w.message) for w in caught] == ["the Dask workers' warm-up stopped: OSError"]
+
+
+# In a process of its own (its logging and its LocalCluster are the platform's): a worker of the
+# run's LocalCluster logs an error and a critical line, as a worker whose scheduler went away
+# at exit does.
+WORKER_LOGS = """
+import logging
+from distributed import Client
+from mlops_assets.resources import _local_cluster
+
+def log():
+    logging.getLogger("distributed.worker").error("worker-error-line")
+    logging.getLogger("distributed.worker").critical("worker-critical-line")
+
+with Client(_local_cluster(1)) as client:
+    client.run(log)
+    logging.getLogger("distributed.nanny").warning("nanny-warning-line")
+"""
+
+
+def test_the_local_clusters_own_log_lines_reach_the_terminal_only_when_critical():
+    """A heartbeat error with its traceback when a stopped run exits is the workers' noise,
+    not the user's (a task's error reaches its step): only critical lines are printed."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_LOGS], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = done.stdout + done.stderr
+    assert "worker-critical-line" in printed, printed[-3000:]
+    assert "worker-error-line" not in printed and "nanny-warning-line" not in printed
