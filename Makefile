@@ -32,7 +32,7 @@ help:
 	@echo "make demo       generate ~100k sample applications (unless present) and run every asset"
 	@echo "make test       lint and run the whole test suite (installs Debian's chromium,"
 	@echo "                postgresql and nginx if missing)"
-	@echo "make soak       the long fault-injection tests: mlops run killed at 20 points and 3 times in a row, dbt racing it at 6 moments"
+	@echo "make soak       the long fault-injection tests: mlops run killed at 20 points and 3 times in a row, dbt racing it at 7 moments, a full disk's next run"
 	@echo "make test-ui    only the browser and GraphQL tests against a live 'mlops ui'"
 	@echo "make docs-screenshot  re-take docs/asset-graph.png with the browser test"
 	@echo "make docs       serve the documentation site on http://127.0.0.1:8000"

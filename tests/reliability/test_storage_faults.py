@@ -1,6 +1,6 @@
 """A full disk or a read-only MLOPS_HOME: a clear error, no traceback, and no corrupt state —
-once there is room again, the next run ends where an undisturbed one does; a read-only home is
-refused before a single file in it changes.
+no file half loaded, and once there is room again (`make soak`, ``-m soak``) the next run ends
+where an undisturbed one does; a read-only home is refused before a single file in it changes.
 
 The home is a copy of the session's reference home on a real file system in a private mount
 namespace (`unshare`; with a user namespace when not root): a tmpfs left with too little room
@@ -17,7 +17,11 @@ import textwrap
 from pathlib import Path
 
 import duckdb
+import pytest
 
+from mlops_assets import catalogue
+from mlops_assets.ingestion.ledger import LEDGER_TABLE, unbalanced_ledger_rows
+from mlops_assets.sql import qualified
 from tests.conftest import BIN, ReferenceHome
 
 TABLES = ("raw.applications", "raw.customers", "staging.stg_applications",
@@ -41,14 +45,16 @@ def _counts(warehouse: Path) -> dict[str, int]:
         return {t: con.execute(f"select count(*) from {t}").fetchone()[0] for t in TABLES}
 
 
-def test_a_disk_that_fills_up_mid_run_stops_it_clearly_and_the_next_run_recovers(
-    reference_home: ReferenceHome, reference_after_later_days: Path, tmp_path
-):
+def _fill_up(reference_home: ReferenceHome, tmp_path: Path, *, recover: bool) -> None:
+    """A run over the reference home's later days on a disk left with ``ROOM_KB`` free; its
+    warehouse copied out to ``full/`` with its write-ahead log. With ``recover``, the disk then
+    has room again and the home runs once more, its warehouse copied out as
+    ``recovered.duckdb``."""
     home, later = shlex.quote(str(reference_home.home)), shlex.quote(str(reference_home.later))
     script = textwrap.dedent(
         f"""
         set -eu
-        mkdir -p home
+        mkdir -p home full
         mount -t tmpfs -o size=300m tmpfs home
         cp -a {home}/. home/
         cp -a {later}/. home/landing/
@@ -56,19 +62,57 @@ def test_a_disk_that_fills_up_mid_run_stops_it_clearly_and_the_next_run_recovers
         mount -o remount,size=$((used + {ROOM_KB}))k tmpfs home
         set +e
         MLOPS_HOME=$PWD/home "$MLOPS" run --json > full.json 2> full.err; echo $? > full.rc
-        mount -o remount,size=300m tmpfs home
-        MLOPS_HOME=$PWD/home "$MLOPS" run --json > again.json 2> again.err; echo $? > again.rc
-        cp home/warehouse.duckdb recovered.duckdb
+        cp home/warehouse.duckdb* full/
         """
     )
+    if recover:
+        script += textwrap.dedent(
+            """
+            mount -o remount,size=300m tmpfs home
+            MLOPS_HOME=$PWD/home "$MLOPS" run --json > again.json 2> again.err; echo $? > again.rc
+            cp home/warehouse.duckdb recovered.duckdb
+            """
+        )
     done = _in_namespace(script, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     full_err = (tmp_path / "full.err").read_text()
     assert (tmp_path / "full.rc").read_text().strip() == "1", full_err[-2000:]
-    full = (tmp_path / "full.json").read_text()
-    said = full_err + full
+    said = full_err + (tmp_path / "full.json").read_text()
     assert "No space left on device" in said or "disk is full" in said, said[-3000:]
     assert "Traceback" not in full_err
+
+
+def test_a_disk_that_fills_up_mid_run_stops_it_clearly_and_leaves_no_file_half_loaded(
+    reference_home: ReferenceHome, tmp_path
+):
+    """The run stops saying the disk is full; every file in the ledger is in the warehouse
+    whole (its rows and its quarantined lines), and no row is there without its file's ledger
+    row. That the next run then ends where an undisturbed one does is `make soak`'s (below);
+    in `make test`, `tests/ingestion/test_loader.py` loads the files after such an error on the
+    next run, and a run killed inside a file's transaction ends as an undisturbed one
+    (`test_crash_safety.py`)."""
+    _fill_up(reference_home, tmp_path, recover=False)
+    # The copy, with its write-ahead log: opening it writes, so it is opened here, not there.
+    with duckdb.connect(str(reference_home.home / "warehouse.duckdb"), read_only=True) as con:
+        before = set(con.execute(f"select path, sha256 from {LEDGER_TABLE}").fetchall())
+    # The copy, with its write-ahead log: opening it writes, so it is opened here, not there.
+    with duckdb.connect(str(tmp_path / "full" / "warehouse.duckdb")) as con:
+        for spec in catalogue.sources().values():
+            assert unbalanced_ledger_rows(con, spec) == [], spec.name
+            orphans = con.execute(
+                f"select count(*) from {qualified('raw', spec.name)} where _source_file not in "
+                f"(select path from {LEDGER_TABLE})"
+            ).fetchone()[0]
+            assert orphans == 0, spec.name
+        # and nothing the home had before is lost
+        assert before <= set(con.execute(f"select path, sha256 from {LEDGER_TABLE}").fetchall())
+
+
+@pytest.mark.soak
+def test_soak_a_disk_that_fills_up_mid_run_stops_it_clearly_and_the_next_run_recovers(
+    reference_home: ReferenceHome, reference_after_later_days: Path, tmp_path
+):
+    _fill_up(reference_home, tmp_path, recover=True)
     again_err = (tmp_path / "again.err").read_text()
     assert (tmp_path / "again.rc").read_text().strip() == "0", again_err[-3000:]
     assert json.loads((tmp_path / "again.json").read_text())["ok"]
