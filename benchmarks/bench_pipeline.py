@@ -59,6 +59,8 @@ class PeakMemory:
 
     def __init__(self, pid: int, interval: float = 0.25) -> None:
         self.peak = 0
+        self.peak_at = 0.0  # time.time() of the peak sample
+        self.peak_by_process: dict[str, int] = {}  # the peak sample's RSS by kind of process
         self._root = psutil.Process(pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
@@ -70,19 +72,35 @@ class PeakMemory:
                 tree = [self._root, *self._root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 return
-            total = 0
+            by_process: dict[str, int] = {}
             for process in tree:
                 try:
-                    total += process.memory_info().rss
+                    rss = process.memory_info().rss
+                    kind = process_kind(process, self._root)
                 except psutil.NoSuchProcess:
                     continue
-            self.peak = max(self.peak, total)
+                by_process[kind] = by_process.get(kind, 0) + rss
+            total = sum(by_process.values())
+            if total > self.peak:
+                self.peak, self.peak_at, self.peak_by_process = total, time.time(), by_process
             self._stop.wait(interval)
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join()
         return self.peak
+
+
+def process_kind(process: psutil.Process, root: psutil.Process) -> str:
+    """What a process of the run's tree is: the run itself, dbt, a Dask worker, or other."""
+    if process.pid == root.pid:
+        return "mlops run"
+    command = " ".join(process.cmdline())
+    if "dbt" in command:
+        return "dbt"
+    if "multiprocessing" in command:
+        return "Dask workers"  # the LocalCluster's spawned processes
+    return "other"
 
 
 def generate(home: Path, applications: int) -> None:
@@ -122,7 +140,29 @@ def run_pipeline(home: Path) -> dict:
     summary = json.loads(out)
     if process.returncode != 0:
         raise SystemExit(f"mlops run failed ({process.returncode}): {summary['failed_steps']}")
-    return {"wall_seconds": wall, "peak_rss_bytes": peak, "summary": summary}
+    return {
+        "wall_seconds": wall,
+        "peak_rss_bytes": peak,
+        "peak_at": memory.peak_at,
+        "peak_by_process": memory.peak_by_process,
+        "summary": summary,
+    }
+
+
+def steps_running_at(home: Path, run_id: str, moment: float) -> list[str]:
+    """The steps of the run that had started and not yet ended at ``moment`` (time.time())."""
+    import dagster as dg
+
+    started: dict[str, float] = {}
+    running = []
+    ends = (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        for entry in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_START, *ends}):
+            if entry.dagster_event.event_type == dg.DagsterEventType.STEP_START:
+                started[entry.step_key] = entry.timestamp
+            elif started.get(entry.step_key, moment) <= moment <= entry.timestamp:
+                running.append(entry.step_key)
+    return running
 
 
 def stage_table(home: Path, run_id: str) -> dict[str, dict]:
@@ -204,6 +244,10 @@ def main() -> None:
             "wall_seconds": wall,
             "in_run_seconds": result["summary"]["seconds"],
             "peak_rss_gb": result["peak_rss_bytes"] / 2**30,
+            "peak_rss_gb_by_process": {
+                kind: rss / 2**30 for kind, rss in sorted(result["peak_by_process"].items())
+            },
+            "steps_at_peak": steps_running_at(home, result["summary"]["run_id"], result["peak_at"]),
             "overhead_seconds": overhead,
             "overhead_share": overhead / wall,
             "stages": stages,
@@ -221,6 +265,9 @@ def print_record(record: dict) -> None:
         f"peak RSS {record['peak_rss_gb']:.2f} GB, Dagster overhead "
         f"{record['overhead_seconds']:.0f} s ({record['overhead_share']:.0%})\n"
     )
+    shares = ", ".join(f"{k} {v:.2f} GB" for k, v in record["peak_rss_gb_by_process"].items())
+    steps = ", ".join(record["steps_at_peak"]) or "none (between steps)"
+    print(f"Peak RSS by process: {shares}; steps running then: {steps}.\n")
     print("| stage | seconds | applications/s |")
     print("|---|---:|---:|")
     for stage, values in record["stages"].items():

@@ -70,3 +70,45 @@ def test_a_missed_promise_says_no():
     behind = record(100_000, overhead_share=0.12)
     behind["stages"]["ingestion"]["applications_rows_per_second"] = 400_000.0
     assert [t[3] for t in bench.targets(behind)] == [False, False]
+
+
+def test_the_peak_memory_names_its_moment_and_the_processes_that_held_it():
+    import subprocess
+    import sys
+    import time
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; x = bytearray(300 * 2**20); time.sleep(3)"]
+    )
+    before = time.time()
+    memory = bench.PeakMemory(holder.pid, interval=0.05)
+    holder.wait()
+    peak = memory.stop()
+    assert peak >= 300 * 2**20
+    assert memory.peak_by_process == {"mlops run": peak}  # the root: the run's own process
+    assert before <= memory.peak_at <= time.time()
+
+
+def test_the_steps_running_at_a_moment_are_read_from_the_run_s_events(tmp_path):
+    import time
+
+    import dagster as dg
+
+    marks = {}
+
+    @dg.asset
+    def first() -> None:
+        time.sleep(0.2)
+        marks["first"] = time.time()
+        time.sleep(0.2)
+
+    @dg.asset(deps=[first])
+    def second() -> None:
+        marks["second"] = time.time()
+
+    (tmp_path / "dagster").mkdir()
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
+        run_id = dg.materialize([first, second], instance=instance).run_id
+    assert bench.steps_running_at(tmp_path, run_id, marks["first"]) == ["first"]
+    assert bench.steps_running_at(tmp_path, run_id, marks["second"]) == ["second"]
+    assert bench.steps_running_at(tmp_path, run_id, 0.0) == []
