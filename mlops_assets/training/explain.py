@@ -23,6 +23,7 @@ version): no further copy of training rows is made for explanations.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from dataclasses import dataclass
@@ -87,7 +88,8 @@ def load_shap() -> ModuleType:
     cache folder where those cannot be written), keyed by the source file, the numba version
     and the CPU, and later processes load it instead of compiling it again: 5.7 s of CPU
     instead of 11.2 for the first explanation of a process. The two that take another
-    compiled function (the output link) are left as they are (``_NOT_CACHED``)."""
+    compiled function (the output link) are left as they are (``_NOT_CACHED``), and so is
+    everything where numba finds no folder it can write."""
     global _shap_cached
     import shap
 
@@ -103,7 +105,10 @@ def load_shap() -> ModuleType:
                         not in (None, *_NOT_CACHED)
                     )
                     if cacheable:
-                        value.enable_caching()
+                        # nowhere to keep it (shap's folder and the user's cache read-only):
+                        # numba says so here, and the function is compiled as before
+                        with contextlib.suppress(RuntimeError):
+                            value.enable_caching()
             _shap_cached = True
     return shap
 
