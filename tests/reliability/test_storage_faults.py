@@ -92,7 +92,6 @@ def test_a_disk_that_fills_up_mid_run_stops_it_clearly_and_leaves_no_file_half_l
     next run, and a run killed inside a file's transaction ends as an undisturbed one
     (`test_crash_safety.py`)."""
     _fill_up(reference_home, tmp_path, recover=False)
-    # The copy, with its write-ahead log: opening it writes, so it is opened here, not there.
     with duckdb.connect(str(reference_home.home / "warehouse.duckdb"), read_only=True) as con:
         before = set(con.execute(f"select path, sha256 from {LEDGER_TABLE}").fetchall())
     # The copy, with its write-ahead log: opening it writes, so it is opened here, not there.
