@@ -78,6 +78,27 @@ _shap_cached = False
 _NOT_CACHED = ("_build_fixed_single_output", "_build_fixed_multi_output")
 
 
+class _TolerantCache:
+    """numba's on-disk cache of one function, where a failure to read or write it (a full or
+    read-only disk, a damaged file) means compiling, as without a cache, never an error."""
+
+    def __init__(self, cache) -> None:
+        self._cache = cache
+
+    def load_overload(self, *args, **kwargs):
+        try:
+            return self._cache.load_overload(*args, **kwargs)
+        except Exception:  # unreadable or damaged: a miss, so the function is compiled
+            return None
+
+    def save_overload(self, *args, **kwargs) -> None:
+        with contextlib.suppress(Exception):
+            self._cache.save_overload(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._cache, name)
+
+
 def load_shap() -> ModuleType:
     """shap, with its numba kernels (the permutation explainer's masking) cached on disk once
     compiled.
@@ -89,9 +110,13 @@ def load_shap() -> ModuleType:
     and the CPU, and later processes load it instead of compiling it again: 5.7 s of CPU
     instead of 11.2 for the first explanation of a process. The two that take another
     compiled function (the output link) are left as they are (``_NOT_CACHED``), and so is
-    everything where numba finds no folder it can write."""
+    everything where numba finds no folder it can write; a cache that cannot be read or
+    written is compiled around (``_TolerantCache``). The cache files are numba's pickles,
+    trusted as the installed packages are: they live in the same folders (or the user's own
+    cache folder)."""
     global _shap_cached
     import shap
+    from numba.core.dispatcher import Dispatcher  # numba: shap's own dependency
 
     with _SHAP_LOADED:
         if not _shap_cached:
@@ -99,16 +124,13 @@ def load_shap() -> ModuleType:
                 if name != "shap" and not name.startswith("shap."):
                     continue
                 for value in list(vars(module).values()):
-                    # numba's dispatchers, told by what they offer (numba is shap's)
-                    cacheable = callable(getattr(value, "enable_caching", None)) and (
-                        getattr(getattr(value, "py_func", None), "__name__", None)
-                        not in (None, *_NOT_CACHED)
-                    )
-                    if cacheable:
-                        # nowhere to keep it (shap's folder and the user's cache read-only):
-                        # numba says so here, and the function is compiled as before
-                        with contextlib.suppress(RuntimeError):
-                            value.enable_caching()
+                    if not isinstance(value, Dispatcher) or value.py_func.__name__ in _NOT_CACHED:
+                        continue
+                    # nowhere to keep it (shap's folder and the user's cache read-only):
+                    # numba says so here, and the function is compiled as before
+                    with contextlib.suppress(RuntimeError):
+                        value.enable_caching()
+                        value._cache = _TolerantCache(value._cache)
             _shap_cached = True
     return shap
 
