@@ -24,9 +24,8 @@ LOCAL = "local"  # the placement of work that ran in the calling process
 
 
 def dask_setup(worker) -> None:
-    """Run by each worker of the platform's LocalCluster as it starts (its preload): its
-    ``distributed`` log lines reach the terminal only when critical, as the LocalCluster's
-    ``silence_logs`` does for the process that started it."""
+    """Run by each worker process of the platform's LocalCluster as it starts (its preload):
+    its ``distributed`` log lines reach the terminal only when critical."""
     import logging
 
     for handler in logging.getLogger("distributed").handlers:

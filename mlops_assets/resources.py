@@ -8,7 +8,6 @@ a resource here.
 
 import contextlib
 import importlib
-import logging
 import threading
 import warnings
 from collections.abc import Iterator
@@ -116,16 +115,16 @@ def _local_cluster(n_workers: int):
 
     with _clusters_lock:
         if n_workers not in _clusters:
-            # The workers' own log lines (a heartbeat that finds the scheduler gone when a
-            # stopped run exits, a worker killed after 4 s of closing) are not the user's: a
-            # task's error reaches the step that sent it, which reports it. Only critical ones
-            # reach the terminal, from this process and from the workers.
+            # The worker processes' own log lines (a heartbeat that finds the scheduler gone
+            # when a stopped run exits, with its traceback; a failed task's data) are not the
+            # user's: a task's error reaches the step that sent it, which reports it. Only
+            # critical ones reach the terminal. This process's (the nannies': a worker killed
+            # for its memory or dead) still print from warnings up.
             cluster = LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
-                silence_logs=logging.CRITICAL,
                 preload=["mlops_assets.parallel"],  # its dask_setup, in each worker
             )
             _clusters[n_workers] = cluster
