@@ -77,7 +77,7 @@ class PeakMemory:
                 try:
                     rss = process.memory_info().rss
                     kind = process_kind(process, self._root)
-                except psutil.NoSuchProcess:
+                except psutil.Error:  # gone, or not ours to read
                     continue
                 by_process[kind] = by_process.get(kind, 0) + rss
             total = sum(by_process.values())
@@ -95,10 +95,10 @@ def process_kind(process: psutil.Process, root: psutil.Process) -> str:
     """What a process of the run's tree is: the run itself, dbt, a Dask worker, or other."""
     if process.pid == root.pid:
         return "mlops run"
-    command = " ".join(process.cmdline())
-    if "dbt" in command:
+    command = process.cmdline()
+    if any(Path(part).name == "dbt" for part in command[:2]):
         return "dbt"
-    if "multiprocessing" in command:
+    if any("spawn_main" in part for part in command):
         return "Dask workers"  # the LocalCluster's spawned processes
     return "other"
 

@@ -112,3 +112,27 @@ def test_the_steps_running_at_a_moment_are_read_from_the_run_s_events(tmp_path):
     assert bench.steps_running_at(tmp_path, run_id, marks["first"]) == ["first"]
     assert bench.steps_running_at(tmp_path, run_id, marks["second"]) == ["second"]
     assert bench.steps_running_at(tmp_path, run_id, 0.0) == []
+
+
+def test_the_processes_of_a_run_are_told_apart_by_their_command(tmp_path):
+    import subprocess
+    import sys
+
+    import psutil
+
+    (tmp_path / "dbt").write_text("import time; time.sleep(5)\n")
+    spawned = "import time; spawn_main = None; time.sleep(5)"
+    children = {
+        "dbt": subprocess.Popen([sys.executable, str(tmp_path / "dbt")]),
+        "Dask workers": subprocess.Popen([sys.executable, "-c", spawned]),
+        "other": subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"]),
+    }
+    root = psutil.Process()
+    try:
+        for kind, child in children.items():
+            assert bench.process_kind(psutil.Process(child.pid), root) == kind
+        assert bench.process_kind(root, root) == "mlops run"
+    finally:
+        for child in children.values():
+            child.kill()
+            child.wait()
