@@ -72,7 +72,7 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 	$(SYNC)
 	touch $@
 
-# Always synced (0.1 s when nothing changed): repairs a .venv whose interpreter is gone or
+# Always synced (about 1 s when nothing changed): repairs a .venv whose interpreter is gone or
 # whose packages differ from the lock, which the stamp alone would call up to date.
 install: | $(UV)
 	$(SYNC)
