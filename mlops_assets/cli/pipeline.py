@@ -296,6 +296,7 @@ def ui(
     from mlops_assets.security.vault import ensure_keyring
     from mlops_assets.settings import PROJECT_ROOT
     from mlops_assets.transform.parse import DbtParseError, prepare_dbt_manifest
+    from mlops_assets.ui_site import SITE_DIR
 
     # Said at once: the webserver would find out only after loading the definitions (a minute
     # on a busy machine), and a server already there would answer in its place meanwhile.
@@ -321,8 +322,12 @@ def ui(
     with failing(DbtParseError, code=2):
         prepare_dbt_manifest(os.environ, if_changed=True)
     # `dg dev`: the project's defs folder (YAML checked first), the webserver and the daemon,
-    # run by this environment's Python whichever virtualenv is active.
+    # run by this environment's Python whichever virtualenv is active. Its processes start with
+    # the hook that makes the daemon look at backfills every few seconds, not every 30 s.
     os.environ["VIRTUAL_ENV"] = sys.prefix
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(SITE_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
     args = [
         str(Path(bin_dir) / "dg"),
         "dev",

@@ -213,8 +213,8 @@ class UiServer:
     def wait_for_backfill(self, backfill_id: str, timeout: float) -> dict:
         """Poll the backfill (the daemon runs it) until it is over: its status is final, or
         every run it launched so far succeeded and, together, they materialized every asset
-        partition it targets (the daemon, which passes every 30 s, would say so only on its
-        next pass). Returns the backfill as last read."""
+        partition it targets (the daemon would say so only on its next pass). Returns the
+        backfill as last read."""
         deadline = time.monotonic() + timeout
         while True:
             backfill = self.graphql(BACKFILL, {"backfillId": backfill_id})

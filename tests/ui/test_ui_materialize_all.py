@@ -47,7 +47,8 @@ LINEAGE = (
 )
 
 # Seconds, for the daemon to run a backfill: its runs one after the other (each waits for the
-# pool `duckdb_writer`), the daemon passing every 30 s to launch the next.
+# pool `duckdb_writer`), the daemon passing every few seconds (mlops_assets/ui_site) to launch
+# the next.
 BACKFILL_TIMEOUT = 2 * RUN_TIMEOUT
 # Each model and the plot its overview page must show: a classifier's ROC curve, a regressor's
 # residuals (it has no ROC curve).

@@ -1,0 +1,81 @@
+"""`mlops ui` starts its servers with the start-up hook of mlops_assets/ui_site first on their
+PYTHONPATH: the Dagster daemon they run looks at backfills every few seconds instead of every
+30 s, and a `sitecustomize` the environment had still runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mlops_assets.cli import supervise
+from mlops_assets.security.ui_guard import free_port
+from mlops_assets.ui_site import SITE_DIR
+from mlops_assets.ui_site.sitecustomize import BACKFILL_PASS_SECONDS
+from tests.cli.conftest import invoke
+
+PROBE = """
+import json, sys
+import dagster._daemon.controller as controller
+print(json.dumps({
+    "interval": controller.DEFAULT_DAEMON_INTERVAL_SECONDS,
+    "theirs": getattr(sys.modules.get("their_hook"), "RAN", False),
+}))
+"""
+
+
+def probe(pythonpath: list[str]) -> dict:
+    """The daemon's interval, and whether the environment's own hook ran, in a new process."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture
+def their_sitecustomize(tmp_path) -> str:
+    """A directory holding a `sitecustomize` of the environment's own."""
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "sitecustomize.py").write_text(
+        "import sys, types\nsys.modules['their_hook'] = types.SimpleNamespace(RAN=True)\n"
+    )
+    return str(tmp_path / "theirs")
+
+
+def test_the_hook_shortens_the_daemons_pass_and_runs_the_environments_own(their_sitecustomize):
+    assert probe([their_sitecustomize]) == {"interval": 30, "theirs": True}  # Dagster's own
+    assert probe([str(SITE_DIR), their_sitecustomize]) == {
+        "interval": BACKFILL_PASS_SECONDS,
+        "theirs": True,
+    }
+    assert BACKFILL_PASS_SECONDS <= 5
+
+
+def test_mlops_ui_puts_the_hook_first_and_keeps_the_callers_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}/mine")
+    from mlops_assets.transform import parse
+
+    monkeypatch.setattr(parse, "prepare_dbt_manifest", lambda environ, if_changed=False: None)
+    started = {}
+
+    class Servers:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            return False
+
+        def start(self, name, args):
+            started[name] = os.environ["PYTHONPATH"]  # what the child inherits
+            raise supervise.Stop(15)
+
+    monkeypatch.setattr(supervise, "Supervisor", Servers)
+    result = invoke("ui", "--port", str(free_port()))
+    assert result.exit_code == 0, result.output
+    assert started == {"dg dev": os.pathsep.join([str(SITE_DIR), f"{tmp_path}/mine"])}
