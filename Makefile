@@ -26,7 +26,7 @@ PG_CTL := $(wildcard /usr/lib/postgresql/*/bin/pg_ctl)
 NGINX := /usr/sbin/nginx
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: help install lock upgrade chromium postgresql nginx demo run test soak test-ui docs-screenshot docs docs-build docs-cli lint format ui ui-secure dbt-build validate bench bench-pipeline clean
+.PHONY: help install lock upgrade chromium postgresql nginx test-packages test-ready demo run test soak test-ui docs-screenshot docs docs-build docs-cli lint format ui ui-secure dbt-build validate bench bench-pipeline clean
 
 help:
 	@echo "make demo       generate ~100k sample applications (unless present) and run every asset"
@@ -86,23 +86,35 @@ lock: | $(UV)
 upgrade: | $(UV)
 	$(UV) lock --upgrade --python "$(PYTHON)" --no-python-downloads
 
+# One apt call for every Debian package given, as root or with sudo.
+define APT_INSTALL
+$(SUDO) apt-get update -qq
+$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(1)
+endef
+
 $(CHROMIUM):
-	$(SUDO) apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+	$(call APT_INSTALL,chromium)
 
 chromium: $(CHROMIUM)
 
 postgresql:
 ifeq ($(PG_CTL),)
-	$(SUDO) apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+	$(call APT_INSTALL,postgresql)
 endif
 
 $(NGINX):
-	$(SUDO) apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx
+	$(call APT_INSTALL,nginx)
 
 nginx: $(NGINX)
+
+# What the test suite needs from Debian and is missing, in one apt call.
+TEST_PACKAGES := $(strip $(if $(wildcard $(CHROMIUM)),,chromium) $(if $(PG_CTL),,postgresql) \
+	$(if $(wildcard $(NGINX)),,nginx))
+
+test-packages:
+ifneq ($(TEST_PACKAGES),)
+	$(call APT_INSTALL,$(TEST_PACKAGES))
+endif
 
 $(EVIDENTLY_STAMP): benchmarks/evidently-requirements.txt
 	$(PYTHON) -m venv $(EVIDENTLY_VENV)
@@ -121,10 +133,14 @@ demo: $(STAMP)
 run: $(STAMP)
 	$(BIN)/mlops run
 
-# Two workers: the browser tests spend most of their time waiting for Dagster's daemon, and
-# tests sharing a session fixture stay on one worker (tests/conftest.py).
-test: $(STAMP) $(CHROMIUM) $(NGINX) postgresql lint docs-build
+# What comes before the tests runs side by side (apt's downloads beside the install's bytecode
+# compiling, then the lint and the docs site); then two test workers, one per core, tests sharing
+# a session fixture staying on one worker (tests/conftest.py).
+test:
+	$(MAKE) --no-print-directory -j 3 test-ready
 	$(BIN)/pytest -n 2 --dist loadgroup --durations=20
+
+test-ready: $(STAMP) test-packages lint docs-build
 
 soak: $(STAMP)
 	$(BIN)/pytest -n 2 -m soak --timeout=3600 tests/reliability
