@@ -23,8 +23,6 @@ version): no further copy of training rows is made for explanations.
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import threading
 from dataclasses import dataclass
 from types import ModuleType
@@ -70,68 +68,17 @@ SEED = 0
 # recording and the replaying pass of one batch must draw the same ones, so one batch at a
 # time per process takes them (the model's predictions run outside the lock).
 _PERMUTATION_LOCK = threading.Lock()
-_SHAP_LOADED = threading.Lock()
-_shap_cached = False
-# shap's compiled functions that take another compiled function as an argument: numba cannot
-# match such a signature in another process, so it would compile them again anyway and add a
-# cache file each time (tests/training/test_explain.py checks that a second process adds none).
-_NOT_CACHED = ("_build_fixed_single_output", "_build_fixed_multi_output")
-
-
-class _TolerantCache:
-    """numba's on-disk cache of one function, where a failure to read or write it (a full or
-    read-only disk, a damaged file) means compiling, as without a cache, never an error."""
-
-    def __init__(self, cache) -> None:
-        self._cache = cache
-
-    def load_overload(self, *args, **kwargs):
-        try:
-            return self._cache.load_overload(*args, **kwargs)
-        except Exception:  # unreadable or damaged: a miss, so the function is compiled
-            return None
-
-    def save_overload(self, *args, **kwargs) -> None:
-        with contextlib.suppress(Exception):
-            self._cache.save_overload(*args, **kwargs)
-
-    def __getattr__(self, name: str):
-        return getattr(self._cache, name)
 
 
 def load_shap() -> ModuleType:
-    """shap, with its numba kernels (the permutation explainer's masking) cached on disk once
-    compiled.
-
-    shap compiles them on first use in every process, about 11 s of CPU on this machine, and
-    does not ask numba to cache them. Each compiled function of shap's is asked here, before
-    any is called: numba then keeps the machine code beside shap's files (or in the user's
-    cache folder where those cannot be written), keyed by the source file, the numba version
-    and the CPU, and later processes load it instead of compiling it again: 5.7 s of CPU
-    instead of 11.2 for the first explanation of a process. The two that take another
-    compiled function (the output link) are left as they are (``_NOT_CACHED``), and so is
-    everything where numba finds no folder it can write; a cache that cannot be read or
-    written is compiled around (``_TolerantCache``). The cache files are numba's pickles,
-    trusted as the installed packages are: they live in the same folders (or the user's own
-    cache folder)."""
-    global _shap_cached
+    """shap, its numba kernels kept on disk once compiled, for the next process
+    (:mod:`mlops_assets.training.shap_kernels`: 11.2 s of CPU before the first explanation of
+    a process without, 1.6 s with)."""
     import shap
-    from numba.core.dispatcher import Dispatcher  # numba: shap's own dependency
 
-    with _SHAP_LOADED:
-        if not _shap_cached:
-            for name, module in list(sys.modules.items()):
-                if name != "shap" and not name.startswith("shap."):
-                    continue
-                for value in list(vars(module).values()):
-                    if not isinstance(value, Dispatcher) or value.py_func.__name__ in _NOT_CACHED:
-                        continue
-                    # nowhere to keep it (shap's folder and the user's cache read-only):
-                    # numba says so here, and the function is compiled as before
-                    with contextlib.suppress(RuntimeError):
-                        value.enable_caching()
-                        value._cache = _TolerantCache(value._cache)
-            _shap_cached = True
+    from mlops_assets.training.shap_kernels import keep_compiled_kernels
+
+    keep_compiled_kernels(shap)
     return shap
 
 

@@ -236,6 +236,9 @@ def test_shaps_compiled_kernels_are_kept_for_the_next_process(tmp_path):
 
     first = process()
     assert "[cache] data saved" in first, first[-3000:]
+    # The permutation explainer's output step too: for the identity link, the platform's
+    # cached copy of shap's kernel, which takes the link as an argument and cannot cache.
+    assert list(tmp_path.rglob("shap_kernels._identity_single_output-*.nbc")), first[-3000:]
     kept = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     second = process()
     assert "[cache] data loaded" in second and "saved" not in second, second[-3000:]
@@ -244,3 +247,33 @@ def test_shaps_compiled_kernels_are_kept_for_the_next_process(tmp_path):
     damaged = sorted(tmp_path.rglob("*.nbc"))[0]
     damaged.write_bytes(damaged.read_bytes()[:20])
     assert f"[cache] data saved to '{damaged}'" in process()
+
+
+def test_the_cached_output_step_computes_what_shaps_own_does():
+    """The platform's copy of shap's ``_build_fixed_single_output`` for the identity link: the
+    same mean outputs, through masks where every row varies, some do, and none do (carried
+    over from the previous mask), and the same last outputs left behind."""
+    from shap.links import identity
+    from shap.utils import _masked_model
+
+    from mlops_assets.training.shap_kernels import _identity_single_output
+
+    rng = np.random.default_rng(3)
+    samples, masks = 6, 40
+    varying = rng.random((masks, samples)) < 0.4
+    varying[::7] = True  # every row
+    varying[3::9] = False  # none: the mean is carried over
+    counts = varying.sum(1)
+    positions = np.concatenate([[0], np.cumsum(counts)])
+    outputs = rng.normal(size=positions[-1])
+    start = rng.normal(size=samples)
+    results = []
+    for kernel, link in ((_masked_model._build_fixed_single_output, (identity, None)),
+                         (_identity_single_output, ())):  # fmt: skip
+        averaged, last = np.zeros(masks), start.copy()
+        kernel(averaged, last, outputs, positions, varying, counts, *link)
+        results.append((averaged, last))
+    (theirs, their_last), (ours, our_last) = results
+    np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(our_last, their_last)
+    assert len(np.unique(theirs)) < masks  # the carry-over branch ran
