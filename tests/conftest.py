@@ -73,13 +73,28 @@ def mlops_here(
 @pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the groups off the items
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`make test` runs two pytest-xdist workers (`--dist loadgroup`): tests sharing a
-    fixture stay on one worker: the live UI server (built once), and the pipeline-run home
-    (a copy of the reference home that its tests read and write in turn)."""
+    fixture stay on one worker: the live UI server (built once), the pipeline-run home (a
+    copy of the reference home that its tests read and write in turn), and a module's tests
+    that use one of its module-scoped fixtures (a trained model, a generated landing), which
+    each worker running one of them would otherwise build again."""
     for item in items:
         for fixture, group in (("ui_server", "ui"), ("pipeline_run", "pipeline_run")):
             if fixture in item.fixturenames:
                 item.add_marker(pytest.mark.xdist_group(group))
                 break
+        else:
+            if item.get_closest_marker("xdist_group"):  # grouped by its module already
+                continue
+            definitions = getattr(item, "_fixtureinfo", None)
+            scopes = {
+                definition.scope
+                for name in item.fixturenames
+                for definition in (
+                    definitions.name2fixturedefs.get(name, ()) if definitions else ()
+                )
+            }
+            if "module" in scopes:
+                item.add_marker(pytest.mark.xdist_group(f"module:{item.nodeid.split('::')[0]}"))
 
 
 UNGROUPED = pytest.StashKey[set]()
