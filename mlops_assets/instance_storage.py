@@ -19,6 +19,11 @@ handful of PRAGMA queries) and disposes of the engine for every event it stores,
 
 Measured on the reference machine: a write transaction 20.7 ms -> 0.7 ms.
 
+One more cost, of the run's start: for every asset check a run plans, Dagster stores a row per
+partition, and serialized the whole event again for each row. Here it is serialized once per
+check, and the rows go in as one prepared statement: the 76 checks of a run over 40 landing days
+took 2.30 s before its first step, 0.22 s here (2026-12-02).
+
 With the file held open, a write reaches the database file itself only at a checkpoint: the
 watchers that stream a run's events (the webserver's run page) react to its write-ahead log too.
 
@@ -37,8 +42,12 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from dagster._core.storage.event_log.sqlite import sqlite_event_log
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._serdes import serialize_value
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
@@ -130,6 +139,29 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
         if table_name not in self._tables and super().has_table(table_name):
             self._tables.add(table_name)
         return table_name in self._tables
+
+    def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id) -> None:
+        # Dagster's, with the event serialized once for all its partitions' rows instead of
+        # once per row, and the rows inserted as one prepared statement: a check of a table
+        # partitioned by landing day plans a row per day (90 in the demo), and a run plans every
+        # check at its start, before its first step.
+        planned = event.dagster_event.event_specific_data
+        subset = planned.partitions_subset
+        row = {
+            "asset_key": planned.asset_key.to_string(),
+            "check_name": planned.check_name,
+            "run_id": event.run_id,
+            "execution_status": AssetCheckExecutionRecordStatus.PLANNED.value,
+            "evaluation_event": serialize_value(event),
+            "evaluation_event_timestamp": self._event_insert_timestamp(event),
+            "evaluation_event_storage_id": event_id,
+        }
+        partitions = subset.get_partition_keys() if subset else [None]
+        with self.index_connection() as conn:
+            conn.execute(
+                AssetCheckExecutionsTable.insert(),
+                [{**row, "partition": partition} for partition in partitions],
+            )
 
     def watch(self, run_id: str, cursor: str | None, callback) -> None:
         # Dagster's watch, with the watcher that also follows the write-ahead log.

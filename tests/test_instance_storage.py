@@ -146,3 +146,68 @@ def test_a_watcher_of_a_run_sees_each_event_as_another_writer_stores_it(tmp_path
         watcher.end_watch("live", callback)
         watcher.dispose()
         writer.dispose()
+
+
+def _planned_check(run_id: str, partitions: list[str] | None) -> EventLogEntry:
+    """The event a run stores for each asset check it plans (of a daily partitioned asset
+    over ``partitions``, or of an unpartitioned one)."""
+    from dagster import AssetKey, DailyPartitionsDefinition
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationPlanned,
+    )
+
+    subset = None
+    if partitions is not None:
+        daily = DailyPartitionsDefinition(start_date="2025-01-01")
+        subset = daily.empty_subset().with_partition_keys(partitions).to_serializable_subset()
+    planned = AssetCheckEvaluationPlanned(
+        asset_key=AssetKey(["raw", "applications"]),
+        check_name="ledger_balanced",
+        partitions_subset=subset,
+    )
+    return EventLogEntry(
+        error_info=None,
+        level="DEBUG",
+        user_message="",
+        run_id=run_id,
+        timestamp=1.5,
+        dagster_event=DagsterEvent(
+            DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value,
+            "job",
+            event_specific_data=planned,
+        ),
+    )
+
+
+def test_a_planned_check_is_recorded_as_dagsters_storage_records_it(tmp_path):
+    """The planned check's rows (one per partition, each with the whole event), written with
+    the event serialized once, are exactly the rows Dagster's own storage writes; and its
+    check executions read back the same."""
+    from dagster import AssetKey
+    from dagster._core.definitions.asset_checks.asset_check_spec import AssetCheckKey
+    from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+    from sqlalchemy import select
+
+    days = [f"2025-01-{day:02d}" for day in range(1, 31)]
+    written = {}
+    for name, storage in (
+        ("ours", SqliteEventLogStorage(str(tmp_path / "ours"))),
+        ("dagster's", sqlite_event_log.SqliteEventLogStorage(str(tmp_path / "dagster"))),
+    ):
+        for run_id, partitions in (("partitioned", days), ("whole", None)):
+            storage.store_event(_planned_check(run_id, partitions))
+        with storage.index_connection() as conn:
+            rows = conn.execute(
+                select(AssetCheckExecutionsTable).order_by(AssetCheckExecutionsTable.c.id)
+            ).fetchall()
+        key = AssetCheckKey(AssetKey(["raw", "applications"]), "ledger_balanced")
+        records = storage.get_asset_check_execution_history(key, limit=100)
+        written[name] = (
+            [{k: v for k, v in row._mapping.items() if k not in ("id", "create_timestamp")}
+             for row in rows],
+            sorted((r.run_id, r.partition, r.status.value) for r in records),
+        )  # fmt: skip
+        storage.dispose()
+    assert len(written["ours"][0]) == len(days) + 1
+    assert {row["partition"] for row in written["ours"][0]} == {*days, None}
+    assert written["ours"] == written["dagster's"]
