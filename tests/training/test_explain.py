@@ -223,7 +223,8 @@ def test_summary_is_the_mean_absolute_contribution_largest_first():
 def test_shaps_compiled_kernels_are_kept_for_the_next_process(tmp_path):
     """numba compiles the permutation explainer's kernels in the first process; the next one
     loads them from the cache and adds nothing to it (a kernel numba cannot reuse would add a
-    file per process); a damaged cache file means compiling again, not failing."""
+    file per process), and a damaged cache file means compiling that kernel again (and saving
+    it), not failing."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_DEBUG_CACHE": "1"}
 
     def process() -> str:
@@ -240,13 +241,14 @@ def test_shaps_compiled_kernels_are_kept_for_the_next_process(tmp_path):
     # cached copy of shap's kernel, which takes the link as an argument and cannot cache.
     assert list(tmp_path.rglob("shap_kernels._identity_single_output-*.nbc")), first[-3000:]
     kept = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    second = process()
-    assert "[cache] data loaded" in second and "saved" not in second, second[-3000:]
-    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == kept
-    # A damaged cache file is compiled around, not an error: the explanation still comes out.
+    # One cache file damaged: compiled around, not an error; every other kernel is loaded.
     damaged = sorted(tmp_path.rglob("*.nbc"))[0]
     damaged.write_bytes(damaged.read_bytes()[:20])
-    assert f"[cache] data saved to '{damaged}'" in process()
+    second = process()
+    saved = [line for line in second.splitlines() if "[cache] data saved" in line]
+    assert saved == [f"[cache] data saved to '{damaged}'"], second[-3000:]
+    assert "[cache] data loaded" in second, second[-3000:]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == kept  # no new file
 
 
 def test_the_cached_output_step_computes_what_shaps_own_does():
