@@ -137,7 +137,7 @@ run: $(STAMP)
 # compiling, then the lint and the docs site); then two test workers, one per core, tests sharing
 # a session fixture staying on one worker (tests/conftest.py).
 test:
-	$(MAKE) --no-print-directory -j 3 test-ready
+	$(MAKE) --no-print-directory -j 3 --output-sync=target test-ready
 	$(BIN)/pytest -n 2 --dist loadgroup --durations=20
 
 test-ready: $(STAMP) test-packages lint docs-build

@@ -86,12 +86,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if item.get_closest_marker("xdist_group"):  # grouped by its module already
                 continue
             definitions = getattr(item, "_fixtureinfo", None)
-            scopes = {
-                definition.scope
+            scopes = {  # of the definition in effect (the last), not the ones it overrides
+                defs[-1].scope
                 for name in item.fixturenames
-                for definition in (
-                    definitions.name2fixturedefs.get(name, ()) if definitions else ()
-                )
+                if definitions and (defs := definitions.name2fixturedefs.get(name))
             }
             if "module" in scopes:
                 item.add_marker(pytest.mark.xdist_group(f"module:{item.nodeid.split('::')[0]}"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -22,7 +23,8 @@ import json, sys
 import dagster._daemon.controller as controller
 print(json.dumps({
     "interval": controller.DEFAULT_DAEMON_INTERVAL_SECONDS,
-    "theirs": getattr(sys.modules.get("their_hook"), "RAN", False),
+    "theirs": getattr(sys.modules.get("their_hook"), "RAN", 0),
+    "hooks": sum(type(f).__name__ == "ShorterBackfillPass" for f in sys.meta_path),
 }))
 """
 
@@ -42,23 +44,59 @@ def their_sitecustomize(tmp_path) -> str:
     """A directory holding a `sitecustomize` of the environment's own."""
     (tmp_path / "theirs").mkdir()
     (tmp_path / "theirs" / "sitecustomize.py").write_text(
-        "import sys, types\nsys.modules['their_hook'] = types.SimpleNamespace(RAN=True)\n"
+        "import sys, types\n"
+        "hook = sys.modules.setdefault('their_hook', types.SimpleNamespace(RAN=0))\n"
+        "hook.RAN += 1\n"
     )
     return str(tmp_path / "theirs")
 
 
 def test_the_hook_shortens_the_daemons_pass_and_runs_the_environments_own(their_sitecustomize):
-    assert probe([their_sitecustomize]) == {"interval": 30, "theirs": True}  # Dagster's own
+    assert probe([their_sitecustomize]) == {"interval": 30, "theirs": 1, "hooks": 0}  # Dagster's
     assert probe([str(SITE_DIR), their_sitecustomize]) == {
         "interval": BACKFILL_PASS_SECONDS,
-        "theirs": True,
+        "theirs": 1,
+        "hooks": 1,
     }
     assert BACKFILL_PASS_SECONDS <= 5
+
+
+def test_the_hook_twice_on_the_path_runs_once_and_still_runs_the_environments_own(
+    their_sitecustomize, tmp_path
+):
+    """A second copy of the hook (another checkout), and the same folder by another spelling
+    (a symlink), on the path: one finder, and the environment's own hook once, never a loop."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(SITE_DIR / "sitecustomize.py", copy / "sitecustomize.py")
+    link = tmp_path / "link"
+    link.symlink_to(SITE_DIR, target_is_directory=True)
+    for path in (
+        [str(SITE_DIR), str(link), their_sitecustomize],
+        [str(copy), str(SITE_DIR), str(link), their_sitecustomize],
+    ):
+        assert probe(path) == {"interval": BACKFILL_PASS_SECONDS, "theirs": 1, "hooks": 1}, path
+
+
+def test_imported_by_its_package_name_the_hook_does_nothing():
+    """What a test or a tool importing the module sees: no finder added to this process."""
+    import importlib
+
+    import mlops_assets.ui_site.sitecustomize as hook
+
+    before = list(sys.meta_path)
+    importlib.reload(hook)
+    assert sys.meta_path == before
 
 
 def test_mlops_ui_puts_the_hook_first_and_keeps_the_callers_path(monkeypatch, tmp_path):
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path}/mine")
+    for variable in ("DAGSTER_HOME", "PATH", "VIRTUAL_ENV"):  # set by `mlops ui`: put back
+        if variable in os.environ:
+            monkeypatch.setenv(variable, os.environ[variable])
+        else:
+            monkeypatch.delenv(variable, raising=False)
     from mlops_assets.transform import parse
 
     monkeypatch.setattr(parse, "prepare_dbt_manifest", lambda environ, if_changed=False: None)

@@ -5,6 +5,7 @@ message, never a traceback."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
@@ -26,6 +27,13 @@ def free_port() -> str:
 @pytest.fixture(autouse=True)
 def no_servers(tmp_path, monkeypatch):
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    # What `mlops ui` sets for its servers, put back after each test (later tests of this
+    # worker start processes of their own).
+    for variable in ("DAGSTER_HOME", "PATH", "PYTHONPATH", "VIRTUAL_ENV"):
+        if variable in os.environ:
+            monkeypatch.setenv(variable, os.environ[variable])
+        else:
+            monkeypatch.delenv(variable, raising=False)
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("servers started")
