@@ -134,8 +134,8 @@ run: $(STAMP)
 	$(BIN)/mlops run
 
 # What comes before the tests runs side by side (apt's downloads beside the install's bytecode
-# compiling, then the lint and the docs site); then two test workers, one per core, tests sharing
-# a session fixture staying on one worker (tests/conftest.py).
+# compiling, then the lint and the docs site); then two test workers, one per core, the tests
+# sharing a fixture staying on one worker (tests/conftest.py).
 test:
 	$(MAKE) --no-print-directory -j 3 --output-sync=target test-ready
 	$(BIN)/pytest -n 2 --dist loadgroup --durations=20
