@@ -22,6 +22,7 @@ user's own cache folder).
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import threading
 from types import ModuleType
@@ -104,6 +105,7 @@ def keep_compiled_kernels(shap: ModuleType) -> None:
         shaps_own = masked_model._build_fixed_output
         identity = shap.links.identity
 
+        @functools.wraps(shaps_own)  # shap's own stays reachable as __wrapped__
         def build_fixed_output(
             averaged_outs, last_outs, outputs, batch_positions, varying_rows, num_varying_rows,
             link, linearizing_weights,

@@ -279,3 +279,37 @@ def test_the_cached_output_step_computes_what_shaps_own_does():
     np.testing.assert_array_equal(ours, theirs)
     np.testing.assert_array_equal(our_last, their_last)
     assert len(np.unique(theirs)) < masks  # the carry-over branch ran
+
+
+def test_the_identity_link_goes_to_the_cached_step_and_any_other_to_shaps_own(monkeypatch):
+    """Through shap's permutation explainer: the identity link's output step is the cached
+    copy, and the explanation is the one shap's own step gives; another link (logit) goes to
+    shap's own step."""
+    from shap.utils import _masked_model
+
+    from mlops_assets.training import shap_kernels
+    from mlops_assets.training.explain import load_shap
+
+    shap = load_shap()
+    x = np.random.default_rng(1).random((14, 4))
+    masker = shap.maskers.Independent(x[:8], max_samples=8)
+
+    def explain(link=shap.links.identity):
+        model = lambda z: 1 / (1 + np.exp(-(z.sum(axis=1) - 2)))  # noqa: E731
+        explainer = shap.PermutationExplainer(model, masker, link=link, seed=0)
+        return explainer(x[8:], max_evals=9, silent=True).values
+
+    calls = []
+    cached = shap_kernels._identity_single_output
+    monkeypatch.setattr(
+        shap_kernels, "_identity_single_output", lambda *a: calls.append(1) or cached(*a)
+    )
+    ours = explain()
+    assert calls, "the identity link did not reach the cached step"
+    calls.clear()
+    explain(shap.links.logit)
+    assert not calls, "another link reached the identity step"
+    monkeypatch.setattr(
+        _masked_model, "_build_fixed_output", _masked_model._build_fixed_output.__wrapped__
+    )
+    np.testing.assert_allclose(ours, explain(), rtol=0, atol=1e-12)
