@@ -78,21 +78,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     that use one of its module-scoped fixtures (a trained model, a generated landing), which
     each worker running one of them would otherwise build again."""
     for item in items:
-        for fixture, group in (("ui_server", "ui"), ("pipeline_run", "pipeline_run")):
-            if fixture in item.fixturenames:
-                item.add_marker(pytest.mark.xdist_group(group))
-                break
-        else:
-            if item.get_closest_marker("xdist_group"):  # grouped by its module already
-                continue
-            definitions = getattr(item, "_fixtureinfo", None)
-            scopes = {  # of the definition in effect (the last), not the ones it overrides
-                defs[-1].scope
-                for name in item.fixturenames
-                if definitions and (defs := definitions.name2fixturedefs.get(name))
-            }
-            if "module" in scopes:
-                item.add_marker(pytest.mark.xdist_group(f"module:{item.nodeid.split('::')[0]}"))
+        group = _xdist_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    """The worker group of ``item`` (None: any worker, or the group its module gives it)."""
+    for fixture, group in (("ui_server", "ui"), ("pipeline_run", "pipeline_run")):
+        if fixture in item.fixturenames:
+            return group
+    definitions = getattr(item, "_fixtureinfo", None)
+    if item.get_closest_marker("xdist_group") or definitions is None:
+        return None
+    in_effect = (definitions.name2fixturedefs.get(name) for name in item.fixturenames)
+    if any(defs and defs[-1].scope == "module" for defs in in_effect):  # not the overridden
+        return f"module:{item.nodeid.split('::')[0]}"
+    return None
 
 
 UNGROUPED = pytest.StashKey[set]()

@@ -89,17 +89,10 @@ def test_imported_by_its_package_name_the_hook_does_nothing():
     assert sys.meta_path == before
 
 
-def test_mlops_ui_puts_the_hook_first_and_keeps_the_callers_path(monkeypatch, tmp_path):
-    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+def test_mlops_ui_puts_the_hook_first_and_keeps_the_callers_path(
+    ui_environment, quick_start, monkeypatch, tmp_path
+):
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path}/mine")
-    for variable in ("DAGSTER_HOME", "PATH", "VIRTUAL_ENV"):  # set by `mlops ui`: put back
-        if variable in os.environ:
-            monkeypatch.setenv(variable, os.environ[variable])
-        else:
-            monkeypatch.delenv(variable, raising=False)
-    from mlops_assets.transform import parse
-
-    monkeypatch.setattr(parse, "prepare_dbt_manifest", lambda environ, if_changed=False: None)
     started = {}
 
     class Servers:

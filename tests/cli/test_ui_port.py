@@ -5,7 +5,6 @@ message, never a traceback."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import sys
@@ -25,16 +24,7 @@ def free_port() -> str:
 
 
 @pytest.fixture(autouse=True)
-def no_servers(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
-    # What `mlops ui` sets for its servers, put back after each test (later tests of this
-    # worker start processes of their own).
-    for variable in ("DAGSTER_HOME", "PATH", "PYTHONPATH", "VIRTUAL_ENV"):
-        if variable in os.environ:
-            monkeypatch.setenv(variable, os.environ[variable])
-        else:
-            monkeypatch.delenv(variable, raising=False)
-
+def no_servers(ui_environment, monkeypatch):
     def refuse(*_args, **_kwargs):
         raise AssertionError("servers started")
 
@@ -59,14 +49,6 @@ def test_a_port_another_server_listens_on_is_refused(secure, tmp_path):
     assert result.exit_code == 2, result.output
     assert f"port {port} on 127.0.0.1 is in use" in result.output
     assert not (tmp_path / "home").exists()
-
-
-@pytest.fixture
-def quick_start(monkeypatch):
-    """`mlops ui` up to its servers, without parsing the dbt project."""
-    from mlops_assets.transform import parse
-
-    monkeypatch.setattr(parse, "prepare_dbt_manifest", lambda environ, if_changed=False: None)
 
 
 def test_a_signal_as_the_handlers_are_set_ends_it_quietly(monkeypatch, quick_start):
