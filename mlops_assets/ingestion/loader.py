@@ -54,6 +54,7 @@ from mlops_assets.security.keyring import Keyring, KeyringError
 from mlops_assets.security.sealing import seal
 from mlops_assets.security.vault import VaultKeys, bind_keyring, shred_erased_lines
 from mlops_assets.sql import confine
+from mlops_assets.warehouse import checkpoints_deferred
 
 
 def ingest_file(
@@ -176,7 +177,11 @@ def ingest_source(
         raise KeyringError(f"{source}: a keyring is required (quarantined lines are encrypted)")
     bind_keyring(con, keyring)
     vault_keys = VaultKeys() if spec.pseudonymise else None
-    with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as scratch:
+    # One commit per file, without a checkpoint after each (warehouse.checkpoints_deferred).
+    with (
+        checkpoints_deferred(con),
+        tempfile.TemporaryDirectory(prefix="mlops-ingest-") as scratch,
+    ):
         if confined:
             confine(con, [str(Path(landing_dir) / source), scratch])
 

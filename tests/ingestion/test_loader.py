@@ -3,13 +3,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from mlops_assets.ingestion.files import IngestionError
 from mlops_assets.ingestion.ledger import unbalanced_ledger_rows
 from mlops_assets.ingestion.loader import ingest_file, ingest_source
 from mlops_assets.sample_data.generator import OUTCOME_COLUMNS, GeneratorConfig, generate
-from tests.ingestion.conftest import IDENTIFIERS, SOURCES, quarantined_lines
+from tests.ingestion.conftest import IDENTIFIERS, SOURCES, ensure_tables, quarantined_lines
 
 HEADER = ",".join(OUTCOME_COLUMNS)
 SPEC = SOURCES["outcomes"]
@@ -207,6 +208,51 @@ def test_partition_keys_select_the_days_to_load(con, landing, keyring):
     )
     assert [f.path for f in result.files] == ["outcomes/2025-02-02.csv"]
     assert result.files[0].partition_key == "2025-02-02"
+
+
+def test_a_load_commits_every_file_to_the_log_without_a_checkpoint_after_each(
+    tmp_path, landing, keyring
+):
+    # A threshold so low that every commit would checkpoint, as the default does once the log
+    # passes 16 MB: during the load the files' commits stay in the write-ahead log instead.
+    path = tmp_path / "warehouse.duckdb"
+    wal = Path(f"{path}.wal")
+    con = duckdb.connect(str(path))
+    con.execute("set checkpoint_threshold = '1KB'")
+    ensure_tables(con)
+    con.execute("checkpoint")
+    for day in ("2025-02-01", "2025-02-02", "2025-02-03"):
+        write(landing, f"{day}.csv", f"{HEADER}\n" + f"A{day},{day},0,0\n" * 50)
+    result = ingest_source(con, landing, SPEC, IDENTIFIERS, keyring=keyring)
+    assert [f.status for f in result.files] == ["loaded"] * 3
+    assert wal.stat().st_size > 1000  # three commits in the log, none checkpointed
+    assert con.execute("select current_setting('checkpoint_threshold')").fetchall() == [
+        ("1000 bytes",)
+    ]
+    con.close()  # checkpoints: the log is in the database file
+    assert not wal.exists() or wal.stat().st_size == 0
+    with duckdb.connect(str(path), read_only=True) as reopened:
+        assert reopened.execute("select count(*) from raw.outcomes").fetchall() == [(150,)]
+        assert unbalanced_ledger_rows(reopened, SPEC) == []
+
+
+def test_a_load_that_fails_restores_the_checkpoint_threshold(tmp_path, landing, keyring):
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.execute("set checkpoint_threshold = '1KB'")
+    ensure_tables(con)
+    write(landing, "2025-02-01.csv", f"{HEADER}\nA1,2025-02-01,0,0\n")
+
+    def lost(*args, **kwargs):
+        raise RuntimeError("the warehouse went away")  # not the file's fault: the load stops
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("mlops_assets.ingestion.loader.commit_file", lost)
+        with pytest.raises(RuntimeError, match="went away"):
+            ingest_source(con, landing, SPEC, IDENTIFIERS, keyring=keyring)
+    assert con.execute("select current_setting('checkpoint_threshold')").fetchall() == [
+        ("1000 bytes",)
+    ]
+    con.close()
 
 
 def test_ledger_check_detects_rows_that_disappeared(con, landing, keyring):
