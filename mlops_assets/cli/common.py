@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 out = Console(markup=False, highlight=False)  # stdout: tables a person reads
 
+# True when the command runs as the `mlops` console script (``cli.main``): its process ends with
+# it. False when a caller goes on after it (typer's CliRunner in a test).
+ends_with_command = False
+
 
 def say(label: str, style: str, message: str) -> None:
     """``label`` in ``style``, then ``message``."""

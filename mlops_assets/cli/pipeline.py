@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from mlops_assets.cli import common
 from mlops_assets.cli.common import console, fail, failing, say, settings
 from mlops_assets.text import printable_lines
 
@@ -162,7 +163,12 @@ def run(
 
         try:
             with failing(RunSetupError, code=2, label="cannot run:"):
-                report = run_pipeline(home, fetch_table_metadata=table_metadata, on_event=on_event)
+                report = run_pipeline(
+                    home,
+                    fetch_table_metadata=table_metadata,
+                    on_event=on_event,
+                    ends_process=common.ends_with_command,
+                )
         except typer.Exit:  # a run that could not start, already said (exit 2)
             raise
         except Exception as error:
