@@ -129,8 +129,12 @@ def checkpoints_deferred(
     con.execute("set checkpoint_threshold = ?", [threshold])
     try:
         yield
-    finally:
-        con.execute("set checkpoint_threshold = ?", [before])
+    except BaseException:
+        # The error in flight is the one to see: a database it invalidated refuses the reset.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("set checkpoint_threshold = ?", [before])
+        raise
+    con.execute("set checkpoint_threshold = ?", [before])
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):

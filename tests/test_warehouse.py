@@ -4,9 +4,10 @@ import subprocess
 import sys
 import time
 
+import duckdb
 import pytest
 
-from mlops_assets.warehouse import WarehouseLockedError, connect
+from mlops_assets.warehouse import WarehouseLockedError, checkpoints_deferred, connect
 
 
 def hold_lock(path, seconds: float) -> subprocess.Popen:
@@ -49,3 +50,36 @@ def test_a_writer_that_waits_too_long_gets_a_clear_lock_message(tmp_path):
 def test_reading_a_missing_warehouse_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="mlops run"):
         connect(tmp_path / "missing.duckdb", read_only=True)
+
+
+class Invalidated:
+    """A connection whose database an error invalidates: once ``broken``, every statement fails
+    (as DuckDB refuses all work after a fatal error)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con, self.broken = con, False
+
+    def execute(self, sql: str, params: list | None = None):
+        if self.broken:
+            raise duckdb.FatalException("database has been invalidated by a previous error")
+        return self.con.execute(sql, params or [])
+
+
+def test_checkpoints_deferred_puts_the_threshold_back_after_the_block(tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("set checkpoint_threshold = '2MiB'")
+    setting = "select current_setting('checkpoint_threshold')"
+    with checkpoints_deferred(con, "512MiB"):
+        assert con.execute(setting).fetchall() == [("512.0 MiB",)]
+    assert con.execute(setting).fetchall() == [("2.0 MiB",)]
+    with pytest.raises(ValueError), checkpoints_deferred(con, "512MiB"):
+        raise ValueError("a file's fault")
+    assert con.execute(setting).fetchall() == [("2.0 MiB",)]
+
+
+def test_checkpoints_deferred_lets_the_error_that_stopped_the_block_through(tmp_path):
+    """A database the error invalidated refuses the reset: the error raised is the first."""
+    connection = Invalidated(duckdb.connect(str(tmp_path / "w.duckdb")))
+    with pytest.raises(RuntimeError, match="went away"), checkpoints_deferred(connection):
+        connection.broken = True
+        raise RuntimeError("the disk went away")
