@@ -153,6 +153,34 @@ def test_a_ciphertext_moved_to_another_cell_is_rejected(keyring):
             keyring.decrypt(blob, version, moved)
 
 
+def test_a_customers_cells_are_the_latest_values_each_under_its_own_cell(keyring):
+    """The cells sealed column by column: one per customer and present value, the latest row
+    winning, every one readable only as its own cell (customer, column, table), none empty
+    when no column is asked for."""
+    frame = customers(keyring, 4)
+    frame.loc[1, "email"] = None  # a missing value has no cell
+    later = frame.iloc[[2]].assign(full_name="Renamed")  # a later row of customer 2 wins
+    sealed = seal_customer_pii(keyring, pd.concat([frame, later]), COLUMNS)
+    cells = sealed.to_pydict()
+    keys = frame["customer_key"].tolist()  # the later row of customer 2 comes last
+    assert list(zip(cells["row_key"], cells["column_name"], strict=True)) == [
+        *[(keys[i], "full_name") for i in (0, 1, 3, 2)],
+        *[(keys[i], "email") for i in (0, 3, 2)],
+    ]
+    values = [
+        keyring.decrypt(blob, version, associated_data(PII_TABLE, column, key))
+        for key, column, blob, version in zip(*cells.values(), strict=True)
+    ]
+    assert values == [
+        "Person 0", "Person 1", "Person 3", "Renamed",
+        "person0@example.com", "person3@example.com", "person2@example.com",
+    ]  # fmt: skip
+    blob, version = cells["ciphertext"][0], cells["key_version"][0]
+    with pytest.raises(DecryptionError):  # another column's cell of the same customer
+        keyring.decrypt(blob, version, associated_data(PII_TABLE, "email", cells["row_key"][0]))
+    assert seal_customer_pii(keyring, frame, []).num_rows == 0
+
+
 def test_reveal_decrypts_one_customer_and_audits_it(con, keyring):
     frame = customers(keyring, 3)
     store_customer_pii(con, keyring, frame, COLUMNS)
