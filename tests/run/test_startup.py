@@ -4,6 +4,7 @@ parse behind."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,29 @@ def test_cancelling_a_parse_stops_dbt_and_leaves_no_private_directory(monkeypatc
     running.cancel()
     assert running._process.returncode is not None  # killed, not left to sleep
     assert list(manifest.parent.iterdir()) == [] and not manifest.exists()
+
+
+@pytest.fixture
+def collector():
+    """The garbage collector's state put back after the test: on, nothing frozen."""
+    yield
+    gc.unfreeze()
+    gc.enable()
+
+
+@pytest.mark.parametrize("ends_process", [True, False])
+def test_a_run_that_ends_its_process_sets_up_with_the_collector_off_then_freezes_the_set_up(
+    events, monkeypatch, tmp_path, collector, ends_process
+):
+    seen: list[tuple[bool, int]] = []  # in the definitions: collector on, objects frozen
+
+    def definitions(settings):
+        seen.append((gc.isenabled(), gc.get_freeze_count()))
+        raise Stop
+
+    monkeypatch.setattr(mlops_assets.definitions, "build_definitions", definitions)
+    with pytest.raises(Stop):
+        execute.run_pipeline(Settings(home=tmp_path), ends_process=ends_process)
+    assert seen == [(not ends_process, 0)]
+    assert gc.isenabled()  # on again, also after a set-up that failed
+    assert (gc.get_freeze_count() > 0) == ends_process
