@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import os
 import re
+import shutil
 import stat
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from mlops_assets.sql import ident, literal, qualified
 
 LOCK_WAIT_SECONDS = 60.0
 # How far a load lets the write-ahead log grow between checkpoints (checkpoints_deferred).
-LOAD_CHECKPOINT_THRESHOLD = "1GB"
+LOAD_CHECKPOINT_BYTES = 1 << 30
 
 
 class WarehouseLockedError(RuntimeError):
@@ -114,19 +115,26 @@ def connection(
 
 @contextlib.contextmanager
 def checkpoints_deferred(
-    con: duckdb.DuckDBPyConnection, threshold: str = LOAD_CHECKPOINT_THRESHOLD
+    con: duckdb.DuckDBPyConnection, threshold_bytes: int = LOAD_CHECKPOINT_BYTES
 ) -> Iterator[None]:
-    """Let the write-ahead log grow to ``threshold`` before DuckDB checkpoints, while the block
-    runs; the database's own threshold is restored after it (a checkpoint then follows at the
-    next commit past it, or when the last connection closes).
+    """Let the write-ahead log grow to ``threshold_bytes`` (at most a quarter of the free space
+    beside the database file) before DuckDB checkpoints, while the block runs; then put the
+    database's threshold back (as DuckDB reports it: rounded to a tenth of its unit) and
+    checkpoint, so that a checkpoint the disk cannot hold fails here, not silently at close.
 
-    A load of many files commits once per file, and past the default 16 MB each commit
-    checkpoints: the vault and the raw tables were written to the database file over and over
-    (a third of a customers load at 1M applications). Every commit is still in the log, on disk,
-    before it returns: a crash loses nothing, the next open replays the log. The setting is the
-    database's, not the connection's: it holds for every connection of this process to it."""
+    A load commits once per file; past DuckDB's default of 16 MB, each commit would checkpoint,
+    writing the vault and the raw tables into the database file over and over. Every commit is
+    still in the log, on disk, before it returns: a crash loses nothing, the next open replays
+    the log. Until the checkpoint, what the log holds also counts against DuckDB's memory limit
+    (beyond it, DuckDB spills to its temporary file). The setting is the database's, shared by
+    every connection of this process to it: not for two loads of one database at once."""
     before = scalar(con, "select current_setting('checkpoint_threshold')")
-    con.execute("set checkpoint_threshold = ?", [threshold])
+    path = scalar(
+        con, "select path from duckdb_databases() where database_name = current_database()"
+    )
+    if path is not None:  # a file, not an in-memory database
+        threshold_bytes = min(threshold_bytes, shutil.disk_usage(Path(path).parent).free // 4)
+    con.execute("set checkpoint_threshold = ?", [f"{max(threshold_bytes, 0)} bytes"])
     try:
         yield
     except BaseException:
@@ -135,6 +143,7 @@ def checkpoints_deferred(
             con.execute("set checkpoint_threshold = ?", [before])
         raise
     con.execute("set checkpoint_threshold = ?", [before])
+    con.execute("checkpoint")
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):

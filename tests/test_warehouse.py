@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import duckdb
 import pytest
 
+from mlops_assets import warehouse
 from mlops_assets.warehouse import WarehouseLockedError, checkpoints_deferred, connect
 
 
@@ -65,16 +68,35 @@ class Invalidated:
         return self.con.execute(sql, params or [])
 
 
-def test_checkpoints_deferred_puts_the_threshold_back_after_the_block(tmp_path):
-    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+SETTING = "select current_setting('checkpoint_threshold')"
+
+
+def test_checkpoints_deferred_puts_the_threshold_back_and_checkpoints_after_the_block(tmp_path):
+    path = tmp_path / "w.duckdb"
+    wal = Path(f"{path}.wal")
+    con = duckdb.connect(str(path))
     con.execute("set checkpoint_threshold = '2MiB'")
-    setting = "select current_setting('checkpoint_threshold')"
-    with checkpoints_deferred(con, "512MiB"):
-        assert con.execute(setting).fetchall() == [("512.0 MiB",)]
-    assert con.execute(setting).fetchall() == [("2.0 MiB",)]
-    with pytest.raises(ValueError), checkpoints_deferred(con, "512MiB"):
+    with checkpoints_deferred(con, 512 << 20):
+        assert con.execute(SETTING).fetchall() == [("512.0 MiB",)]
+        con.execute("create table t as select range as i from range(1000)")
+        assert wal.stat().st_size > 0
+    assert con.execute(SETTING).fetchall() == [("2.0 MiB",)]
+    assert not wal.exists() or wal.stat().st_size == 0  # checkpointed at the end of the block
+    with pytest.raises(ValueError), checkpoints_deferred(con, 512 << 20):
         raise ValueError("a file's fault")
-    assert con.execute(setting).fetchall() == [("2.0 MiB",)]
+    assert con.execute(SETTING).fetchall() == [("2.0 MiB",)]
+
+
+def test_checkpoints_deferred_keeps_the_log_within_a_quarter_of_the_free_disk(
+    tmp_path, monkeypatch
+):
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(warehouse.shutil, "disk_usage", lambda path: usage._replace(free=40 << 20))
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    with checkpoints_deferred(con, 1 << 30):
+        assert con.execute(SETTING).fetchall() == [("10.0 MiB",)]
+    with checkpoints_deferred(duckdb.connect(), 1 << 30):  # in memory: no disk to keep
+        pass
 
 
 def test_checkpoints_deferred_lets_the_error_that_stopped_the_block_through(tmp_path):

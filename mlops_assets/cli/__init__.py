@@ -31,9 +31,10 @@ def main() -> None:
 
     The process's last exit handler (handlers run last-registered first, so the ones of the
     libraries a command imports run before it) moves every object out of the garbage
-    collector's reach: the interpreter's full collections at exit then skip them, 1.3 s after
-    the demo's run. They are still freed as their references go; only what a reference cycle
-    holds is left to the end of the process, as an exiting interpreter may leave it anyway."""
+    collector's reach: the interpreter's full collections at exit then skip them (over a run's
+    objects, more than a second). Objects are still freed as their references go; what only a
+    reference cycle holds is not collected, so its finalizers do not run (the operating system
+    still closes its files; committed DuckDB and SQLite writes are in their logs)."""
     common.ends_with_command = True
     atexit.register(gc.freeze)
     app()

@@ -63,10 +63,10 @@ def run_pipeline(
     ``ends_process``: the process exits after this run (the ``mlops run`` command). What the
     set-up makes (the modules of Dagster, dbt and scikit-learn, the definitions) then lives until
     the exit: the garbage collector is off while it is made (its passes over the growing heap
-    were 0.65 s of the demo's 4.4 s of set-up), and it is moved out of the collector's reach
-    before the run (``gc.freeze``), so the full passes no longer walk it again and again (1.5 s
-    of the demo's run). Not for a process that goes on (a test's): a reference cycle among what
-    was frozen would never be collected.
+    would free a few MB), and it is moved out of the collector's reach before the run
+    (``gc.freeze``), so the full passes no longer walk it again and again (docs/benchmarks.md,
+    the demo). Not for a process that goes on (a test's): a reference cycle among what was
+    frozen would never be collected.
     """
     from mlops_assets.transform.parse import (
         DbtParse,
@@ -115,10 +115,10 @@ def run_pipeline(
             job = defs.resolve_implicit_global_asset_job_def()
         parsed()
     finally:
-        parsing.cancel()  # a set-up that failed leaves no parse running
         if ends_process:
             gc.freeze()
             gc.enable()
+        parsing.cancel()  # a set-up that failed leaves no parse running
     if pending:
         # One run over the range of pending days (single-run backfill of the partitioned
         # assets: raw tables and drift reports).

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -39,7 +40,7 @@ def test_a_run_called_in_process_does_not_freeze_its_callers_objects(home, seen_
 
 def test_the_console_script_runs_the_command_as_the_process_end(home, seen_run, monkeypatch):
     registered = []
-    monkeypatch.setattr(cli.atexit, "register", registered.append)
+    monkeypatch.setattr(cli, "atexit", SimpleNamespace(register=registered.append))
     monkeypatch.setattr(common, "ends_with_command", False)
     monkeypatch.setattr(sys, "argv", ["mlops", "run"])
     with pytest.raises(SystemExit) as ended:

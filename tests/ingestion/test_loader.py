@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from mlops_assets.ingestion import loader
 from mlops_assets.ingestion.files import IngestionError
 from mlops_assets.ingestion.ledger import unbalanced_ledger_rows
 from mlops_assets.ingestion.loader import ingest_file, ingest_source
@@ -210,8 +215,14 @@ def test_partition_keys_select_the_days_to_load(con, landing, keyring):
     assert result.files[0].partition_key == "2025-02-02"
 
 
-def test_a_load_commits_every_file_to_the_log_without_a_checkpoint_after_each(
-    tmp_path, landing, keyring
+def outcome_days(landing: Path, days: int) -> None:
+    for day in range(1, days + 1):
+        date = f"2025-02-{day:02d}"
+        write(landing, f"{date}.csv", f"{HEADER}\n" + f"A{date},{date},0,0\n" * 50)
+
+
+def test_a_load_keeps_its_commits_in_the_log_and_checkpoints_once_at_its_end(
+    tmp_path, landing, keyring, monkeypatch
 ):
     # A threshold so low that every commit would checkpoint, as the default does once the log
     # passes 16 MB: during the load the files' commits stay in the write-ahead log instead.
@@ -221,18 +232,57 @@ def test_a_load_commits_every_file_to_the_log_without_a_checkpoint_after_each(
     con.execute("set checkpoint_threshold = '1KB'")
     ensure_tables(con)
     con.execute("checkpoint")
-    for day in ("2025-02-01", "2025-02-02", "2025-02-03"):
-        write(landing, f"{day}.csv", f"{HEADER}\n" + f"A{day},{day},0,0\n" * 50)
+    outcome_days(landing, 3)
+    logged = []  # the log's size after each file's commit
+    commit = loader.commit_file
+
+    def committed(*args, **kwargs):
+        commit(*args, **kwargs)
+        logged.append(wal.stat().st_size if wal.exists() else 0)
+
+    monkeypatch.setattr(loader, "commit_file", committed)
     result = ingest_source(con, landing, SPEC, IDENTIFIERS, keyring=keyring)
     assert [f.status for f in result.files] == ["loaded"] * 3
-    assert wal.stat().st_size > 1000  # three commits in the log, none checkpointed
+    assert 1000 < logged[0] < logged[1] < logged[2]  # no checkpoint between the commits
+    assert not wal.exists() or wal.stat().st_size == 0  # the load's own checkpoint at its end
     assert con.execute("select current_setting('checkpoint_threshold')").fetchall() == [
         ("1000 bytes",)
     ]
-    con.close()  # checkpoints: the log is in the database file
-    assert not wal.exists() or wal.stat().st_size == 0
+    con.close()
     with duckdb.connect(str(path), read_only=True) as reopened:
         assert reopened.execute("select count(*) from raw.outcomes").fetchall() == [(150,)]
+        assert unbalanced_ledger_rows(reopened, SPEC) == []
+
+
+def test_a_load_killed_between_its_files_keeps_every_file_it_committed(tmp_path, landing):
+    """Killed (SIGKILL) after its second file's commit, before any checkpoint: the next open
+    replays the log, and the warehouse holds those two files whole, in the ledger."""
+    path = tmp_path / "warehouse.duckdb"
+    outcome_days(landing, 4)
+    load = (
+        "import duckdb, sys; from pathlib import Path\n"
+        "from mlops_assets.ingestion.loader import ingest_source\n"
+        "from mlops_assets.security.keyring import Keyring\n"
+        "from tests.ingestion.conftest import IDENTIFIERS, SOURCES, ensure_tables\n"
+        "con = duckdb.connect(sys.argv[1]); ensure_tables(con); con.execute('checkpoint')\n"
+        "ingest_source(con, Path(sys.argv[2]), SOURCES['outcomes'], IDENTIFIERS,\n"
+        "              keyring=Keyring.create(Path(sys.argv[3])))\n"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", load, str(path), str(landing), str(tmp_path / "keyring.json")],
+        env={**os.environ, "MLOPS_CRASH_AT": "ingest.committed#2"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert Path(f"{path}.wal").stat().st_size > 0  # the two commits, not checkpointed
+    with duckdb.connect(str(path)) as reopened:
+        files = reopened.execute(
+            "select path, rows_loaded from audit.ingested_files order by 1"
+        ).fetchall()
+        assert files == [("outcomes/2025-02-01.csv", 50), ("outcomes/2025-02-02.csv", 50)]
+        assert reopened.execute("select count(*) from raw.outcomes").fetchall() == [(100,)]
         assert unbalanced_ledger_rows(reopened, SPEC) == []
 
 
@@ -240,13 +290,13 @@ def test_a_load_that_fails_restores_the_checkpoint_threshold(tmp_path, landing, 
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     con.execute("set checkpoint_threshold = '1KB'")
     ensure_tables(con)
-    write(landing, "2025-02-01.csv", f"{HEADER}\nA1,2025-02-01,0,0\n")
+    outcome_days(landing, 1)
 
     def lost(*args, **kwargs):
         raise RuntimeError("the warehouse went away")  # not the file's fault: the load stops
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("mlops_assets.ingestion.loader.commit_file", lost)
+        patch.setattr(loader, "commit_file", lost)
         with pytest.raises(RuntimeError, match="went away"):
             ingest_source(con, landing, SPEC, IDENTIFIERS, keyring=keyring)
     assert con.execute("select current_setting('checkpoint_threshold')").fetchall() == [

@@ -365,3 +365,11 @@ def test_ciphertext_is_stored_without_a_compression_search(tmp_path):
         )
     assert used["ciphertext"] == ["Uncompressed"]
     assert used["column_name"] != ["Uncompressed"]
+
+
+def test_a_cell_without_a_row_key_is_refused(keyring):
+    """Its associated data would name no customer: nothing is encrypted."""
+    frame = customers(keyring, 2)
+    frame.loc[1, "customer_key"] = None
+    with pytest.raises(VaultError, match="without a row key"):
+        seal_customer_pii(keyring, frame, COLUMNS)
