@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import os
 import re
-import shutil
 import stat
 import time
 from collections.abc import Iterator
@@ -117,24 +116,22 @@ def connection(
 def checkpoints_deferred(
     con: duckdb.DuckDBPyConnection, threshold_bytes: int = LOAD_CHECKPOINT_BYTES
 ) -> Iterator[None]:
-    """Let the write-ahead log grow to ``threshold_bytes`` (at most a quarter of the free space
-    beside the database file) before DuckDB checkpoints, while the block runs; then put the
-    database's threshold back (as DuckDB reports it: rounded to a tenth of its unit) and
-    checkpoint, so that a checkpoint the disk cannot hold fails here, not silently at close.
+    """Let the write-ahead log grow to ``threshold_bytes`` before DuckDB checkpoints, while the
+    block runs; then put the database's threshold back (as DuckDB reports it: rounded to a
+    tenth of its unit) and checkpoint, so that a checkpoint the disk cannot hold fails here,
+    not silently at close.
 
     A load commits once per file; past DuckDB's default of 16 MB, each commit would checkpoint,
     writing the vault and the raw tables into the database file over and over. Every commit is
     still in the log, on disk, before it returns: a crash loses nothing, the next open replays
     the log. Until the checkpoint, what the log holds also counts against DuckDB's memory limit
-    (beyond it, DuckDB spills to its temporary file). The setting is the database's, shared by
-    every connection of this process to it: not for two loads of one database at once."""
+    (beyond it, DuckDB spills to its temporary file). The threshold is not lowered for a disk
+    nearly full: a checkpoint needs room for new blocks before it frees the old ones, and one
+    that fails inside a commit invalidates the database, where a commit the log cannot hold
+    fails alone. The setting is the database's, shared by every connection of this process to
+    it: not for two loads of one database at once."""
     before = scalar(con, "select current_setting('checkpoint_threshold')")
-    path = scalar(
-        con, "select path from duckdb_databases() where database_name = current_database()"
-    )
-    if path is not None:  # a file, not an in-memory database
-        threshold_bytes = min(threshold_bytes, shutil.disk_usage(Path(path).parent).free // 4)
-    con.execute("set checkpoint_threshold = ?", [f"{max(threshold_bytes, 0)} bytes"])
+    con.execute("set checkpoint_threshold = ?", [f"{threshold_bytes} bytes"])
     try:
         yield
     except BaseException:

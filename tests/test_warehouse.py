@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -9,7 +8,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mlops_assets import warehouse
 from mlops_assets.warehouse import WarehouseLockedError, checkpoints_deferred, connect
 
 
@@ -85,18 +83,6 @@ def test_checkpoints_deferred_puts_the_threshold_back_and_checkpoints_after_the_
     with pytest.raises(ValueError), checkpoints_deferred(con, 512 << 20):
         raise ValueError("a file's fault")
     assert con.execute(SETTING).fetchall() == [("2.0 MiB",)]
-
-
-def test_checkpoints_deferred_keeps_the_log_within_a_quarter_of_the_free_disk(
-    tmp_path, monkeypatch
-):
-    usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(warehouse.shutil, "disk_usage", lambda path: usage._replace(free=40 << 20))
-    con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    with checkpoints_deferred(con, 1 << 30):
-        assert con.execute(SETTING).fetchall() == [("10.0 MiB",)]
-    with checkpoints_deferred(duckdb.connect(), 1 << 30):  # in memory: no disk to keep
-        pass
 
 
 def test_checkpoints_deferred_lets_the_error_that_stopped_the_block_through(tmp_path):
