@@ -109,3 +109,21 @@ def test_the_local_clusters_workers_print_only_critical_lines_and_the_nannies_wa
     printed = done.stdout + done.stderr
     assert "worker-critical-line" in printed and "nanny-warning-line" in printed, printed[-3000:]
     assert "worker-error-line" not in printed
+
+
+def test_a_worker_freezes_its_objects_at_exit_after_its_other_exit_handlers():
+    """The preload's exit handler runs before those registered ahead of it (the worker's
+    own), and leaves every object frozen: the interpreter's passes at exit skip them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, gc\n"
+        "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0))\n"
+        "from mlops_assets.parallel import dask_setup\n"
+        "dask_setup(None)\n"
+        "print('frozen before exit:', gc.get_freeze_count() > 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["frozen before exit: False", "frozen at exit: True"]
