@@ -26,8 +26,9 @@ LOCAL = "local"  # the placement of work that ran in the calling process
 def dask_setup(worker) -> None:
     """Run by each worker process of the platform's LocalCluster as it starts (its preload):
     its ``distributed`` log lines reach the terminal only when critical, and its exit skips
-    the garbage collector's passes over everything the tasks imported (the last exit handler
-    freezes every object: the cluster's close waits for its workers to exit)."""
+    the garbage collector's passes over everything the tasks imported (an exit handler freezes
+    every object; the handlers registered before it, ``distributed``'s, run after it and need
+    no collection): the cluster's close waits for its workers to exit."""
     import atexit
     import gc
     import logging

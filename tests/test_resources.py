@@ -111,9 +111,10 @@ def test_the_local_clusters_workers_print_only_critical_lines_and_the_nannies_wa
     assert "worker-error-line" not in printed
 
 
-def test_a_worker_freezes_its_objects_at_exit_after_its_other_exit_handlers():
+def test_a_worker_freezes_its_objects_at_exit():
     """The preload's exit handler runs before those registered ahead of it (the worker's
-    own), and leaves every object frozen: the interpreter's passes at exit skip them."""
+    own, ``distributed``'s) and leaves every object frozen: the interpreter's passes at exit
+    skip them. Nothing is frozen before the exit."""
     import subprocess
     import sys
 
