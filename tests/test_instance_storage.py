@@ -56,8 +56,8 @@ def test_a_wiped_storage_recreates_its_files_and_stores_again(tmp_path):
 
 
 def test_an_instance_reads_what_another_process_instance_wrote(tmp_path):
-    """Connections are still per transaction: a second storage on the same files (the
-    webserver, while a run writes) sees every commit at once."""
+    """A kept connection holds no transaction between writes: a second storage on the same
+    files (the webserver, while a run writes) sees every commit at once."""
     writer, reader = SqliteEventLogStorage(str(tmp_path)), SqliteEventLogStorage(str(tmp_path))
     for i in range(3):
         writer.store_event(_entry("shared", f"event {i}"))
@@ -211,3 +211,179 @@ def test_a_planned_check_is_recorded_as_dagsters_storage_records_it(tmp_path):
     assert len(written["ours"][0]) == len(days) + 1
     assert {row["partition"] for row in written["ours"][0]} == {*days, None}
     assert written["ours"] == written["dagster's"]
+
+
+def _asset_event(run_id: str, kind: DagsterEventType, partition: str | None) -> EventLogEntry:
+    """A planned materialization, a materialization or an observation of ``raw/applications``
+    for ``partition``, as a step of ``run_id`` reports it."""
+    from dagster import AssetKey, AssetMaterialization, AssetObservation
+    from dagster._core.events import (
+        AssetMaterializationPlannedData,
+        AssetObservationData,
+        StepMaterializationData,
+    )
+
+    key = AssetKey(["raw", "applications"])
+    data = {
+        DagsterEventType.ASSET_MATERIALIZATION_PLANNED: lambda: AssetMaterializationPlannedData(
+            key, partition=partition
+        ),
+        DagsterEventType.ASSET_MATERIALIZATION: lambda: StepMaterializationData(
+            AssetMaterialization(key, partition=partition, metadata={"rows": 3})
+        ),
+        DagsterEventType.ASSET_OBSERVATION: lambda: AssetObservationData(
+            AssetObservation(key, partition=partition, metadata={"quarantined": 1})
+        ),
+    }[kind]()
+    return EventLogEntry(
+        error_info=None,
+        level="DEBUG",
+        user_message="",
+        run_id=run_id,
+        timestamp=2.5,
+        dagster_event=DagsterEvent(kind.value, "job", event_specific_data=data, step_key="raw"),
+    )
+
+
+def _tables(storage, shards: list[str]) -> dict[str, list[dict]]:
+    """Every row of every table of the index and of ``shards`` (the runs' files), without the
+    columns a database fills in at write time."""
+    from sqlalchemy import inspect, text
+
+    tables = {}
+    for shard in ["index", *shards]:
+        connect = storage.index_connection() if shard == "index" else storage.run_connection(shard)
+        with connect as conn:
+            for table in inspect(conn).get_table_names():
+                rows = conn.execute(text(f'select * from "{table}" order by rowid')).fetchall()
+                tables[f"{shard}.{table}"] = [
+                    {
+                        k: v
+                        for k, v in row._mapping.items()
+                        if not k.endswith(("_timestamp", "_completed"))
+                    }
+                    for row in rows
+                ]
+    return tables
+
+
+def test_a_batch_of_events_is_stored_as_dagsters_storage_stores_each_of_them(tmp_path):
+    """A batch (a run's planned materializations and checks; a step's materializations and
+    observations of many partitions) is written in one transaction per file, and leaves every
+    row of the run's file and of the index exactly as Dagster's storage storing each event in
+    turn does; asset and check reads agree."""
+    from dagster import AssetKey
+    from dagster._core.definitions.asset_checks.asset_check_spec import AssetCheckKey
+
+    days = [f"2025-01-{day:02d}" for day in range(1, 6)]
+    planned = [
+        *(_asset_event("r", DagsterEventType.ASSET_MATERIALIZATION_PLANNED, d) for d in days),
+        _planned_check("r", days),
+        _planned_check("r", None),
+    ]
+    stepped = [
+        _asset_event("r", kind, day)
+        for day in days
+        for kind in (DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION)
+    ]
+    key = AssetKey(["raw", "applications"])
+    written = {}
+    ours = SqliteEventLogStorage(str(tmp_path / "ours"))
+    transactions = []
+    connect = ours._connect
+    ours._connect = lambda shard: transactions.append(shard) or connect(shard)
+    for batch in (planned, stepped):
+        ours.store_event_batch(batch)
+    ours._connect = connect
+    assert transactions == ["r", "index", "r", "index"]
+    theirs = sqlite_event_log.SqliteEventLogStorage(str(tmp_path / "dagster"))
+    for event in [*planned, *stepped]:
+        theirs.store_event(event)
+    for name, storage in (("ours", ours), ("dagster's", theirs)):
+        check = AssetCheckKey(key, "ledger_balanced")
+        checks = storage.get_asset_check_execution_history(check, limit=100)
+        events = storage.get_records_for_run("r").records
+        written[name] = (
+            _tables(storage, ["r"]),
+            storage.get_materialized_partitions(key),
+            storage.get_latest_planned_materialization_info(key),
+            sorted((r.partition or "", r.status.value) for r in checks),
+            [(r.event_log_entry.dagster_event_type, r.partition_key) for r in events],
+        )
+        storage.dispose()
+    assert written["ours"][1] == set(days)
+    assert len(written["ours"][0]["index.asset_check_executions"]) == len(days) + 1
+    for table, rows in written["dagster's"][0].items():
+        assert written["ours"][0][table] == rows, table
+    assert written["ours"] == written["dagster's"]
+
+
+def test_a_batch_dagster_does_not_batch_is_stored_event_by_event(tmp_path):
+    """Events of two runs, or of a kind Dagster never batches, go through store_event."""
+    storage = SqliteEventLogStorage(str(tmp_path))
+    storage.store_event_batch(
+        [
+            _asset_event("a", DagsterEventType.ASSET_MATERIALIZATION, "2025-01-01"),
+            _asset_event("b", DagsterEventType.ASSET_MATERIALIZATION, "2025-01-01"),
+        ]
+    )
+    storage.store_event_batch([_entry("a", "an engine event")])
+    assert len(storage.get_logs_for_run("a")) == 2
+    assert len(storage.get_logs_for_run("b")) == 1
+    storage.dispose()
+
+
+def test_a_run_stores_its_planned_events_and_a_steps_partitions_as_batches(tmp_path, monkeypatch):
+    """With the variable mlops sets (``run.instance.batch_event_writes``), Dagster hands this
+    storage its batches: a run over three days plans its asset and check in one batch, and
+    the step's three materializations come as another."""
+    import dagster as dg
+
+    from mlops_assets.run.instance import EVENT_BATCH_VARIABLE, batch_event_writes, dagster_yaml
+
+    monkeypatch.setenv(EVENT_BATCH_VARIABLE, "")  # restored after the test, whatever it was
+    monkeypatch.delenv(EVENT_BATCH_VARIABLE)
+    batch_event_writes()
+    days = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-04")
+
+    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+    def daily(context):
+        return dg.MaterializeResult()
+
+    @dg.asset_check(asset=daily)
+    def balanced():
+        return dg.AssetCheckResult(passed=True)
+
+    (tmp_path / "dagster.yaml").write_text(dagster_yaml(False, tmp_path))
+    batches = []
+    store_batch = SqliteEventLogStorage.store_event_batch
+    monkeypatch.setattr(
+        SqliteEventLogStorage,
+        "store_event_batch",
+        lambda self, events: (
+            batches.append([e.dagster_event_type for e in events]) or store_batch(self, events)
+        ),
+    )
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert isinstance(instance.event_log_storage, SqliteEventLogStorage)
+        result = dg.materialize(
+            [daily, balanced],
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": "2025-01-01",
+                "dagster/asset_partition_range_end": "2025-01-03",
+            },
+        )
+        assert result.success
+        assert instance.get_materialized_partitions(daily.key) == {
+            "2025-01-01",
+            "2025-01-02",
+            "2025-01-03",
+        }
+    planned = DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+    check_planned = DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+    materialized = DagsterEventType.ASSET_MATERIALIZATION
+    assert [sorted(batch) for batch in batches] == [
+        sorted([planned] * 3 + [check_planned]),
+        [materialized] * 3,
+    ]

@@ -296,7 +296,7 @@ def ui(
     Ctrl-C, SIGTERM, SIGHUP or SIGQUIT stops the webserver, the daemon, the code servers (and
     nginx) within seconds: what has not stopped by itself after 7 s is killed."""
     from mlops_assets.cli.supervise import Stop, Supervisor
-    from mlops_assets.run.instance import ensure_dagster_home
+    from mlops_assets.run.instance import batch_event_writes, ensure_dagster_home
     from mlops_assets.security import ui_guard
     from mlops_assets.security.keyring import KeyringError
     from mlops_assets.security.vault import ensure_keyring
@@ -321,6 +321,7 @@ def ui(
     if notice:
         console.print(notice, style="yellow")
     os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home))  # for `dg dev`
+    batch_event_writes()  # in the runs it launches too
     os.environ["MLOPS_HOME"] = str(home.home)
     # dagster-dbt runs `dbt` from PATH: this environment's, even when the venv is not active.
     bin_dir = str(Path(sys.executable).parent)

@@ -103,7 +103,9 @@ def run_pipeline(
 
         from mlops_assets.definitions import build_definitions
         from mlops_assets.resources import start_local_cluster
-        from mlops_assets.run.instance import dagster_instance
+        from mlops_assets.run.instance import batch_event_writes, dagster_instance
+
+        batch_event_writes()
 
         if not manifest_is_current():
             parsed()  # the dbt assets are built from the manifest this parse publishes
