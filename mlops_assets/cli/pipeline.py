@@ -321,7 +321,7 @@ def ui(
     if notice:
         console.print(notice, style="yellow")
     os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(home))  # for `dg dev`
-    batch_event_writes()  # in the runs it launches too
+    batch_event_writes(os.environ)  # for the runs it launches
     os.environ["MLOPS_HOME"] = str(home.home)
     # dagster-dbt runs `dbt` from PATH: this environment's, even when the venv is not active.
     bin_dir = str(Path(sys.executable).parent)

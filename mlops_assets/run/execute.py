@@ -105,7 +105,7 @@ def run_pipeline(
         from mlops_assets.resources import start_local_cluster
         from mlops_assets.run.instance import batch_event_writes, dagster_instance
 
-        batch_event_writes()
+        batch_event_writes(os.environ)
 
         if not manifest_is_current():
             parsed()  # the dbt assets are built from the manifest this parse publishes

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import MutableMapping
 from pathlib import Path
 
 from mlops_assets.settings import DAGSTER_PG_URL_VARIABLE, Settings
@@ -21,10 +22,11 @@ EVENT_BATCH_VARIABLE = "DAGSTER_EVENT_BATCH_SIZE"
 EVENT_BATCH_SIZE = "1000"
 
 
-def batch_event_writes() -> None:
-    """Let Dagster store batches of events together, in this process and the ones it starts
-    (a value the user set is kept)."""
-    os.environ.setdefault(EVENT_BATCH_VARIABLE, EVENT_BATCH_SIZE)
+def batch_event_writes(environ: MutableMapping[str, str]) -> None:
+    """Let Dagster store batches of events together: ``environ`` is this process's environment
+    (``mlops run``), which the processes it starts inherit (``mlops ui``). A value the user set
+    is kept."""
+    environ.setdefault(EVENT_BATCH_VARIABLE, EVENT_BATCH_SIZE)
 
 
 _DAGSTER_YAML_HEAD = f"""\
