@@ -44,16 +44,21 @@ dagster.yaml names this class (``mlops_assets.run.instance.dagster_yaml``); Post
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from dagster._core.errors import DagsterInvariantViolationError
-from dagster._core.events import ASSET_EVENTS, BATCH_WRITABLE_EVENTS, DagsterEventType
+from dagster._core.events import ASSET_EVENTS, DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._core.storage.event_log.schema import (
+    AssetCheckExecutionsTable,
+    SqlEventLogStorageTable,
+)
 from dagster._core.storage.event_log.sqlite import sqlite_event_log
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._serdes import serialize_value
@@ -64,6 +69,18 @@ from watchdog.events import FileSystemEvent, PatternMatchingEventHandler
 from watchdog.observers import Observer
 
 KEPT_ENGINES = 64  # the most recently used files' engines (a webserver reads many runs)
+# The kinds of event store_event_batch writes itself: every kind Dagster batches (its
+# BATCH_WRITABLE_EVENTS, which a test compares with this); a batch with any other goes event by
+# event.
+BATCHED_EVENTS = frozenset(
+    {
+        DagsterEventType.ASSET_MATERIALIZATION,
+        DagsterEventType.ASSET_OBSERVATION,
+        DagsterEventType.ASSET_FAILED_TO_MATERIALIZE,
+        DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+        DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
+    }
+)
 
 
 def _sync_normal(dbapi_connection, _record) -> None:
@@ -111,6 +128,8 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
         self._engines: OrderedDict[str, _Kept] = OrderedDict()
         self._tables: set[str] = set()  # index tables seen: migrations add tables, never drop
         super().__init__(base_dir, inst_data=inst_data)
+        # Reentrant: wipe() holds it around Dagster's wipe, which connects to the index.
+        self._db_lock = threading.RLock()
 
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> SqliteEventLogStorage:
@@ -141,8 +160,15 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
                 self._initdb(kept.engine)
                 self._initialized_dbs.add(shard)
             kept.hold(self.path_for_shard(shard))  # after _initdb: the file is in WAL mode
-            with kept.engine.connect() as conn, conn.begin():
-                yield conn
+            with kept.engine.connect() as conn:
+                try:
+                    with conn.begin():
+                        yield conn
+                except BaseException:
+                    # Not back to the pool: a connection whose rollback failed (an I/O error,
+                    # a failed commit) could go on holding the file's write lock.
+                    conn.invalidate()
+                    raise
 
     def has_table(self, table_name: str) -> bool:
         # Dagster asks before many queries, with a new engine each time (9 ms here).
@@ -154,15 +180,33 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
         # Dagster's store_event for every event of a batch (the run's planned materializations
         # and checks; a step's materializations of many partitions), in one transaction on the
         # run's file and one on the index, instead of two or three per event.
-        if len({event.run_id for event in events}) != 1 or not all(
-            event.dagster_event_type in BATCH_WRITABLE_EVENTS for event in events
+        kinds = {event.dagster_event_type for event in events}
+        if (
+            len({event.run_id for event in events}) != 1
+            or not kinds <= BATCHED_EVENTS
+            # Dagster's store_event says why a planned check cannot be stored (no migration).
+            or (
+                DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED in kinds
+                and not self.supports_asset_checks
+            )
         ):
             super().store_event_batch(events)
             return
         statements = [self.prepare_insert_event(event) for event in events]
-        with self.run_connection(events[0].run_id) as conn:
-            for statement in statements:
-                conn.execute(statement)
+        run_id = events[0].run_id
+        with self.run_connection(run_id) as conn:
+            stored = [conn.execute(statement).inserted_primary_key[0] for statement in statements]
+        try:
+            self._index_batch(events, statements)
+        except Exception:
+            # Dagster stores a batch that failed again, event by event: the run's file gives
+            # this attempt's rows back first, so that none is there twice.
+            with contextlib.suppress(Exception), self.run_connection(run_id) as conn:
+                table = SqlEventLogStorageTable
+                conn.execute(table.delete().where(table.c.id.in_(stored)))
+            raise
+
+    def _index_batch(self, events: Sequence[EventLogEntry], statements: list) -> None:
         # The index mirrors every one of these events (all asset or check events).
         with self.index_connection() as conn:
             ids = [conn.execute(statement).inserted_primary_key[0] for statement in statements]
@@ -225,9 +269,11 @@ class SqliteEventLogStorage(sqlite_event_log.SqliteEventLogStorage):
 
     def wipe(self) -> None:
         # Dagster's wipe deletes the files: let go of them first, so a new file at the same path
-        # is never paired with a write-ahead log a keeper still holds.
-        self._close_all()
-        super().wipe()
+        # is never paired with a write-ahead log a keeper still holds, nor written through a
+        # kept connection to the deleted one (no other thread connects until the files are gone).
+        with self._db_lock:
+            self._close_all()
+            super().wipe()
 
     def dispose(self) -> None:
         super().dispose()

@@ -229,7 +229,12 @@ def _asset_event(run_id: str, kind: DagsterEventType, partition: str | None) -> 
             key, partition=partition
         ),
         DagsterEventType.ASSET_MATERIALIZATION: lambda: StepMaterializationData(
-            AssetMaterialization(key, partition=partition, metadata={"rows": 3})
+            AssetMaterialization(
+                key,
+                partition=partition,
+                metadata={"rows": 3},
+                tags={"dagster/data_version": f"v-{partition}"},  # an indexed tag
+            )
         ),
         DagsterEventType.ASSET_OBSERVATION: lambda: AssetObservationData(
             AssetObservation(key, partition=partition, metadata={"quarantined": 1})
@@ -245,6 +250,10 @@ def _asset_event(run_id: str, kind: DagsterEventType, partition: str | None) -> 
     )
 
 
+# Filled in by the database (or by a migration) when a row is written, not from the event.
+WRITE_TIME_COLUMNS = ("create_timestamp", "update_timestamp", "migration_completed")
+
+
 def _tables(storage, shards: list[str]) -> dict[str, list[dict]]:
     """Every row of every table of the index and of ``shards`` (the runs' files), without the
     columns a database fills in at write time."""
@@ -257,11 +266,7 @@ def _tables(storage, shards: list[str]) -> dict[str, list[dict]]:
             for table in inspect(conn).get_table_names():
                 rows = conn.execute(text(f'select * from "{table}" order by rowid')).fetchall()
                 tables[f"{shard}.{table}"] = [
-                    {
-                        k: v
-                        for k, v in row._mapping.items()
-                        if not k.endswith(("_timestamp", "_completed"))
-                    }
+                    {k: v for k, v in row._mapping.items() if k not in WRITE_TIME_COLUMNS}
                     for row in rows
                 ]
     return tables
@@ -276,10 +281,11 @@ def test_a_batch_of_events_is_stored_as_dagsters_storage_stores_each_of_them(tmp
     from dagster._core.definitions.asset_checks.asset_check_spec import AssetCheckKey
 
     days = [f"2025-01-{day:02d}" for day in range(1, 6)]
-    planned = [
-        *(_asset_event("r", DagsterEventType.ASSET_MATERIALIZATION_PLANNED, d) for d in days),
+    planned = [  # checks and assets interleaved, as Dagster's sort by asset key may leave them
         _planned_check("r", days),
+        *(_asset_event("r", DagsterEventType.ASSET_MATERIALIZATION_PLANNED, d) for d in days[:2]),
         _planned_check("r", None),
+        *(_asset_event("r", DagsterEventType.ASSET_MATERIALIZATION_PLANNED, d) for d in days[2:]),
     ]
     stepped = [
         _asset_event("r", kind, day)
@@ -313,6 +319,7 @@ def test_a_batch_of_events_is_stored_as_dagsters_storage_stores_each_of_them(tmp
         storage.dispose()
     assert written["ours"][1] == set(days)
     assert len(written["ours"][0]["index.asset_check_executions"]) == len(days) + 1
+    assert len(written["ours"][0]["index.asset_event_tags"]) == len(days)
     for table, rows in written["dagster's"][0].items():
         assert written["ours"][0][table] == rows, table
     assert written["ours"] == written["dagster's"]
@@ -364,8 +371,10 @@ def test_a_run_stores_its_planned_events_and_a_steps_partitions_as_batches(tmp_p
     monkeypatch.setattr(
         SqliteEventLogStorage,
         "store_event_batch",
+        # Recorded once stored: a batch that raised would be stored again event by event, and
+        # the run would still succeed.
         lambda self, events: (
-            batches.append([e.dagster_event_type for e in events]) or store_batch(self, events)
+            store_batch(self, events) or batches.append([e.dagster_event_type for e in events])
         ),
     )
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
@@ -379,6 +388,12 @@ def test_a_run_stores_its_planned_events_and_a_steps_partitions_as_batches(tmp_p
             },
         )
         assert result.success
+        stored = instance.all_logs(result.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+        assert sorted(e.dagster_event.partition for e in stored) == [
+            "2025-01-01",
+            "2025-01-02",
+            "2025-01-03",
+        ]
         assert instance.get_materialized_partitions(daily.key) == {
             "2025-01-01",
             "2025-01-02",
@@ -391,3 +406,54 @@ def test_a_run_stores_its_planned_events_and_a_steps_partitions_as_batches(tmp_p
         sorted([planned, check_planned]),
         [materialized] * 3,
     ]
+
+
+def test_the_kinds_of_event_written_as_a_batch_are_every_kind_dagster_batches():
+    """A kind Dagster starts to batch in a later version is not written half right: it goes
+    event by event until store_event_batch learns it (and this test says so)."""
+    from dagster._core.events import BATCH_WRITABLE_EVENTS
+
+    assert instance_storage.BATCHED_EVENTS == BATCH_WRITABLE_EVENTS
+
+
+def test_a_batch_the_index_refuses_leaves_nothing_in_the_runs_file(tmp_path, monkeypatch):
+    """Dagster stores a batch that raised again, event by event: the run's file must not keep
+    the first attempt's rows, or every event would be there twice."""
+    import pytest
+
+    storage = SqliteEventLogStorage(str(tmp_path))
+    batch = [_asset_event("r", DagsterEventType.ASSET_MATERIALIZATION, "2025-01-01")]
+
+    def refused(*_) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage, "_index_batch", refused)
+    with pytest.raises(OSError, match="disk full"):
+        storage.store_event_batch(batch)
+    assert storage.get_logs_for_run("r") == []
+    monkeypatch.undo()
+    for event in batch:  # Dagster's fallback
+        storage.store_event(event)
+    assert len(storage.get_logs_for_run("r")) == 1
+    storage.dispose()
+
+
+def test_a_connection_whose_transaction_failed_is_not_used_again(tmp_path):
+    """The engine keeps its connection between transactions, except one that raised: its
+    rollback may have failed, leaving the file's write lock held."""
+    import pytest
+
+    storage = SqliteEventLogStorage(str(tmp_path))
+    storage.store_event(_entry("r", "one"))
+
+    def driver_connection():
+        with storage.run_connection("r") as conn:
+            return conn.connection.dbapi_connection
+
+    kept = driver_connection()
+    assert driver_connection() is kept
+    with pytest.raises(RuntimeError), storage.run_connection("r"):
+        raise RuntimeError("failed inside the transaction")
+    assert driver_connection() is not kept
+    assert [e.user_message for e in storage.get_logs_for_run("r")] == ["one"]
+    storage.dispose()
