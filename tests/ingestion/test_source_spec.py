@@ -16,6 +16,7 @@ from mlops_assets.ingestion.ledger import unbalanced_ledger_rows
 from mlops_assets.ingestion.loader import ingest_source
 from mlops_assets.ingestion.sources import SourceSpec, identifier_names
 from mlops_assets.resources import KeyringResource, LandingZone, WarehouseResource
+from mlops_assets.sql import literal
 from tests.ingestion.conftest import SOURCES, quarantined_lines
 
 # A feed of another shape: no customer, no personal data, types the loan feeds do not use.
@@ -282,3 +283,29 @@ def test_the_feeds_definitions_load_it_and_check_it(tmp_path, keyring):
     }
     [materialization] = result.asset_materializations_for_node("raw__payments")
     assert materialization.metadata["rows_loaded"].value == 2
+
+
+def test_no_date_fits_two_of_the_feeds_formats_so_their_order_decides_only_speed():
+    """Dates written in each format of the list (and near misses: one-digit days, a time
+    without seconds, a trailing Z) fit at most one format, so which one is tried first changes
+    no parsed value."""
+    from mlops_assets.ingestion.generalise import timestamp_formats
+
+    formats = timestamp_formats()
+    fits = " + ".join(f"(try_strptime(s, {literal(f)}) is not null)::int" for f in formats)
+    written = " union all ".join(
+        f"select strftime(t, {literal(f)}) as s from moments" for f in formats
+    )
+    with duckdb.connect() as con:
+        con.execute(
+            "create table moments as select timestamp '1900-01-01' "
+            "+ to_seconds(((i * 7919) % 4000000000)::bigint) as t from range(5000) r(i)"
+        )
+        con.execute(
+            f"create table texts as {written} union all select * from (values ('1/2/2025'), "
+            "('2025-1-2'), ('01/02/2025 3:4'), ('2025-01-02 03:04'), ('2025-01-02Z'), "
+            "('2025-01-02T03:04:05Z'), ('31/12/1999 23:59')) v(s)"
+        )
+        counts = dict(con.execute(f"select {fits}, count(*) from texts group by all").fetchall())
+    assert counts[1] == 5000 * len(formats) + 5  # all but the two without a format
+    assert set(counts) <= {0, 1}
