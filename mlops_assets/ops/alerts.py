@@ -23,15 +23,15 @@ TIMEOUT_SECONDS = 5
 def alert(
     kind: str, summary: str, details: dict | None = None, logger=None, webhook: str | None = None
 ) -> dict:
-    """Log the alert (on ``logger`` too, e.g. a Dagster context's) and post it to ``webhook``."""
+    """Log the alert once, on ``logger`` (a Dagster context's: the run's event log and its
+    console) or else on ``mlops.alerts``, and post it to ``webhook``."""
     payload = {
         "kind": kind,
         "summary": summary,
         "at": datetime.now(UTC).isoformat(),
         "details": details or {},
     }
-    for target in {log, logger or log}:
-        target.warning(f"ALERT {kind}: {summary}")
+    (logger or log).warning(f"ALERT {kind}: {summary}")
     if webhook:
         _post(webhook, payload, logger or log)
     return payload

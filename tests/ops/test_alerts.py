@@ -89,3 +89,19 @@ def test_a_failed_run_posts_its_error_and_failed_checks(webhook):
     assert payload["details"]["run_id"] == result.run_id
     assert payload["details"]["failed_checks"] == ["broken:sane (blocking)"]
     assert "broken" in payload["details"]["error"]
+
+
+def test_an_alert_raised_in_a_step_is_logged_once_on_the_steps_log(caplog):
+    """A step's alert goes to its Dagster log (the run's events and console), not a second
+    time to ``mlops.alerts``: the terminal of `mlops run` showed it twice."""
+    import logging
+
+    on_step: list[str] = []
+
+    class StepLog(logging.Logger):
+        def warning(self, message, *args, **kwargs):
+            on_step.append(message)
+
+    alert("drift", "once", logger=StepLog("step"))
+    assert on_step == ["ALERT drift: once"]
+    assert "ALERT drift" not in caplog.text
