@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import sys
 from typing import Annotated
 
 import typer
@@ -36,8 +37,22 @@ def main() -> None:
     reference cycle holds is not collected, so its finalizers do not run (the operating system
     still closes its files; committed DuckDB and SQLite writes are in their logs)."""
     common.ends_with_command = True
+    sys.unraisablehook = quiet_teardown
     atexit.register(gc.freeze)
     app()
+
+
+def quiet_teardown(
+    unraisable, _finalizing=sys.is_finalizing, _default=sys.__unraisablehook__
+) -> None:
+    """The console script's hook for exceptions nothing can catch (raised in a finalizer):
+    printed as Python does, except once the interpreter is tearing its modules down. A library
+    object freed then (Dask's cluster and its connections, after a run stopped by a full disk)
+    finds the names its finalizer uses already gone, and its "Exception ignored ... Traceback"
+    would be the last thing the user reads. Its arguments are bound here: the module's own
+    names may be gone by then too."""
+    if not _finalizing():
+        _default(unraisable)
 
 
 def version() -> str:

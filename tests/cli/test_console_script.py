@@ -43,11 +43,13 @@ def test_the_console_script_runs_the_command_as_the_process_end(home, seen_run, 
     monkeypatch.setattr(cli, "atexit", SimpleNamespace(register=registered.append))
     monkeypatch.setattr(common, "ends_with_command", False)
     monkeypatch.setattr(sys, "argv", ["mlops", "run"])
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # put back after the test
     with pytest.raises(SystemExit) as ended:
         cli.main()
     assert ended.value.code == 2
     assert seen_run["ends_process"] is True
     assert registered == [gc.freeze]
+    assert sys.unraisablehook is cli.quiet_teardown
 
 
 def test_the_console_script_exits_with_the_commands_code_and_output(tmp_path):
@@ -70,3 +72,38 @@ def test_the_console_script_exits_with_the_commands_code_and_output(tmp_path):
     assert "no landing files" in result.stderr
     version = subprocess.run([*script, "--version"], capture_output=True, text=True, timeout=120)
     assert version.returncode == 0 and version.stdout.startswith("mlops ")
+
+
+def test_a_finalizer_that_fails_at_the_interpreters_teardown_prints_nothing(tmp_path):
+    """After a run stopped by a full disk, Dask's objects were freed while the interpreter tore
+    its modules down, and their finalizers printed tracebacks. The console script's hook drops
+    what fails then; a finalizer failing earlier is still printed."""
+    (tmp_path / "gone.py").write_text(
+        "class Status:\n    closed = 'closed'\n\n"
+        "class Cluster:\n    def __del__(self):\n        Status.closed  # None at teardown\n"
+    )
+    (tmp_path / "holder.py").write_text("held = []\n")  # torn down after gone: frees the object
+    script = (
+        "import sys, gc, atexit\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from mlops_assets.cli import quiet_teardown\n"
+        "if sys.argv[1] == 'hooked':\n"
+        "    sys.unraisablehook = quiet_teardown\n"
+        "atexit.register(gc.freeze)\n"
+        "import holder, gone\n"
+        "class Early:\n"
+        "    def __del__(self):\n"
+        "        raise ValueError('failed while running')\n"
+        "Early()\n"
+        "holder.held.append(gone.Cluster())\n"
+    )
+    printed = {
+        mode: subprocess.run(
+            [sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=120
+        ).stderr
+        for mode in ("plain", "hooked")
+    }
+    assert "'NoneType' object has no attribute 'closed'" in printed["plain"]  # the failure
+    assert printed["hooked"].count("Exception ignored") == 1
+    assert "failed while running" in printed["hooked"]
+    assert "NoneType" not in printed["hooked"]
