@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import psutil
@@ -33,6 +34,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 GRACE = 7.0  # seconds for the children's own shutdown before what is left is killed
 POLL = 0.5  # seconds between looks at the children
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+PR_SET_PDEATHSIG = 1
 
 
 class Stop(Exception):
@@ -98,6 +100,7 @@ class Supervisor:
         Handlers this process installed are reset to the defaults by exec: the child stops on
         SIGINT and SIGTERM even when this process was started with them ignored."""
         popen.setdefault("stdin", subprocess.DEVNULL)
+        popen.setdefault("preexec_fn", stopped_with_this_process())
         process = subprocess.Popen(args, start_new_session=True, **popen)  # type: ignore[call-overload]
         self.children[name] = process
         return process
@@ -199,6 +202,28 @@ _BY_SIGNAL = {getattr(os, name) for name in ("CLD_KILLED", "CLD_DUMPED") if hasa
 def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+def stopped_with_this_process() -> Callable[[], None] | None:
+    """On Linux, what a child runs before its program (``preexec_fn``) so that the kernel sends
+    it SIGINT, the stop :meth:`Supervisor.stop` sends first, when this process dies: also by
+    SIGKILL, which no handler here sees (before, `kill -9` of `mlops ui` left its servers
+    running). A child whose parent died before that is set exits at once. Only what the child
+    itself then stops is stopped: `dg dev` stops its webserver, daemon and code servers."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:  # resolved here: a forked child must not load libraries (a lock may be held)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
+
+    return preexec
 
 
 def become_subreaper() -> bool:

@@ -146,3 +146,20 @@ def test_a_child_that_exited_keeps_its_pid_until_its_group_was_killed():
         assert psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE  # not reaped yet
     assert child.returncode == 5
     assert not psutil.pid_exists(child.pid) or psutil.Process(child.pid).ppid() != os.getpid()
+
+
+def test_the_servers_are_stopped_when_the_supervisor_is_killed():
+    """`kill -9` of `mlops ui` reaches no handler of its own: the kernel sends each child the
+    SIGINT the supervisor would have sent (the stand-in child stops at once; `dg dev` stops
+    its servers on it)."""
+    process, tree = start()
+    try:
+        [child] = psutil.Process(process.pid).children()
+        process.kill()
+        assert process.wait(timeout=10) == -signal.SIGKILL
+        deadline = time.monotonic() + 10
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(child)
+    finally:
+        kill_leftovers(process, tree)
