@@ -4,6 +4,7 @@ module per command group. Importing it is cheap: each command imports what it ne
 from __future__ import annotations
 
 import atexit
+import functools
 import gc
 import sys
 from typing import Annotated
@@ -37,7 +38,7 @@ def main() -> None:
     reference cycle holds is not collected, so its finalizers do not run (the operating system
     still closes its files; committed DuckDB and SQLite writes are in their logs)."""
     common.ends_with_command = True
-    sys.unraisablehook = quiet_teardown
+    sys.unraisablehook = functools.partial(quiet_teardown, _default=sys.unraisablehook)
     atexit.register(gc.freeze)
     app()
 
@@ -46,12 +47,14 @@ def quiet_teardown(
     unraisable, _finalizing=sys.is_finalizing, _default=sys.__unraisablehook__
 ) -> None:
     """The console script's hook for exceptions nothing can catch (raised in a finalizer):
-    printed as Python does, except once the interpreter is tearing its modules down. A library
-    object freed then (Dask's cluster and its connections, after a run stopped by a full disk)
-    finds the names its finalizer uses already gone, and its "Exception ignored ... Traceback"
-    would be the last thing the user reads. Its arguments are bound here: the module's own
-    names may be gone by then too."""
-    if not _finalizing():
+    passed on to the hook before it (Python's), except once the interpreter is finalizing
+    (after the exit handlers), when a library object freed while the modules are torn down
+    (Dask's cluster and its connections, after a run stopped by a full disk) finds the names
+    its finalizer uses already gone, and its "Exception ignored ... Traceback" would be the
+    last thing the user reads. An I/O error is always passed on: the last write of redirected
+    output (``--json`` into a file on a full disk) fails only then. Its arguments are bound
+    here: the module's own names may be gone by then too."""
+    if not _finalizing() or isinstance(unraisable.exc_value, OSError):
         _default(unraisable)
 
 

@@ -8,6 +8,9 @@ shutdown, nginx's fast one) to each child's whole process group; whatever is sti
 Linux `mlops ui` is the subreaper of its descendants, so a process whose parent died, or one
 that started a session of its own, stays its descendant and is found and reaped too.
 
+Killed by SIGKILL, which it cannot see, `mlops ui` still stops its servers on Linux: each child
+gets SIGINT from the kernel when its parent dies (:func:`stopped_with_this_process`).
+
 Why not exec `dg dev`: started where SIGINT is ignored (a background job of a script), `dg dev`
 maps SIGTERM to that same "ignore" and nothing stops it; and `dg dev` waits up to a minute for
 its code servers, longer than a service manager waits.
@@ -98,9 +101,11 @@ class Supervisor:
     def start(self, name: str, args: list[str], **popen: object) -> subprocess.Popen:
         """Start ``args`` in a new session (its own process group), stdin from /dev/null.
         Handlers this process installed are reset to the defaults by exec: the child stops on
-        SIGINT and SIGTERM even when this process was started with them ignored."""
+        SIGINT and SIGTERM even when this process was started with them ignored. From the main
+        thread only (as the handlers are): the child's stop when this process dies
+        (:func:`stopped_with_this_process`) comes when the thread that started it ends."""
         popen.setdefault("stdin", subprocess.DEVNULL)
-        popen.setdefault("preexec_fn", stopped_with_this_process())
+        popen["preexec_fn"] = stopped_with_this_process(popen.get("preexec_fn"))  # type: ignore[arg-type]
         process = subprocess.Popen(args, start_new_session=True, **popen)  # type: ignore[call-overload]
         self.children[name] = process
         return process
@@ -204,24 +209,30 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def stopped_with_this_process() -> Callable[[], None] | None:
-    """On Linux, what a child runs before its program (``preexec_fn``) so that the kernel sends
-    it SIGINT, the stop :meth:`Supervisor.stop` sends first, when this process dies: also by
-    SIGKILL, which no handler here sees (before, `kill -9` of `mlops ui` left its servers
-    running). A child whose parent died before that is set exits at once. Only what the child
-    itself then stops is stopped: `dg dev` stops its webserver, daemon and code servers."""
+def stopped_with_this_process(
+    then: Callable[[], None] | None = None,
+) -> Callable[[], None] | None:
+    """On Linux, what a child runs before its program (``preexec_fn``, followed by ``then``)
+    so that the kernel sends it SIGINT, the stop :meth:`Supervisor.stop` sends first, when this
+    process dies: also by SIGKILL, which no handler here sees. A child whose parent died before
+    that is set exits at once. Only what the child itself then stops is stopped: `dg dev` stops
+    its webserver, daemon and code servers. Elsewhere (or where prctl cannot be had): ``then``."""
     if not sys.platform.startswith("linux"):
-        return None
+        return then
     try:  # resolved here: a forked child must not load libraries (a lock may be held)
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl = ctypes.CDLL(None).prctl
     except (OSError, AttributeError):
-        return None
+        return then
     parent = os.getpid()
+    option, signum = ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGINT)
 
     def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)
+        # A refusal (a sandbox that filters prctl) leaves the child as it was without it.
+        prctl(option, signum, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
         if os.getppid() != parent:  # the parent died before the line above
             os._exit(1)
+        if then is not None:
+            then()
 
     return preexec
 

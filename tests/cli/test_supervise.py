@@ -163,3 +163,21 @@ def test_the_servers_are_stopped_when_the_supervisor_is_killed():
         assert not alive(child)
     finally:
         kill_leftovers(process, tree)
+
+
+def test_a_child_keeps_the_callers_own_preexec_and_has_sigint_as_its_death_signal():
+    """The death signal is set before the caller's ``preexec_fn``, which still runs."""
+    probe = (
+        "import ctypes, os; value = ctypes.c_int(); "
+        "ctypes.CDLL(None).prctl(2, ctypes.byref(value), 0, 0, 0); "  # PR_GET_PDEATHSIG
+        "print(value.value, os.environ.get('MLOPS_TEST_MARK'))"
+    )
+    process = Supervisor().start(
+        "probe",
+        [sys.executable, "-c", probe],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.putenv("MLOPS_TEST_MARK", "set by the caller"),
+    )
+    out, _ = process.communicate(timeout=30)
+    assert out.split(" ", 1) == [str(int(signal.SIGINT)), "set by the caller\n"]
