@@ -110,8 +110,8 @@ def pii_forget(
     done = (
         f"customer {printable(customer)} was erased before; rewrote the warehouse file"
         if erased.already_erased
-        else f"erased {erased.cells} values and {erased.lines} quarantined lines of customer "
-        f"{printable(customer)}, and rewrote the warehouse file without them"
+        else f"erased {erased.cells} vault row(s) and {erased.lines} quarantined line(s) of "
+        f"customer {printable(customer)}, and rewrote the warehouse file without them"
     )
     console.print(
         f"{done}; later loads of their records are erased too. The pseudonym stays in raw and "

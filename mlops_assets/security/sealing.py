@@ -19,16 +19,16 @@ from mlops_assets.ingestion.sources import SourceSpec
 from mlops_assets.ingestion.staging import Staged, extra_json_sql
 from mlops_assets.security.keyring import Keyring
 from mlops_assets.security.vault import (
+    EXTRA_CELL,
     PII_TABLE,
     VaultKeys,
     encrypt_cells,
-    seal_customer_pii,
+    identifiers_sql,
+    seal_identifiers,
     write_sealed_pii,
 )
 from mlops_assets.sql import ident, qualified
 
-# The vault cell of an event feed's record extras: ``_extra_columns@<file>:<line>``.
-EXTRA_CELL = "_extra_columns@"
 # The columns the loader writes to a quarantine table, named in its insert: erasure adds
 # ``erased_at`` (security/vault.py) to the tables of feeds with personal data.
 QUARANTINE_COLUMNS_SQL = (
@@ -38,13 +38,14 @@ QUARANTINE_COLUMNS_SQL = (
 
 @dataclass
 class Sealed:
-    """A file's vault cells (feeds with personal data) and quarantined lines, encrypted, and its
+    """A file's vault rows (feeds with personal data) and quarantined lines, encrypted, and its
     records' lineage: ``records`` is the staged one (one row per record of ``_records``, in
     order: ``_line_number``, ``_good``) with ``customer_key`` for a pseudonymised feed."""
 
     pii: pa.Table | None
     quarantine: pa.Table
     records: pa.Table
+    keyring: Keyring  # what sealed them: folds a customer's earlier identifiers into theirs
 
 
 def record_cell(rel: str, line: int | str) -> str:
@@ -64,30 +65,38 @@ def seal(
     feed with personal data also pseudonyms (``customer_key`` of ``records``) and identifiers
     and extra columns encrypted.
 
-    A feed with identifiers (one row per customer) keeps a customer's extras as one vault cell
-    beside their identifiers, the latest winning like theirs; an event feed keeps each
-    record's extras as a cell of its customer named by the record's line (:func:`record_cell`)."""
+    A feed with identifiers (one row per customer) seals a customer's identifiers and extras
+    as one vault row, the latest value of each column winning; an event feed keeps each
+    record's extras as a row of its customer named by the record's line (:func:`record_cell`)."""
     pii = None
     records = staged.records
     if spec.pseudonymise:
-        selected_sql = ", ".join(ident(c) for c in [spec.pseudonymise, *spec.identifiers])
+        # A feed with identifiers seals each customer's as one record (their extras with
+        # them); an event feed, each record's extras as a row of its own.
+        if spec.identifiers:
+            values = {c: ident(c) for c in spec.identifiers}
+            if extras:
+                values["_extra_columns"] = extra_json_sql(extras)
+            sealed_sql = identifiers_sql(values)
+        else:
+            sealed_sql = f"cast({extra_json_sql(extras)} as varchar)"
         con.register("_staged_records", records)
         try:
-            frame = con.execute(
-                f"select {selected_sql}, {extra_json_sql(extras)} as _extra_columns "
+            table = con.sql(
+                f"select {ident(spec.pseudonymise)}, {sealed_sql} "
                 "from _records positional join _staged_records where _good"
-            ).df()
+            ).to_arrow_table()
         finally:
             con.unregister("_staged_records")
         # One HMAC per id: pseudonyms are per value by nature (hashlib does the work in C).
-        keys = keyring.pseudonyms(frame[spec.pseudonymise].tolist())
-        frame["customer_key"] = keys
+        keys = keyring.pseudonyms(table.column(0).to_pylist())
         good = records["_good"].to_numpy(zero_copy_only=False)
         # Each record's key, null for the records not loaded.
         taken = pa.array(np.cumsum(good) - 1, pa.int64(), mask=~good)
-        records = records.append_column("customer_key", pa.array(keys, pa.string()).take(taken))
+        key_array = pa.array(keys, pa.string())
+        records = records.append_column("customer_key", key_array.take(taken))
         if spec.identifiers:
-            pii = seal_customer_pii(keyring, frame, [*spec.identifiers, "_extra_columns"])
+            pii = seal_identifiers(keyring, key_array, table.column(1))
         elif extras:
             lines = records["_line_number"].filter(records["_good"]).to_pylist()
             pii = encrypt_cells(
@@ -95,7 +104,7 @@ def seal(
                 PII_TABLE,
                 keys,
                 [record_cell(rel, line) for line in lines],
-                frame["_extra_columns"].tolist(),
+                table.column(1).to_pylist(),
             )
     lines = staged.quarantine
     cells = encrypt_cells(
@@ -113,7 +122,7 @@ def seal(
             "key_version": cells["key_version"],
         }
     )
-    return Sealed(pii, quarantine, records)
+    return Sealed(pii, quarantine, records, keyring)
 
 
 def write_sealed(
@@ -126,7 +135,7 @@ def write_sealed(
     vault_keys: VaultKeys | None = None,
 ) -> None:
     """Inside the file's transaction, after its earlier rows are deleted: its quarantined lines
-    (ciphertext only) and vault cells. ``replacing``: the earlier version's record extras go
+    (ciphertext only) and vault rows. ``replacing``: the earlier version's record extras go
     first (their lines may have moved). ``vault_keys``: the load's, if any
     (:class:`~mlops_assets.security.vault.VaultKeys`)."""
     if replacing and spec.pseudonymise and not spec.identifiers:
@@ -147,4 +156,4 @@ def write_sealed(
         finally:
             con.unregister("_sealed_lines")
     if sealed.pii is not None:
-        write_sealed_pii(con, sealed.pii, vault_keys)
+        write_sealed_pii(con, sealed.keyring, sealed.pii, vault_keys)

@@ -157,7 +157,7 @@ def test_a_run_for_one_day_loads_that_days_files_only(tmp_path, keyring):
 
 def test_files_commit_in_day_order_so_the_latest_identifiers_win(con, keyring, landing):
     """Files are parsed two at a time but committed one by one in day order: a customer who
-    moves every day ends with the last day's address in the vault, and one row per cell."""
+    moves every day ends with the last day's address in the vault, in one row."""
     folder = landing / "customers"
     for day in range(2, 13):
         moved = GOOD.replace("12 Oak Street", f"{day} New Street").replace(
@@ -169,11 +169,32 @@ def test_files_commit_in_day_order_so_the_latest_identifiers_win(con, keyring, l
     assert [f.status for f in result.files] == ["loaded"] * 12
     key = keyring.pseudonym("CUS-0000001")
     assert reveal(con, keyring, key, "test")["street_address"] == "12 New Street"
-    cells = con.execute(
+    rows = con.execute(
         f"select column_name, count(*) from {PII_TABLE} where customer_key = ? group by 1",
         [key],
     ).fetchall()
-    assert cells and all(n == 1 for _, n in cells)
+    assert rows == [("_identifiers", 1)]
+
+
+def test_a_later_file_changes_only_the_values_it_holds(con, keyring, landing):
+    """The vault keeps each column's latest value: a later file with an empty email and no
+    extra column changes the address only, across loads and within one."""
+    moved = GOOD.replace("ada@example.com", "").replace("12 Oak Street", "3 New Street")
+    (landing / "customers" / "2025-02-02.csv").write_text(f"{HEADER}\n{moved}\n")
+    ingest_source(con, landing, SOURCES["customers"], IDENTIFIERS, keyring=keyring)
+    key = keyring.pseudonym("CUS-0000001")
+    values = reveal(con, keyring, key, "test")
+    assert (values["email"], values["street_address"]) == ("ada@example.com", "3 New Street")
+    assert json.loads(values["_extra_columns"]) == {"loyalty_card": "LC-1"}
+    again = moved.replace("3 New Street", "4 Newer Street")
+    (landing / "customers" / "2025-02-03.csv").write_text(f"{HEADER}\n{again}\n")
+    ingest_source(con, landing, SOURCES["customers"], IDENTIFIERS, keyring=keyring)
+    values = reveal(con, keyring, key, "test")
+    assert (values["email"], values["street_address"]) == ("ada@example.com", "4 Newer Street")
+    assert json.loads(values["_extra_columns"]) == {"loyalty_card": "LC-1"}
+    assert con.execute(
+        f"select count(*) from {PII_TABLE} where customer_key = ?", [key]
+    ).fetchone() == (1,)
 
 
 def test_an_erased_customer_stays_erased_when_a_later_file_names_them(con, keyring, landing):

@@ -37,7 +37,7 @@ def test_forget_erases_the_quarantined_lines_that_name_the_customer(home):
     assert shown.exit_code == 1
     assert "was erased" in shown.output
     assert not any(value in shown.output for value in ADA)
-    assert "erased 7 values and 1 quarantined lines" in forgotten.output
+    assert "erased 1 vault row(s) and 1 quarantined line(s)" in forgotten.output
     # Another customer's quarantined line is untouched.
     assert "Alan Turing" in quarantined(home, 4).output
     with duckdb.connect(str(home.warehouse), read_only=True) as con:
@@ -57,7 +57,7 @@ def test_forget_erases_the_quarantined_lines_that_name_the_customer(home):
 def test_a_customer_known_only_from_a_quarantined_line_can_be_forgotten(home):
     forgotten = home.invoke("pii", "forget", "--customer", home.key("CUS-0000002"))
     assert forgotten.exit_code == 0, forgotten.output
-    assert "erased 0 values and 1 quarantined lines" in forgotten.output
+    assert "erased 0 vault row(s) and 1 quarantined line(s)" in forgotten.output
     shown = quarantined(home, 4)
     assert shown.exit_code == 1 and "Alan" not in shown.output
 
@@ -91,7 +91,7 @@ def test_a_later_file_naming_an_erased_customer_keeps_them_erased(home):
 
 
 def ciphertexts(home, customer_id: str) -> list[bytes]:
-    """The vault cells of the customer and every quarantined line's ciphertext that holds any
+    """The vault rows of the customer and every quarantined line's ciphertext that holds any
     of their identifiers, read before erasure."""
     with duckdb.connect(str(home.warehouse), read_only=True) as con:
         cells = con.execute(
@@ -118,7 +118,7 @@ def ciphertexts(home, customer_id: str) -> list[bytes]:
 
 def test_forget_leaves_no_erased_ciphertext_in_the_file_and_the_rest_intact(home):
     erased = ciphertexts(home, "CUS-0000001")
-    assert len(erased) == 8  # 7 vault cells, the swapped line
+    assert len(erased) == 2  # the customer's identifiers (one vault row), the swapped line
     with duckdb.connect(str(home.warehouse), read_only=True) as con:
         counts = table_row_counts(con, ("raw", "quarantine", "vault", "audit"))
     home.warehouse.chmod(0o640)
@@ -133,10 +133,10 @@ def test_forget_leaves_no_erased_ciphertext_in_the_file_and_the_rest_intact(home
     assert not list(home.path.glob(".warehouse.duckdb.rewrite*"))
     with duckdb.connect(str(home.warehouse), read_only=True) as con:
         after = table_row_counts(con, ("raw", "quarantine", "vault", "audit"))
-    # One audit row more (the forget), 7 vault cells fewer, one customer erased: nothing else.
+    # One audit row more (the forget), one vault row fewer, one customer erased: nothing else.
     assert after == counts | {
         "audit.pii_access": counts["audit.pii_access"] + 1,
-        "vault.customer_pii": counts["vault.customer_pii"] - 7,
+        "vault.customer_pii": counts["vault.customer_pii"] - 1,
         "vault.erased_customers": 1,
     }
     assert "Alan Turing" in quarantined(home, 4).output
@@ -161,7 +161,7 @@ def test_forget_erases_every_line_of_a_record_that_spans_lines(tmp_path, monkeyp
 
     forgotten = home.invoke("pii", "forget", "--customer", home.key("CUS-0000003"))
     assert forgotten.exit_code == 0, forgotten.output
-    assert "erased 0 values and 3 quarantined lines" in forgotten.output
+    assert "erased 0 vault row(s) and 3 quarantined line(s)" in forgotten.output
     for line in (3, 4, 5):
         shown = quarantined(home, line)
         assert shown.exit_code == 1 and "was erased" in shown.output

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import json
 import os
 import stat
 from pathlib import Path
@@ -15,19 +16,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlops_assets.security.keyring import DecryptionError, Keyring, KeyringError
+from mlops_assets.security.sealing import record_cell
 from mlops_assets.security.vault import (
+    IDENTIFIERS,
     PII_TABLE,
     VaultError,
     VaultKeys,
     associated_data,
     bind_keyring,
+    encrypt_cells,
     ensure_vault,
     forget,
+    identifiers_sql,
     key_usage,
     retire,
     reveal,
     rotate,
-    seal_customer_pii,
+    seal_identifiers,
     store_customer_pii,
     write_sealed_pii,
 )
@@ -41,6 +46,35 @@ def con():
     ensure_vault(connection)
     yield connection
     connection.close()
+
+
+def sealed(keyring: Keyring, frame: pd.DataFrame, columns: list[str] = COLUMNS):
+    """The vault rows of ``frame``'s identifiers, sealed as a load seals them."""
+    with duckdb.connect() as local:
+        table = local.sql(
+            f"select customer_key, {identifiers_sql({c: c for c in columns})} from frame"
+        ).to_arrow_table()
+    return seal_identifiers(keyring, table.column(0), table.column(1))
+
+
+def legacy_cells(con, keyring: Keyring, frame: pd.DataFrame) -> None:
+    """``frame``'s identifiers written as a vault written cell by cell holds them: one row per
+    customer and present value, under the column's name."""
+    for column in COLUMNS:
+        present = frame[frame[column].notna()]
+        cells = encrypt_cells(
+            keyring,
+            PII_TABLE,
+            present["customer_key"].tolist(),
+            [column] * len(present),
+            present[column].tolist(),
+        )
+        con.register("_cells", cells)
+        con.execute(
+            f"insert into {PII_TABLE} select row_key, column_name, ciphertext, key_version, "
+            "now() from _cells"
+        )
+        con.unregister("_cells")
 
 
 def customers(keyring: Keyring, n: int) -> pd.DataFrame:
@@ -153,32 +187,39 @@ def test_a_ciphertext_moved_to_another_cell_is_rejected(keyring):
             keyring.decrypt(blob, version, moved)
 
 
-def test_a_customers_cells_are_the_latest_values_each_under_its_own_cell(keyring):
-    """The cells sealed column by column: one per customer and present value, the latest row
-    winning, every one readable only as its own cell (customer, column, table), none empty
-    when no column is asked for."""
-    frame = customers(keyring, 4)
-    frame.loc[1, "email"] = None  # a missing value has no cell
+def test_a_customers_identifiers_are_one_row_readable_only_as_theirs(keyring):
+    """One row per customer (their latest record in the file), one JSON object of their
+    values, missing ones null, readable only as that customer's identifiers in this table;
+    none for a customer without any value."""
+    frame = customers(keyring, 5)
+    frame.loc[1, "email"] = None  # a missing value stays missing
+    frame.loc[4, ["full_name", "email"]] = None  # no value at all: no row
     later = frame.iloc[[2]].assign(full_name="Renamed")  # a later row of customer 2 wins
-    sealed = seal_customer_pii(keyring, pd.concat([frame, later]), COLUMNS)
-    cells = sealed.to_pydict()
-    keys = frame["customer_key"].tolist()  # the later row of customer 2 comes last
-    assert list(zip(cells["row_key"], cells["column_name"], strict=True)) == [
-        *[(keys[i], "full_name") for i in (0, 1, 3, 2)],
-        *[(keys[i], "email") for i in (0, 3, 2)],
-    ]
+    rows = sealed(keyring, pd.concat([frame, later])).to_pydict()
+    keys = frame["customer_key"].tolist()
+    assert rows["row_key"] == [keys[i] for i in (0, 1, 3, 2)]  # file order, the latest kept
+    assert set(rows["column_name"]) == {IDENTIFIERS}
     values = [
-        keyring.decrypt(blob, version, associated_data(PII_TABLE, column, key))
-        for key, column, blob, version in zip(*cells.values(), strict=True)
+        json.loads(keyring.decrypt(blob, version, associated_data(PII_TABLE, IDENTIFIERS, key)))
+        for key, blob, version in zip(
+            rows["row_key"], rows["ciphertext"], rows["key_version"], strict=True
+        )
     ]
     assert values == [
-        "Person 0", "Person 1", "Person 3", "Renamed",
-        "person0@example.com", "person3@example.com", "person2@example.com",
-    ]  # fmt: skip
-    blob, version = cells["ciphertext"][0], cells["key_version"][0]
-    with pytest.raises(DecryptionError):  # another column's cell of the same customer
-        keyring.decrypt(blob, version, associated_data(PII_TABLE, "email", cells["row_key"][0]))
-    assert seal_customer_pii(keyring, frame, []).num_rows == 0
+        {"full_name": "Person 0", "email": "person0@example.com"},
+        {"full_name": "Person 1", "email": None},
+        {"full_name": "Person 3", "email": "person3@example.com"},
+        {"full_name": "Renamed", "email": "person2@example.com"},
+    ]
+    blob, version = rows["ciphertext"][0], rows["key_version"][0]
+    for elsewhere in (
+        associated_data(PII_TABLE, IDENTIFIERS, keys[1]),  # another customer
+        associated_data(PII_TABLE, "email", keys[0]),  # a cell of the same customer
+        associated_data("quarantine.customers", IDENTIFIERS, keys[0]),  # another table
+    ):
+        with pytest.raises(DecryptionError):
+            keyring.decrypt(blob, version, elsewhere)
+    assert sealed(keyring, frame, []).num_rows == 0
 
 
 def test_reveal_decrypts_one_customer_and_audits_it(con, keyring):
@@ -204,18 +245,65 @@ def test_reveal_decrypts_one_customer_and_audits_it(con, keyring):
         reveal(con, keyring, key, "  ")
 
 
-def test_a_changed_identifier_replaces_its_cell_and_keeps_one_row_per_cell(con, keyring):
+def test_a_later_record_keeps_the_latest_value_of_each_column_and_one_row(con, keyring):
     frame = customers(keyring, 4)
     store_customer_pii(con, keyring, frame, COLUMNS)
     moved = frame.iloc[[1, 2]].copy()
     moved["email"] = ["new1@example.com", None]  # a new address; an unknown one changes nothing
     store_customer_pii(con, keyring, moved, COLUMNS)
-    cells = con.execute(
+    rows = con.execute(
         f"select customer_key, column_name, count(*) from {PII_TABLE} group by all"
     ).fetchall()
-    assert len(cells) == 8 and {n for _, _, n in cells} == {1}
-    assert reveal(con, keyring, frame["customer_key"][1], "t")["email"] == "new1@example.com"
+    assert len(rows) == 4 and {n for _, _, n in rows} == {1}
+    assert reveal(con, keyring, frame["customer_key"][1], "t") == {
+        "full_name": "Person 1",
+        "email": "new1@example.com",
+    }
     assert reveal(con, keyring, frame["customer_key"][2], "t")["email"] == "person2@example.com"
+
+
+def test_cells_of_a_vault_written_cell_by_cell_are_read_and_folded_into_a_later_record(
+    con, keyring
+):
+    """A vault from before records: its cells are revealed and rotated as they are, and the
+    first later record of their customer takes their values in and replaces them; an event
+    feed's record extras of the customer stay rows of their own."""
+    frame = customers(keyring, 3)
+    legacy_cells(con, keyring, frame)
+    extras = record_cell("applications/2025-01-01.csv", 2)
+    key = frame["customer_key"][1]
+    write_sealed_pii(con, keyring, encrypt_cells(keyring, PII_TABLE, [key], [extras], ["{}"]))
+    assert reveal(con, keyring, key, "t") == {
+        "full_name": "Person 1",
+        "email": "person1@example.com",
+        extras: "{}",
+    }
+    assert rotate(con, keyring) == (2, 7)  # six cells, one record's extras
+    moved = frame.iloc[[1]].assign(full_name=None, email="new1@example.com")
+    store_customer_pii(con, keyring, moved, COLUMNS)
+    rows = con.execute(
+        f"select column_name from {PII_TABLE} where customer_key = ? order by 1", [key]
+    ).fetchall()
+    assert rows == [(extras,), (IDENTIFIERS,)]
+    assert reveal(con, keyring, key, "t") == {
+        "full_name": "Person 1",  # from its cell, kept
+        "email": "new1@example.com",  # the later value
+        extras: "{}",
+    }
+    assert reveal(con, keyring, frame["customer_key"][0], "t")["email"] == "person0@example.com"
+
+
+def test_an_earlier_row_that_fails_authentication_gives_way_to_the_later_record(con, keyring):
+    frame = customers(keyring, 2)
+    store_customer_pii(con, keyring, frame, COLUMNS)
+    key = frame["customer_key"][0]
+    con.execute(
+        f"update {PII_TABLE} set ciphertext = ciphertext || 'x'::blob where customer_key = ?",
+        [key],
+    )
+    store_customer_pii(con, keyring, frame.iloc[[0]].assign(email="new0@example.com"), COLUMNS)
+    assert reveal(con, keyring, key, "t") == {"full_name": "Person 0", "email": "new0@example.com"}
+    assert con.execute(f"select count(*) from {PII_TABLE}").fetchone() == (2,)
 
 
 def hashes(con, keys: list[str]) -> np.ndarray:
@@ -238,20 +326,20 @@ def test_vault_keys_know_the_customers_with_cells_and_those_the_load_wrote(con, 
     assert known.may_hold(con, hashes(con, keys[2:]))
 
 
-def test_a_loads_cells_replace_those_from_before_the_load_and_from_its_earlier_files(con, keyring):
+def test_a_loads_rows_replace_those_from_before_the_load_and_from_its_earlier_files(con, keyring):
     frame = customers(keyring, 6)
     store_customer_pii(con, keyring, frame.iloc[:3], COLUMNS)  # an earlier load
     known = VaultKeys()
     # The load's first file names new customers only, its second one customer of the earlier
     # load and one of the first file, with new addresses.
-    assert write_sealed_pii(con, seal_customer_pii(keyring, frame.iloc[3:], COLUMNS), known) == 6
+    assert write_sealed_pii(con, keyring, sealed(keyring, frame.iloc[3:]), known) == 3
     moved = frame.iloc[[1, 4]].copy()
     moved["email"] = ["new1@example.com", "new4@example.com"]
-    assert write_sealed_pii(con, seal_customer_pii(keyring, moved, COLUMNS), known) == 4
-    cells = con.execute(
+    assert write_sealed_pii(con, keyring, sealed(keyring, moved), known) == 2
+    rows = con.execute(
         f"select customer_key, column_name, count(*) from {PII_TABLE} group by all"
     ).fetchall()
-    assert len(cells) == 12 and {n for _, _, n in cells} == {1}
+    assert len(rows) == 6 and {n for _, _, n in rows} == {1}
     emails = {i: reveal(con, keyring, frame["customer_key"][i], "t")["email"] for i in range(6)}
     assert emails == {
         0: "person0@example.com",
@@ -294,8 +382,8 @@ def test_wrong_key_gives_a_clear_error_and_writes_nothing(con, keyring, tmp_path
     assert con.execute("select count(*) from audit.pii_access").fetchone()[0] == 0
 
 
-def test_rotation_of_10k_values_loses_nothing_and_retires_the_old_key(con, keyring):
-    frame = customers(keyring, 5_000)  # two columns each: 10,000 values
+def test_rotation_of_10k_rows_loses_nothing_and_retires_the_old_key(con, keyring):
+    frame = customers(keyring, 10_000)  # one row each
     assert store_customer_pii(con, keyring, frame, COLUMNS) == 10_000
     with pytest.raises(VaultError, match="still encrypts 10000"):
         retire(con, keyring, 1)
@@ -305,7 +393,7 @@ def test_rotation_of_10k_values_loses_nothing_and_retires_the_old_key(con, keyri
     retire(con, keyring, 1)
     reloaded = Keyring.load(keyring.path)
     assert sorted(reloaded.encryption_keys) == [2]
-    for i in (0, 2_500, 4_999):
+    for i in (0, 5_000, 9_999):
         values = reveal(con, reloaded, frame["customer_key"][i], "rotation check")
         assert values == {"email": f"person{i}@example.com", "full_name": f"Person {i}"}
     with pytest.raises(KeyringError, match="active one"):
@@ -315,16 +403,15 @@ def test_rotation_of_10k_values_loses_nothing_and_retires_the_old_key(con, keyri
 def test_a_failed_rotation_leaves_every_value_readable(con, keyring):
     frame = customers(keyring, 10)
     store_customer_pii(con, keyring, frame, COLUMNS)
-    # Corrupt one cell of another customer than the one revealed below (not a physical row:
+    # Corrupt the row of another customer than the one revealed below (not a physical row:
     # insertion order is not guaranteed).
     con.execute(
-        f"update {PII_TABLE} set ciphertext = ciphertext || 'x'::blob "
-        "where customer_key = ? and column_name = 'full_name'",
+        f"update {PII_TABLE} set ciphertext = ciphertext || 'x'::blob where customer_key = ?",
         [frame["customer_key"][3]],
     )
     with pytest.raises(DecryptionError):
         rotate(con, keyring)
-    assert key_usage(con) == {1: 20}  # nothing half-rotated
+    assert key_usage(con) == {1: 10}  # nothing half-rotated
     reloaded = Keyring.load(keyring.path)  # the old version was kept
     assert reveal(con, reloaded, frame["customer_key"][9], "check")["full_name"] == "Person 9"
 
@@ -333,7 +420,7 @@ def test_forget_erases_the_customer_for_good_and_audits_it(con, keyring):
     frame = customers(keyring, 2)
     store_customer_pii(con, keyring, frame, COLUMNS)
     key = frame["customer_key"][0]
-    assert forget(con, keyring, key, "erasure request 9") == (2, 0, 0, False)
+    assert forget(con, keyring, key, "erasure request 9") == (1, 0, 0, False)
     with pytest.raises(VaultError, match="no personal data"):
         reveal(con, keyring, key, "after erasure")
     # A later load of the same customer's record does not bring the identifiers back.
@@ -372,4 +459,4 @@ def test_a_cell_without_a_row_key_is_refused(keyring):
     frame = customers(keyring, 2)
     frame.loc[1, "customer_key"] = None
     with pytest.raises(VaultError, match="without a row key"):
-        seal_customer_pii(keyring, frame, COLUMNS)
+        sealed(keyring, frame)
