@@ -135,7 +135,13 @@ def _rejected_records(
 
 
 def _odd_records(
-    con: duckdb.DuckDBPyConnection, spec: SourceSpec, names: list[str], labels: dict[str, str]
+    con: duckdb.DuckDBPyConnection,
+    spec: SourceSpec,
+    names: list[str],
+    labels: dict[str, str],
+    *,
+    may_span: bool = True,
+    may_hold_nul: bool = True,
 ) -> list[tuple[int, int, str | None]]:
     """The records of ``_records`` that are not one readable line each, as (rowid, data lines
     spanned, problem or None). A quoted value may contain a line break (a blank line inside a
@@ -143,8 +149,15 @@ def _odd_records(
     a value may hold a NUL. DuckDB finds the few such records with a plain filter (cheap to
     plan); Python says what is wrong with them. Expressions over all columns are flat (one
     function of n arguments): a chain of n operators would exceed DuckDB's expression depth
-    at a few thousand columns."""
+    at a few thousand columns.
+
+    Every value is searched only when one may hold a line break (``may_span``) or a NUL
+    (``may_hold_nul``); else only the required values are looked at (most of the query's
+    time is joining and searching every text value)."""
     text = [n for n in names if spec.columns.get(n, "VARCHAR") == "VARCHAR"]
+    odd_chars = ("\\n" if may_span else "") + ("\\x00" if may_hold_nul else "")
+    if not text or not odd_chars:
+        text = []
     # concat_ws takes at least one value: a feed of typed columns only has no text to search.
     joined_sql = "concat_ws('', " + ", ".join(ident(n) for n in text) + ")" if text else "''"
     empty_sql = ", ".join(
@@ -156,12 +169,16 @@ def _odd_records(
         )
         for c in spec.required_values
     )
+    conditions_sql = [f"list_contains([{empty_sql}], true)"] if spec.required_values else []
+    if text:
+        conditions_sql.append(f"regexp_matches({joined_sql}, {literal(f'[{odd_chars}]')})")
+    if not conditions_sql:
+        return []
     selected = list(dict.fromkeys([*spec.required_values, *text]))
     selected_sql = ", ".join(ident(n) for n in selected)
+    where_sql = " or ".join(conditions_sql)
     rows = con.execute(
-        f"select rowid, {selected_sql} from _records "
-        f"where regexp_matches({joined_sql}, '[\\n\\x00]') "
-        f"or list_contains([{empty_sql}], true) order by rowid"
+        f"select rowid, {selected_sql} from _records where {where_sql} order by rowid"
     ).fetchall()
     odd = []
     for rowid, *values in rows:
@@ -229,7 +246,17 @@ def stage(
     # line after the data lines records 1..k-1 spanned.
     spans = np.ones(records, np.int64)
     good = np.ones(records, bool)
-    problems = _odd_records(con, spec, names, labels)
+    # A value with a line break spans two data lines or more (its closing quote is on the last
+    # one): with a free line for every record, none has one. A value may hold a NUL only if a
+    # data line does.
+    problems = _odd_records(
+        con,
+        spec,
+        names,
+        labels,
+        may_span=len(free) != records,
+        may_hold_nul=index.not_text > 0,
+    )
     for rowid, span, _ in problems:
         spans[rowid] = span
     slots = np.cumsum(spans) - spans
