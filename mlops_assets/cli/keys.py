@@ -31,7 +31,8 @@ def keys_init() -> None:
 def keys_status(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
-    """Key versions in the keyring and how many encrypted values use each."""
+    """Key versions in the keyring and how many ciphertexts (vault rows, quarantined lines) use
+    each."""
     from mlops_assets.security.vault import key_usage
     from mlops_assets.warehouse import connection
 
@@ -54,7 +55,7 @@ def keys_status(
     console.print(f"keyring {status['keyring']} (fingerprint {status['fingerprint']})")
     for version, used in status["versions"].items():
         active = " (active)" if int(version) == keyring.active_version else ""
-        console.print(f"  version {version}{active}: {used:,} encrypted values")
+        console.print(f"  version {version}{active}: {used:,} ciphertexts")
 
 
 @app.command("rotate")
@@ -65,7 +66,7 @@ def keys_rotate() -> None:
     with vault(settings()) as (keyring, con):
         version, count = rotate(con, keyring)
     console.print(
-        f"key version {version} is active; {count:,} values re-encrypted. Older "
+        f"key version {version} is active; {count:,} ciphertexts re-encrypted. Older "
         "versions can be retired with `mlops keys retire VERSION`."
     )
 

@@ -110,7 +110,7 @@ def pii_forget(
     done = (
         f"customer {printable(customer)} was erased before; rewrote the warehouse file"
         if erased.already_erased
-        else f"erased {erased.cells} vault row(s) and {erased.lines} quarantined line(s) of "
+        else f"erased {erased.vault_rows} vault row(s) and {erased.lines} quarantined line(s) of "
         f"customer {printable(customer)}, and rewrote the warehouse file without them"
     )
     console.print(

@@ -78,8 +78,8 @@ def ingest_file(
     held around the file's transaction (the parsing before it needs none):
     :func:`ingest_source` uses it to commit files in order.
     ``scratch`` is where a copy with normalised line endings may be written (default: the
-    system's temporary folder). ``vault_keys``: the customers with vault cells, kept by the
-    load (:class:`~mlops_assets.security.vault.VaultKeys`; without, each file's cells look for
+    system's temporary folder). ``vault_keys``: the customers with vault rows, kept by the
+    load (:class:`~mlops_assets.security.vault.VaultKeys`; without, each file's rows look for
     earlier ones in the whole vault)."""
     if keyring is None:
         raise KeyringError(f"{spec.name}: a keyring is required (quarantined lines are encrypted)")

@@ -53,8 +53,9 @@ def _b64(raw: bytes) -> str:
 @dataclass
 class Keyring:
     path: Path
-    pseudonym_key: bytes
-    encryption_keys: dict[int, bytes]
+    # The secrets stay out of repr: a traceback with locals or a logged object would print them.
+    pseudonym_key: bytes = field(repr=False)
+    encryption_keys: dict[int, bytes] = field(repr=False)
     created_at: str
     history: list[dict] = field(default_factory=list)
     signing_key: bytes | None = field(default=None, repr=False)  # None: derived (older keyrings)

@@ -9,7 +9,7 @@ file's commit turn — it is the slow Python part of a customers file — and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
@@ -45,7 +45,9 @@ class Sealed:
     pii: pa.Table | None
     quarantine: pa.Table
     records: pa.Table
-    keyring: Keyring  # what sealed them: folds a customer's earlier identifiers into theirs
+    # What sealed them: folds a customer's earlier identifiers into theirs (its keys are kept
+    # out of repr, as Keyring's own repr does).
+    keyring: Keyring = field(repr=False)
 
 
 def record_cell(rel: str, line: int | str) -> str:

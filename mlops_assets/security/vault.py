@@ -23,6 +23,7 @@ import contextlib
 import csv
 import getpass
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +48,10 @@ PII_TABLE_SQL = qualified(PII_SCHEMA, PII_NAME)
 # a letter, so none is named so), and the prefix of an event feed's record extras.
 IDENTIFIERS = "_identifiers"
 EXTRA_CELL = "_extra_columns@"
+# A customers feed's unknown columns, one JSON object in their record.
+EXTRAS = "_extra_columns"
+
+logger = logging.getLogger(__name__)
 
 
 class VaultError(RuntimeError):
@@ -258,26 +263,50 @@ def _flat(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
-def _last_of_each(keys: pa.Array) -> np.ndarray:
-    """Whether each of ``keys`` is its key's last occurrence (Arrow hashes the strings; a
-    third of the time of pandas' ``duplicated``)."""
-    codes = keys.dictionary_encode(null_encoding="encode").indices.to_numpy()
-    _, first_from_end = np.unique(codes[::-1], return_index=True)
-    last = np.zeros(len(codes), bool)
-    last[len(codes) - 1 - first_from_end] = True
-    return last
+def _overlay(older: dict[str, str], newer: dict[str, str | None]) -> dict[str, str]:
+    """``newer``'s present values over ``older``'s; the extra columns' object (``_extra_columns``,
+    JSON) key by key, so a later file without an extra column keeps its earlier value."""
+    merged = older | {k: v for k, v in newer.items() if v is not None and k != EXTRAS}
+    if newer.get(EXTRAS) is not None:
+        extras = json.loads(older[EXTRAS]) if EXTRAS in older else {}
+        extras |= {k: v for k, v in json.loads(newer[EXTRAS]).items() if v is not None}
+        if extras:
+            merged[EXTRAS] = json.dumps(extras, ensure_ascii=False, separators=(",", ":"))
+    return merged
+
+
+def _record_text(values: dict[str, str]) -> str:
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
 
 
 def seal_identifiers(
     keyring: Keyring, keys: pa.Array | pa.ChunkedArray, records: pa.Array | pa.ChunkedArray
 ) -> pa.Table:
     """The vault rows of customers ``keys`` whose identifiers are ``records`` (JSON object texts
-    from :func:`identifiers_sql`, in file order): the latest record per customer, null records
-    left out, one AES-GCM call each. Needs no connection, so it runs before the transaction."""
+    from :func:`identifiers_sql`, in file order, null: no value): one per customer, each column's
+    latest value in the file (the few customers on several lines are merged in Python), one
+    AES-GCM call each. Needs no connection, so it runs before the transaction."""
     keys, records = _flat(keys), _flat(records)
-    kept = pc.and_(pa.array(_last_of_each(keys)), pc.is_valid(records))
+    codes = keys.dictionary_encode(null_encoding="encode").indices.to_numpy()
+    # Each customer's last line (first from the end) carries their record.
+    _, first_from_end = np.unique(codes[::-1], return_index=True)
+    last = np.zeros(len(codes), bool)
+    last[len(codes) - 1 - first_from_end] = True
+    texts = records.to_pylist()
+    repeated = np.flatnonzero(np.bincount(codes)[codes] > 1)
+    merged: dict[int, dict[str, str]] = {}
+    for i in repeated.tolist():  # file order: later lines over earlier ones
+        if texts[i] is not None:
+            merged[codes[i]] = _overlay(merged.get(codes[i], {}), json.loads(texts[i]))
+    for i in repeated[last[repeated]].tolist():
+        texts[i] = _record_text(merged[codes[i]]) if merged.get(codes[i]) else None
+    kept = last & np.fromiter((text is not None for text in texts), bool, len(texts))
     return encrypt_column(
-        keyring, PII_TABLE, IDENTIFIERS, keys.filter(kept), records.filter(kept).to_pylist()
+        keyring,
+        PII_TABLE,
+        IDENTIFIERS,
+        keys.filter(pa.array(kept)),
+        [text for text, keep in zip(texts, kept.tolist(), strict=True) if keep],
     )
 
 
@@ -292,42 +321,56 @@ def _row_values(
     return {name: value for name, value in json.loads(text).items() if value is not None}
 
 
+# A customer's rows holding identifiers: all but an event feed's record extras.
+IDENTIFIER_ROWS_SQL = f"not starts_with(p.column_name, {literal(EXTRA_CELL)})"
+
+
 def _fold_earlier(
     con: duckdb.DuckDBPyConnection, keyring: Keyring, kept_sql: str
 ) -> tuple[list[int], pa.Table | None]:
     """For the customers of ``kept_sql`` (sealed rows) who already have identifiers in the vault:
-    the rowids of those earlier rows (records, or cells of a vault written cell by cell) and the
-    new records with the earlier values folded in (each column's latest value wins). An earlier
-    row that fails authentication adds nothing: its values were lost already."""
+    the rowids of the earlier rows that fail authentication, and the new records with the
+    earlier values folded in (each column's latest value wins; cells of a vault written one
+    row per identifier first, then records, oldest first). A row that fails authentication
+    (damaged, or a key version of another keyring) is kept as it is, beside the new record:
+    nothing is deleted that could not be read, and reveal names it."""
     rows = con.execute(
         f"""
-        select p.rowid, p.customer_key, p.column_name, p.ciphertext, p.key_version
+        select p.rowid, p.customer_key, p.column_name, p.ciphertext, p.key_version,
+               s.ciphertext, s.key_version
         from {PII_TABLE_SQL} as p
-        semi join {kept_sql} as s on p.customer_key = s.row_key and s.column_name = ?
-        where not starts_with(p.column_name, ?)
+        join {kept_sql} as s on p.customer_key = s.row_key and s.column_name = ?
+        where {IDENTIFIER_ROWS_SQL}
         order by p.customer_key, p.column_name = ?, p.updated_at, p.rowid
         """,
-        [IDENTIFIERS, EXTRA_CELL, IDENTIFIERS],
+        [IDENTIFIERS, IDENTIFIERS],
     ).fetchall()
-    if not rows:
-        return [], None
     earlier: dict[str, dict[str, str]] = {}
-    for _, key, column, blob, version in rows:  # cells first, then the record
-        values = earlier.setdefault(key, {})
-        with contextlib.suppress(DecryptionError):
-            values.update(_row_values(keyring, key, column, blob, version))
-    new = con.execute(
-        f"select row_key, ciphertext, key_version from {kept_sql} "
-        "where column_name = ? and row_key in (select unnest(?))",
-        [IDENTIFIERS, list(earlier)],
-    ).fetchall()
-    keys, texts = [], []
-    for key, blob, version in new:
-        keys.append(key)
-        texts.append(
-            json.dumps(earlier[key] | _row_values(keyring, key, IDENTIFIERS, blob, version))
+    new: dict[str, tuple[bytes, int]] = {}
+    damaged = []
+    for rowid, key, column, blob, version, new_blob, new_version in rows:
+        try:
+            earlier[key] = _overlay(
+                earlier.get(key, {}), _row_values(keyring, key, column, blob, version)
+            )
+        except DecryptionError:
+            damaged.append(rowid)
+        new[key] = (new_blob, new_version)
+    if damaged:
+        logger.warning(
+            "%d earlier vault rows of this file's customers fail authentication (damaged, or "
+            "sealed with another keyring): kept as they are beside the new identifiers; "
+            "`mlops pii reveal` names them",
+            len(damaged),
         )
-    return [rowid for rowid, *_ in rows], encrypt_column(
+    if not earlier:
+        return damaged, None
+    keys = list(earlier)
+    texts = [
+        _record_text(_overlay(earlier[key], _row_values(keyring, key, IDENTIFIERS, *new[key])))
+        for key in keys
+    ]
+    return damaged, encrypt_column(
         keyring, PII_TABLE, IDENTIFIERS, pa.array(keys, pa.string()), texts
     )
 
@@ -374,9 +417,9 @@ def write_sealed_pii(
     """Write the vault rows in ``sealed`` (from :func:`seal_identifiers` or
     :func:`encrypt_cells`), except those of erased customers; returns the rows written. Call
     inside the caller's transaction. A customer's earlier identifiers are folded into their new
-    record, each column's latest value winning (``keyring`` decrypts them); any other row
-    replaces the one of the same customer and name. ``known``: the load's :class:`VaultKeys`
-    (without: always look for earlier rows)."""
+    record, each column's latest value winning (``keyring`` decrypts them; see
+    :func:`_fold_earlier`); any other row replaces the one of the same customer and name.
+    ``known``: the load's :class:`VaultKeys` (without: always look for earlier rows)."""
     if not sealed.num_rows:
         return 0
     con.register("_sealed_pii", sealed)
@@ -384,7 +427,7 @@ def write_sealed_pii(
     # of the rows kept costs more than the insert of a demo file).
     erased = scalar(con, "select count(*) from vault.erased_customers")
     kept_sql = "_sealed_kept" if erased else "_sealed_pii"
-    folded = None
+    new_sql = kept_sql
     try:
         if erased:
             con.execute(
@@ -395,35 +438,53 @@ def write_sealed_pii(
         if known is not None:
             hashes = _hashes(con, f"select distinct hash(row_key) from {kept_sql}")
         if known is None or known.may_hold(con, hashes):
-            earlier, folded = _fold_earlier(con, keyring, kept_sql)
-            if earlier:
-                con.execute(
-                    f"delete from {PII_TABLE_SQL} where rowid in (select unnest(?))", [earlier]
-                )
+            damaged, folded = _fold_earlier(con, keyring, kept_sql)
             con.execute(
-                f"delete from {PII_TABLE_SQL} as p using {kept_sql} as s "
-                "where p.customer_key = s.row_key and p.column_name = s.column_name"
+                f"""
+                delete from {PII_TABLE_SQL} as p using {kept_sql} as s
+                where p.customer_key = s.row_key and (
+                    s.column_name = ? and {IDENTIFIER_ROWS_SQL}
+                        and p.rowid not in (select unnest(?::bigint[]))
+                    or s.column_name <> ? and p.column_name = s.column_name)
+                """,
+                [IDENTIFIERS, damaged, IDENTIFIERS],
             )
+            if folded is not None:
+                con.register("_folded_pii", folded)
+                new_sql = (
+                    f"(select * from {kept_sql} where column_name <> ? or row_key not in "
+                    "(select row_key from _folded_pii) union all by name from _folded_pii)"
+                )
+        params = [IDENTIFIERS] if new_sql != kept_sql else []
         con.execute(
             f"insert into {PII_TABLE_SQL} "
-            f"select row_key, column_name, ciphertext, key_version, now() from {kept_sql}"
+            f"select row_key, column_name, ciphertext, key_version, now() from {new_sql}",
+            params,
         )
-        if folded is not None:
-            con.register("_folded_pii", folded)
-            con.execute(
-                f"update {PII_TABLE_SQL} as p set ciphertext = f.ciphertext, "
-                "key_version = f.key_version from _folded_pii as f "
-                "where p.customer_key = f.row_key and p.column_name = f.column_name"
-            )
         if known is not None:
             known.add(hashes)
         return scalar(con, "select count(*) from _sealed_kept") if erased else sealed.num_rows
     finally:
-        if erased:
-            con.execute("drop table if exists temp._sealed_kept")
-        if folded is not None:
-            con.unregister("_folded_pii")
-        con.unregister("_sealed_pii")
+        # After a failed statement the transaction refuses even these: the caller's rollback
+        # drops what was registered, and the first error is the one raised.
+        with contextlib.suppress(duckdb.TransactionException):
+            if erased:
+                con.execute("drop table if exists temp._sealed_kept")
+            if new_sql != kept_sql:
+                con.unregister("_folded_pii")
+            con.unregister("_sealed_pii")
+
+
+def _names_in(
+    keyring: Keyring, customer_key: str, column: str, blob: bytes, version: int
+) -> list[str]:
+    """The columns a vault row holds; its own name if it cannot be read."""
+    if column != IDENTIFIERS:
+        return [column]
+    try:
+        return list(_row_values(keyring, customer_key, column, blob, version))
+    except (DecryptionError, KeyringError):
+        return [column]
 
 
 def _audit(
@@ -456,18 +517,20 @@ def reveal(
     if not reason.strip():
         raise VaultError("a reason is required to reveal personal data")
     ensure_vault(con)
+    # As the fold reads them: cells of a vault written one row per identifier first, then
+    # records, oldest first (the newest value wins).
     rows = con.execute(
         f"select column_name, ciphertext, key_version from {PII_TABLE_SQL} "
-        "where customer_key = ? order by column_name",
-        [customer_key],
+        "where customer_key = ? order by column_name = ?, updated_at, rowid",
+        [customer_key, IDENTIFIERS],
     ).fetchall()
     if not rows:
         raise VaultError(f"no personal data in the vault for customer_key {customer_key}")
-    values, unreadable = {}, {}
-    # Cells of a vault written cell by cell first: a record written later holds later values.
-    for column, blob, version in sorted(rows, key=lambda row: row[0] == IDENTIFIERS):
+    values: dict[str, str] = {}
+    unreadable = {}
+    for column, blob, version in rows:
         try:
-            values.update(_row_values(keyring, customer_key, column, blob, version))
+            values = _overlay(values, _row_values(keyring, customer_key, column, blob, version))
         except DecryptionError as error:
             unreadable[column] = str(error)
     if not values:
@@ -608,7 +671,7 @@ def _values(fields: list[str], lines: list[str]) -> set[str]:
 
 
 class Erasure(NamedTuple):
-    cells: int  # vault rows deleted (the identifiers, an event feed's record extras)
+    vault_rows: int  # vault rows deleted (the identifiers, an event feed's record extras)
     lines: int  # quarantined lines whose ciphertext was deleted
     unreadable_lines: int  # quarantined lines that failed authentication: not checked
     already_erased: bool = False  # erased before, nothing of theirs left
@@ -707,15 +770,21 @@ def forget(
     bind_keyring(con, keyring)
     con.execute("begin transaction")
     try:
-        columns = [
-            c
-            for (c,) in con.execute(
-                f"select column_name from {PII_TABLE_SQL} where customer_key = ? order by 1",
-                [customer_key],
-            ).fetchall()
-        ]
+        rows = con.execute(
+            f"select column_name, ciphertext, key_version from {PII_TABLE_SQL} "
+            "where customer_key = ? order by 1",
+            [customer_key],
+        ).fetchall()
+        # The audit names what was erased: a record's columns (its name, if it cannot be read).
+        columns = sorted(
+            {
+                name
+                for column, blob, version in rows
+                for name in _names_in(keyring, customer_key, column, blob, version)
+            }
+        )
         lines, unreadable = _quarantined_lines_naming(con, keyring, {customer_key})
-        if not columns and not lines:
+        if not rows and not lines:
             if scalar(
                 con,
                 "select count(*) from vault.erased_customers where customer_key = ?",
@@ -736,11 +805,11 @@ def forget(
     except BaseException:
         con.execute("rollback")
         raise
-    return Erasure(len(columns), len(erased_lines), unreadable)
+    return Erasure(len(rows), len(erased_lines), unreadable)
 
 
 def key_usage(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
-    """How many encrypted values use each key version."""
+    """How many ciphertexts (vault rows, quarantined lines) use each key version."""
     ensure_vault(con)
     usage: dict[int, int] = {}
     for location in encrypted_locations(con):
@@ -756,7 +825,7 @@ def rotate(con: duckdb.DuckDBPyConnection, keyring: Keyring) -> tuple[int, int]:
     """Add a key version and re-encrypt every value under it, in one transaction.
 
     The keyring is saved (old versions kept) before the warehouse changes, so a crash at any
-    point leaves every value decryptable. Returns (new version, values re-encrypted).
+    point leaves every value decryptable. Returns (new version, ciphertexts re-encrypted).
     """
     bind_keyring(con, keyring)
     version = keyring.add_version()
@@ -799,7 +868,8 @@ def retire(con: duckdb.DuckDBPyConnection, keyring: Keyring, version: int) -> No
     in_use = key_usage(con).get(version, 0)
     if in_use:
         raise VaultError(
-            f"key version {version} still encrypts {in_use} value(s): run `mlops keys rotate` first"
+            f"key version {version} still encrypts {in_use} ciphertext(s): run "
+            "`mlops keys rotate` first"
         )
     keyring.remove_version(version)
     keyring.save()

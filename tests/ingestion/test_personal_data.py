@@ -177,21 +177,30 @@ def test_files_commit_in_day_order_so_the_latest_identifiers_win(con, keyring, l
 
 
 def test_a_later_file_changes_only_the_values_it_holds(con, keyring, landing):
-    """The vault keeps each column's latest value: a later file with an empty email and no
-    extra column changes the address only, across loads and within one."""
+    """The vault keeps each column's latest value, extra columns one by one: a later file with
+    an empty email and another extra column changes the address and adds the extra; within a
+    file, a later line of the customer wins the same way; across loads too."""
     moved = GOOD.replace("ada@example.com", "").replace("12 Oak Street", "3 New Street")
-    (landing / "customers" / "2025-02-02.csv").write_text(f"{HEADER}\n{moved}\n")
+    (landing / "customers" / "2025-02-02.csv").write_text(
+        f"{HEADER},loyalty_card,referrer\n{moved},,R-9\n"
+    )
     ingest_source(con, landing, SOURCES["customers"], IDENTIFIERS, keyring=keyring)
     key = keyring.pseudonym("CUS-0000001")
     values = reveal(con, keyring, key, "test")
     assert (values["email"], values["street_address"]) == ("ada@example.com", "3 New Street")
-    assert json.loads(values["_extra_columns"]) == {"loyalty_card": "LC-1"}
-    again = moved.replace("3 New Street", "4 Newer Street")
-    (landing / "customers" / "2025-02-03.csv").write_text(f"{HEADER}\n{again}\n")
+    assert json.loads(values["_extra_columns"]) == {"loyalty_card": "LC-1", "referrer": "R-9"}
+    # Two lines of the customer: the first with a new phone, the later one without a phone.
+    first = moved.replace("+1-555-123-4567", "+1-555-000-0000")
+    later = moved.replace("+1-555-123-4567", "").replace("3 New Street", "4 Newer Street")
+    (landing / "customers" / "2025-02-03.csv").write_text(f"{HEADER}\n{first}\n{later}\n")
     ingest_source(con, landing, SOURCES["customers"], IDENTIFIERS, keyring=keyring)
     values = reveal(con, keyring, key, "test")
-    assert (values["email"], values["street_address"]) == ("ada@example.com", "4 Newer Street")
-    assert json.loads(values["_extra_columns"]) == {"loyalty_card": "LC-1"}
+    assert (values["phone"], values["email"], values["street_address"]) == (
+        "+1-555-000-0000",  # the file's earlier line: the later one has none
+        "ada@example.com",  # the first file's
+        "4 Newer Street",  # the file's later line
+    )
+    assert json.loads(values["_extra_columns"]) == {"loyalty_card": "LC-1", "referrer": "R-9"}
     assert con.execute(
         f"select count(*) from {PII_TABLE} where customer_key = ?", [key]
     ).fetchone() == (1,)

@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -86,6 +87,16 @@ def customers(keyring: Keyring, n: int) -> pd.DataFrame:
             "email": [f"person{i}@example.com" for i in range(n)],
         }
     )
+
+
+def test_no_secret_is_in_the_repr_of_a_keyring_or_of_what_it_sealed(keyring):
+    from mlops_assets.security.sealing import Sealed
+
+    sealed = Sealed(None, pa.table({"a": [1]}), pa.table({"b": [1]}), keyring)
+    secrets = [keyring.pseudonym_key, *keyring.encryption_keys.values()]
+    for shown in (repr(keyring), repr(sealed)):
+        assert not any(str(secret) in shown or secret.hex() in shown for secret in secrets)
+    assert "pseudonym_key" not in repr(keyring)
 
 
 def test_keyring_file_is_private_and_never_overwritten(keyring):
@@ -293,17 +304,62 @@ def test_cells_of_a_vault_written_cell_by_cell_are_read_and_folded_into_a_later_
     assert reveal(con, keyring, frame["customer_key"][0], "t")["email"] == "person0@example.com"
 
 
-def test_an_earlier_row_that_fails_authentication_gives_way_to_the_later_record(con, keyring):
+def test_an_earlier_row_that_fails_authentication_is_kept_beside_the_later_record(
+    con, keyring, caplog
+):
+    """Nothing that could not be read is deleted (a damaged row, or one of another keyring):
+    the later record is written beside it, reveal shows the later values and names the row
+    that fails, and the load says how many there were (no value, no key in the message)."""
     frame = customers(keyring, 2)
     store_customer_pii(con, keyring, frame, COLUMNS)
     key = frame["customer_key"][0]
-    con.execute(
-        f"update {PII_TABLE} set ciphertext = ciphertext || 'x'::blob where customer_key = ?",
-        [key],
-    )
+    query = f"select ciphertext from {PII_TABLE} where customer_key = ?"
+    (blob,) = con.execute(query, [key]).fetchone()
+    damaged = blob + b"x"
+    con.execute(f"update {PII_TABLE} set ciphertext = ? where customer_key = ?", [damaged, key])
     store_customer_pii(con, keyring, frame.iloc[[0]].assign(email="new0@example.com"), COLUMNS)
-    assert reveal(con, keyring, key, "t") == {"full_name": "Person 0", "email": "new0@example.com"}
+    revealed = reveal(con, keyring, key, "t")
+    assert revealed == {"full_name": "Person 0", "email": "new0@example.com"}
+    assert set(revealed.unreadable) == {IDENTIFIERS}
+    assert con.execute(f"select count(*) from {PII_TABLE}").fetchone() == (3,)
+    assert "1 earlier vault rows" in caplog.text and key not in caplog.text
+    # Once readable again (here: repaired), its values are folded in, oldest first.
+    con.execute(f"update {PII_TABLE} set ciphertext = ? where ciphertext = ?", [blob, damaged])
+    store_customer_pii(
+        con, keyring, frame.iloc[[0]].assign(full_name="Renamed", email=None), COLUMNS
+    )
+    assert reveal(con, keyring, key, "t") == {"full_name": "Renamed", "email": "new0@example.com"}
     assert con.execute(f"select count(*) from {PII_TABLE}").fetchone() == (2,)
+
+
+def test_a_customer_on_several_lines_of_one_file_gets_each_columns_last_value(keyring):
+    frame = customers(keyring, 2)
+    later = frame.iloc[[0]].assign(email=None)  # a later line without the email
+    latest = frame.iloc[[0]].assign(full_name="Renamed", email=None)
+    rows = sealed(keyring, pd.concat([frame, later, latest])).to_pydict()
+    key = frame["customer_key"][0]
+    i = rows["row_key"].index(key)
+    assert rows["row_key"].count(key) == 1
+    text = keyring.decrypt(
+        rows["ciphertext"][i], rows["key_version"][i], associated_data(PII_TABLE, IDENTIFIERS, key)
+    )
+    assert json.loads(text) == {"full_name": "Renamed", "email": "person0@example.com"}
+
+
+def test_reveal_and_the_fold_take_cells_first_then_records_oldest_first(con, keyring):
+    """A record holds later values than the cells of a vault written one row per identifier
+    (a cell is never written after a record), and a later record than an earlier one: however
+    the rows are stored, the newest value is the one shown and kept."""
+    frame = customers(keyring, 1)
+    key = frame["customer_key"][0]
+    store_customer_pii(con, keyring, frame.assign(email="record@example.com"), COLUMNS)
+    legacy_cells(con, keyring, frame.assign(email="cell@example.com"))  # stored after it
+    assert reveal(con, keyring, key, "t")["email"] == "record@example.com"
+    store_customer_pii(con, keyring, frame.assign(email=None, full_name="Renamed"), COLUMNS)
+    assert reveal(con, keyring, key, "t") == {
+        "full_name": "Renamed",
+        "email": "record@example.com",
+    }
 
 
 def hashes(con, keys: list[str]) -> np.ndarray:
@@ -421,6 +477,8 @@ def test_forget_erases_the_customer_for_good_and_audits_it(con, keyring):
     store_customer_pii(con, keyring, frame, COLUMNS)
     key = frame["customer_key"][0]
     assert forget(con, keyring, key, "erasure request 9") == (1, 0, 0, False)
+    erased = con.execute("select columns from audit.pii_access where action = 'forget'")
+    assert erased.fetchall() == [(["email", "full_name"],)]  # the record's columns, by name
     with pytest.raises(VaultError, match="no personal data"):
         reveal(con, keyring, key, "after erasure")
     # A later load of the same customer's record does not bring the identifiers back.
