@@ -77,6 +77,29 @@ def pii_quarantined_line(
     print(printable(text))
 
 
+@app.command("drop-unreadable")
+def pii_drop_unreadable(
+    customer: Annotated[str, typer.Option(help="The customer_key (pseudonym).")],
+    reason: Annotated[
+        str, typer.Option(help="Why: recorded in audit.pii_access (not empty).")
+    ] = "vault row damaged for good",
+) -> None:
+    """Delete the customer's vault rows that fail authentication (damaged for good; `pii
+    reveal` names them), audited. A load keeps such a row beside the customer's new record and
+    `keys rotate` refuses to run past it. A row under a key version the keyring lacks is never
+    deleted (restore the keyring). Exit 1 when none of their rows fails."""
+    from mlops_assets.security.vault import drop_unreadable
+
+    with vault(settings()) as (keyring, con):
+        dropped = drop_unreadable(con, keyring, customer, reason)
+    if not dropped:
+        fail(RuntimeError(f"no vault row of customer {customer} fails authentication"))
+    console.print(
+        f"dropped {len(dropped)} unreadable vault row(s) of customer {printable(customer)}: "
+        f"{', '.join(map(printable, dropped))}"
+    )
+
+
 @app.command("forget")
 def pii_forget(
     customer: Annotated[str, typer.Option(help="The customer_key (pseudonym) to erase.")],

@@ -77,8 +77,12 @@ def seal(
         # them); an event feed, each record's extras as a row of its own.
         if spec.identifiers:
             values = {c: ident(c) for c in spec.identifiers}
-            if extras:
-                values["_extra_columns"] = extra_json_sql(extras)
+            if extras:  # no object of nulls: a line without any value has no record
+                present_sql = ", ".join(ident(name) for name in extras.values())
+                values["_extra_columns"] = (
+                    f"case when coalesce({present_sql}) is null then null "
+                    f"else {extra_json_sql(extras)} end"
+                )
             sealed_sql = identifiers_sql(values)
         else:
             sealed_sql = f"cast({extra_json_sql(extras)} as varchar)"

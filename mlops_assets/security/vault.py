@@ -265,14 +265,30 @@ def _flat(array: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 def _overlay(older: dict[str, str], newer: dict[str, str | None]) -> dict[str, str]:
     """``newer``'s present values over ``older``'s; the extra columns' object (``_extra_columns``,
-    JSON) key by key, so a later file without an extra column keeps its earlier value."""
+    JSON) key by key, so a later file without an extra column keeps its earlier value. An
+    extras text that is not a JSON object (no writer makes one) is taken whole, newer first."""
     merged = older | {k: v for k, v in newer.items() if v is not None and k != EXTRAS}
-    if newer.get(EXTRAS) is not None:
-        extras = json.loads(older[EXTRAS]) if EXTRAS in older else {}
-        extras |= {k: v for k, v in json.loads(newer[EXTRAS]).items() if v is not None}
-        if extras:
-            merged[EXTRAS] = json.dumps(extras, ensure_ascii=False, separators=(",", ":"))
+    if newer.get(EXTRAS) is None:
+        return merged
+    earlier, later = _extras(older.get(EXTRAS)), _extras(newer[EXTRAS])
+    if earlier is None or later is None:
+        merged[EXTRAS] = newer[EXTRAS]
+        return merged
+    extras = earlier | {k: v for k, v in later.items() if v is not None}
+    if extras:
+        merged[EXTRAS] = _record_text(extras)
     return merged
+
+
+def _extras(text: str | None) -> dict | None:
+    """The extra columns' object of ``text`` ({} for none), None if it is not one."""
+    if text is None:
+        return {}
+    try:
+        extras = json.loads(text)
+    except ValueError:
+        return None
+    return extras if isinstance(extras, dict) else None
 
 
 def _record_text(values: dict[str, str]) -> str:
@@ -332,8 +348,9 @@ def _fold_earlier(
     the rowids of the earlier rows that fail authentication, and the new records with the
     earlier values folded in (each column's latest value wins; cells of a vault written one
     row per identifier first, then records, oldest first). A row that fails authentication
-    (damaged, or a key version of another keyring) is kept as it is, beside the new record:
-    nothing is deleted that could not be read, and reveal names it."""
+    (damaged, or sealed under another keyring's key of the same version) is kept as it is,
+    beside the new record: nothing is deleted that could not be read, and reveal names it. A
+    row under a key version the keyring lacks stops the load (:class:`KeyringError`)."""
     rows = con.execute(
         f"""
         select p.rowid, p.customer_key, p.column_name, p.ciphertext, p.key_version,
@@ -419,7 +436,9 @@ def write_sealed_pii(
     inside the caller's transaction. A customer's earlier identifiers are folded into their new
     record, each column's latest value winning (``keyring`` decrypts them; see
     :func:`_fold_earlier`); any other row replaces the one of the same customer and name.
-    ``known``: the load's :class:`VaultKeys` (without: always look for earlier rows)."""
+    ``sealed`` holds at most one identifiers row per customer (as :func:`seal_identifiers`
+    makes them). ``known``: the load's :class:`VaultKeys` (without: always look for earlier
+    rows)."""
     if not sealed.num_rows:
         return 0
     con.register("_sealed_pii", sealed)
@@ -439,15 +458,24 @@ def write_sealed_pii(
             hashes = _hashes(con, f"select distinct hash(row_key) from {kept_sql}")
         if known is None or known.may_hold(con, hashes):
             damaged, folded = _fold_earlier(con, keyring, kept_sql)
+            # Two statements, each a join on its full key: the customers' earlier identifiers
+            # (all but the unreadable), then the rows of the same name (an event record's).
             con.execute(
                 f"""
-                delete from {PII_TABLE_SQL} as p using {kept_sql} as s
-                where p.customer_key = s.row_key and (
-                    s.column_name = ? and {IDENTIFIER_ROWS_SQL}
-                        and p.rowid not in (select unnest(?::bigint[]))
-                    or s.column_name <> ? and p.column_name = s.column_name)
+                delete from {PII_TABLE_SQL} as p
+                using (select row_key from {kept_sql} where column_name = ?) as s
+                where p.customer_key = s.row_key and {IDENTIFIER_ROWS_SQL}
+                    and p.rowid not in (select unnest(?::bigint[]))
                 """,
-                [IDENTIFIERS, damaged, IDENTIFIERS],
+                [IDENTIFIERS, damaged],
+            )
+            con.execute(
+                f"""
+                delete from {PII_TABLE_SQL} as p
+                using (select row_key, column_name from {kept_sql} where column_name <> ?) as s
+                where p.customer_key = s.row_key and p.column_name = s.column_name
+                """,
+                [IDENTIFIERS],
             )
             if folded is not None:
                 con.register("_folded_pii", folded)
@@ -533,7 +561,7 @@ def reveal(
             values = _overlay(values, _row_values(keyring, customer_key, column, blob, version))
         except DecryptionError as error:
             unreadable[column] = str(error)
-    if not values:
+    if len(unreadable) == len(rows):
         raise DecryptionError(
             f"no vault row of customer {customer_key} decrypts with the keyring "
             f"{keyring.path}: wrong keyring, or every row damaged"
@@ -770,11 +798,7 @@ def forget(
     bind_keyring(con, keyring)
     con.execute("begin transaction")
     try:
-        rows = con.execute(
-            f"select column_name, ciphertext, key_version from {PII_TABLE_SQL} "
-            "where customer_key = ? order by 1",
-            [customer_key],
-        ).fetchall()
+        rows = [row[1:] for row in _customer_rows(con, customer_key)]
         # The audit names what was erased: a record's columns (its name, if it cannot be read).
         columns = sorted(
             {
@@ -808,6 +832,46 @@ def forget(
     return Erasure(len(rows), len(erased_lines), unreadable)
 
 
+def _customer_rows(con: duckdb.DuckDBPyConnection, customer_key: str) -> list[tuple]:
+    """The customer's vault rows as (rowid, column_name, ciphertext, key_version)."""
+    return con.execute(
+        f"select rowid, column_name, ciphertext, key_version from {PII_TABLE_SQL} "
+        "where customer_key = ? order by column_name, rowid",
+        [customer_key],
+    ).fetchall()
+
+
+def drop_unreadable(
+    con: duckdb.DuckDBPyConnection, keyring: Keyring, customer_key: str, reason: str
+) -> list[str]:
+    """Delete the customer's vault rows that fail authentication with ``keyring`` (damaged for
+    good: a load keeps them beside the new record, and rotation refuses to run past them);
+    audited; returns their names. A row under a key version the keyring lacks is refused
+    (:class:`KeyringError`: restore the keyring), never deleted."""
+    if not reason.strip():
+        raise VaultError("a reason is required to drop personal data")
+    bind_keyring(con, keyring)
+    con.execute("begin transaction")
+    try:
+        failing = []
+        for rowid, column, blob, version in _customer_rows(con, customer_key):
+            try:
+                _row_values(keyring, customer_key, column, blob, version)
+            except DecryptionError:
+                failing.append((rowid, column))
+        if failing:
+            con.execute(
+                f"delete from {PII_TABLE_SQL} where rowid in (select unnest(?::bigint[]))",
+                [[rowid for rowid, _ in failing]],
+            )
+            _audit(con, "drop_unreadable", customer_key, [c for _, c in failing], reason)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return [column for _, column in failing]
+
+
 def key_usage(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
     """How many ciphertexts (vault rows, quarantined lines) use each key version."""
     ensure_vault(con)
@@ -831,6 +895,7 @@ def rotate(con: duckdb.DuckDBPyConnection, keyring: Keyring) -> tuple[int, int]:
     version = keyring.add_version()
     keyring.save()
     total = 0
+    unreadable: list[str] = []  # table, row key, name of each ciphertext that fails
     con.execute("begin transaction")
     try:
         for location in encrypted_locations(con):
@@ -842,7 +907,11 @@ def rotate(con: duckdb.DuckDBPyConnection, keyring: Keyring) -> tuple[int, int]:
             resealed = []
             for rowid, row_key, column_name, ciphertext, old_version in rows:
                 aad = associated_data(location.table, column_name, row_key)
-                plain = keyring.decrypt(ciphertext, old_version, aad)
+                try:
+                    plain = keyring.decrypt(ciphertext, old_version, aad)
+                except DecryptionError:
+                    unreadable.append(f"{location.table} {row_key} {column_name}")
+                    continue
                 new_blob, new_version = keyring.encrypt(plain, aad)
                 resealed.append((rowid, new_blob, new_version))
             if not resealed:
@@ -856,6 +925,13 @@ def rotate(con: duckdb.DuckDBPyConnection, keyring: Keyring) -> tuple[int, int]:
             )
             con.unregister("_resealed")
             total += len(resealed)
+        if unreadable:
+            raise DecryptionError(
+                f"{len(unreadable)} ciphertext(s) fail authentication, nothing was rotated: "
+                f"{'; '.join(unreadable[:5])}{' …' if len(unreadable) > 5 else ''}. Restore the "
+                "keyring that sealed them; a vault row damaged for good is removed with "
+                "`mlops pii drop-unreadable --customer KEY`"
+            )
         con.execute("commit")
     except BaseException:
         con.execute("rollback")

@@ -105,6 +105,24 @@ def test_the_cli_shows_the_readable_rows_and_names_the_damaged_one(tmp_path):
     assert "+44" not in result.stderr and "ada@" not in result.stderr
 
 
+def test_the_cli_drops_a_customers_unreadable_rows_only_and_says_so(tmp_path):
+    keyring = Keyring.create(tmp_path / "keys" / "keyring.json")
+    first, second = _vault(tmp_path / "warehouse.duckdb", keyring)
+    _damage(tmp_path / "warehouse.duckdb", first)
+    untouched = mlops("pii", "drop-unreadable", "--customer", second, home=tmp_path)
+    assert untouched.returncode == 1 and "fails authentication" in untouched.stderr
+    hostile = mlops("pii", "drop-unreadable", "--customer", "\x1b[31mx", home=tmp_path)
+    assert hostile.returncode == 1 and "\x1b" not in hostile.stderr  # shown escaped
+    dropped = mlops("pii", "drop-unreadable", "--customer", first, home=tmp_path)
+    assert dropped.returncode == 0, dropped.stderr
+    assert f"dropped 1 unreadable vault row(s) of customer {first}: {IDENTIFIERS}" in (
+        dropped.stderr
+    )
+    result = mlops("pii", "reveal", "--customer", first, "--reason", "t", "--json", home=tmp_path)
+    assert result.returncode == 0  # what is left reads
+    assert json.loads(result.stdout)["unreadable"] == {}
+
+
 def test_scoring_refuses_a_model_file_altered_after_registration_and_writes_nothing(tmp_path):
     from mlops_assets import catalogue
     from mlops_assets.training.dataset import load_training_data

@@ -25,6 +25,7 @@ from mlops_assets.security.vault import (
     VaultKeys,
     associated_data,
     bind_keyring,
+    drop_unreadable,
     encrypt_cells,
     ensure_vault,
     forget,
@@ -296,6 +297,13 @@ def test_cells_of_a_vault_written_cell_by_cell_are_read_and_folded_into_a_later_
         f"select column_name from {PII_TABLE} where customer_key = ? order by 1", [key]
     ).fetchall()
     assert rows == [(extras,), (IDENTIFIERS,)]
+    (blob, version) = con.execute(
+        f"select ciphertext, key_version from {PII_TABLE} where column_name = ? "
+        "and customer_key = ?",
+        [IDENTIFIERS, key],
+    ).fetchone()
+    record = keyring.decrypt(blob, version, associated_data(PII_TABLE, IDENTIFIERS, key))
+    assert set(json.loads(record)) == {"full_name", "email"}  # an event's extras stay apart
     assert reveal(con, keyring, key, "t") == {
         "full_name": "Person 1",  # from its cell, kept
         "email": "new1@example.com",  # the later value
@@ -325,6 +333,10 @@ def test_an_earlier_row_that_fails_authentication_is_kept_beside_the_later_recor
     assert "1 earlier vault rows" in caplog.text and key not in caplog.text
     # Once readable again (here: repaired), its values are folded in, oldest first.
     con.execute(f"update {PII_TABLE} set ciphertext = ? where ciphertext = ?", [blob, damaged])
+    assert reveal(con, keyring, key, "t") == {  # the later record's values over the earlier's
+        "full_name": "Person 0",
+        "email": "new0@example.com",
+    }
     store_customer_pii(
         con, keyring, frame.iloc[[0]].assign(full_name="Renamed", email=None), COLUMNS
     )
@@ -360,6 +372,82 @@ def test_reveal_and_the_fold_take_cells_first_then_records_oldest_first(con, key
         "full_name": "Renamed",
         "email": "record@example.com",
     }
+
+
+def test_reveal_shows_a_customer_whose_only_values_are_extra_columns(con, keyring):
+    """A record of nothing but unknown columns is revealed, not taken for a wrong keyring; a
+    line with no value at all has no row; extras of two rows are merged key by key."""
+    frame = customers(keyring, 2).assign(full_name=None, email=None)
+    frame["_extra_columns"] = ['{"loyalty_card":"LC-1"}', None]
+    store_customer_pii(con, keyring, frame, [*COLUMNS, "_extra_columns"])
+    key = frame["customer_key"][0]
+    assert reveal(con, keyring, key, "t") == {"_extra_columns": '{"loyalty_card":"LC-1"}'}
+    with pytest.raises(VaultError, match="no personal data"):
+        reveal(con, keyring, frame["customer_key"][1], "t")
+    # A cell of a vault written one row per identifier whose extras were all empty: nothing
+    # to show, and no "wrong keyring" either.
+    empty = encrypt_cells(
+        keyring, PII_TABLE, [frame["customer_key"][1]], ["_extra_columns"], ['{"a":null}']
+    )
+    write_sealed_pii(con, keyring, empty)
+    assert reveal(con, keyring, frame["customer_key"][1], "t") == {}
+    # Two rows of the customer (as a load that missed the first would leave): key by key.
+    later = sealed(
+        keyring,
+        frame.iloc[[0]].assign(_extra_columns='{"referrer":"R-9","loyalty_card":null}'),
+        ["_extra_columns"],
+    )
+    con.register("_later", later)
+    con.execute(
+        f"insert into {PII_TABLE} select row_key, column_name, ciphertext, key_version, "
+        "now() + interval 1 second from _later"
+    )
+    assert json.loads(reveal(con, keyring, key, "t")["_extra_columns"]) == {
+        "loyalty_card": "LC-1",
+        "referrer": "R-9",
+    }
+
+
+def test_a_failed_statement_raises_its_own_error_not_the_cleanups(con, keyring):
+    """After a statement fails inside the caller's transaction, DuckDB refuses the cleanup's
+    statements too: the error raised is still the first one."""
+    rows = sealed(keyring, customers(keyring, 2))
+    broken = rows.set_column(2, "ciphertext", pa.nulls(2, pa.binary()))  # not null in the vault
+    con.execute("insert into vault.erased_customers values ('someone', now())")
+    con.execute("begin transaction")
+    with pytest.raises(duckdb.ConstraintException):
+        write_sealed_pii(con, keyring, broken)
+    con.execute("rollback")
+
+
+def test_a_row_under_a_key_version_the_keyring_lacks_stops_the_load(con, keyring, tmp_path):
+    frame = customers(keyring, 1)
+    store_customer_pii(con, keyring, frame, COLUMNS)
+    con.execute(f"update {PII_TABLE} set key_version = 7")
+    with pytest.raises(KeyringError, match="key version 7 is not in the keyring"):
+        store_customer_pii(con, keyring, frame.assign(email="new@example.com"), COLUMNS)
+
+
+def test_rotation_names_the_rows_that_fail_and_drop_unreadable_lets_it_run(con, keyring):
+    frame = customers(keyring, 3)
+    store_customer_pii(con, keyring, frame, COLUMNS)
+    key = frame["customer_key"][1]
+    con.execute(
+        f"update {PII_TABLE} set ciphertext = ciphertext || 'x'::blob where customer_key = ?",
+        [key],
+    )
+    with pytest.raises(DecryptionError, match=f"1 ciphertext.*{key} {IDENTIFIERS}.*drop-unread"):
+        rotate(con, keyring)
+    assert key_usage(con) == {1: 3}  # nothing rotated
+    with pytest.raises(VaultError, match="reason is required"):
+        drop_unreadable(con, keyring, key, " ")
+    assert drop_unreadable(con, keyring, frame["customer_key"][0], "check") == []
+    assert drop_unreadable(con, keyring, key, "bad block") == [IDENTIFIERS]
+    assert con.execute("select action, customer_key, columns from audit.pii_access").fetchall() == [
+        ("drop_unreadable", key, [IDENTIFIERS])
+    ]
+    assert rotate(con, keyring)[1] == 2
+    assert reveal(con, keyring, frame["customer_key"][2], "t")["email"] == "person2@example.com"
 
 
 def hashes(con, keys: list[str]) -> np.ndarray:
