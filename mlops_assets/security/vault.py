@@ -245,7 +245,7 @@ def store_customer_pii(
 ) -> int:
     """Upsert the identifiers ``columns`` of ``frame`` (by ``customer_key``; the latest row of a
     customer wins, column by column over what the vault holds) into the vault, except for
-    customers who were erased; returns the customers written. Call inside the caller's
+    customers who were erased; returns the vault rows written. Call inside the caller's
     transaction."""
     con.register("_pii_frame", frame)
     try:
@@ -314,15 +314,13 @@ def seal_identifiers(
     for i in repeated.tolist():  # file order: later lines over earlier ones
         if texts[i] is not None:
             merged[codes[i]] = _overlay(merged.get(codes[i], {}), json.loads(texts[i]))
+    kept = last & records.is_valid().to_numpy(zero_copy_only=False)
     for i in repeated[last[repeated]].tolist():
         texts[i] = _record_text(merged[codes[i]]) if merged.get(codes[i]) else None
-    kept = last & np.fromiter((text is not None for text in texts), bool, len(texts))
+        kept[i] = texts[i] is not None
+    chosen = np.flatnonzero(kept)
     return encrypt_column(
-        keyring,
-        PII_TABLE,
-        IDENTIFIERS,
-        keys.filter(pa.array(kept)),
-        [text for text, keep in zip(texts, kept.tolist(), strict=True) if keep],
+        keyring, PII_TABLE, IDENTIFIERS, keys.take(chosen), [texts[i] for i in chosen.tolist()]
     )
 
 
