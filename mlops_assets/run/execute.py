@@ -71,6 +71,7 @@ def run_pipeline(
     from mlops_assets.transform.parse import (
         DbtParse,
         DbtParseError,
+        build_state_is_current,
         build_vars,
         manifest_is_current,
     )
@@ -79,11 +80,19 @@ def run_pipeline(
     # platform (Dagster, dagster-dbt and every stage) and, when the published manifest is
     # current (the dbt project unchanged since it was parsed), builds the definitions from it.
     # The parse is for this run's build, which then starts from its state instead of a full
-    # parse: the run waits for it before its first step.
-    for_build = build_vars(str(settings.warehouse_path), settings.duckdb_memory_limit)
-    parsing = DbtParse(os.environ, for_build=(for_build, settings.dbt_target_dir))
+    # parse: the run waits for it before its first step. A run after an earlier one in the
+    # same home, the dbt project unchanged, finds that state ready and starts no parse.
+    for_build = (
+        build_vars(str(settings.warehouse_path), settings.duckdb_memory_limit),
+        settings.dbt_target_dir,
+    )
+    parsing = (
+        None if build_state_is_current(os.environ, for_build) else DbtParse(os.environ, for_build)
+    )
 
     def parsed() -> None:
+        if parsing is None:
+            return
         try:
             parsing.wait()
         except DbtParseError as error:
@@ -107,7 +116,7 @@ def run_pipeline(
 
         batch_event_writes(os.environ)
 
-        if not manifest_is_current():
+        if parsing is not None and not manifest_is_current():
             parsed()  # the dbt assets are built from the manifest this parse publishes
         with warnings.catch_warnings(record=True) as setup_warnings:
             defs = build_definitions(settings)
@@ -120,7 +129,8 @@ def run_pipeline(
         if ends_process:
             gc.freeze()
             gc.enable()
-        parsing.cancel()  # a set-up that failed leaves no parse running
+        if parsing is not None:
+            parsing.cancel()  # a set-up that failed leaves no parse running
     if pending:
         # One run over the range of pending days (single-run backfill of the partitioned
         # assets: raw tables and drift reports).

@@ -25,6 +25,9 @@ MANIFEST = DBT_PROJECT_DIR / TARGET_PATH / "manifest.json"
 _KEPT = ("partial_parse.msgpack", "manifest.json")
 # Beside the manifest, what the parse that published it read: see manifest_is_current.
 INPUTS_RECORD = "manifest.inputs.json"
+# Beside the partial-parse state a parse left for a build, what that parse was for: see
+# build_state_is_current.
+BUILD_STATE_RECORD = "partial_parse.inputs.json"
 # The project's own output and installed packages: not inputs of a parse.
 NOT_INPUTS = frozenset({"target", "logs", "dbt_packages"})
 STALE_SECONDS = 3600  # a private parse directory this old belongs to no running parse
@@ -86,15 +89,63 @@ def _identity(path: Path) -> list[int]:
     return [status.st_ino, status.st_size, status.st_mtime_ns]
 
 
-def manifest_is_current() -> bool:
+def _read_record(path: Path):
+    """The JSON in the regular file ``path``: OSError for anything else (opened without
+    blocking: a FIFO put there must not hang the run), ValueError for what is not JSON."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        try:
+            return json.loads(file.read(1_000_000))
+        except RecursionError as error:  # nested too deep for the parser
+            raise ValueError(f"{path.name} is not a record") from error
+
+
+def manifest_is_current(inputs: str | None = None) -> bool:
     """Whether the published manifest was parsed from the project's files as they are now:
     the parse that published it recorded the project's digest (taken before dbt started) and
-    the manifest file it published; another parse's manifest, or an edited file, says no."""
+    the manifest file it published; another parse's manifest, or an edited file, says no.
+    ``inputs``: the project's digest, when the caller has just taken it."""
     try:
-        record = json.loads((MANIFEST.parent / INPUTS_RECORD).read_text())
-        return record == {"inputs": project_digest(), "manifest": _identity(MANIFEST)}
+        record = _read_record(MANIFEST.parent / INPUTS_RECORD)
+        current = {"inputs": inputs or project_digest(), "manifest": _identity(MANIFEST)}
+        return record == current
     except (OSError, ValueError):
         return False
+
+
+def _build_state_record(inputs: str, build_vars: str, environ: Mapping[str, str]) -> dict:
+    """What a parse for a build depends on besides the project's files: the build's vars, the
+    variables the profile renders and dbt's own (DBT_*, such as DBT_PARTIAL_PARSE)."""
+    variables = {
+        name: value
+        for name, value in sorted(environ.items())
+        if name in PROFILE_VARIABLES or name.startswith("DBT_")
+    }
+    return {"inputs": inputs, "vars": build_vars, "environment": variables}
+
+
+def build_state_is_current(environ: Mapping[str, str], for_build: tuple[str, Path]) -> bool:
+    """Whether `mlops run` can go without its parse (see :class:`DbtParse`): the published
+    manifest is current, and the build's target directory holds partial-parse state that a
+    parse for the same project files, the same ``--vars`` and the same profile variables left
+    there (the case of every run after the first in a home whose dbt project is unchanged).
+
+    Only a shortcut: dbt checks its partial-parse state itself and parses every file again
+    when the state does not fit (a build by hand with other vars into the same directory), at
+    the cost of that parse on the build's path."""
+    build_vars, target = for_build
+    try:
+        record = _read_record(target / BUILD_STATE_RECORD)
+        if not (target / _KEPT[0]).is_file():
+            return False
+        inputs = project_digest()
+    except (OSError, ValueError):
+        return False
+    return record == _build_state_record(inputs, build_vars, environ) and manifest_is_current(
+        inputs
+    )
 
 
 class DbtParseError(RuntimeError):
@@ -119,7 +170,9 @@ class DbtParse:
     target directory too: the build's dbt reads only changed files instead of parsing every
     file again on the run's critical path, while this parse overlaps the run's start-up. (The
     state published next to the manifest is shared by every home and every parse of this
-    checkout, so it cannot serve as the build's.)"""
+    checkout, so it cannot serve as the build's.) Beside that state goes a record of what it
+    was parsed for, so that the next run in the same home, the project unchanged, needs no
+    parse at all (:func:`build_state_is_current`)."""
 
     def __init__(
         self, environ: Mapping[str, str], for_build: tuple[str, Path] | None = None
@@ -136,7 +189,8 @@ class DbtParse:
         state = MANIFEST.parent / _KEPT[0]
         if state.exists():
             shutil.copy2(state, self._private / state.name)
-        self._build_target = None if for_build is None else for_build[1]
+        self._for_build = for_build
+        self._environ = dict(environ)
         self._published = False
         build_options = [] if for_build is None else ["--vars", for_build[0]]
         self._process = subprocess.Popen(
@@ -171,11 +225,8 @@ class DbtParse:
                     f"dbt parse failed (exit {self._process.returncode}): {message}"
                 )
             state = self._private / _KEPT[0]
-            if self._build_target is not None and state.exists():
-                self._build_target.mkdir(parents=True, exist_ok=True)
-                copied = self._build_target / f".{state.name}.{os.getpid()}"
-                shutil.copy2(state, copied)
-                os.replace(copied, self._build_target / state.name)
+            if self._for_build is not None and state.exists():
+                self._leave_build_state(state, *self._for_build)
             record = self._private / INPUTS_RECORD
             if self._inputs is not None:
                 manifest = _identity(self._private / _KEPT[1])
@@ -192,6 +243,24 @@ class DbtParse:
         finally:
             shutil.rmtree(self._private, ignore_errors=True)
         return MANIFEST
+
+    def _leave_build_state(self, state: Path, build_vars: str, target: Path) -> None:
+        """Copy the partial-parse state into the build's target directory, then the record of
+        what it was parsed for (:func:`build_state_is_current`), each in one rename."""
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            (target / BUILD_STATE_RECORD).unlink(missing_ok=True)  # it vouched for the old state
+            vouch = self._inputs is not None  # else the project could not be read
+        except OSError:  # not a file (a folder put there): the state goes without a record
+            vouch = False
+        copied = target / f".{state.name}.{os.getpid()}"
+        shutil.copy2(state, copied)
+        os.replace(copied, target / state.name)
+        if vouch:
+            record = target / f".{BUILD_STATE_RECORD}.{os.getpid()}"
+            made = _build_state_record(self._inputs, build_vars, self._environ)
+            record.write_text(json.dumps(made))
+            os.replace(record, target / BUILD_STATE_RECORD)
 
     def cancel(self) -> None:
         """Stop the parse unless it has finished, and remove its private directory."""

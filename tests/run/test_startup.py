@@ -46,6 +46,7 @@ def events(monkeypatch) -> list[str]:
         raise Stop
 
     monkeypatch.setattr(parse, "DbtParse", Parse)
+    monkeypatch.setattr(parse, "build_state_is_current", lambda environ, for_build: False)
     monkeypatch.setattr(execute, "plan_run", plan)
     monkeypatch.setattr(mlops_assets.definitions, "build_definitions", definitions)
     return events
@@ -66,6 +67,25 @@ def test_the_definitions_wait_for_the_parse_only_when_the_manifest_is_not_curren
         "definitions built",
         "parse cancelled",
     ]
+
+
+def test_a_run_whose_build_state_is_current_starts_no_parse(events, monkeypatch, tmp_path):
+    """The build's target directory holds the state a parse for this build left (an earlier
+    run in this home, the dbt project unchanged): no dbt process at all before the build."""
+    settings = Settings(home=tmp_path)
+    asked = []
+
+    def current(environ, for_build) -> bool:
+        asked.append(for_build)
+        return True
+
+    monkeypatch.setattr(parse, "build_state_is_current", current)
+    monkeypatch.setattr(parse, "manifest_is_current", lambda: pytest.fail("asked again"))
+    with pytest.raises(Stop):
+        execute.run_pipeline(settings)
+    assert events == ["planned", "definitions built"]
+    vars_ = parse.build_vars(str(settings.warehouse_path), settings.duckdb_memory_limit)
+    assert asked == [(vars_, settings.dbt_target_dir)]
 
 
 def test_a_run_that_cannot_start_stops_its_parse(events, monkeypatch, tmp_path):

@@ -192,6 +192,11 @@ def test_the_run_parse_leaves_the_state_its_build_starts_from(tmp_path, monkeypa
     output, _ = build.communicate()
     assert build.returncode == 0, output
     assert "Unable to do partial parsing" not in output, output
+    # The next run in this home starts no parse: the state the build left (the build rewrote
+    # it) is still the one dbt reads only changed files from.
+    assert parse.build_state_is_current(environ, (for_build, build_target))
+    output, _ = build_parse(build_target).communicate()
+    assert "Unable to do partial parsing" not in output, output
     assert not (tmp_path / "home" / "warehouse.duckdb").exists()  # a parse opens no warehouse
 
 
@@ -202,6 +207,7 @@ target = pathlib.Path(sys.argv[sys.argv.index("--target-path") + 1])
 project = pathlib.Path(sys.argv[sys.argv.index("--project-dir") + 1])
 models = sorted(p.stem for p in (project / "models").glob("*.sql"))
 (target / "manifest.json").write_text(json.dumps({{"nodes": models}}))
+(target / "partial_parse.msgpack").write_text(json.dumps(sys.argv[1:]))
 with open(project.parent / "starts", "a") as starts:
     starts.write("parse\\n")
 """
@@ -327,3 +333,105 @@ def test_a_parse_that_could_not_read_the_project_publishes_no_record(fast_projec
     monkeypatch.setattr(parse, "project_digest", readable)
     assert _starts(fast_project) == 2
     assert parse.MANIFEST.exists() and not parse.manifest_is_current()
+
+
+BUILD_VARS = '{"warehouse_path": "/h/warehouse.duckdb", "memory_limit": "1GB"}'
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "edit a model",
+        "other vars",
+        "another profile variable",
+        "a dbt variable",
+        "no state",
+        "a manifest published by hand",
+    ],
+)
+def test_a_run_starts_no_parse_only_while_its_build_state_fits(fast_project, tmp_path, change):
+    """After a parse for a build, the next run in the same home needs no parse: until a file
+    of the project, the build's vars, a variable the profile renders or one of dbt's own
+    changes, or the state or the published manifest is not the parse's any more."""
+    from mlops_assets.transform import parse
+
+    environ = {"PATH": os.environ["PATH"], "MLOPS_DBT_CONNECT_ATTEMPTS": "6"}
+    target = tmp_path / "home" / "dbt" / "target"
+    for_build = (BUILD_VARS, target)
+    assert not parse.build_state_is_current(environ, for_build)  # never parsed
+    parse.DbtParse(environ, for_build).wait()
+    assert json.loads((target / "partial_parse.msgpack").read_text())[-2:] == ["--vars", BUILD_VARS]
+    assert parse.build_state_is_current(environ, for_build)
+    # Variables neither the profile nor dbt reads change nothing.
+    assert parse.build_state_is_current({**environ, "LANG": "C", "HOME": "/x"}, for_build)
+    if change == "edit a model":
+        (fast_project / "models" / "one.sql").write_text("select 2\n")
+    elif change == "other vars":
+        for_build = (BUILD_VARS.replace("1GB", "2GB"), target)
+    elif change == "another profile variable":
+        environ["MLOPS_DBT_CONNECT_ATTEMPTS"] = "1"
+    elif change == "a dbt variable":
+        environ["DBT_PARTIAL_PARSE"] = "false"
+    elif change == "no state":
+        (target / "partial_parse.msgpack").unlink()
+    else:
+        parse.MANIFEST.write_text(json.dumps({"nodes": ["other"]}))
+    assert not parse.build_state_is_current(environ, for_build)
+    parse.DbtParse(environ, for_build).wait()  # what the run does then
+    assert parse.build_state_is_current(environ, for_build)
+    assert _starts(fast_project) == 2
+
+
+@pytest.mark.parametrize(
+    "record",
+    ["{not json", "[]", "null", "[" * 100_000, "a FIFO", "a folder", "a link elsewhere", "none"],
+)
+def test_a_hostile_build_state_record_means_a_parse_and_hangs_nothing(
+    fast_project, tmp_path, record
+):
+    """The record beside the build's state is in the home, which anyone with access to it may
+    write: whatever it holds, the run parses as it would without it (a FIFO put there does
+    not block it), and that parse replaces it."""
+    from mlops_assets.transform import parse
+
+    environ = {"PATH": os.environ["PATH"]}
+    target = tmp_path / "home" / "dbt" / "target"
+    parse.DbtParse(environ, (BUILD_VARS, target)).wait()
+    path = target / parse.BUILD_STATE_RECORD
+    genuine = path.read_text()
+    path.unlink()
+    if record == "a FIFO":
+        os.mkfifo(path)
+    elif record == "a folder":
+        path.mkdir()
+    elif record == "a link elsewhere":
+        (tmp_path / "elsewhere.json").write_text(genuine)
+        path.symlink_to(tmp_path / "elsewhere.json")
+    elif record != "none":
+        path.write_text(record)
+    current = parse.build_state_is_current(environ, (BUILD_VARS, target))
+    # A link to a genuine record is as good as the record: what it says is checked, not where.
+    assert current is (record == "a link elsewhere")
+    parse.DbtParse(environ, (BUILD_VARS, target)).wait()  # the run's parse
+    # A folder stays (the state goes without a record); anything else is replaced.
+    assert parse.build_state_is_current(environ, (BUILD_VARS, target)) is (record != "a folder")
+
+
+def test_a_parse_that_could_not_read_the_project_vouches_for_no_build_state(
+    fast_project, tmp_path, monkeypatch
+):
+    from mlops_assets.transform import parse
+
+    target = tmp_path / "target"
+    parse.DbtParse(os.environ, (BUILD_VARS, target)).wait()
+    assert parse.build_state_is_current(os.environ, (BUILD_VARS, target))
+
+    def unreadable() -> str:
+        raise PermissionError("a file of the project cannot be read")
+
+    readable = parse.project_digest
+    monkeypatch.setattr(parse, "project_digest", unreadable)
+    parse.DbtParse(os.environ, (BUILD_VARS, target)).wait()
+    assert not (target / parse.BUILD_STATE_RECORD).exists()
+    monkeypatch.setattr(parse, "project_digest", readable)
+    assert not parse.build_state_is_current(os.environ, (BUILD_VARS, target))
