@@ -135,10 +135,21 @@ class DaskCluster:
     workers: frozenset[str]  # the workers' addresses
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(autouse=True, scope="module")
+def _no_idle_dask_workers() -> Iterator[None]:
+    """After each module, the LocalClusters its in-process runs started are closed: idle, their
+    workers would take CPU from every later test (~6 CPU-seconds a minute each cluster)."""
+    yield
+    resources = sys.modules.get("mlops_assets.resources")
+    if resources is not None:
+        resources.close_local_clusters()
+
+
+@contextlib.contextmanager
 def dask_cluster() -> Iterator[DaskCluster]:
     """A real Dask cluster on 127.0.0.1, as an operator starts one: `dask scheduler` and two
-    `dask worker` processes (one thread each), stopped at the end of the session."""
+    `dask worker` processes (one thread each), stopped on leaving (idle, it would take CPU
+    from every later test)."""
     from distributed import Client
 
     address = f"tcp://127.0.0.1:{free_port()}"
@@ -295,7 +306,7 @@ def run_here(home: Path, *args: str, env: dict[str, str] | None = None) -> dict:
     return json.loads(result.stdout)
 
 
-def _build_reference(directory: Path, cluster: DaskCluster) -> None:
+def _build_reference(directory: Path) -> None:
     generate(REFERENCE, directory / "generated")
     for file in sorted((directory / "generated").glob("*/*.csv")):
         later = file.stem in LATER_DAYS
@@ -308,13 +319,14 @@ def _build_reference(directory: Path, cluster: DaskCluster) -> None:
     customers.write_text("\n".join([*lines, QUARANTINED_CUSTOMER_LINE]) + "\n")
     (directory / "quarantined_line").write_text(str(len(lines) + 1))
     add_odd_landing_entries(directory / "home" / "landing")
-    summary = run_here(
-        directory / "home",
-        env={
-            "DASK_SCHEDULER_ADDRESS": cluster.address,
-            "MLOPS_CHUNK_ROWS": str(CLUSTER_CHUNK_ROWS),
-        },
-    )
+    with dask_cluster() as cluster:
+        summary = run_here(
+            directory / "home",
+            env={
+                "DASK_SCHEDULER_ADDRESS": cluster.address,
+                "MLOPS_CHUNK_ROWS": str(CLUSTER_CHUNK_ROWS),
+            },
+        )
     (directory / "summary.json").write_text(json.dumps(summary))
     (directory / "workers.json").write_text(json.dumps(sorted(cluster.workers)))
 
@@ -322,11 +334,7 @@ def _build_reference(directory: Path, cluster: DaskCluster) -> None:
 @pytest.fixture(scope="session")
 def reference_home(request: pytest.FixtureRequest) -> ReferenceHome:
     """The session's reference home (see REFERENCE), for tests to copy."""
-    directory = built_once(
-        request,
-        "reference_home",
-        lambda directory: _build_reference(directory, request.getfixturevalue("dask_cluster")),
-    )
+    directory = built_once(request, "reference_home", _build_reference)
     summary = json.loads((directory / "summary.json").read_text())
     line = int((directory / "quarantined_line").read_text())
     workers = frozenset(json.loads((directory / "workers.json").read_text()))

@@ -77,6 +77,27 @@ def test_a_dask_warm_up_that_fails_warns_instead_of_printing_a_traceback(monkeyp
     assert [str(w.message) for w in caught] == ["the Dask workers' warm-up stopped: OSError"]
 
 
+def test_closing_the_local_clusters_stops_their_workers_and_the_next_run_starts_one():
+    """A process that goes on after its runs closes the LocalCluster they shared: its worker
+    processes end; a later run gets a new cluster, not the closed one."""
+    import psutil
+
+    from mlops_assets import resources
+
+    cluster = resources._local_cluster(1)
+    assert resources._local_cluster(1) is cluster  # shared by the steps and runs meanwhile
+    [nanny] = cluster.workers.values()
+    worker = psutil.Process(nanny.process.pid)
+    resources.close_local_clusters()
+    assert cluster.status.name == "closed"
+    worker.wait(timeout=30)  # raises if the worker process is still running
+    again = resources._local_cluster(1)
+    try:
+        assert again is not cluster and again.status.name == "running"
+    finally:
+        resources.close_local_clusters()
+
+
 # In a process of its own (its logging and its LocalCluster are the platform's): a worker of the
 # run's LocalCluster logs an error and a critical line, as a worker whose scheduler went away
 # at exit does.

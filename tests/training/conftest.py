@@ -107,7 +107,7 @@ def features_con():
     con.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not idle for the rest of the session
 def dask_client():
     from distributed import Client, LocalCluster
 
