@@ -116,7 +116,9 @@ def run_pipeline(
 
         batch_event_writes(os.environ)
 
-        if parsing is not None and not manifest_is_current():
+        if not manifest_is_current():
+            if parsing is None:  # a file of the dbt project changed since the run started
+                parsing = DbtParse(os.environ, for_build)
             parsed()  # the dbt assets are built from the manifest this parse publishes
         with warnings.catch_warnings(record=True) as setup_warnings:
             defs = build_definitions(settings)

@@ -1,6 +1,7 @@
 """`dbt parse`, started before anything heavy is imported: it runs in its own process while
 `mlops run` imports Dagster, dbt's adapter and the rest (this module imports neither)."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -59,9 +60,11 @@ def dbt_executable() -> str:
 
 def project_digest() -> str:
     """SHA-256 of what a parse reads: every file of the dbt project (its own output, installed
-    packages and hidden files aside), by relative path and content, and the version of dbt.
-    Anything but a regular file (a FIFO, a dangling link) counts by its name alone, unread."""
-    digest = hashlib.sha256(os.fsencode(f"{dbt_executable()}\0{metadata.version('dbt-core')}\0"))
+    packages and hidden files aside), by relative path and content, and the versions of dbt
+    and of its DuckDB adapter (whose macros the manifest holds). Anything but a regular file
+    (a FIFO, a dangling link) counts by its name alone, unread."""
+    versions = "\0".join(metadata.version(package) for package in ("dbt-core", "dbt-duckdb"))
+    digest = hashlib.sha256(os.fsencode(f"{dbt_executable()}\0{versions}\0"))
     for folder, subfolders, files in os.walk(DBT_PROJECT_DIR):
         top = Path(folder) == DBT_PROJECT_DIR
         subfolders[:] = sorted(
@@ -102,6 +105,19 @@ def _read_record(path: Path):
             raise ValueError(f"{path.name} is not a record") from error
 
 
+@contextlib.contextmanager
+def _private_file(folder: Path, name: str) -> Iterator[Path]:
+    """A new empty file in ``folder``, made by this process alone (not a name someone could
+    have put a link or a FIFO at), to be renamed over ``name``; removed if it is still there."""
+    descriptor, path = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+    os.close(descriptor)
+    try:
+        yield Path(path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
 def manifest_is_current(inputs: str | None = None) -> bool:
     """Whether the published manifest was parsed from the project's files as they are now:
     the parse that published it recorded the project's digest (taken before dbt started) and
@@ -115,37 +131,45 @@ def manifest_is_current(inputs: str | None = None) -> bool:
         return False
 
 
-def _build_state_record(inputs: str, build_vars: str, environ: Mapping[str, str]) -> dict:
-    """What a parse for a build depends on besides the project's files: the build's vars, the
-    variables the profile renders and dbt's own (DBT_*, such as DBT_PARTIAL_PARSE)."""
-    variables = {
-        name: value
-        for name, value in sorted(environ.items())
+def _build_state_record(
+    inputs: str, build_vars: str, environ: Mapping[str, str], state: Path
+) -> dict:
+    """What the partial-parse state file ``state`` was parsed for besides the project's files:
+    the build's vars, and a digest of the variables the profile renders and of dbt's own
+    (DBT_*, such as DBT_PARTIAL_PARSE; a digest, as DBT_ENV_SECRET_* values are secrets); and
+    which file it is (dbt rewrites the state only when it parsed something again: a build
+    from it that found nothing changed leaves it as it was)."""
+    variables = sorted(
+        (name, value)
+        for name, value in environ.items()
         if name in PROFILE_VARIABLES or name.startswith("DBT_")
+    )
+    environment = hashlib.sha256(json.dumps(variables).encode()).hexdigest()
+    return {
+        "inputs": inputs,
+        "vars": build_vars,
+        "environment": environment,
+        "state": _identity(state),
     }
-    return {"inputs": inputs, "vars": build_vars, "environment": variables}
 
 
 def build_state_is_current(environ: Mapping[str, str], for_build: tuple[str, Path]) -> bool:
     """Whether `mlops run` can go without its parse (see :class:`DbtParse`): the published
-    manifest is current, and the build's target directory holds partial-parse state that a
-    parse for the same project files, the same ``--vars`` and the same profile variables left
-    there (the case of every run after the first in a home whose dbt project is unchanged).
+    manifest is current, and the build's target directory holds the partial-parse state file
+    that a parse for the same project files, the same ``--vars`` and the same profile and dbt
+    variables left there (the case of every run after the first in a home whose dbt project is
+    unchanged).
 
     Only a shortcut: dbt checks its partial-parse state itself and parses every file again
-    when the state does not fit (a build by hand with other vars into the same directory), at
-    the cost of that parse on the build's path."""
+    when the state does not fit, at the cost of that parse on the build's path."""
     build_vars, target = for_build
     try:
         record = _read_record(target / BUILD_STATE_RECORD)
-        if not (target / _KEPT[0]).is_file():
-            return False
         inputs = project_digest()
+        expected = _build_state_record(inputs, build_vars, environ, target / _KEPT[0])
     except (OSError, ValueError):
         return False
-    return record == _build_state_record(inputs, build_vars, environ) and manifest_is_current(
-        inputs
-    )
+    return record == expected and manifest_is_current(inputs)
 
 
 class DbtParseError(RuntimeError):
@@ -191,6 +215,9 @@ class DbtParse:
             shutil.copy2(state, self._private / state.name)
         self._for_build = for_build
         self._environ = dict(environ)
+        if for_build is not None:  # the state there is about to be replaced, or left stale
+            with contextlib.suppress(OSError):  # none yet, or not a file (said stale anyway)
+                (for_build[1] / BUILD_STATE_RECORD).unlink()
         self._published = False
         build_options = [] if for_build is None else ["--vars", for_build[0]]
         self._process = subprocess.Popen(
@@ -246,21 +273,20 @@ class DbtParse:
 
     def _leave_build_state(self, state: Path, build_vars: str, target: Path) -> None:
         """Copy the partial-parse state into the build's target directory, then the record of
-        what it was parsed for (:func:`build_state_is_current`), each in one rename."""
+        what it was parsed for (:func:`build_state_is_current`), each in one rename of a file
+        only this process could have made."""
         target.mkdir(parents=True, exist_ok=True)
-        try:
-            (target / BUILD_STATE_RECORD).unlink(missing_ok=True)  # it vouched for the old state
-            vouch = self._inputs is not None  # else the project could not be read
-        except OSError:  # not a file (a folder put there): the state goes without a record
-            vouch = False
-        copied = target / f".{state.name}.{os.getpid()}"
-        shutil.copy2(state, copied)
-        os.replace(copied, target / state.name)
-        if vouch:
-            record = target / f".{BUILD_STATE_RECORD}.{os.getpid()}"
-            made = _build_state_record(self._inputs, build_vars, self._environ)
+        placed = target / state.name
+        with _private_file(target, state.name) as copied:
+            shutil.copy2(state, copied)
+            os.replace(copied, placed)
+        if self._inputs is None:  # the project could not be read: vouch for nothing
+            return
+        made = _build_state_record(self._inputs, build_vars, self._environ, placed)
+        with _private_file(target, BUILD_STATE_RECORD) as record:
             record.write_text(json.dumps(made))
-            os.replace(record, target / BUILD_STATE_RECORD)
+            with contextlib.suppress(IsADirectoryError):  # a folder put there: no record
+                os.replace(record, target / BUILD_STATE_RECORD)
 
     def cancel(self) -> None:
         """Stop the parse unless it has finished, and remove its private directory."""

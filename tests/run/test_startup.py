@@ -80,12 +80,30 @@ def test_a_run_whose_build_state_is_current_starts_no_parse(events, monkeypatch,
         return True
 
     monkeypatch.setattr(parse, "build_state_is_current", current)
-    monkeypatch.setattr(parse, "manifest_is_current", lambda: pytest.fail("asked again"))
+    monkeypatch.setattr(parse, "manifest_is_current", lambda: True)
     with pytest.raises(Stop):
         execute.run_pipeline(settings)
     assert events == ["planned", "definitions built"]
     vars_ = parse.build_vars(str(settings.warehouse_path), settings.duckdb_memory_limit)
     assert asked == [(vars_, settings.dbt_target_dir)]
+
+
+def test_a_project_edited_while_the_run_starts_is_parsed_before_the_definitions(
+    events, monkeypatch, tmp_path
+):
+    """The build's state was current when the run started, but a file of the dbt project
+    changed before the definitions were built: the run parses then, and waits for it."""
+    monkeypatch.setattr(parse, "build_state_is_current", lambda environ, for_build: True)
+    monkeypatch.setattr(parse, "manifest_is_current", lambda: False)
+    with pytest.raises(Stop):
+        execute.run_pipeline(Settings(home=tmp_path))
+    assert events == [
+        "planned",
+        "parse started",
+        "parse waited",
+        "definitions built",
+        "parse cancelled",
+    ]
 
 
 def test_a_run_that_cannot_start_stops_its_parse(events, monkeypatch, tmp_path):

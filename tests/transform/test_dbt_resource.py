@@ -346,22 +346,34 @@ BUILD_VARS = '{"warehouse_path": "/h/warehouse.duckdb", "memory_limit": "1GB"}'
         "another profile variable",
         "a dbt variable",
         "no state",
+        "the state rewritten by another build",
         "a manifest published by hand",
     ],
 )
 def test_a_run_starts_no_parse_only_while_its_build_state_fits(fast_project, tmp_path, change):
     """After a parse for a build, the next run in the same home needs no parse: until a file
     of the project, the build's vars, a variable the profile renders or one of dbt's own
-    changes, or the state or the published manifest is not the parse's any more."""
+    changes, or the state file or the published manifest is not the parse's any more (dbt
+    rewrites its state only when it parsed again: the build of another environment)."""
     from mlops_assets.transform import parse
 
-    environ = {"PATH": os.environ["PATH"], "MLOPS_DBT_CONNECT_ATTEMPTS": "6"}
+    secret = "s3cr3t-token-value"
+    environ = {
+        "PATH": os.environ["PATH"],
+        "MLOPS_DBT_CONNECT_ATTEMPTS": "6",
+        "DBT_ENV_SECRET_TOKEN": secret,
+    }
     target = tmp_path / "home" / "dbt" / "target"
     for_build = (BUILD_VARS, target)
     assert not parse.build_state_is_current(environ, for_build)  # never parsed
     parse.DbtParse(environ, for_build).wait()
     assert json.loads((target / "partial_parse.msgpack").read_text())[-2:] == ["--vars", BUILD_VARS]
     assert parse.build_state_is_current(environ, for_build)
+    # Only the state and its record are left there, and the record holds no variable's value.
+    assert sorted(p.name for p in target.iterdir()) == [
+        parse.BUILD_STATE_RECORD, "partial_parse.msgpack"
+    ]  # fmt: skip
+    assert secret not in (target / parse.BUILD_STATE_RECORD).read_text()
     # Variables neither the profile nor dbt reads change nothing.
     assert parse.build_state_is_current({**environ, "LANG": "C", "HOME": "/x"}, for_build)
     if change == "edit a model":
@@ -374,6 +386,9 @@ def test_a_run_starts_no_parse_only_while_its_build_state_fits(fast_project, tmp
         environ["DBT_PARTIAL_PARSE"] = "false"
     elif change == "no state":
         (target / "partial_parse.msgpack").unlink()
+    elif change == "the state rewritten by another build":
+        state = target / "partial_parse.msgpack"
+        state.write_text(state.read_text().replace("1GB", "9GB"))  # its size the same
     else:
         parse.MANIFEST.write_text(json.dumps({"nodes": ["other"]}))
     assert not parse.build_state_is_current(environ, for_build)
