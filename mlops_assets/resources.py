@@ -107,6 +107,7 @@ class DaskResource(dg.ConfigurableResource):
 
 _clusters: dict[int, object] = {}
 _clusters_lock = threading.Lock()
+_warm_ups: list[threading.Thread] = []  # start_local_cluster's threads, until closed
 
 
 def _local_cluster(n_workers: int):
@@ -135,13 +136,21 @@ def close_local_clusters() -> None:
     """Close the LocalClusters this process started, for a process that goes on after its
     runs (a test's, a notebook's): idle, a cluster of two workers still costs ~6 CPU-seconds
     a minute (heartbeats, system monitors, the workers' profilers). The next run starts one
-    again."""
+    again. A warm-up still starting a cluster (a run that ended early) is waited for first,
+    so that it does not start one after this."""
+    while _warm_ups:
+        _warm_ups.pop().join(timeout=120)
     with _clusters_lock:
         clusters = list(_clusters.values())
         _clusters.clear()
-    for cluster in clusters:
-        atexit.unregister(cluster.close)
-        cluster.close()
+    try:
+        for cluster in clusters:
+            atexit.unregister(cluster.close)
+            cluster.close()
+    finally:  # one that would not close is still closed at exit
+        for cluster in clusters:
+            if cluster.status.name != "closed":
+                atexit.register(cluster.close)
 
 
 # What every task of a run imports on a worker (the search, scoring and drift code), ~4 s each.
@@ -183,6 +192,7 @@ def start_local_cluster(dask: DaskResource) -> threading.Thread | None:
 
     thread = threading.Thread(target=start, name="mlops-dask-start", daemon=True)
     thread.start()
+    _warm_ups.append(thread)
     return thread
 
 

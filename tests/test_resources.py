@@ -98,6 +98,18 @@ def test_closing_the_local_clusters_stops_their_workers_and_the_next_run_starts_
         resources.close_local_clusters()
 
 
+def test_closing_waits_for_a_warm_up_that_is_still_starting_its_cluster(monkeypatch):
+    """A run that ended before its cluster's warm-up did (a failed file, a full disk): the
+    close waits for the warm-up, so that no cluster is started after it, idle from then on."""
+    from mlops_assets import resources
+
+    monkeypatch.setattr(resources, "WORKER_IMPORTS", ())
+    warm_up = resources.start_local_cluster(resources.DaskResource(n_workers=1))
+    resources.close_local_clusters()  # at once: the cluster is still starting
+    assert not warm_up.is_alive()
+    assert resources._clusters == {} and resources._warm_ups == []
+
+
 # In a process of its own (its logging and its LocalCluster are the platform's): a worker of the
 # run's LocalCluster logs an error and a critical line, as a worker whose scheduler went away
 # at exit does.
