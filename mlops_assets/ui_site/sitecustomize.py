@@ -1,12 +1,21 @@
 """Imported at start-up by every Python process of `mlops ui` (the directory of this file is
 first on their PYTHONPATH): `dg dev`, the webserver, the daemon, the code servers and the runs.
+It changes two things of Dagster's, in the modules as Dagster loads them:
 
-Dagster's daemon looks at the backfills every 30 s, a constant it has no setting for
-(dagster-io/dagster#11649): a backfill from the UI waits up to 30 s to start, and as long again
-between its waves of runs (the raw tables, then what is built on them). Here it looks every
-:data:`BACKFILL_PASS_SECONDS`: when Dagster imports ``dagster._daemon.controller``, its
-``DEFAULT_DAEMON_INTERVAL_SECONDS`` is lowered to that. Nothing is imported early: a process
-that never imports the daemon only carries the finder below, one string comparison per import.
+* Dagster's daemon looks at the backfills every 30 s, a constant it has no setting for
+  (dagster-io/dagster#11649): a backfill from the UI waits up to 30 s to start, and as long
+  again between its waves of runs (the raw tables, then what is built on them). Here it looks
+  every :data:`BACKFILL_PASS_SECONDS`: ``DEFAULT_DAEMON_INTERVAL_SECONDS`` of
+  ``dagster._daemon.controller`` is lowered to that.
+* A code server starts each run it launches (from the UI, a schedule, a sensor, a backfill) as
+  a new Python process ("spawn"), which imports Dagster, dagster-dbt, pandas, scikit-learn and
+  the rest again before the run's first event: about 5 CPU-seconds a run. Here its runs are
+  forked from a server process that imported :data:`RUN_PRELOAD` once ("forkserver", started
+  beside the code server): a fork imports nothing twice and shares no thread or connection of
+  the code server's. The run then loads the definitions as it would have.
+
+Nothing is imported early: a process that imports neither module only carries the finder
+below, one string comparison per import.
 
 A ``sitecustomize`` further along the path (a Debian Python ships one) still runs after this
 one, as it would have without it. Imported under another name (a test reading the constant),
@@ -17,23 +26,78 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 BACKFILL_PASS_SECONDS = 5
-_CONTROLLER = "dagster._daemon.controller"
+# What every run imports before its first step; a module that is missing is left out.
+RUN_PRELOAD = (
+    "dagster",
+    "dagster_dbt",
+    "duckdb",
+    "pandas",
+    "pandera.pandas",
+    "sklearn.ensemble",
+    "scipy.stats",
+)
 _INSTALLED = "_mlops_ui_backfill_pass"  # set on sys once a copy of this hook has run
+_PATCHED = "_mlops_runs_from_forkserver"  # set on the code server's __init__ once wrapped
+
+
+def _shorter_backfill_pass(module) -> None:
+    current = getattr(module, "DEFAULT_DAEMON_INTERVAL_SECONDS", None)
+    if isinstance(current, int | float):  # a Dagster without it is left as it is
+        module.DEFAULT_DAEMON_INTERVAL_SECONDS = min(current, BACKFILL_PASS_SECONDS)
+
+
+def run_context():
+    """The multiprocessing context a code server starts its runs in: "forkserver", whose
+    server imports :data:`RUN_PRELOAD`, started now on a thread of its own (so that the first
+    run need not wait for those imports either)."""
+    import multiprocessing
+    import multiprocessing.forkserver
+    import threading
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(RUN_PRELOAD))
+    threading.Thread(
+        target=multiprocessing.forkserver.ensure_running, name="mlops-run-forkserver", daemon=True
+    ).start()
+    return context
+
+
+def _runs_from_a_forkserver(module) -> None:
+    server = getattr(module, "DagsterApiServer", None)
+    init = getattr(server, "__init__", None)
+    if init is None or getattr(init, _PATCHED, False):
+        return
+
+    def __init__(self, *args, **kwargs) -> None:
+        init(self, *args, **kwargs)
+        # Where Dagster keeps the context its runs start in; a Dagster without it: as it is.
+        if getattr(self, "_mp_ctx", None) is not None:
+            self._mp_ctx = run_context()
+
+    setattr(__init__, _PATCHED, True)
+    server.__init__ = __init__
+
+
+PATCHES: dict[str, Callable] = {
+    "dagster._daemon.controller": _shorter_backfill_pass,
+    "dagster._grpc.server": _runs_from_a_forkserver,
+}
 
 
 class ShorterBackfillPass:
-    """A meta path finder that finds nothing itself: it asks the finders after it for
-    Dagster's daemon controller, and lowers the daemon's interval in the module they load."""
+    """A meta path finder that finds nothing itself: it asks the finders after it for the
+    modules of :data:`PATCHES`, and changes each module they load as its patch says."""
 
     def __init__(self) -> None:
-        self.done = False
+        self.done: set[str] = set()
 
     def find_spec(self, fullname, path, target=None):
-        if self.done or fullname != _CONTROLLER:
+        if fullname not in PATCHES or fullname in self.done:
             return None
-        self.done = True  # once: the controller is imported once per process
+        self.done.add(fullname)  # once: a module is imported once per process
         spec = None
         for finder in list(sys.meta_path):
             find = getattr(finder, "find_spec", None)
@@ -45,12 +109,11 @@ class ShorterBackfillPass:
         if spec is None or not hasattr(spec.loader, "exec_module"):
             return spec
         run_module = spec.loader.exec_module
+        patch = PATCHES[fullname]
 
         def exec_module(module) -> None:
             run_module(module)
-            current = getattr(module, "DEFAULT_DAEMON_INTERVAL_SECONDS", None)
-            if isinstance(current, int | float):  # a Dagster without it is left as it is
-                module.DEFAULT_DAEMON_INTERVAL_SECONDS = min(current, BACKFILL_PASS_SECONDS)
+            patch(module)
 
         spec.loader.exec_module = exec_module
         return spec

@@ -1,6 +1,7 @@
 """`mlops ui` starts its servers with the start-up hook of mlops_assets/ui_site first on their
 PYTHONPATH: the Dagster daemon they run looks at backfills every few seconds instead of every
-30 s, and a `sitecustomize` the environment had still runs."""
+30 s, the code server forks its runs from a process that imported Dagster and the libraries
+once, and a `sitecustomize` the environment had still runs."""
 
 from __future__ import annotations
 
@@ -59,6 +60,42 @@ def test_the_hook_shortens_the_daemons_pass_and_runs_the_environments_own(their_
         "hooks": 1,
     }
     assert BACKFILL_PASS_SECONDS <= 5
+
+
+# A code server's module as Dagster loads it under the hook, and a run started the way the code
+# server starts its runs: the run's process finds what the forkserver imported already there.
+RUN_PROBE = """
+import json, sys
+import dagster._grpc.server as server
+patched = getattr(server.DagsterApiServer.__init__, "_mlops_runs_from_forkserver", False)
+from mlops_assets.ui_site.sitecustomize import RUN_PRELOAD, run_context
+runs = run_context()
+check = "import sys; sys.exit(0 if {!r} <= set(sys.modules) else 3)".format(set(RUN_PRELOAD))
+run = runs.Process(target=exec, args=(check,))
+run.start()
+run.join(120)
+print(json.dumps({
+    "patched": patched, "start": runs.get_start_method(), "preloaded": run.exitcode == 0,
+}))
+"""
+
+
+def test_under_the_hook_a_code_server_forks_its_runs_from_a_server_that_imported_dagster():
+    """The code server's runs start as forks of a process that imported Dagster, dagster-dbt,
+    pandas and scikit-learn once, not as new interpreters importing them again; without the
+    hook, Dagster's code server as it is."""
+    env = {**os.environ, "PYTHONPATH": str(SITE_DIR)}
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_PROBE], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == {"patched": True, "start": "forkserver", "preloaded": True}
+    unpatched = subprocess.run(
+        [sys.executable, "-c", "import dagster._grpc.server as s; "
+         "print(getattr(s.DagsterApiServer.__init__, '_mlops_runs_from_forkserver', False))"],
+        env={**os.environ, "PYTHONPATH": ""}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert unpatched.stdout.strip() == "False", unpatched.stderr[-3000:]
 
 
 def test_the_hook_twice_on_the_path_runs_once_and_still_runs_the_environments_own(
