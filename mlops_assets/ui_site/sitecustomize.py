@@ -10,9 +10,14 @@ It changes two things of Dagster's, in the modules as Dagster loads them:
 * A code server starts each run it launches (from the UI, a schedule, a sensor, a backfill) as
   a new Python process ("spawn"), which imports Dagster, dagster-dbt, pandas, scikit-learn and
   the rest again before the run's first event: about 5 CPU-seconds a run. Here its runs are
-  forked from a server process that imported :data:`RUN_PRELOAD` once ("forkserver", started
-  beside the code server): a fork imports nothing twice and shares no thread or connection of
-  the code server's. The run then loads the definitions as it would have.
+  forked from a server process ("forkserver", started beside the code server) that imported
+  them once (:mod:`mlops_assets.ui_site.run_preload`, which also gives each run its own seed
+  of numpy's global random state). A run shares no thread or connection of the code server's,
+  and imports only what was not imported there (the platform, Dask) before it loads the
+  definitions as it would have. Its environment is the code server's when it started. The
+  forkserver holds about 320 MB while the code server lives; a run whose forkserver was
+  killed (by the kernel's out-of-memory killer, say) is reported as failed by the code server
+  although it goes on.
 
 Nothing is imported early: a process that imports neither module only carries the finder
 below, one string comparison per import.
@@ -24,21 +29,13 @@ the module does nothing.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
 
 BACKFILL_PASS_SECONDS = 5
-# What every run imports before its first step; a module that is missing is left out.
-RUN_PRELOAD = (
-    "dagster",
-    "dagster_dbt",
-    "duckdb",
-    "pandas",
-    "pandera.pandas",
-    "sklearn.ensemble",
-    "scipy.stats",
-)
+RUN_PRELOAD = "mlops_assets.ui_site.run_preload"  # what the forkserver imports
 _INSTALLED = "_mlops_ui_backfill_pass"  # set on sys once a copy of this hook has run
 _PATCHED = "_mlops_runs_from_forkserver"  # set on the code server's __init__ once wrapped
 
@@ -51,14 +48,18 @@ def _shorter_backfill_pass(module) -> None:
 
 def run_context():
     """The multiprocessing context a code server starts its runs in: "forkserver", whose
-    server imports :data:`RUN_PRELOAD`, started now on a thread of its own (so that the first
-    run need not wait for those imports either)."""
+    server imports :data:`RUN_PRELOAD`, started now on a thread of its own, so that it imports
+    while the code server loads its definitions and waits (a run launched before it is ready
+    waits for it). None where there is no forkserver (the code server's own is kept)."""
     import multiprocessing
     import multiprocessing.forkserver
     import threading
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(RUN_PRELOAD))
+    try:
+        context = multiprocessing.get_context("forkserver")
+    except ValueError:  # a platform without fork
+        return None
+    context.set_forkserver_preload([RUN_PRELOAD])
     threading.Thread(
         target=multiprocessing.forkserver.ensure_running, name="mlops-run-forkserver", daemon=True
     ).start()
@@ -71,11 +72,12 @@ def _runs_from_a_forkserver(module) -> None:
     if init is None or getattr(init, _PATCHED, False):
         return
 
+    @functools.wraps(init)
     def __init__(self, *args, **kwargs) -> None:
         init(self, *args, **kwargs)
         # Where Dagster keeps the context its runs start in; a Dagster without it: as it is.
         if getattr(self, "_mp_ctx", None) is not None:
-            self._mp_ctx = run_context()
+            self._mp_ctx = run_context() or self._mp_ctx
 
     setattr(__init__, _PATCHED, True)
     server.__init__ = __init__
@@ -87,7 +89,7 @@ PATCHES: dict[str, Callable] = {
 }
 
 
-class ShorterBackfillPass:
+class DagsterPatches:
     """A meta path finder that finds nothing itself: it asks the finders after it for the
     modules of :data:`PATCHES`, and changes each module they load as its patch says."""
 
@@ -142,5 +144,5 @@ def _run_the_next_sitecustomize() -> None:
 if __name__ == "sitecustomize":
     if not getattr(sys, _INSTALLED, False):
         setattr(sys, _INSTALLED, True)
-        sys.meta_path.insert(0, ShorterBackfillPass())
+        sys.meta_path.insert(0, DagsterPatches())
     _run_the_next_sitecustomize()

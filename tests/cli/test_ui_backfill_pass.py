@@ -25,7 +25,7 @@ import dagster._daemon.controller as controller
 print(json.dumps({
     "interval": controller.DEFAULT_DAEMON_INTERVAL_SECONDS,
     "theirs": getattr(sys.modules.get("their_hook"), "RAN", 0),
-    "hooks": sum(type(f).__name__ == "ShorterBackfillPass" for f in sys.meta_path),
+    "hooks": sum(type(f).__name__ == "DagsterPatches" for f in sys.meta_path),
 }))
 """
 
@@ -62,40 +62,54 @@ def test_the_hook_shortens_the_daemons_pass_and_runs_the_environments_own(their_
     assert BACKFILL_PASS_SECONDS <= 5
 
 
-# A code server's module as Dagster loads it under the hook, and a run started the way the code
-# server starts its runs: the run's process finds what the forkserver imported already there.
+# A code server made as `dagster api grpc` makes it, under the hook, and two runs started the
+# way it starts its runs (Dagster's StartRun: ``self._mp_ctx.Process``): each finds what the
+# forkserver imported already there, and draws its own numbers from numpy's global state.
 RUN_PROBE = """
-import json, sys
+import inspect, json, logging, sys, threading
 import dagster._grpc.server as server
-patched = getattr(server.DagsterApiServer.__init__, "_mlops_runs_from_forkserver", False)
-from mlops_assets.ui_site.sitecustomize import RUN_PRELOAD, run_context
-runs = run_context()
-check = "import sys; sys.exit(0 if {!r} <= set(sys.modules) else 3)".format(set(RUN_PRELOAD))
-run = runs.Process(target=exec, args=(check,))
-run.start()
-run.join(120)
-print(json.dumps({
-    "patched": patched, "start": runs.get_start_method(), "preloaded": run.exitcode == 0,
-}))
+from dagster._core.utils import FuturesAwareThreadPoolExecutor
+from mlops_assets.ui_site.run_preload import MODULES
+code_server = server.DagsterApiServer(
+    threading.Event(), logging.getLogger(), FuturesAwareThreadPoolExecutor(2),
+    lazy_load_user_code=True,
+)
+runs = code_server._mp_ctx
+uses_it = "self._mp_ctx.Process(" in inspect.getsource(server.DagsterApiServer.StartRun)
+check = (
+    "import sys, numpy; print(float(numpy.random.rand()), flush=True); "
+    f"sys.exit(0 if {set(MODULES)!r} <= set(sys.modules) else 3)"
+)
+exits = []
+for _ in range(2):
+    run = runs.Process(target=exec, args=(check,))
+    run.start()
+    run.join(120)
+    exits.append(run.exitcode)
+print(json.dumps({"start": runs.get_start_method(), "uses_it": uses_it, "exits": exits}))
 """
 
 
 def test_under_the_hook_a_code_server_forks_its_runs_from_a_server_that_imported_dagster():
     """The code server's runs start as forks of a process that imported Dagster, dagster-dbt,
-    pandas and scikit-learn once, not as new interpreters importing them again; without the
-    hook, Dagster's code server as it is."""
-    env = {**os.environ, "PYTHONPATH": str(SITE_DIR)}
-    done = subprocess.run(
-        [sys.executable, "-c", RUN_PROBE], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout) == {"patched": True, "start": "forkserver", "preloaded": True}
-    unpatched = subprocess.run(
-        [sys.executable, "-c", "import dagster._grpc.server as s; "
-         "print(getattr(s.DagsterApiServer.__init__, '_mlops_runs_from_forkserver', False))"],
-        env={**os.environ, "PYTHONPATH": ""}, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert unpatched.stdout.strip() == "False", unpatched.stderr[-3000:]
+    pandas and scikit-learn once, not as new interpreters importing them again, and each run
+    gets its own seed of numpy's global random state; without the hook, Dagster's own."""
+
+    def probe(pythonpath: str) -> tuple[dict, list[str]]:
+        env = {**os.environ, "PYTHONPATH": pythonpath}
+        done = subprocess.run(
+            [sys.executable, "-c", RUN_PROBE], env=env, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        *draws, result = done.stdout.strip().splitlines()
+        return json.loads(result), draws
+
+    hooked, draws = probe(str(SITE_DIR))
+    assert hooked == {"start": "forkserver", "uses_it": True, "exits": [0, 0]}
+    assert len(draws) == 2 and draws[0] != draws[1], draws
+    plain, _ = probe("")
+    assert plain["start"] == "spawn" and plain["exits"] == [3, 3]  # a new interpreter each
 
 
 def test_the_hook_twice_on_the_path_runs_once_and_still_runs_the_environments_own(
