@@ -7,17 +7,16 @@ It changes two things of Dagster's, in the modules as Dagster loads them:
   again between its waves of runs (the raw tables, then what is built on them). Here it looks
   every :data:`BACKFILL_PASS_SECONDS`: ``DEFAULT_DAEMON_INTERVAL_SECONDS`` of
   ``dagster._daemon.controller`` is lowered to that.
-* A code server starts each run it launches (from the UI, a schedule, a sensor, a backfill) as
-  a new Python process ("spawn"), which imports Dagster, dagster-dbt, pandas, scikit-learn and
-  the rest again before the run's first event: about 5 CPU-seconds a run. Here its runs are
-  forked from a server process ("forkserver", started beside the code server) that imported
-  them once (:mod:`mlops_assets.ui_site.run_preload`, which also gives each run its own seed
-  of numpy's global random state). A run shares no thread or connection of the code server's,
-  and imports only what was not imported there (the platform, Dask) before it loads the
-  definitions as it would have. Its environment is the code server's when it started. The
-  forkserver holds about 320 MB while the code server lives; a run whose forkserver was
-  killed (by the kernel's out-of-memory killer, say) is reported as failed by the code server
-  although it goes on.
+* A code server starts each run it launches (from the UI, a schedule, a sensor, a backfill) as a
+  new Python process ("spawn"), which imports Dagster, dagster-dbt, pandas, scikit-learn and the
+  rest again before the run's first event: about 5 CPU-seconds a run. Here its runs are forked
+  from a server process ("forkserver", started by the code server's first run) that imported
+  them once (:mod:`mlops_assets.ui_site.run_preload`, which also gives each run its own seed of
+  numpy's global random state). A run shares no thread or connection of the code server's, and
+  imports only what was not imported there (the platform, Dask) before it loads the definitions
+  as it would have. Its environment is the code server's at its first run. The forkserver holds
+  about 320 MB while the code server lives; a run whose forkserver was killed (by the kernel's
+  out-of-memory killer, say) is reported as failed by the code server although it goes on.
 
 Nothing is imported early: a process that imports neither module only carries the finder
 below, one string comparison per import.
@@ -48,21 +47,17 @@ def _shorter_backfill_pass(module) -> None:
 
 def run_context():
     """The multiprocessing context a code server starts its runs in: "forkserver", whose
-    server imports :data:`RUN_PRELOAD`, started now on a thread of its own, so that it imports
-    while the code server loads its definitions and waits (a run launched before it is ready
-    waits for it). None where there is no forkserver (the code server's own is kept)."""
+    server imports :data:`RUN_PRELOAD` when the first run starts (that run waits for those
+    imports, as it would have made them itself; a code server that launches no run, such as
+    one `dagster schedule start` asks, never starts it). None where there is no forkserver
+    (the code server's own context is kept)."""
     import multiprocessing
-    import multiprocessing.forkserver
-    import threading
 
     try:
         context = multiprocessing.get_context("forkserver")
     except ValueError:  # a platform without fork
         return None
     context.set_forkserver_preload([RUN_PRELOAD])
-    threading.Thread(
-        target=multiprocessing.forkserver.ensure_running, name="mlops-run-forkserver", daemon=True
-    ).start()
     return context
 
 
