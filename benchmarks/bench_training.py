@@ -36,7 +36,10 @@ from tests.sample_data.marts import load_synthetic_mart
 
 
 def main() -> None:
+    import dask
     from distributed import Client, LocalCluster
+
+    from mlops_assets.resources import CLUSTER_CONFIG
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -65,6 +68,7 @@ def main() -> None:
         timings, scores = {}, {}
         for workers in (1, 2) if args.speedup else (2,):
             with (
+                dask.config.set(CLUSTER_CONFIG),  # as the platform's own cluster
                 LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
                 ) as cluster,

@@ -138,7 +138,7 @@ class DaskCluster:
 @pytest.fixture(autouse=True, scope="module")
 def _no_idle_dask_workers() -> Iterator[None]:
     """After each module, the LocalClusters its in-process runs started are closed: idle, their
-    workers would take CPU from every later test (~6 CPU-seconds a minute each cluster)."""
+    workers would take CPU from every later test (~2 CPU-seconds a minute each cluster)."""
     yield
     resources = sys.modules.get("mlops_assets.resources")
     if resources is not None:

@@ -98,6 +98,37 @@ def test_closing_the_local_clusters_stops_their_workers_and_the_next_run_starts_
         resources.close_local_clusters()
 
 
+def test_the_local_clusters_workers_run_without_the_dashboards_housekeeping():
+    """No dashboard, so no statistical profiler sampling the workers' stacks while a task runs,
+    and the event loop checked every second, not every 20 ms (idle, the cluster's CPU is a
+    quarter of what it was)."""
+    import time
+
+    from distributed import Client
+
+    from mlops_assets import resources
+
+    def busy() -> None:
+        end = time.perf_counter() + 0.5
+        while time.perf_counter() < end:
+            pass
+
+    def housekeeping(dask_worker) -> tuple[int, float]:
+        samples = dask_worker.profile_recent["count"] + sum(
+            profile["count"] for _, profile in dask_worker.profile_history
+        )
+        return samples, dask_worker._tick_interval
+
+    try:
+        with Client(resources._local_cluster(1)) as client:
+            client.submit(busy, pure=False).result()
+            [(samples, tick)] = client.run(housekeeping).values()
+            assert samples == 0 and tick == 1.0
+            assert client.cluster.scheduler._tick_interval == 1.0
+    finally:
+        resources.close_local_clusters()
+
+
 def test_closing_waits_for_a_warm_up_that_is_still_starting_its_cluster(monkeypatch):
     """A run that ended before its cluster's warm-up did (a failed file, a full disk): the
     close waits for the warm-up, so that no cluster is started after it, idle from then on."""

@@ -44,13 +44,14 @@ LAYOUTS = {
 
 
 def load_outcomes(content: bytes, keyring) -> tuple[duckdb.DuckDBPyConnection, object]:
-    tmp = Path(tempfile.mkdtemp())
-    path = tmp / "outcomes" / f"{DAY}.csv"
-    path.parent.mkdir()
-    path.write_bytes(content)
-    con = duckdb.connect()
-    ensure_tables(con)
-    return con, ingest_file(con, tmp, path, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        path = tmp / "outcomes" / f"{DAY}.csv"
+        path.parent.mkdir()
+        path.write_bytes(content)
+        con = duckdb.connect()
+        ensure_tables(con)
+        return con, ingest_file(con, tmp, path, SOURCES["outcomes"], IDENTIFIERS, keyring=keyring)
 
 
 @settings(

@@ -109,9 +109,13 @@ def features_con():
 
 @pytest.fixture(scope="module")  # not idle for the rest of the session
 def dask_client():
+    import dask
     from distributed import Client, LocalCluster
 
+    from mlops_assets.resources import CLUSTER_CONFIG
+
     with (
+        dask.config.set(CLUSTER_CONFIG),  # housekeeping as the platform's cluster's
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster,

@@ -1,9 +1,7 @@
 """Fairness by protected attribute and group (fairlearn): the values, their intervals, the
 check's verdict, the gate's comparison, and protected attributes kept out of the model."""
 
-import tempfile
 from dataclasses import replace
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -279,7 +277,7 @@ def test_a_biased_model_breaks_the_bounds_and_the_check_fails():
     assert not passed and "not measured" in problems[0]
 
 
-def test_an_attribute_with_nothing_to_compare_is_not_a_pass():
+def test_an_attribute_with_nothing_to_compare_is_not_a_pass(tmp_path):
     """Every group under 30 rows, one group only, all missing, or an identifier-like attribute
     (3,000 postcodes): no ratio, named in ``not_measured``, and the check fails; an id-like
     attribute is not measured at all (model.json stays small, it takes no time)."""
@@ -316,7 +314,7 @@ def test_an_attribute_with_nothing_to_compare_is_not_a_pass():
     shown = dict(summary({"fairness": result}, None))["fairness"]
     assert shown.startswith("no bound broken; not measured: postcode: ")
     assert "Not measured" in to_markdown("t", sections({"fairness": result}, None))
-    assert [p.name for p in f.plot_fairness(result, Path(tempfile.mkdtemp()))] == [
+    assert [p.name for p in f.plot_fairness(result, tmp_path)] == [
         f"fairness_{name}.png" for name in ("small", "one", "unknown", "fine")
     ]
     # Regression: the same attributes, the same honesty.
