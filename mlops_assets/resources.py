@@ -156,14 +156,9 @@ def close_local_clusters() -> None:
     with _clusters_lock:
         clusters = list(_clusters.values())
         _clusters.clear()
-    try:
-        for cluster in clusters:
-            atexit.unregister(cluster.close)
-            cluster.close()
-    finally:  # one that would not close is still closed at exit
-        for cluster in clusters:
-            if cluster.status.name != "closed":
-                atexit.register(cluster.close)
+    for cluster in clusters:
+        cluster.close()
+        atexit.unregister(cluster.close)  # after: one that would not close is closed at exit
 
 
 # What every task of a run imports on a worker (the search, scoring and drift code), ~4 s each.

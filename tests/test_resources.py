@@ -129,6 +129,29 @@ def test_the_local_clusters_workers_run_without_the_dashboards_housekeeping():
         resources.close_local_clusters()
 
 
+def test_a_cluster_that_would_not_close_is_still_closed_at_exit(monkeypatch):
+    """Its exit handler stays registered; one that closed loses its handler."""
+    import types
+
+    from mlops_assets import resources
+
+    class Cluster:
+        def __init__(self, answers: bool) -> None:
+            self.answers = answers
+
+        def close(self) -> None:
+            if not self.answers:
+                raise RuntimeError("the scheduler did not answer")
+
+    closes, stuck = Cluster(answers=True), Cluster(answers=False)
+    at_exit = [closes.close, stuck.close]  # as _local_cluster registers them
+    monkeypatch.setattr(resources, "atexit", types.SimpleNamespace(unregister=at_exit.remove))
+    monkeypatch.setattr(resources, "_clusters", {1: closes, 2: stuck})
+    with pytest.raises(RuntimeError, match="did not answer"):
+        resources.close_local_clusters()
+    assert at_exit == [stuck.close] and resources._clusters == {}
+
+
 def test_closing_waits_for_a_warm_up_that_is_still_starting_its_cluster(monkeypatch):
     """A run that ended before its cluster's warm-up did (a failed file, a full disk): the
     close waits for the warm-up, so that no cluster is started after it, idle from then on."""
