@@ -8,6 +8,7 @@ a resource here.
 
 import atexit
 import contextlib
+import copy
 import importlib
 import threading
 import warnings
@@ -126,20 +127,25 @@ def _local_cluster(n_workers: int):
     import dask
     from distributed import LocalCluster
 
-    with _clusters_lock, dask.config.set(CLUSTER_CONFIG):
+    with _clusters_lock:
         if n_workers not in _clusters:
             # The worker processes' own log lines (a heartbeat that finds the scheduler gone
             # when a stopped run exits, with its traceback; a failed task's data) are not the
             # user's: a task's error reaches the step that sent it, which reports it. Only
             # critical ones reach the terminal. This process's (the nannies': a worker killed
             # for its memory or dead) still print from warnings up.
-            cluster = LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                preload=["mlops_assets.parallel"],  # its dask_setup, in each worker
-            )
+            with dask.config.set(CLUSTER_CONFIG):  # the scheduler reads it as it starts
+                # Each nanny keeps its own copy for every worker it starts, again after one
+                # died (the nannies' default shares the nested settings with this process's).
+                workers_config = {"distributed": copy.deepcopy(dask.config.get("distributed"))}
+                cluster = LocalCluster(
+                    n_workers=n_workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    preload=["mlops_assets.parallel"],  # its dask_setup, in each worker
+                    config=workers_config,
+                )
             _clusters[n_workers] = cluster
             atexit.register(cluster.close)
         return _clusters[n_workers]
