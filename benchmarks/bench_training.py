@@ -36,10 +36,9 @@ from tests.sample_data.marts import load_synthetic_mart
 
 
 def main() -> None:
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    from mlops_assets.resources import CLUSTER_CONFIG
+    from mlops_assets.resources import new_local_cluster
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -68,10 +67,7 @@ def main() -> None:
         timings, scores = {}, {}
         for workers in (1, 2) if args.speedup else (2,):
             with (
-                dask.config.set(CLUSTER_CONFIG),  # as the platform's own cluster
-                LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-                ) as cluster,
+                new_local_cluster(workers) as cluster,  # as the platform's own
                 Client(cluster) as client,
             ):
                 started = time.perf_counter()

@@ -123,10 +123,28 @@ _clusters_lock = threading.Lock()
 _warm_ups: list[threading.Thread] = []  # start_local_cluster's threads, until closed
 
 
-def _local_cluster(n_workers: int):
+def new_local_cluster(n_workers: int, **options):
+    """A LocalCluster of ``n_workers`` single-threaded worker processes and no dashboard, with
+    :data:`CLUSTER_CONFIG` (``options``: more of LocalCluster's). The caller closes it."""
     import dask
     from distributed import LocalCluster
 
+    with dask.config.set(CLUSTER_CONFIG):  # the scheduler reads it as it starts
+        # Each nanny keeps its own copy for every worker it starts, again after one died (the
+        # nannies' default shares the nested settings with this process's, which the context
+        # restores).
+        workers_config = {"distributed": copy.deepcopy(dask.config.get("distributed"))}
+        return LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            config=workers_config,
+            **options,
+        )
+
+
+def _local_cluster(n_workers: int):
     with _clusters_lock:
         if n_workers not in _clusters:
             # The worker processes' own log lines (a heartbeat that finds the scheduler gone
@@ -134,18 +152,10 @@ def _local_cluster(n_workers: int):
             # user's: a task's error reaches the step that sent it, which reports it. Only
             # critical ones reach the terminal. This process's (the nannies': a worker killed
             # for its memory or dead) still print from warnings up.
-            with dask.config.set(CLUSTER_CONFIG):  # the scheduler reads it as it starts
-                # Each nanny keeps its own copy for every worker it starts, again after one
-                # died (the nannies' default shares the nested settings with this process's).
-                workers_config = {"distributed": copy.deepcopy(dask.config.get("distributed"))}
-                cluster = LocalCluster(
-                    n_workers=n_workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    preload=["mlops_assets.parallel"],  # its dask_setup, in each worker
-                    config=workers_config,
-                )
+            cluster = new_local_cluster(
+                n_workers,
+                preload=["mlops_assets.parallel"],  # its dask_setup, in each worker
+            )
             _clusters[n_workers] = cluster
             atexit.register(cluster.close)
         return _clusters[n_workers]

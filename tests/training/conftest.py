@@ -109,16 +109,12 @@ def features_con():
 
 @pytest.fixture(scope="module")  # not idle for the rest of the session
 def dask_client():
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    from mlops_assets.resources import CLUSTER_CONFIG
+    from mlops_assets.resources import new_local_cluster
 
     with (
-        dask.config.set(CLUSTER_CONFIG),  # housekeeping as the platform's cluster's
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
+        new_local_cluster(2) as cluster,
         Client(cluster) as client,
     ):
         yield client
