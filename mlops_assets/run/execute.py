@@ -111,6 +111,7 @@ def run_pipeline(
         from dagster._core.utils import make_new_run_id
 
         from mlops_assets.definitions import build_definitions
+        from mlops_assets.monitoring.daily import PARALLEL_FROM_DAYS
         from mlops_assets.resources import start_local_cluster
         from mlops_assets.run.instance import batch_event_writes, dagster_instance
 
@@ -141,9 +142,12 @@ def run_pipeline(
             "dagster/asset_partition_range_start": pending[0],
             "dagster/asset_partition_range_end": pending[-1],
         }
-        # With new days to train and monitor on, the Dask workers start and import while
-        # ingestion and dbt run; not earlier, where they took the CPU from the start-up above.
-        start_local_cluster(defs.resources["dask"])
+        # With as many new days as make their drift reports fan out, the Dask workers start
+        # and import while ingestion and dbt run; not earlier, where they took the CPU from the
+        # start-up above. A run of fewer days starts them only if a step asks for them (a
+        # search on many training rows): small runs need none.
+        if len(pending) >= PARALLEL_FROM_DAYS:
+            start_local_cluster(defs.resources["dask"])
     else:
         selection = [
             n.key for n in graph.asset_nodes if n.is_materializable and not n.is_partitioned

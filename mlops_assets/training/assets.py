@@ -2,6 +2,7 @@
 `models/<name>` with its robustness check, and its scores asset (keyed like its scores table)
 with the scores table's identifier check."""
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,11 @@ from mlops_assets.training.model_card import has_card, recorded_robustness, summ
 from mlops_assets.training.reasons import reasons_table, write_reasons
 from mlops_assets.training.registry import ModelCard, Registry, content_version
 from mlops_assets.training.scoring import challenger_version, score_model
-from mlops_assets.training.search import CV_STRATEGIES
+from mlops_assets.training.search import (
+    CV_STRATEGIES,
+    PARALLEL_SEARCH_FROM_ROWS,
+    searches_on_cluster,
+)
 from mlops_assets.training.spec import ModelSpec
 from mlops_assets.training.trainer import (
     ROBUSTNESS_ROWS,
@@ -310,7 +315,8 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         kinds={"scikit-learn", "dask"},
         description=(spec.description + "\n\n" if spec.description else "")
         + f"Trains `{model}` ({spec.task} of `{spec.target}` on `{spec.table}`): candidates "
-        "cross-validated on Dask, the winner refit and judged on a time-ordered holdout, "
+        f"cross-validated (on Dask from {PARALLEL_SEARCH_FROM_ROWS:,} training rows), the "
+        "winner refit and judged on a time-ordered holdout, "
         "registered with its model card, and promoted only if it beats the champion on "
         f"{spec.primary} significantly, keeps its guards and is no less fair (champion/"
         "challenger gate).",
@@ -357,7 +363,9 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 else "unchanged: trained on the same data before",
             }
         else:
-            with dask.client() as client:
+            running = dask.scheduler_address is not None
+            on_cluster = searches_on_cluster(len(data.y_train), cluster_running=running)
+            with dask.client() if on_cluster else contextlib.nullcontext() as client:
                 outcome = train_model(data, models, training, client=client, manifest=manifest)
             log = context.log.warning if outcome.decision.champion_refused else context.log.info
             log(f"{model} {outcome.card.version}: {outcome.decision.reason}")

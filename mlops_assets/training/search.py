@@ -52,6 +52,19 @@ STACKED = 3  # the best candidates that enter the stacking ensemble
 # Rows the train score (for the over/under-fitting gap) is measured on: predicting every
 # training row cost 15-20 % of each fit, for a number that moves in the third decimal.
 TRAIN_SCORE_ROWS = 5_000
+# A LocalCluster searches only from this many training rows on; below it the fits run in the
+# step's own process. The classifier's search on 2 cores, in the step's process against 2
+# workers already started (2026-12-03): 453 rows 2.0-2.4 s against 2.4 s, 1,526 rows 2.8-3.1 s
+# against 3.5-3.9 s, 4,496 rows 4.6-4.8 s against 4.3-4.4 s, 12,151 rows 7.0-7.7 s against
+# 5.8-6.5 s; starting the workers costs ~2.5 s and 6 CPU-s more. A scheduler someone runs
+# (DASK_SCHEDULER_ADDRESS) is started already: it gets every search.
+PARALLEL_SEARCH_FROM_ROWS = 5_000
+
+
+def searches_on_cluster(training_rows: int, *, cluster_running: bool) -> bool:
+    """Whether a search of ``training_rows`` goes to the Dask cluster (see
+    :data:`PARALLEL_SEARCH_FROM_ROWS`); ``cluster_running``: a scheduler address is set."""
+    return cluster_running or training_rows >= PARALLEL_SEARCH_FROM_ROWS
 
 
 def cv_splits(

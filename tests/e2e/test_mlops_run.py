@@ -214,6 +214,12 @@ def test_second_run_on_unchanged_files_changes_no_table(pipeline_run):
 
 
 def test_a_bad_file_fails_the_run_alone_and_loses_no_good_row(tmp_path, monkeypatch):
+    """Also: runs of a few days (fewer than drift's PARALLEL_FROM_DAYS, nothing to train on
+    many rows) start no Dask workers."""
+    from mlops_assets import resources
+
+    asked = []
+    monkeypatch.setattr(resources, "_local_cluster", lambda n_workers: asked.append(n_workers))
     generate(GeneratorConfig(days=3, rows_per_day=40, seed=2), tmp_path / "landing")
     (tmp_path / "landing" / "applications" / "2025-01-04.csv").write_bytes(b"\x00\x01garbage")
     result = mlops_here("run", "--json", home=tmp_path, monkeypatch=monkeypatch)
@@ -249,6 +255,7 @@ def test_a_bad_file_fails_the_run_alone_and_loses_no_good_row(tmp_path, monkeypa
     assert summary["ingested_days"] == ["2025-01-04"]
     assert summary["tables"]["raw.applications"] == tables["raw.applications"] + 1
     assert summary["tables"]["marts.loan_applications"] > 0
+    assert asked == []  # neither run nor its warm-up asked for a LocalCluster
 
 
 def test_run_without_landing_files_says_what_to_do(tmp_path):

@@ -328,6 +328,49 @@ def test_a_run_on_unchanged_data_shows_the_version_in_full(tmp_path, dask_client
     assert {run.tags["dagster/data_version"] for run in runs} == {version}
 
 
+def test_a_local_cluster_searches_only_from_enough_training_rows(
+    tmp_path, dask_client, monkeypatch
+):
+    """Without a scheduler address, a search on fewer training rows than
+    PARALLEL_SEARCH_FROM_ROWS runs its fits in the step's own process and starts no
+    LocalCluster; from that many rows on, the fits go to the LocalCluster's workers."""
+    from mlops_assets import resources
+    from mlops_assets.resources import DaskResource
+    from mlops_assets.training import search
+    from mlops_assets.training.assets import build_model_defs
+
+    asked = []
+
+    def local_cluster(n_workers: int):  # the module's cluster stands in for the run's
+        asked.append(n_workers)
+        return dask_client.cluster
+
+    monkeypatch.setattr(resources, "_local_cluster", local_cluster)
+    _, shop_resources_ = shop_resources(tmp_path, dask_client)
+    defs = build_model_defs(BASKET, frozenset({"email"}))
+    fits = 2 * 2 * 2  # (ridge, adaboost) x 2 parameter sets x 2 folds
+
+    def placement(seed: int) -> dict:
+        result = dg.materialize(
+            [*defs.assets, dg.AssetSpec(["shop", "orders"])],
+            resources={**shop_resources_, "dask": DaskResource()},
+            selection=dg.AssetSelection.assets(["models", "basket_value"]),
+            run_config={"ops": {"models__basket_value": {"config": {"seed": seed}}}},
+        )
+        [trained] = result.asset_materializations_for_node("models__basket_value")
+        assert trained.metadata["retrained"].value is True
+        return trained.metadata["placement"].value
+
+    assert ROWS < search.PARALLEL_SEARCH_FROM_ROWS
+    assert placement(seed=1) == {"local": fits}
+    assert asked == []
+    monkeypatch.setattr(search, "PARALLEL_SEARCH_FROM_ROWS", 1)
+    on_workers = placement(seed=2)
+    assert asked == [2]
+    assert set(on_workers) == set(dask_client.scheduler_info()["workers"])
+    assert sum(on_workers.values()) == fits
+
+
 def test_a_model_on_a_view_is_scored_too(shop_con, tmp_path):
     """A dbt staging model is a view, which has no rowid to read in ranges: its rows are
     scored all the same."""
