@@ -36,6 +36,16 @@ FAST = TrainingConfig(folds=2, bootstrap_rounds=20)
 SECOND = TrainingConfig(folds=2, bootstrap_rounds=20, seed=1)  # another seed: another version
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_robustness_or_shap(features_con):
+    """Nothing here reads a version's robustness scenarios or SHAP values (the model card's and
+    the explanations' tests do): the trainings here skip them."""
+    columns = load_training_data(features_con, CLASSIFIER).spec.columns
+    with pytest.MonkeyPatch.context() as patched:
+        skip_robustness_and_shap(patched, columns)
+        yield
+
+
 @pytest.fixture(scope="module")
 def trained(features_con, tmp_path_factory):
     registry = home_registry(tmp_path_factory.mktemp("home"))
@@ -225,7 +235,6 @@ def test_a_version_registered_by_a_run_that_died_before_the_gate_is_gated_next_r
 
     registry = home_registry(tmp_path)
     data = load_training_data(features_con, CLASSIFIER)
-    skip_robustness_and_shap(monkeypatch, data.spec.columns)
 
     def dies(*args, **kwargs):
         raise KeyboardInterrupt  # the process ends between registering and deciding
