@@ -363,7 +363,7 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 else "unchanged: trained on the same data before",
             }
         else:
-            running = dask.scheduler_address is not None
+            running = bool(dask.scheduler_address)  # as DaskResource.client reads it
             on_cluster = searches_on_cluster(len(data.y_train), cluster_running=running)
             with dask.client() if on_cluster else contextlib.nullcontext() as client:
                 outcome = train_model(data, models, training, client=client, manifest=manifest)

@@ -350,10 +350,10 @@ def test_a_local_cluster_searches_only_from_enough_training_rows(
     defs = build_model_defs(BASKET, frozenset({"email"}))
     fits = 2 * 2 * 2  # (ridge, adaboost) x 2 parameter sets x 2 folds
 
-    def placement(seed: int) -> dict:
+    def placement(seed: int, address: str | None = None) -> dict:
         result = dg.materialize(
             [*defs.assets, dg.AssetSpec(["shop", "orders"])],
-            resources={**shop_resources_, "dask": DaskResource()},
+            resources={**shop_resources_, "dask": DaskResource(scheduler_address=address)},
             selection=dg.AssetSelection.assets(["models", "basket_value"]),
             run_config={"ops": {"models__basket_value": {"config": {"seed": seed}}}},
         )
@@ -363,6 +363,7 @@ def test_a_local_cluster_searches_only_from_enough_training_rows(
 
     assert ROWS < search.PARALLEL_SEARCH_FROM_ROWS
     assert placement(seed=1) == {"local": fits}
+    assert placement(seed=3, address="") == {"local": fits}  # an empty address: none set
     assert asked == []
     monkeypatch.setattr(search, "PARALLEL_SEARCH_FROM_ROWS", 1)
     on_workers = placement(seed=2)
