@@ -98,6 +98,11 @@ class DaskResource(dg.ConfigurableResource):
     n_workers: int = 2
     chunk_rows: int = DEFAULT_CHUNK_ROWS  # rows per task of the stages that fan out
 
+    @property
+    def has_scheduler(self) -> bool:
+        """Whether a scheduler address is set (a cluster someone runs): else a LocalCluster."""
+        return bool(self.scheduler_address)
+
     @contextlib.contextmanager
     def client(self) -> Iterator:
         from distributed import Client  # heavy: only when a step needs it
@@ -197,7 +202,7 @@ def start_local_cluster(dask: DaskResource) -> threading.Thread | None:
     background thread, so that they happen while ingestion and dbt keep one core busy instead
     of when the first parallel step waits for them. Nothing to do with a scheduler address
     (that cluster is already running)."""
-    if dask.scheduler_address:
+    if dask.has_scheduler:
         return None
     n_workers = dask.n_workers
 

@@ -363,8 +363,7 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 else "unchanged: trained on the same data before",
             }
         else:
-            running = bool(dask.scheduler_address)  # as DaskResource.client reads it
-            on_cluster = searches_on_cluster(len(data.y_train), cluster_running=running)
+            on_cluster = searches_on_cluster(len(data.y_train), cluster_running=dask.has_scheduler)
             with dask.client() if on_cluster else contextlib.nullcontext() as client:
                 outcome = train_model(data, models, training, client=client, manifest=manifest)
             log = context.log.warning if outcome.decision.champion_refused else context.log.info
