@@ -165,8 +165,9 @@ def _relation_type(con: duckdb.DuckDBPyConnection, table: str) -> str | None:
 
 
 def _rowid_source_sql(con: duckdb.DuckDBPyConnection, spec: ModelSpec, columns_sql: str) -> str:
-    """What scoring reads in rowid ranges: the model's table, or, for a view (a dbt staging
-    model has no rowid), its id and feature columns copied to a temporary table."""
+    """What scoring reads in rowid ranges: the model's table, or, for a view (a dbt model
+    materialized as one, dbt's default, has no rowid), its id and feature columns copied to a
+    temporary table."""
     table_sql = table(spec.table)
     if _relation_type(con, spec.table) == "BASE TABLE":
         return table_sql

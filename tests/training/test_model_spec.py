@@ -373,8 +373,8 @@ def test_a_local_cluster_searches_only_from_enough_training_rows(
 
 
 def test_a_model_on_a_view_is_scored_too(shop_con, tmp_path):
-    """A dbt staging model is a view, which has no rowid to read in ranges: its rows are
-    scored all the same."""
+    """A dbt model materialized as a view (dbt's default) has no rowid to read in ranges: its
+    rows are scored all the same."""
     shop_con.execute("create schema staging")
     shop_con.execute("create view staging.stg_orders as select * from shop.orders")
     spec = replace(BASKET, table="staging.stg_orders", candidates=("ridge",))

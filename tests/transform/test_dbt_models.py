@@ -187,7 +187,7 @@ def test_one_model_builds_alone_on_a_fresh_warehouse_without_erroring_cross_mode
     pipeline_run, tmp_path, monkeypatch
 ):
     """A backfill launches each dbt model once its raw days are in. Built alone on a warehouse
-    that has raw tables but no staging views yet, stg_applications succeeds: its relationships
+    that has raw tables but no staging models yet, stg_applications succeeds: its relationships
     test to stg_customers (and stg_outcomes' test to it) waits for a build of both models."""
     import shutil
 
@@ -202,8 +202,8 @@ def test_one_model_builds_alone_on_a_fresh_warehouse_without_erroring_cross_mode
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "elsewhere"))
     monkeypatch.delenv("DBT_INDIRECT_SELECTION", raising=False)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as writer:
-        for view in ("stg_applications", "stg_customers", "stg_outcomes"):
-            writer.execute(f"drop view staging.{view} cascade")
+        for model in ("stg_applications", "stg_customers", "stg_outcomes"):
+            writer.execute(f"drop table staging.{model} cascade")
     result = dg.materialize(
         [build_dbt_assets()],
         selection=[dg.AssetKey(["staging", "stg_applications"])],
