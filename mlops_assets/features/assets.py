@@ -148,7 +148,13 @@ def loan_features(
         stage_features(con)
         quality = measure_quality(con)
         report = apply_contract(
-            con, chunk_rows=config.chunk_rows or dask.chunk_rows, client_factory=dask.client
+            con,
+            chunk_rows=config.chunk_rows or dask.chunk_rows,
+            # Chunks go to a cluster someone runs (its workers may be many, elsewhere). A
+            # LocalCluster shares this machine's cores and takes a pickled copy of every chunk:
+            # the step's threads validate faster, as pandas and Arrow release the GIL (2 cores,
+            # 1M rows in 4 chunks: 2.1-2.7 s against 3.6-5.1 s; 9.9M in 40: 37-44 s against 54 s).
+            client_factory=dask.client if dask.has_scheduler else None,
         )
         passed = report.passed(config.max_failure_rate)
         crash_point("features.staged")

@@ -60,10 +60,12 @@ def table_rows(warehouse: WarehouseResource) -> tuple[int, int]:
         ).fetchall()[0]
 
 
-def materialize(warehouse: WarehouseResource, *checks, **config) -> dg.ExecuteInProcessResult:
+def materialize(
+    warehouse: WarehouseResource, *checks, dask: DaskResource | None = None, **config
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [loan_features, *checks],
-        resources={"warehouse": warehouse, "dask": DaskResource()},
+        resources={"warehouse": warehouse, "dask": dask or DaskResource()},
         run_config={"ops": {OP: {"config": config}}},
         raise_on_error=False,
     )
@@ -93,25 +95,49 @@ def test_contract_check_blocks_above_the_threshold_and_reports_why(warehouse):
     assert metadata["published"].value is False
 
 
-def test_chunks_on_dask_workers_give_the_same_verdicts_as_one_chunk_here(warehouse):
+def test_chunks_on_threads_or_a_clusters_workers_give_the_same_verdicts_as_one_chunk(
+    warehouse, monkeypatch
+):
+    """Without a scheduler address, chunks are validated on the step's threads and no
+    LocalCluster starts; with one, on that cluster's workers. Either way, every chunk is
+    accounted for and the verdicts are those of the whole table in one chunk."""
+    from distributed import Client
+
+    from mlops_assets import resources
+
+    asked = []
+    monkeypatch.setattr(resources, "_local_cluster", asked.append)
     corrupt_purposes(warehouse, 40)
     config = {"max_failure_rate": 0.05}
     whole = materialize(warehouse, **config).asset_materializations_for_node(OP)[0].metadata
-    with duckdb.connect(warehouse.path, read_only=True) as con:
-        quarantined = con.execute(f"select application_id from {QUARANTINE_TABLE}").fetchall()
-    chunked = materialize(warehouse, chunk_rows=300, **config)
-    metadata = chunked.asset_materializations_for_node(OP)[0].metadata
-    assert metadata["chunks"].value == 7
     assert whole["placement"].value == {"local": 1}
-    placement = metadata["placement"].value
-    # A LocalCluster of worker processes, every chunk accounted for.
-    assert all(where.startswith("tcp://127.0.0.1:") for where in placement)
-    assert sum(placement.values()) == 7
-    for key in ("rows_in", "rows_out", "rows_quarantined", "dagster/row_count"):
-        assert metadata[key].value == whole[key].value
     with duckdb.connect(warehouse.path, read_only=True) as con:
-        again = con.execute(f"select application_id from {QUARANTINE_TABLE}").fetchall()
-    assert sorted(again) == sorted(quarantined) and len(again) == 40
+        quarantined = sorted(
+            con.execute(f"select application_id from {QUARANTINE_TABLE}").fetchall()
+        )
+    assert len(quarantined) == 40
+
+    def chunked(dask: DaskResource) -> dict:
+        result = materialize(warehouse, dask=dask, chunk_rows=300, **config)
+        metadata = result.asset_materializations_for_node(OP)[0].metadata
+        assert metadata["chunks"].value == 7
+        for key in ("rows_in", "rows_out", "rows_quarantined", "dagster/row_count"):
+            assert metadata[key].value == whole[key].value
+        with duckdb.connect(warehouse.path, read_only=True) as con:
+            again = con.execute(f"select application_id from {QUARANTINE_TABLE}").fetchall()
+        assert sorted(again) == quarantined
+        return metadata["placement"].value
+
+    assert chunked(DaskResource()) == {"local": 7}
+    assert chunked(DaskResource(scheduler_address="")) == {"local": 7}  # empty: none set
+    assert asked == []
+    with (
+        resources.new_local_cluster(2) as cluster,
+        Client(cluster) as client,
+    ):
+        placement = chunked(DaskResource(scheduler_address=cluster.scheduler_address))
+        workers = set(client.scheduler_info()["workers"])
+    assert set(placement) <= workers and sum(placement.values()) == 7
 
 
 def test_a_failed_contract_keeps_the_previous_features_and_shows_the_new_quarantine(warehouse):
