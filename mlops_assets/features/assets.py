@@ -38,7 +38,8 @@ class FeatureConfig(dg.Config):
         gt=0,
         description="Rows per validation chunk: bounds memory, whatever the table size "
         "(default: the dask resource's, MLOPS_CHUNK_ROWS, else 250,000). Several chunks are "
-        "validated on Dask.",
+        "validated on the Dask cluster at the dask resource's scheduler address, else on the "
+        "step's threads.",
     )
 
 
