@@ -363,7 +363,7 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 else "unchanged: trained on the same data before",
             }
         else:
-            on_cluster = searches_on_cluster(len(data.y_train), cluster_running=dask.has_scheduler)
+            on_cluster = searches_on_cluster(len(data.y_train), has_scheduler=dask.has_scheduler)
             with dask.client() if on_cluster else contextlib.nullcontext() as client:
                 outcome = train_model(data, models, training, client=client, manifest=manifest)
             log = context.log.warning if outcome.decision.champion_refused else context.log.info

@@ -61,10 +61,11 @@ TRAIN_SCORE_ROWS = 5_000
 PARALLEL_SEARCH_FROM_ROWS = 5_000
 
 
-def searches_on_cluster(training_rows: int, *, cluster_running: bool) -> bool:
+def searches_on_cluster(training_rows: int, *, has_scheduler: bool) -> bool:
     """Whether a search of ``training_rows`` goes to the Dask cluster (see
-    :data:`PARALLEL_SEARCH_FROM_ROWS`); ``cluster_running``: a scheduler address is set."""
-    return cluster_running or training_rows >= PARALLEL_SEARCH_FROM_ROWS
+    :data:`PARALLEL_SEARCH_FROM_ROWS`); ``has_scheduler``: a scheduler address is set
+    (:attr:`DaskResource.has_scheduler`)."""
+    return has_scheduler or training_rows >= PARALLEL_SEARCH_FROM_ROWS
 
 
 def cv_splits(
