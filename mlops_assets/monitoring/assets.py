@@ -220,6 +220,7 @@ def build_drift_report(spec: ModelSpec) -> dg.AssetsDefinition:
                     config.monitor_config(),
                     client_factory=dask.client,
                     placement=placement,
+                    has_scheduler=dask.has_scheduler,
                 )
             except NoChampion as reason:
                 context.log.warning(f"drift report skipped: {reason}")

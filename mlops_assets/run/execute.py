@@ -23,6 +23,12 @@ from mlops_assets.run.recovery import PROCESS_TAG, TRIGGER, TRIGGER_TAG, recover
 from mlops_assets.run.report import RunReport, read_events, read_warehouse
 from mlops_assets.settings import Settings
 
+# New landing files of at least this size (with enough days) start the Dask workers at the
+# run's start: the sample data's 100,000 applications with their customers and outcomes are
+# 27 MB, so this is about 22,000 applications, near where the drift reports' days go to the
+# workers (``PARALLEL_FROM_ROWS``). Below it a step that wants the workers starts them.
+WARM_UP_FROM_BYTES = 6_000_000
+
 
 @contextlib.contextmanager
 def _warnings_to(log: TextIO, earlier: Sequence[warnings.WarningMessage] = ()) -> Iterator[None]:
@@ -142,11 +148,11 @@ def run_pipeline(
             "dagster/asset_partition_range_start": pending[0],
             "dagster/asset_partition_range_end": pending[-1],
         }
-        # With as many new days as make their drift reports fan out, the Dask workers start
-        # and import while ingestion and dbt run; not earlier, where they took the CPU from the
-        # start-up above. A run of fewer days starts them only if a step asks for them (a
-        # search on many training rows): small runs need none.
-        if len(pending) >= PARALLEL_FROM_DAYS:
+        # With as many new days and rows as make their drift reports fan out, the Dask
+        # workers start and import while ingestion and dbt run; not earlier, where they took
+        # the CPU from the start-up above. A smaller run starts them only if a step asks for
+        # them (a search on many training rows): small runs need none.
+        if len(pending) >= PARALLEL_FROM_DAYS and plan.new_bytes >= WARM_UP_FROM_BYTES:
             start_local_cluster(defs.resources["dask"])
     else:
         selection = [

@@ -34,6 +34,7 @@ class RunPlan:
     the landing entries that are refused."""
 
     new_days: list[str]
+    new_bytes: int = 0  # the size of the new or changed landing files
     notices: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # "path: reason", shown as text
 
@@ -60,6 +61,10 @@ def landing_dates(settings: Settings, *, pending_only: bool = False) -> list[str
 
     Refused entries (:func:`refused_landing_files`) count on no day: they never reach the
     partitions."""
+    return sorted({partition_key_of(p) for p in _landing_paths(settings, pending_only)})
+
+
+def _landing_paths(settings: Settings, pending_only: bool) -> list[Path]:
     latest = latest_landing_day(settings.landing_horizon_days)
     landing = settings.landing_dir
     feeds = catalogue.sources()
@@ -70,7 +75,7 @@ def landing_dates(settings: Settings, *, pending_only: bool = False) -> list[str
             paths = [p for feed in feeds for p in pending_files(con, landing, feed, latest)]
     else:
         paths = [p for feed in feeds for p in landing_files(landing, feed, latest=latest)]
-    return sorted({partition_key_of(p) for p in paths})
+    return paths
 
 
 def refused_landing_files(settings: Settings) -> list[RefusedFile]:
@@ -106,8 +111,18 @@ def plan_run(settings: Settings) -> RunPlan:
         notice = ensure_keyring(settings.keyring_path, settings.warehouse_path)
     except KeyringError as error:
         raise RunSetupError(str(error)) from None
+    pending = _landing_paths(settings, pending_only=True)
     return RunPlan(
-        new_days=landing_dates(settings, pending_only=True),
+        new_days=sorted({partition_key_of(p) for p in pending}),
+        new_bytes=sum(_size(p) for p in pending),
         notices=[notice] if notice else [],
         refused=refused,
     )
+
+
+def _size(path: Path) -> int:
+    """The file's size; 0 if it is gone (its ingestion says so)."""
+    try:
+        return path.lstat().st_size
+    except OSError:
+        return 0

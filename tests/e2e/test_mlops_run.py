@@ -214,13 +214,15 @@ def test_second_run_on_unchanged_files_changes_no_table(pipeline_run):
 
 
 def test_a_bad_file_fails_the_run_alone_and_loses_no_good_row(tmp_path, monkeypatch):
-    """Also: runs of a few days (fewer than drift's PARALLEL_FROM_DAYS, nothing to train on
-    many rows) start no Dask workers."""
+    """Also: runs of few rows start no Dask workers, not even over as many days as drift
+    reports fan out over (PARALLEL_FROM_DAYS): nothing to train or monitor on many rows."""
     from mlops_assets import resources
+    from mlops_assets.monitoring.daily import PARALLEL_FROM_DAYS
 
     asked = []
     monkeypatch.setattr(resources, "_local_cluster", lambda n_workers: asked.append(n_workers))
-    generate(GeneratorConfig(days=3, rows_per_day=40, seed=2), tmp_path / "landing")
+    config = GeneratorConfig(days=PARALLEL_FROM_DAYS + 1, rows_per_day=20, seed=2)
+    generate(config, tmp_path / "landing")
     (tmp_path / "landing" / "applications" / "2025-01-04.csv").write_bytes(b"\x00\x01garbage")
     result = mlops_here("run", "--json", home=tmp_path, monkeypatch=monkeypatch)
     assert result.returncode == 1, result.stderr[-3000:]
@@ -228,7 +230,8 @@ def test_a_bad_file_fails_the_run_alone_and_loses_no_good_row(tmp_path, monkeypa
     assert "raw/applications:files_ingested" in summary["checks"]["failed_blocking"]
     good_lines = sum(
         len(p.read_text().splitlines()) - 1
-        for p in (tmp_path / "landing" / "applications").glob("2025-01-0[1-3].csv")
+        for p in (tmp_path / "landing" / "applications").glob("*.csv")
+        if p.name != "2025-01-04.csv"
     )
     tables = summary["tables"]
     assert tables["raw.applications"] + tables["quarantine.applications"] == good_lines

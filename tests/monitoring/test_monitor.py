@@ -2,6 +2,7 @@
 regressor (whose labelled rows are restricted by ``where``), and every model's reports sit in
 the same tables."""
 
+import contextlib
 from datetime import date, timedelta
 from types import SimpleNamespace
 
@@ -17,6 +18,7 @@ from mlops_assets.monitoring.daily import (
     store,
 )
 from mlops_assets.monitoring.reference import reference_attachments
+from mlops_assets.parallel import Placement
 from mlops_assets.training.dataset import FeatureSpec
 from mlops_assets.training.spec import ModelSpec
 
@@ -62,7 +64,9 @@ def _visits(rng, start: str, days: int, shift: float) -> pd.DataFrame:
     )
 
 
-def test_a_classifier_and_a_regressor_on_one_table_are_monitored_side_by_side(tmp_path):
+def _shop(tmp_path) -> tuple[duckdb.DuckDBPyConnection, FakeRegistry, pd.DataFrame]:
+    """A warehouse of visits (20 days before the champions' training ended, then 5 shifted),
+    both models' champion scores, and a registry of their champions' drift references."""
     rng = np.random.default_rng(11)
     past, live = _visits(rng, "2025-01-01", 20, 0.0), _visits(rng, "2025-02-01", 5, 0.8)
     visits = pd.concat([past, live], ignore_index=True)
@@ -97,7 +101,12 @@ def test_a_classifier_and_a_regressor_on_one_table_are_monitored_side_by_side(tm
         )
         for name, write in attachments.items():
             write(tmp_path / spec.name / name)
-    registry = FakeRegistry(tmp_path, cards)
+    return con, FakeRegistry(tmp_path, cards), visits
+
+
+def test_a_classifier_and_a_regressor_on_one_table_are_monitored_side_by_side(tmp_path):
+    con, registry, visits = _shop(tmp_path)
+    live = visits[visits["seen_at"] >= pd.Timestamp("2025-02-01")]
     config = MonitorConfig(multivariate=False, min_labelled=100)
 
     results = {
@@ -122,3 +131,39 @@ def test_a_classifier_and_a_regressor_on_one_table_are_monitored_side_by_side(tm
     ).fetchall()
     assert rows == [("basket", 5, True), ("buys", 5, False)]
     assert set(drifted_days(con, DAYS[0], DAYS[-1])) == {"basket", "buys"}
+
+
+def test_days_go_to_the_cluster_only_when_many_or_a_scheduler_runs_it(tmp_path, monkeypatch):
+    """Days go to the Dask client from PARALLEL_FROM_DAYS days with PARALLEL_FROM_ROWS rows
+    in all, or at a scheduler address; fewer rows run on the step's threads and ask for no
+    client (starting workers would cost more than the days), with the same reports."""
+    from mlops_assets.monitoring import daily
+
+    con, registry, visits = _shop(tmp_path)
+    days = [date(2025, 1, 2) + timedelta(days=i) for i in range(daily.PARALLEL_FROM_DAYS)]
+    rows = int(visits["seen_at"].dt.date.isin(days).sum())
+    config = MonitorConfig(multivariate=False)
+    asked: list[bool] = []
+
+    def client_factory():  # a client on threads, counted
+        asked.append(True)
+        return contextlib.nullcontext(None)
+
+    def report(**options) -> list[dict]:
+        placement = Placement()
+        results = monitor_days(
+            con, registry, CLASSIFIER, days, config, client_factory, placement, **options
+        )
+        assert sum(placement.values()) == len(days)
+        return [r.summary() for r in results]
+
+    assert rows < daily.PARALLEL_FROM_ROWS
+    local = report()
+    assert asked == []
+    assert report(has_scheduler=True) == local and asked == [True]
+    monkeypatch.setattr(daily, "PARALLEL_FROM_ROWS", rows)
+    assert report() == local and asked == [True, True]
+    # Fewer days than fan out stay here, however many rows or whatever the scheduler.
+    few = days[: daily.PARALLEL_FROM_DAYS - 1]
+    monitor_days(con, registry, CLASSIFIER, few, config, client_factory, has_scheduler=True)
+    assert asked == [True, True]
