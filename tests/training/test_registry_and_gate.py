@@ -30,7 +30,12 @@ from tests.training.conftest import (
     skops_call,
 )
 
-CLASSIFIER = catalogue.model("default_classifier")
+# The classifier's declaration with its two quickest candidates: what is registered, verified,
+# gated and promoted does not depend on which candidates were searched (the search's own tests
+# search them all), and a training takes 0.3 s instead of 4.7.
+CLASSIFIER = replace(
+    catalogue.model("default_classifier"), candidates=("logistic_l1", "logistic_l2")
+)
 REGRESSOR = catalogue.model("loss_regressor")
 FAST = TrainingConfig(folds=2, bootstrap_rounds=20)
 SECOND = TrainingConfig(folds=2, bootstrap_rounds=20, seed=1)  # another seed: another version
