@@ -20,7 +20,7 @@ CHROMIUM := /usr/bin/chromium
 # The server of the shared-instance test (tests/test_shared_instance.py starts a throwaway cluster
 # on 127.0.0.1): Debian's postgresql package, any version, installed with apt when missing.
 PG_CTL := $(wildcard /usr/lib/postgresql/*/bin/pg_ctl)
-# The guard of `mlops ui --secure` (and of its test, tests/ui/test_secure_ui.py): Debian's nginx
+# The guard of `mlops ui --secure` (and of the UI tests, tests/ui/, which all go through it): Debian's nginx
 # package, run as the current user on a configuration under $MLOPS_HOME/ui-guard/. On a host with
 # systemd the package also enables the system's own nginx on port 80: stop it if unwanted.
 NGINX := /usr/sbin/nginx

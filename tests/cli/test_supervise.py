@@ -89,12 +89,13 @@ def start(
 @pytest.mark.parametrize(
     ("signum", "ignore_sigint"),
     [
+        (signal.SIGINT, False),  # Ctrl-C
         (signal.SIGTERM, False),
         (signal.SIGHUP, False),
         (signal.SIGINT, True),
         (signal.SIGQUIT, False),  # Ctrl-\: reaches only `mlops ui`, not its servers' sessions
     ],
-    ids=["SIGTERM", "SIGHUP", "SIGINT-started-ignored", "SIGQUIT"],
+    ids=["SIGINT", "SIGTERM", "SIGHUP", "SIGINT-started-ignored", "SIGQUIT"],
 )
 def test_a_stop_signal_ends_the_whole_tree_within_the_grace_period(signum, ignore_sigint):
     process, tree = start(ignore_sigint)

@@ -1,4 +1,6 @@
-"""A live `mlops ui` (dagster-webserver + daemon) and Debian's Chromium, for the UI tests.
+"""A live `mlops ui --secure` (nginx in front of dagster-webserver and its daemon) and Debian's
+Chromium, for the UI tests: every page, click and GraphQL query of them goes through the guard,
+with its password, over TLS (curl and requests verify its certificate).
 
 The server gets a home of its own with freshly generated landing files (UI_DATA: the fewest
 landing days and rows for which "Materialize all" still trains both models) dated so that the
@@ -15,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,9 +29,10 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
+from mlops_assets.security.ui_guard import USER
 from tests.conftest import BIN, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,22 +133,81 @@ def record_timing(name: str, seconds: float) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class UiServer:
-    url: str
+    port: int  # nginx's
+    upstream: int  # the Dagster webserver's, behind nginx
+    guard: Path  # $MLOPS_HOME/ui-guard: password, certificate, nginx's logs
+    password: str = dataclasses.field(repr=False)
     home: Path
     landing_days: list[str]
     log: Path
     process: subprocess.Popen = dataclasses.field(compare=False, repr=False)
 
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def certificate(self) -> str:
+        return str(self.guard / "cert.pem")
+
+    def get(self, path: str, **options) -> requests.Response:
+        """GET ``path`` through the guard, with the password, the certificate verified."""
+        options.setdefault("timeout", 60)
+        return requests.get(
+            f"{self.url}{path}", auth=(USER, self.password), verify=self.certificate, **options
+        )
+
     def graphql(self, query: str, variables: dict | None = None) -> dict:
-        """POST to the webserver's /graphql; the ``data`` of an answer without errors."""
+        """POST to the webserver's /graphql, through the guard; the ``data`` of an answer
+        without errors."""
         response = requests.post(
             f"{self.url}/graphql",
             json={"query": query, "variables": variables or {}},
+            auth=(USER, self.password),
+            verify=self.certificate,
             timeout=60,
         )
         body = response.json()
         assert response.ok and not body.get("errors"), (response.status_code, body)
         return body["data"]
+
+    def curl(self, path: str, *args: str, credentials: bool = True) -> tuple[int, str]:
+        """curl (verifying the guard's certificate) -> (HTTP status, body)."""
+        auth = ["--user", f"{USER}:{self.password}"] if credentials else []
+        result = subprocess.run(
+            [
+                *("curl", "--silent", "--show-error", "--max-time", "30", "--write-out"),
+                *("\n%{http_code}", "--cacert", self.certificate),
+                *auth,
+                *args,
+                f"{self.url}{path}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        body, _, status = result.stdout.rpartition("\n")
+        return int(status), body
+
+    def post_json(self, body: dict, *args: str) -> tuple[int, str]:
+        return self.curl(
+            "/graphql",
+            "--header",
+            "Content-Type: application/json",
+            "--data",
+            json.dumps(body),
+            *args,
+        )
+
+    def browser_context(self, browser: Browser, **options) -> BrowserContext:
+        """A browser context that gives the guard its password (and accepts its self-signed
+        certificate)."""
+        return browser.new_context(
+            http_credentials={"username": USER, "password": self.password},
+            ignore_https_errors=True,
+            **options,
+        )
 
     def run_status(self, run_id: str) -> str:
         data = self.graphql(
@@ -295,8 +358,9 @@ def _wait_until_loaded(server: UiServer, process: subprocess.Popen, timeout: flo
         assert process.poll() is None, (
             f"`mlops ui` exited with {process.returncode}:\n{_log_tail(server.log)}"
         )
-        with contextlib.suppress(requests.ConnectionError, requests.Timeout):
-            requests.get(f"{server.url}/server_info", timeout=5).raise_for_status()
+        # nginx answers 502 until the webserver behind it listens.
+        with contextlib.suppress(requests.ConnectionError, requests.Timeout, requests.HTTPError):
+            server.get("/server_info", timeout=5).raise_for_status()
             entries = server.graphql(query)["workspaceOrError"]["locationEntries"]
             if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
                 errors = [
@@ -415,9 +479,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Among the tests of tests/ui/, in their places: those with servers of their own first
-    (theirs are stopped before the shared one starts: one live server at a time), then those
-    of the shared server in SHARED_SERVER_ORDER, the one that stops it last. The same order on
+    """Among the tests of tests/ui/, in their places: those that need no server first, then
+    those of the shared server in SHARED_SERVER_ORDER (the others after them), the one that
+    stops it last. The same order on
     every xdist worker, and `--dist loadgroup` keeps a group's tests in this order on one
     worker."""
     here = Path(__file__).parent
@@ -437,11 +501,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         items[place] = item
 
 
+def _guard_started(log: Path, process: subprocess.Popen) -> int:
+    """The upstream port from `mlops ui --secure`'s line saying nginx listens (its password
+    and certificate exist by then)."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while not (found := re.search(r"nginx in front of 127\.0\.0\.1:(\d+)", log.read_text())):
+        assert process.poll() is None, f"`mlops ui --secure` exited:\n{_log_tail(log)}"
+        assert time.monotonic() < deadline, (
+            f"no guard after {SERVER_START_TIMEOUT} s:\n{_log_tail(log)}"
+        )
+        time.sleep(0.5)
+    return int(found.group(1))
+
+
 @pytest.fixture(scope="package")
 def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
-    """`mlops ui --port N` against a fresh home with UI_DATA's landing days ending today, as
-    `make ui` runs it, in the background of a script (SIGINT ignored); stopped (with its
-    daemon, code server and runs) after tests/ui/, by tests/ui/test_ui_stop.py."""
+    """`mlops ui --secure --port N` against a fresh home with UI_DATA's landing days ending
+    today, as `make ui` runs it with the guard, in the background of a script (SIGINT
+    ignored); stopped (with nginx, its daemon, code server and runs) after tests/ui/, by
+    tests/ui/test_ui_stop.py."""
     started = time.monotonic()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "timings.json").unlink(missing_ok=True)
@@ -460,12 +538,15 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     for inherited in ("DAGSTER_HOME", "MLOPS_KEYRING", "DASK_SCHEDULER_ADDRESS"):
         env.pop(inherited, None)
     log = ARTIFACTS / "dagster-ui.log"
-    process = start_ui(["--port", str(port)], env, log, preexec_fn=ignore_sigint)
-    server = UiServer(f"http://127.0.0.1:{port}", home, days, log, process)
+    process = start_ui(["--secure", "--port", str(port)], env, log, preexec_fn=ignore_sigint)
     try:
         # The landing files, while the server loads its definitions (nothing reads them before
         # a run: the partitions come from MLOPS_FIRST_LANDING_DATE).
         generate(config, home / "landing")
+        upstream = _guard_started(log, process)
+        guard = home / "ui-guard"
+        password = (guard / "password").read_text().strip()
+        server = UiServer(port, upstream, guard, password, home, days, log, process)
         _wait_until_loaded(server, process, SERVER_START_TIMEOUT)
         # What the "Skip" of Dagster's "Join the Dagster community" dialog records: otherwise
         # that dialog pops up over the first page, a second after it loads, mid-click.
@@ -489,9 +570,10 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
-    """A fresh browser page; its last state is saved as <test>-last.png."""
-    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+def page(browser: Browser, ui_server: UiServer, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh browser page that knows the server's password; its last state is saved as
+    <test>-last.png."""
+    context = ui_server.browser_context(browser, viewport={"width": 1600, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(30_000)
     page.set_default_navigation_timeout(60_000)
