@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from itertools import groupby
@@ -152,11 +152,11 @@ PARALLEL_FROM_DAYS = 8
 PARALLEL_FROM_ROWS = 25_000
 
 
-def drifts_on_cluster(days: int, rows: int, *, has_scheduler: bool) -> bool:
-    """Whether ``days`` days of ``rows`` rows in all go to the Dask cluster (see
-    :data:`PARALLEL_FROM_DAYS`); ``has_scheduler``: a scheduler address is set
-    (:attr:`DaskResource.has_scheduler`)."""
-    return days >= PARALLEL_FROM_DAYS and (has_scheduler or rows >= PARALLEL_FROM_ROWS)
+def drifts_on_cluster(days: int, rows: Callable[[], int], *, has_scheduler: bool) -> bool:
+    """Whether ``days`` days go to the Dask cluster (see :data:`PARALLEL_FROM_DAYS`);
+    ``rows()`` counts their rows, asked only when it decides; ``has_scheduler``: a scheduler
+    address is set (:attr:`DaskResource.has_scheduler`)."""
+    return days >= PARALLEL_FROM_DAYS and (has_scheduler or rows() >= PARALLEL_FROM_ROWS)
 
 
 def monitor_days(
@@ -198,10 +198,8 @@ def monitor_days(
     # The champion's own inputs, as its reference profiled them (the table may have changed).
     features = [name for name in reference.columns if name != SCORE]
     frames = day_frames(con, spec, features, days)
-    use_cluster = (
-        client_factory is not None
-        and len(days) >= PARALLEL_FROM_DAYS  # before counting: a few days need no count
-        and drifts_on_cluster(len(days), _rows_of(con, spec, days), has_scheduler=has_scheduler)
+    use_cluster = client_factory is not None and drifts_on_cluster(
+        len(days), lambda: _rows_of(con, spec, days), has_scheduler=has_scheduler
     )
     with client_factory() if use_cluster else contextlib.nullcontext() as client:
         reports = list(

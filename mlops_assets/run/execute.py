@@ -18,15 +18,16 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO
 
-from mlops_assets.run.plan import RunSetupError, plan_run
+from mlops_assets.run.plan import RunSetupError, landing_bytes, plan_run
 from mlops_assets.run.recovery import PROCESS_TAG, TRIGGER, TRIGGER_TAG, recover, this_process
 from mlops_assets.run.report import RunReport, read_events, read_warehouse
 from mlops_assets.settings import Settings
 
-# New landing files of at least this size (with enough days) start the Dask workers at the
-# run's start: the sample data's 100,000 applications with their customers and outcomes are
-# 27 MB, so this is about 22,000 applications, near where the drift reports' days go to the
-# workers (``PARALLEL_FROM_ROWS``). Below it a step that wants the workers starts them.
+# Landing files of at least this size in the run's days (with enough days: the new ones and
+# those of failed runs it does again) start the Dask workers at the run's start: the sample
+# data's 100,000 applications with their customers and outcomes are 27 MB, so this is about
+# 22,000 applications, near where the drift reports' days go to the workers
+# (``PARALLEL_FROM_ROWS``). Below it a step that wants the workers starts them.
 WARM_UP_FROM_BYTES = 6_000_000
 
 
@@ -152,7 +153,10 @@ def run_pipeline(
         # workers start and import while ingestion and dbt run; not earlier, where they took
         # the CPU from the start-up above. A smaller run starts them only if a step asks for
         # them (a search on many training rows): small runs need none.
-        if len(pending) >= PARALLEL_FROM_DAYS and plan.new_bytes >= WARM_UP_FROM_BYTES:
+        if (
+            len(pending) >= PARALLEL_FROM_DAYS
+            and landing_bytes(settings, pending) >= WARM_UP_FROM_BYTES
+        ):
             start_local_cluster(defs.resources["dask"])
     else:
         selection = [

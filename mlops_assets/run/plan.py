@@ -34,7 +34,6 @@ class RunPlan:
     the landing entries that are refused."""
 
     new_days: list[str]
-    new_bytes: int = 0  # the size of the new or changed landing files
     notices: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # "path: reason", shown as text
 
@@ -111,12 +110,21 @@ def plan_run(settings: Settings) -> RunPlan:
         notice = ensure_keyring(settings.keyring_path, settings.warehouse_path)
     except KeyringError as error:
         raise RunSetupError(str(error)) from None
-    pending = _landing_paths(settings, pending_only=True)
     return RunPlan(
-        new_days=sorted({partition_key_of(p) for p in pending}),
-        new_bytes=sum(_size(p) for p in pending),
+        new_days=landing_dates(settings, pending_only=True),
         notices=[notice] if notice else [],
         refused=refused,
+    )
+
+
+def landing_bytes(settings: Settings, days: list[str]) -> int:
+    """The size of every landing file of ``days`` (``YYYY-MM-DD``), loaded before or not: the
+    data a run over those days reads downstream."""
+    wanted = set(days)
+    return sum(
+        _size(path)
+        for path in _landing_paths(settings, pending_only=False)
+        if partition_key_of(path) in wanted
     )
 
 

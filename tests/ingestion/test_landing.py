@@ -25,7 +25,7 @@ from mlops_assets.ingestion.landing import (
     scan_landing,
     sha256_of,
 )
-from mlops_assets.run.plan import landing_dates, refused_landing_files
+from mlops_assets.run.plan import landing_bytes, landing_dates, refused_landing_files
 from mlops_assets.run.report import RunReport
 from mlops_assets.sample_data.generator import OUTCOME_COLUMNS
 from mlops_assets.settings import Settings, get_settings
@@ -198,6 +198,11 @@ def test_the_run_plans_only_real_landing_days_and_names_the_refused(tmp_path):
     assert landing_dates(settings, pending_only=True) == ["2025-01-05"]
     refused = {r.path for r in refused_landing_files(settings)}
     assert refused == {f"outcomes/{name}" for name in ODD}
+    # What the run's days hold, read by size alone: a link, a FIFO or a folder named for a day
+    # counts nothing (and is never opened).
+    odd_days = sorted({name[:10] for name in ODD} | {"2025-01-05"})
+    assert landing_bytes(settings, odd_days) == len(GOOD.encode())
+    assert landing_bytes(settings, ["2025-01-04"]) == 0
 
 
 def test_the_run_summary_prints_refused_names_as_text(capsys):
@@ -330,3 +335,19 @@ def test_a_hostile_file_name_is_a_landing_day_or_refused_by_name_and_never_runs(
     assert con.execute("select count(*) from canary").fetchone()[0] == 1
     days = landing_dates(Settings(home=home))
     assert days == sorted(name[:10] for name in accepted if name[:10] >= "2025-01-01")
+
+
+def test_the_bytes_of_a_runs_days_count_the_files_of_every_feed_on_those_days(tmp_path):
+    """The warm-up's measure of a run's days: every feed's file of those days, read from the
+    folder (whether ingested before or not: a run doing a failed run's days again reads them)."""
+    from mlops_assets.sample_data.generator import GeneratorConfig, generate
+
+    settings = Settings(home=tmp_path)
+    generate(GeneratorConfig(days=3, rows_per_day=20, seed=1), settings.landing_dir)
+    files = sorted(settings.landing_dir.glob("*/*.csv"))
+    sizes: dict[str, int] = {}
+    for path in files:
+        sizes[path.stem] = sizes.get(path.stem, 0) + path.stat().st_size
+    assert len({p.parent.name for p in files if p.stem == "2025-01-02"}) >= 2  # two feeds
+    assert landing_bytes(settings, ["2025-01-02"]) == sizes["2025-01-02"]
+    assert landing_bytes(settings, sorted(sizes)) == sum(sizes.values())

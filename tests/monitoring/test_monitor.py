@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import duckdb
 import numpy as np
 import pandas as pd
+import pytest
 
 from mlops_assets.monitoring.daily import (
     REPORTS_TABLE,
@@ -160,7 +161,15 @@ def test_days_go_to_the_cluster_only_when_many_or_a_scheduler_runs_it(tmp_path, 
     assert rows < daily.PARALLEL_FROM_ROWS
     local = report()
     assert asked == []
-    assert report(has_scheduler=True) == local and asked == [True]
+    # At a scheduler address the days' rows are not even counted.
+    counted = daily._rows_of
+    with monkeypatch.context() as patched:
+        patched.setattr(daily, "_rows_of", lambda *args: pytest.fail("counted"))
+        assert report(has_scheduler=True) == local and asked == [True]
+    # The count is of these days' rows: one more than they hold stays on threads.
+    assert counted(con, CLASSIFIER, days) == rows < len(visits)
+    monkeypatch.setattr(daily, "PARALLEL_FROM_ROWS", rows + 1)
+    assert report() == local and asked == [True]
     monkeypatch.setattr(daily, "PARALLEL_FROM_ROWS", rows)
     assert report() == local and asked == [True, True]
     # Fewer days than fan out stay here, however many rows or whatever the scheduler.

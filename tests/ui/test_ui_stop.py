@@ -30,7 +30,6 @@ def test_sigterm_ends_the_ui_started_with_sigint_ignored_and_every_process_it_st
         signal.SIGTERM,
         ui_server.log,
         [ui_server.port, ui_server.upstream],
-        secure=True,
     )
     record_timing("ui_server_stop", time.monotonic() - started)
     with pytest.raises(ProcessLookupError):
