@@ -150,22 +150,20 @@ class UiServer:
     def certificate(self) -> str:
         return str(self.guard / "cert.pem")
 
-    def get(self, path: str, **options) -> requests.Response:
-        """GET ``path`` through the guard, with the password, the certificate verified."""
+    def request(self, method: str, path: str, **options) -> requests.Response:
+        """``method`` ``path`` through the guard, with the password, the certificate
+        verified."""
         options.setdefault("timeout", 60)
-        return requests.get(
-            f"{self.url}{path}", auth=(USER, self.password), verify=self.certificate, **options
-        )
+        return requests.request(
+            method, f"{self.url}{path}", auth=(USER, self.password), verify=self.certificate,
+            **options,
+        )  # fmt: skip
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         """POST to the webserver's /graphql, through the guard; the ``data`` of an answer
         without errors."""
-        response = requests.post(
-            f"{self.url}/graphql",
-            json={"query": query, "variables": variables or {}},
-            auth=(USER, self.password),
-            verify=self.certificate,
-            timeout=60,
+        response = self.request(
+            "POST", "/graphql", json={"query": query, "variables": variables or {}}
         )
         body = response.json()
         assert response.ok and not body.get("errors"), (response.status_code, body)
@@ -360,7 +358,7 @@ def _wait_until_loaded(server: UiServer, process: subprocess.Popen, timeout: flo
         )
         # nginx answers 502 until the webserver behind it listens.
         with contextlib.suppress(requests.ConnectionError, requests.Timeout, requests.HTTPError):
-            server.get("/server_info", timeout=5).raise_for_status()
+            server.request("GET", "/server_info", timeout=5).raise_for_status()
             entries = server.graphql(query)["workspaceOrError"]["locationEntries"]
             if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
                 errors = [
