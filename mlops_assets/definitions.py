@@ -6,6 +6,7 @@
 when the definitions load (not at import).
 """
 
+import importlib
 import warnings
 
 import dagster as dg
@@ -13,6 +14,26 @@ import dagster as dg
 from mlops_assets.automation import with_policies
 from mlops_assets.resources import bind
 from mlops_assets.settings import PROJECT_ROOT, Settings, get_settings
+
+# The modules the defs folder's components and definitions build from. Each imports them only
+# when it builds (listing or scaffolding components imports none), and none reads the dbt
+# manifest when imported: `mlops run`, when it must wait for `dbt parse` before it can build the
+# dbt assets, imports them meanwhile (:func:`import_stages`).
+STAGE_MODULES = (
+    "mlops_assets.ingestion.assets",
+    "mlops_assets.transform.assets",
+    "mlops_assets.security.checks",
+    "mlops_assets.features.assets",
+    "mlops_assets.training.assets",
+    "mlops_assets.monitoring.assets",
+    "mlops_assets.ops.assets",
+)
+
+
+def import_stages() -> None:
+    """Import :data:`STAGE_MODULES` (and so Dagster's dbt integration, scikit-learn, Pandera)."""
+    for name in STAGE_MODULES:
+        importlib.import_module(name)
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -174,3 +175,37 @@ def test_under_dg_dev_the_definitions_parse_dbt_only_when_its_project_changed(
     monkeypatch.delenv("DAGSTER_IS_DEV_CLI")
     build_definitions(settings)
     assert started == [None]
+
+
+def test_the_stages_imported_while_dbt_parses_are_all_the_definitions_are_built_from(
+    tmp_path, defs
+):
+    """`mlops run` imports STAGE_MODULES while it waits for `dbt parse`: building the
+    definitions afterwards imports none of the platform's modules but the defs folder and its
+    component types, and none of the heavy libraries (a stage missing from the list would be imported after the
+    parse, on the run's critical path, instead of beside it)."""
+    script = (
+        "import json, sys\n"
+        "from mlops_assets.definitions import build_definitions, import_stages\n"
+        "from pathlib import Path\n"
+        "from mlops_assets.settings import Settings\n"
+        "import_stages()\n"
+        "before = set(sys.modules)\n"
+        f"build_definitions(Settings(home=Path({str(tmp_path)!r})))\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+    )
+    result = subprocess.run(
+        [str(BIN / "python"), "-c", script],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    imported = json.loads(result.stdout.splitlines()[-1])
+    loader = ("mlops_assets.defs", "mlops_assets.components")  # the folder and its components
+    stages = {m for m in imported if m.startswith("mlops_assets.") and not m.startswith(loader)}
+    assert not stages
+    # (dbt's manifest classes are imported as the manifest is read.)
+    heavy = {"sklearn", "scipy", "dagster_dbt", "pandera", "pandas", "dask", "shap"}
+    assert not {m.split(".")[0] for m in imported} & heavy

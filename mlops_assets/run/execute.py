@@ -117,18 +117,22 @@ def run_pipeline(
         os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
         from dagster._core.utils import make_new_run_id
 
-        from mlops_assets.definitions import build_definitions
+        from mlops_assets.definitions import build_definitions, import_stages
         from mlops_assets.monitoring.daily import PARALLEL_FROM_DAYS
         from mlops_assets.resources import start_local_cluster
         from mlops_assets.run.instance import batch_event_writes, dagster_instance
 
         batch_event_writes(os.environ)
 
-        if not manifest_is_current():
-            if parsing is None:  # a file of the dbt project changed since the run started
-                parsing = DbtParse(os.environ, for_build)
-            parsed()  # the dbt assets are built from the manifest this parse publishes
         with warnings.catch_warnings(record=True) as setup_warnings:
+            if not manifest_is_current():
+                if parsing is None:  # a file of the dbt project changed since the run started
+                    parsing = DbtParse(os.environ, for_build)
+                # The dbt assets are built from the manifest this parse publishes (the first
+                # run of a checkout, or one after a model was edited): what the definitions are
+                # built from is imported meanwhile, on this core while dbt parses on the other.
+                import_stages()
+                parsed()
             defs = build_definitions(settings)
             instance = dagster_instance(settings)
             pending, notices = recover(instance, plan.new_days)
