@@ -182,8 +182,8 @@ def test_the_stages_imported_while_dbt_parses_are_all_the_definitions_are_built_
 ):
     """`mlops run` imports STAGE_MODULES while it waits for `dbt parse`: building the
     definitions afterwards imports none of the platform's modules but the defs folder and its
-    component types, and none of the heavy libraries (a stage missing from the list would be imported after the
-    parse, on the run's critical path, instead of beside it)."""
+    component types, and none of the heavy libraries (a stage missing from the list would be
+    imported after the parse, on the run's critical path, instead of beside it)."""
     script = (
         "import json, sys\n"
         "from mlops_assets.definitions import build_definitions, import_stages\n"
