@@ -21,9 +21,9 @@ def cached(source: Path) -> Path:
 
 
 def package(root: Path) -> dict[str, Path]:
-    """A package as site-packages holds one: modules, a nested package, a test suite in
-    ``tests/`` and ``test/`` folders, a module merely named like a test, and a module with a
-    syntax error."""
+    """A package as site-packages holds one: modules, a nested package, test suites in
+    ``tests/`` folders, modules merely named like tests (Dagster imports its ``_utils/test``),
+    and a module with a syntax error."""
     files = {
         "init": root / "pkg" / "__init__.py",
         "module": root / "pkg" / "core.py",
@@ -31,7 +31,8 @@ def package(root: Path) -> dict[str, Path]:
         "named_like_a_test": root / "pkg" / "tests.py",
         "testing_helpers": root / "pkg" / "testing" / "helpers.py",
         "suite": root / "pkg" / "tests" / "test_core.py",
-        "suite_nested": root / "pkg" / "sub" / "test" / "test_deep.py",
+        "test_helpers": root / "pkg" / "sub" / "test" / "helpers.py",
+        "suite_nested": root / "pkg" / "sub" / "tests" / "test_deep.py",
         "broken": root / "pkg" / "broken.py",
     }
     for name, path in files.items():
@@ -46,7 +47,9 @@ def test_every_module_but_the_test_suites_is_compiled_where_python_looks(tmp_pat
     modules, failed = tool.compile_modules([str(tmp_path)], workers=1)
     assert (modules, failed) == (6, 1)
     compiled = {name for name, path in files.items() if cached(path).exists()}
-    assert compiled == {"init", "module", "nested", "named_like_a_test", "testing_helpers"}
+    assert compiled == {
+        "init", "module", "nested", "named_like_a_test", "testing_helpers", "test_helpers"
+    }  # fmt: skip
     assert not (tmp_path / "pkg" / "tests" / "__pycache__").exists()
 
 
@@ -54,11 +57,12 @@ def test_a_current_module_is_left_alone_and_a_changed_one_compiled_again(tmp_pat
     files = package(tmp_path)
     tool.compile_modules([str(tmp_path)], workers=1)
     unchanged, changed = cached(files["module"]), cached(files["nested"])
-    before = {path: path.stat().st_mtime_ns for path in (unchanged, changed)}
+    # Bytecode is written to a new file renamed into place: a new inode when written again.
+    before = {path: path.stat().st_ino for path in (unchanged, changed)}
     files["nested"].write_text("VALUE = 'changed, and longer than before'\n")
     tool.compile_modules([str(tmp_path)], workers=1)
-    assert unchanged.stat().st_mtime_ns == before[unchanged]
-    assert changed.stat().st_mtime_ns != before[changed]
+    assert unchanged.stat().st_ino == before[unchanged]
+    assert changed.stat().st_ino != before[changed]
 
 
 def test_the_bytecode_written_is_what_python_imports_without_writing_its_own(tmp_path):

@@ -180,18 +180,23 @@ def test_under_dg_dev_the_definitions_parse_dbt_only_when_its_project_changed(
 def test_the_stages_imported_while_dbt_parses_are_all_the_definitions_are_built_from(
     tmp_path, defs
 ):
-    """`mlops run` imports STAGE_MODULES while it waits for `dbt parse`: building the
-    definitions afterwards imports none of the platform's modules but the defs folder and its
-    component types, and none of the heavy libraries (a stage missing from the list would be
-    imported after the parse, on the run's critical path, instead of beside it)."""
+    """`mlops run` imports STAGE_MODULES while it waits for `dbt parse`, so none may read the
+    dbt manifest the parse is writing; building the definitions afterwards (which reads it)
+    imports none of the platform's modules but the defs folder and its component types, and
+    none of the heavy libraries (a stage missing from the list would be imported after the
+    parse, on the run's critical path, instead of beside it)."""
     script = (
         "import json, sys\n"
         "from mlops_assets.definitions import build_definitions, import_stages\n"
         "from pathlib import Path\n"
         "from mlops_assets.settings import Settings\n"
+        "opened = []\n"
+        "sys.addaudithook(lambda e, a: opened.append(str(a[0])) if e == 'open' else None)\n"
         "import_stages()\n"
+        "assert not [p for p in opened if p.endswith('manifest.json')], opened\n"
         "before = set(sys.modules)\n"
         f"build_definitions(Settings(home=Path({str(tmp_path)!r})))\n"
+        "assert [p for p in opened if p.endswith('manifest.json')], 'no manifest read'\n"
         "print(json.dumps(sorted(set(sys.modules) - before)))\n"
     )
     result = subprocess.run(

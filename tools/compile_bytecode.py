@@ -5,13 +5,17 @@
 `make install` runs it with the virtualenv's Python after `uv sync`: where Python may not write
 its bytecode cache (``PYTHONDONTWRITEBYTECODE``, as many containers and CI machines set, or a
 read-only tree), every process of a run would otherwise compile Dagster, dbt and scikit-learn
-from source again. It compiles every module of that Python's site-packages and of each FOLDER
-given, except those under a folder named ``tests`` or ``test``: the test suites pandas, SciPy,
-scikit-learn, NumPy and the others ship, a quarter of the files and about half the compiling
-time, which nothing here imports (uv's ``--compile-bytecode`` compiles them too, with no way to
-leave them out). A module whose bytecode is current as the import system checks it (the
-source's modification time and size, in the cache's header) is skipped, so an install that
-changed nothing costs a fraction of a second. A file Python cannot compile is counted, not an error:
+from source again. It compiles every module of each FOLDER given, and of that Python's
+site-packages with ``--site-packages``, except those under a folder named ``tests``: the test
+suites pandas, SciPy, scikit-learn, NumPy and the others ship, a quarter of the files and
+about half the compiling time. Nothing here imports them but the empty ``__init__.py`` of
+scikit-learn's, which its listing of estimators walks (uv's ``--compile-bytecode`` compiles them
+all, with no way to leave them out).
+
+The bytecode is what Python writes itself when it may: checked against the source's
+modification time and size (not a hash, even with ``SOURCE_DATE_EPOCH`` set). A module whose
+bytecode is current is skipped, so an install that changed nothing costs a fraction of a second.
+A file that cannot be compiled or whose bytecode cannot be written is counted, not an error:
 bytecode only spares an import its compiling.
 """
 
@@ -27,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 # Folders never compiled: the packages' test suites, and the bytecode caches themselves.
-SKIPPED_FOLDERS = frozenset({"tests", "test", "__pycache__"})
+SKIPPED_FOLDERS = frozenset({"tests", "__pycache__"})
 CHUNK = 200  # modules handed to a worker process at a time
 
 
@@ -71,22 +75,24 @@ def compile_module(path: str) -> bool:
 
 def compile_modules(roots: Iterable[str], workers: int | None = None) -> tuple[int, int]:
     """Compile :func:`sources` of ``roots`` on ``workers`` processes (default: one per core;
-    1: in this process): (modules looked at, modules that could not be compiled)."""
+    1: in this process): (modules whose bytecode is current, modules that could not be
+    compiled)."""
     files = list(sources(roots))
     if workers == 1:
         failed = sum(not compile_module(f) for f in files)
     else:
         with ProcessPoolExecutor(workers) as pool:
             failed = sum(not ok for ok in pool.map(compile_module, files, chunksize=CHUNK))
-    return len(files), failed
+    return len(files) - failed, failed
 
 
 def main(arguments: list[str]) -> None:
     folders = [a for a in arguments if a != "--site-packages"]
-    if "--site-packages" in arguments:
-        folders += sorted({sysconfig.get_paths()[kind] for kind in ("purelib", "platlib")})
-    modules, failed = compile_modules(folders)
-    print(f"bytecode: {modules} modules current, {failed} not compilable, test suites left out")
+    if "--site-packages" in arguments:  # once, where platlib is a link to purelib (lib64)
+        paths = sysconfig.get_paths()
+        folders += sorted({os.path.realpath(paths[kind]) for kind in ("purelib", "platlib")})
+    current, failed = compile_modules(folders)
+    print(f"bytecode: {current} modules current, {failed} not compilable, test suites left out")
 
 
 if __name__ == "__main__":

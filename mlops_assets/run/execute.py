@@ -131,7 +131,10 @@ def run_pipeline(
                 # The dbt assets are built from the manifest this parse publishes (the first
                 # run of a checkout, or one after a model was edited): what the definitions are
                 # built from is imported meanwhile, on this core while dbt parses on the other.
-                import_stages()
+                # A module that fails to import is not kept: building the definitions imports
+                # it again and says so as it would have, after the parse has said its part.
+                with contextlib.suppress(Exception):
+                    import_stages()
                 parsed()
             defs = build_definitions(settings)
             instance = dagster_instance(settings)
