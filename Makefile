@@ -57,14 +57,13 @@ $(UV_VENV)/bin/uv:
 # Exactly what uv.lock pins, the project itself editable (the `mlops` command in $(BIN)); no pip
 # in $(VENV). UV_PROJECT_ENVIRONMENT: a value from the caller's shell would send it elsewhere.
 # --python gets the interpreter's own path: given a launcher (pyenv's shim), uv would rebuild
-# $(VENV) from scratch on every sync. Every module is then compiled to bytecode, once (a fresh
-# `make install` takes about 20 s in all, under 1 s after), but the test suites the packages ship
-# in folders named tests, which nothing here imports (tools/compile_bytecode.py; uv's
-# --compile-bytecode would compile them too, at twice the time):
-# where Python may not write its cache (PYTHONDONTWRITEBYTECODE, as many containers and CI
-# machines set, or a read-only tree) each process would otherwise compile Dagster, dbt,
-# scikit-learn and the platform again from source (a small `mlops run`: 137 CPU-s without, 73
-# with).
+# $(VENV) from scratch on every sync. Then every module is compiled to bytecode, once (a fresh
+# `make install` takes about 20 s in all, under 1 s after): where Python may not write its cache
+# (PYTHONDONTWRITEBYTECODE, as many containers and CI machines set, or a read-only tree) each
+# process would otherwise compile Dagster, dbt, scikit-learn and the platform again from source
+# (a small `mlops run`: 137 CPU-s without, 73 with). tools/compile_bytecode.py leaves out the
+# test suites the packages ship in folders named tests, which nothing here imports (uv's
+# --compile-bytecode would compile them too, at twice the time).
 define SYNC
 UV_PROJECT_ENVIRONMENT="$(CURDIR)/$(VENV)" $(UV) sync --frozen --extra dev --no-python-downloads \
 	--python "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
