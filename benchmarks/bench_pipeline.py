@@ -9,7 +9,8 @@ that process and every process it starts (Dask workers, dbt) four times a second
 * wall time of `mlops run`, and peak RSS summed over its process tree;
 * per stage: seconds of its Dagster steps and rows/s (the asset's input rows / step seconds);
 * Dagster's own overhead: wall time outside every step (process start, imports, loading the
-  definitions, dbt parse, run bookkeeping) as a share of the wall time;
+  definitions, dbt parse, run bookkeeping) as a share of the wall time, and where it goes
+  (before the run's first event, to its first step, between steps, after the last);
 * ingestion rows/s against DuckDB's bare `read_csv` of the same applications files.
 
 Results are printed as Markdown and written to ``<work>/pipeline-<applications>.json``.
@@ -18,6 +19,7 @@ Results are printed as Markdown and written to ``<work>/pipeline-<applications>.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -125,6 +127,7 @@ def generate(home: Path, applications: int) -> None:
 
 def run_pipeline(home: Path) -> dict:
     env = {**os.environ, "MLOPS_HOME": str(home)}
+    started_at = time.time()
     started = time.perf_counter()
     process = subprocess.Popen(
         [BIN / "mlops", "run", "--json", "--no-table-metadata"],
@@ -136,12 +139,15 @@ def run_pipeline(home: Path) -> dict:
     memory = PeakMemory(process.pid)
     out, _ = process.communicate()
     wall = time.perf_counter() - started
+    ended_at = time.time()
     peak = memory.stop()
     summary = json.loads(out)
     if process.returncode != 0:
         raise SystemExit(f"mlops run failed ({process.returncode}): {summary['failed_steps']}")
     return {
         "wall_seconds": wall,
+        "started_at": started_at,
+        "ended_at": ended_at,
         "peak_rss_bytes": peak,
         "peak_at": memory.peak_at,
         "peak_by_process": memory.peak_by_process,
@@ -151,18 +157,52 @@ def run_pipeline(home: Path) -> dict:
 
 def steps_running_at(home: Path, run_id: str, moment: float) -> list[str]:
     """The steps of the run that had started and not yet ended at ``moment`` (time.time())."""
+    _, steps = run_timeline(home, run_id)
+    return [key for key, start, end in steps if start <= moment <= end]
+
+
+def overhead_parts(
+    started_at: float, first_event: float, steps: list[tuple[float, float]], ended_at: float
+) -> dict[str, float]:
+    """The wall time outside every step, by where it is spent: before the run's first event
+    (the process's start, imports, the definitions, the instance, `dbt parse` when waited
+    for), from that event to the first step (the run's planning), between steps, and after
+    the last step (the run's end, the summary, the process's exit). ``steps``: (start, end)
+    of each step; times are ``time.time()``. The parts add up to the wall time less the
+    union of the steps."""
+    spans = sorted(steps)
+    merged: list[list[float]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    first_step, last_step = (merged[0][0], merged[-1][1]) if merged else (first_event,) * 2
+    return {
+        "before the run's first event": first_event - started_at,
+        "from it to the first step": first_step - first_event,
+        "between steps": sum(b[0] - a[1] for a, b in itertools.pairwise(merged)),
+        "after the last step": ended_at - last_step,
+    }
+
+
+def run_timeline(home: Path, run_id: str) -> tuple[float, list[tuple[str, float, float]]]:
+    """The run's first event and the (key, start, end) of each of its steps, from its event
+    log."""
     import dagster as dg
 
-    started: dict[str, float] = {}
-    running = []
     ends = (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)
+    started: dict[str, float] = {}
+    steps = []
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        for entry in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_START, *ends}):
-            if entry.dagster_event.event_type == dg.DagsterEventType.STEP_START:
+        entries = instance.all_logs(run_id)
+        for entry in entries:
+            kind = entry.dagster_event_type
+            if kind == dg.DagsterEventType.STEP_START:
                 started[entry.step_key] = entry.timestamp
-            elif started.get(entry.step_key, moment) <= moment <= entry.timestamp:
-                running.append(entry.step_key)
-    return running
+            elif kind in ends and entry.step_key in started:
+                steps.append((entry.step_key, started.pop(entry.step_key), entry.timestamp))
+    return entries[0].timestamp, steps
 
 
 def stage_table(home: Path, run_id: str) -> dict[str, dict]:
@@ -239,6 +279,7 @@ def main() -> None:
         csv_rows, csv_seconds = duckdb_read_csv(home)
         wall = result["wall_seconds"]
         overhead = wall - stages.pop("_all_steps_seconds")
+        first_event, steps = run_timeline(home, result["summary"]["run_id"])
         record = {
             "applications": stages.pop("_applications"),
             "wall_seconds": wall,
@@ -250,6 +291,9 @@ def main() -> None:
             "steps_at_peak": steps_running_at(home, result["summary"]["run_id"], result["peak_at"]),
             "overhead_seconds": overhead,
             "overhead_share": overhead / wall,
+            "overhead_parts": overhead_parts(
+                result["started_at"], first_event, [s[1:] for s in steps], result["ended_at"]
+            ),
             "stages": stages,
             "duckdb_read_csv_rows_per_second": csv_rows / csv_seconds,
         }
@@ -265,6 +309,9 @@ def print_record(record: dict) -> None:
         f"peak RSS {record['peak_rss_gb']:.2f} GB, Dagster overhead "
         f"{record['overhead_seconds']:.0f} s ({record['overhead_share']:.0%})\n"
     )
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in record.get("overhead_parts", {}).items())
+    if parts:
+        print(f"Dagster overhead, where it goes: {parts}.\n")
     shares = ", ".join(f"{k} {v:.2f} GB" for k, v in record["peak_rss_gb_by_process"].items())
     steps = ", ".join(record["steps_at_peak"]) or "none (between steps)"
     print(f"Peak RSS by process: {shares}; steps running then: {steps}.\n")

@@ -136,3 +136,48 @@ def test_the_processes_of_a_run_are_told_apart_by_their_command(tmp_path):
         for child in children.values():
             child.kill()
             child.wait()
+
+
+def test_the_overhead_is_split_where_it_is_spent_and_adds_up_to_the_wall_outside_the_steps():
+    # Started at 100, the run's first event at 106, steps 107-110, 110-112 (a step that
+    # starts as the one before ends), 112.5-115 and one inside it (a check, 113-114), then
+    # 116-118; the process ended at 119.
+    steps = [(112.5, 115.0), (107.0, 110.0), (113.0, 114.0), (110.0, 112.0), (116.0, 118.0)]
+    parts = bench.overhead_parts(100.0, 106.0, steps, 119.0)
+    assert parts == {
+        "before the run's first event": 6.0,
+        "from it to the first step": 1.0,
+        "between steps": 1.5,
+        "after the last step": 1.0,
+    }
+    union = 3 + 2 + 2.5 + 2
+    assert sum(parts.values()) == (119.0 - 100.0) - union
+    none = bench.overhead_parts(100.0, 106.0, [], 107.0)
+    assert sum(none.values()) == 7.0 and none["between steps"] == 0
+
+
+def test_the_run_s_first_event_and_its_steps_are_read_from_its_event_log(tmp_path):
+    import time
+
+    import dagster as dg
+
+    @dg.asset
+    def first() -> None:
+        time.sleep(0.1)
+
+    @dg.asset(deps=[first])
+    def second() -> None:
+        time.sleep(0.1)
+
+    (tmp_path / "dagster").mkdir()
+    before = time.time()
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
+        run_id = dg.materialize([first, second], instance=instance).run_id
+    after = time.time()
+    first_event, steps = bench.run_timeline(tmp_path, run_id)
+    assert before <= first_event <= min(start for _, start, _ in steps)
+    assert len(steps) == 2
+    (a, a_start, a_end), (b, b_start, b_end) = sorted(steps, key=lambda step: step[1])
+    assert (a, b) == ("first", "second")
+    assert a_end - a_start >= 0.1 and b_end - b_start >= 0.1
+    assert a_end <= b_start <= b_end <= after
