@@ -155,9 +155,9 @@ def run_pipeline(home: Path) -> dict:
     }
 
 
-def steps_running_at(home: Path, run_id: str, moment: float) -> list[str]:
-    """The steps of the run that had started and not yet ended at ``moment`` (time.time())."""
-    _, steps = run_timeline(home, run_id)
+def steps_running_at(steps: list[tuple[str, float, float]], moment: float) -> list[str]:
+    """The steps (:func:`run_timeline`'s) that had started and not yet ended at ``moment``
+    (time.time())."""
     return [key for key, start, end in steps if start <= moment <= end]
 
 
@@ -288,7 +288,7 @@ def main() -> None:
             "peak_rss_gb_by_process": {
                 kind: rss / 2**30 for kind, rss in sorted(result["peak_by_process"].items())
             },
-            "steps_at_peak": steps_running_at(home, result["summary"]["run_id"], result["peak_at"]),
+            "steps_at_peak": steps_running_at(steps, result["peak_at"]),
             "overhead_seconds": overhead,
             "overhead_share": overhead / wall,
             "overhead_parts": overhead_parts(

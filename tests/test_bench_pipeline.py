@@ -109,9 +109,10 @@ def test_the_steps_running_at_a_moment_are_read_from_the_run_s_events(tmp_path):
     (tmp_path / "dagster").mkdir()
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
         run_id = dg.materialize([first, second], instance=instance).run_id
-    assert bench.steps_running_at(tmp_path, run_id, marks["first"]) == ["first"]
-    assert bench.steps_running_at(tmp_path, run_id, marks["second"]) == ["second"]
-    assert bench.steps_running_at(tmp_path, run_id, 0.0) == []
+    _, steps = bench.run_timeline(tmp_path, run_id)
+    assert bench.steps_running_at(steps, marks["first"]) == ["first"]
+    assert bench.steps_running_at(steps, marks["second"]) == ["second"]
+    assert bench.steps_running_at(steps, 0.0) == []
 
 
 def test_the_processes_of_a_run_are_told_apart_by_their_command(tmp_path):
