@@ -137,10 +137,11 @@ run: $(STAMP)
 
 # What comes before the tests runs side by side (apt's downloads beside the install's bytecode
 # compiling, then the lint and the docs site); then two test workers, one per core, the tests
-# sharing a fixture staying on one worker (tests/conftest.py).
+# sharing a fixture staying on one worker, the groups of costly tests handed out first
+# (tests/conftest.py).
 test:
 	$(MAKE) --no-print-directory -j 3 --output-sync=target test-ready
-	$(BIN)/pytest -n 2 --dist loadgroup --durations=20
+	$(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=20
 
 test-ready: $(STAMP) test-packages lint docs-build
 

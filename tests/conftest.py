@@ -81,6 +81,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = _xdist_group(item)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+    costly_first(items)
+
+
+def costly_first(items: list[pytest.Item]) -> None:
+    """Put the groups holding a `costly` test first, the rest after, each in collection order:
+    the workers take groups in this order (`--no-loadscope-reorder`), so the longest work
+    starts first, the short tests fill in at the end, and the two workers finish together."""
+    costly = {_group_of(item) for item in items if item.get_closest_marker("costly")}
+    items.sort(key=lambda item: _group_of(item) not in costly)  # a stable sort
+
+
+def _group_of(item: pytest.Item) -> str:
+    """The xdist group of ``item``, or its own id when it has none (a group of one)."""
+    marker = item.get_closest_marker("xdist_group")
+    if marker is None:
+        return item.nodeid
+    return str(marker.kwargs.get("name", marker.args[0] if marker.args else "default"))
 
 
 def _xdist_group(item: pytest.Item) -> str | None:

@@ -9,6 +9,8 @@ import pytest
 
 from mlops_assets.resources import WarehouseResource
 
+pytestmark = pytest.mark.costly  # started first (tests/conftest.py)
+
 HOLD_LOCK = """
 import sys, time, duckdb
 con = duckdb.connect(sys.argv[1])

@@ -30,6 +30,8 @@ from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from mlops_assets.settings import DAGSTER_PG_URL_VARIABLE, get_settings
 from tests.conftest import free_port, mlops_here
 
+pytestmark = pytest.mark.costly  # started first (tests/conftest.py)
+
 BIN = Path(sys.executable).parent
 PG_VERSIONS_DIR = Path("/usr/lib/postgresql")
 SCHEDULE = "daily_pipeline_schedule"

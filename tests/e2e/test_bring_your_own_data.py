@@ -25,6 +25,8 @@ from sklearn.datasets import load_breast_cancer
 from mlops_assets.settings import PROJECT_ROOT
 from tests.conftest import BIN
 
+pytestmark = pytest.mark.costly  # started first (tests/conftest.py)
+
 FEED = "cell_samples"
 MODEL = "malignancy"
 DAYS = 20

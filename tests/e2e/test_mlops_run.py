@@ -24,6 +24,8 @@ from tests.conftest import (
     run_here,
 )
 
+pytestmark = pytest.mark.costly  # started first (tests/conftest.py)
+
 SCHEMAS = ("raw", "staging", "intermediate", "marts", "quarantine", "audit")
 
 

@@ -30,6 +30,8 @@ from mlops_assets.faults import POINTS, VARIABLE
 from mlops_assets.sample_data.generator import GeneratorConfig, generate
 from tests.conftest import BIN, ReferenceHome, run_here
 
+pytestmark = pytest.mark.costly  # started first (tests/conftest.py)
+
 DATA = GeneratorConfig(days=40, rows_per_day=100, seed=11, drift_from_day=30)  # 92 files
 # Columns that record when something happened, not what: they differ between any two runs.
 WHEN = {"_loaded_at", "quarantined_at", "loaded_at", "updated_at", "bound_at", "created_at",

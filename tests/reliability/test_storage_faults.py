@@ -24,6 +24,8 @@ from mlops_assets.ingestion.ledger import LEDGER_TABLE, unbalanced_ledger_rows
 from mlops_assets.sql import qualified
 from tests.conftest import BIN, ReferenceHome
 
+pytestmark = pytest.mark.costly  # started first (tests/conftest.py)
+
 TABLES = ("raw.applications", "raw.customers", "staging.stg_applications",
           "marts.loan_applications", "features.loan_features", "audit.ingested_files")  # fmt: skip
 ROOM_KB = 4096  # what the run over the new landing days finds free: less than it writes

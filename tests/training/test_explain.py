@@ -23,6 +23,8 @@ from mlops_assets.training.explain import (
     reason_codes,
 )
 
+pytestmark = pytest.mark.costly  # started first (tests/conftest.py)
+
 # What the permutation explainer compiles, in a process of its own: shap loaded as the
 # platform loads it, one small explanation.
 COMPILE_KERNELS = """

@@ -7,6 +7,8 @@ from mlops_assets import catalogue
 from mlops_assets.training.dataset import load_training_data
 from mlops_assets.training.search import LEAVE_ONE_OUT_MAX_ROWS, cv_splits, search
 
+pytestmark = pytest.mark.costly  # started first (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def data(features_con):

@@ -13,6 +13,8 @@ import pytest
 from mlops_assets.transform.parse import MANIFEST
 from mlops_assets.transform.resource import PlatformDbtCli, dbt_project, dbt_resource
 
+pytestmark = pytest.mark.costly  # started first (tests/conftest.py)
+
 
 def test_the_venvs_dbt_version_is_the_installed_package_without_running_dbt(monkeypatch, tmp_path):
     def no_dbt(*args, **kwargs):

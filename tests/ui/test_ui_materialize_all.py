@@ -29,6 +29,8 @@ from tests.ui.conftest import (
     record_timing,
 )
 
+pytestmark = pytest.mark.costly  # started first (tests/conftest.py)
+
 DOCS_SCREENSHOT = ROOT / "docs" / "asset-graph.png"
 UPDATE_DOCS = os.environ.get("MLOPS_UPDATE_DOCS_SCREENSHOT") == "1"
 
