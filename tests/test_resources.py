@@ -229,3 +229,36 @@ def test_a_worker_freezes_its_objects_at_exit():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["frozen before exit: False", "frozen at exit: True"]
+
+
+def test_the_local_clusters_workers_are_forked_with_the_tasks_imports_and_dasks_variables():
+    """A LocalCluster's workers are forked from a server process that imported Dask and what
+    the tasks import (not new interpreters importing them again), and still have the variables
+    Dask's nannies set for a worker (one OpenMP thread, memory given back to the system); a
+    second cluster of the same process forks from the same server."""
+    import os
+    import sys
+
+    from distributed import Client
+
+    from mlops_assets import resources
+
+    def worker_state() -> tuple[int, bool, str | None, str | None]:
+        return (
+            os.getppid(),
+            all(name in sys.modules for name in resources.WORKER_IMPORTS),
+            os.environ.get("OMP_NUM_THREADS"),
+            os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+        )
+
+    servers = set()
+    for _ in range(2):
+        with resources.new_local_cluster(2) as cluster, Client(cluster) as client:
+            states = list(client.run(worker_state).values())
+        assert len(states) == 2
+        for parent, imported, omp, trim in states:
+            assert parent != os.getpid()  # spawned, a worker's parent is its nanny's process
+            assert imported
+            assert (omp, trim) == ("1", "65536")
+            servers.add(parent)
+    assert len(servers) == 1
