@@ -2,19 +2,13 @@
 (see ``sitecustomize``): what every run imports before its first step, so that a run does not
 import it again, and a fresh seed for numpy's global random state in each run forked from it
 (numpy, unlike Python's ``random``, does not reseed after a fork: every run would otherwise
-draw the same numbers from ``numpy.random``).
-
-Besides the libraries, the platform's stage modules (``definitions.STAGE_MODULES``: importing
-them reads no setting and no file) and Dask's ``distributed``: a run then only builds the
-definitions. The stages are the code server's own, as it loaded them: a run executes what the UI
-shows until the code location is reloaded (a new code server, a new forkserver), where a run
-importing them itself would take whatever is on disk by then."""
+draw the same numbers from ``numpy.random``)."""
 
 import contextlib
 import importlib
 import os
 
-LIBRARIES = (
+MODULES = (
     "dagster",
     "dagster_dbt",
     "duckdb",
@@ -22,16 +16,7 @@ LIBRARIES = (
     "pandera.pandas",
     "sklearn.ensemble",
     "scipy.stats",
-    "distributed",
 )
-
-
-try:
-    from mlops_assets.definitions import STAGE_MODULES
-except Exception:  # the run's to import, and to report
-    STAGE_MODULES = ()
-
-MODULES = (*LIBRARIES, *STAGE_MODULES)
 
 for _name in MODULES:
     # One that cannot be imported here is the run's to import, and to report.

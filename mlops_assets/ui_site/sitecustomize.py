@@ -12,10 +12,10 @@ It changes two things of Dagster's, in the modules as Dagster loads them:
   rest again before the run's first event: about 5 CPU-seconds a run. Here its runs are forked
   from a server process ("forkserver", started by the code server's first run) that imported
   them once (:mod:`mlops_assets.ui_site.run_preload`, which also gives each run its own seed of
-  numpy's global random state). A run shares no thread or connection of the code server's; the
-  platform's stages and Dask are imported there too, so a run only builds the definitions as it
-  would have. Its environment is the code server's at its first run. The forkserver holds
-  about 370 MB while the code server lives; a run whose forkserver was killed (by the kernel's
+  numpy's global random state). A run shares no thread or connection of the code server's, and
+  imports only what was not imported there (the platform, Dask) before it loads the definitions
+  as it would have. Its environment is the code server's at its first run. The forkserver holds
+  about 320 MB while the code server lives; a run whose forkserver was killed (by the kernel's
   out-of-memory killer, say) is reported as failed by the code server although it goes on.
 
 Nothing is imported early: a process that imports neither module only carries the finder

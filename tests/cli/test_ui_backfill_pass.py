@@ -19,8 +19,6 @@ from mlops_assets.ui_site import SITE_DIR
 from mlops_assets.ui_site.sitecustomize import BACKFILL_PASS_SECONDS
 from tests.cli.conftest import invoke
 
-pytestmark = pytest.mark.costly  # started first (tests/conftest.py)
-
 PROBE = """
 import json, sys
 import dagster._daemon.controller as controller
@@ -71,7 +69,6 @@ RUN_PROBE = """
 import inspect, json, logging, sys, threading
 import dagster._grpc.server as server
 from dagster._core.utils import FuturesAwareThreadPoolExecutor
-from mlops_assets.definitions import STAGE_MODULES
 from mlops_assets.ui_site.run_preload import MODULES
 code_server = server.DagsterApiServer(
     threading.Event(), logging.getLogger(), FuturesAwareThreadPoolExecutor(2),
@@ -81,7 +78,7 @@ runs = code_server._mp_ctx
 uses_it = "self._mp_ctx.Process(" in inspect.getsource(server.DagsterApiServer.StartRun)
 check = (
     "import sys, numpy; print(float(numpy.random.rand()), flush=True); "
-    f"sys.exit(0 if {set([*MODULES, *STAGE_MODULES])!r} <= set(sys.modules) else 3)"
+    f"sys.exit(0 if {set(MODULES)!r} <= set(sys.modules) else 3)"
 )
 exits = []
 for _ in range(2):
@@ -95,9 +92,8 @@ print(json.dumps({"start": runs.get_start_method(), "uses_it": uses_it, "exits":
 
 def test_under_the_hook_a_code_server_forks_its_runs_from_a_server_that_imported_dagster():
     """The code server's runs start as forks of a process that imported Dagster, dagster-dbt,
-    pandas, scikit-learn, Dask and the platform's stages once, not as new interpreters
-    importing them again, and each run gets its own seed of numpy's global random state;
-    without the hook, Dagster's own."""
+    pandas and scikit-learn once, not as new interpreters importing them again, and each run
+    gets its own seed of numpy's global random state; without the hook, Dagster's own."""
 
     def probe(pythonpath: str) -> tuple[dict, list[str]]:
         env = {**os.environ, "PYTHONPATH": pythonpath}
