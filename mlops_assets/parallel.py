@@ -25,10 +25,12 @@ LOCAL = "local"  # the placement of work that ran in the calling process
 
 def dask_setup(worker) -> None:
     """Run by each worker process of the platform's LocalCluster as it starts (its preload):
-    its ``distributed`` log lines reach the terminal only when critical, and its exit skips
-    the garbage collector's passes over everything the tasks imported (an exit handler freezes
-    every object; the handlers registered before it, ``distributed``'s, run after it and need
-    no collection): the cluster's close waits for its workers to exit."""
+    its ``distributed`` log lines reach the terminal only when critical, and the exit of a
+    spawned worker (one its nanny started again) skips the garbage collector's passes over
+    everything the tasks imported (an exit handler freezes every object; the handlers
+    registered before it, ``distributed``'s, run after it and need no collection): the
+    cluster's close waits for its workers to exit. A forked worker (``resources``) ends with
+    ``os._exit``, as every child of a forkserver does: no exit handler, no passes."""
     import atexit
     import gc
     import logging

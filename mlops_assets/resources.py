@@ -126,7 +126,7 @@ CLUSTER_CONFIG = {
 _clusters: dict[int, object] = {}
 _clusters_lock = threading.Lock()
 _forkserver_lock = threading.Lock()
-_forkserver_set = False
+_forkserver_usable: bool | None = None  # decided at the first cluster (_forked_workers)
 _warm_ups: list[threading.Thread] = []  # start_local_cluster's threads, until closed
 
 
@@ -157,31 +157,40 @@ def _forked_workers() -> dict[str, str]:
     server process ("forkserver") that imported Dask and :data:`WORKER_IMPORTS` once, instead
     of starting a new interpreter for each worker that imports them again ("spawn", Dask's
     default): a worker starts in a fraction of a second instead of several CPU-seconds of
-    imports. The server is started by this process's first cluster and serves every later one
-    (a worker that died is forked again), holding its imports while this process lives.
+    imports. The server is started by this process's first cluster, after the nannies have
+    set their pre-spawn variables in this process's environment (``OMP_NUM_THREADS=1``,
+    ``MALLOC_TRIM_THRESHOLD_``, ``PYTHONHASHSEED``), so its workers start with them as spawned
+    ones do; it serves every later cluster of the process. A worker its nanny starts again
+    after it died is spawned (the setting holds while the cluster starts).
 
-    It starts after the nannies have set their pre-spawn variables in this process's
-    environment (``OMP_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_``, ``PYTHONHASHSEED``), so the
-    workers have them as spawned workers do. Where there is no forkserver: no setting (spawn)."""
+    No setting (spawn) where there is no forkserver, where this process already runs one
+    (started by other code, with other imports and another environment), or where Dask's
+    configuration names a method other than spawn."""
     import multiprocessing
+    import multiprocessing.forkserver
 
     import dask
     from distributed.utils import get_mp_context
 
-    global _forkserver_set
-    try:
-        context = multiprocessing.get_context("forkserver")
-    except ValueError:  # a platform without fork
-        return {}
-    setting = {"distributed.worker.multiprocessing-method": "forkserver"}
+    global _forkserver_usable
+    key = "distributed.worker.multiprocessing-method"
     with _forkserver_lock:
-        if not _forkserver_set:
-            with dask.config.set(setting):
-                get_mp_context()  # Dask sets its own list of imports, once per process
-            # ... which this one replaces, before the server starts: Dask's and the tasks'
-            context.set_forkserver_preload(["distributed", *WORKER_IMPORTS])
-            _forkserver_set = True
-    return setting
+        if _forkserver_usable is None:
+            try:
+                context = multiprocessing.get_context("forkserver")
+            except ValueError:  # a platform without fork
+                context = None
+            # Python keeps one forkserver per process; its preload is read when it starts.
+            running = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+            _forkserver_usable = (
+                context is not None and running is None and dask.config.get(key) == "spawn"
+            )
+            if _forkserver_usable:
+                with dask.config.set({key: "forkserver"}):
+                    get_mp_context()  # Dask sets its own list of imports, once per process
+                # ... which this one replaces before the server starts: Dask's and the tasks'
+                context.set_forkserver_preload(["distributed", *WORKER_IMPORTS])
+    return {key: "forkserver"} if _forkserver_usable else {}
 
 
 def _local_cluster(n_workers: int):

@@ -81,7 +81,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = _xdist_group(item)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
-    costly_first(items)
+    if config.getvalue("dist") == "loadgroup":  # a plain run keeps each module together
+        costly_first(items)
 
 
 def costly_first(items: list[pytest.Item]) -> None:

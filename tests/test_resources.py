@@ -231,34 +231,99 @@ def test_a_worker_freezes_its_objects_at_exit():
     assert done.stdout.split("\n")[:2] == ["frozen before exit: False", "frozen at exit: True"]
 
 
+def _worker_start() -> dict:
+    """Run on a worker: where it came from and what it started with. A forked process keeps its
+    server's start-up environment in /proc/self/environ (Dask's nanny updates ``os.environ``
+    in every worker, so ``os.environ`` would show its variables whatever the start)."""
+    import os
+    import sys
+
+    from mlops_assets.resources import WORKER_IMPORTS
+
+    with open("/proc/self/environ", "rb") as file:
+        started_with = dict(
+            entry.decode().split("=", 1) for entry in file.read().split(b"\0") if b"=" in entry
+        )
+    return {
+        "parent": os.getppid(),
+        "imported": all(name in sys.modules for name in WORKER_IMPORTS),
+        "variables": {
+            name: started_with.get(name)
+            for name in ("OMP_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_", "PYTHONHASHSEED")
+        },
+        "hash": hash("mlops"),
+    }
+
+
 def test_the_local_clusters_workers_are_forked_with_the_tasks_imports_and_dasks_variables():
     """A LocalCluster's workers are forked from a server process that imported Dask and what
-    the tasks import (not new interpreters importing them again), and still have the variables
-    Dask's nannies set for a worker (one OpenMP thread, memory given back to the system); a
-    second cluster of the same process forks from the same server."""
+    the tasks import (not new interpreters importing them again), and start with the
+    variables Dask's nannies give a spawned worker (one OpenMP thread, memory given back to the
+    system, the hash seed every worker shares); a second cluster of the same process forks
+    from the same server."""
     import os
+    import subprocess
     import sys
 
     from distributed import Client
 
     from mlops_assets import resources
 
-    def worker_state() -> tuple[int, bool, str | None, str | None]:
-        return (
-            os.getppid(),
-            all(name in sys.modules for name in resources.WORKER_IMPORTS),
-            os.environ.get("OMP_NUM_THREADS"),
-            os.environ.get("MALLOC_TRIM_THRESHOLD_"),
-        )
-
+    seeded = subprocess.run(
+        [sys.executable, "-c", "print(hash('mlops'))"],
+        env={**os.environ, "PYTHONHASHSEED": "6640"}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
     servers = set()
     for _ in range(2):
         with resources.new_local_cluster(2) as cluster, Client(cluster) as client:
-            states = list(client.run(worker_state).values())
+            states = list(client.run(_worker_start).values())
         assert len(states) == 2
-        for parent, imported, omp, trim in states:
-            assert parent != os.getpid()  # spawned, a worker's parent is its nanny's process
-            assert imported
-            assert (omp, trim) == ("1", "65536")
-            servers.add(parent)
+        for state in states:
+            assert state["parent"] != os.getpid()  # spawned: its nanny's process, this one
+            assert state["imported"]
+            assert state["variables"] == {
+                "OMP_NUM_THREADS": "1",
+                "MALLOC_TRIM_THRESHOLD_": "65536",
+                "PYTHONHASHSEED": "6640",
+            }
+            assert state["hash"] == int(seeded.stdout)
+            servers.add(state["parent"])
     assert len(servers) == 1
+
+
+# A process whose forkserver was started by other code first (here with no preload): the
+# LocalCluster spawns its workers, which then import what they need themselves.
+FORKSERVER_TAKEN = """
+import json, multiprocessing, os
+if __name__ == "__main__":
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([])
+    started = context.Process(target=os.getpid)
+    started.start(); started.join()
+    from distributed import Client
+    from mlops_assets import resources
+    from tests.test_resources import _worker_start
+    with resources.new_local_cluster(1) as cluster, Client(cluster) as client:
+        [state] = client.run(_worker_start).values()
+    print(json.dumps({"spawned": state["parent"] == os.getpid(), **state}))
+"""
+
+
+def test_a_process_that_already_runs_a_forkserver_spawns_its_clusters_workers(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from mlops_assets.settings import PROJECT_ROOT
+
+    script = tmp_path / "taken.py"
+    script.write_text(FORKSERVER_TAKEN)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=PROJECT_ROOT, capture_output=True, text=True,
+        timeout=300, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads(done.stdout.strip().splitlines()[-1])
+    assert state["spawned"] and not state["imported"]
+    assert state["variables"]["OMP_NUM_THREADS"] == "1"
