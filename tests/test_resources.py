@@ -255,7 +255,43 @@ def _worker_start() -> dict:
     }
 
 
-def test_the_local_clusters_workers_are_forked_with_the_tasks_imports_and_dasks_variables():
+# A new process, as `mlops run` is (a test worker may already run a forkserver that another
+# test started): two LocalClusters one after the other, what their workers started with.
+FORKED = """
+import json, os
+if __name__ == "__main__":
+    from distributed import Client
+    from mlops_assets import resources
+    from tests.test_resources import _worker_start
+    clusters = []
+    for _ in range(2):
+        with resources.new_local_cluster(2) as cluster, Client(cluster) as client:
+            clusters.append(list(client.run(_worker_start).values()))
+    print(json.dumps({"pid": os.getpid(), "clusters": clusters}))
+"""
+
+
+def _in_new_process(code: str, tmp_path) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from mlops_assets.settings import PROJECT_ROOT
+
+    script = tmp_path / "probe.py"
+    script.write_text(code)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=PROJECT_ROOT, capture_output=True, text=True,
+        timeout=300, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_local_clusters_workers_are_forked_with_the_tasks_imports_and_dasks_variables(
+    tmp_path,
+):
     """A LocalCluster's workers are forked from a server process that imported Dask and what
     the tasks import (not new interpreters importing them again), and start with the
     variables Dask's nannies give a spawned worker (one OpenMP thread, memory given back to the
@@ -265,21 +301,16 @@ def test_the_local_clusters_workers_are_forked_with_the_tasks_imports_and_dasks_
     import subprocess
     import sys
 
-    from distributed import Client
-
-    from mlops_assets import resources
-
     seeded = subprocess.run(
         [sys.executable, "-c", "print(hash('mlops'))"],
         env={**os.environ, "PYTHONHASHSEED": "6640"}, capture_output=True, text=True, check=True,
     )  # fmt: skip
+    result = _in_new_process(FORKED, tmp_path)
     servers = set()
-    for _ in range(2):
-        with resources.new_local_cluster(2) as cluster, Client(cluster) as client:
-            states = list(client.run(_worker_start).values())
+    for states in result["clusters"]:
         assert len(states) == 2
         for state in states:
-            assert state["parent"] != os.getpid()  # spawned: its nanny's process, this one
+            assert state["parent"] != result["pid"]  # spawned: its nanny's process, the probe
             assert state["imported"]
             assert state["variables"] == {
                 "OMP_NUM_THREADS": "1",
@@ -310,20 +341,6 @@ if __name__ == "__main__":
 
 
 def test_a_process_that_already_runs_a_forkserver_spawns_its_clusters_workers(tmp_path):
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from mlops_assets.settings import PROJECT_ROOT
-
-    script = tmp_path / "taken.py"
-    script.write_text(FORKSERVER_TAKEN)
-    done = subprocess.run(
-        [sys.executable, str(script)], cwd=PROJECT_ROOT, capture_output=True, text=True,
-        timeout=300, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    state = json.loads(done.stdout.strip().splitlines()[-1])
+    state = _in_new_process(FORKSERVER_TAKEN, tmp_path)
     assert state["spawned"] and not state["imported"]
     assert state["variables"]["OMP_NUM_THREADS"] == "1"
