@@ -191,29 +191,18 @@ def run_timeline(home: Path, run_id: str) -> tuple[float, list[tuple[str, float,
     log."""
     import dagster as dg
 
-    ends = (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)
-    started: dict[str, float] = {}
-    steps = []
+    from mlops_assets.ops.health import step_spans
+
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         entries = instance.all_logs(run_id)
-        for entry in entries:
-            kind = entry.dagster_event_type
-            if kind == dg.DagsterEventType.STEP_START:
-                started[entry.step_key] = entry.timestamp
-            elif kind in ends and entry.step_key in started:
-                steps.append((entry.step_key, started.pop(entry.step_key), entry.timestamp))
-    return entries[0].timestamp, steps
+    return entries[0].timestamp, step_spans(entries)
 
 
-def stage_table(home: Path, run_id: str) -> dict[str, dict]:
+def stage_table(home: Path, run_id: str, spans: list[tuple[str, float, float]]) -> dict[str, dict]:
     """Seconds per stage (each Dagster step counted once: dbt's one step builds every model)
-    and the seconds of all steps, checks included, from the run's event log."""
-    import dagster as dg
-
-    from mlops_assets.ops.health import step_durations
-
-    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        steps = step_durations(instance, run_id)
+    and the seconds of all steps, checks included, from the steps' ``spans``
+    (:func:`run_timeline`'s; a retried step counts its last attempt)."""
+    steps = {step: end - start for step, start, end in spans}
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         rows = con.execute(
             f"select asset, step, rows_in from {ASSETS_TABLE} where run_id = ?", [run_id]
@@ -275,11 +264,11 @@ def main() -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         generate(home, applications)
         result = run_pipeline(home)
-        stages = stage_table(home, result["summary"]["run_id"])
+        first_event, steps = run_timeline(home, result["summary"]["run_id"])
+        stages = stage_table(home, result["summary"]["run_id"], steps)
         csv_rows, csv_seconds = duckdb_read_csv(home)
         wall = result["wall_seconds"]
         overhead = wall - stages.pop("_all_steps_seconds")
-        first_event, steps = run_timeline(home, result["summary"]["run_id"])
         record = {
             "applications": stages.pop("_applications"),
             "wall_seconds": wall,

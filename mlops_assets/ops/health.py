@@ -47,16 +47,22 @@ def step_durations(instance: dg.DagsterInstance, run_id: str) -> dict[str, float
     return _durations(instance.all_logs(run_id, of_type=_EVENTS))
 
 
-def _durations(entries: list) -> dict[str, float]:
+def step_spans(entries: list) -> list[tuple[str, float, float]]:
+    """(step, start, end) of every step of the event log ``entries`` that ended, from its
+    latest start (a retried step has a span per attempt), in the order they ended."""
     starts: dict[str, float] = {}
-    durations: dict[str, float] = {}
+    spans = []
     for entry in entries:
-        kind = entry.dagster_event.event_type
+        kind = entry.dagster_event_type
         if kind == dg.DagsterEventType.STEP_START:
             starts[entry.step_key] = entry.timestamp
         elif kind in _STEP_ENDS and entry.step_key in starts:
-            durations[entry.step_key] = entry.timestamp - starts[entry.step_key]
-    return durations
+            spans.append((entry.step_key, starts[entry.step_key], entry.timestamp))
+    return spans
+
+
+def _durations(entries: list) -> dict[str, float]:
+    return {step: end - start for step, start, end in step_spans(entries)}
 
 
 def _number(metadata: dict, *names: str) -> int | None:
